@@ -1,0 +1,38 @@
+/**
+ * The seam between a datagram transport (plain UDP, DTLS, an in-memory test link)
+ * and the reliable stream layer above it (shared/mux). See DESIGN.md "Layers".
+ *
+ * A transport delivers whole datagrams, unreliably: they may be lost, reordered or
+ * duplicated. Delivery is push-based (a handler, not an async iterator) because the
+ * receive path runs once per datagram and must not allocate a promise each time.
+ */
+
+/** What a transport calls as datagrams arrive and when it closes. */
+export interface DatagramHandler {
+  /** One datagram's payload. The receiver owns the buffer from now on. */
+  onDatagram(datagram: Uint8Array): void;
+  /** The transport closed (locally, by the peer, or on error). Called at most once. */
+  onClose(reason: string): void;
+}
+
+/** An established, unreliable, message-oriented connection to one peer. */
+export interface DatagramConn {
+  /**
+   * Sends one datagram of at most `maxDatagramSize` bytes. Never blocks; a transport
+   * that cannot send (closed, socket error) drops the datagram, as UDP would.
+   * The caller must not modify the buffer afterwards.
+   */
+  send(datagram: Uint8Array): void;
+  /**
+   * Sets the receiver. Datagrams that arrive before a handler is attached are
+   * queued (bounded) and delivered on attach. If the transport already closed,
+   * `onClose` is called on attach.
+   */
+  attach(handler: DatagramHandler): void;
+  /** Largest payload `send` accepts, in bytes. */
+  readonly maxDatagramSize: number;
+  /** Closes the connection (for DTLS: sends close_notify). Idempotent. */
+  close(reason?: string): void;
+  /** True once closed from either side. */
+  readonly closed: boolean;
+}
