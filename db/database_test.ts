@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { sql } from "drizzle-orm";
+import { openDatabase } from "./database.ts";
+import { DomainStore } from "./domain_store.ts";
+import { StoreError } from "./errors.ts";
+import { DataDirLockedError } from "./lock.ts";
+import { domains } from "./schema.ts";
+import { openTestDatabase, TEST_BACKENDS, testSecretBox } from "./testing.ts";
+
+Deno.test("PGlite on disk: locked while open, data survives a restart, migrate is idempotent", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hopgate_pglite_" });
+  try {
+    const first = await openDatabase({ dataDir: dir });
+    try {
+      await first.migrate();
+      await new DomainStore(first.db, testSecretBox()).register("kept.example.com", "m");
+      await assert.rejects(openDatabase({ dataDir: dir }), DataDirLockedError);
+    } finally {
+      await first.close();
+    }
+    const second = await openDatabase({ dataDir: dir });
+    try {
+      await second.migrate();
+      const store = new DomainStore(second.db, testSecretBox());
+      assert.equal((await store.get("kept.example.com"))?.memo, "m");
+    } finally {
+      await second.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("PostgreSQL: an unreachable server fails migrate with a StoreError", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close(); // nothing listens there now
+  const handle = await openDatabase({ dsn: `postgres://postgres@127.0.0.1:${port}/x` });
+  try {
+    const err = await handle.migrate().then(() => undefined, (e) => e);
+    assert.ok(err instanceof StoreError, String(err));
+    assert.match(err.message, /^Cannot apply database migrations: database error/);
+  } finally {
+    await handle.close();
+  }
+});
+
+for (const backend of TEST_BACKENDS) {
+  Deno.test(`driver errors on ${backend} never carry SQL parameters`, async () => {
+    const handle = await openTestDatabase(backend);
+    try {
+      const secret = "sk_live_do_not_leak_0123456789";
+      // A real failing query whose parameters include a secret-looking value.
+      const failing = handle.db.insert(domains).values({
+        id: "not-a-uuid",
+        domain: "leak.example.com",
+        apiKeySha256: secret,
+        pskSealed: secret,
+      });
+      const raw = await failing.then(() => undefined, (e) => e);
+      assert.ok(String(raw?.message).includes(secret), "drizzle itself leaks params (the reason)");
+      const err = StoreError.from("register domain", raw);
+      assert.equal(err.sqlState, "22P02");
+      assert.ok(!err.message.includes(secret), err.message);
+      assert.ok(!err.message.includes("not-a-uuid"), err.message);
+      assert.ok(!Deno.inspect(err).includes(secret));
+      assert.equal(err.cause, undefined);
+      assert.match(err.message, /^Cannot register domain: database error 22P02: invalid input/);
+
+      const dup = await handle.db.execute(sql`select 1/0`).then(() => undefined, (e) => e);
+      assert.equal(StoreError.from("divide", dup).sqlState, "22012");
+    } finally {
+      await handle.close();
+    }
+  });
+}

@@ -1,0 +1,83 @@
+/**
+ * The store's error vocabulary. Each has a stable `code`; the admin API maps them
+ * to HTTP statuses. `StoreError` replaces driver errors so that SQL parameters
+ * (which drizzle copies into `DrizzleQueryError.message`) never reach a log.
+ */
+export { InvalidDomainError } from "./domain_name.ts";
+
+/** Registering a domain that is already registered. */
+export class DomainExistsError extends Error {
+  override name = "DomainExistsError";
+  readonly code = "DOMAIN_EXISTS";
+  constructor(readonly domain: string) {
+    super(`domain ${domain} is already registered`);
+  }
+}
+
+/** The domain is not registered. */
+export class DomainNotFoundError extends Error {
+  override name = "DomainNotFoundError";
+  readonly code = "DOMAIN_NOT_FOUND";
+  constructor(readonly domain: string) {
+    super(`domain ${domain} is not registered`);
+  }
+}
+
+/** `unregister` with a client API key that is not the domain's current key. */
+export class ApiKeyMismatchError extends Error {
+  override name = "ApiKeyMismatchError";
+  readonly code = "API_KEY_MISMATCH";
+  constructor(readonly domain: string) {
+    super(`client_api_key does not match domain ${domain}`);
+  }
+}
+
+/**
+ * A database failure, stripped of everything that could carry a secret: it keeps
+ * the operation, the SQLSTATE (or system error code) and the server's message with
+ * quoted values masked. It deliberately has no `cause`.
+ */
+export class StoreError extends Error {
+  override name = "StoreError";
+  readonly code = "STORE_FAILED";
+  constructor(readonly operation: string, readonly sqlState: string | undefined, detail: string) {
+    super(`Cannot ${operation}: database error${sqlState ? ` ${sqlState}` : ""}: ${detail}`);
+  }
+
+  /** Builds a `StoreError` from anything a driver threw. */
+  static from(operation: string, err: unknown): StoreError {
+    if (err instanceof StoreError) return err;
+    // drizzle wraps driver errors: DrizzleQueryError { query, params, cause }.
+    // Only the cause (the driver's own error) is looked at, never the message.
+    const inner = (isRecord(err) && "params" in err && "cause" in err) ? err.cause : err;
+    const code = isRecord(inner) && typeof inner.code === "string" ? inner.code : undefined;
+    const message = isRecord(inner) && typeof inner.message === "string"
+      ? maskMessage(inner.message)
+      : "unknown error";
+    return new StoreError(operation, code, message);
+  }
+}
+
+/** The SQLSTATE of a driver error (inside drizzle's wrapper), if any. */
+export function sqlStateOf(err: unknown): string | undefined {
+  const inner = (isRecord(err) && "params" in err && "cause" in err) ? err.cause : err;
+  return isRecord(inner) && typeof inner.code === "string" ? inner.code : undefined;
+}
+
+/**
+ * Keeps a server message's wording but masks every quoted or parenthesized value
+ * that is not a plain SQL identifier (e.g. `invalid input syntax for type uuid: "…"`).
+ */
+function maskMessage(message: string): string {
+  const firstLine = message.split("\n", 1)[0] ?? "";
+  return firstLine
+    .replace(/"([^"]*)"/g, (m, inner: string) => /^[a-z_][a-z0-9_.]*$/i.test(inner) ? m : '"…"')
+    .replace(/'[^']*'/g, "'…'")
+    .replace(/\(([^)]*)\)=\(([^)]*)\)/g, "($1)=(…)")
+    .replace(/:\s+\S.*$/, (m) => /^:\s+"…"$/.test(m) ? m : ": …")
+    .slice(0, 300);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null;
+}
