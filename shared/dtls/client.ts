@@ -1,0 +1,137 @@
+/**
+ * The DTLS client: `dtlsConnect` binds its own UDP socket, runs the handshake
+ * (offering both suites, ECDHE_PSK first) and resolves with the connection.
+ */
+import { isIP } from "node:net";
+import { lookup } from "node:dns/promises";
+import { recordOverhead, suiteByName, type SuiteName, SUITES } from "./cipher.ts";
+import { ClientHandshake } from "./client_handshake.ts";
+import { AlertLevel } from "./constants.ts";
+import { Connection, type DtlsConn } from "./connection.ts";
+import { DtlsError } from "./errors.ts";
+import { type DtlsStats, newStats } from "./stats.ts";
+import { netAddr, UdpSocket } from "./udp.ts";
+
+export interface DtlsClientOptions {
+  hostname: string;
+  port: number;
+  /** PSK identity: the domain, lowercase. */
+  identity: string;
+  psk: Uint8Array;
+  /** Suites to offer, in order. Default: both, ECDHE_PSK_CHACHA20 first. */
+  suites?: SuiteName[];
+  /** Give up after this long. Default 30 000 ms. */
+  handshakeTimeoutMs?: number;
+  /** First retransmission timeout, doubling up to `maxRtoMs`. Default 500 ms. */
+  initialRtoMs?: number;
+  maxRtoMs?: number;
+  /** Application payload per datagram we send. Default 1200. */
+  maxDatagramSize?: number;
+  signal?: AbortSignal;
+  /** Counters to update (a fresh set by default). */
+  stats?: DtlsStats;
+}
+
+export interface DtlsClientConn extends DtlsConn {
+  readonly stats: DtlsStats;
+  readonly localAddr: { hostname: string; port: number };
+}
+
+async function resolve(hostname: string): Promise<string> {
+  const bare = hostname.replace(/^\[|\]$/g, "");
+  if (isIP(bare)) return bare;
+  try {
+    return (await lookup(bare)).address;
+  } catch (e) {
+    throw new DtlsError("CLOSED", `Cannot resolve ${hostname}: ${(e as Error).message}`);
+  }
+}
+
+function isLoopback(ip: string): boolean {
+  return ip.startsWith("127.") || ip === "::1";
+}
+
+export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientConn> {
+  const suites = (opts.suites ?? SUITES.map((s) => s.name as SuiteName)).map((n) => {
+    const s = suiteByName(n);
+    if (!s) throw new RangeError(`Unknown cipher suite ${n}`);
+    return s;
+  });
+  if (suites.length === 0) throw new RangeError("No cipher suites to offer");
+  const maxDatagramSize = opts.maxDatagramSize ?? 1200;
+  if (maxDatagramSize < 64 || maxDatagramSize > 16384) {
+    throw new RangeError(`maxDatagramSize must be 64..16384, got ${maxDatagramSize}`);
+  }
+  opts.signal?.throwIfAborted();
+  const ip = await resolve(opts.hostname);
+  const stats = opts.stats ?? newStats();
+  const to = netAddr({ hostname: ip, port: opts.port });
+  const bindHost = isLoopback(ip) ? ip : ip.includes(":") ? "::" : "0.0.0.0";
+
+  const socket = UdpSocket.bind(bindHost, 0, (d, from) => {
+    stats.datagramsReceived++;
+    stats.bytesReceived += d.length;
+    if (from.port !== opts.port || from.hostname !== ip) {
+      stats.dropped.noSession++;
+      return;
+    }
+    conn.handleDatagram(d);
+  });
+  // The socket delivers nothing before its first await, so `conn` exists by then.
+  const conn: Connection = new Connection({
+    role: "client",
+    remoteAddr: { hostname: ip, port: opts.port },
+    transmit: (d) => socket.send(d, to),
+    maxDatagramSize,
+    handshakeMtu: Math.max(maxDatagramSize, 1200) + 37,
+    stats,
+    onClosed: () => socket.close(),
+  });
+
+  return await new Promise<DtlsClientConn>((resolvePromise, reject) => {
+    const timeoutMs = opts.handshakeTimeoutMs ?? 30_000;
+    const finish = (err: DtlsError | undefined) => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      if (err) {
+        stats.handshakesFailed++;
+        if (err.code === "HANDSHAKE_FAILED" && err.alert !== undefined) {
+          conn.sendAlert(AlertLevel.Fatal, err.alert);
+        }
+        conn.terminate(err.message);
+        socket.done.then(() => reject(err));
+        return;
+      }
+      conn.setSuite(hs.suite!, maxDatagramSize + recordOverhead(hs.suite));
+      conn.identity = opts.identity;
+      conn.established = true;
+      stats.handshakesCompleted++;
+      const c = conn as Connection & { localAddr?: unknown };
+      c.localAddr = socket.addr;
+      resolvePromise(c as unknown as DtlsClientConn);
+    };
+    const hs = new ClientHandshake(
+      conn,
+      { initialRtoMs: opts.initialRtoMs ?? 500, maxRtoMs: opts.maxRtoMs ?? 8000 },
+      opts.identity,
+      opts.psk,
+      suites,
+      finish,
+    );
+    const timer = setTimeout(
+      () =>
+        hs.fail(
+          new DtlsError(
+            "HANDSHAKE_TIMEOUT",
+            `No DTLS handshake with ${opts.hostname}:${opts.port} within ${timeoutMs} ms`,
+          ),
+        ),
+      timeoutMs,
+    );
+    const onAbort = () => hs.fail(new DtlsError("ABORTED", "DTLS connect aborted"));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    conn.handshake = hs;
+    stats.handshakesStarted++;
+    hs.start();
+  });
+}

@@ -1,0 +1,314 @@
+/**
+ * What both sides' handshakes share: reassembly of fragmented messages in
+ * message_seq order, the transcript, and flights with retransmission.
+ *
+ * RFC 6347 4.2.4 state machine, driven by the subclasses:
+ *
+ *   PREPARING --send flight--> SENDING --> WAITING --timer--> (resend, backoff x2)
+ *                                            |  peer retransmits its last flight -> resend ours
+ *                                            v  next flight arrives
+ *                                         PREPARING ... -> FINISHED
+ *
+ * The last flight of a handshake is not resent on a timer, only when the peer
+ * resends its own (which says ours was lost).
+ */
+import { ContentType, HANDSHAKE_HEADER_SIZE, MAX_HANDSHAKE_MESSAGE } from "./constants.ts";
+import type { RecordCipher } from "./cipher.ts";
+import { DtlsError } from "./errors.ts";
+import { decodeFragments, encodeHandshake, fragmentOf } from "./messages.ts";
+import { sha256 } from "./prf.ts";
+
+/** What the handshake needs from the connection's record layer. */
+export interface RecordIO {
+  /** Encodes one record in `epoch` (sealed with `cipher` if given), next sequence number. */
+  encodeRecord(
+    type: number,
+    epoch: number,
+    cipher: RecordCipher | undefined,
+    payload: Uint8Array,
+  ): Uint8Array;
+  /** Sends one datagram to the peer. */
+  transmit(datagram: Uint8Array): void;
+  /** Largest UDP payload to send during the handshake. */
+  readonly handshakeMtu: number;
+  /** Per-record bytes added on top of the payload, for a cipher (or none). */
+  overhead(cipher: RecordCipher | undefined): number;
+  /** Keys for the next epoch: read side becomes usable at once (implicit CCS), write side on our CCS. */
+  installPendingKeys(read: RecordCipher, write: RecordCipher): void;
+  /** Our CCS was sent: later records go out in the next epoch. */
+  switchWriteEpoch(): void;
+  readonly writeEpoch: number;
+  readonly writeCipher: RecordCipher | undefined;
+  onRetransmit(): void;
+  /** Forgets the anti-replay state of an epoch (after a stateless HelloVerifyRequest). */
+  resetReadWindow(epoch: number): void;
+}
+
+export interface HandshakeMessage {
+  type: number;
+  messageSeq: number;
+  body: Uint8Array;
+  /** Normalized whole message (header with offset 0, length = whole), for the transcript. */
+  raw: Uint8Array;
+  epoch: number;
+}
+
+/** One entry of a flight: a handshake message or a ChangeCipherSpec. */
+type FlightEntry =
+  | { kind: "handshake"; message: Uint8Array; epoch: number; cipher: RecordCipher | undefined }
+  | { kind: "ccs"; epoch: number; cipher: RecordCipher | undefined };
+
+interface PartialMessage {
+  type: number;
+  length: number;
+  body: Uint8Array;
+  have: Uint8Array; // one byte per body byte: received?
+  missing: number;
+  epoch: number;
+}
+
+export interface HandshakeTimers {
+  initialRtoMs: number;
+  maxRtoMs: number;
+}
+
+/** How far ahead of the next expected message_seq we buffer fragments. */
+const MAX_SEQ_AHEAD = 8;
+
+export abstract class Handshake {
+  #nextReceiveSeq = 0;
+  protected nextSendSeq = 0;
+  readonly #partials = new Map<number, PartialMessage>();
+  #transcript: Uint8Array[] = [];
+  #flight: FlightEntry[] = [];
+  #flightIsFinal = false;
+  /** The peer's next message_seq when we sent our current flight. */
+  #peerSeqAtFlight = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #rto: number;
+  #lastResendAt = 0;
+  finished = false;
+  failed: DtlsError | undefined;
+
+  constructor(protected readonly io: RecordIO, protected readonly timers: HandshakeTimers) {
+    this.#rto = timers.initialRtoMs;
+  }
+
+  /** Handles a complete, in-order handshake message. */
+  protected abstract onMessage(msg: HandshakeMessage): void | Promise<void>;
+  /** The peer's ChangeCipherSpec arrived. */
+  protected abstract onChangeCipherSpec(): void;
+  /** Aborts the handshake; the connection sends the alert. */
+  abstract fail(error: DtlsError): void;
+
+  protected set receiveSeq(seq: number) {
+    this.#nextReceiveSeq = seq;
+  }
+
+  /** Feeds one handshake record's plaintext. Returns an error string if malformed. */
+  onRecord(data: Uint8Array, epoch: number): string | undefined {
+    const frags = decodeFragments(data);
+    if (frags.error !== undefined) return frags.error;
+    for (const f of frags.value) {
+      if (f.length > MAX_HANDSHAKE_MESSAGE) {
+        return `Cannot accept handshake message of ${f.length} bytes`;
+      }
+      if (f.messageSeq < this.#nextReceiveSeq) {
+        // A message we already have. If it belongs to the peer flight that our current
+        // flight answers, the peer resent it: ours was lost (RFC 6347 4.2.4). Copies of
+        // messages that arrived after we sent ours are plain duplicates.
+        if (f.messageSeq < this.#peerSeqAtFlight) this.#resendOnPeerRetransmit();
+        continue;
+      }
+      if (f.messageSeq >= this.#nextReceiveSeq + MAX_SEQ_AHEAD) continue;
+      let p = this.#partials.get(f.messageSeq);
+      if (!p) {
+        p = {
+          type: f.type,
+          length: f.length,
+          body: new Uint8Array(f.length),
+          have: new Uint8Array(f.length),
+          missing: f.length,
+          epoch,
+        };
+        this.#partials.set(f.messageSeq, p);
+      } else if (p.type !== f.type || p.length !== f.length) {
+        return `Cannot reassemble handshake message ${f.messageSeq}: fragments disagree on type or length`;
+      }
+      p.body.set(f.body, f.fragmentOffset);
+      for (let i = f.fragmentOffset; i < f.fragmentOffset + f.fragmentLength; i++) {
+        if (p.have[i] === 0) {
+          p.have[i] = 1;
+          p.missing--;
+        }
+      }
+    }
+    this.#drain();
+    return undefined;
+  }
+
+  #processing: Promise<void> = Promise.resolve();
+
+  /** Delivers complete messages in order; async handlers (PSK lookup) run one at a time. */
+  #drain(): void {
+    for (;;) {
+      const seq = this.#nextReceiveSeq;
+      const p = this.#partials.get(seq);
+      if (!p || p.missing > 0) return;
+      this.#partials.delete(seq);
+      this.#nextReceiveSeq = seq + 1;
+      const msg: HandshakeMessage = {
+        type: p.type,
+        messageSeq: seq,
+        body: p.body,
+        raw: encodeHandshake(p.type, seq, p.body),
+        epoch: p.epoch,
+      };
+      this.#processing = this.#processing.then(() => {
+        if (this.finished || this.failed) return;
+        return this.onMessage(msg);
+      }).catch((e) =>
+        this.fail(e instanceof DtlsError ? e : new DtlsError("HANDSHAKE_FAILED", String(e)))
+      );
+    }
+  }
+
+  /** Peer CCS: ordered after the messages before it (they may still be processing). */
+  changeCipherSpec(): void {
+    this.#processing = this.#processing.then(() => {
+      if (!this.finished && !this.failed) this.onChangeCipherSpec();
+    });
+  }
+
+  /** Waits until queued messages have been handled. */
+  idle(): Promise<void> {
+    return this.#processing;
+  }
+
+  protected addToTranscript(raw: Uint8Array): void {
+    this.#transcript.push(raw);
+  }
+  protected resetTranscript(): void {
+    this.#transcript = [];
+  }
+  protected transcriptHash(): Uint8Array {
+    return sha256(...this.#transcript);
+  }
+
+  /** Builds a handshake message with our next message_seq and adds it to the transcript. */
+  protected message(type: number, body: Uint8Array): Uint8Array {
+    const m = encodeHandshake(type, this.nextSendSeq++, body);
+    this.addToTranscript(m);
+    return m;
+  }
+
+  /** Starts a new flight: the previous one is acknowledged by the peer's reply. */
+  protected sendFlight(entries: Array<Uint8Array | "ccs">, final: boolean): void {
+    this.#flight = [];
+    for (const e of entries) {
+      if (e === "ccs") {
+        this.#flight.push({ kind: "ccs", epoch: this.io.writeEpoch, cipher: this.io.writeCipher });
+        this.io.switchWriteEpoch();
+      } else {
+        this.#flight.push({
+          kind: "handshake",
+          message: e,
+          epoch: this.io.writeEpoch,
+          cipher: this.io.writeCipher,
+        });
+      }
+    }
+    this.#flightIsFinal = final;
+    this.#peerSeqAtFlight = this.#nextReceiveSeq;
+    this.#rto = this.timers.initialRtoMs;
+    this.#transmitFlight();
+    this.#arm();
+  }
+
+  #transmitFlight(): void {
+    const mtu = this.io.handshakeMtu;
+    const datagram: Uint8Array[] = [];
+    let size = 0;
+    const push = (record: Uint8Array) => {
+      if (size + record.length > mtu && datagram.length) {
+        this.io.transmit(joinRecords(datagram, size));
+        datagram.length = 0;
+        size = 0;
+      }
+      datagram.push(record);
+      size += record.length;
+    };
+    for (const e of this.#flight) {
+      if (e.kind === "ccs") {
+        push(this.io.encodeRecord(ContentType.ChangeCipherSpec, e.epoch, e.cipher, CCS_BODY));
+        continue;
+      }
+      const bodyLen = e.message.length - HANDSHAKE_HEADER_SIZE;
+      const room = Math.max(64, mtu - this.io.overhead(e.cipher) - HANDSHAKE_HEADER_SIZE);
+      for (let off = 0; off < bodyLen || (off === 0 && bodyLen === 0); off += room) {
+        const frag = off === 0 && bodyLen <= room
+          ? e.message
+          : fragmentOf(e.message, off, Math.min(room, bodyLen - off));
+        push(this.io.encodeRecord(ContentType.Handshake, e.epoch, e.cipher, frag));
+        if (bodyLen === 0) break;
+      }
+    }
+    if (datagram.length) this.io.transmit(joinRecords(datagram, size));
+  }
+
+  #arm(): void {
+    this.#clearTimer();
+    if (this.#flightIsFinal || this.finished || this.failed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.finished || this.failed) return;
+      this.io.onRetransmit();
+      this.#transmitFlight();
+      this.#rto = Math.min(this.#rto * 2, this.timers.maxRtoMs);
+      this.#arm();
+    }, this.#rto);
+  }
+
+  #resendOnPeerRetransmit(): void {
+    if (this.#flight.length === 0) return;
+    const now = Date.now();
+    if (now - this.#lastResendAt < 100) return; // one answer per burst of duplicates
+    this.#lastResendAt = now;
+    this.io.onRetransmit();
+    this.#transmitFlight();
+  }
+
+  /** Resends the last flight because the peer resent its own (used after completion). */
+  resendFinalFlight(): void {
+    if (this.#flightIsFinal) this.#resendOnPeerRetransmit();
+  }
+
+  /** The peer's reply arrived: stop resending the current flight. */
+  protected flightAcknowledged(): void {
+    this.#clearTimer();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Stops timers; called on success, failure and close. */
+  dispose(): void {
+    this.#clearTimer();
+    this.#partials.clear();
+  }
+}
+
+const CCS_BODY = new Uint8Array([1]);
+
+function joinRecords(records: Uint8Array[], size: number): Uint8Array {
+  if (records.length === 1) return records[0]!;
+  const out = new Uint8Array(size);
+  let o = 0;
+  for (const r of records) {
+    out.set(r, o);
+    o += r.length;
+  }
+  return out;
+}

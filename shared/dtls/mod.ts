@@ -1,0 +1,16 @@
+/**
+ * DTLS 1.2 with per-domain pre-shared keys, both sides (DESIGN.md "DTLS").
+ *
+ * - `DtlsServer.listen(...)`: one UDP socket, many peers, stateless cookies.
+ * - `dtlsConnect(...)`: a client connection.
+ * Both give established connections as `DtlsConn`, a `DatagramConn`.
+ */
+export { DtlsServer, type DtlsServerOptions } from "./server.ts";
+export { type DtlsClientConn, type DtlsClientOptions, dtlsConnect } from "./client.ts";
+export type { DtlsConn, PeerAddr } from "./connection.ts";
+export { DtlsError, type DtlsErrorCode } from "./errors.ts";
+export { AlertDescription, alertName } from "./constants.ts";
+export { ECDHE_PSK_CHACHA20, PSK_AES128_GCM, type SuiteName, SUITES } from "./cipher.ts";
+export { derivePsk, PSK_LABEL, pskIdentity } from "./psk.ts";
+export { type DtlsStats, newStats } from "./stats.ts";
+export type { PskLookup } from "./server_handshake.ts";
