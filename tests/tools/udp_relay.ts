@@ -12,8 +12,8 @@
  *   datagram in that direction (or after `reorderHoldMs` if none comes);
  * - `delayMs`: fixed extra delay before sending.
  *
- * The PRNG is seeded (mulberry32), so a run's loss pattern is reproducible for a given
- * arrival order. `intercept` sees every datagram first and may replace it or drop it (for
+ * The PRNGs are seeded (mulberry32, one per direction), so a direction's loss pattern is
+ * reproducible for a given arrival order in that direction. `intercept` sees every datagram first and may replace it or drop it (for
  * tampering tests); `inject` sends a datagram of the caller's choosing in one direction
  * (for replay tests); `trace` keeps a log of what happened to each datagram.
  *
@@ -155,7 +155,7 @@ export class UdpRelay {
   };
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   readonly #sends = new Set<Promise<void>>();
-  readonly #random: () => number;
+  readonly #random: Record<Direction, () => number>;
   readonly #intercept: UdpRelayOptions["intercept"];
   readonly #tracing: boolean;
   readonly #traceLimit: number;
@@ -165,7 +165,9 @@ export class UdpRelay {
 
   constructor(options: UdpRelayOptions) {
     this.#upstream = { ...options.upstream };
-    this.#random = mulberry32(options.seed ?? 1);
+    // One PRNG per direction, so each direction's pattern depends only on its own arrivals.
+    const seed = options.seed ?? 1;
+    this.#random = { toServer: mulberry32(seed), toClient: mulberry32(seed ^ 0x5bd1e995) };
     this.#intercept = options.intercept;
     this.#tracing = options.trace ?? false;
     this.#traceLimit = options.traceLimit ?? 10_000;
@@ -313,9 +315,10 @@ export class UdpRelay {
     }
     const s = this.#settings[dir];
     // Draw every random number every time, so one setting does not shift the others' pattern.
-    const rLoss = this.#random();
-    const rDup = this.#random();
-    const rReorder = this.#random();
+    const random = this.#random[dir];
+    const rLoss = random();
+    const rDup = random();
+    const rReorder = random();
     if (rLoss < s.loss) {
       c.droppedRandom++;
       this.#record(dir, "drop-loss", d);
