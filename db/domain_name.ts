@@ -19,8 +19,12 @@ export class InvalidDomainError extends Error {
  * (a name ACME can issue for), each 1–63 of `a-z 0-9 -` not starting or ending with
  * `-`, at most 253 characters in all, and a top-level label that is not all digits
  * (so IPv4 addresses are refused). One trailing dot is accepted and removed.
+ * `allowSingleLabel` accepts names like `localhost` (for the server's own name in debug).
  */
-export function normalizeDomain(input: string): string {
+export function normalizeDomain(
+  input: string,
+  options: { allowSingleLabel?: boolean } = {},
+): string {
   let name = input.trim();
   if (name === "") throw new InvalidDomainError("domain is empty");
   if (name.length > MAX_INPUT_CHARS) throw new InvalidDomainError("domain is too long");
@@ -32,7 +36,7 @@ export function normalizeDomain(input: string): string {
   if (ascii === "") throw new InvalidDomainError(`domain "${clip(input)}" is not a valid hostname`);
   if (ascii.length > 253) throw new InvalidDomainError("domain is longer than 253 characters");
   const labels = ascii.split(".");
-  if (labels.length < 2) {
+  if (labels.length < 2 && !options.allowSingleLabel) {
     throw new InvalidDomainError(`domain "${clip(input)}" needs at least two labels`);
   }
   for (const label of labels) {

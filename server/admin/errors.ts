@@ -1,0 +1,59 @@
+/**
+ * The admin API's error responses: always `{"success":false,"error":"..."}` with a
+ * 4xx status for client mistakes; only server faults are 5xx.
+ */
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { InvalidDomainError } from "../../db/domain_name.ts";
+import {
+  ApiKeyMismatchError,
+  DomainExistsError,
+  DomainNotFoundError,
+  StoreError,
+} from "../../db/errors.ts";
+import type { Logger } from "../log.ts";
+import type { AdminEnv } from "./env.ts";
+
+/** An HTTP error with a message for the client and optional extra headers. */
+export class AdminHttpError extends HTTPException {
+  constructor(
+    status: ContentfulStatusCode,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(status, { message });
+  }
+}
+
+export const badRequest = (message: string): AdminHttpError => new AdminHttpError(400, message);
+
+/** Status and client-safe message for anything a handler threw. */
+export function describeError(err: unknown): { status: ContentfulStatusCode; message: string } {
+  if (err instanceof HTTPException) {
+    return { status: err.status as ContentfulStatusCode, message: err.message || "error" };
+  }
+  if (err instanceof InvalidDomainError) return { status: 400, message: err.message };
+  if (err instanceof DomainExistsError) return { status: 409, message: err.message };
+  if (err instanceof DomainNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof ApiKeyMismatchError) return { status: 403, message: err.message };
+  if (err instanceof StoreError) return { status: 500, message: "database error" };
+  return { status: 500, message: "internal error" };
+}
+
+/** The app's one `onError`: JSON for every error; 5xx are logged (sanitized). */
+export function errorHandler(logger: Logger) {
+  return function onAdminError(err: Error, c: Context<AdminEnv>): Response {
+    const { status, message } = describeError(err);
+    if (status >= 500) {
+      // StoreError messages carry no SQL parameters; other errors: name and message only.
+      logger.error("admin request failed", {
+        method: c.req.method,
+        path: c.req.path,
+        error: { name: err.name, message: err.message },
+      });
+    }
+    const headers = err instanceof AdminHttpError ? err.headers : {};
+    return c.json({ success: false, error: message }, status, headers);
+  };
+}

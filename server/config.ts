@@ -1,0 +1,275 @@
+/**
+ * Server configuration from the environment (names kept from the original Go
+ * HopGate, see DESIGN.md "Configuration names"). `loadServerConfig` checks every
+ * variable and throws one `ConfigError` listing every problem, each naming its
+ * variable and what it expected. Secret values never appear in errors or output.
+ *
+ * | Variable                          | Default                                  |
+ * |-----------------------------------|------------------------------------------|
+ * | HOP_SERVER_DEBUG                  | false                                    |
+ * | HOP_SERVER_HTTP_LISTEN            | `:80` (debug: `127.0.0.1:8080`)          |
+ * | HOP_SERVER_HTTPS_LISTEN           | `:443` (debug: `127.0.0.1:8443`)         |
+ * | HOP_SERVER_DTLS_LISTEN (UDP)      | `:443` (debug: `127.0.0.1:8443`)         |
+ * | HOP_SERVER_DOMAIN                 | required (debug: `localhost`)            |
+ * | HOP_SERVER_PROXY_DOMAINS          | none (comma-separated domains)           |
+ * | HOP_SERVER_PROXY_TIMEOUT_SECONDS  | 60                                       |
+ * | HOP_ADMIN_API_KEY                 | unset: admin API off (≥ 16 characters)   |
+ * | HOP_ADMIN_ALLOWED_IPS             | any (comma-separated CIDRs or addresses) |
+ * | HOP_DB_DSN                        | unset: embedded PGlite in HOP_DATA_DIR   |
+ * | HOP_DB_MAX_OPEN_CONNS             | 10                                       |
+ * | HOP_DATA_DIR                      | `./data`                                 |
+ * | HOP_SECRET_KEY                    | unset: key file in HOP_DATA_DIR (≥ 32)   |
+ * | HOP_LOG_LEVEL                     | `info` (debug, info, warn, error)        |
+ * | HOP_ACME_EMAIL                    | none                                     |
+ * | HOP_ACME_USE_STAGING              | false                                    |
+ * | HOP_ACME_CA_DIR                   | Let's Encrypt (staging if USE_STAGING)   |
+ *
+ * A listen address is `host:port`, `:port` (all IPv4 interfaces) or `[v6]:port`.
+ */
+import { normalizeDomain } from "../db/domain_name.ts";
+import { type Cidr, parseCidrList } from "./admin/cidr.ts";
+import { LOG_LEVELS, type LogLevel } from "./log.ts";
+
+/** A value that never prints: `String`, JSON and inspection all give "***". */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  /** The secret itself; call it only where it is used. */
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return "***";
+  }
+  toJSON(): string {
+    return "***";
+  }
+  [Symbol.for("Deno.customInspect")](): string {
+    return "***";
+  }
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return "***";
+  }
+}
+
+export interface ListenAddress {
+  hostname: string;
+  port: number;
+}
+
+export interface AcmeConfig {
+  email: string | undefined;
+  /** ACME directory URL. */
+  caDirectoryUrl: string;
+  useStaging: boolean;
+}
+
+export interface ServerConfig {
+  debug: boolean;
+  httpListen: ListenAddress;
+  httpsListen: ListenAddress;
+  dtlsListen: ListenAddress;
+  /** The server's own name: serves the admin API, gets a certificate. */
+  serverDomain: string;
+  proxyDomains: string[];
+  proxyTimeoutSeconds: number;
+  /** Undefined: the admin API is off. */
+  adminApiKey: Secret | undefined;
+  /** Empty: any address (the bearer key still applies). */
+  adminAllowedIps: Cidr[];
+  /** Undefined: embedded PGlite in `dataDir`. A DSN may hold a password, hence Secret. */
+  dbDsn: Secret | undefined;
+  dbMaxOpenConns: number;
+  dataDir: string;
+  /** Undefined: the secret-box key comes from a key file in `dataDir`. */
+  secretKey: Secret | undefined;
+  logLevel: LogLevel;
+  acme: AcmeConfig;
+}
+
+/** Every configuration problem found, one line each. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  readonly code = "CONFIG_INVALID";
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+export const LETS_ENCRYPT_STAGING_DIRECTORY =
+  "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+const MIN_ADMIN_KEY_CHARS = 16;
+const MIN_SECRET_KEY_CHARS = 32;
+
+/** Reads the server configuration from `env`; throws `ConfigError` listing every problem. */
+export function loadServerConfig(env: Record<string, string | undefined>): ServerConfig {
+  const problems: string[] = [];
+  const get = (name: string): string | undefined => {
+    const v = env[name]?.trim();
+    return v === "" ? undefined : v;
+  };
+  /** Runs `parse` on a set variable; records its error (never the value of a secret). */
+  const parse = <T>(name: string, fallback: T, fn: (v: string) => T, secret = false): T => {
+    const raw = get(name);
+    if (raw === undefined) return fallback;
+    try {
+      return fn(raw);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      problems.push(secret ? `${name}: ${why}` : `${name}: ${why}, got "${clip(raw)}"`);
+      return fallback;
+    }
+  };
+
+  const debug = parse("HOP_SERVER_DEBUG", false, parseBool);
+  const httpListen = parse(
+    "HOP_SERVER_HTTP_LISTEN",
+    debug ? { hostname: "127.0.0.1", port: 8080 } : { hostname: "0.0.0.0", port: 80 },
+    parseListen,
+  );
+  const httpsListen = parse(
+    "HOP_SERVER_HTTPS_LISTEN",
+    debug ? { hostname: "127.0.0.1", port: 8443 } : { hostname: "0.0.0.0", port: 443 },
+    parseListen,
+  );
+  const dtlsListen = parse(
+    "HOP_SERVER_DTLS_LISTEN",
+    debug ? { hostname: "127.0.0.1", port: 8443 } : { hostname: "0.0.0.0", port: 443 },
+    parseListen,
+  );
+  const serverDomain = parse(
+    "HOP_SERVER_DOMAIN",
+    "localhost",
+    (v) => normalizeDomain(v, { allowSingleLabel: debug }),
+  );
+  if (!debug && get("HOP_SERVER_DOMAIN") === undefined) {
+    problems.push("HOP_SERVER_DOMAIN: required (the server's public name) unless HOP_SERVER_DEBUG");
+  }
+  const proxyDomains = parse(
+    "HOP_SERVER_PROXY_DOMAINS",
+    [],
+    (v) => splitList(v).map((d) => normalizeDomain(d)),
+  );
+  const proxyTimeoutSeconds = parse(
+    "HOP_SERVER_PROXY_TIMEOUT_SECONDS",
+    60,
+    (v) => parseInteger(v, 1, 86_400),
+  );
+  const adminApiKey = parse("HOP_ADMIN_API_KEY", undefined, (v) => {
+    if (v.length < MIN_ADMIN_KEY_CHARS) {
+      throw new Error(`must be at least ${MIN_ADMIN_KEY_CHARS} characters`);
+    }
+    return new Secret(v);
+  }, true);
+  const adminAllowedIps = parse("HOP_ADMIN_ALLOWED_IPS", [], (v) => {
+    try {
+      return parseCidrList(v);
+    } catch (err) {
+      throw new Error(`expected comma-separated IPs or CIDRs (${(err as Error).message})`);
+    }
+  });
+  const dbDsn = parse("HOP_DB_DSN", undefined, (v) => {
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      throw new Error("expected a postgres:// or postgresql:// URL");
+    }
+    if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+      throw new Error("expected a postgres:// or postgresql:// URL");
+    }
+    return new Secret(v);
+  }, true);
+  const dbMaxOpenConns = parse("HOP_DB_MAX_OPEN_CONNS", 10, (v) => parseInteger(v, 1, 1000));
+  const dataDir = get("HOP_DATA_DIR") ?? "./data";
+  const secretKey = parse("HOP_SECRET_KEY", undefined, (v) => {
+    if (v.length < MIN_SECRET_KEY_CHARS) {
+      throw new Error(`must be at least ${MIN_SECRET_KEY_CHARS} characters`);
+    }
+    return new Secret(v);
+  }, true);
+  const logLevel = parse("HOP_LOG_LEVEL", "info" as LogLevel, (v) => {
+    const level = v.toLowerCase();
+    if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+      throw new Error(`expected one of ${LOG_LEVELS.join(", ")}`);
+    }
+    return level as LogLevel;
+  });
+  const useStaging = parse("HOP_ACME_USE_STAGING", false, parseBool);
+  const email = parse("HOP_ACME_EMAIL", undefined as string | undefined, (v) => {
+    if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(v)) throw new Error("expected an email address");
+    return v;
+  });
+  const caDirectoryUrl = parse(
+    "HOP_ACME_CA_DIR",
+    useStaging ? LETS_ENCRYPT_STAGING_DIRECTORY : LETS_ENCRYPT_DIRECTORY,
+    (v) => {
+      let url: URL;
+      try {
+        url = new URL(v);
+      } catch {
+        throw new Error("expected an https:// URL");
+      }
+      if (url.protocol !== "https:" && !(debug && url.protocol === "http:")) {
+        throw new Error("expected an https:// URL");
+      }
+      return url.href;
+    },
+  );
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    debug,
+    httpListen,
+    httpsListen,
+    dtlsListen,
+    serverDomain,
+    proxyDomains,
+    proxyTimeoutSeconds,
+    adminApiKey,
+    adminAllowedIps,
+    dbDsn,
+    dbMaxOpenConns,
+    dataDir,
+    secretKey,
+    logLevel,
+    acme: { email, caDirectoryUrl, useStaging },
+  };
+}
+
+function parseBool(v: string): boolean {
+  const s = v.toLowerCase();
+  if (["1", "true", "yes", "on"].includes(s)) return true;
+  if (["0", "false", "no", "off"].includes(s)) return false;
+  throw new Error("expected true or false");
+}
+
+function parseInteger(v: string, min: number, max: number): number {
+  if (!/^\d+$/.test(v)) throw new Error(`expected an integer from ${min} to ${max}`);
+  const n = Number(v);
+  if (n < min || n > max) throw new Error(`expected an integer from ${min} to ${max}`);
+  return n;
+}
+
+/** `host:port`, `:port` or `[v6]:port`. */
+export function parseListen(v: string): ListenAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw new Error('expected "host:port", ":port" or "[ipv6]:port"');
+  }
+  const hostname = m[1] ?? (m[2] === "" || m[2] === undefined ? "0.0.0.0" : m[2]);
+  return { hostname, port };
+}
+
+function splitList(v: string): string[] {
+  return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function clip(s: string): string {
+  return s.length > 60 ? s.slice(0, 57) + "..." : s;
+}
