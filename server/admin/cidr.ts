@@ -12,6 +12,8 @@ export interface Cidr {
   readonly prefix: number;
   /** The canonical text, e.g. `10.0.0.0/8`. */
   readonly text: string;
+  /** The text, so a configuration holding ranges can be printed as JSON. */
+  toJSON(): string;
 }
 
 /** Parses one CIDR or address; throws `Error` naming the problem. */
@@ -31,7 +33,8 @@ export function parseCidr(input: string): Cidr {
     prefix = Number(p);
   }
   const network = parsed.value & mask(bits, prefix);
-  return { family: parsed.family, network, prefix, text: `${addrText}/${prefix}` };
+  const canonical = `${addrText}/${prefix}`;
+  return { family: parsed.family, network, prefix, text: canonical, toJSON: () => canonical };
 }
 
 /** Parses a comma-separated list of CIDRs; empty input gives an empty list. */

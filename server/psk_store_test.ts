@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import { derivePsk, pskIdentity } from "../shared/dtls/psk.ts";
+import { DomainStore } from "../db/domain_store.ts";
+import { openTestDatabase, testSecretBox } from "../db/testing.ts";
+import { MemoryLogger } from "./log.ts";
+import { createPskLookup, type PskSource } from "./psk_store.ts";
+
+/** What a DTLS server takes as its PSK callback (shared/dtls's PskLookup). */
+type DtlsPskCallback = (identity: string) => Promise<Uint8Array | undefined>;
+
+/** A PskSource over a map that counts queries and can be made to fail or stall. */
+class CountingSource implements PskSource {
+  readonly keys = new Map<string, Uint8Array>();
+  calls = 0;
+  fail = false;
+  gate: Promise<void> | undefined;
+  async getPsk(domain: string): Promise<Uint8Array | undefined> {
+    this.calls++;
+    if (this.gate) await this.gate;
+    if (this.fail) throw new Error("db down: password=hunter2");
+    return this.keys.get(domain);
+  }
+}
+
+Deno.test("lookupPsk over a real store: registered key found, rotated and unregistered keys gone", async () => {
+  const db = await openTestDatabase("postgres");
+  try {
+    const store = new DomainStore(db.db, testSecretBox());
+    const psk = createPskLookup(store, { cacheTtlMs: 60_000 });
+    // Handed to the DTLS server unbound, as `lookupPsk: psk.lookupPsk`.
+    const lookup: DtlsPskCallback = psk.lookupPsk;
+    const { apiKey } = await store.register("tunnel.example.com");
+    const identity = pskIdentity("tunnel.example.com");
+    assert.deepEqual(await lookup(identity), derivePsk(apiKey));
+
+    const rotated = await store.rotate("tunnel.example.com");
+    assert.deepEqual(await lookup(identity), derivePsk(apiKey), "cached until invalidated");
+    psk.invalidate("tunnel.example.com");
+    const now = await lookup(identity);
+    assert.deepEqual(now, derivePsk(rotated.apiKey));
+    assert.notDeepEqual(now, derivePsk(apiKey));
+
+    await store.unregister("tunnel.example.com", rotated.apiKey);
+    psk.invalidate("tunnel.example.com");
+    assert.equal(await lookup(identity), undefined);
+    assert.equal(await lookup("unknown.example.com"), undefined);
+  } finally {
+    await db.close();
+  }
+});
+
+Deno.test("lookupPsk caches found and not-found answers for the TTL", async () => {
+  let clock = 0;
+  const source = new CountingSource();
+  source.keys.set("a.example.com", new Uint8Array([1, 2, 3]));
+  const psk = createPskLookup(source, { cacheTtlMs: 1000, now: () => clock });
+  assert.deepEqual(await psk.lookupPsk("a.example.com"), new Uint8Array([1, 2, 3]));
+  assert.deepEqual(await psk.lookupPsk("A.Example.COM"), new Uint8Array([1, 2, 3]));
+  assert.equal(await psk.lookupPsk("b.example.com"), undefined);
+  assert.equal(await psk.lookupPsk("b.example.com"), undefined);
+  assert.equal(source.calls, 2);
+  clock = 1001;
+  await psk.lookupPsk("a.example.com");
+  assert.equal(source.calls, 3, "expired entries are fetched again");
+  const copy = await psk.lookupPsk("a.example.com");
+  copy!.fill(0);
+  assert.deepEqual(await psk.lookupPsk("a.example.com"), new Uint8Array([1, 2, 3]), "copies out");
+});
+
+Deno.test("lookupPsk: concurrent lookups share one query; invalidate beats a query in flight", async () => {
+  const source = new CountingSource();
+  source.keys.set("a.example.com", new Uint8Array([1]));
+  let open!: () => void;
+  source.gate = new Promise((r) => open = r);
+  const psk = createPskLookup(source, { cacheTtlMs: 60_000 });
+  const pending = [psk.lookupPsk("a.example.com"), psk.lookupPsk("a.example.com")];
+  await Promise.resolve();
+  // The key changes while the query is in flight; the stale answer must not be cached.
+  psk.invalidate("a.example.com");
+  source.keys.set("a.example.com", new Uint8Array([2]));
+  open();
+  source.gate = undefined;
+  await Promise.all(pending);
+  assert.equal(source.calls, 1);
+  assert.deepEqual(await psk.lookupPsk("a.example.com"), new Uint8Array([2]));
+  assert.equal(source.calls, 2);
+});
+
+Deno.test("lookupPsk: invalid identities never reach the store; failures are logged, not cached", async () => {
+  const source = new CountingSource();
+  const logger = new MemoryLogger();
+  const psk = createPskLookup(source, { logger });
+  for (const bad of ["", "a..b", "x".repeat(300), "1.2.3.4", "bad_name.com"]) {
+    assert.equal(await psk.lookupPsk(bad), undefined);
+  }
+  assert.equal(source.calls, 0);
+  source.fail = true;
+  assert.equal(await psk.lookupPsk("a.example.com"), undefined);
+  source.fail = false;
+  source.keys.set("a.example.com", new Uint8Array([9]));
+  assert.deepEqual(await psk.lookupPsk("a.example.com"), new Uint8Array([9]));
+  assert.equal(logger.entries.length, 1);
+  assert.equal(logger.entries[0]?.msg, "PSK lookup failed");
+});
+
+Deno.test("lookupPsk: cacheTtlMs 0 disables the cache; maxEntries bounds it", async () => {
+  const source = new CountingSource();
+  const uncached = createPskLookup(source, { cacheTtlMs: 0 });
+  await uncached.lookupPsk("a.example.com");
+  await uncached.lookupPsk("a.example.com");
+  assert.equal(source.calls, 2);
+  source.calls = 0;
+  const small = createPskLookup(source, { maxEntries: 2 });
+  for (const d of ["a.example.com", "b.example.com", "c.example.com", "a.example.com"]) {
+    await small.lookupPsk(d);
+  }
+  assert.equal(source.calls, 4, "a.example.com was evicted as the oldest");
+});
