@@ -10,7 +10,7 @@ import { AlertLevel } from "./constants.ts";
 import { Connection, type DtlsConn } from "./connection.ts";
 import { DtlsError } from "./errors.ts";
 import { type DtlsStats, newStats } from "./stats.ts";
-import { netAddr, UdpSocket } from "./udp.ts";
+import { bindUdp, netAddr, type PacketSocketFactory } from "./udp.ts";
 
 export interface DtlsClientOptions {
   hostname: string;
@@ -30,6 +30,10 @@ export interface DtlsClientOptions {
   signal?: AbortSignal;
   /** Counters to update (a fresh set by default). */
   stats?: DtlsStats;
+  /** UDP payload limit for handshake flights. Default maxDatagramSize + 37, at least 1237. */
+  handshakeMtu?: number;
+  /** Socket to use; default a real UDP socket on an ephemeral port. */
+  socket?: PacketSocketFactory;
 }
 
 export interface DtlsClientConn extends DtlsConn {
@@ -68,7 +72,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
   const to = netAddr({ hostname: ip, port: opts.port });
   const bindHost = isLoopback(ip) ? ip : ip.includes(":") ? "::" : "0.0.0.0";
 
-  const socket = UdpSocket.bind(bindHost, 0, (d, from) => {
+  const socket = (opts.socket ?? bindUdp)(bindHost, 0, (d, from) => {
     stats.datagramsReceived++;
     stats.bytesReceived += d.length;
     if (from.port !== opts.port || from.hostname !== ip) {
@@ -83,7 +87,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
     remoteAddr: { hostname: ip, port: opts.port },
     transmit: (d) => socket.send(d, to),
     maxDatagramSize,
-    handshakeMtu: Math.max(maxDatagramSize, 1200) + 37,
+    handshakeMtu: opts.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + 37,
     stats,
     onClosed: () => socket.close(),
   });

@@ -244,7 +244,7 @@ export abstract class Handshake {
         continue;
       }
       const bodyLen = e.message.length - HANDSHAKE_HEADER_SIZE;
-      const room = Math.max(64, mtu - this.io.overhead(e.cipher) - HANDSHAKE_HEADER_SIZE);
+      const room = Math.max(16, mtu - this.io.overhead(e.cipher) - HANDSHAKE_HEADER_SIZE);
       for (let off = 0; off < bodyLen || (off === 0 && bodyLen === 0); off += room) {
         const frag = off === 0 && bodyLen <= room
           ? e.message

@@ -17,7 +17,7 @@ import {
 } from "./messages.ts";
 import { type PskLookup, ServerHandshake } from "./server_handshake.ts";
 import { type DtlsStats, newStats } from "./stats.ts";
-import { netAddr, UdpSocket } from "./udp.ts";
+import { bindUdp, netAddr, type PacketSocket, type PacketSocketFactory } from "./udp.ts";
 import { Writer } from "./bytes.ts";
 import { recordOverhead } from "./cipher.ts";
 
@@ -39,14 +39,18 @@ export interface DtlsServerOptions {
   maxRtoMs?: number;
   /** Called when a handshake fails, with the peer and the reason (for logs). */
   onHandshakeError?: (peer: PeerAddr, error: DtlsError) => void;
+  /** UDP payload limit for handshake flights (they fragment to fit). Default maxDatagramSize + 37, at least 1237. */
+  handshakeMtu?: number;
+  /** Socket to use; default a real UDP socket. */
+  socket?: PacketSocketFactory;
 }
 
 export class DtlsServer {
   readonly stats: DtlsStats = newStats();
   readonly #opts:
-    & Required<Omit<DtlsServerOptions, "onHandshakeError">>
-    & Pick<DtlsServerOptions, "onHandshakeError">;
-  readonly #socket: UdpSocket;
+    & Required<Omit<DtlsServerOptions, "onHandshakeError" | "handshakeMtu">>
+    & Pick<DtlsServerOptions, "onHandshakeError" | "handshakeMtu">;
+  readonly #socket: PacketSocket;
   readonly #conns = new Map<string, Connection>();
   readonly #cookies = new CookieJar();
   #handshaking = 0;
@@ -59,12 +63,17 @@ export class DtlsServer {
       maxDatagramSize: 1200,
       initialRtoMs: 500,
       maxRtoMs: 8000,
+      socket: bindUdp,
       ...opts,
     };
     if (this.#opts.maxDatagramSize < 64 || this.#opts.maxDatagramSize > 16384) {
       throw new RangeError(`maxDatagramSize must be 64..16384, got ${this.#opts.maxDatagramSize}`);
     }
-    this.#socket = UdpSocket.bind(opts.hostname, opts.port, (d, from) => this.#onDatagram(d, from));
+    this.#socket = this.#opts.socket(
+      opts.hostname,
+      opts.port,
+      (d, from) => this.#onDatagram(d, from),
+    );
   }
 
   static listen(opts: DtlsServerOptions): DtlsServer {
@@ -149,7 +158,7 @@ export class DtlsServer {
       remoteAddr: { hostname: from.hostname, port: from.port },
       transmit: (d) => this.#socket.send(d, to),
       maxDatagramSize: o.maxDatagramSize,
-      handshakeMtu: Math.max(o.maxDatagramSize, 1200) + 37,
+      handshakeMtu: o.handshakeMtu ?? Math.max(o.maxDatagramSize, 1200) + 37,
       stats,
       onClosed: (c) => {
         if (this.#conns.get(key) === c) this.#conns.delete(key);

@@ -10,7 +10,26 @@ import type { PeerAddr } from "./connection.ts";
 
 export type UdpHandler = (datagram: Uint8Array, from: Deno.NetAddr) => void;
 
-export class UdpSocket {
+/**
+ * What the DTLS endpoints need from a socket. `UdpSocket` is the real one; tests
+ * may pass an in-memory one (shared/dtls/testing/memory_net.ts).
+ */
+export interface PacketSocket {
+  readonly addr: PeerAddr;
+  send(datagram: Uint8Array, to: Deno.NetAddr): void;
+  close(): void;
+  /** Settles once the socket stopped delivering. */
+  readonly done: Promise<void>;
+}
+
+/** Opens a socket bound to (hostname, port) that calls `handler` per datagram. */
+export type PacketSocketFactory = (
+  hostname: string,
+  port: number,
+  handler: UdpHandler,
+) => PacketSocket;
+
+export class UdpSocket implements PacketSocket {
   readonly #sock: Deno.DatagramConn;
   readonly #buf = new Uint8Array(65536);
   #closed = false;
@@ -68,3 +87,6 @@ export class UdpSocket {
 export function netAddr(a: PeerAddr): Deno.NetAddr {
   return { transport: "udp", hostname: a.hostname, port: a.port };
 }
+
+export const bindUdp: PacketSocketFactory = (hostname, port, handler) =>
+  UdpSocket.bind(hostname, port, handler);
