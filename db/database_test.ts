@@ -1,31 +1,50 @@
 import assert from "node:assert/strict";
 import { sql } from "drizzle-orm";
 import { openDatabase } from "./database.ts";
-import { DomainStore } from "./domain_store.ts";
+import { derivePsk } from "../shared/dtls/psk.ts";
+import { openStorage } from "./storage.ts";
 import { StoreError } from "./errors.ts";
 import { DataDirLockedError } from "./lock.ts";
 import { domains } from "./schema.ts";
 import { openTestDatabase, TEST_BACKENDS, testSecretBox } from "./testing.ts";
 
-Deno.test("PGlite on disk: locked while open, data survives a restart, migrate is idempotent", async () => {
+Deno.test("openStorage on PGlite: locked while open; data and sealed PSKs survive a restart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "hopgate_pglite_" });
   try {
-    const first = await openDatabase({ dataDir: dir });
+    const first = await openStorage({ dataDir: dir });
+    let apiKey: string;
     try {
-      await first.migrate();
-      await new DomainStore(first.db, testSecretBox()).register("kept.example.com", "m");
-      await assert.rejects(openDatabase({ dataDir: dir }), DataDirLockedError);
+      assert.equal(first.backend, "pglite");
+      assert.equal(first.secretKeySource, "new-file");
+      apiKey = (await first.store.register("kept.example.com", "m")).apiKey;
+      const err = await openStorage({ dataDir: dir }).then(() => undefined, (e) => e);
+      assert.ok(err instanceof DataDirLockedError, String(err));
+      assert.match(err.message, /in use by another HopGate server/);
     } finally {
       await first.close();
     }
-    const second = await openDatabase({ dataDir: dir });
+    const second = await openStorage({ dataDir: dir }); // migrate() again: a no-op
     try {
-      await second.migrate();
-      const store = new DomainStore(second.db, testSecretBox());
-      assert.equal((await store.get("kept.example.com"))?.memo, "m");
+      assert.equal(second.secretKeySource, "file");
+      assert.equal((await second.store.get("kept.example.com"))?.memo, "m");
+      assert.deepEqual(await second.store.getPsk("kept.example.com"), derivePsk(apiKey));
     } finally {
       await second.close();
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("openStorage on PostgreSQL: an unreachable server fails cleanly", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  const dir = await Deno.makeTempDir({ prefix: "hopgate_pg_" });
+  try {
+    const err = await openStorage({ dsn: `postgres://postgres@127.0.0.1:${port}/x`, dataDir: dir })
+      .then(() => undefined, (e) => e);
+    assert.ok(err instanceof StoreError, String(err));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

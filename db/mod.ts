@@ -3,13 +3,13 @@
  *
  * Start-up, in `server/main.ts`:
  * ```ts
- * const handle = await openDatabase(config.dbDsn
- *   ? { dsn: config.dbDsn.reveal(), maxConnections: config.dbMaxOpenConns }
- *   : { dataDir: config.dataDir });
- * await handle.migrate();
- * const { key } = await loadSecretKey({ secret: config.secretKey?.reveal(), dataDir: config.dataDir });
- * const store = new DomainStore(handle.db, new SecretBox(key));
- * // ... on shutdown: await handle.close();
+ * const storage = await openStorage({
+ *   dsn: config.dbDsn?.reveal(),
+ *   maxConnections: config.dbMaxOpenConns,
+ *   dataDir: config.dataDir,
+ *   secretKey: config.secretKey?.reveal(),
+ * }); // opens, locks (PGlite), migrates, loads the secret-box key
+ * // storage.store is the DomainStore; on shutdown: await storage.close();
  * ```
  */
 export {
@@ -29,6 +29,7 @@ export {
   MAX_MEMO_CHARS,
   MAX_PAGE_SIZE,
 } from "./domain_store.ts";
+export { openStorage, type Storage, type StorageOptions } from "./storage.ts";
 export { InvalidDomainError, normalizeDomain, tryNormalizeDomain } from "./domain_name.ts";
 export {
   ApiKeyMismatchError,

@@ -1,0 +1,60 @@
+/**
+ * Everything the server needs from storage, opened in one call: the database
+ * (PostgreSQL or PGlite, data directory locked), migrations applied, the
+ * secret-box key loaded, and the `DomainStore` on top.
+ */
+import { type DatabaseHandle, openDatabase } from "./database.ts";
+import { DomainStore } from "./domain_store.ts";
+import { loadSecretKey, SecretBox } from "./secret_box.ts";
+
+export interface StorageOptions {
+  /** `HOP_DB_DSN`; unset means embedded PGlite in `dataDir`. */
+  dsn?: string | undefined;
+  /** `HOP_DB_MAX_OPEN_CONNS`. */
+  maxConnections?: number | undefined;
+  /** `HOP_DATA_DIR`: PGlite's files, its lock, and the generated secret key file. */
+  dataDir: string;
+  /** `HOP_SECRET_KEY`; unset means `<dataDir>/secret.key`. */
+  secretKey?: string | undefined;
+}
+
+export interface Storage {
+  readonly store: DomainStore;
+  readonly backend: DatabaseHandle["backend"];
+  /** Where the secret-box key came from ("env", "file" or "new-file"), for a start-up log line. */
+  readonly secretKeySource: "env" | "file" | "new-file";
+  /** Closes the database and releases the data directory lock. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens storage for the server. Throws `DataDirLockedError` when another server
+ * holds the data directory, `StoreError` when the database cannot be reached or
+ * migrated; nothing stays open or locked after a failure.
+ */
+export async function openStorage(options: StorageOptions): Promise<Storage> {
+  const handle = await openDatabase(
+    options.dsn
+      ? {
+        dsn: options.dsn,
+        ...(options.maxConnections ? { maxConnections: options.maxConnections } : {}),
+      }
+      : { dataDir: options.dataDir },
+  );
+  try {
+    await handle.migrate();
+    const { key, source } = await loadSecretKey({
+      secret: options.secretKey,
+      dataDir: options.dataDir,
+    });
+    return {
+      store: new DomainStore(handle.db, new SecretBox(key)),
+      backend: handle.backend,
+      secretKeySource: source,
+      close: () => handle.close(),
+    };
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
