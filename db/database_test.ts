@@ -6,7 +6,7 @@ import { openStorage } from "./storage.ts";
 import { StoreError } from "./errors.ts";
 import { DataDirLockedError } from "./lock.ts";
 import { domains } from "./schema.ts";
-import { openTestDatabase, TEST_BACKENDS, testSecretBox } from "./testing.ts";
+import { openTestDatabase, TEST_BACKENDS } from "./testing.ts";
 
 Deno.test("openStorage on PGlite: locked while open; data and sealed PSKs survive a restart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "hopgate_pglite_" });
