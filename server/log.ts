@@ -38,7 +38,7 @@ export interface JsonLoggerOptions {
 export function createJsonLogger(options: JsonLoggerOptions = {}): Logger {
   const min = LOG_LEVELS.indexOf(options.level ?? "info");
   const encoder = new TextEncoder();
-  const write = options.write ?? ((line: string) => Deno.stdout.writeSync(encoder.encode(line)));
+  const write = options.write ?? ((line: string) => writeAllSync(encoder.encode(line)));
   const now = options.now ?? (() => new Date());
   const base = options.base ?? {};
   const log = (level: LogLevel) => (msg: string, fields: LogFields = {}) => {
@@ -93,4 +93,9 @@ function replacer(this: unknown, key: string, value: unknown): unknown {
   }
   if (typeof value === "bigint") return value.toString();
   return value;
+}
+
+function writeAllSync(bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.byteLength) off += Deno.stdout.writeSync(bytes.subarray(off));
 }

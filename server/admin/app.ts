@@ -13,6 +13,7 @@ import {
   auditLog,
   bodyTooLarge,
   defaultClientAddress,
+  hostName,
   requireAdminKey,
   requireEnabled,
   requireSecureTransport,
@@ -61,4 +62,31 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
   // (not throws) its 404 so that methodNotAllowed can still turn it into a 405.
   app.all("*", (c) => c.json({ success: false, error: "not found" }, 404));
   return app;
+}
+
+/** Deno.serve's handler info, as far as the admin API uses it. */
+export interface ServeInfo {
+  remoteAddr: { hostname: string };
+}
+
+/**
+ * The admin app mounted at `ADMIN_BASE_PATH`, as a plain request handler for a
+ * server that is not itself a Hono app: call it for requests `isAdminRequest` accepts.
+ */
+export function createAdminHandler(
+  deps: AdminDeps,
+): (req: Request, info: ServeInfo) => Response | Promise<Response> {
+  const root = new Hono<AdminEnv>().route(ADMIN_BASE_PATH, createAdminApp(deps));
+  return (req, info) => root.fetch(req, info);
+}
+
+/**
+ * Whether the public server should hand `req` to the admin API rather than to a
+ * tunnel: its Host is the server domain (any port) and its path is under
+ * `ADMIN_BASE_PATH`.
+ */
+export function isAdminRequest(req: Request, serverDomain: string): boolean {
+  const path = new URL(req.url).pathname;
+  if (path !== ADMIN_BASE_PATH && !path.startsWith(`${ADMIN_BASE_PATH}/`)) return false;
+  return hostName(req.headers.get("host") ?? undefined) === serverDomain;
 }

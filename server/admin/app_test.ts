@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import type { Hono } from "hono";
 import { derivePsk } from "../../shared/dtls/psk.ts";
 import { TEST_BACKENDS } from "../../db/testing.ts";
+import { createAdminHandler, isAdminRequest } from "./app.ts";
 import { parseCidrList } from "./cidr.ts";
 import {
   ADMIN_KEY,
+  adminConfig,
   type AdminFixture,
   fakeSession,
   openAdminFixture,
@@ -440,6 +442,36 @@ for (const backend of TEST_BACKENDS) {
     }
   });
 }
+
+Deno.test("createAdminHandler and isAdminRequest route by Host and path", async () => {
+  const fx = await openAdminFixture("postgres");
+  try {
+    const handler = createAdminHandler({
+      store: fx.store,
+      registry: fx.registry,
+      pskLookup: fx.psk,
+      config: adminConfig(),
+    });
+    const req = (url: string, host: string) =>
+      new Request(url, { headers: { host, authorization: `Bearer ${ADMIN_KEY}` } });
+    const ok = req(`http://${SERVER_DOMAIN}/api/v1/admin/domains`, `${SERVER_DOMAIN}:8080`);
+    assert.equal(isAdminRequest(ok, SERVER_DOMAIN), true);
+    const res = await handler(ok, { remoteAddr: { hostname: "127.0.0.1" } });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).success, true);
+    for (
+      const [url, host] of [
+        ["http://app.example.com/api/v1/admin/domains", "app.example.com"],
+        [`http://${SERVER_DOMAIN}/api/v1/administrator`, SERVER_DOMAIN],
+        [`http://${SERVER_DOMAIN}/`, SERVER_DOMAIN],
+      ]
+    ) {
+      assert.equal(isAdminRequest(req(url!, host!), SERVER_DOMAIN), false, url);
+    }
+  } finally {
+    await fx.close();
+  }
+});
 
 Deno.test("admin API: a database failure is a 500 with no details, logged sanitized", async () => {
   const fx = await openAdminFixture("postgres");

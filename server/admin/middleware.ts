@@ -160,7 +160,8 @@ export function jsonBody<T extends object>(
   };
 }
 
-function hostName(host: string | undefined): string | undefined {
+/** The name part of a Host header, lowercase, without port or trailing dot. */
+export function hostName(host: string | undefined): string | undefined {
   if (host === undefined) return undefined;
   const h = host.trim().toLowerCase();
   const name = h.startsWith("[") ? h.slice(0, h.indexOf("]") + 1) : h.replace(/:\d*$/, "");
