@@ -38,8 +38,7 @@ export async function openTestDatabase(backend: TestBackend): Promise<TestDataba
   const url = new URL(ADMIN_DSN);
   url.pathname = `/${name}`;
   const handle = await openDatabase({ dsn: url.href, maxConnections: 4 });
-  await handle.migrate();
-  return withReset(handle, async () => {
+  const drop = async () => {
     await handle.close();
     const admin = postgres(ADMIN_DSN, { max: 1, onnotice: () => {} });
     try {
@@ -47,7 +46,14 @@ export async function openTestDatabase(backend: TestBackend): Promise<TestDataba
     } finally {
       await admin.end();
     }
-  });
+  };
+  try {
+    await handle.migrate();
+  } catch (err) {
+    await drop();
+    throw err;
+  }
+  return withReset(handle, drop);
 }
 
 /** A SecretBox with a fixed test key. */
