@@ -3,8 +3,8 @@ import { sql } from "drizzle-orm";
 import { openDatabase } from "./database.ts";
 import { derivePsk } from "../shared/dtls/psk.ts";
 import { openStorage } from "./storage.ts";
-import { StoreError } from "./errors.ts";
-import { DataDirLockedError } from "./lock.ts";
+import { SecretKeyMismatchError, StoreError } from "./errors.ts";
+import { DataDirLockedError, lockDataDir } from "./lock.ts";
 import { domains } from "./schema.ts";
 import { openTestDatabase, TEST_BACKENDS } from "./testing.ts";
 
@@ -31,6 +31,11 @@ Deno.test("openStorage on PGlite: locked while open; data and sealed PSKs surviv
     } finally {
       await second.close();
     }
+    // Another key cannot open the stored PSKs: refuse to start, and release the lock.
+    const wrongKey = await openStorage({ dataDir: dir, secretKey: "x".repeat(32) })
+      .then(() => undefined, (e) => e);
+    assert.ok(wrongKey instanceof SecretKeyMismatchError, String(wrongKey));
+    (await lockDataDir(dir)).release();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

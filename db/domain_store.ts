@@ -13,6 +13,7 @@ import {
   ApiKeyMismatchError,
   DomainExistsError,
   DomainNotFoundError,
+  SecretKeyMismatchError,
   sqlStateOf,
   StoreError,
 } from "./errors.ts";
@@ -201,6 +202,26 @@ export class DomainStore {
           .where(eq(domains.domain, domain)).limit(1),
     );
     return row ? this.#box.open(row.pskSealed, domain) : undefined;
+  }
+
+  /**
+   * Checks that the secret-box key opens the stored PSKs (it samples one row), so
+   * a changed `HOP_SECRET_KEY` or a lost key file stops the server at start-up
+   * instead of failing every handshake. Throws `SecretKeyMismatchError`.
+   */
+  async verifySecretKey(): Promise<void> {
+    const [row] = await this.#run(
+      "read a sealed PSK",
+      () =>
+        this.#db.select({ domain: domains.domain, pskSealed: domains.pskSealed }).from(domains)
+          .limit(1),
+    );
+    if (!row) return;
+    try {
+      this.#box.open(row.pskSealed, row.domain);
+    } catch {
+      throw new SecretKeyMismatchError();
+    }
   }
 
   async #row(domain: string, operation: string): Promise<DomainRow | undefined> {

@@ -32,6 +32,18 @@ export class ApiKeyMismatchError extends Error {
   }
 }
 
+/** The secret-box key does not open the PSKs stored in the database. */
+export class SecretKeyMismatchError extends Error {
+  override name = "SecretKeyMismatchError";
+  readonly code = "SECRET_KEY_MISMATCH";
+  constructor() {
+    super(
+      "Cannot read stored PSKs: they were sealed with another key. Restore the HOP_SECRET_KEY " +
+        "(or the secret.key file in HOP_DATA_DIR) they were created with.",
+    );
+  }
+}
+
 /**
  * A database failure, stripped of everything that could carry a secret: it keeps
  * the operation, the SQLSTATE (or system error code) and the server's message with

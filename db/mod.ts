@@ -35,6 +35,7 @@ export {
   ApiKeyMismatchError,
   DomainExistsError,
   DomainNotFoundError,
+  SecretKeyMismatchError,
   StoreError,
 } from "./errors.ts";
 export { type DataDirLock, DataDirLockedError, LOCK_FILE, lockDataDir } from "./lock.ts";

@@ -30,7 +30,8 @@ export interface Storage {
 /**
  * Opens storage for the server. Throws `DataDirLockedError` when another server
  * holds the data directory, `StoreError` when the database cannot be reached or
- * migrated; nothing stays open or locked after a failure.
+ * migrated, `SecretKeyMismatchError` when the key does not open the stored PSKs;
+ * nothing stays open or locked after a failure.
  */
 export async function openStorage(options: StorageOptions): Promise<Storage> {
   const handle = await openDatabase(
@@ -47,8 +48,10 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
       secret: options.secretKey,
       dataDir: options.dataDir,
     });
+    const store = new DomainStore(handle.db, new SecretBox(key));
+    await store.verifySecretKey();
     return {
-      store: new DomainStore(handle.db, new SecretBox(key)),
+      store,
       backend: handle.backend,
       secretKeySource: source,
       close: () => handle.close(),
