@@ -102,6 +102,31 @@ export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/dire
 export const LETS_ENCRYPT_STAGING_DIRECTORY =
   "https://acme-staging-v02.api.letsencrypt.org/directory";
 
+/**
+ * Every variable `loadServerConfig` reads. `server/main.ts` can build its env record
+ * from these with `Deno.env.get` (which needs only `--allow-env=HOP_*`, where
+ * `Deno.env.toObject()` needs the whole environment).
+ */
+export const SERVER_ENV_NAMES = [
+  "HOP_SERVER_DEBUG",
+  "HOP_SERVER_HTTP_LISTEN",
+  "HOP_SERVER_HTTPS_LISTEN",
+  "HOP_SERVER_DTLS_LISTEN",
+  "HOP_SERVER_DOMAIN",
+  "HOP_SERVER_PROXY_DOMAINS",
+  "HOP_SERVER_PROXY_TIMEOUT_SECONDS",
+  "HOP_ADMIN_API_KEY",
+  "HOP_ADMIN_ALLOWED_IPS",
+  "HOP_DB_DSN",
+  "HOP_DB_MAX_OPEN_CONNS",
+  "HOP_DATA_DIR",
+  "HOP_SECRET_KEY",
+  "HOP_LOG_LEVEL",
+  "HOP_ACME_EMAIL",
+  "HOP_ACME_USE_STAGING",
+  "HOP_ACME_CA_DIR",
+] as const;
+
 const MIN_ADMIN_KEY_CHARS = 16;
 const MIN_SECRET_KEY_CHARS = 32;
 
