@@ -139,7 +139,7 @@ Deno.test("loadServerConfig: one error names every bad variable", () => {
     "HOP_SERVER_PROXY_DOMAINS",
     "HOP_SERVER_PROXY_TIMEOUT_SECONDS",
   ]);
-  for (const name of names) assert.ok((SERVER_ENV_NAMES as readonly string[]).includes(name));
+  for (const name of names) assert.ok((SERVER_ENV_NAMES as readonly string[]).includes(name ?? ""));
   const text = problems.join("\n");
   for (const secret of ["short-secret", "hunter2", "tooshort-secret"]) {
     assert.ok(!text.includes(secret), text);
