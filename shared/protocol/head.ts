@@ -1,0 +1,244 @@
+/**
+ * The first message on every tunnel stream: a "head", then (for HTTP) the body.
+ *
+ *  +----------------+---------------------------------+---------------------
+ *  | length (u32 BE) | head: JSON, UTF-8, length bytes | body bytes until FIN ...
+ *  +----------------+---------------------------------+---------------------
+ *
+ * JSON keeps the wire debuggable and versionable (unknown fields are ignored);
+ * heads are small and once per request, so its cost does not matter next to the
+ * body. Decoders validate every field and return `{ error }`, never throw.
+ */
+
+/** Protocol version spoken on the control stream (Hello.proto). */
+export const PROTOCOL_VERSION = 1;
+/** Largest head accepted: request line + headers. */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+export type HeaderList = [string, string][];
+
+/** Client → server on the control stream, first thing after the DTLS handshake. */
+export interface Hello {
+  t: "hello";
+  proto: number;
+  /** Client software version, e.g. "hopgate-client/0.1.0". */
+  client: string;
+  /** The domain this client serves (must equal the DTLS PSK identity). */
+  domain: string;
+  /** Human description of the local target, e.g. "http://127.0.0.1:3000". */
+  target: string;
+}
+
+/** Server → client: accepted. */
+export interface Welcome {
+  t: "welcome";
+  /** Server-assigned session id (shown in the admin API's live sessions). */
+  session: string;
+  server: string;
+}
+
+/** Why the server refused a client; stable codes the CLI explains. */
+export type RejectCode = "version_mismatch" | "domain_mismatch" | "bad_hello" | "server_busy";
+
+export interface Reject {
+  t: "reject";
+  code: RejectCode;
+  message: string;
+}
+
+/** Server → client: one HTTP request (or WebSocket upgrade) per stream. */
+export interface RequestHead {
+  t: "req";
+  /** Request id (X-Request-Id), for logs on both sides. */
+  id: string;
+  method: string;
+  /** Path and query, as received (origin-form). */
+  url: string;
+  /** Headers as received, hop-by-hop removed, X-Forwarded-* set; includes Host. */
+  headers: HeaderList;
+  /** The caller's IP address. */
+  client: string;
+  scheme: "http" | "https";
+  /** True for a WebSocket upgrade: the stream carries WebSocket messages after the response head. */
+  ws?: boolean;
+  /** For ws: the subprotocols the caller offered. */
+  protocols?: string[];
+}
+
+/** Client → server: the origin's response head. */
+export interface ResponseHead {
+  t: "res";
+  status: number;
+  headers: HeaderList;
+  /** For ws: the subprotocol the origin chose. */
+  protocol?: string;
+}
+
+/** Why the client could not get a response from the local service. */
+export type ForwardErrorCode =
+  | "local_unreachable"
+  | "local_timeout"
+  | "local_error"
+  | "bad_request";
+
+/** Client → server instead of a response head. */
+export interface ForwardError {
+  t: "err";
+  code: ForwardErrorCode;
+  /** Short reason for the error page; never an internal address. */
+  message: string;
+}
+
+export type Head = Hello | Welcome | Reject | RequestHead | ResponseHead | ForwardError;
+export type Decoded<T> = { value: T; error?: undefined } | { value?: undefined; error: string };
+
+const enc = new TextEncoder();
+const dec = new TextDecoder("utf-8", { fatal: true });
+
+export function encodeHead(head: Head): Uint8Array {
+  const json = enc.encode(JSON.stringify(head));
+  if (json.length > MAX_HEAD_BYTES) {
+    throw new RangeError(`Cannot encode head: ${json.length} bytes exceeds ${MAX_HEAD_BYTES}`);
+  }
+  const out = new Uint8Array(4 + json.length);
+  new DataView(out.buffer).setUint32(0, json.length);
+  out.set(json, 4);
+  return out;
+}
+
+const isStr = (v: unknown): v is string => typeof v === "string";
+const isHeaderList = (v: unknown): v is HeaderList =>
+  Array.isArray(v) &&
+  v.every((p) => Array.isArray(p) && p.length === 2 && isStr(p[0]) && isStr(p[1]));
+
+/** Validates a parsed head's shape by its `t`. */
+export function validateHead(v: unknown): Decoded<Head> {
+  if (typeof v !== "object" || v === null) return { error: "head is not an object" };
+  const o = v as Record<string, unknown>;
+  const bad = (field: string) => ({ error: `head "${String(o.t)}": bad or missing ${field}` });
+  switch (o.t) {
+    case "hello":
+      if (typeof o.proto !== "number") return bad("proto");
+      if (!isStr(o.client) || !isStr(o.domain) || !isStr(o.target)) {
+        return bad("client/domain/target");
+      }
+      return { value: o as unknown as Hello };
+    case "welcome":
+      if (!isStr(o.session) || !isStr(o.server)) return bad("session/server");
+      return { value: o as unknown as Welcome };
+    case "reject":
+      if (!isStr(o.code) || !isStr(o.message)) return bad("code/message");
+      return { value: o as unknown as Reject };
+    case "req":
+      if (!isStr(o.id) || !isStr(o.method) || !isStr(o.url) || !isStr(o.client)) {
+        return bad("id/method/url/client");
+      }
+      if (o.scheme !== "http" && o.scheme !== "https") return bad("scheme");
+      if (!isHeaderList(o.headers)) return bad("headers");
+      if (o.ws !== undefined && typeof o.ws !== "boolean") return bad("ws");
+      if (o.protocols !== undefined && !(Array.isArray(o.protocols) && o.protocols.every(isStr))) {
+        return bad("protocols");
+      }
+      return { value: o as unknown as RequestHead };
+    case "res":
+      if (
+        typeof o.status !== "number" || !Number.isInteger(o.status) || o.status < 100 ||
+        o.status > 599
+      ) {
+        return bad("status");
+      }
+      if (!isHeaderList(o.headers)) return bad("headers");
+      if (o.protocol !== undefined && !isStr(o.protocol)) return bad("protocol");
+      return { value: o as unknown as ResponseHead };
+    case "err":
+      if (!isStr(o.code) || !isStr(o.message)) return bad("code/message");
+      return { value: o as unknown as ForwardError };
+    default:
+      return { error: `unknown head type ${JSON.stringify(o.t)}` };
+  }
+}
+
+/** Decodes a head's JSON bytes (without the length prefix). */
+export function decodeHeadJson(bytes: Uint8Array): Decoded<Head> {
+  let v: unknown;
+  try {
+    v = JSON.parse(dec.decode(bytes));
+  } catch (e) {
+    return { error: `head is not JSON: ${(e as Error).message}` };
+  }
+  return validateHead(v);
+}
+
+/** Thrown by `readHead` for a stream that does not start with a valid head. */
+export class HeadError extends Error {
+  override name = "HeadError";
+}
+
+/**
+ * Reads one head from the front of `readable` and returns it with a stream of
+ * the bytes after it (the body). The body stream keeps backpressure: it pulls
+ * from the underlying stream only as it is read. Cancelling it cancels the source.
+ */
+export async function readHead(
+  readable: ReadableStream<Uint8Array>,
+  maxBytes = MAX_HEAD_BYTES,
+): Promise<{ head: Head; body: ReadableStream<Uint8Array> }> {
+  const reader = readable.getReader();
+  let buf: Uint8Array = new Uint8Array(0);
+  let need = 4;
+  let len = -1;
+  try {
+    for (;;) {
+      if (buf.length >= need) {
+        if (len < 0) {
+          len = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0);
+          if (len > maxBytes) {
+            throw new HeadError(`Cannot read head: ${len} bytes exceeds ${maxBytes}`);
+          }
+          need = 4 + len;
+          continue;
+        }
+        break;
+      }
+      const { value, done } = await reader.read();
+      if (done) {
+        throw new HeadError(
+          buf.length === 0 ? "Stream ended before a head" : "Stream ended inside a head",
+        );
+      }
+      buf = buf.length === 0 ? value : concat(buf, value);
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
+  }
+  const decoded = decodeHeadJson(buf.subarray(4, need));
+  if (decoded.error !== undefined) {
+    reader.cancel().catch(() => {});
+    throw new HeadError(decoded.error);
+  }
+  let leftover: Uint8Array | undefined = buf.length > need ? buf.subarray(need) : undefined;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (leftover) {
+        controller.enqueue(leftover);
+        leftover = undefined;
+        return;
+      }
+      const { value, done } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return { head: decoded.value, body };
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
