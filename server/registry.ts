@@ -24,14 +24,14 @@ export interface SessionInfo {
   connectedAt: Date;
 }
 
-export class TunnelRegistry {
-  readonly #byDomain = new Map<string, Map<string, TunnelSession>>();
+export class TunnelRegistry<S extends TunnelSession = TunnelSession> {
+  readonly #byDomain = new Map<string, Map<string, S>>();
 
   /**
    * Adds a live session for `domain` (already normalized). Returns the function
    * that removes it; calling that function more than once is harmless.
    */
-  add(domain: string, session: TunnelSession): () => void {
+  add(domain: string, session: S): () => void {
     let sessions = this.#byDomain.get(domain);
     if (!sessions) {
       sessions = new Map();
@@ -49,13 +49,19 @@ export class TunnelRegistry {
     const out: SessionInfo[] = [];
     const entries = domain === undefined
       ? [...this.#byDomain]
-      : [[domain, this.#byDomain.get(domain) ?? new Map<string, TunnelSession>()] as const];
+      : [[domain, this.#byDomain.get(domain) ?? new Map<string, S>()] as const];
     for (const [name, sessions] of entries) {
       for (const s of sessions.values()) {
         out.push({ domain: name, id: s.id, remoteAddr: s.remoteAddr, connectedAt: s.connectedAt });
       }
     }
     return out.sort((a, b) => a.connectedAt.getTime() - b.connectedAt.getTime());
+  }
+
+  /** The session objects of one domain (or all), for routing requests to them. */
+  live(domain?: string): S[] {
+    if (domain !== undefined) return [...(this.#byDomain.get(domain)?.values() ?? [])];
+    return [...this.#byDomain.values()].flatMap((m) => [...m.values()]);
   }
 
   isConnected(domain: string): boolean {
@@ -87,7 +93,7 @@ export class TunnelRegistry {
     return sessions.size;
   }
 
-  #remove(domain: string, session: TunnelSession): void {
+  #remove(domain: string, session: S): void {
     const sessions = this.#byDomain.get(domain);
     if (sessions?.get(session.id) !== session) return;
     sessions.delete(session.id);
