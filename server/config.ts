@@ -13,6 +13,7 @@
  * | HOP_SERVER_DOMAIN                 | required (debug: `localhost`)            |
  * | HOP_SERVER_PROXY_DOMAINS          | none (comma-separated domains)           |
  * | HOP_SERVER_PROXY_TIMEOUT_SECONDS  | 60                                       |
+ * | HOP_SERVER_ERROR_PAGES_DIR        | none (built-in error pages)              |
  * | HOP_ADMIN_API_KEY                 | unset: admin API off (≥ 16 characters)   |
  * | HOP_ADMIN_ALLOWED_IPS             | any (comma-separated CIDRs or addresses) |
  * | HOP_DB_DSN                        | unset: embedded PGlite in HOP_DATA_DIR   |
@@ -75,6 +76,8 @@ export interface ServerConfig {
   serverDomain: string;
   proxyDomains: string[];
   proxyTimeoutSeconds: number;
+  /** Directory with `<status>.html` pages replacing the gateway's error pages. */
+  errorPagesDir: string | undefined;
   /** Undefined: the admin API is off. */
   adminApiKey: Secret | undefined;
   /** Empty: any address (the bearer key still applies). */
@@ -115,6 +118,7 @@ export const SERVER_ENV_NAMES = [
   "HOP_SERVER_DOMAIN",
   "HOP_SERVER_PROXY_DOMAINS",
   "HOP_SERVER_PROXY_TIMEOUT_SECONDS",
+  "HOP_SERVER_ERROR_PAGES_DIR",
   "HOP_ADMIN_API_KEY",
   "HOP_ADMIN_ALLOWED_IPS",
   "HOP_DB_DSN",
@@ -211,6 +215,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
   }, true);
   const dbMaxOpenConns = parse("HOP_DB_MAX_OPEN_CONNS", 10, (v) => parseInteger(v, 1, 1000));
   const dataDir = get("HOP_DATA_DIR") ?? "./data";
+  const errorPagesDir = get("HOP_SERVER_ERROR_PAGES_DIR");
   const secretKey = parse("HOP_SECRET_KEY", undefined, (v) => {
     if (v.length < MIN_SECRET_KEY_CHARS) {
       throw new Error(`must be at least ${MIN_SECRET_KEY_CHARS} characters`);
@@ -255,6 +260,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     serverDomain,
     proxyDomains,
     proxyTimeoutSeconds,
+    errorPagesDir,
     adminApiKey,
     adminAllowedIps,
     dbDsn,

@@ -1,0 +1,347 @@
+/**
+ * Public ingress: routes each HTTP request by Host to a tunnel and streams it
+ * through one mux stream (DESIGN.md "HTTP over the tunnel").
+ *
+ *   caller --HTTP--> ingress --stream: RequestHead + body--> client --> local service
+ *   caller <--HTTP-- ingress <--stream: ResponseHead + body-- client <--
+ *
+ * Nothing is buffered whole; backpressure runs end to end through the mux's
+ * flow control. Gateway errors: 404 no tunnel, 502 local service failed, 504 no
+ * response head in time, 503 tunnel lost before the response head.
+ */
+import { MuxSessionError, type MuxStream, StreamErrorCode } from "../shared/mux/mod.ts";
+import {
+  encodeHead,
+  encodeWsMessage,
+  endToEndHeaders,
+  type ForwardError,
+  type HeaderList,
+  isNullBodyStatus,
+  readHead,
+  type RequestHead,
+  type ResponseHead,
+  WsKind,
+  WsMessageDecoder,
+} from "../shared/protocol/mod.ts";
+import type { ErrorPages, GatewayErrorKind } from "./error_pages.ts";
+import type { Logger } from "./log.ts";
+import type { Tunnel, TunnelHub } from "./tunnels.ts";
+
+export type Handler = (req: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
+
+export interface IngressOptions {
+  hub: Pick<TunnelHub, "pick">;
+  serverDomain: string;
+  /** Scheme the listener serves, for X-Forwarded-Proto. */
+  scheme: "http" | "https";
+  /** Time to wait for the response head; a streaming body is never cut. */
+  proxyTimeoutMs: number;
+  pages: ErrorPages;
+  logger: Logger;
+  /** Requests for the server domain itself (admin API, health); default 404. */
+  serverHandler?: Handler;
+  /** Largest request head (request line + headers) accepted, in bytes. Default 32 KiB. */
+  maxHeaderBytes?: number;
+}
+
+/** Host header without port, lowercase; "" if missing or malformed. */
+export function routingHost(host: string | null): string {
+  if (!host) return "";
+  let h = host.trim().toLowerCase();
+  if (h.startsWith("[")) {
+    const end = h.indexOf("]");
+    return end > 0 ? h.slice(0, end + 1) : "";
+  }
+  const colon = h.lastIndexOf(":");
+  if (colon >= 0) h = h.slice(0, colon);
+  if (h.endsWith(".")) h = h.slice(0, -1);
+  return /^[a-z0-9.-]+$/.test(h) ? h : "";
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function headerBytes(req: Request, url: URL): number {
+  let n = req.method.length + url.pathname.length + url.search.length + 12;
+  for (const [k, v] of req.headers) n += k.length + v.length + 4;
+  return n;
+}
+
+class Timeout extends Error {}
+
+export function createIngressHandler(opts: IngressOptions): Handler {
+  const maxHeaderBytes = opts.maxHeaderBytes ?? 32 * 1024;
+  const log = opts.logger;
+
+  return async (req, info) => {
+    const started = performance.now();
+    const url = new URL(req.url);
+    const given = req.headers.get("x-request-id");
+    const requestId = given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+    const host = routingHost(req.headers.get("host"));
+    const fail = (kind: GatewayErrorKind, message: string, domain = host) => {
+      const res = opts.pages.respond(kind, message, req, requestId);
+      log.info("request", {
+        component: "ingress",
+        request_id: requestId,
+        domain,
+        method: req.method,
+        path: url.pathname,
+        status: res.status,
+        duration_ms: Math.round(performance.now() - started),
+        error: kind,
+      });
+      return res;
+    };
+    if (headerBytes(req, url) > maxHeaderBytes) {
+      return new Response("Request Header Fields Too Large\n", { status: 431 });
+    }
+    if (!host) return fail("bad_request", "The request has no valid Host header.");
+    if (host === opts.serverDomain) {
+      return opts.serverHandler
+        ? opts.serverHandler(req, info)
+        : fail("no_tunnel", "Nothing is served here.");
+    }
+
+    const tried = new Set<Tunnel>();
+    let tunnel: Tunnel | undefined;
+    let stream: MuxStream | undefined;
+    while (!stream && (tunnel = opts.hub.pick(host, tried))) {
+      tried.add(tunnel);
+      try {
+        stream = tunnel.session.openStream();
+      } catch {
+        // closing or out of stream credit: try the next client of this domain
+      }
+    }
+    if (!tunnel || !stream) return fail("no_tunnel", `No tunnel is connected for ${host}.`);
+    const t = tunnel;
+    const s = stream;
+
+    const remote = info.remoteAddr as Deno.NetAddr;
+    const headers: HeaderList = endToEndHeaders(req.headers).filter(([k]) => k !== "x-request-id");
+    const xff = req.headers.get("x-forwarded-for");
+    const forwarded = (k: string) => headers.findIndex(([n]) => n === k);
+    const set = (k: string, v: string) => {
+      const i = forwarded(k);
+      if (i >= 0) headers[i] = [k, v];
+      else headers.push([k, v]);
+    };
+    set("x-forwarded-for", xff ? `${xff}, ${remote.hostname}` : remote.hostname);
+    set("x-forwarded-proto", opts.scheme);
+    set("x-forwarded-host", req.headers.get("host") ?? host);
+    headers.push(["x-request-id", requestId]);
+    const isWs = req.headers.get("upgrade")?.toLowerCase() === "websocket";
+    const head: RequestHead = {
+      t: "req",
+      id: requestId,
+      method: req.method,
+      url: url.pathname + url.search,
+      headers,
+      client: remote.hostname,
+      scheme: opts.scheme,
+    };
+    if (isWs) {
+      head.ws = true;
+      const protocols = req.headers.get("sec-websocket-protocol");
+      if (protocols) head.protocols = protocols.split(",").map((p) => p.trim()).filter(Boolean);
+    }
+
+    t.inFlight++;
+    let finished = false;
+    let bytes = 0;
+    const done = (status: number, extra: Record<string, unknown> = {}) => {
+      if (finished) return;
+      finished = true;
+      t.inFlight--;
+      t.served++;
+      log.info("request", {
+        component: "ingress",
+        request_id: requestId,
+        domain: host,
+        method: req.method,
+        path: url.pathname,
+        status,
+        duration_ms: Math.round(performance.now() - started),
+        bytes,
+        ...extra,
+      });
+    };
+    const abandon = () => {
+      try {
+        s.reset(StreamErrorCode.CANCELLED);
+        s.stopSending(StreamErrorCode.CANCELLED);
+      } catch { /* already closed */ }
+    };
+
+    // Request head, then the body as it arrives (in the background).
+    const writer = s.writable.getWriter();
+    writer.write(encodeHead(head)).catch(() => {});
+    if (!isWs) {
+      (async () => {
+        if (req.body) {
+          for await (const chunk of req.body) await writer.write(chunk);
+        }
+        await writer.close();
+      })().catch(() => abandon());
+    }
+
+    // Response head, bounded by the proxy timeout and the caller's patience.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => abandon();
+    req.signal.addEventListener("abort", onAbort, { once: true });
+    let response: { head: ResponseHead | ForwardError; body: ReadableStream<Uint8Array> };
+    try {
+      const r = await Promise.race([
+        readHead(s.readable),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Timeout()), opts.proxyTimeoutMs);
+        }),
+      ]);
+      if (r.head.t !== "res" && r.head.t !== "err") throw new Error(`unexpected head ${r.head.t}`);
+      response = r as typeof response;
+    } catch (e) {
+      abandon();
+      const status = e instanceof Timeout
+        ? 504
+        : e instanceof MuxSessionError || t.session.isClosed
+        ? 503
+        : 502;
+      done(status);
+      if (e instanceof Timeout) {
+        return fail("local_timeout", `The service behind ${host} did not answer in time.`);
+      }
+      if (status === 503) return fail("tunnel_lost", `The tunnel for ${host} was lost.`);
+      return fail("local_unreachable", `The tunnel for ${host} answered badly.`);
+    } finally {
+      clearTimeout(timer);
+      req.signal.removeEventListener("abort", onAbort);
+    }
+
+    if (response.head.t === "err") {
+      const err = response.head;
+      done(err.code === "local_timeout" ? 504 : 502, { error: err.code });
+      writer.releaseLock();
+      return opts.pages.respond(
+        err.code === "local_timeout" ? "local_timeout" : "local_unreachable",
+        err.message,
+        req,
+        requestId,
+      );
+    }
+
+    const res = response.head;
+    const outHeaders = new Headers();
+    for (const [k, v] of res.headers) {
+      try {
+        outHeaders.append(k, v);
+      } catch { /* invalid header from the origin: drop it */ }
+    }
+
+    if (isWs && res.status === 101) {
+      return bridgeWebSocket(req, res, response.body, writer, () => done(101), abandon);
+    }
+    if (isWs) writer.close().catch(() => {});
+
+    const noBody = isNullBodyStatus(res.status) || req.method === "HEAD";
+    if (noBody) {
+      response.body.cancel().catch(() => {});
+      done(res.status);
+      return new Response(null, { status: res.status, headers: outHeaders });
+    }
+    const reader = response.body.getReader();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { value, done: end } = await reader.read();
+          if (end) {
+            controller.close();
+            done(res.status);
+            return;
+          }
+          bytes += value.length;
+          controller.enqueue(value);
+        } catch (e) {
+          // Tunnel lost or the client reset mid-body: the caller sees a cut connection.
+          done(res.status, { error: "body_interrupted" });
+          controller.error(e);
+        }
+      },
+      cancel() {
+        // The caller went away: tell the client to stop.
+        done(499, { error: "caller_gone" });
+        reader.cancel().catch(() => {});
+        abandon();
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, { status: res.status, headers: outHeaders });
+  };
+}
+
+/** Accepts the caller's upgrade and relays WebSocket messages over the stream. */
+function bridgeWebSocket(
+  req: Request,
+  res: ResponseHead,
+  fromClient: ReadableStream<Uint8Array>,
+  toClient: WritableStreamDefaultWriter<Uint8Array>,
+  onDone: () => void,
+  abandon: () => void,
+): Response {
+  const { socket, response } = Deno.upgradeWebSocket(
+    req,
+    res.protocol ? { protocol: res.protocol } : {},
+  );
+  socket.binaryType = "arraybuffer";
+  let closed = false;
+  const finish = () => {
+    if (closed) return;
+    closed = true;
+    onDone();
+  };
+  socket.onmessage = (ev) => {
+    const m = typeof ev.data === "string"
+      ? encodeWsMessage({ kind: WsKind.Text, data: ev.data })
+      : encodeWsMessage({ kind: WsKind.Binary, data: new Uint8Array(ev.data as ArrayBuffer) });
+    toClient.write(m).catch(() => socket.close(1011, "tunnel error"));
+  };
+  socket.onclose = (ev) => {
+    toClient.write(
+      encodeWsMessage({ kind: WsKind.Close, code: ev.code || 1000, reason: ev.reason }),
+    )
+      .then(() => toClient.close())
+      .catch(() => abandon());
+    finish();
+  };
+  socket.onerror = () => {};
+  (async () => {
+    const decoder = new WsMessageDecoder();
+    const reader = fromClient.getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        for (const m of decoder.push(value)) {
+          if (socket.readyState !== WebSocket.OPEN) continue;
+          if (m.kind === WsKind.Close) {
+            socket.close(validCloseCode(m.code), m.reason);
+          } else socket.send(m.data as string);
+        }
+        if (decoder.error) throw new Error(decoder.error);
+      }
+      if (socket.readyState === WebSocket.OPEN) socket.close(1000);
+    } catch {
+      if (socket.readyState === WebSocket.OPEN) socket.close(1011, "tunnel lost");
+      abandon();
+    }
+    finish();
+  })();
+  return response;
+}
+
+/** Codes a server may send in a Close frame (RFC 6455 7.4). */
+function validCloseCode(code: number): number {
+  return code === 1000 || (code >= 3000 && code <= 4999) ||
+      (code >= 1001 && code <= 1014 && code !== 1004 &&
+        code !== 1005 && code !== 1006)
+    ? code
+    : 1000;
+}

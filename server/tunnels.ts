@@ -1,0 +1,178 @@
+/**
+ * The tunnel listener: DTLS server -> one mux session per client -> hello on the
+ * control stream -> a live `Tunnel` in the registry, until the session ends.
+ *
+ * Several clients of one domain may be connected at once: `pick(domain)` spreads
+ * requests across them (round robin), skipping any that is closing.
+ */
+import {
+  DtlsServer,
+  type DtlsServerOptions,
+  type DtlsStats,
+  type PeerAddr,
+} from "../shared/dtls/mod.ts";
+import type { DtlsConn } from "../shared/dtls/mod.ts";
+import { awaitHello, HelloRejectedError } from "../shared/handshake/mod.ts";
+import { type MuxParams, MuxSession } from "../shared/mux/mod.ts";
+import { PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
+import type { Logger } from "./log.ts";
+import type { TunnelRegistry, TunnelSession } from "./registry.ts";
+
+export const SERVER_VERSION = "hopgate-server/0.1.0";
+
+/** A connected, greeted client. */
+export class Tunnel implements TunnelSession {
+  readonly connectedAt = new Date();
+  readonly remoteAddr: string;
+  /** Requests forwarded through this tunnel now, and in all. */
+  inFlight = 0;
+  served = 0;
+
+  constructor(
+    readonly id: string,
+    readonly domain: string,
+    readonly session: MuxSession,
+    peer: PeerAddr,
+    readonly clientVersion: string,
+  ) {
+    this.remoteAddr = peer.hostname.includes(":")
+      ? `[${peer.hostname}]:${peer.port}`
+      : `${peer.hostname}:${peer.port}`;
+  }
+
+  get usable(): boolean {
+    return !this.session.isClosed;
+  }
+
+  close(reason: string): void {
+    if (!this.session.isClosed) this.session.close(reason).catch(() => {});
+  }
+}
+
+export interface TunnelHubOptions {
+  hostname: string;
+  port: number;
+  lookupPsk: (identity: string) => Promise<Uint8Array | undefined>;
+  registry: TunnelRegistry<Tunnel>;
+  logger: Logger;
+  muxParams?: Partial<MuxParams>;
+  /** Passed through to the DTLS server (handshake cap, datagram size...). */
+  dtls?: Partial<Omit<DtlsServerOptions, "hostname" | "port" | "lookupPsk" | "onConnection">>;
+  /** Time allowed for the hello after the DTLS handshake. Default 10 s. */
+  helloTimeoutMs?: number;
+}
+
+export class TunnelHub {
+  readonly #dtls: DtlsServer;
+  readonly #registry: TunnelRegistry<Tunnel>;
+  readonly #log: Logger;
+  readonly #opts: TunnelHubOptions;
+  readonly #pending = new Set<MuxSession>();
+  #rr = 0;
+  #closing = false;
+
+  constructor(opts: TunnelHubOptions) {
+    this.#opts = opts;
+    this.#registry = opts.registry;
+    this.#log = opts.logger;
+    this.#dtls = DtlsServer.listen({
+      ...opts.dtls,
+      hostname: opts.hostname,
+      port: opts.port,
+      lookupPsk: opts.lookupPsk,
+      onConnection: (conn) => this.#onConnection(conn),
+      onHandshakeError: (peer, err) =>
+        this.#log.info("tunnel handshake failed", {
+          component: "tunnel",
+          peer: `${peer.hostname}:${peer.port}`,
+          error: err.message,
+        }),
+    });
+  }
+
+  get addr(): PeerAddr {
+    return this.#dtls.addr;
+  }
+  get dtlsStats(): DtlsStats {
+    return this.#dtls.stats;
+  }
+
+  /** The next usable tunnel for a domain, round robin; undefined if none. */
+  pick(domain: string, exclude?: Set<Tunnel>): Tunnel | undefined {
+    const live = this.#registry.live(domain).filter((t) => t.usable && !exclude?.has(t));
+    if (live.length === 0) return undefined;
+    return live[this.#rr++ % live.length];
+  }
+
+  #onConnection(conn: DtlsConn): void {
+    const domain = conn.identity;
+    const session = new MuxSession(conn, {
+      role: "server",
+      ...(this.#opts.muxParams ? { params: this.#opts.muxParams } : {}),
+    });
+    if (this.#closing) {
+      session.abort(undefined, "server shutting down");
+      return;
+    }
+    this.#pending.add(session);
+    const id = crypto.randomUUID();
+    awaitHello(session, (hello) => {
+      if (hello.proto !== PROTOCOL_VERSION) {
+        return {
+          t: "reject",
+          code: "version_mismatch",
+          message:
+            `server speaks protocol ${PROTOCOL_VERSION}, client ${hello.proto}; upgrade the older side`,
+        };
+      }
+      if (hello.domain.trim().toLowerCase() !== domain) {
+        return {
+          t: "reject",
+          code: "domain_mismatch",
+          message: `key is for ${domain}, not ${hello.domain}`,
+        };
+      }
+      return { t: "welcome", session: id, server: SERVER_VERSION };
+    }, this.#opts.helloTimeoutMs ?? 10_000).then(({ hello }) => {
+      this.#pending.delete(session);
+      if (this.#closing || session.isClosed) return;
+      const tunnel = new Tunnel(id, domain, session, conn.remoteAddr, hello.client);
+      const remove = this.#registry.add(domain, tunnel);
+      this.#log.info("tunnel connected", {
+        component: "tunnel",
+        domain,
+        session_id: id,
+        peer: tunnel.remoteAddr,
+        client_version: hello.client,
+        suite: conn.suite,
+      });
+      session.closed.then((info) => {
+        remove();
+        this.#log.info("tunnel closed", {
+          component: "tunnel",
+          domain,
+          session_id: id,
+          reason: info.reason,
+          by: info.remote ? "client" : "server",
+          served: tunnel.served,
+        });
+      });
+    }).catch((e) => {
+      this.#pending.delete(session);
+      const reason = e instanceof HelloRejectedError ? `${e.code}: ${e.message}` : String(e);
+      this.#log.info("tunnel hello refused", { component: "tunnel", domain, error: reason });
+      // Give the reject a moment to reach the client before closing.
+      setTimeout(() => session.abort(undefined, reason), 200);
+    });
+  }
+
+  /** GOAWAY to every client, let sessions drain, close the DTLS socket. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    for (const s of this.#pending) s.abort(undefined, "server shutting down");
+    const tunnels = this.#registry.live();
+    await Promise.all(tunnels.map((t) => t.session.close("server shutting down").catch(() => {})));
+    await this.#dtls.close();
+  }
+}
