@@ -1,0 +1,395 @@
+/**
+ * The client's main loop: connect (DTLS) → mux session → hello → serve every stream
+ * the server opens, concurrently → when the session ends, reconnect with exponential
+ * backoff and full jitter. Runs until `signal` aborts.
+ *
+ * Each failed attempt is reported once, as a `failure` with a stable `kind` and a
+ * one-line message the CLI prints as is. Failures that retrying cannot fix soon (bad
+ * API key, unknown domain, version mismatch) back off to the cap at once, so a
+ * rejected key is never retried in a tight loop.
+ */
+import { connectNodeDtls } from "./dtls_node.ts";
+import type { DatagramConn } from "../shared/datagram.ts";
+import {
+  AlertDescription,
+  alertName,
+  derivePsk,
+  dtlsConnect,
+  DtlsError,
+  pskIdentity,
+} from "../shared/dtls/mod.ts";
+import { HelloRejectedError, sayHello } from "../shared/handshake/mod.ts";
+import { type MuxParams, MuxSession, type MuxStream } from "../shared/mux/mod.ts";
+import {
+  createLocalAgent,
+  type ForwardOptions,
+  type ForwardOutcome,
+  serveStream,
+} from "./forwarder.ts";
+
+export const CLIENT_VERSION = "hopgate-client/0.1.0";
+
+export type DtlsEngine = "hopgate" | "node-dtls-client";
+export const DTLS_ENGINES: readonly DtlsEngine[] = ["hopgate", "node-dtls-client"];
+
+export interface BackoffOptions {
+  /** First retry delay ceiling. Default 500 ms. */
+  initialMs?: number;
+  /** Largest delay. Default 30 000 ms. */
+  maxMs?: number;
+  /** A session that lived longer than this resets the backoff. Default 30 000 ms. */
+  resetAfterMs?: number;
+}
+
+export interface ClientOptions {
+  /** The HopGate server's DTLS address. */
+  server: { hostname: string; port: number };
+  /** The domain this client serves (the PSK identity). */
+  domain: string;
+  /** The domain's client API key (only its HMAC-derived PSK is used). */
+  apiKey: string;
+  /** The local service, e.g. `http://127.0.0.1:3000`. */
+  target: URL;
+  /** DTLS client implementation. Default "hopgate". */
+  engine?: DtlsEngine;
+  /** DTLS handshake deadline per attempt. Default 10 000 ms. */
+  handshakeTimeoutMs?: number;
+  /** Wait this long for the server's welcome. Default 10 000 ms. */
+  helloTimeoutMs?: number;
+  backoff?: BackoffOptions;
+  /** Random numbers in [0, 1) for the jitter (tests pin it). Default Math.random. */
+  random?: () => number;
+  muxParams?: Partial<MuxParams>;
+  /** Forwarder settings besides the target. */
+  forward?: Omit<ForwardOptions, "target" | "agent">;
+  /** Status events, for the status line and logs. */
+  onEvent?: (event: ClientEvent) => void;
+  /** How often a `stats` event is sent while connected. Default 1000 ms. */
+  statsIntervalMs?: number;
+}
+
+/** Why an attempt failed or a session ended. */
+export type FailureKind =
+  | "unreachable" // no DTLS answer in time
+  | "resolve_failed" // the server's host name did not resolve
+  | "bad_api_key" // alert decrypt_error: the key is not this domain's
+  | "unknown_domain" // alert unknown_psk_identity: domain not registered
+  | "handshake_failed" // any other DTLS failure
+  | "version_mismatch"
+  | "domain_mismatch"
+  | "server_busy"
+  | "bad_hello"
+  | "protocol_error"
+  | "session_lost"; // the session ended after it was up
+
+export type ClientEvent =
+  | { type: "connecting"; attempt: number; server: string; engine: DtlsEngine }
+  | {
+    type: "connected";
+    server: string;
+    domain: string;
+    sessionId: string;
+    serverVersion: string;
+  }
+  | {
+    type: "stats";
+    rttMs: number | undefined;
+    inFlight: number;
+    served: number;
+    failed: number;
+  }
+  | { type: "request"; outcome: ForwardOutcome; durationMs: number }
+  | { type: "failure"; kind: FailureKind; message: string; retryInMs: number }
+  | { type: "stopped" };
+
+/** Failures that retrying soon cannot fix. */
+const PERSISTENT: ReadonlySet<FailureKind> = new Set([
+  "bad_api_key",
+  "unknown_domain",
+  "version_mismatch",
+  "domain_mismatch",
+  "bad_hello",
+]);
+
+export class ClientFailure extends Error {
+  override name = "ClientFailure";
+  constructor(readonly kind: FailureKind, message: string) {
+    super(message);
+  }
+}
+
+/** Formats host:port, bracketing IPv6. */
+export function formatAddr(a: { hostname: string; port: number }): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+}
+
+/** Turns a connect or hello error into a kind and one clear line. */
+export function classifyFailure(e: unknown, server: string, domain: string): ClientFailure {
+  if (e instanceof ClientFailure) return e;
+  if (e instanceof DtlsError) {
+    if (e.code === "HANDSHAKE_TIMEOUT") {
+      return new ClientFailure(
+        "unreachable",
+        `Server ${server} unreachable: no DTLS answer in time (is the server up, the UDP port open?)`,
+      );
+    }
+    if (e.code === "ALERT_RECEIVED" && e.alert === AlertDescription.DecryptError) {
+      return badKey(domain);
+    }
+    if (e.code === "ALERT_RECEIVED" && e.alert === AlertDescription.UnknownPskIdentity) {
+      return unknownDomain(domain, server);
+    }
+    if (e.code === "CLOSED" && /resolve/i.test(e.message)) {
+      return new ClientFailure("resolve_failed", `Server address unknown: ${e.message}`);
+    }
+    const alert = e.alert !== undefined ? ` (alert ${alertName(e.alert)})` : "";
+    return new ClientFailure("handshake_failed", `DTLS handshake failed${alert}: ${e.message}`);
+  }
+  if (e instanceof HelloRejectedError) {
+    switch (e.code) {
+      case "version_mismatch":
+        return new ClientFailure(
+          "version_mismatch",
+          `Version mismatch: ${e.message} (this is ${CLIENT_VERSION})`,
+        );
+      case "domain_mismatch":
+        return new ClientFailure("domain_mismatch", `Domain mismatch: ${e.message}`);
+      case "server_busy":
+        return new ClientFailure("server_busy", `Server busy: ${e.message}`);
+      case "bad_hello":
+        return new ClientFailure("bad_hello", `Server refused the hello: ${e.message}`);
+      default:
+        return new ClientFailure("protocol_error", `Protocol error: ${e.message}`);
+    }
+  }
+  // node-dtls-client reports alerts and timeouts in its messages only.
+  const message = e instanceof Error ? e.message : String(e);
+  if (/decrypt_error|bad_record_mac/.test(message)) return badKey(domain);
+  if (/unknown_psk_identity/.test(message)) return unknownDomain(domain, server);
+  if (/timed out/i.test(message) && /handshake/i.test(message)) {
+    return new ClientFailure(
+      "unreachable",
+      `Server ${server} unreachable: no DTLS answer in time (is the server up, the UDP port open?)`,
+    );
+  }
+  if (/ENOTFOUND|EAI_AGAIN/.test(message)) {
+    return new ClientFailure("resolve_failed", `Server address unknown: ${message}`);
+  }
+  if (/Session closed|session/i.test(message)) {
+    return new ClientFailure("session_lost", `Connection lost: ${message}`);
+  }
+  return new ClientFailure("handshake_failed", `Connection failed: ${message}`);
+}
+
+function badKey(domain: string): ClientFailure {
+  return new ClientFailure(
+    "bad_api_key",
+    `Bad API key: the server rejected the key for ${domain} (check HOP_CLIENT_API_KEY / --api-key)`,
+  );
+}
+function unknownDomain(domain: string, server: string): ClientFailure {
+  return new ClientFailure(
+    "unknown_domain",
+    `Domain not registered: ${domain} is unknown to the server at ${server}`,
+  );
+}
+
+/** Exponential backoff with full jitter; persistent failures jump to the cap. */
+export class Backoff {
+  #attempt = 0;
+  readonly initialMs: number;
+  readonly maxMs: number;
+  readonly resetAfterMs: number;
+  readonly #random: () => number;
+  constructor(o: BackoffOptions = {}, random: () => number = Math.random) {
+    this.initialMs = o.initialMs ?? 500;
+    this.maxMs = o.maxMs ?? 30_000;
+    this.resetAfterMs = o.resetAfterMs ?? 30_000;
+    this.#random = random;
+  }
+  /** The delay before the next attempt after a failure of `kind`. */
+  next(kind: FailureKind): number {
+    if (PERSISTENT.has(kind)) {
+      this.#attempt = Math.max(this.#attempt, 64);
+      // At least half the cap: never a tight loop, still spread across clients.
+      return Math.round(this.maxMs / 2 + this.#random() * this.maxMs / 2);
+    }
+    const ceiling = Math.min(this.maxMs, this.initialMs * 2 ** Math.min(this.#attempt, 30));
+    this.#attempt++;
+    return Math.round(this.#random() * ceiling);
+  }
+  /** A session lived `ms`: long enough resets the backoff. */
+  sessionEnded(ms: number): void {
+    if (ms > this.resetAfterMs) this.#attempt = 0;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+interface Connected {
+  conn: DatagramConn;
+  /** Resolves once the transport's socket is really closed. */
+  closed: () => Promise<void>;
+}
+
+async function connect(o: ClientOptions, signal: AbortSignal): Promise<Connected> {
+  const identity = pskIdentity(o.domain);
+  const psk = derivePsk(o.apiKey);
+  const timeout = o.handshakeTimeoutMs ?? 10_000;
+  if ((o.engine ?? "hopgate") === "node-dtls-client") {
+    const conn = await connectNodeDtls({
+      hostname: o.server.hostname,
+      port: o.server.port,
+      identity,
+      psk,
+      timeoutMs: timeout,
+      signal,
+    });
+    return { conn, closed: () => conn.whenClosed };
+  }
+  const conn = await dtlsConnect({
+    hostname: o.server.hostname,
+    port: o.server.port,
+    identity,
+    psk,
+    handshakeTimeoutMs: timeout,
+    // Short retransmission ceiling: a restarted server is found within ~2 s.
+    initialRtoMs: 500,
+    maxRtoMs: 2000,
+    signal,
+  });
+  return { conn, closed: () => Promise.resolve() };
+}
+
+/**
+ * Runs the client until `signal` aborts; resolves once everything is closed.
+ * Never rejects for network reasons (they are reported as `failure` events).
+ */
+export async function runClient(options: ClientOptions, signal: AbortSignal): Promise<void> {
+  const emit = options.onEvent ?? (() => {});
+  const server = formatAddr(options.server);
+  const engine = options.engine ?? "hopgate";
+  const backoff = new Backoff(options.backoff, options.random);
+  const agent = createLocalAgent(options.target);
+  const forward: ForwardOptions = { ...options.forward, target: options.target, agent };
+  const counters = { inFlight: 0, served: 0, failed: 0 };
+  const serving = new Set<Promise<void>>();
+  let attempt = 0;
+
+  try {
+    while (!signal.aborted) {
+      attempt++;
+      emit({ type: "connecting", attempt, server, engine });
+      let connected: Connected | undefined;
+      let session: MuxSession | undefined;
+      let upSince = 0;
+      let failure: ClientFailure;
+      try {
+        connected = await connect(options, signal);
+        session = new MuxSession(connected.conn, {
+          role: "client",
+          ...(options.muxParams ? { params: options.muxParams } : {}),
+        });
+        const s = session;
+        const onAbort = () => s.abort(0, "client stopping");
+        signal.addEventListener("abort", onAbort, { once: true });
+        try {
+          const { welcome, control } = await sayHello(s, {
+            client: CLIENT_VERSION,
+            domain: options.domain,
+            target: options.target.origin,
+          }, options.helloTimeoutMs ?? 10_000);
+          upSince = performance.now();
+          emit({
+            type: "connected",
+            server,
+            domain: options.domain,
+            sessionId: welcome.session,
+            serverVersion: welcome.server,
+          });
+          await serveSession(s, control, forward, counters, serving, emit, options, signal);
+        } finally {
+          signal.removeEventListener("abort", onAbort);
+        }
+        const info = await s.closed;
+        failure = new ClientFailure(
+          "session_lost",
+          `Connection to ${server} lost: ${info.remote ? "closed by the server" : "closed"}${
+            info.reason ? ` (${info.reason})` : ""
+          }`,
+        );
+      } catch (e) {
+        session?.abort(0, "client giving up on this session");
+        failure = classifyFailure(e, server, options.domain);
+      } finally {
+        if (session) await session.closed;
+        connected?.conn.close();
+        await connected?.closed();
+      }
+      if (signal.aborted) break;
+      if (upSince > 0) backoff.sessionEnded(performance.now() - upSince);
+      const retryInMs = backoff.next(failure.kind);
+      emit({ type: "failure", kind: failure.kind, message: failure.message, retryInMs });
+      await sleep(retryInMs, signal);
+    }
+  } finally {
+    await Promise.all(serving);
+    agent.destroy();
+    emit({ type: "stopped" });
+  }
+}
+
+/** Accepts streams until the session ends, serving each concurrently. */
+async function serveSession(
+  session: MuxSession,
+  _control: MuxStream,
+  forward: ForwardOptions,
+  counters: { inFlight: number; served: number; failed: number },
+  serving: Set<Promise<void>>,
+  emit: (e: ClientEvent) => void,
+  options: ClientOptions,
+  signal: AbortSignal,
+): Promise<void> {
+  const stats = () => {
+    const rtt = session.rtt;
+    emit({
+      type: "stats",
+      rttMs: rtt.minMs > 0 ? rtt.smoothedMs : undefined,
+      ...counters,
+    });
+  };
+  const timer = setInterval(stats, options.statsIntervalMs ?? 1000);
+  try {
+    for (;;) {
+      const stream = await session.acceptStream();
+      if (!stream || signal.aborted) {
+        if (stream) stream.reset(0);
+        break;
+      }
+      counters.inFlight++;
+      const started = performance.now();
+      const p = serveStream(stream, forward).then((outcome) => {
+        counters.inFlight--;
+        counters.served++;
+        if (outcome.kind !== "response" && outcome.kind !== "websocket") counters.failed++;
+        emit({ type: "request", outcome, durationMs: performance.now() - started });
+      });
+      serving.add(p);
+      p.finally(() => serving.delete(p));
+    }
+  } finally {
+    clearInterval(timer);
+    stats();
+  }
+}
