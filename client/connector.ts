@@ -8,7 +8,6 @@
  * API key, unknown domain, version mismatch) back off to the cap at once, so a
  * rejected key is never retried in a tight loop.
  */
-import { connectNodeDtls } from "./dtls_node.ts";
 import type { DatagramConn } from "../shared/datagram.ts";
 import {
   AlertDescription,
@@ -248,6 +247,9 @@ async function connect(o: ClientOptions, signal: AbortSignal): Promise<Connected
   const psk = derivePsk(o.apiKey);
   const timeout = o.handshakeTimeoutMs ?? 10_000;
   if ((o.engine ?? "hopgate") === "node-dtls-client") {
+    // Loaded only when chosen: its `debug` dependency reads the whole environment on
+    // load, which needs an unscoped --allow-env (see main.ts).
+    const { connectNodeDtls } = await import("./dtls_node.ts");
     const conn = await connectNodeDtls({
       hostname: o.server.hostname,
       port: o.server.port,

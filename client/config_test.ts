@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import {
+  ConfigError,
+  maskSecret,
+  parseDotEnv,
+  parseLocalTarget,
+  parseServerAddr,
+  resolveConfig,
+} from "./config.ts";
+
+Deno.test("config: .env parser (comments, export, quotes, escapes, inline comments)", () => {
+  const text = [
+    "# a comment",
+    "",
+    "HOP_CLIENT_DOMAIN=app.example.com",
+    "export HOP_CLIENT_SERVER_ADDR = hop.example.com:443  # trailing comment",
+    `HOP_CLIENT_API_KEY="a b#c \\"q\\" \\\\ end"`,
+    "SINGLE='lit $x \\n'",
+    "EMPTY=",
+    "not a line",
+    "WIN=crlf\r",
+  ].join("\n");
+  assert.deepEqual(parseDotEnv(text), {
+    HOP_CLIENT_DOMAIN: "app.example.com",
+    HOP_CLIENT_SERVER_ADDR: "hop.example.com:443",
+    HOP_CLIENT_API_KEY: 'a b#c "q" \\ end',
+    SINGLE: "lit $x \\n",
+    EMPTY: "",
+    WIN: "crlf",
+  });
+});
+
+Deno.test("config: server address and local target forms", () => {
+  assert.deepEqual(parseServerAddr("hop.example.com:443"), {
+    hostname: "hop.example.com",
+    port: 443,
+  });
+  assert.deepEqual(parseServerAddr("[::1]:4433"), { hostname: "::1", port: 4433 });
+  assert.match(String(parseServerAddr("hop.example.com")), /expected host:port/);
+  assert.match(String(parseServerAddr("h:70000")), /1\.\.65535/);
+
+  assert.equal((parseLocalTarget("127.0.0.1:3000") as URL).href, "http://127.0.0.1:3000/");
+  assert.equal((parseLocalTarget("3000") as URL).href, "http://127.0.0.1:3000/");
+  assert.equal((parseLocalTarget(":8080") as URL).href, "http://127.0.0.1:8080/");
+  assert.equal((parseLocalTarget("localhost:5173") as URL).href, "http://localhost:5173/");
+  assert.equal(
+    (parseLocalTarget("https://10.0.0.2:8443/app") as URL).href,
+    "https://10.0.0.2:8443/app",
+  );
+  assert.match(String(parseLocalTarget("ftp://x:21")), /http or https/);
+  assert.match(String(parseLocalTarget("http://u:p@x:1")), /credentials/);
+});
+
+const full = {
+  HOP_CLIENT_SERVER_ADDR: "env.example.com:1",
+  HOP_CLIENT_DOMAIN: "env.example.com",
+  HOP_CLIENT_API_KEY: "env-key",
+  HOP_CLIENT_LOCAL_TARGET: "127.0.0.1:1",
+};
+
+Deno.test("config: flags over environment over .env", () => {
+  const dotenv = {
+    ...full,
+    HOP_CLIENT_SERVER_ADDR: "dot.example.com:2",
+    HOP_CLIENT_DOMAIN: "dot.example.com",
+    HOP_CLIENT_DEBUG: "true",
+  };
+  const c = resolveConfig({
+    flags: { localTarget: "127.0.0.1:3", apiKey: "flag-key" },
+    env: { HOP_CLIENT_DOMAIN: "Env.Example.COM", HOP_CLIENT_API_KEY: "env-key" },
+    dotenv,
+  });
+  assert.deepEqual(c.server, { hostname: "dot.example.com", port: 2 }); // only in .env
+  assert.equal(c.domain, "env.example.com"); // env beats .env, lowercased
+  assert.equal(c.apiKey, "flag-key"); // flag beats env
+  assert.equal(c.target.href, "http://127.0.0.1:3/");
+  assert.equal(c.debug, true);
+  assert.equal(c.engine, "hopgate");
+  // An empty env value still counts as set (and so is missing): the file does not fill it.
+  assert.throws(
+    () => resolveConfig({ flags: {}, env: { ...full, HOP_CLIENT_API_KEY: "" }, dotenv: full }),
+    /Missing --api-key \/ HOP_CLIENT_API_KEY/,
+  );
+});
+
+Deno.test("config: every problem is listed, naming the flag and variable; the key is never shown", () => {
+  try {
+    resolveConfig({
+      flags: { serverAddr: "nope", dtlsEngine: "openssl" },
+      env: { HOP_CLIENT_DOMAIN: "bad domain!", HOP_CLIENT_DEBUG: "maybe" },
+      dotenv: { HOP_CLIENT_API_KEY: "s3cret-value" },
+    });
+    assert.fail("expected a ConfigError");
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    assert.deepEqual(e.problems.map((p) => p.split(":")[0]), [
+      "Invalid --server-addr / HOP_CLIENT_SERVER_ADDR",
+      "Invalid --domain / HOP_CLIENT_DOMAIN",
+      "Missing --local-target / HOP_CLIENT_LOCAL_TARGET",
+      "Invalid --dtls-engine / HOP_CLIENT_DTLS_ENGINE",
+      "Invalid HOP_CLIENT_DEBUG",
+    ]);
+    assert.ok(!e.message.includes("s3cret-value"));
+  }
+  assert.equal(maskSecret("abcdef"), "****(6 chars)");
+  assert.ok(!maskSecret("abcdef").includes("abc"));
+});

@@ -1,0 +1,205 @@
+/**
+ * hopgate-client: the only file that reads argv, the environment and `.env`.
+ * Everything else takes options (see connector.ts `runClient`).
+ *
+ *   deno task client --server-addr hop.example.com:443 --domain app.example.com \
+ *     --api-key ... --local-target 127.0.0.1:3000
+ */
+import { Command, CommanderError, Option } from "commander";
+import {
+  CLIENT_ENV,
+  CLIENT_ENV_NAMES,
+  type ClientConfig,
+  ConfigError,
+  type ConfigKey,
+  maskSecret,
+  parseDotEnv,
+  resolveConfig,
+} from "./config.ts";
+import { CLIENT_VERSION, DTLS_ENGINES, runClient } from "./connector.ts";
+import { createStatusReporter } from "./status.ts";
+
+const HELP_AFTER = `
+Each option overrides its environment variable, which overrides a .env file in
+the working directory (read, never overriding the real environment).
+
+  --server-addr   ${CLIENT_ENV.serverAddr}
+  --domain        ${CLIENT_ENV.domain}
+  --api-key       ${CLIENT_ENV.apiKey}     (never printed; prefer the variable or
+                                         .env to the flag, which ps shows)
+  --local-target  ${CLIENT_ENV.localTarget}
+  --dtls-engine   ${CLIENT_ENV.dtlsEngine}
+  --debug         ${CLIENT_ENV.debug}       (true/false)
+
+DTLS engines:
+  hopgate           HopGate's own DTLS 1.2 client (default): ECDHE-PSK with
+                    ChaCha20-Poly1305 (forward secrecy) or PSK AES-128-GCM,
+                    handshake retransmission, sliding replay window.
+  node-dtls-client  npm node-dtls-client, PSK AES-128-GCM only. Known limits:
+                    it never retransmits a handshake flight (one lost datagram
+                    fails the attempt; the client retries later); it stops
+                    accepting records for good after a gap of more than 64 lost
+                    records (the tunnel then idles out and reconnects); about
+                    50 µs of CPU per 1200-byte record (~19 MB/s). It reads the
+                    whole environment when it loads, so it needs an unscoped
+                    --allow-env permission.
+
+On failure the client says why in one line (server unreachable, bad API key,
+domain not registered, version mismatch, ...) and retries with exponential
+backoff and jitter, up to 30 s apart; a rejected key or an unregistered domain
+waits the long delay at once. Ctrl-C stops it.
+
+Exit codes: 0 stopped, 2 invalid configuration.`;
+
+function buildProgram(): Command {
+  return new Command()
+    .name("hopgate-client")
+    .description(
+      "Expose a local HTTP service through a HopGate server: keeps one DTLS tunnel to the " +
+        "server and forwards each request for your domain to the local service.",
+    )
+    .version(CLIENT_VERSION.split("/")[1] ?? CLIENT_VERSION, "-V, --version")
+    .option(
+      "--server-addr <host:port>",
+      "the HopGate server's DTLS (UDP) address, e.g. hop.example.com:443",
+    )
+    .option("--domain <domain>", "the domain this client serves, as registered on the server")
+    .option("--api-key <key>", "the domain's client API key, shown once at registration")
+    .option(
+      "--local-target <target>",
+      "the local service: host:port, a port, or an http(s):// URL (default scheme http; " +
+        "a path is prefixed to every request), e.g. 127.0.0.1:3000",
+    )
+    .addOption(
+      new Option("--dtls-engine <engine>", "DTLS client implementation (see below)").choices(
+        DTLS_ENGINES,
+      ),
+    )
+    .option("--debug", "log every request and connection attempt")
+    .option("--check", "validate the configuration, print it (API key masked) and exit")
+    .addHelpText("after", HELP_AFTER)
+    .showHelpAfterError("(run hopgate-client --help for usage)")
+    .exitOverride();
+}
+
+function readEnv(): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = {};
+  for (const name of CLIENT_ENV_NAMES) {
+    try {
+      env[name] = Deno.env.get(name);
+    } catch {
+      env[name] = undefined; // no permission for it: as if unset
+    }
+  }
+  return env;
+}
+
+async function readDotEnv(): Promise<Record<string, string>> {
+  try {
+    return parseDotEnv(await Deno.readTextFile(".env"));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotCapable) return {};
+    throw e;
+  }
+}
+
+function describe(c: ClientConfig): string {
+  return [
+    `server-addr   ${
+      c.server.hostname.includes(":") ? `[${c.server.hostname}]` : c.server.hostname
+    }:${c.server.port}`,
+    `domain        ${c.domain}`,
+    `api-key       ${maskSecret(c.apiKey)}`,
+    `local-target  ${c.target.href}`,
+    `dtls-engine   ${c.engine}`,
+    `debug         ${c.debug}`,
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  const err = (s: string) => Deno.stderr.writeSync(new TextEncoder().encode(s));
+  program.configureOutput({
+    writeOut: (s) => Deno.stdout.writeSync(new TextEncoder().encode(s)),
+    writeErr: err,
+  });
+  try {
+    program.parse(argv, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
+          e.code === "commander.help"
+        ? 0
+        : 2;
+    }
+    throw e;
+  }
+  const opts = program.opts<Partial<Record<ConfigKey | "check", string | boolean>>>();
+  const { check, ...flags } = opts;
+
+  let config: ClientConfig;
+  try {
+    config = resolveConfig({ flags, env: readEnv(), dotenv: await readDotEnv() });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    for (const p of e.problems) err(`hopgate-client: ${p}\n`);
+    err("(run hopgate-client --help for usage)\n");
+    return 2;
+  }
+  if (
+    config.engine === "node-dtls-client" &&
+    Deno.permissions.querySync({ name: "env" }).state !== "granted"
+  ) {
+    err(
+      "hopgate-client: --dtls-engine node-dtls-client needs an unscoped --allow-env permission " +
+        "(its debug dependency reads the whole environment); run with --allow-env, or use the " +
+        "default engine\n",
+    );
+    return 2;
+  }
+  if (check) {
+    Deno.stdout.writeSync(new TextEncoder().encode(describe(config) + "\n"));
+    return 0;
+  }
+
+  const terminal = Deno.stdout.isTerminal();
+  const status = createStatusReporter({
+    terminal,
+    write: (s) => Deno.stdout.writeSync(new TextEncoder().encode(s)),
+    domain: config.domain,
+    target: config.target.href,
+    engine: config.engine,
+    debug: config.debug,
+  });
+  status.log(
+    `${CLIENT_VERSION}: ${config.domain} → ${config.target.href} via ` +
+      `${config.server.hostname}:${config.server.port} (DTLS engine ${config.engine}, ` +
+      `API key ${maskSecret(config.apiKey)})`,
+  );
+
+  const ac = new AbortController();
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals > 1) Deno.exit(130); // a second Ctrl-C: do not wait
+    status.log("stopping...");
+    ac.abort();
+  };
+  const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const n of names) Deno.addSignalListener(n, onSignal);
+  try {
+    await runClient({
+      server: config.server,
+      domain: config.domain,
+      apiKey: config.apiKey,
+      target: config.target,
+      engine: config.engine,
+      onEvent: status.onEvent,
+    }, ac.signal);
+  } finally {
+    for (const n of names) Deno.removeSignalListener(n, onSignal);
+    status.close();
+  }
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,88 @@
+// deno-lint-ignore-file no-control-regex -- the status line is ANSI escapes by design
+import assert from "node:assert/strict";
+import { createStatusReporter } from "./status.ts";
+
+function reporter(terminal: boolean, debug = false) {
+  const out: string[] = [];
+  let t = Date.parse("2026-01-02T03:04:05.000Z");
+  const r = createStatusReporter({
+    terminal,
+    write: (s) => out.push(s),
+    domain: "app.example.com",
+    target: "http://127.0.0.1:3000/",
+    engine: "hopgate",
+    debug,
+    redrawMs: 60_000,
+    now: () => new Date(t),
+  });
+  return { r, out, advance: (ms: number) => t += ms };
+}
+
+Deno.test("status: on a terminal, one line rewritten in place with RTT and counts", () => {
+  const { r, out } = reporter(true);
+  r.onEvent({ type: "connecting", attempt: 1, server: "hop.example.com:443", engine: "hopgate" });
+  r.onEvent({
+    type: "connected",
+    server: "hop.example.com:443",
+    domain: "app.example.com",
+    sessionId: "s1",
+    serverVersion: "hopgate-server/0.1.0",
+  });
+  r.onEvent({ type: "stats", rttMs: 12.4, inFlight: 2, served: 7, failed: 1 });
+  r.onEvent({ type: "failure", kind: "session_lost", message: "Connection lost", retryInMs: 1500 });
+  r.close();
+  const text = out.join("");
+  // Every redraw starts by clearing the line; permanent lines end with a newline.
+  assert.ok(out.every((s) => s.startsWith("\r\x1b[2K") || !s.includes("●")));
+  assert.match(text, /\r\x1b\[2K… connecting to hop\.example\.com:443 \(attempt 1\)/);
+  assert.match(text, /connected to hop\.example\.com:443 \(hopgate-server\/0\.1\.0, session s1\)/);
+  assert.match(
+    text,
+    /● connected to hop\.example\.com:443 · app\.example\.com → http:\/\/127\.0\.0\.1:3000\/ · RTT – · 0 in flight/,
+  );
+  assert.match(
+    text,
+    /\r\x1b\[2K● connected to .* · RTT 12 ms · 2 in flight · 7 served \(1 failed\)/,
+  );
+  assert.match(text, /Connection lost; retrying in 2 s\n/);
+  assert.match(
+    text,
+    /○ disconnected \(session_lost\) · retrying in 2 s · 2 in flight · 7 served \(1 failed\)/,
+  );
+  assert.ok(text.endsWith("\n"), "close leaves the cursor on a fresh line");
+});
+
+Deno.test("status: not a terminal → plain timestamped lines, no escapes, requests only in debug", () => {
+  for (const debug of [false, true]) {
+    const { r, out } = reporter(false, debug);
+    r.onEvent({ type: "connecting", attempt: 1, server: "h:1", engine: "hopgate" });
+    r.onEvent({
+      type: "connected",
+      server: "h:1",
+      domain: "d",
+      sessionId: "s1",
+      serverVersion: "v",
+    });
+    r.onEvent({ type: "stats", rttMs: 3, inFlight: 1, served: 0, failed: 0 });
+    r.onEvent({
+      type: "request",
+      outcome: { kind: "response", method: "GET", url: "/x", status: 200 },
+      durationMs: 4.2,
+    });
+    r.onEvent({
+      type: "failure",
+      kind: "bad_api_key",
+      message: "Bad API key: no",
+      retryInMs: 20_000,
+    });
+    r.onEvent({ type: "stopped" });
+    r.close();
+    assert.ok(out.every((l) => l.endsWith("\n") && !l.includes("\x1b")), JSON.stringify(out));
+    assert.ok(out.every((l) => l.startsWith("2026-01-02T03:04:05.000Z ")));
+    const text = out.join("");
+    assert.match(text, /connected to h:1/);
+    assert.match(text, /Bad API key: no; retrying in 20 s/);
+    assert.equal(/GET \/x → 200 \(4 ms\)/.test(text), debug);
+    assert.equal(/connecting to h:1/.test(text), debug);
+  }
+});
