@@ -1,0 +1,104 @@
+/**
+ * Received packet numbers, kept as a short list of ranges, and the decision of
+ * when to send an ACK (RFC 9000 §13.2): after `ackElicitingThresholdPackets`
+ * ack-eliciting packets, at once on reordering, otherwise after max_ack_delay.
+ */
+export class AckTracker {
+  /** Flat, descending, inclusive: [high0, low0, high1, low1, ...]. */
+  readonly ranges: number[] = [];
+  /** Ack-eliciting packets received since the last ACK we sent. */
+  unackedEliciting = 0;
+  /** An ACK should go out now (threshold reached or reordering seen). */
+  ackNow = false;
+  /** When a delayed ACK is due, or Infinity. */
+  ackDeadline = Infinity;
+  /** Receive time of the largest packet number, for ack_delay. */
+  largestReceivedTime = 0;
+  readonly #maxRanges: number;
+  readonly #threshold: number;
+  readonly #maxAckDelayMs: number;
+
+  constructor(maxRanges: number, threshold: number, maxAckDelayMs: number) {
+    this.#maxRanges = maxRanges;
+    this.#threshold = threshold;
+    this.#maxAckDelayMs = maxAckDelayMs;
+  }
+
+  /** True if `pn` was already received (or is too old to tell, which we treat as received). */
+  isDuplicate(pn: number): boolean {
+    const r = this.ranges;
+    if (r.length === 0) return false;
+    for (let i = 0; i < r.length; i += 2) {
+      if (pn > r[i]!) return false;
+      if (pn >= r[i + 1]!) return true;
+    }
+    return r.length >= this.#maxRanges * 2;
+  }
+
+  /** Records a new (non-duplicate) packet. */
+  onPacket(pn: number, ackEliciting: boolean, now: number): void {
+    const r = this.ranges;
+    let reordered = false;
+    if (r.length === 0) {
+      r.push(pn, pn);
+      this.largestReceivedTime = now;
+    } else if (pn === r[0]! + 1) {
+      r[0] = pn;
+      this.largestReceivedTime = now;
+    } else if (pn > r[0]!) {
+      r.unshift(pn, pn); // gap: a packet was lost or is late
+      reordered = true;
+      this.largestReceivedTime = now;
+    } else {
+      reordered = true;
+      this.#insert(pn);
+    }
+    if (r.length > this.#maxRanges * 2) r.length = this.#maxRanges * 2;
+    if (!ackEliciting) return;
+    this.unackedEliciting++;
+    if (reordered || this.unackedEliciting >= this.#threshold) this.ackNow = true;
+    else if (this.ackDeadline === Infinity) this.ackDeadline = now + this.#maxAckDelayMs;
+  }
+
+  #insert(pn: number): void {
+    const r = this.ranges;
+    for (let i = 0; i < r.length; i += 2) {
+      const hi = r[i]!;
+      const lo = r[i + 1]!;
+      if (pn > hi) {
+        // Between range i-1 (above) and range i.
+        const extendsAbove = i > 0 && pn === r[i - 1]! - 1;
+        const extendsBelow = pn === hi + 1;
+        if (extendsAbove && extendsBelow) {
+          r[i - 1] = r[i + 1]!;
+          r.splice(i, 2);
+        } else if (extendsAbove) r[i - 1] = pn;
+        else if (extendsBelow) r[i] = pn;
+        else r.splice(i, 0, pn, pn);
+        return;
+      }
+      if (pn >= lo) return;
+      if (pn === lo - 1) {
+        const next = r[i + 2];
+        if (next !== undefined && next === pn - 1) {
+          r[i + 1] = r[i + 3]!;
+          r.splice(i + 2, 2);
+        } else r[i + 1] = pn;
+        return;
+      }
+    }
+    r.push(pn, pn);
+  }
+
+  /** Any ack-eliciting packet not yet acknowledged. */
+  get pending(): boolean {
+    return this.unackedEliciting > 0;
+  }
+
+  /** Call after an ACK frame went out. */
+  onAckSent(): void {
+    this.unackedEliciting = 0;
+    this.ackNow = false;
+    this.ackDeadline = Infinity;
+  }
+}

@@ -1,0 +1,26 @@
+/**
+ * shared/mux — reliable, ordered, flow-controlled streams multiplexed over any
+ * DatagramConn (in-memory link, plain UDP, DTLS). QUIC's design (RFC 9000
+ * streams, RFC 9002 loss recovery and NewReno), kept small.
+ *
+ * ```ts
+ * const session = new MuxSession(conn, { role: "client" });
+ * const s = session.openStream();            // no round trip
+ * await s.writable.getWriter().write(bytes); // backpressure: waits for buffer room
+ * for await (const chunk of s.readable) {}   // credit returns as you read
+ * await session.close();                     // drains, then CLOSE
+ * ```
+ */
+export { MuxSession } from "./session.ts";
+export type { MuxCloseInfo, MuxSessionOptions, MuxStats } from "./session.ts";
+export type { MuxStream } from "./stream.ts";
+export {
+  MuxSessionError,
+  MuxStreamError,
+  sessionCodeName,
+  SessionErrorCode,
+  streamCodeName,
+  StreamErrorCode,
+} from "./errors.ts";
+export { defaultParams, type MuxParams, resolveParams } from "./params.ts";
+export { type Clock, realClock } from "./clock.ts";

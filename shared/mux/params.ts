@@ -1,0 +1,146 @@
+/**
+ * Every tunable of the mux, with its unit in its name and a line on why.
+ * Defaults follow RFC 9002 where it gives one. `resolveParams` validates and
+ * names the bad field.
+ */
+
+export interface MuxParams {
+  /** RTT assumed before the first sample (RFC 9002 §6.2.2 says 333; we target LAN/WAN tunnels). */
+  initialRttMs: number;
+  /** Longest we delay an ACK; advertised implicitly, used in PTO (RFC 9000 §13.2.1). */
+  maxAckDelayMs: number;
+  /** Send an ACK after this many ack-eliciting packets (RFC 9000 §13.2.2 recommends 2). */
+  ackElicitingThresholdPackets: number;
+  /** ACK ranges kept and sent; older ranges are forgotten. */
+  maxAckRanges: number;
+  /** Reordering threshold in packets before declaring loss (RFC 9002 §6.1.1: 3). */
+  packetThresholdPackets: number;
+  /** Time threshold as a multiple of max(srtt, latest_rtt) (RFC 9002 §6.1.2: 9/8). */
+  timeThresholdRatio: number;
+  /** Timer granularity (RFC 9002 §6.1.2: 1 ms). */
+  timerGranularityMs: number;
+  /** Initial congestion window, in packets (RFC 9002 §7.2: 10). */
+  initialWindowPackets: number;
+  /** Minimum congestion window, in packets (RFC 9002 §7.2: 2). */
+  minimumWindowPackets: number;
+  /** Upper bound on the congestion window; caps memory in flight. */
+  maxCongestionWindowBytes: number;
+  /** Multiplicative decrease on loss (RFC 9002 §7.3.2: 0.5). */
+  lossReductionRatio: number;
+  /** Durations of PTO-equivalents without an ack that mean persistent congestion (RFC 9002 §7.6: 3). */
+  persistentCongestionThresholdPtos: number;
+  /** Pacing rate = this ratio x cwnd / srtt (RFC 9002 §7.7 suggests 1.25). */
+  pacingGainRatio: number;
+  /** Packets the pacer may send back to back; must cover a timer tick (~1 ms) of sending. */
+  pacingBurstPackets: number;
+  /**
+   * Hard cap on packets sent per second, 0 for none. Deno's UDP receive drops beyond
+   * ~37k datagrams/s, so a sender to a Deno peer gains nothing above that.
+   */
+  maxSendRatePacketsPerSecond: number;
+  /** Initial per-stream receive window (grows with use up to the max). */
+  initialStreamWindowBytes: number;
+  /** Largest per-stream receive window auto-tuning may reach. */
+  maxStreamWindowBytes: number;
+  /** Initial session receive window (kept >= 1.5x the largest stream window). */
+  initialSessionWindowBytes: number;
+  /** Largest session receive window. */
+  maxSessionWindowBytes: number;
+  /** Bytes a stream's writable buffers (unsent + unacked) before `write` waits. */
+  streamSendBufferBytes: number;
+  /** Streams the peer may have open at once (we grant MAX_STREAMS as streams close). */
+  maxIncomingStreams: number;
+  /** Close the session after this long without hearing from the peer. */
+  idleTimeoutMs: number;
+  /** Send a PING when nothing was sent or received for this long (must be < idle timeout). */
+  keepAliveIntervalMs: number;
+  /** `close()` gives up draining after this long and closes anyway. */
+  closeDrainTimeoutMs: number;
+}
+
+export const defaultParams: Readonly<MuxParams> = Object.freeze({
+  initialRttMs: 100,
+  maxAckDelayMs: 25,
+  ackElicitingThresholdPackets: 2,
+  maxAckRanges: 32,
+  packetThresholdPackets: 3,
+  timeThresholdRatio: 9 / 8,
+  timerGranularityMs: 1,
+  initialWindowPackets: 10,
+  minimumWindowPackets: 2,
+  maxCongestionWindowBytes: 16 * 1024 * 1024,
+  lossReductionRatio: 0.5,
+  persistentCongestionThresholdPtos: 3,
+  pacingGainRatio: 1.25,
+  pacingBurstPackets: 16,
+  maxSendRatePacketsPerSecond: 0,
+  initialStreamWindowBytes: 512 * 1024,
+  maxStreamWindowBytes: 16 * 1024 * 1024,
+  initialSessionWindowBytes: 1536 * 1024,
+  maxSessionWindowBytes: 24 * 1024 * 1024,
+  streamSendBufferBytes: 1024 * 1024,
+  maxIncomingStreams: 256,
+  idleTimeoutMs: 30_000,
+  keepAliveIntervalMs: 10_000,
+  closeDrainTimeoutMs: 10_000,
+});
+
+/** Merges overrides onto the defaults and validates; throws a TypeError naming the field. */
+export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
+  const p: MuxParams = { ...defaultParams, ...overrides };
+  for (const [k, v] of Object.entries(p)) {
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+      throw new TypeError(`Invalid mux param ${k}: expected a finite number >= 0, got ${v}`);
+    }
+  }
+  const positive: (keyof MuxParams)[] = [
+    "initialRttMs",
+    "ackElicitingThresholdPackets",
+    "maxAckRanges",
+    "packetThresholdPackets",
+    "timeThresholdRatio",
+    "timerGranularityMs",
+    "initialWindowPackets",
+    "minimumWindowPackets",
+    "pacingGainRatio",
+    "pacingBurstPackets",
+    "initialStreamWindowBytes",
+    "initialSessionWindowBytes",
+    "streamSendBufferBytes",
+    "idleTimeoutMs",
+    "keepAliveIntervalMs",
+  ];
+  for (const k of positive) {
+    if (p[k] <= 0) throw new TypeError(`Invalid mux param ${k}: expected > 0, got ${p[k]}`);
+  }
+  if (p.maxStreamWindowBytes < p.initialStreamWindowBytes) {
+    throw new TypeError(
+      `Invalid mux param maxStreamWindowBytes: expected >= initialStreamWindowBytes (${p.initialStreamWindowBytes}), got ${p.maxStreamWindowBytes}`,
+    );
+  }
+  if (p.maxSessionWindowBytes < p.initialSessionWindowBytes) {
+    throw new TypeError(
+      `Invalid mux param maxSessionWindowBytes: expected >= initialSessionWindowBytes (${p.initialSessionWindowBytes}), got ${p.maxSessionWindowBytes}`,
+    );
+  }
+  if (p.keepAliveIntervalMs >= p.idleTimeoutMs) {
+    throw new TypeError(
+      `Invalid mux param keepAliveIntervalMs: expected < idleTimeoutMs (${p.idleTimeoutMs}), got ${p.keepAliveIntervalMs}`,
+    );
+  }
+  if (p.timeThresholdRatio < 1) {
+    throw new TypeError(
+      `Invalid mux param timeThresholdRatio: expected >= 1, got ${p.timeThresholdRatio}`,
+    );
+  }
+  return p;
+}
+
+/**
+ * Credit each side assumes the peer grants before its first MAX_* frame arrives
+ * (there is no handshake to carry transport parameters). Part of the wire
+ * protocol: both sides must agree; local params may only be larger.
+ */
+export const WIRE_INITIAL_STREAM_WINDOW_BYTES = 64 * 1024;
+export const WIRE_INITIAL_SESSION_WINDOW_BYTES = 256 * 1024;
+export const WIRE_INITIAL_MAX_STREAMS = 4;

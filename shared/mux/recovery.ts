@@ -1,0 +1,322 @@
+/**
+ * Loss detection and congestion control per RFC 9002: RTT estimation (§5),
+ * packet- and time-threshold loss (§6.1), probe timeout (§6.2), NewReno (§7)
+ * and a token-bucket pacer (§7.7). Frames ride along as opaque `F` values so
+ * the session can retransmit lost *frames*, not packets.
+ */
+import type { MuxParams } from "./params.ts";
+
+export interface SentPacket<F> {
+  pn: number;
+  timeSent: number;
+  size: number;
+  ackEliciting: boolean;
+  frames: F[];
+}
+
+export interface RecoveryHooks<F> {
+  onFrameAcked(frame: F): void;
+  onFrameLost(frame: F): void;
+}
+
+export class Recovery<F> {
+  // RTT (§5), milliseconds.
+  latestRtt = 0;
+  smoothedRtt: number;
+  rttVar: number;
+  minRtt = Infinity;
+  hasRttSample = false;
+  // Congestion control (§7), bytes.
+  cwnd: number;
+  ssthresh = Infinity;
+  bytesInFlight = 0;
+  recoveryStartTime = -Infinity;
+  // Loss detection (§6).
+  largestAcked = -1;
+  ptoCount = 0;
+  lossTime = Infinity;
+  timeOfLastAckElicitingSent = 0;
+  /** Probe packets that may bypass the congestion window (set by PTO). */
+  probesPending = 0;
+  // Counters.
+  packetsLost = 0;
+  packetsAcked = 0;
+  /** True if the last send attempt was held back by cwnd (so cwnd growth is earned). */
+  cwndLimited = false;
+
+  /** In-flight packets indexed by pn - base; undefined once acked or lost. */
+  #sent: (SentPacket<F> | undefined)[] = [];
+  #head = 0;
+  #base = 0;
+  #outstanding = 0;
+  // Pacer.
+  #tokens: number;
+  #lastRefill = 0;
+  readonly #p: MuxParams;
+  readonly #mds: number;
+  readonly #hooks: RecoveryHooks<F>;
+
+  constructor(params: MuxParams, maxDatagramSize: number, hooks: RecoveryHooks<F>) {
+    this.#p = params;
+    this.#mds = maxDatagramSize;
+    this.#hooks = hooks;
+    this.smoothedRtt = params.initialRttMs;
+    this.rttVar = params.initialRttMs / 2;
+    this.cwnd = params.initialWindowPackets * maxDatagramSize;
+    this.#tokens = params.pacingBurstPackets * maxDatagramSize;
+  }
+
+  get minWindow(): number {
+    return this.#p.minimumWindowPackets * this.#mds;
+  }
+
+  /** Packets sent and neither acked nor declared lost. */
+  get outstandingPackets(): number {
+    return this.#outstanding;
+  }
+
+  /** Records a sent packet. Packets must be recorded in pn order (gaps allowed). */
+  onPacketSent(pn: number, now: number, size: number, ackEliciting: boolean, frames: F[]): void {
+    if (this.#outstanding === 0) {
+      this.#sent.length = 0;
+      this.#head = 0;
+      this.#base = pn;
+    }
+    const idx = pn - this.#base;
+    this.#sent[idx] = { pn, timeSent: now, size, ackEliciting, frames };
+    this.#outstanding++;
+    if (ackEliciting) {
+      this.timeOfLastAckElicitingSent = now;
+      this.bytesInFlight += size;
+      if (this.probesPending > 0) this.probesPending--;
+    }
+    this.#consumeTokens(size, now);
+  }
+
+  /**
+   * Processes an ACK frame's ranges (flat descending inclusive pairs). Returns
+   * true if it acknowledged anything new.
+   */
+  onAck(ranges: readonly number[], ackDelayMs: number, now: number): boolean {
+    const largest = ranges[0]!;
+    let newlyAcked = false;
+    let largestNewlyAcked: SentPacket<F> | undefined;
+    let ackedEliciting = false;
+    const sent = this.#sent;
+    const firstPn = this.#base + this.#head;
+    const lastPn = this.#base + sent.length - 1;
+    for (let i = 0; i < ranges.length; i += 2) {
+      const hi = Math.min(ranges[i]!, lastPn);
+      const lo = Math.max(ranges[i + 1]!, firstPn);
+      for (let pn = hi; pn >= lo; pn--) {
+        const idx = pn - this.#base;
+        const p = sent[idx];
+        if (p === undefined) continue;
+        sent[idx] = undefined;
+        this.#outstanding--;
+        newlyAcked = true;
+        this.packetsAcked++;
+        if (largestNewlyAcked === undefined) largestNewlyAcked = p;
+        if (p.ackEliciting) {
+          ackedEliciting = true;
+          this.bytesInFlight -= p.size;
+          this.#onCongestionAck(p);
+        }
+        for (let f = 0; f < p.frames.length; f++) this.#hooks.onFrameAcked(p.frames[f]!);
+      }
+    }
+    if (!newlyAcked) return false;
+    if (largest > this.largestAcked) this.largestAcked = largest;
+    if (largestNewlyAcked !== undefined && largestNewlyAcked.pn === largest && ackedEliciting) {
+      this.#updateRtt(now - largestNewlyAcked.timeSent, ackDelayMs);
+    }
+    this.#detectLoss(now);
+    this.ptoCount = 0;
+    this.#compact();
+    return true;
+  }
+
+  #updateRtt(sample: number, ackDelayMs: number): void {
+    const latest = Math.max(sample, 0.001);
+    this.latestRtt = latest;
+    if (!this.hasRttSample) {
+      this.hasRttSample = true;
+      this.minRtt = latest;
+      this.smoothedRtt = latest;
+      this.rttVar = latest / 2;
+      return;
+    }
+    this.minRtt = Math.min(this.minRtt, latest);
+    const delay = Math.min(ackDelayMs, this.#p.maxAckDelayMs);
+    const adjusted = latest >= this.minRtt + delay ? latest - delay : latest;
+    this.rttVar = 0.75 * this.rttVar + 0.25 * Math.abs(this.smoothedRtt - adjusted);
+    this.smoothedRtt = 0.875 * this.smoothedRtt + 0.125 * adjusted;
+  }
+
+  #onCongestionAck(p: SentPacket<F>): void {
+    if (p.timeSent <= this.recoveryStartTime) return;
+    if (!this.cwndLimited) return; // app-limited: do not grow (RFC 9002 §7.8)
+    if (this.cwnd < this.ssthresh) this.cwnd += p.size;
+    else this.cwnd += (this.#mds * p.size) / this.cwnd;
+    if (this.cwnd > this.#p.maxCongestionWindowBytes) this.cwnd = this.#p.maxCongestionWindowBytes;
+  }
+
+  #lossDelay(): number {
+    return Math.max(
+      this.#p.timeThresholdRatio * Math.max(this.latestRtt, this.smoothedRtt),
+      this.#p.timerGranularityMs,
+    );
+  }
+
+  #detectLoss(now: number): void {
+    this.lossTime = Infinity;
+    if (this.largestAcked < 0) return;
+    const lossDelay = this.#lossDelay();
+    const sent = this.#sent;
+    const end = Math.min(this.largestAcked - this.#base, sent.length - 1);
+    let largestLostTime = -Infinity;
+    let firstLostTime = Infinity;
+    let lost = 0;
+    for (let idx = this.#head; idx <= end; idx++) {
+      const p = sent[idx];
+      if (p === undefined) continue;
+      if (
+        p.timeSent + lossDelay <= now || // same expression as lossTime below (no FP gap)
+        this.largestAcked >= p.pn + this.#p.packetThresholdPackets
+      ) {
+        sent[idx] = undefined;
+        this.#outstanding--;
+        this.packetsLost++;
+        lost++;
+        if (p.ackEliciting) {
+          this.bytesInFlight -= p.size;
+          if (p.timeSent > largestLostTime) largestLostTime = p.timeSent;
+          if (p.timeSent < firstLostTime) firstLostTime = p.timeSent;
+        }
+        for (let f = 0; f < p.frames.length; f++) this.#hooks.onFrameLost(p.frames[f]!);
+      } else {
+        const t = p.timeSent + lossDelay;
+        if (t < this.lossTime) this.lossTime = t;
+      }
+    }
+    if (lost > 0 && largestLostTime > -Infinity) this.#onCongestionEvent(largestLostTime, now);
+    if (
+      lost > 0 && this.hasRttSample &&
+      largestLostTime - firstLostTime > this.#ptoBase() * this.#p.persistentCongestionThresholdPtos
+    ) {
+      // Persistent congestion (§7.6, simplified: span of one loss episode).
+      this.cwnd = this.minWindow;
+    }
+  }
+
+  #onCongestionEvent(sentTime: number, now: number): void {
+    if (sentTime <= this.recoveryStartTime) return;
+    this.recoveryStartTime = now;
+    this.cwnd = Math.max(this.cwnd * this.#p.lossReductionRatio, this.minWindow);
+    this.ssthresh = this.cwnd;
+  }
+
+  #ptoBase(): number {
+    return this.smoothedRtt + Math.max(4 * this.rttVar, this.#p.timerGranularityMs) +
+      this.#p.maxAckDelayMs;
+  }
+
+  /** Current probe timeout, with backoff. */
+  get ptoMs(): number {
+    return this.#ptoBase() * 2 ** Math.min(this.ptoCount, 16);
+  }
+
+  /** When the loss-detection timer fires (loss time or PTO), or Infinity. */
+  get lossDetectionDeadline(): number {
+    if (this.lossTime !== Infinity) return this.lossTime;
+    if (this.bytesInFlight <= 0) return Infinity;
+    return this.timeOfLastAckElicitingSent + this.ptoMs;
+  }
+
+  /**
+   * Loss-detection timer expired (§6.2.1 OnLossDetectionTimeout). Returns the
+   * frames of up to two oldest in-flight packets to send again as probes when
+   * this was a PTO; they stay outstanding (an ACK for them still counts).
+   */
+  onTimeout(now: number): F[] | null {
+    if (this.lossTime !== Infinity && this.lossTime <= now) {
+      this.#detectLoss(now);
+      this.#compact();
+      return null;
+    }
+    if (this.bytesInFlight <= 0) return null;
+    this.ptoCount++;
+    this.probesPending = 2;
+    const probe: F[] = [];
+    let n = 0;
+    for (let idx = this.#head; idx < this.#sent.length && n < 2; idx++) {
+      const p = this.#sent[idx];
+      if (p === undefined || !p.ackEliciting) continue;
+      for (const f of p.frames) probe.push(f);
+      n++;
+    }
+    return probe;
+  }
+
+  #compact(): void {
+    const sent = this.#sent;
+    while (this.#head < sent.length && sent[this.#head] === undefined) this.#head++;
+    if (this.#head === sent.length) {
+      sent.length = 0;
+      this.#base += this.#head;
+      this.#head = 0;
+    } else if (this.#head > 4096 && this.#head * 2 > sent.length) {
+      this.#sent = sent.slice(this.#head);
+      this.#base += this.#head;
+      this.#head = 0;
+    }
+  }
+
+  /** Room in the congestion window for a packet of `size` bytes (or a probe is due). */
+  canSend(size: number): boolean {
+    return this.probesPending > 0 || this.bytesInFlight + size <= this.cwnd;
+  }
+
+  // Pacer: tokens refill at gain x cwnd / srtt, capped at a burst.
+  #rateBytesPerMs(): number {
+    const rtt = Math.max(this.smoothedRtt, 0.05);
+    let rate = (this.#p.pacingGainRatio * this.cwnd) / rtt;
+    const cap = this.#p.maxSendRatePacketsPerSecond;
+    if (cap > 0) rate = Math.min(rate, (cap * this.#mds) / 1000);
+    return rate;
+  }
+  #burstBytes(): number {
+    return Math.max(
+      this.#p.pacingBurstPackets * this.#mds,
+      this.#rateBytesPerMs() * 2 * this.#p.timerGranularityMs,
+    );
+  }
+  #refill(now: number): void {
+    const dt = now - this.#lastRefill;
+    this.#lastRefill = now;
+    if (dt > 0) {
+      this.#tokens = Math.min(this.#burstBytes(), this.#tokens + dt * this.#rateBytesPerMs());
+    }
+  }
+  #consumeTokens(size: number, now: number): void {
+    this.#refill(now);
+    this.#tokens -= size;
+  }
+  /** Earliest time a packet of `size` may leave; `now` if it may leave now. */
+  pacingTime(size: number, now: number): number {
+    if (this.probesPending > 0) return now;
+    this.#refill(now);
+    if (this.#tokens >= size) return now;
+    return now +
+      Math.max((size - this.#tokens) / this.#rateBytesPerMs(), this.#p.timerGranularityMs);
+  }
+
+  /** Drops all state (session closed). Frames are not reported lost. */
+  clear(): void {
+    this.#sent = [];
+    this.#head = 0;
+    this.#outstanding = 0;
+    this.bytesInFlight = 0;
+    this.lossTime = Infinity;
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * A stream's outgoing bytes: a growable ring holding everything written and not
+ * yet acknowledged, plus which ranges were acked and which must be sent again.
+ *
+ * ```
+ * ackedPrefix        nextNew                 writeEnd
+ *     |== sent, some acked/lost ==|== unsent ==|
+ * ```
+ */
+
+/** Sorted, disjoint, half-open ranges as flat [start0, end0, start1, end1, ...]. */
+export class RangeSet {
+  r: number[] = [];
+  get empty(): boolean {
+    return this.r.length === 0;
+  }
+  add(start: number, end: number): void {
+    if (end <= start) return;
+    const r = this.r;
+    // Fast path: append at the end.
+    const n = r.length;
+    if (n === 0 || start > r[n - 1]!) {
+      r.push(start, end);
+      return;
+    }
+    if (start === r[n - 1]!) {
+      r[n - 1] = end;
+      return;
+    }
+    let i = 0;
+    while (i < r.length && r[i + 1]! < start) i += 2;
+    let j = i;
+    let s = start;
+    let e = end;
+    while (j < r.length && r[j]! <= e) {
+      s = Math.min(s, r[j]!);
+      e = Math.max(e, r[j + 1]!);
+      j += 2;
+    }
+    r.splice(i, j - i, s, e);
+  }
+  remove(start: number, end: number): void {
+    if (end <= start) return;
+    const r = this.r;
+    const out: number[] = [];
+    let changed = false;
+    for (let i = 0; i < r.length; i += 2) {
+      const s = r[i]!;
+      const e = r[i + 1]!;
+      if (e <= start || s >= end) {
+        out.push(s, e);
+        continue;
+      }
+      changed = true;
+      if (s < start) out.push(s, start);
+      if (e > end) out.push(end, e);
+    }
+    if (changed) this.r = out;
+  }
+  /** Drops everything below `offset`. */
+  trimBelow(offset: number): void {
+    const r = this.r;
+    let i = 0;
+    while (i < r.length && r[i + 1]! <= offset) i += 2;
+    if (i > 0) r.splice(0, i);
+    if (r.length > 0 && r[0]! < offset) r[0] = offset;
+  }
+  contains(start: number, end: number): boolean {
+    const r = this.r;
+    for (let i = 0; i < r.length; i += 2) {
+      if (r[i]! <= start && r[i + 1]! >= end) return true;
+    }
+    return false;
+  }
+}
+
+export class SendBuffer {
+  #ring: Uint8Array;
+  #mask: number;
+  /** Offset of the first unacknowledged byte; the ring starts here. */
+  ackedPrefix = 0;
+  /** Offset after the last byte written. */
+  writeEnd = 0;
+  /** Offset of the first byte never sent. */
+  nextNew = 0;
+  /** Acknowledged ranges above ackedPrefix. */
+  readonly acked = new RangeSet();
+  /** Ranges declared lost (or probed) that must be sent again. */
+  readonly lost = new RangeSet();
+  /** The writer closed: FIN goes at writeEnd. */
+  finQueued = false;
+  /** FIN must be (re)sent. */
+  finPending = false;
+  finAcked = false;
+
+  constructor(initialCapacity = 4096) {
+    let c = 1024;
+    while (c < initialCapacity) c *= 2;
+    this.#ring = new Uint8Array(c);
+    this.#mask = c - 1;
+  }
+
+  /** Bytes held: written and not yet acknowledged. */
+  get buffered(): number {
+    return this.writeEnd - this.ackedPrefix;
+  }
+
+  /** Copies up to `limit - buffered` bytes of `src[from..]` in; returns how many. */
+  write(src: Uint8Array, from: number, limit: number): number {
+    const room = limit - this.buffered;
+    if (room <= 0) return 0;
+    const n = Math.min(room, src.length - from);
+    this.#ensure(this.buffered + n);
+    const ring = this.#ring;
+    const pos = this.writeEnd & this.#mask;
+    const first = Math.min(n, ring.length - pos);
+    ring.set(src.subarray(from, from + first), pos);
+    if (first < n) ring.set(src.subarray(from + first, from + n), 0);
+    this.writeEnd += n;
+    return n;
+  }
+
+  #ensure(size: number): void {
+    if (size <= this.#ring.length) return;
+    let c = this.#ring.length * 2;
+    while (c < size) c *= 2;
+    const next = new Uint8Array(c);
+    const n = this.buffered;
+    this.#copyOut(this.ackedPrefix, n, next, 0);
+    // Re-home: in the new ring, offset o lives at o & (c-1).
+    const rehomed = new Uint8Array(c);
+    const start = this.ackedPrefix & (c - 1);
+    const first = Math.min(n, c - start);
+    rehomed.set(next.subarray(0, first), start);
+    if (first < n) rehomed.set(next.subarray(first, n), 0);
+    this.#ring = rehomed;
+    this.#mask = c - 1;
+  }
+
+  #copyOut(offset: number, len: number, dst: Uint8Array, dstPos: number): void {
+    const ring = this.#ring;
+    const pos = offset & this.#mask;
+    const first = Math.min(len, ring.length - pos);
+    dst.set(ring.subarray(pos, pos + first), dstPos);
+    if (first < len) dst.set(ring.subarray(0, len - first), dstPos + first);
+  }
+
+  /** Copies bytes [offset, offset+len) into dst at dstPos. They must still be held. */
+  read(offset: number, len: number, dst: Uint8Array, dstPos: number): void {
+    this.#copyOut(offset, len, dst, dstPos);
+  }
+
+  onAcked(offset: number, len: number, fin: boolean): void {
+    if (fin) {
+      this.finAcked = true;
+      this.finPending = false;
+    }
+    const end = offset + len;
+    if (end <= this.ackedPrefix) return;
+    this.lost.remove(offset, end);
+    if (offset <= this.ackedPrefix) {
+      this.ackedPrefix = end;
+      const a = this.acked.r;
+      // Absorb acked ranges now contiguous with the prefix.
+      while (a.length > 0 && a[0]! <= this.ackedPrefix) {
+        if (a[1]! > this.ackedPrefix) this.ackedPrefix = a[1]!;
+        a.splice(0, 2);
+      }
+      this.lost.trimBelow(this.ackedPrefix);
+    } else {
+      this.acked.add(offset, end);
+    }
+  }
+
+  onLost(offset: number, len: number, fin: boolean): void {
+    if (fin && !this.finAcked) this.finPending = true;
+    let s = Math.max(offset, this.ackedPrefix);
+    const end = offset + len;
+    if (s >= end) return;
+    // Add [s, end) minus acked ranges.
+    const a = this.acked.r;
+    for (let i = 0; i < a.length && s < end; i += 2) {
+      const as = a[i]!;
+      const ae = a[i + 1]!;
+      if (ae <= s) continue;
+      if (as >= end) break;
+      if (as > s) this.lost.add(s, as);
+      s = Math.max(s, ae);
+    }
+    if (s < end) this.lost.add(s, end);
+  }
+
+  /** Drops everything (stream reset). */
+  clear(): void {
+    this.ackedPrefix = this.writeEnd;
+    this.nextNew = this.writeEnd;
+    this.acked.r.length = 0;
+    this.lost.r.length = 0;
+    this.finPending = false;
+    this.#ring = new Uint8Array(0);
+    this.#mask = -1;
+  }
+}

@@ -1,0 +1,120 @@
+/** Shared helpers for mux tests and the bench: data, hashing, session pairs on any link. */
+import { createHash } from "node:crypto";
+import type { DatagramConn } from "../../datagram.ts";
+import type { Clock } from "../clock.ts";
+import type { MuxParams } from "../params.ts";
+import { MuxSession } from "../session.ts";
+import type { MuxStream } from "../stream.ts";
+import { FakeClock, runUntil } from "./fake_clock.ts";
+
+/** Deterministic pseudo-random bytes. */
+export function randomBytes(seed: number, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  const words = new Uint32Array(out.buffer, 0, n >>> 2);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x >>> 0;
+  }
+  for (let i = words.length * 4; i < n; i++) out[i] = (i * 31 + seed) & 0xff;
+  return out;
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Writes `data` in `chunkSize` pieces, then closes the writable. */
+export async function writeAll(
+  s: MuxStream,
+  data: Uint8Array,
+  chunkSize = 64 * 1024,
+): Promise<void> {
+  const w = s.writable.getWriter();
+  for (let i = 0; i < data.length; i += chunkSize) {
+    await w.write(data.subarray(i, Math.min(data.length, i + chunkSize)));
+  }
+  await w.close();
+}
+
+/** Reads a readable to its end; returns byte count and SHA-256. */
+export async function readAll(
+  r: ReadableStream<Uint8Array>,
+): Promise<{ bytes: number; sha: string }> {
+  const h = createHash("sha256");
+  let bytes = 0;
+  for await (const c of r) {
+    h.update(c);
+    bytes += c.length;
+  }
+  return { bytes, sha: h.digest("hex") };
+}
+
+/** A client/server session pair plus a way to await promises on its clock. */
+export interface SessionPair {
+  client: MuxSession;
+  server: MuxSession;
+  /** Awaits `p`, driving fake time if the pair runs on a FakeClock. */
+  wait<T>(p: Promise<T>, what: string, maxMs?: number): Promise<T>;
+  /** Closes both sessions and whatever transport resources the pair holds. */
+  dispose(): Promise<void>;
+}
+
+export interface PairOptions {
+  clock: Clock;
+  params?: Partial<MuxParams>;
+  serverParams?: Partial<MuxParams>;
+  /** Extra cleanup after both sessions closed (sockets). */
+  disposeTransport?: () => Promise<void>;
+}
+
+export function sessionPair(a: DatagramConn, b: DatagramConn, o: PairOptions): SessionPair {
+  const clock = o.clock;
+  const client = new MuxSession(a, { role: "client", clock, params: o.params ?? {} });
+  const server = new MuxSession(b, {
+    role: "server",
+    clock,
+    params: o.serverParams ?? o.params ?? {},
+  });
+  async function wait<T>(p: Promise<T>, what: string, maxMs = 600_000): Promise<T> {
+    if (clock instanceof FakeClock) {
+      let done = false;
+      let value: T | undefined;
+      let error: unknown = undefined;
+      let failed = false;
+      p.then((v) => {
+        done = true;
+        value = v;
+      }, (e) => {
+        done = true;
+        failed = true;
+        error = e;
+      });
+      await runUntil(clock, () => done, maxMs, what);
+      if (failed) throw error;
+      return value as T;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(
+        () => rej(new Error(`Timed out after ${maxMs} ms waiting for ${what}`)),
+        maxMs,
+      );
+    });
+    try {
+      return await Promise.race([p, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  async function dispose(): Promise<void> {
+    client.abort(0, "test done");
+    server.abort(0, "test done");
+    await client.closed;
+    await server.closed;
+    await o.disposeTransport?.();
+  }
+  return { client, server, wait, dispose };
+}
