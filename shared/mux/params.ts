@@ -56,6 +56,11 @@ export interface MuxParams {
   keepAliveIntervalMs: number;
   /** `close()` gives up draining after this long and closes anyway. */
   closeDrainTimeoutMs: number;
+  /**
+   * After a drained close, how long (in PTOs) CLOSE is retransmitted while waiting for
+   * its ACK (RFC 9000 §10.2 uses 3 PTO; more covers lossier links: probes back off).
+   */
+  closingPeriodPtos: number;
 }
 
 export const defaultParams: Readonly<MuxParams> = Object.freeze({
@@ -83,6 +88,7 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   idleTimeoutMs: 30_000,
   keepAliveIntervalMs: 10_000,
   closeDrainTimeoutMs: 10_000,
+  closingPeriodPtos: 10,
 });
 
 /** Merges overrides onto the defaults and validates; throws a TypeError naming the field. */

@@ -94,6 +94,7 @@ const K_MAX_DATA = 4;
 const K_MAX_STREAMS = 5;
 const K_GOAWAY = 6;
 const K_PING = 7;
+const K_CLOSE = 8;
 
 class SentFrame {
   constructor(
@@ -108,6 +109,7 @@ const SF_MAX_DATA = new SentFrame(K_MAX_DATA, null, 0, 0, false);
 const SF_MAX_STREAMS = new SentFrame(K_MAX_STREAMS, null, 0, 0, false);
 const SF_GOAWAY = new SentFrame(K_GOAWAY, null, 0, 0, false);
 const SF_PING = new SentFrame(K_PING, null, 0, 0, false);
+const SF_CLOSE = new SentFrame(K_CLOSE, null, 0, 0, false);
 
 type State = "open" | "draining" | "closed";
 
@@ -175,7 +177,11 @@ export class MuxSession implements StreamHost {
   #pingPending = false;
   #pingWaiters: { start: number; resolve: (ms: number) => void; reject: (e: unknown) => void }[] =
     [];
-  #probeFramesPending = false;
+  /** Graceful close: CLOSE queued as a reliable frame; done when acked or after 3 PTO. */
+  #closeQueued = false;
+  #closePending = false;
+  /** Peer's CLOSE seen in the packet being processed. */
+  #remoteClose: { code: number; reason: string } | null = null;
 
   #stats = {
     packetsSent: 0,
@@ -492,14 +498,29 @@ export class MuxSession implements StreamHost {
         this.#closeNow(SessionErrorCode.FRAME_ENCODING_ERROR, r.error ?? "bad frame", false, true);
         return;
       }
-      if (f.type !== FrameType.ACK && f.type !== FrameType.PADDING && f.type !== FrameType.CLOSE) {
+      if (f.type !== FrameType.ACK && f.type !== FrameType.PADDING) {
         eliciting = true;
       }
       this.#onFrame(f, now);
       if (this.isClosed) return;
     }
     this.#ack.onPacket(pn, eliciting, now);
+    const rc = this.#remoteClose;
+    if (rc !== null) {
+      // Acknowledge the CLOSE so the closer stops retransmitting it, then go.
+      this.#sendAckOnly(now);
+      this.#closeNow(rc.code, rc.reason, true, false);
+      return;
+    }
     this.#scheduleFlush();
+  }
+
+  #sendAckOnly(now: number): void {
+    const w = this.#writer;
+    w.pos = 0;
+    encodePacketHeader(w, this.#nextPn++);
+    this.#writeAck(w, now);
+    this.#conn.send(this.#scratch.slice(0, w.pos));
   }
 
   #onFrame(f: Frame, now: number): void {
@@ -549,7 +570,7 @@ export class MuxSession implements StreamHost {
         }
         return;
       case FrameType.CLOSE:
-        this.#closeNow(f.code, f.reason, true, false);
+        this.#remoteClose = { code: f.code, reason: f.reason };
         return;
       case FrameType.GOAWAY: {
         if (this.#peerGoAway) return;
@@ -668,6 +689,9 @@ export class MuxSession implements StreamHost {
           this.streamMaybeDone(s);
         }
         return;
+      case K_CLOSE:
+        this.#closeNow(SessionErrorCode.NO_ERROR, this.#closeReason, false, false);
+        return;
       case K_PING: {
         const now = this.#clock.now();
         const waiters = this.#pingWaiters;
@@ -717,6 +741,9 @@ export class MuxSession implements StreamHost {
       case K_PING:
         if (this.#pingWaiters.length > 0) this.#pingPending = true;
         return;
+      case K_CLOSE:
+        this.#closePending = true;
+        return;
     }
   }
 
@@ -742,7 +769,7 @@ export class MuxSession implements StreamHost {
 
   #hasControl(): boolean {
     return this.#maxDataPending || this.#maxStreamsPending || this.#goAwayPending ||
-      this.#pingPending || this.#controlSet.size > 0;
+      this.#pingPending || this.#closePending || this.#controlSet.size > 0;
   }
 
   #flush(): void {
@@ -841,6 +868,11 @@ export class MuxSession implements StreamHost {
       encodeGoAway(w, this.#goAwayLimitIndex === Infinity ? 0 : this.#goAwayLimitIndex * 2);
       this.#goAwayPending = false;
       frames.push(SF_GOAWAY);
+    }
+    if (this.#closePending && w.remaining >= 256) {
+      encodeClose(w, SessionErrorCode.NO_ERROR, this.#closeReason);
+      this.#closePending = false;
+      frames.push(SF_CLOSE);
     }
     if (this.#pingPending && w.remaining >= 1) {
       w.u8(FrameType.PING);
@@ -962,7 +994,12 @@ export class MuxSession implements StreamHost {
       return;
     }
     if (now >= this.#drainDeadline) {
-      this.#closeNow(SessionErrorCode.DRAIN_TIMEOUT, "close did not drain in time", false, true);
+      if (this.#closeQueued) {
+        // CLOSE went out but was never acknowledged: the peer is gone or closed too.
+        this.#closeNow(SessionErrorCode.NO_ERROR, this.#closeReason, false, false);
+      } else {
+        this.#closeNow(SessionErrorCode.DRAIN_TIMEOUT, "close did not drain in time", false, true);
+      }
       return;
     }
     const rec = this.#recovery;
@@ -982,13 +1019,19 @@ export class MuxSession implements StreamHost {
   // ---------------------------------------------------------------- closing
 
   #checkDrained(): void {
-    if (this.#state !== "draining") return;
+    if (this.#state !== "draining" || this.#closeQueued) return;
     for (const s of this.#streams.values()) {
       if (s.pendingWrite !== null || s.send.buffered > 0 || s.resetPending) return;
       if (s.sendState === "fin" && !s.send.finAcked) return;
     }
-    if (this.#recovery.bytesInFlight > 0 && this.#goAwayPending) return;
-    this.#closeNow(SessionErrorCode.NO_ERROR, this.#closeReason, false, true);
+    // Everything written is acknowledged: send CLOSE reliably, wait for its ACK.
+    this.#closeQueued = true;
+    this.#closePending = true;
+    this.#drainDeadline = this.#clock.now() + this.params.closingPeriodPtos * this.#recovery.ptoMs;
+    this.#timerAt = Infinity; // re-arm for the (possibly earlier) deadline
+    if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
+    this.#timer = null;
+    this.#scheduleFlush();
   }
 
   #closedError(): MuxSessionError {

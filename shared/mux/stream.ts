@@ -37,6 +37,8 @@ export interface MuxStream {
   reset(code: number): void;
   /** Abandons the receive half: STOP_SENDING with `code`; the peer resets its send half. */
   stopSending(code: number): void;
+  /** Abandons both halves (reset + stopSending): what a caller that gives up does. */
+  abort(code: number): void;
   /** Bytes held by this stream (send buffer + receive buffer). */
   readonly bufferedBytes: number;
 }
@@ -178,6 +180,11 @@ export class Stream implements MuxStream {
   get sendDone(): boolean {
     if (this.sendState === "reset") return this.resetAcked;
     return this.sendState === "fin" && this.send.finAcked && this.send.buffered === 0;
+  }
+
+  abort(code: number): void {
+    this.reset(code);
+    this.stopSending(code);
   }
 
   reset(code: number): void {

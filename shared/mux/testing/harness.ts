@@ -5,7 +5,7 @@ import type { Clock } from "../clock.ts";
 import type { MuxParams } from "../params.ts";
 import { MuxSession } from "../session.ts";
 import type { MuxStream } from "../stream.ts";
-import { FakeClock, runUntil } from "./fake_clock.ts";
+import { FakeClock, runFor, runUntil } from "./fake_clock.ts";
 
 /** Deterministic pseudo-random bytes. */
 export function randomBytes(seed: number, n: number): Uint8Array {
@@ -58,6 +58,12 @@ export interface SessionPair {
   server: MuxSession;
   /** Awaits `p`, driving fake time if the pair runs on a FakeClock. */
   wait<T>(p: Promise<T>, what: string, maxMs?: number): Promise<T>;
+  /** Resolves once `cond()` holds (drives fake time, or polls real time). */
+  until(cond: () => boolean, what: string, maxMs?: number): Promise<void>;
+  /** Lets `ms` of (fake or real) time pass. */
+  sleep(ms: number): Promise<void>;
+  /** True when running on a FakeClock (deterministic). */
+  readonly fake: boolean;
   /** Closes both sessions and whatever transport resources the pair holds. */
   dispose(): Promise<void>;
 }
@@ -109,6 +115,20 @@ export function sessionPair(a: DatagramConn, b: DatagramConn, o: PairOptions): S
       clearTimeout(timer);
     }
   }
+  async function until(cond: () => boolean, what: string, maxMs = 600_000): Promise<void> {
+    if (clock instanceof FakeClock) return runUntil(clock, cond, maxMs, what);
+    const end = performance.now() + maxMs;
+    while (!cond()) {
+      if (performance.now() > end) {
+        throw new Error(`Timed out after ${maxMs} ms waiting for ${what}`);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+  function sleep(ms: number): Promise<void> {
+    if (clock instanceof FakeClock) return runFor(clock, ms);
+    return new Promise((r) => setTimeout(r, ms));
+  }
   async function dispose(): Promise<void> {
     client.abort(0, "test done");
     server.abort(0, "test done");
@@ -116,5 +136,5 @@ export function sessionPair(a: DatagramConn, b: DatagramConn, o: PairOptions): S
     await server.closed;
     await o.disposeTransport?.();
   }
-  return { client, server, wait, dispose };
+  return { client, server, wait, until, sleep, fake: clock instanceof FakeClock, dispose };
 }
