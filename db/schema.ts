@@ -4,7 +4,7 @@
  * from this file by drizzle-kit (`deno task db:generate`) into `db/migrations/`.
  */
 import { sql } from "drizzle-orm";
-import { check, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
+import { check, integer, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
 
 /**
  * One row per domain the server routes to a tunnel client.
@@ -33,3 +33,50 @@ export const domains = pgTable("domains", {
 ]);
 
 export type DomainRow = typeof domains.$inferSelect;
+
+/**
+ * ACME accounts, one per directory URL. `key_sealed` is the account's private key
+ * (PEM), sealed with the server's secret box (context `acme-account:<directory>`).
+ */
+export const acmeAccounts = pgTable("acme_accounts", {
+  directoryUrl: text("directory_url").primaryKey(),
+  keySealed: text("key_sealed").notNull(),
+  accountUrl: text("account_url"),
+  createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+});
+
+/**
+ * Pending HTTP-01 challenges, so that whichever node the CA reaches can answer
+ * `/.well-known/acme-challenge/<token>`. The key authorization is not a secret
+ * (the CA fetches it over plain HTTP); rows are deleted when the order ends.
+ */
+export const acmeChallenges = pgTable("acme_challenges", {
+  token: text("token").primaryKey(),
+  domain: text("domain").notNull(),
+  keyAuthorization: text("key_authorization").notNull(),
+  expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+});
+
+/**
+ * One certificate per name (served by SNI), and the issuance state of that name.
+ * `key_sealed`: the certificate's private key (PEM), sealed with the secret box
+ * (context `certificate:<domain>`). `cert_pem` is null until the first issuance
+ * succeeds; `failures`/`last_error`/`next_attempt_at` drive retries with backoff.
+ */
+export const certificates = pgTable("certificates", {
+  domain: text("domain").primaryKey(),
+  certPem: text("cert_pem"),
+  keySealed: text("key_sealed"),
+  notBefore: timestamp("not_before", { withTimezone: true }),
+  notAfter: timestamp("not_after", { withTimezone: true }),
+  issuedAt: timestamp("issued_at", { withTimezone: true }),
+  failures: integer("failures").notNull().default(0),
+  lastError: text("last_error"),
+  lastAttemptAt: timestamp("last_attempt_at", { withTimezone: true }),
+  nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }),
+  updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [
+  check("certificates_domain_lowercase", sql`${t.domain} = lower(${t.domain})`),
+]);
+
+export type CertificateRow = typeof certificates.$inferSelect;

@@ -3,7 +3,7 @@
  * (PostgreSQL or PGlite, data directory locked), migrations applied, the
  * secret-box key loaded, and the `DomainStore` on top.
  */
-import { type DatabaseHandle, openDatabase } from "./database.ts";
+import { type Database, type DatabaseHandle, openDatabase } from "./database.ts";
 import { DomainStore } from "./domain_store.ts";
 import { loadSecretKey, SecretBox } from "./secret_box.ts";
 
@@ -21,6 +21,10 @@ export interface StorageOptions {
 export interface Storage {
   readonly store: DomainStore;
   readonly backend: DatabaseHandle["backend"];
+  /** The database itself, for stores beside `store` (certificates, ACME state). */
+  readonly db: Database;
+  /** The secret box that seals the PSKs, for other secrets at rest (certificate keys). */
+  readonly secretBox: SecretBox;
   /** Where the secret-box key came from ("env", "file" or "new-file"), for a start-up log line. */
   readonly secretKeySource: "env" | "file" | "new-file";
   /** Closes the database and releases the data directory lock. Idempotent. */
@@ -48,11 +52,14 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
       secret: options.secretKey,
       dataDir: options.dataDir,
     });
-    const store = new DomainStore(handle.db, new SecretBox(key));
+    const secretBox = new SecretBox(key);
+    const store = new DomainStore(handle.db, secretBox);
     await store.verifySecretKey();
     return {
       store,
       backend: handle.backend,
+      db: handle.db,
+      secretBox,
       secretKeySource: source,
       close: () => handle.close(),
     };
