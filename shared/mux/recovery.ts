@@ -155,7 +155,8 @@ export class Recovery<F> {
 
   #onCongestionAck(p: SentPacket<F>): void {
     if (p.timeSent <= this.recoveryStartTime) return;
-    if (!this.cwndLimited) return; // app-limited: do not grow (RFC 9002 §7.8)
+    // App-limited: do not grow (RFC 9002 §7.8).
+    if (!this.cwndLimited && this.bytesInFlight * 2 < this.cwnd) return;
     if (this.cwnd < this.ssthresh) this.cwnd += p.size;
     else this.cwnd += (this.#mds * p.size) / this.cwnd;
     if (this.cwnd > this.#p.maxCongestionWindowBytes) this.cwnd = this.#p.maxCongestionWindowBytes;

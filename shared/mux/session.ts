@@ -29,6 +29,7 @@ import {
   type Frame,
   FrameType,
   MAX_CONTROL_FRAME_LENGTH,
+  packetHeaderLength,
   streamFrameOverhead,
 } from "./frames.ts";
 import {
@@ -567,6 +568,9 @@ export class MuxSession implements StreamHost {
         if (f.max > this.#peerMaxStreams) {
           this.#peerMaxStreams = f.max;
           this.#requeueAll();
+          for (const s of this.#streams.values()) {
+            if (s.resetPending || s.stopPending || s.maxStreamDataPending) this.streamControl(s);
+          }
         }
         return;
       case FrameType.CLOSE:
@@ -800,26 +804,23 @@ export class MuxSession implements StreamHost {
       w.pos = 0;
       const pn = this.#nextPn;
       encodePacketHeader(w, pn);
+      // Reserve room for an ACK (written last; frame order does not matter).
+      const ackLen = ack.pending || ackDue ? this.#ackLength(now, mds) : 0;
+      w.end = mds - ackLen;
       const frames: SentFrame[] = [];
-      if (ack.pending || ackDue) this.#writeAck(w, now);
-      const beforeCtl = w.pos;
       if (control) this.#writeControl(w, frames);
-      let eliciting = w.pos !== beforeCtl;
+      let eliciting = frames.length > 0 || w.pos > packetHeaderLength(pn);
       if (dataOk) {
-        if (this.#sendQueue.length === 0 && probe) {
-          // PTO with nothing queued: a PING is enough to elicit an ACK.
-          if (!eliciting && w.remaining > 0) {
-            w.u8(FrameType.PING);
-            eliciting = true;
-          }
-        } else if (this.#writeStreams(w, frames)) eliciting = true;
+        if (this.#sendQueue.length > 0 && this.#writeStreams(w, frames)) eliciting = true;
         if (probe && !eliciting && w.remaining > 0) {
+          // PTO with nothing to resend: a PING is enough to elicit an ACK.
           w.u8(FrameType.PING);
           eliciting = true;
         }
       }
-      if (w.pos <= 1 + 8 && !eliciting && !ackDue) break;
-      if (!eliciting && !ackDue && w.pos === beforeCtl) break;
+      w.end = mds;
+      if (!eliciting && !ackDue) break;
+      if (ackLen > 0) this.#writeAck(w, now);
       this.#nextPn++;
       const pkt = this.#scratch.slice(0, w.pos);
       if (eliciting) rec.onPacketSent(pn, now, pkt.length, true, frames);
@@ -827,19 +828,22 @@ export class MuxSession implements StreamHost {
       this.#stats.bytesSent += pkt.length;
       this.#lastSendTime = now;
       this.#conn.send(pkt);
-      if (!dataOk && !ackDue && !control) break;
     }
-    if (rec.bytesInFlight + mds <= rec.cwnd) {
-      rec.cwndLimited = this.#sendQueue.length > 0 && rec.cwndLimited;
-    }
+    if (this.#sendQueue.length === 0) rec.cwndLimited = false;
     this.#armTimer();
+  }
+
+  #ackLength(now: number, mds: number): number {
+    const ack = this.#ack;
+    const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
+    return Math.min(ackFrameLength(ack.ranges, delayUs), Math.floor(mds / 2));
   }
 
   #writeAck(w: Writer, now: number): void {
     const ack = this.#ack;
     const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
     let ranges: number[] = ack.ranges;
-    const room = Math.floor(w.remaining / 2);
+    const room = Math.min(w.remaining, Math.floor(this.maxDatagramSize / 2));
     if (ackFrameLength(ranges, delayUs) > room) {
       ranges = ranges.slice(0, 2);
       for (let n = 4; n <= ack.ranges.length; n += 2) {
@@ -881,6 +885,8 @@ export class MuxSession implements StreamHost {
     }
     for (const s of this.#controlSet) {
       if (w.remaining < room * 3) return;
+      // A stream beyond the peer's MAX_STREAMS must not appear on the wire yet.
+      if (s.local && Math.floor(s.id / 2) >= this.#peerMaxStreams) continue;
       if (s.resetPending) {
         encodeResetStream(w, s.id, s.resetCode, s.resetFinalSize);
         s.resetPending = false;

@@ -25,12 +25,15 @@ export function varintLength(v: number): 1 | 2 | 4 | 8 {
 export class Writer {
   buf: Uint8Array;
   pos: number;
+  /** Writing stops here (callers may reserve a tail). */
+  end: number;
   constructor(buf: Uint8Array, pos = 0) {
     this.buf = buf;
     this.pos = pos;
+    this.end = buf.length;
   }
   get remaining(): number {
-    return this.buf.length - this.pos;
+    return this.end - this.pos;
   }
   u8(v: number): void {
     this.buf[this.pos++] = v;
