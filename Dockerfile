@@ -19,4 +19,4 @@ VOLUME /app/data
 EXPOSE 80/tcp 443/tcp 443/udp
 # Permissions: net for the listeners and PostgreSQL; read the code and data; write only
 # the data directory; only HOP_* variables; hostname for the PostgreSQL driver.
-CMD ["deno", "run", "--allow-net", "--allow-read=/app", "--allow-write=/app/data", "--allow-env=HOP_*", "--allow-sys=hostname", "server/main.ts"]
+CMD ["deno", "run", "--allow-net", "--allow-read=/app", "--allow-write=/app/data", "--allow-env=HOP_*,PG*", "--allow-sys=hostname", "server/main.ts"]

@@ -173,30 +173,35 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       } catch { /* already closed */ }
     };
 
+    // Response head, bounded by the proxy timeout and the caller's patience. The
+    // timeout runs from the end of the upload: a long upload is not a slow origin.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut!: (e: Timeout) => void;
+    let headSettled = false;
+    const timeout = new Promise<never>((_, reject) => timedOut = reject);
+    timeout.catch(() => {}); // only ever observed through the race below
+    const startTimer = () => {
+      if (!headSettled) timer ??= setTimeout(() => timedOut(new Timeout()), opts.proxyTimeoutMs);
+    };
+
     // Request head, then the body as it arrives (in the background).
     const writer = s.writable.getWriter();
     writer.write(encodeHead(head)).catch(() => {});
-    if (!isWs) {
+    if (isWs) startTimer();
+    else {
       (async () => {
         if (req.body) {
           for await (const chunk of req.body) await writer.write(chunk);
         }
         await writer.close();
-      })().catch(() => abandon());
+      })().then(startTimer, () => abandon());
     }
 
-    // Response head, bounded by the proxy timeout and the caller's patience.
-    let timer: ReturnType<typeof setTimeout> | undefined;
     const onAbort = () => abandon();
     req.signal.addEventListener("abort", onAbort, { once: true });
     let response: { head: ResponseHead | ForwardError; body: ReadableStream<Uint8Array> };
     try {
-      const r = await Promise.race([
-        readHead(s.readable),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Timeout()), opts.proxyTimeoutMs);
-        }),
-      ]);
+      const r = await Promise.race([readHead(s.readable), timeout]);
       if (r.head.t !== "res" && r.head.t !== "err") throw new Error(`unexpected head ${r.head.t}`);
       response = r as typeof response;
     } catch (e) {
@@ -213,6 +218,7 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       if (status === 503) return fail("tunnel_lost", `The tunnel for ${host} was lost.`);
       return fail("local_unreachable", `The tunnel for ${host} answered badly.`);
     } finally {
+      headSettled = true;
       clearTimeout(timer);
       req.signal.removeEventListener("abort", onAbort);
     }

@@ -1,0 +1,396 @@
+/**
+ * End to end, with real processes on loopback: the server and the client run as
+ * `deno run` processes with their tasks' exact permission flags; an origin with
+ * plain, streamed, SSE, echo, redirect and WebSocket routes runs in this process;
+ * curl (and npm ws) are the callers.
+ */
+import { equal, ok } from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import WebSocket from "ws";
+import { curl, freePort, startClientProc, startServerProc } from "./helpers/procs.ts";
+
+const DOMAIN = "app.e2e.test";
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** The local service behind the client. */
+function startOrigin(port = 0) {
+  const ac = new AbortController();
+  const seen: { method: string; path: string; host: string | null; xff: string | null }[] = [];
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port, signal: ac.signal, onListen() {} },
+    async (req) => {
+      const url = new URL(req.url);
+      seen.push({
+        method: req.method,
+        path: url.pathname,
+        host: req.headers.get("host"),
+        xff: req.headers.get("x-forwarded-for"),
+      });
+      if (req.headers.get("upgrade") === "websocket") {
+        const { socket, response } = Deno.upgradeWebSocket(req);
+        socket.onmessage = (e) => socket.send(e.data);
+        return response;
+      }
+      switch (url.pathname) {
+        case "/headers":
+          return Response.json({
+            method: req.method,
+            query: url.search,
+            headers: Object.fromEntries(req.headers),
+          });
+        case "/echo": {
+          const body = new Uint8Array(await req.arrayBuffer());
+          return new Response(body, {
+            headers: { "x-sha256": sha256(body), "x-method": req.method },
+          });
+        }
+        case "/bytes": {
+          const n = Number(url.searchParams.get("n"));
+          let sent = 0;
+          const chunk = new Uint8Array(64 * 1024).map((_, i) => i * 31);
+          return new Response(
+            new ReadableStream({
+              pull(c) {
+                if (sent >= n) return c.close();
+                const part = chunk.subarray(0, Math.min(chunk.length, n - sent));
+                sent += part.length;
+                c.enqueue(part);
+              },
+            }),
+          );
+        }
+        case "/sse": {
+          const n = Number(url.searchParams.get("n") ?? 5);
+          let i = 0;
+          return new Response(
+            new ReadableStream({
+              async pull(c) {
+                if (i === n) return c.close();
+                await new Promise((r) => setTimeout(r, 150));
+                c.enqueue(new TextEncoder().encode(`data: ${i++} ${Date.now()}\n\n`));
+              },
+            }),
+            { headers: { "content-type": "text/event-stream" } },
+          );
+        }
+        case "/hold": {
+          const ms = Number(url.searchParams.get("ms") ?? 3000);
+          return new Response(
+            new ReadableStream({
+              async start(c) {
+                c.enqueue(new TextEncoder().encode("start\n"));
+                await new Promise((r) => setTimeout(r, ms));
+                c.enqueue(new TextEncoder().encode("end\n"));
+                c.close();
+              },
+            }),
+          );
+        }
+        case "/slow":
+          await new Promise((r) => setTimeout(r, Number(url.searchParams.get("ms") ?? 3000)));
+          return new Response("late");
+        case "/redirect":
+          return new Response(null, { status: 302, headers: { location: "/headers" } });
+        default:
+          return new Response("Hello, world!");
+      }
+    },
+  );
+  return { port: server.addr.port, seen, stop: async () => (ac.abort(), await server.finished) };
+}
+
+const host = ["-H", `Host: ${DOMAIN}`];
+
+/** One server, one client, one origin for the cases that share them. */
+Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and gateway errors", async (t) => {
+  const origin = startOrigin();
+  const server = await startServerProc({ HOP_SERVER_PROXY_TIMEOUT_SECONDS: "2" });
+  const key = await server.register(DOMAIN);
+  const client = startClientProc({
+    dtlsPort: server.dtlsPort,
+    domain: DOMAIN,
+    apiKey: key,
+    target: `127.0.0.1:${origin.port}`,
+  });
+  const base = `http://127.0.0.1:${server.httpPort}`;
+  try {
+    await client.waitFor("connected to");
+
+    await t.step("GET/POST/PUT/DELETE with query strings and binary bodies", async () => {
+      const r = await curl([...host, `${base}/headers?a=1&b=%20x`]);
+      equal(r.status, 200, r.body);
+      const j = JSON.parse(r.body);
+      equal(j.query, "?a=1&b=%20x");
+      equal(j.headers.host, DOMAIN);
+      equal(j.headers["x-forwarded-host"], DOMAIN);
+      equal(j.headers["x-forwarded-proto"], "http");
+      equal(j.headers["x-forwarded-for"], "127.0.0.1");
+      ok(j.headers["x-request-id"]);
+      const bin = randomBytes(300_000);
+      const file = await Deno.makeTempFile();
+      await Deno.writeFile(file, bin);
+      try {
+        for (const method of ["POST", "PUT", "DELETE"]) {
+          const e = await curl([
+            ...host,
+            "-X",
+            method,
+            "--data-binary",
+            `@${file}`,
+            "-o",
+            `${file}.out`,
+            `${base}/echo`,
+          ]);
+          equal(e.status, 200);
+          ok(e.headers.toLowerCase().includes(`x-method: ${method.toLowerCase()}`));
+          equal(sha256(await Deno.readFile(`${file}.out`)), sha256(bin), method);
+        }
+      } finally {
+        await Deno.remove(file);
+        await Deno.remove(`${file}.out`).catch(() => {});
+      }
+    });
+
+    await t.step("X-Forwarded-For is appended to, not replaced", async () => {
+      const r = await curl([...host, "-H", "X-Forwarded-For: 10.1.2.3", `${base}/headers`]);
+      equal(JSON.parse(r.body).headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    });
+
+    await t.step("redirects are passed through, not followed", async () => {
+      const r = await curl([...host, `${base}/redirect`]);
+      equal(r.status, 302);
+      ok(/location: \/headers/i.test(r.headers));
+    });
+
+    await t.step("a 30 MB download and a 20 MB upload are bit-exact", async () => {
+      const n = 30 * 1024 * 1024;
+      const out = await Deno.makeTempFile();
+      try {
+        const r = await curl([...host, "-o", out, `${base}/bytes?n=${n}`]);
+        equal(r.status, 200);
+        const got = await Deno.readFile(out);
+        equal(got.length, n);
+        const chunk = new Uint8Array(64 * 1024).map((_, i) => i * 31);
+        const want = new Uint8Array(n);
+        for (let o = 0; o < n; o += chunk.length) {
+          want.set(chunk.subarray(0, Math.min(chunk.length, n - o)), o);
+        }
+        equal(sha256(got), sha256(want));
+        const up = randomBytes(20 * 1024 * 1024);
+        await Deno.writeFile(out, up);
+        const e = await curl([
+          ...host,
+          "-H",
+          "Expect:",
+          "--data-binary",
+          `@${out}`,
+          "-o",
+          "/dev/null",
+          `${base}/echo`,
+        ]);
+        equal(e.status, 200);
+        ok(e.headers.includes(`x-sha256: ${sha256(up)}`), "origin saw the exact upload");
+      } finally {
+        await Deno.remove(out);
+      }
+    });
+
+    await t.step("SSE events arrive one by one", async () => {
+      // curl -N prints each chunk as it arrives (fetch cannot set Host).
+      const p = new Deno.Command("curl", {
+        args: ["-sN", ...host, `${base}/sse?n=5`],
+        stdout: "piped",
+      }).spawn();
+      const times: number[] = [];
+      let buf = "";
+      for await (const chunk of p.stdout.pipeThrough(new TextDecoderStream())) {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          buf = buf.slice(i + 2);
+          times.push(performance.now());
+        }
+      }
+      await p.status;
+      equal(times.length, 5);
+      ok(times[4]! - times[0]! > 400, `events were bunched: spread ${times[4]! - times[0]!} ms`);
+    });
+
+    await t.step("WebSocket echo through the tunnel", async () => {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws`, {
+        headers: { host: DOMAIN },
+      });
+      const got: string[] = [];
+      await new Promise<void>((resolve, reject) => {
+        ws.on("open", () => {
+          ws.send("one");
+          ws.send(Buffer.from([1, 2, 3]));
+        });
+        ws.on("message", (d: Buffer, binary: boolean) => {
+          got.push(binary ? `bin:${[...d].join(",")}` : d.toString());
+          if (got.length === 2) ws.close(1000);
+        });
+        ws.on("close", () => resolve());
+        ws.on("error", reject);
+      });
+      equal(got[0], "one");
+      equal(got[1], "bin:1,2,3");
+    });
+
+    await t.step(
+      "100 held streams are all served while a fresh request still answers",
+      async () => {
+        const held = Array.from({ length: 100 }, () => curl([...host, `${base}/hold?ms=3000`]));
+        await new Promise((r) => setTimeout(r, 1000));
+        const t0 = performance.now();
+        const fresh = await curl([...host, `${base}/`]);
+        equal(fresh.status, 200);
+        equal(fresh.body, "Hello, world!");
+        ok(performance.now() - t0 < 2500, "the fresh request waited for the held ones");
+        const all = await Promise.all(held);
+        for (const r of all) {
+          equal(r.status, 200);
+          equal(r.body, "start\nend\n");
+        }
+      },
+    );
+
+    await t.step("gateway errors: 404 unknown host, 504 slow origin, JSON when asked", async () => {
+      const none = await curl(["-H", "Host: nobody.e2e.test", `${base}/`]);
+      equal(none.status, 404);
+      ok(none.body.includes("No tunnel"));
+      const json = await curl([
+        "-H",
+        "Host: nobody.e2e.test",
+        "-H",
+        "Accept: application/json",
+        `${base}/`,
+      ]);
+      equal(JSON.parse(json.body).error, "no_tunnel");
+      const slow = await curl([...host, `${base}/slow?ms=4000`]);
+      equal(slow.status, 504);
+    });
+  } finally {
+    await client.stop();
+    await server.stop();
+    await origin.stop();
+  }
+});
+
+Deno.test("e2e: 502 when the local service is down; 503 when the client dies mid-request, then recovery", async () => {
+  const server = await startServerProc();
+  const key = await server.register(DOMAIN);
+  const deadPort = freePort("tcp");
+  const base = `http://127.0.0.1:${server.httpPort}`;
+  let client = startClientProc({
+    dtlsPort: server.dtlsPort,
+    domain: DOMAIN,
+    apiKey: key,
+    target: `127.0.0.1:${deadPort}`,
+  });
+  const origin = startOrigin();
+  try {
+    await client.waitFor("connected to");
+    const down = await curl([...host, `${base}/`]);
+    equal(down.status, 502);
+    ok(!down.body.includes(String(deadPort)), "no internal address in the error page");
+    await client.stop();
+
+    client = startClientProc({
+      dtlsPort: server.dtlsPort,
+      domain: DOMAIN,
+      apiKey: key,
+      target: `127.0.0.1:${origin.port}`,
+    });
+    await client.waitFor("connected to");
+    const pending = curl([...host, `${base}/slow?ms=5000`]);
+    await new Promise((r) => setTimeout(r, 500));
+    await client.stop("SIGKILL");
+    const lost = await pending;
+    equal(lost.status, 503);
+
+    client = startClientProc({
+      dtlsPort: server.dtlsPort,
+      domain: DOMAIN,
+      apiKey: key,
+      target: `127.0.0.1:${origin.port}`,
+    });
+    await client.waitFor("connected to");
+    const back = await curl([...host, `${base}/`]);
+    equal(back.status, 200);
+  } finally {
+    await client.stop();
+    await server.stop();
+    await origin.stop();
+  }
+});
+
+Deno.test("e2e: a restarted server has its client back within 5 s", async () => {
+  const origin = startOrigin();
+  const server = await startServerProc();
+  const key = await server.register(DOMAIN);
+  const client = startClientProc({
+    dtlsPort: server.dtlsPort,
+    domain: DOMAIN,
+    apiKey: key,
+    target: `127.0.0.1:${origin.port}`,
+  });
+  const base = `http://127.0.0.1:${server.httpPort}`;
+  try {
+    await client.waitFor("connected to");
+    await server.proc.stop();
+    const before = client.output.split("connected to").length;
+    await server.restart();
+    const t0 = performance.now();
+    let ok200 = false;
+    while (performance.now() - t0 < 5000 && !ok200) {
+      ok200 = (await curl([...host, `${base}/`])).status === 200;
+      if (!ok200) await new Promise((r) => setTimeout(r, 100));
+    }
+    ok(ok200, `client not back within 5 s:\n${client.output}`);
+    ok(client.output.split("connected to").length > before);
+  } finally {
+    await client.stop();
+    await server.stop();
+    await origin.stop();
+  }
+});
+
+Deno.test("e2e: two clients of one domain share the load and fail over", async () => {
+  const a = startOrigin();
+  const b = startOrigin();
+  const server = await startServerProc();
+  const key = await server.register(DOMAIN);
+  const ca = startClientProc({
+    dtlsPort: server.dtlsPort,
+    domain: DOMAIN,
+    apiKey: key,
+    target: `127.0.0.1:${a.port}`,
+  });
+  const cb = startClientProc({
+    dtlsPort: server.dtlsPort,
+    domain: DOMAIN,
+    apiKey: key,
+    target: `127.0.0.1:${b.port}`,
+    engine: "hopgate",
+  });
+  const base = `http://127.0.0.1:${server.httpPort}`;
+  try {
+    await Promise.all([ca.waitFor("connected to"), cb.waitFor("connected to")]);
+    for (let i = 0; i < 10; i++) equal((await curl([...host, `${base}/`])).status, 200);
+    ok(
+      a.seen.length >= 3 && b.seen.length >= 3,
+      `load not shared: ${a.seen.length} / ${b.seen.length}`,
+    );
+    await ca.stop();
+    const before = b.seen.length;
+    for (let i = 0; i < 5; i++) equal((await curl([...host, `${base}/`])).status, 200);
+    equal(b.seen.length - before, 5, "the surviving client served everything");
+  } finally {
+    await ca.stop();
+    await cb.stop();
+    await server.stop();
+    await a.stop();
+    await b.stop();
+  }
+});

@@ -1,0 +1,215 @@
+/**
+ * Server and client as real `deno run` processes, with exactly the permission
+ * flags of the `server` and `client` tasks in deno.json, for end-to-end tests.
+ * Each gets a fresh PostgreSQL database and ephemeral ports; `stop()` ends the
+ * process (SIGTERM, then SIGKILL) and drops the database.
+ */
+import postgres from "postgres";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const CONFIG = `${ROOT}deno.json`;
+const ADMIN_DSN = Deno.env.get("HOP_TEST_PG_DSN") ?? "postgres://postgres@127.0.0.1:5432/test";
+export const ADMIN_KEY = "e2e-admin-key-0123456789";
+
+/** A task's flags from deno.json: "deno run FLAGS... entry.ts". */
+export function taskFlags(task: "server" | "client"): string[] {
+  const cfg = JSON.parse(Deno.readTextFileSync(CONFIG)) as { tasks: Record<string, string> };
+  const words = cfg.tasks[task]!.split(/\s+/);
+  return words.slice(2, -1);
+}
+
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const k of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"]) {
+    const v = Deno.env.get(k);
+    if (v !== undefined) env[k] = v;
+  }
+  return env;
+}
+
+/** A port free right now on 127.0.0.1 (TCP or UDP). */
+export function freePort(transport: "tcp" | "udp"): number {
+  if (transport === "tcp") {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    return port;
+  }
+  const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const port = (s.addr as Deno.NetAddr).port;
+  s.close();
+  return port;
+}
+
+class Proc {
+  readonly child: Deno.ChildProcess;
+  output = "";
+  readonly exited: Promise<Deno.CommandStatus>;
+  #done = false;
+  readonly #reading: Promise<void>;
+
+  constructor(args: string[], env: Record<string, string>) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: ROOT,
+      env: { ...baseEnv(), ...env },
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const dec = new TextDecoder();
+    const drain = async (r: ReadableStream<Uint8Array>) => {
+      for await (const chunk of r) this.output += dec.decode(chunk, { stream: true });
+    };
+    this.#reading = Promise.all([drain(this.child.stdout), drain(this.child.stderr)]).then(
+      () => {},
+    );
+    this.exited = this.child.status;
+    this.exited.then(() => this.#done = true);
+  }
+
+  /** Waits until the output contains `text` (or throws after `ms`). */
+  async waitFor(text: string | RegExp, ms = 20_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (typeof text === "string" ? this.output.includes(text) : text.test(this.output)) return;
+      if (this.#done) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(
+      `${this.#done ? "process exited" : "timed out"} waiting for ${text}; output:\n${this.output}`,
+    );
+  }
+
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<void> {
+    try {
+      this.child.kill(signal);
+    } catch { /* already gone */ }
+    const t = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, 5000);
+    await this.exited;
+    clearTimeout(t);
+    await this.#reading;
+  }
+}
+
+export interface ServerProc {
+  proc: Proc;
+  httpPort: number;
+  dtlsPort: number;
+  register(domain: string): Promise<string>;
+  /** Starts the same server again (same ports and database) after `stop`. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startServerProc(env: Record<string, string> = {}): Promise<ServerProc> {
+  const dbName = `hopgate_p_${randomBytes(6).toString("hex")}`;
+  const sql = postgres(ADMIN_DSN, { max: 1, onnotice: () => {} });
+  await sql.unsafe(`CREATE DATABASE ${dbName}`).finally(() => sql.end());
+  const dsn = new URL(ADMIN_DSN);
+  dsn.pathname = `/${dbName}`;
+  const httpPort = freePort("tcp");
+  const dtlsPort = freePort("udp");
+  const fullEnv = {
+    HOP_SERVER_DEBUG: "true",
+    HOP_SERVER_DOMAIN: "gateway.test",
+    HOP_SERVER_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
+    HOP_SERVER_DTLS_LISTEN: `127.0.0.1:${dtlsPort}`,
+    HOP_ADMIN_API_KEY: ADMIN_KEY,
+    HOP_DB_DSN: dsn.href,
+    HOP_DB_MAX_OPEN_CONNS: "4",
+    HOP_DATA_DIR: `./data/e2e-${dbName}`,
+    HOP_SECRET_KEY: "e2e-secret-key-0123456789abcdef0123",
+    ...env,
+  };
+  const args = ["run", "--config", CONFIG, ...taskFlags("server"), "server/main.ts"];
+  const self: ServerProc = {
+    proc: new Proc(args, fullEnv),
+    httpPort,
+    dtlsPort,
+    register: async (domain) => {
+      const r = await curl([
+        "-s",
+        "-H",
+        "Host: gateway.test",
+        "-H",
+        `Authorization: Bearer ${ADMIN_KEY}`,
+        "-d",
+        JSON.stringify({ domain, memo: "e2e" }),
+        `http://127.0.0.1:${httpPort}/api/v1/admin/domains/register`,
+      ]);
+      const key = JSON.parse(r.body).client_api_key;
+      if (typeof key !== "string") throw new Error(`register failed: ${r.body}`);
+      return key;
+    },
+    restart: async () => {
+      self.proc = new Proc(args, fullEnv);
+      await self.proc.waitFor('"server started"');
+    },
+    stop: async () => {
+      await self.proc.stop();
+      const sql = postgres(ADMIN_DSN, { max: 1, onnotice: () => {} });
+      await sql.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).finally(() => sql.end());
+    },
+  };
+  try {
+    await self.proc.waitFor('"server started"');
+  } catch (e) {
+    await self.stop();
+    throw e;
+  }
+  return self;
+}
+
+export function startClientProc(
+  o: { dtlsPort: number; domain: string; apiKey: string; target: string; engine?: string },
+): Proc {
+  return new Proc([
+    "run",
+    "--config",
+    CONFIG,
+    ...taskFlags("client"),
+    "client/main.ts",
+    "--server-addr",
+    `127.0.0.1:${o.dtlsPort}`,
+    "--domain",
+    o.domain,
+    "--api-key",
+    o.apiKey,
+    "--local-target",
+    o.target,
+    ...(o.engine ? ["--dtls-engine", o.engine] : []),
+  ], {});
+}
+
+export interface CurlResult {
+  code: number;
+  status: number;
+  body: string;
+  headers: string;
+}
+
+/** Runs curl; `-w` adds the status on the last line. */
+export async function curl(args: string[]): Promise<CurlResult> {
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", "-D", "/dev/stderr", "-w", "\n%{http_code}", ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const nl = text.lastIndexOf("\n");
+  return {
+    code: out.code,
+    status: Number(text.slice(nl + 1)),
+    body: text.slice(0, nl),
+    headers: new TextDecoder().decode(out.stderr),
+  };
+}
