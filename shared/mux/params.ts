@@ -134,6 +134,18 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
       `Invalid mux param keepAliveIntervalMs: expected < idleTimeoutMs (${p.idleTimeoutMs}), got ${p.keepAliveIntervalMs}`,
     );
   }
+  const wire: [keyof MuxParams, number][] = [
+    ["initialStreamWindowBytes", WIRE_INITIAL_STREAM_WINDOW_BYTES],
+    ["initialSessionWindowBytes", WIRE_INITIAL_SESSION_WINDOW_BYTES],
+    ["maxIncomingStreams", WIRE_INITIAL_MAX_STREAMS],
+  ];
+  for (const [k, min] of wire) {
+    if (p[k] < min) {
+      throw new TypeError(
+        `Invalid mux param ${k}: expected >= ${min} (the wire's initial credit), got ${p[k]}`,
+      );
+    }
+  }
   if (p.timeThresholdRatio < 1) {
     throw new TypeError(
       `Invalid mux param timeThresholdRatio: expected >= 1, got ${p.timeThresholdRatio}`,

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import {
+  decodeFrame,
+  decodePacketHeader,
+  encodeAck,
+  encodeClose,
+  encodePacketHeader,
+  encodeResetStream,
+  encodeStream,
+  FrameType,
+} from "./frames.ts";
+import { AckTracker } from "./ack_tracker.ts";
+import { resolveParams } from "./params.ts";
+import { RangeSet } from "./send_buffer.ts";
+import { prng } from "./testing/fake_clock.ts";
+import { Reader, Writer } from "./wire.ts";
+
+Deno.test("mux frames: varints round-trip at every length boundary", () => {
+  const buf = new Uint8Array(8);
+  for (const v of [0, 63, 64, 16383, 16384, 2 ** 30 - 1, 2 ** 30, 2 ** 53 - 1]) {
+    const w = new Writer(buf);
+    w.varint(v);
+    const r = new Reader(buf, 0, w.pos);
+    assert.equal(r.varint(), v);
+    assert.equal(r.error, null);
+  }
+});
+
+Deno.test("mux frames: packet with ACK ranges, STREAM, RESET, CLOSE round-trips", () => {
+  const buf = new Uint8Array(1200);
+  const w = new Writer(buf);
+  encodePacketHeader(w, 123456);
+  encodeAck(w, [100, 90, 80, 80, 10, 0], 2500);
+  encodeStream(w, 6, 70000, new Uint8Array([1, 2, 3]), true);
+  encodeResetStream(w, 9, 42, 1000);
+  encodeClose(w, 0, "bye");
+  const r = new Reader(buf, 0, w.pos);
+  assert.equal(decodePacketHeader(r), 123456);
+  assert.deepEqual(decodeFrame(r), {
+    type: FrameType.ACK,
+    ranges: [100, 90, 80, 80, 10, 0],
+    ackDelayUs: 2500,
+  });
+  const s = decodeFrame(r);
+  assert.ok(s !== null && s.type === FrameType.STREAM);
+  assert.deepEqual([s.streamId, s.offset, [...s.data], s.fin], [6, 70000, [1, 2, 3], true]);
+  assert.deepEqual(decodeFrame(r), {
+    type: FrameType.RESET_STREAM,
+    streamId: 9,
+    code: 42,
+    finalSize: 1000,
+  });
+  assert.deepEqual(decodeFrame(r), { type: FrameType.CLOSE, code: 0, reason: "bye" });
+  assert.equal(r.remaining, 0);
+});
+
+Deno.test("mux frames: decoding random and truncated bytes never throws", () => {
+  const rand = prng(77);
+  for (let i = 0; i < 20_000; i++) {
+    const n = Math.floor(rand() * 40);
+    const b = new Uint8Array(n);
+    for (let j = 0; j < n; j++) b[j] = Math.floor(rand() * 256);
+    if (n > 0 && rand() < 0.5) b[0] = [0x02, 0x08, 0x09, 0x04, 0x1c][Math.floor(rand() * 5)]!;
+    const r = new Reader(b);
+    while (r.remaining > 0 && r.error === null) {
+      if (decodeFrame(r) === null) assert.ok(r.error !== null);
+    }
+  }
+  const r = new Reader(new Uint8Array([0x08, 0x01, 0x00, 0x10, 1, 2]));
+  assert.equal(decodeFrame(r), null);
+  assert.match(r.error ?? "", /length 16 exceeds remaining 2/);
+});
+
+Deno.test("mux ack tracker: ranges merge, duplicates are detected, ACK after 2 or on reorder", () => {
+  const t = new AckTracker(32, 2, 25);
+  t.onPacket(0, true, 0);
+  assert.equal(t.ackNow, false);
+  assert.equal(t.ackDeadline, 25);
+  t.onPacket(1, true, 1);
+  assert.equal(t.ackNow, true);
+  t.onAckSent();
+  t.onPacket(4, true, 2); // gap: 2, 3 missing
+  assert.equal(t.ackNow, true);
+  assert.deepEqual(t.ranges, [4, 4, 1, 0]);
+  t.onPacket(3, false, 3);
+  t.onPacket(2, false, 3);
+  assert.deepEqual(t.ranges, [4, 0]);
+  assert.equal(t.isDuplicate(2), true);
+  assert.equal(t.isDuplicate(5), false);
+});
+
+Deno.test("mux range set: add merges, remove splits", () => {
+  const s = new RangeSet();
+  s.add(10, 20);
+  s.add(30, 40);
+  s.add(20, 30);
+  assert.deepEqual(s.r, [10, 40]);
+  s.remove(15, 25);
+  assert.deepEqual(s.r, [10, 15, 25, 40]);
+  s.trimBelow(30);
+  assert.deepEqual(s.r, [30, 40]);
+});
+
+Deno.test("mux params: invalid values are rejected naming the field", () => {
+  assert.throws(() => resolveParams({ idleTimeoutMs: -1 }), /idleTimeoutMs/);
+  assert.throws(() => resolveParams({ keepAliveIntervalMs: 40_000 }), /keepAliveIntervalMs/);
+  assert.throws(() => resolveParams({ maxStreamWindowBytes: 1 }), /maxStreamWindowBytes/);
+  assert.equal(resolveParams().maxAckDelayMs, 25);
+});
