@@ -13,6 +13,7 @@
  * | HOP_SERVER_DOMAIN                 | required (debug: `localhost`)            |
  * | HOP_SERVER_PROXY_DOMAINS          | none (comma-separated domains)           |
  * | HOP_SERVER_PROXY_TIMEOUT_SECONDS  | 60                                       |
+ * | HOP_SERVER_HTTPS_REDIRECT         | true (debug: false): 308 to HTTPS        |
  * | HOP_SERVER_ERROR_PAGES_DIR        | none (built-in error pages)              |
  * | HOP_ADMIN_API_KEY                 | unset: admin API off (≥ 16 characters)   |
  * | HOP_ADMIN_ALLOWED_IPS             | any (comma-separated CIDRs or addresses) |
@@ -24,6 +25,11 @@
  * | HOP_ACME_EMAIL                    | none                                     |
  * | HOP_ACME_USE_STAGING              | false                                    |
  * | HOP_ACME_CA_DIR                   | Let's Encrypt (staging if USE_STAGING)   |
+ * | HOP_ACME_CA_CERT                  | none (PEM file: CA trusted for CA_DIR)   |
+ *
+ * HTTPS redirect: plain HTTP to a host that has a certificate gets a 308 to HTTPS
+ * (ACME challenge paths never). HOP_ACME_CA_CERT: a CA that signs the ACME
+ * directory's own HTTPS certificate (a private CA such as pebble), read at start-up.
  *
  * A listen address is `host:port`, `:port` (all IPv4 interfaces) or `[v6]:port`.
  */
@@ -65,6 +71,8 @@ export interface AcmeConfig {
   /** ACME directory URL. */
   caDirectoryUrl: string;
   useStaging: boolean;
+  /** PEM read from `HOP_ACME_CA_CERT`: extra CA trusted for the directory's HTTPS. */
+  caCert: string | undefined;
 }
 
 export interface ServerConfig {
@@ -76,6 +84,8 @@ export interface ServerConfig {
   serverDomain: string;
   proxyDomains: string[];
   proxyTimeoutSeconds: number;
+  /** Plain HTTP gets a 308 to HTTPS for hosts that have a certificate. */
+  httpsRedirect: boolean;
   /** Directory with `<status>.html` pages replacing the gateway's error pages. */
   errorPagesDir: string | undefined;
   /** Undefined: the admin API is off. */
@@ -129,6 +139,8 @@ export const SERVER_ENV_NAMES = [
   "HOP_ACME_EMAIL",
   "HOP_ACME_USE_STAGING",
   "HOP_ACME_CA_DIR",
+  "HOP_ACME_CA_CERT",
+  "HOP_SERVER_HTTPS_REDIRECT",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -250,6 +262,19 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
       return url.href;
     },
   );
+  const caCert = parse("HOP_ACME_CA_CERT", undefined as string | undefined, (v) => {
+    let pem: string;
+    try {
+      pem = Deno.readTextFileSync(v);
+    } catch (err) {
+      throw new Error(`cannot read the file (${(err as Error).name})`);
+    }
+    if (!/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/.test(pem)) {
+      throw new Error("expected a PEM file with at least one CERTIFICATE");
+    }
+    return pem;
+  });
+  const httpsRedirect = parse("HOP_SERVER_HTTPS_REDIRECT", !debug, parseBool);
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {
@@ -260,6 +285,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     serverDomain,
     proxyDomains,
     proxyTimeoutSeconds,
+    httpsRedirect,
     errorPagesDir,
     adminApiKey,
     adminAllowedIps,
@@ -268,7 +294,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     dataDir,
     secretKey,
     logLevel,
-    acme: { email, caDirectoryUrl, useStaging },
+    acme: { email, caDirectoryUrl, useStaging, caCert },
   };
 }
 

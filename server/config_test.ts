@@ -42,6 +42,7 @@ Deno.test("loadServerConfig: production defaults", () => {
     email: undefined,
     caDirectoryUrl: LETS_ENCRYPT_DIRECTORY,
     useStaging: false,
+    caCert: undefined,
   });
 });
 
@@ -93,6 +94,7 @@ Deno.test("loadServerConfig: every variable parsed", () => {
     email: "ops@example.com",
     caDirectoryUrl: LETS_ENCRYPT_STAGING_DIRECTORY,
     useStaging: true,
+    caCert: undefined,
   });
   // Secrets never print, whichever way the config is shown.
   for (const shown of [JSON.stringify(c), Deno.inspect(c), inspect(c), `${c.adminApiKey}`]) {

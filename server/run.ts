@@ -5,16 +5,25 @@
  */
 import { createAdminHandler, isAdminRequest } from "./admin/app.ts";
 import type { ServerConfig } from "./config.ts";
+import {
+  type CertificateManager,
+  type CertificateTuning,
+  createCertificateManager,
+  withHttpFront,
+} from "./certs/mod.ts";
 import { ErrorPages } from "./error_pages.ts";
-import { createIngressHandler, type Handler } from "./ingress.ts";
+import { createIngressHandler, type Handler, type IngressOptions } from "./ingress.ts";
 import { createJsonLogger, type Logger } from "./log.ts";
 import { createPskLookup } from "./psk_store.ts";
 import { TunnelRegistry } from "./registry.ts";
+import { SniHttpsServer } from "./tls_server.ts";
 import { type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
 
 export interface RunningServer {
   readonly httpAddr: Deno.NetAddr;
+  readonly httpsAddr: Deno.NetAddr;
+  readonly certificates: CertificateManager;
   readonly dtlsAddr: { hostname: string; port: number };
   readonly registry: TunnelRegistry<Tunnel>;
   readonly hub: TunnelHub;
@@ -27,6 +36,8 @@ export interface RunOptions {
   logger?: Logger;
   /** Extra tunnel options (mux params, DTLS limits), mostly for tests. */
   tunnel?: Partial<Pick<TunnelHubOptions, "muxParams" | "dtls" | "helloTimeoutMs">>;
+  /** Certificate timing (clock, check interval, retry delays), mostly for tests. */
+  certificates?: CertificateTuning;
 }
 
 export async function runServer(
@@ -56,7 +67,25 @@ export async function runServer(
       ...options.tunnel,
     });
     cleanups.push(() => hub.close());
-    const admin = createAdminHandler({ store: storage.store, registry, pskLookup, config, logger });
+    let refreshHttps = () => {}; // set once the HTTPS listener exists
+    const certificates = createCertificateManager({
+      config,
+      db: storage.db,
+      secretBox: storage.secretBox,
+      store: storage.store,
+      logger,
+      onChange: () => refreshHttps(),
+      tuning: options.certificates,
+    });
+    cleanups.push(() => certificates.close());
+    const admin = createAdminHandler({
+      store: storage.store,
+      registry,
+      pskLookup,
+      config,
+      logger,
+      onDomainRegistered: (domain) => certificates.domainRegistered(domain),
+    });
     const serverHandler: Handler = (req, info) => {
       const path = new URL(req.url).pathname;
       if (isAdminRequest(req, config.serverDomain)) {
@@ -66,7 +95,7 @@ export async function runServer(
       return Response.json({ success: false, error: "not found" }, { status: 404 });
     };
     const pages = await ErrorPages.load(config.errorPagesDir);
-    const handler = createIngressHandler({
+    const ingress: IngressOptions = {
       hub,
       serverDomain: config.serverDomain,
       scheme: "http",
@@ -74,6 +103,26 @@ export async function runServer(
       pages,
       logger,
       serverHandler,
+    };
+    const httpsServer = new SniHttpsServer({
+      hostname: config.httpsListen.hostname,
+      port: config.httpsListen.port,
+      lookup: (name) => certificates.lookup(name),
+      handler: createIngressHandler({ ...ingress, scheme: "https" }),
+      logger,
+    });
+    refreshHttps = () => httpsServer.refresh();
+    cleanups.push(() => httpsServer.close());
+    const handler = withHttpFront(createIngressHandler(ingress), {
+      challenge: (token) => certificates.challenge(token),
+      ...(config.httpsRedirect
+        ? {
+          redirect: {
+            hasCertificate: (host: string) => certificates.hasCertificate(host),
+            httpsPort: httpsServer.addr.port,
+          },
+        }
+        : {}),
     });
     const http = Deno.serve({
       hostname: config.httpListen.hostname,
@@ -85,9 +134,11 @@ export async function runServer(
       },
     }, handler);
     cleanups.push(() => http.shutdown());
+    await certificates.start();
     logger.info("server started", {
       component: "server",
       http: `${http.addr.hostname}:${http.addr.port}`,
+      https: `${httpsServer.addr.hostname}:${httpsServer.addr.port}`,
       dtls: `${hub.addr.hostname}:${hub.addr.port}/udp`,
       domain: config.serverDomain,
       database: storage.backend,
@@ -95,6 +146,8 @@ export async function runServer(
     });
     return {
       httpAddr: http.addr,
+      httpsAddr: httpsServer.addr,
+      certificates,
       dtlsAddr: hub.addr,
       registry,
       hub,

@@ -26,6 +26,8 @@ export interface AdminDeps {
    * behind a proxy you trust to report it.
    */
   clientAddress?: (c: Context<AdminEnv>) => string | undefined;
+  /** Called after a domain is registered (the certificate manager issues its certificate). */
+  onDomainRegistered?: (domain: string) => void;
   /** Largest request body accepted, in bytes; default 16 KiB. */
   maxBodyBytes?: number;
 }

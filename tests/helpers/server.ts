@@ -39,6 +39,7 @@ export async function startTestServer(
     HOP_SERVER_DEBUG: "true",
     HOP_SERVER_DOMAIN: "gateway.test",
     HOP_SERVER_HTTP_LISTEN: "127.0.0.1:0",
+    HOP_SERVER_HTTPS_LISTEN: "127.0.0.1:0",
     HOP_SERVER_DTLS_LISTEN: "127.0.0.1:0",
     HOP_ADMIN_API_KEY: ADMIN_KEY,
     HOP_DB_DSN: dsn.href,

@@ -32,6 +32,7 @@ export function domainRoutes(deps: AdminDeps): Hono<AdminEnv> {
       c.set("auditDomain", domain);
       const issued = await store.register(domain, memo); // DomainExistsError → 409
       pskLookup.invalidate(domain); // a cached "not found" must not outlive this
+      deps.onDomainRegistered?.(issued.domain.domain);
       return c.json(
         {
           success: true,

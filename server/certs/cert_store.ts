@@ -1,0 +1,174 @@
+/**
+ * Certificates, ACME challenges and ACME account keys in the database, so that
+ * every node serves the same certificates and any node can answer a challenge.
+ * Private keys are sealed with the server's `SecretBox` (bound to the domain or
+ * the directory URL); they exist in clear only in memory.
+ */
+import { and, eq, gt, lt } from "drizzle-orm";
+import type { Database } from "../../db/database.ts";
+import { acmeAccounts, acmeChallenges, certificates } from "../../db/schema.ts";
+import type { SecretBox } from "../../db/secret_box.ts";
+
+/** A name's certificate (if issued yet) and its issuance state. */
+export interface StoredCertificate {
+  domain: string;
+  /** PEM chain and private key; undefined until the first issuance succeeds. */
+  cert: string | undefined;
+  key: string | undefined;
+  notBefore: Date | undefined;
+  notAfter: Date | undefined;
+  failures: number;
+  lastError: string | undefined;
+  nextAttemptAt: Date | undefined;
+  updatedAt: Date;
+}
+
+const certContext = (domain: string) => `certificate:${domain}`;
+const accountContext = (directoryUrl: string) => `acme-account:${directoryUrl}`;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class CertificateStore {
+  readonly #db: Database;
+  readonly #box: SecretBox;
+
+  constructor(db: Database, box: SecretBox) {
+    this.#db = db;
+    this.#box = box;
+  }
+
+  /** Every row, or those updated after `since`. */
+  async list(since?: Date): Promise<StoredCertificate[]> {
+    const rows = await this.#db.select().from(certificates)
+      .where(since ? gt(certificates.updatedAt, since) : undefined);
+    return rows.map((r) => this.#open(r));
+  }
+
+  async get(domain: string): Promise<StoredCertificate | undefined> {
+    const [row] = await this.#db.select().from(certificates).where(eq(certificates.domain, domain));
+    return row ? this.#open(row) : undefined;
+  }
+
+  /** Stores a newly issued certificate; clears the failure state. */
+  async saveIssued(
+    domain: string,
+    c: { cert: string; key: string; notBefore: Date; notAfter: Date },
+    now: Date,
+  ): Promise<void> {
+    const values = {
+      certPem: c.cert,
+      keySealed: this.#box.seal(enc.encode(c.key), certContext(domain)),
+      notBefore: c.notBefore,
+      notAfter: c.notAfter,
+      issuedAt: now,
+      failures: 0,
+      lastError: null,
+      lastAttemptAt: now,
+      nextAttemptAt: null,
+      updatedAt: now,
+    };
+    await this.#db.insert(certificates).values({ domain, ...values })
+      .onConflictDoUpdate({ target: certificates.domain, set: values });
+  }
+
+  /** Records a failed attempt; the certificate in place (if any) stays. */
+  async saveFailure(
+    domain: string,
+    f: { error: string; failures: number; nextAttemptAt: Date },
+    now: Date,
+  ): Promise<void> {
+    const values = {
+      failures: f.failures,
+      lastError: f.error.slice(0, 1000),
+      lastAttemptAt: now,
+      nextAttemptAt: f.nextAttemptAt,
+      updatedAt: now,
+    };
+    await this.#db.insert(certificates).values({ domain, ...values })
+      .onConflictDoUpdate({ target: certificates.domain, set: values });
+  }
+
+  async delete(domain: string): Promise<void> {
+    await this.#db.delete(certificates).where(eq(certificates.domain, domain));
+  }
+
+  /** Publishes an HTTP-01 key authorization until `expiresAt`. */
+  async putChallenge(
+    token: string,
+    domain: string,
+    keyAuthorization: string,
+    expiresAt: Date,
+  ): Promise<void> {
+    await this.#db.insert(acmeChallenges).values({ token, domain, keyAuthorization, expiresAt })
+      .onConflictDoUpdate({
+        target: acmeChallenges.token,
+        set: { domain, keyAuthorization, expiresAt },
+      });
+  }
+
+  /** The key authorization for `token`, unless expired. */
+  async getChallenge(token: string, now: Date): Promise<string | undefined> {
+    const [row] = await this.#db.select({ k: acmeChallenges.keyAuthorization })
+      .from(acmeChallenges)
+      .where(and(eq(acmeChallenges.token, token), gt(acmeChallenges.expiresAt, now)));
+    return row?.k;
+  }
+
+  async deleteChallenge(token: string): Promise<void> {
+    await this.#db.delete(acmeChallenges).where(eq(acmeChallenges.token, token));
+  }
+
+  /** Removes challenges left behind by a node that stopped mid-order. */
+  async deleteExpiredChallenges(now: Date): Promise<void> {
+    await this.#db.delete(acmeChallenges).where(lt(acmeChallenges.expiresAt, now));
+  }
+
+  /**
+   * The account key (PEM) for `directoryUrl`, created with `create` on first use.
+   * Concurrent first uses on several nodes agree on one key (the first insert wins).
+   */
+  async accountKey(
+    directoryUrl: string,
+    create: () => Promise<string>,
+  ): Promise<{ key: string; accountUrl: string | undefined }> {
+    const read = async () => {
+      const [row] = await this.#db.select().from(acmeAccounts)
+        .where(eq(acmeAccounts.directoryUrl, directoryUrl));
+      return row;
+    };
+    let row = await read();
+    if (!row) {
+      const key = await create();
+      await this.#db.insert(acmeAccounts).values({
+        directoryUrl,
+        keySealed: this.#box.seal(enc.encode(key), accountContext(directoryUrl)),
+      }).onConflictDoNothing();
+      row = await read();
+      if (!row) throw new Error("Cannot store ACME account key");
+    }
+    const key = dec.decode(this.#box.open(row.keySealed, accountContext(directoryUrl)));
+    return { key, accountUrl: row.accountUrl ?? undefined };
+  }
+
+  async setAccountUrl(directoryUrl: string, accountUrl: string): Promise<void> {
+    await this.#db.update(acmeAccounts).set({ accountUrl })
+      .where(eq(acmeAccounts.directoryUrl, directoryUrl));
+  }
+
+  #open(r: typeof certificates.$inferSelect): StoredCertificate {
+    const key = r.keySealed
+      ? dec.decode(this.#box.open(r.keySealed, certContext(r.domain)))
+      : undefined;
+    return {
+      domain: r.domain,
+      cert: r.certPem ?? undefined,
+      key,
+      notBefore: r.notBefore ?? undefined,
+      notAfter: r.notAfter ?? undefined,
+      failures: r.failures,
+      lastError: r.lastError ?? undefined,
+      nextAttemptAt: r.nextAttemptAt ?? undefined,
+      updatedAt: r.updatedAt,
+    };
+  }
+}

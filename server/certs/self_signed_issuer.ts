@@ -1,0 +1,24 @@
+/** Debug mode's issuer: a self-signed certificate per name, no CA. */
+import type { IssuedCertificate, Issuer } from "./manager.ts";
+import { createSelfSignedCertificate } from "./self_signed.ts";
+
+const VALID_DAYS = 365;
+
+export class SelfSignedIssuer implements Issuer {
+  readonly kind = "self-signed";
+  readonly #now: () => number;
+
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+  }
+
+  async issue(domain: string): Promise<IssuedCertificate> {
+    const now = new Date(this.#now());
+    const pair = await createSelfSignedCertificate([domain], { now, validDays: VALID_DAYS });
+    return {
+      ...pair,
+      notBefore: new Date(now.getTime() - 3_600_000),
+      notAfter: new Date(now.getTime() + VALID_DAYS * 86_400_000),
+    };
+  }
+}
