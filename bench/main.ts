@@ -1,0 +1,24 @@
+/**
+ * `deno task bench`: every benchmark, each printing its figures beside a baseline
+ * measured in the same run (raw node:crypto, plain UDP, the memory link...).
+ * Nothing here passes or fails. Pick parts with arguments: `deno task bench dtls mux`.
+ *
+ * The HTTP tunnel against direct access and `ssh -R` is measured by the shared
+ * harness with our target file: see bench/targets/hopgate.sh.
+ */
+const parts: Record<string, () => Promise<void>> = {
+  dtls: async () => (await import("./dtls_bench.ts")).main(),
+  mux: async () =>
+    (await import("./mux_bench.ts")).main(Deno.args.filter((a) => a.startsWith("--"))),
+};
+
+const wanted = Deno.args.filter((a) => !a.startsWith("--"));
+for (const name of wanted.length ? wanted : Object.keys(parts)) {
+  const run = parts[name];
+  if (!run) {
+    console.error(`unknown bench "${name}"; known: ${Object.keys(parts).join(", ")}`);
+    Deno.exit(2);
+  }
+  console.log(`\n## ${name}\n`);
+  await run();
+}
