@@ -112,8 +112,9 @@ Deno.test("ACME with pebble: issue, serve by SNI, refuse, redirect, renew, retry
         assert.equal((await db.select().from(acmeChallenges)).length, 0);
         const [row] = (await db.select().from(certificates))
           .filter((r) => r.domain === "app.hop.test");
-        assert.ok(row?.keySealed?.startsWith("v1."));
-        assert.ok(!row.keySealed.includes("PRIVATE KEY"));
+        const sealed = row?.keySealed ?? "";
+        assert.ok(sealed.startsWith("v1."), "certificate key stored sealed");
+        assert.ok(!sealed.includes("PRIVATE KEY"));
         assert.ok(!server!.logs.lines().some((l) => l.includes("PRIVATE KEY")));
       },
     );
