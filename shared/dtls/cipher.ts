@@ -62,6 +62,30 @@ export function recordOverhead(suite: CipherSuite | undefined): number {
   return RECORD_HEADER_SIZE + (suite ? suite.explicitNonceLength + suite.tagLength : 0);
 }
 
+/**
+ * Sealed records are carved out of a shared slab instead of each getting an ArrayBuffer of
+ * its own: a fresh ArrayBuffer per record (on top of the one node:crypto's `update` already
+ * allocates) cost ~1-3 µs at 1200 B and ~5-10 µs at 16 KiB per seal (bench/dtls_bench.ts).
+ * Bytes are never handed out twice (a full slab is replaced, not reused), so a record stays
+ * valid for as long as it is referenced; a slab is freed once none of its records is. Sealed
+ * records only go to the socket, so slabs do not live long.
+ */
+const SLAB_BYTES = 256 * 1024;
+/** Shared by every cipher object (node:crypto copies it); both suites use 16-byte tags. */
+const AEAD_OPTIONS = { authTagLength: 16 };
+let slab = new Uint8Array(0);
+let slabUsed = 0;
+
+function allocRecord(n: number): Uint8Array {
+  if (slab.length - slabUsed < n) {
+    slab = new Uint8Array(Math.max(SLAB_BYTES, n));
+    slabUsed = 0;
+  }
+  const out = slab.subarray(slabUsed, slabUsed + n);
+  slabUsed += n;
+  return out;
+}
+
 /** Seals and opens records of one direction of one epoch. */
 export class RecordCipher {
   readonly #nonce: Uint8Array;
@@ -71,17 +95,27 @@ export class RecordCipher {
     this.#nonce = new Uint8Array(12);
   }
 
-  /** Writes the 12-byte nonce for (epoch, seq) into #nonce; `seq8` is epoch||seq as 8 bytes. */
-  #makeNonce(seq8: Uint8Array): Uint8Array {
-    const n = this.#nonce;
+  /**
+   * Writes the AAD (seq_num || type || version || length) and, for ChaCha20, the nonce
+   * (write_IV XOR epoch||seq) for the record whose header starts at `header[0]`. Indexes
+   * bytes directly: a subarray per field costs more than the copy.
+   */
+  #prepare(header: Uint8Array, ptLen: number): void {
+    const aad = this.#aad;
+    for (let i = 0; i < 8; i++) aad[i] = header[3 + i]!;
+    aad[8] = header[0]!;
+    aad[9] = header[1]!;
+    aad[10] = header[2]!;
+    aad[11] = ptLen >>> 8;
+    aad[12] = ptLen & 0xff;
+    const n = this.#nonce, iv = this.iv;
     if (this.suite.explicitNonceLength === 0) {
-      n.set(this.iv);
-      for (let i = 0; i < 8; i++) n[4 + i]! ^= seq8[i]!;
+      for (let i = 0; i < 4; i++) n[i] = iv[i]!;
+      for (let i = 0; i < 8; i++) n[4 + i] = iv[4 + i]! ^ header[3 + i]!;
     } else {
-      n.set(this.iv.subarray(0, 4));
-      n.set(seq8, 4);
+      // nonce = salt(4) || explicit(8); the caller writes the explicit part.
+      for (let i = 0; i < 4; i++) n[i] = iv[i]!;
     }
-    return n;
   }
 
   /**
@@ -90,27 +124,23 @@ export class RecordCipher {
    */
   seal(header: Uint8Array, plaintext: Uint8Array): Uint8Array {
     const s = this.suite;
-    const seq8 = header.subarray(3, 11);
-    const aad = this.#aad;
-    aad.set(seq8, 0);
-    aad.set(header.subarray(0, 3), 8);
-    aad[11] = plaintext.length >>> 8;
-    aad[12] = plaintext.length & 0xff;
-    const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, this.#makeNonce(seq8), {
-      authTagLength: 16,
-    });
-    c.setAAD(aad, { plaintextLength: plaintext.length });
+    const explicit = s.explicitNonceLength;
+    this.#prepare(header, plaintext.length);
+    const n = this.#nonce;
+    if (explicit) { for (let i = 0; i < 8; i++) n[4 + i] = header[3 + i]!; }
+    const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, n, AEAD_OPTIONS);
+    c.setAAD(this.#aad, { plaintextLength: plaintext.length });
     const body = c.update(plaintext);
     c.final();
     const tag = c.getAuthTag();
-    const fragLen = s.explicitNonceLength + body.length + tag.length;
-    const out = new Uint8Array(RECORD_HEADER_SIZE + fragLen);
-    out.set(header.subarray(0, 11));
+    const fragLen = explicit + body.length + tag.length;
+    const out = allocRecord(RECORD_HEADER_SIZE + fragLen); // every byte is written below
+    for (let i = 0; i < 11; i++) out[i] = header[i]!;
     out[11] = fragLen >>> 8;
     out[12] = fragLen & 0xff;
     let o = RECORD_HEADER_SIZE;
-    if (s.explicitNonceLength) {
-      out.set(seq8, o);
+    if (explicit) {
+      for (let i = 0; i < 8; i++) out[o + i] = header[3 + i]!;
       o += 8;
     }
     out.set(body, o);
@@ -119,34 +149,23 @@ export class RecordCipher {
   }
 
   /**
-   * Opens a record's fragment. Returns the plaintext, or undefined if it does not
-   * authenticate (wrong key, tampered, truncated).
+   * Opens a record's fragment. `header` starts with the record's 13-byte header (the whole
+   * record will do: only its first 11 bytes are read). Returns the plaintext, or undefined
+   * if it does not authenticate (wrong key, tampered, truncated).
    */
   open(header: Uint8Array, fragment: Uint8Array): Uint8Array | undefined {
     const s = this.suite;
-    const ptLen = fragment.length - s.explicitNonceLength - s.tagLength;
+    const explicit = s.explicitNonceLength;
+    const ptLen = fragment.length - explicit - s.tagLength;
     if (ptLen < 0) return undefined;
-    const seq8 = header.subarray(3, 11);
-    const aad = this.#aad;
-    aad.set(seq8, 0);
-    aad.set(header.subarray(0, 3), 8);
-    aad[11] = ptLen >>> 8;
-    aad[12] = ptLen & 0xff;
-    let nonce: Uint8Array;
-    if (s.explicitNonceLength) {
-      nonce = this.#nonce;
-      nonce.set(this.iv.subarray(0, 4));
-      nonce.set(fragment.subarray(0, 8), 4);
-    } else {
-      nonce = this.#makeNonce(seq8);
-    }
+    this.#prepare(header, ptLen);
+    const nonce = this.#nonce;
+    if (explicit) { for (let i = 0; i < 8; i++) nonce[4 + i] = fragment[i]!; }
     try {
-      const d = createDecipheriv(s.algorithm as "aes-128-gcm", this.key, nonce, {
-        authTagLength: 16,
-      });
-      d.setAAD(aad, { plaintextLength: ptLen });
+      const d = createDecipheriv(s.algorithm as "aes-128-gcm", this.key, nonce, AEAD_OPTIONS);
+      d.setAAD(this.#aad, { plaintextLength: ptLen });
       d.setAuthTag(fragment.subarray(fragment.length - s.tagLength));
-      const pt = d.update(fragment.subarray(s.explicitNonceLength, fragment.length - s.tagLength));
+      const pt = d.update(fragment.subarray(explicit, fragment.length - s.tagLength));
       d.final();
       return new Uint8Array(pt.buffer, pt.byteOffset, pt.byteLength);
     } catch {

@@ -209,7 +209,10 @@ export class Connection implements DtlsConn, RecordIO {
         this.stats.dropped.malformed++;
         return;
       }
-      this.#onRecordBytes(datagram.subarray(off, end));
+      // Usually one record per datagram: no view needed for it.
+      this.#onRecordBytes(
+        off === 0 && end === datagram.length ? datagram : datagram.subarray(off, end),
+      );
       off = end;
     }
   }
@@ -226,7 +229,6 @@ export class Connection implements DtlsConn, RecordIO {
     }
     const seq = ((rec[5]! << 8) | rec[6]!) * 0x1_0000_0000 +
       ((rec[7]! << 24) >>> 0) + ((rec[8]! << 16) | (rec[9]! << 8) | rec[10]!);
-    const header = rec.subarray(0, RECORD_HEADER_SIZE);
     const fragment = rec.subarray(RECORD_HEADER_SIZE);
 
     let cipher: RecordCipher | undefined;
@@ -262,7 +264,7 @@ export class Connection implements DtlsConn, RecordIO {
     }
     let plaintext: Uint8Array;
     if (cipher) {
-      const pt = cipher.open(header, fragment);
+      const pt = cipher.open(rec, fragment); // reads the header from rec's first bytes
       if (!pt) {
         this.stats.dropped.badMac++;
         if (epoch === 1 && !this.established && this.handshake) this.#wrongKey();
