@@ -26,6 +26,10 @@
  * | HOP_ACME_USE_STAGING              | false                                    |
  * | HOP_ACME_CA_DIR                   | Let's Encrypt (staging if USE_STAGING)   |
  * | HOP_ACME_CA_CERT                  | none (PEM file: CA trusted for CA_DIR)   |
+ * | HOP_METRICS_LISTEN                | unset: `/metrics` on the server domain   |
+ * | HOP_METRICS_TOKEN                 | unset: no bearer token (≥ 16 characters) |
+ * | HOP_METRICS_DOMAIN_LABELS         | false (per-domain metric labels)         |
+ * | HOP_SHUTDOWN_TIMEOUT_SECONDS      | 30 (in-flight requests' grace period)    |
  *
  * HTTPS redirect: plain HTTP to a host that has a certificate gets a 308 to HTTPS
  * (ACME challenge paths never). HOP_ACME_CA_CERT: a CA that signs the ACME
@@ -100,6 +104,18 @@ export interface ServerConfig {
   secretKey: Secret | undefined;
   logLevel: LogLevel;
   acme: AcmeConfig;
+  metrics: MetricsConfig;
+  /** How long shutdown waits for in-flight requests before closing anyway. */
+  shutdownTimeoutSeconds: number;
+}
+
+export interface MetricsConfig {
+  /** Undefined: `/metrics` is served on the server domain's HTTP(S) listeners. */
+  listen: ListenAddress | undefined;
+  /** Bearer token required on `/metrics`; undefined: none. */
+  token: Secret | undefined;
+  /** Per-domain labels on tunnel and request metrics (cardinality grows with domains). */
+  domainLabels: boolean;
 }
 
 /** Every configuration problem found, one line each. */
@@ -141,6 +157,10 @@ export const SERVER_ENV_NAMES = [
   "HOP_ACME_CA_DIR",
   "HOP_ACME_CA_CERT",
   "HOP_SERVER_HTTPS_REDIRECT",
+  "HOP_METRICS_LISTEN",
+  "HOP_METRICS_TOKEN",
+  "HOP_METRICS_DOMAIN_LABELS",
+  "HOP_SHUTDOWN_TIMEOUT_SECONDS",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -275,6 +295,23 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     return pem;
   });
   const httpsRedirect = parse("HOP_SERVER_HTTPS_REDIRECT", !debug, parseBool);
+  const metricsListen = parse(
+    "HOP_METRICS_LISTEN",
+    undefined as ListenAddress | undefined,
+    parseListen,
+  );
+  const metricsToken = parse("HOP_METRICS_TOKEN", undefined, (v) => {
+    if (v.length < MIN_ADMIN_KEY_CHARS) {
+      throw new Error(`must be at least ${MIN_ADMIN_KEY_CHARS} characters`);
+    }
+    return new Secret(v);
+  }, true);
+  const metricsDomainLabels = parse("HOP_METRICS_DOMAIN_LABELS", false, parseBool);
+  const shutdownTimeoutSeconds = parse(
+    "HOP_SHUTDOWN_TIMEOUT_SECONDS",
+    30,
+    (v) => parseInteger(v, 0, 3600),
+  );
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {
@@ -295,6 +332,8 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     secretKey,
     logLevel,
     acme: { email, caDirectoryUrl, useStaging, caCert },
+    metrics: { listen: metricsListen, token: metricsToken, domainLabels: metricsDomainLabels },
+    shutdownTimeoutSeconds,
   };
 }
 

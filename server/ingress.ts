@@ -42,6 +42,19 @@ export interface IngressOptions {
   serverHandler?: Handler;
   /** Largest request head (request line + headers) accepted, in bytes. Default 32 KiB. */
   maxHeaderBytes?: number;
+  /** Called once per answered request, with what its log line says (metrics). */
+  onRequest?: (r: RequestRecord) => void;
+}
+
+/** One answered request: what the "request" log line and the metrics see. */
+export interface RequestRecord {
+  method: string;
+  status: number;
+  durationMs: number;
+  /** Response body bytes relayed to the caller. */
+  bytes: number;
+  /** The domain whose tunnel took the request; undefined if none did. */
+  domain: string | undefined;
 }
 
 /** Host header without port, lowercase; "" if missing or malformed. */
@@ -78,21 +91,41 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     const given = req.headers.get("x-request-id");
     const requestId = given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
     const host = routingHost(req.headers.get("host"));
-    const fail = (kind: GatewayErrorKind, message: string, domain = host) => {
-      const res = opts.pages.respond(kind, message, req, requestId);
+    /** The one "request" line (path without query) and the metrics record. */
+    const report = (
+      status: number,
+      bytes: number,
+      tunneled: boolean,
+      extra: Record<string, unknown>,
+    ) => {
+      const durationMs = performance.now() - started;
       log.info("request", {
         component: "ingress",
         request_id: requestId,
-        domain,
+        domain: host,
         method: req.method,
         path: url.pathname,
-        status: res.status,
-        duration_ms: Math.round(performance.now() - started),
-        error: kind,
+        status,
+        duration_ms: Math.round(durationMs),
+        bytes,
+        ...extra,
       });
+      opts.onRequest?.({
+        method: req.method,
+        status,
+        durationMs,
+        bytes,
+        domain: tunneled ? host : undefined,
+      });
+    };
+    let tunneled = false;
+    const fail = (kind: GatewayErrorKind, message: string) => {
+      const res = opts.pages.respond(kind, message, req, requestId);
+      report(res.status, 0, tunneled, { error: kind });
       return res;
     };
     if (headerBytes(req, url) > maxHeaderBytes) {
+      report(431, 0, false, { error: "header_too_large" });
       return new Response("Request Header Fields Too Large\n", { status: 431 });
     }
     if (!host) return fail("bad_request", "The request has no valid Host header.");
@@ -116,6 +149,7 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     if (!tunnel || !stream) return fail("no_tunnel", `No tunnel is connected for ${host}.`);
     const t = tunnel;
     const s = stream;
+    tunneled = true;
 
     const remote = info.remoteAddr as Deno.NetAddr;
     const headers: HeaderList = endToEndHeaders(req.headers).filter(([k]) => k !== "x-request-id");
@@ -149,22 +183,13 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     t.inFlight++;
     let finished = false;
     let bytes = 0;
-    const done = (status: number, extra: Record<string, unknown> = {}) => {
+    /** Ends the tunnel's bookkeeping; `log` false when `fail` writes the line. */
+    const done = (status: number, extra: Record<string, unknown> = {}, log = true) => {
       if (finished) return;
       finished = true;
       t.inFlight--;
       t.served++;
-      log.info("request", {
-        component: "ingress",
-        request_id: requestId,
-        domain: host,
-        method: req.method,
-        path: url.pathname,
-        status,
-        duration_ms: Math.round(performance.now() - started),
-        bytes,
-        ...extra,
-      });
+      if (log) report(status, bytes, true, extra);
     };
     const abandon = () => {
       try {
@@ -211,7 +236,7 @@ export function createIngressHandler(opts: IngressOptions): Handler {
         : e instanceof MuxSessionError || t.session.isClosed
         ? 503
         : 502;
-      done(status);
+      done(status, {}, false);
       if (e instanceof Timeout) {
         return fail("local_timeout", `The service behind ${host} did not answer in time.`);
       }
@@ -273,8 +298,12 @@ export function createIngressHandler(opts: IngressOptions): Handler {
         }
       },
       cancel() {
+        // Deno stops reading once a Content-Length body is complete: that is a
+        // finished response, not a caller that went away.
+        const length = Number(outHeaders.get("content-length") ?? NaN);
+        if (bytes === length) done(res.status);
         // The caller went away: tell the client to stop.
-        done(499, { error: "caller_gone" });
+        else done(499, { error: "caller_gone" });
         reader.cancel().catch(() => {});
         abandon();
       },

@@ -1,8 +1,22 @@
 /**
- * A minimal structured logger: one JSON object per line. It is a seam, not a
- * framework: the full logging (logtape) replaces `createJsonLogger` later, and
- * everything else only sees the `Logger` interface.
+ * Structured logging: one JSON object per line on stdout, for Loki:
+ * `{"ts","level","msg","component",...fields}`. `createJsonLogger` writes through
+ * `npm:@logtape/logtape` (one category per logger instance, so several servers
+ * in one test process keep their own sinks and levels); everything else only
+ * sees the `Logger` interface.
+ *
+ * Safety nets, whoever the caller: fields whose names look secret are "***",
+ * `Bearer ...` values are masked, URLs and `path`/`url` fields lose their query
+ * string, `Secret` values print "***", errors print name and message only.
  */
+import {
+  configureSync,
+  getLogger,
+  type Logger as LogtapeLogger,
+  type LogLevel as LogtapeLevel,
+  type LogRecord,
+  type Sink,
+} from "@logtape/logtape";
 
 /** Extra structured data for a log line. */
 export type LogFields = Record<string, unknown>;
@@ -28,24 +42,70 @@ export interface JsonLoggerOptions {
   level?: LogLevel;
   /** Where each line goes; default stdout (errors and warnings too: one stream for Loki). */
   write?: (line: string) => void;
-  /** Clock for the `time` field. */
+  /** Clock for the `ts` field (default: the record's own time). */
   now?: () => Date;
   /** Fields added to every line (e.g. `{ component: "admin" }`). */
   base?: LogFields;
 }
 
-/** A logger writing `{"time","level","msg",...fields}` lines. */
+const TO_LOGTAPE: Record<LogLevel, LogtapeLevel> = {
+  debug: "debug",
+  info: "info",
+  warn: "warning",
+  error: "error",
+};
+const FROM_LOGTAPE: Partial<Record<LogtapeLevel, LogLevel>> = {
+  trace: "debug",
+  debug: "debug",
+  info: "info",
+  warning: "warn",
+  error: "error",
+  fatal: "error",
+};
+
+/** Live logger instances: category suffix -> sink and level. LogTape's config is global. */
+const instances = new Map<string, { sink: Sink; level: LogLevel }>();
+let nextInstance = 0;
+
+function reconfigure(): void {
+  const sinks: Record<string, Sink> = {};
+  const loggers: { category: string[]; sinks: string[]; lowestLevel: LogtapeLevel | null }[] = [
+    // LogTape's own diagnostics (a sink that throws...) go to stderr, warnings up.
+    { category: ["logtape", "meta"], sinks: ["meta"], lowestLevel: "warning" },
+  ];
+  sinks.meta = (r: LogRecord) => console.error(`logtape: ${r.message.join("")}`);
+  for (const [id, { sink, level }] of instances) {
+    sinks[id] = sink;
+    loggers.push({ category: ["hopgate", id], sinks: [id], lowestLevel: TO_LOGTAPE[level] });
+  }
+  configureSync({ reset: true, sinks, loggers });
+}
+
+/** A logger writing `{"ts","level","msg","component",...fields}` lines through LogTape. */
 export function createJsonLogger(options: JsonLoggerOptions = {}): Logger {
-  const min = LOG_LEVELS.indexOf(options.level ?? "info");
   const encoder = new TextEncoder();
   const write = options.write ?? ((line: string) => writeAllSync(encoder.encode(line)));
-  const now = options.now ?? (() => new Date());
+  const now = options.now;
   const base = options.base ?? {};
-  const log = (level: LogLevel) => (msg: string, fields: LogFields = {}) => {
-    if (LOG_LEVELS.indexOf(level) < min) return;
-    const entry = { time: now().toISOString(), level, msg, ...base, ...fields };
+  const id = `i${nextInstance++}`;
+  const sink: Sink = (record) => {
+    const ts = now ? now() : new Date(record.timestamp);
+    const { component, ...fields } = record.properties;
+    const entry = {
+      ts: ts.toISOString(),
+      level: FROM_LOGTAPE[record.level] ?? record.level,
+      msg: typeof record.rawMessage === "string" ? record.rawMessage : record.message.join(""),
+      component: component ?? "server",
+      ...fields,
+    };
     write(JSON.stringify(entry, replacer) + "\n");
   };
+  instances.set(id, { sink, level: options.level ?? "info" });
+  reconfigure();
+  const logger: LogtapeLogger = getLogger(["hopgate", id]);
+  // The message is never a template: `{name}` in it stays as written (sink reads rawMessage).
+  const log = (level: LogLevel) => (msg: string, fields: LogFields = {}) =>
+    logger[TO_LOGTAPE[level] as "info"](msg, { ...base, ...fields });
   return { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") };
 }
 
@@ -85,13 +145,29 @@ export class MemoryLogger implements Logger {
   }
 }
 
+const URL_FIELD = /^(url|uri|href|path|location|referer|referrer)$|_url$/i;
+const URL_IN_TEXT = /\b([a-z][a-z0-9+.-]*:\/\/[^\s?#"']*)\?[^\s#"']*/gi;
+const BEARER = /\b(Bearer|Basic)\s+[^\s"',;]+/gi;
+/** `scheme://user:password@` in any text. */
+const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@"']*@/gi;
+
+/** Masks what a string may carry: tokens, credentials and query strings in URLs. */
+export function scrubText(s: string): string {
+  return s.replace(BEARER, "$1 ***").replace(URL_CREDENTIALS, "$1***@").replace(URL_IN_TEXT, "$1");
+}
+
 function replacer(this: unknown, key: string, value: unknown): unknown {
   if (key !== "" && SECRET_FIELD.test(key) && value !== undefined && value !== null) return "***";
   if (value instanceof Error) {
     // name and message only: a cause or extra properties may carry query parameters.
-    return { name: value.name, message: value.message };
+    return { name: value.name, message: scrubText(value.message) };
   }
+  if (value instanceof URL) return value.origin + value.pathname;
   if (typeof value === "bigint") return value.toString();
+  if (typeof value === "string") {
+    const v = URL_FIELD.test(key) ? value.replace(/[?#].*$/s, "") : value;
+    return scrubText(v);
+  }
   return value;
 }
 

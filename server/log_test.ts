@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import assert, { equal } from "node:assert/strict";
 import { Secret } from "./config.ts";
 import { createJsonLogger, MemoryLogger } from "./log.ts";
 
@@ -16,7 +16,7 @@ Deno.test("createJsonLogger writes one JSON object per line, at or above its lev
   assert.equal(lines.length, 2);
   assert.ok(lines.every((l) => l.endsWith("\n") && !l.slice(0, -1).includes("\n")));
   assert.deepEqual(JSON.parse(lines[0]!), {
-    time: "1970-01-01T00:00:00.000Z",
+    ts: "1970-01-01T00:00:00.000Z",
     level: "info",
     msg: "hello",
     component: "admin",
@@ -41,4 +41,40 @@ Deno.test("loggers mask secret-looking fields and Secret values", () => {
   mem.info("y", { token: "raw8" });
   const all = lines.join("") + mem.lines().join("");
   for (let i = 1; i <= 8; i++) assert.ok(!all.includes(`raw${i}`), all);
+});
+
+Deno.test("logs drop query strings, mask bearer tokens and URL credentials, keep braces", () => {
+  const lines: string[] = [];
+  const log = createJsonLogger({ level: "debug", write: (l) => lines.push(l) });
+  log.debug("a {domain} b", {
+    component: "ingress",
+    path: "/x?token=q1",
+    url: "http://h/y?k=q2#f",
+    note: "fetch https://u:q3@h.example/z?q=q4 failed; Authorization: Bearer q5",
+    error: new Error("GET http://h/p?sig=q6 refused"),
+    where: new URL("https://h.example/p?q=q7"),
+  });
+  equal(lines.length, 1);
+  const e = JSON.parse(lines[0]!);
+  equal(e.msg, "a {domain} b");
+  equal(e.level, "debug");
+  equal(e.component, "ingress");
+  equal(e.path, "/x");
+  equal(e.url, "http://h/y");
+  equal(e.where, "https://h.example/p");
+  for (let i = 1; i <= 7; i++) assert.ok(!lines[0]!.includes(`q${i}`), lines[0]);
+});
+
+Deno.test("each logger keeps its own level; a line without component says server", () => {
+  const a: string[] = [];
+  const b: string[] = [];
+  const la = createJsonLogger({ level: "error", write: (l) => a.push(l) });
+  const lb = createJsonLogger({ level: "debug", write: (l) => b.push(l) });
+  la.warn("hidden");
+  lb.debug("shown");
+  la.error("shown too");
+  equal(a.length, 1);
+  equal(b.length, 1);
+  equal(JSON.parse(b[0]!).component, "server");
+  equal(JSON.parse(a[0]!).level, "error");
 });

@@ -42,20 +42,28 @@ if (import.meta.main) {
     }
     throw e;
   }
-  let server;
-  try {
-    server = await runServer(config);
-  } catch (e) {
-    console.error(`hopgate-server: cannot start: ${e instanceof Error ? e.message : e}`);
-    Deno.exit(1);
-  }
+  // A signal during start-up (the database still being retried) stops at once.
+  const starting = new AbortController();
+  let server: Awaited<ReturnType<typeof runServer>> | undefined;
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    if (!server) {
+      starting.abort(new Error("stopped by a signal during start-up"));
+      return;
+    }
     await server.close();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  try {
+    server = await runServer(config, { signal: starting.signal });
+  } catch (e) {
+    if (starting.signal.aborted) Deno.exit(0);
+    console.error(`hopgate-server: cannot start: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+  if (stopping) await server.close().then(() => Deno.exit(0));
 }

@@ -3,7 +3,7 @@
  * the public HTTP listener with the admin API. `main.ts` calls it with the
  * environment's config; tests call it in-process (rathole's `run(args, shutdown)`).
  */
-import { createAdminHandler, isAdminRequest } from "./admin/app.ts";
+import { ADMIN_BASE_PATH, createAdminHandler, isAdminRequest } from "./admin/app.ts";
 import type { ServerConfig } from "./config.ts";
 import {
   type CertificateManager,
@@ -13,12 +13,16 @@ import {
 } from "./certs/mod.ts";
 import { ErrorPages } from "./error_pages.ts";
 import { createIngressHandler, type Handler, type IngressOptions } from "./ingress.ts";
+import { healthResponse, Readiness } from "./health.ts";
+import { openWithRetry, withinDeadline } from "./lifecycle.ts";
 import { createJsonLogger, type Logger } from "./log.ts";
+import { createMetricsHandler, ServerMetrics } from "./metrics.ts";
 import { createPskLookup } from "./psk_store.ts";
 import { TunnelRegistry } from "./registry.ts";
 import { SniHttpsServer } from "./tls_server.ts";
-import { type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
+import { SERVER_VERSION, type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
+import { sql } from "drizzle-orm";
 
 export interface RunningServer {
   readonly httpAddr: Deno.NetAddr;
@@ -28,7 +32,15 @@ export interface RunningServer {
   readonly registry: TunnelRegistry<Tunnel>;
   readonly hub: TunnelHub;
   readonly storage: Storage;
-  /** Stops accepting, sends GOAWAY to clients, closes listeners and the database. */
+  readonly metrics: ServerMetrics;
+  readonly readiness: Readiness;
+  /** The separate metrics listener (`HOP_METRICS_LISTEN`), if any. */
+  readonly metricsAddr: Deno.NetAddr | undefined;
+  /**
+   * Graceful shutdown: /readyz turns 503, the listeners stop accepting, clients
+   * get GOAWAY, in-flight requests finish (up to `HOP_SHUTDOWN_TIMEOUT_SECONDS`,
+   * then they are cut), then the tunnels, certificates and database close.
+   */
   close(): Promise<void>;
 }
 
@@ -38,6 +50,10 @@ export interface RunOptions {
   tunnel?: Partial<Pick<TunnelHubOptions, "muxParams" | "dtls" | "helloTimeoutMs">>;
   /** Certificate timing (clock, check interval, retry delays), mostly for tests. */
   certificates?: CertificateTuning;
+  /** Aborts start-up (e.g. SIGTERM while the database is still being retried). */
+  signal?: AbortSignal;
+  /** Database check interval for /readyz (default 5 s) and start-up retry delays. */
+  health?: { intervalMs?: number; retryMinMs?: number; retryMaxMs?: number };
 }
 
 export async function runServer(
@@ -45,17 +61,35 @@ export async function runServer(
   options: RunOptions = {},
 ): Promise<RunningServer> {
   const logger = options.logger ?? createJsonLogger({ level: config.logLevel });
-  const storage = await openStorage({
-    dsn: config.dbDsn?.reveal(),
-    maxConnections: config.dbMaxOpenConns,
-    dataDir: config.dataDir,
-    secretKey: config.secretKey?.reveal(),
+  // The database may come up after us (a container started first): retry.
+  const storage = await openWithRetry(() =>
+    openStorage({
+      dsn: config.dbDsn?.reveal(),
+      maxConnections: config.dbMaxOpenConns,
+      dataDir: config.dataDir,
+      secretKey: config.secretKey?.reveal(),
+    }), {
+    logger,
+    signal: options.signal,
+    ...(options.health?.retryMinMs ? { minDelayMs: options.health.retryMinMs } : {}),
+    ...(options.health?.retryMaxMs ? { maxDelayMs: options.health.retryMaxMs } : {}),
   });
   const cleanups: (() => Promise<void> | void)[] = [() => storage.close()];
   const closeAll = async () => {
     for (const c of cleanups.reverse()) await c();
   };
   try {
+    const metrics = new ServerMetrics({
+      domainLabels: config.metrics.domainLabels,
+      version: SERVER_VERSION,
+    });
+    const readiness = new Readiness({
+      ping: () => storage.db.execute(sql`select 1`),
+      logger,
+      ...(options.health?.intervalMs ? { intervalMs: options.health.intervalMs } : {}),
+    });
+    metrics.bindDatabase(() => readiness.databaseUp);
+    cleanups.push(() => readiness.stop());
     const pskLookup = createPskLookup(storage.store, { logger });
     const registry = new TunnelRegistry<Tunnel>();
     const hub = new TunnelHub({
@@ -64,9 +98,18 @@ export async function runServer(
       lookupPsk: pskLookup.lookupPsk,
       registry,
       logger,
+      onSession: (session) => metrics.trackSession(session),
       ...options.tunnel,
     });
     cleanups.push(() => hub.close());
+    readiness.listener("dtls", true);
+    metrics.bindTunnels({
+      get dtlsStats() {
+        return hub.dtlsStats;
+      },
+      live: () => registry.live(),
+    });
+    const serveMetrics = createMetricsHandler(() => metrics.render(), config.metrics.token);
     let refreshHttps = () => {}; // set once the HTTPS listener exists
     const certificates = createCertificateManager({
       config,
@@ -78,7 +121,7 @@ export async function runServer(
       tuning: options.certificates,
     });
     cleanups.push(() => certificates.close());
-    const admin = createAdminHandler({
+    const adminApp = createAdminHandler({
       store: storage.store,
       registry,
       pskLookup,
@@ -86,12 +129,20 @@ export async function runServer(
       logger,
       onDomainRegistered: (domain) => certificates.domainRegistered(domain),
     });
+    const admin = async (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+      const res = await adminApp(req, info);
+      const path = new URL(req.url).pathname.slice(ADMIN_BASE_PATH.length) || "/";
+      metrics.adminCall(req.method, path, res.status);
+      return res;
+    };
     const serverHandler: Handler = (req, info) => {
       const path = new URL(req.url).pathname;
       if (isAdminRequest(req, config.serverDomain)) {
         return admin(req, info as Deno.ServeHandlerInfo<Deno.NetAddr>);
       }
-      if (path === "/healthz") return Response.json({ status: "ok" });
+      const health = healthResponse(req, readiness);
+      if (health) return health;
+      if (path === "/metrics" && !config.metrics.listen) return serveMetrics(req);
       return Response.json({ success: false, error: "not found" }, { status: 404 });
     };
     const pages = await ErrorPages.load(config.errorPagesDir);
@@ -103,6 +154,7 @@ export async function runServer(
       pages,
       logger,
       serverHandler,
+      onRequest: (r) => metrics.request(r),
     };
     const httpsServer = new SniHttpsServer({
       hostname: config.httpsListen.hostname,
@@ -134,6 +186,22 @@ export async function runServer(
       },
     }, handler);
     cleanups.push(() => http.shutdown());
+    readiness.listener("http", true);
+    readiness.listener("https", true);
+    http.finished.then(() => readiness.listener("http", false));
+    let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+    if (config.metrics.listen) {
+      // Health answers here too, whatever the Host: probes by IP reach it.
+      const m = Deno.serve({
+        hostname: config.metrics.listen.hostname,
+        port: config.metrics.listen.port,
+        onListen: () => {},
+      }, (req) => healthResponse(req, readiness) ?? serveMetrics(req));
+      metricsServer = m;
+      cleanups.push(() => m.shutdown());
+      readiness.listener("metrics", true);
+    }
+    await readiness.start();
     await certificates.start();
     logger.info("server started", {
       component: "server",
@@ -141,9 +209,35 @@ export async function runServer(
       https: `${httpsServer.addr.hostname}:${httpsServer.addr.port}`,
       dtls: `${hub.addr.hostname}:${hub.addr.port}/udp`,
       domain: config.serverDomain,
+      ...(metricsServer
+        ? { metrics: `${metricsServer.addr.hostname}:${metricsServer.addr.port}` }
+        : {}),
       database: storage.backend,
       debug: config.debug,
     });
+    let closing: Promise<void> | undefined;
+    const shutdown = async () => {
+      logger.info("server stopping", {
+        component: "server",
+        in_flight: registry.live().reduce((n, t) => n + t.inFlight, 0),
+        timeout_s: config.shutdownTimeoutSeconds,
+      });
+      readiness.shuttingDown();
+      // Stop accepting; requests in flight (streaming bodies too) continue.
+      const listenersDone = Promise.all([http.shutdown(), httpsServer.close()]);
+      hub.goAway();
+      const drained = await withinDeadline(listenersDone, config.shutdownTimeoutSeconds * 1000);
+      if (!drained) {
+        logger.warn("shutdown deadline passed, cutting requests in flight", {
+          component: "server",
+          in_flight: registry.live().reduce((n, t) => n + t.inFlight, 0),
+        });
+        await hub.close({ abort: true });
+        await withinDeadline(listenersDone, 5000);
+      }
+      await closeAll();
+      logger.info("server stopped", { component: "server", drained });
+    };
     return {
       httpAddr: http.addr,
       httpsAddr: httpsServer.addr,
@@ -152,10 +246,10 @@ export async function runServer(
       registry,
       hub,
       storage,
-      close: async () => {
-        logger.info("server stopping", { component: "server" });
-        await closeAll();
-      },
+      metrics,
+      readiness,
+      metricsAddr: metricsServer?.addr,
+      close: () => closing ??= shutdown(),
     };
   } catch (e) {
     await closeAll();

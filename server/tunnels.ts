@@ -60,6 +60,8 @@ export interface TunnelHubOptions {
   dtls?: Partial<Omit<DtlsServerOptions, "hostname" | "port" | "lookupPsk" | "onConnection">>;
   /** Time allowed for the hello after the DTLS handshake. Default 10 s. */
   helloTimeoutMs?: number;
+  /** Called for every mux session as it starts, greeted or not (metrics). */
+  onSession?: (session: MuxSession) => void;
 }
 
 export class TunnelHub {
@@ -114,6 +116,7 @@ export class TunnelHub {
       session.abort(undefined, "server shutting down");
       return;
     }
+    this.#opts.onSession?.(session);
     this.#pending.add(session);
     const id = crypto.randomUUID();
     awaitHello(session, (hello) => {
@@ -166,12 +169,27 @@ export class TunnelHub {
     });
   }
 
-  /** GOAWAY to every client, let sessions drain, close the DTLS socket. */
-  async close(): Promise<void> {
+  /**
+   * GOAWAY to every live client: it opens no new streams; the streams in flight
+   * (requests being answered) continue. The first step of a graceful shutdown.
+   */
+  goAway(): void {
+    for (const t of this.#registry.live()) t.session.goAway();
+  }
+
+  /**
+   * GOAWAY to every client, let sessions drain what they wrote, close the DTLS
+   * socket. `abort`: reset every session at once instead (a shutdown deadline
+   * passed; streams still in flight fail).
+   */
+  async close(options: { abort?: boolean } = {}): Promise<void> {
+    const tunnels = this.#registry.live();
+    if (options.abort) {
+      for (const t of tunnels) t.session.abort(undefined, "server shutting down");
+    }
     if (this.#closing) return;
     this.#closing = true;
     for (const s of this.#pending) s.abort(undefined, "server shutting down");
-    const tunnels = this.#registry.live();
     await Promise.all(tunnels.map((t) => t.session.close("server shutting down").catch(() => {})));
     await this.#dtls.close();
   }

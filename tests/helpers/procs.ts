@@ -46,6 +46,8 @@ export function freePort(transport: "tcp" | "udp"): number {
 class Proc {
   readonly child: Deno.ChildProcess;
   output = "";
+  /** Standard output alone (the server's JSON log lines). */
+  stdout = "";
   readonly exited: Promise<Deno.CommandStatus>;
   #done = false;
   readonly #reading: Promise<void>;
@@ -61,12 +63,17 @@ class Proc {
       stderr: "piped",
     }).spawn();
     const dec = new TextDecoder();
-    const drain = async (r: ReadableStream<Uint8Array>) => {
-      for await (const chunk of r) this.output += dec.decode(chunk, { stream: true });
+    const drain = async (r: ReadableStream<Uint8Array>, stdout: boolean) => {
+      const d = new TextDecoder();
+      for await (const chunk of r) {
+        this.output += dec.decode(chunk, { stream: true });
+        if (stdout) this.stdout += d.decode(chunk, { stream: true });
+      }
     };
-    this.#reading = Promise.all([drain(this.child.stdout), drain(this.child.stderr)]).then(
-      () => {},
-    );
+    this.#reading = Promise.all([drain(this.child.stdout, true), drain(this.child.stderr, false)])
+      .then(
+        () => {},
+      );
     this.exited = this.child.status;
     this.exited.then(() => this.#done = true);
   }

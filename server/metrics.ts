@@ -1,0 +1,457 @@
+/**
+ * Prometheus metrics for the server (`npm:prom-client`, its own `Registry`).
+ *
+ * Most values are read at scrape time from counters the server already keeps
+ * (DTLS stats, mux session stats, the registry): nothing on the hot path but the
+ * per-request counter and histogram. prom-client's default process metrics are
+ * not registered: they read /proc and report 0 without `-A`; process memory comes
+ * from `Deno.memoryUsage()` instead.
+ *
+ * Cardinality: no per-domain labels unless the operator opts in
+ * (`HOP_METRICS_DOMAIN_LABELS=true`); methods outside the standard set are "OTHER".
+ *
+ * | metric                                        | type      | labels                 |
+ * |-----------------------------------------------|-----------|------------------------|
+ * | hopgate_build_info                            | gauge     | version                |
+ * | hopgate_process_memory_bytes                  | gauge     | kind                   |
+ * | hopgate_process_start_time_seconds            | gauge     |                        |
+ * | hopgate_tunnel_sessions                       | gauge     | (domain)               |
+ * | hopgate_tunnel_streams_open                   | gauge     |                        |
+ * | hopgate_tunnel_bytes_total                    | counter   | direction              |
+ * | hopgate_tunnel_packets_lost_total             | counter   |                        |
+ * | hopgate_tunnel_frames_retransmitted_total     | counter   |                        |
+ * | hopgate_tunnel_bytes_retransmitted_total      | counter   |                        |
+ * | hopgate_tunnel_srtt_seconds                   | histogram | (domain)               |
+ * | hopgate_dtls_handshakes_total                 | counter   | result                 |
+ * | hopgate_dtls_dropped_records_total            | counter   | reason                 |
+ * | hopgate_http_requests_total                   | counter   | code_class, method, (domain) |
+ * | hopgate_http_request_duration_seconds         | histogram | code_class, method     |
+ * | hopgate_http_requests_in_flight               | gauge     |                        |
+ * | hopgate_http_response_bytes_total             | counter   |                        |
+ * | hopgate_admin_requests_total                  | counter   | route, status          |
+ * | hopgate_acme_orders_total                     | counter   | kind, result           |
+ * | hopgate_certificate_expiry_seconds            | gauge     | (domain)               |
+ * | hopgate_certificates                          | gauge     |                        |
+ * | hopgate_database_up                           | gauge     |                        |
+ *
+ * `hopgate_tunnel_srtt_seconds` gets one observation per live session per scrape
+ * (the smoothed RTT at that moment): its quantiles describe the sessions' RTT
+ * over the range queried. Without domain labels the certificate gauge has one
+ * series: seconds until the soonest expiry over all certificates, +Inf when
+ * there is none (so `< 7 * 86400` alerts never fire on an empty server).
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { DtlsStats } from "../shared/dtls/mod.ts";
+import type { MuxSession, MuxStats } from "../shared/mux/mod.ts";
+import type { Secret } from "./config.ts";
+
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT"]);
+
+/** The admin routes, as `METHOD /path` under the admin base path; others count as "other". */
+const ADMIN_ROUTES = new Set([
+  "POST /domains/register",
+  "POST /domains/unregister",
+  "GET /domains/exists",
+  "GET /domains/status",
+  "GET /domains",
+  "POST /domains/rotate",
+  "POST /domains/delete",
+  "GET /sessions",
+]);
+
+/** What metrics read from the tunnel side at scrape time. */
+export interface TunnelSource {
+  readonly dtlsStats: DtlsStats;
+  /** Live (greeted) tunnels. */
+  live(): Iterable<
+    { readonly domain: string; readonly inFlight: number; readonly session: MuxSession }
+  >;
+}
+
+/** One answered public request, as the ingress reports it. */
+export interface RequestRecord {
+  method: string;
+  status: number;
+  durationMs: number;
+  /** Response body bytes sent to the caller. */
+  bytes: number;
+  /** The registered domain the request went to; undefined if no tunnel took it. */
+  domain: string | undefined;
+}
+
+export interface ServerMetricsOptions {
+  /** Per-domain labels (`HOP_METRICS_DOMAIN_LABELS`); default false. */
+  domainLabels?: boolean;
+  version?: string;
+  /** Clock for certificate expiry, in ms since the epoch. */
+  now?: () => number;
+}
+
+type Totals = Pick<
+  MuxStats,
+  "bytesSent" | "bytesReceived" | "packetsLost" | "framesRetransmitted" | "bytesRetransmitted"
+>;
+
+function zeroTotals(): Totals {
+  return {
+    bytesSent: 0,
+    bytesReceived: 0,
+    packetsLost: 0,
+    framesRetransmitted: 0,
+    bytesRetransmitted: 0,
+  };
+}
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly domainLabels: boolean;
+  #tunnels: TunnelSource | undefined;
+  /** Sessions seen (greeted or not) and not yet closed; their stats count live. */
+  readonly #sessions = new Set<MuxSession>();
+  /** Totals of sessions that have closed. */
+  readonly #closed = zeroTotals();
+  readonly #certs = new Map<string, number>();
+  #databaseUp: () => boolean = () => true;
+  readonly #requests: Counter<string>;
+  readonly #duration: Histogram<string>;
+  readonly #responseBytes: Counter<string>;
+  readonly #admin: Counter<string>;
+  readonly #acme: Counter<string>;
+
+  constructor(options: ServerMetricsOptions = {}) {
+    this.domainLabels = options.domainLabels ?? false;
+    const now = options.now ?? Date.now;
+    const registers = [this.registry];
+    // prom-client calls collect() with the metric as `this`; the server is `self`.
+    // deno-lint-ignore no-this-alias
+    const self = this;
+    const domainLabel = this.domainLabels ? ["domain"] : [];
+
+    new Gauge({
+      name: "hopgate_build_info",
+      help: "Always 1; the server version as a label.",
+      labelNames: ["version"],
+      registers,
+    }).labels(options.version ?? "unknown").set(1);
+    new Gauge({
+      name: "hopgate_process_memory_bytes",
+      help: "Process memory from Deno.memoryUsage(), by kind.",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const m = Deno.memoryUsage();
+        this.labels("rss").set(m.rss);
+        this.labels("heap_total").set(m.heapTotal);
+        this.labels("heap_used").set(m.heapUsed);
+        this.labels("external").set(m.external);
+      },
+    });
+    const started = Date.now() / 1000;
+    new Gauge({
+      name: "hopgate_process_start_time_seconds",
+      help: "Start time of the process since the Unix epoch, in seconds.",
+      registers,
+    }).set(started);
+
+    new Gauge({
+      name: "hopgate_tunnel_sessions",
+      help: "Live tunnel sessions (greeted clients).",
+      labelNames: domainLabel,
+      registers,
+      collect() {
+        this.reset();
+        if (!self.domainLabels) this.set(0);
+        for (const t of self.#tunnels?.live() ?? []) {
+          if (self.domainLabels) this.labels(t.domain).inc();
+          else this.inc();
+        }
+      },
+    });
+    new Gauge({
+      name: "hopgate_tunnel_streams_open",
+      help: "Open mux streams over all live sessions (one per request in flight, plus control).",
+      registers,
+      collect() {
+        let n = 0;
+        for (const t of self.#tunnels?.live() ?? []) n += t.session.stats.activeStreams;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: "hopgate_http_requests_in_flight",
+      help: "Public requests being forwarded through a tunnel now.",
+      registers,
+      collect() {
+        let n = 0;
+        for (const t of self.#tunnels?.live() ?? []) n += t.inFlight;
+        this.set(n);
+      },
+    });
+    const totalCounter = (
+      name: string,
+      help: string,
+      value: (t: Totals) => number,
+    ) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(value(self.#totals()));
+        },
+      });
+    new Counter({
+      name: "hopgate_tunnel_bytes_total",
+      help: "Bytes of mux packets over all tunnels (DTLS payload), by direction.",
+      labelNames: ["direction"],
+      registers,
+      collect() {
+        const t = self.#totals();
+        this.reset();
+        this.labels("sent").inc(t.bytesSent);
+        this.labels("received").inc(t.bytesReceived);
+      },
+    });
+    totalCounter(
+      "hopgate_tunnel_packets_lost_total",
+      "Mux packets declared lost (RFC 9002 loss detection), all sessions.",
+      (t) => t.packetsLost,
+    );
+    totalCounter(
+      "hopgate_tunnel_frames_retransmitted_total",
+      "Stream frames sent again after loss or PTO, all sessions.",
+      (t) => t.framesRetransmitted,
+    );
+    totalCounter(
+      "hopgate_tunnel_bytes_retransmitted_total",
+      "Stream bytes sent again after loss or PTO, all sessions.",
+      (t) => t.bytesRetransmitted,
+    );
+    new Histogram({
+      name: "hopgate_tunnel_srtt_seconds",
+      help: "Smoothed RTT of each live session, one observation per session per scrape.",
+      labelNames: domainLabel,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+      collect() {
+        for (const t of self.#tunnels?.live() ?? []) {
+          const s = t.session.rtt.smoothedMs / 1000;
+          if (self.domainLabels) this.labels(t.domain).observe(s);
+          else this.observe(s);
+        }
+      },
+    });
+
+    new Counter({
+      name: "hopgate_dtls_handshakes_total",
+      help: "DTLS handshakes by result (started, completed, failed).",
+      labelNames: ["result"],
+      registers,
+      collect() {
+        const s = self.#tunnels?.dtlsStats;
+        this.reset();
+        this.labels("started").inc(s?.handshakesStarted ?? 0);
+        this.labels("completed").inc(s?.handshakesCompleted ?? 0);
+        this.labels("failed").inc(s?.handshakesFailed ?? 0);
+      },
+    });
+    new Counter({
+      name: "hopgate_dtls_dropped_records_total",
+      help: "Inbound DTLS datagrams or records discarded, by reason.",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        const s = self.#tunnels?.dtlsStats;
+        this.reset();
+        if (!s) return;
+        for (const [reason, n] of Object.entries(s.dropped)) this.labels(snake(reason)).inc(n);
+      },
+    });
+
+    const requestLabels = ["code_class", "method", ...domainLabel];
+    this.#requests = new Counter({
+      name: "hopgate_http_requests_total",
+      help: "Public HTTP requests answered, by status class and method.",
+      labelNames: requestLabels,
+      registers,
+    });
+    this.#duration = new Histogram({
+      name: "hopgate_http_request_duration_seconds",
+      help: "Time from request to the end of the response body (WebSocket: the session).",
+      labelNames: ["code_class", "method"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.#responseBytes = new Counter({
+      name: "hopgate_http_response_bytes_total",
+      help: "Response body bytes relayed from tunnels to callers.",
+      registers,
+    });
+    this.#admin = new Counter({
+      name: "hopgate_admin_requests_total",
+      help: "Admin API calls by route and status.",
+      labelNames: ["route", "status"],
+      registers,
+    });
+    this.#acme = new Counter({
+      name: "hopgate_acme_orders_total",
+      help: "ACME certificate orders by kind (issue, renew) and result (success, failure).",
+      labelNames: ["kind", "result"],
+      registers,
+    });
+    for (const kind of ["issue", "renew"]) {
+      for (const result of ["success", "failure"]) this.#acme.labels(kind, result).inc(0);
+    }
+    new Gauge({
+      name: "hopgate_certificate_expiry_seconds",
+      help: this.domainLabels
+        ? "Seconds until each certificate expires."
+        : "Seconds until the soonest-expiring certificate expires (+Inf: no certificate).",
+      labelNames: domainLabel,
+      registers,
+      collect() {
+        this.reset();
+        const t = now();
+        const left = (notAfter: number) => (notAfter - t) / 1000;
+        if (self.domainLabels) {
+          for (const [d, na] of self.#certs) this.labels(d).set(left(na));
+        } else {
+          this.set(self.#certs.size > 0 ? left(Math.min(...self.#certs.values())) : Infinity);
+        }
+      },
+    });
+    new Gauge({
+      name: "hopgate_certificates",
+      help: "Certificates held.",
+      registers,
+      collect() {
+        this.set(self.#certs.size);
+      },
+    });
+    new Gauge({
+      name: "hopgate_database_up",
+      help: "1 if the last database check succeeded, else 0.",
+      registers,
+      collect() {
+        this.set(self.#databaseUp() ? 1 : 0);
+      },
+    });
+  }
+
+  /** Where scrape-time tunnel values come from (the hub and registry). */
+  bindTunnels(source: TunnelSource): void {
+    this.#tunnels = source;
+  }
+
+  /** Where `hopgate_database_up` comes from. */
+  bindDatabase(up: () => boolean): void {
+    this.#databaseUp = up;
+  }
+
+  /**
+   * A mux session started (greeted or not): its byte and loss counters count
+   * while it lives and are folded into the totals when it closes.
+   */
+  trackSession(session: MuxSession): void {
+    if (this.#sessions.has(session)) return;
+    this.#sessions.add(session);
+    session.closed.then(() => {
+      if (!this.#sessions.delete(session)) return;
+      const s = session.stats;
+      this.#closed.bytesSent += s.bytesSent;
+      this.#closed.bytesReceived += s.bytesReceived;
+      this.#closed.packetsLost += s.packetsLost;
+      this.#closed.framesRetransmitted += s.framesRetransmitted;
+      this.#closed.bytesRetransmitted += s.bytesRetransmitted;
+    });
+  }
+
+  /** One answered public request (called by the ingress). */
+  request(r: RequestRecord): void {
+    const cls = `${Math.floor(r.status / 100)}xx`;
+    const method = METHODS.has(r.method) ? r.method : "OTHER";
+    if (this.domainLabels) this.#requests.labels(cls, method, r.domain ?? "").inc();
+    else this.#requests.labels(cls, method).inc();
+    this.#duration.labels(cls, method).observe(r.durationMs / 1000);
+    if (r.bytes > 0) this.#responseBytes.inc(r.bytes);
+  }
+
+  /** One admin API call; `path` relative to the admin base path. */
+  adminCall(method: string, path: string, status: number): void {
+    const p = path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
+    const route = ADMIN_ROUTES.has(`${method} ${p}`) ? `${method} ${p}` : "other";
+    this.#admin.labels(route, String(status)).inc();
+  }
+
+  /** For the certificate manager: an ACME order finished. */
+  acmeResult(kind: "issue" | "renew", result: "success" | "failure"): void {
+    this.#acme.labels(kind, result).inc();
+  }
+
+  /** For the certificate manager: a certificate's expiry; `undefined` removes it. */
+  certificateExpiry(domain: string, notAfter: Date | undefined): void {
+    if (notAfter) this.#certs.set(domain, notAfter.getTime());
+    else this.#certs.delete(domain);
+  }
+
+  /** The exposition text. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  #totals(): Totals {
+    const t = { ...this.#closed };
+    for (const session of this.#sessions) {
+      const s = session.stats;
+      t.bytesSent += s.bytesSent;
+      t.bytesReceived += s.bytesReceived;
+      t.packetsLost += s.packetsLost;
+      t.framesRetransmitted += s.framesRetransmitted;
+      t.bytesRetransmitted += s.bytesRetransmitted;
+    }
+    return t;
+  }
+}
+
+function snake(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/**
+ * `GET /metrics` for a metrics source, optionally behind `Authorization: Bearer
+ * <token>` (`HOP_METRICS_TOKEN`). Other paths get 404, other methods 405.
+ */
+export function createMetricsHandler(
+  render: () => Promise<string>,
+  token?: Secret,
+): (req: Request) => Promise<Response> {
+  const expected = token ? new TextEncoder().encode(`Bearer ${token.reveal()}`) : undefined;
+  return async (req) => {
+    const url = new URL(req.url);
+    if (url.pathname !== "/metrics") return new Response("Not Found\n", { status: 404 });
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return new Response("Method Not Allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
+    }
+    if (expected) {
+      const given = new TextEncoder().encode(req.headers.get("authorization") ?? "");
+      if (!constantTimeEqual(given, expected)) {
+        return new Response("Unauthorized\n", {
+          status: 401,
+          headers: { "WWW-Authenticate": 'Bearer realm="hopgate-metrics"' },
+        });
+      }
+    }
+    return new Response(req.method === "HEAD" ? null : await render(), {
+      headers: { "content-type": METRICS_CONTENT_TYPE, "cache-control": "no-store" },
+    });
+  };
+}
+
+function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a[i] ?? 0) ^ b[i]!;
+  return diff === 0;
+}
