@@ -5,6 +5,8 @@
  *
  * Run: deno run --allow-net=127.0.0.1 --allow-read --allow-env bench/mux_bench.ts [--quick]
  * (--unstable-net comes from deno.json). `main()` is also called by bench/main.ts.
+ * Pick rows (for profiling): --transport=udp,memory --mds=1200 --streams=1 --loss=0
+ * --no-latency; --mb=N sets MiB per run.
  */
 import { realClock } from "../shared/mux/clock.ts";
 import type { DatagramConn } from "../shared/datagram.ts";
@@ -124,6 +126,8 @@ async function goodput(t: Transport, mds: number, loss: number, streams: number,
       lost: st.packetsLost,
       sent: st.packetsSent,
       pps: st.packetsSent / secs,
+      /** Packets the receiver sent back (ACKs, window updates) per data packet. */
+      back: p.server.stats.packetsSent / st.packetsSent,
     };
   } finally {
     await p.close();
@@ -161,17 +165,32 @@ async function latency(t: Transport, n: number) {
   }
 }
 
+/** Values of `--name=a,b` (undefined if absent: no filter). */
+function listArg(args: string[], name: string): string[] | undefined {
+  const a = args.find((x) => x.startsWith(`--${name}=`));
+  return a === undefined ? undefined : a.slice(name.length + 3).split(",");
+}
+
 export async function main(args: string[] = []): Promise<void> {
   const quick = args.includes("--quick");
+  const only = (name: string, v: string | number) => {
+    const l = listArg(args, name);
+    return l === undefined || l.includes(String(v));
+  };
   const mb = 1024 * 1024;
-  const total = quick ? 8 * mb : 32 * mb;
+  const mbArg = listArg(args, "mb");
+  const total = mbArg !== undefined ? Number(mbArg[0]) * mb : quick ? 8 * mb : 32 * mb;
   console.log(`mux goodput (MB/s = 10^6 B/s), ${total / mb} MiB per run`);
-  console.log("transport        datagram  streams  loss   MB/s   pkts/s   lost");
+  console.log("transport        datagram  streams  loss   MB/s   pkts/s   lost  back/pkt");
   for (const t of transports) {
+    if (!only("transport", t.name)) continue;
     for (const mds of [1200, 16384]) {
+      if (!only("mds", mds)) continue;
       for (const streams of [1, 10]) {
+        if (!only("streams", streams)) continue;
         for (const loss of [0, 0.01]) {
           if (loss > 0 && streams > 1) continue;
+          if (!only("loss", loss * 100)) continue;
           try {
             const r = await goodput(t, mds, loss, streams, total);
             console.log(
@@ -179,7 +198,7 @@ export async function main(args: string[] = []): Promise<void> {
                 (loss * 100).toFixed(0).padStart(4)
               }% ${r.mbps.toFixed(1).padStart(6)} ${r.pps.toFixed(0).padStart(8)} ${
                 String(r.lost).padStart(6)
-              }`,
+              } ${r.back.toFixed(2).padStart(9)}`,
             );
           } catch (e) {
             console.log(
@@ -190,11 +209,13 @@ export async function main(args: string[] = []): Promise<void> {
       }
     }
   }
+  if (args.includes("--no-latency")) return;
   console.log(
     "\n1-byte request/response on an open session (new stream each), 1200-byte datagrams",
   );
   console.log("transport        p50 ms   p99 ms");
   for (const t of transports) {
+    if (!only("transport", t.name)) continue;
     const r = await latency(t, quick ? 300 : 2000);
     console.log(
       `${t.name.padEnd(16)} ${r.p50.toFixed(3).padStart(7)} ${r.p99.toFixed(3).padStart(8)}`,

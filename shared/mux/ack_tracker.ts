@@ -2,6 +2,8 @@
  * Received packet numbers, kept as a short list of ranges, and the decision of
  * when to send an ACK (RFC 9000 §13.2): after `ackElicitingThresholdPackets`
  * ack-eliciting packets, at once on reordering, otherwise after max_ack_delay.
+ * The peer may raise the threshold and shorten the delay with ACK_FREQUENCY
+ * (draft-ietf-quic-ack-frequency) during bulk transfer.
  */
 export class AckTracker {
   /** Flat, descending, inclusive: [high0, low0, high1, low1, ...]. */
@@ -15,13 +17,35 @@ export class AckTracker {
   /** Receive time of the largest packet number, for ack_delay. */
   largestReceivedTime = 0;
   readonly #maxRanges: number;
-  readonly #threshold: number;
-  readonly #maxAckDelayMs: number;
+  #threshold: number;
+  #maxAckDelayMs: number;
+  /** Sequence number of the last ACK_FREQUENCY applied (-1: none). */
+  #freqSeq = -1;
 
   constructor(maxRanges: number, threshold: number, maxAckDelayMs: number) {
     this.#maxRanges = maxRanges;
     this.#threshold = threshold;
     this.#maxAckDelayMs = maxAckDelayMs;
+  }
+
+  /**
+   * Applies an ACK_FREQUENCY request (older sequence numbers are ignored). The
+   * delay is capped at `maxDelayMs`, so a peer cannot make us sit on ACKs.
+   */
+  setFrequency(seq: number, threshold: number, delayMs: number, maxDelayMs: number): void {
+    if (seq <= this.#freqSeq) return;
+    this.#freqSeq = seq;
+    this.#threshold = Math.max(1, threshold);
+    this.#maxAckDelayMs = Math.min(Math.max(delayMs, 0), maxDelayMs);
+    if (this.unackedEliciting >= this.#threshold) this.ackNow = true;
+    else if (this.ackDeadline !== Infinity) {
+      this.ackDeadline = Math.min(this.ackDeadline, this.largestReceivedTime + this.#maxAckDelayMs);
+    }
+  }
+
+  /** Current ack-eliciting threshold (packets). */
+  get threshold(): number {
+    return this.#threshold;
   }
 
   /** True if `pn` was already received (or is too old to tell, which we treat as received). */

@@ -17,6 +17,8 @@
  * MAX_STREAMS      0x12 maximum (cumulative count, bidi only) (§19.11)
  * CLOSE            0x1c error_code, reason_length, reason     (§19.19)
  * GOAWAY           0x1e last_stream_id + 1 (0: none)          (HTTP/3 style)
+ * ACK_FREQUENCY    0x20 sequence, ack_eliciting_threshold, max_ack_delay_us
+ *                       (draft-ietf-quic-ack-frequency §4, own code point)
  * ```
  * All integers are QUIC varints (wire.ts). There is no encryption or packet
  * number protection here: DTLS below provides confidentiality and integrity.
@@ -38,6 +40,7 @@ export const FrameType = {
   MAX_STREAMS: 0x12,
   CLOSE: 0x1c,
   GOAWAY: 0x1e,
+  ACK_FREQUENCY: 0x20,
 } as const;
 
 export type Frame =
@@ -56,7 +59,8 @@ export type Frame =
   | { type: 0x11; streamId: number; max: number }
   | { type: 0x12; max: number }
   | { type: 0x1c; code: number; reason: string }
-  | { type: 0x1e; lastStreamIdPlusOne: number };
+  | { type: 0x1e; lastStreamIdPlusOne: number }
+  | { type: 0x20; seq: number; threshold: number; maxAckDelayUs: number };
 
 export function encodePacketHeader(w: Writer, pn: number): void {
   w.u8(PACKET_MAGIC);
@@ -176,6 +180,18 @@ export function encodeGoAway(w: Writer, lastStreamIdPlusOne: number): void {
   w.u8(FrameType.GOAWAY);
   w.varint(lastStreamIdPlusOne);
 }
+/** Asks the peer to ack every `threshold` ack-eliciting packets, or after `maxAckDelayUs`. */
+export function encodeAckFrequency(
+  w: Writer,
+  seq: number,
+  threshold: number,
+  maxAckDelayUs: number,
+): void {
+  w.u8(FrameType.ACK_FREQUENCY);
+  w.varint(seq);
+  w.varint(threshold);
+  w.varint(maxAckDelayUs);
+}
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 /** Reason is truncated to 200 bytes. */
@@ -261,6 +277,14 @@ export function decodeFrame(r: Reader): Frame | null {
     case FrameType.GOAWAY: {
       const lastStreamIdPlusOne = r.varint();
       return r.error === null ? { type, lastStreamIdPlusOne } : null;
+    }
+    case FrameType.ACK_FREQUENCY: {
+      const seq = r.varint();
+      const threshold = r.varint();
+      const maxAckDelayUs = r.varint();
+      if (r.error !== null) return null;
+      if (threshold === 0) return r.fail(`Cannot decode ACK_FREQUENCY: threshold 0`), null;
+      return { type, seq, threshold, maxAckDelayUs };
     }
     default:
       if (r.error === null) r.fail(`Cannot decode frame: unknown type 0x${type.toString(16)}`);

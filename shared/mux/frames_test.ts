@@ -3,6 +3,7 @@ import {
   decodeFrame,
   decodePacketHeader,
   encodeAck,
+  encodeAckFrequency,
   encodeClose,
   encodePacketHeader,
   encodeResetStream,
@@ -34,6 +35,7 @@ Deno.test("mux frames: packet with ACK ranges, STREAM, RESET, CLOSE round-trips"
   encodeStream(w, 6, 70000, new Uint8Array([1, 2, 3]), true);
   encodeResetStream(w, 9, 42, 1000);
   encodeClose(w, 0, "bye");
+  encodeAckFrequency(w, 3, 10, 1000);
   const r = new Reader(buf, 0, w.pos);
   assert.equal(decodePacketHeader(r), 123456);
   assert.deepEqual(decodeFrame(r), {
@@ -51,6 +53,12 @@ Deno.test("mux frames: packet with ACK ranges, STREAM, RESET, CLOSE round-trips"
     finalSize: 1000,
   });
   assert.deepEqual(decodeFrame(r), { type: FrameType.CLOSE, code: 0, reason: "bye" });
+  assert.deepEqual(decodeFrame(r), {
+    type: FrameType.ACK_FREQUENCY,
+    seq: 3,
+    threshold: 10,
+    maxAckDelayUs: 1000,
+  });
   assert.equal(r.remaining, 0);
 });
 
@@ -106,4 +114,23 @@ Deno.test("mux params: invalid values are rejected naming the field", () => {
   assert.throws(() => resolveParams({ keepAliveIntervalMs: 40_000 }), /keepAliveIntervalMs/);
   assert.throws(() => resolveParams({ maxStreamWindowBytes: 1 }), /maxStreamWindowBytes/);
   assert.equal(resolveParams().maxAckDelayMs, 25);
+});
+
+Deno.test("mux ack tracker: ACK_FREQUENCY raises the threshold; gaps still ack at once", () => {
+  const t = new AckTracker(32, 2, 25);
+  t.setFrequency(0, 10, 1, 25);
+  for (let pn = 0; pn < 9; pn++) t.onPacket(pn, true, 1000);
+  assert.equal(t.ackNow, false);
+  assert.equal(t.ackDeadline, 1001);
+  t.onPacket(9, true, 1000);
+  assert.equal(t.ackNow, true);
+  t.onAckSent();
+  t.onPacket(11, true, 1000); // gap: 10 is missing
+  assert.equal(t.ackNow, true);
+  t.onAckSent();
+  t.setFrequency(0, 2, 1, 25); // stale sequence: ignored
+  assert.equal(t.threshold, 10);
+  t.setFrequency(1, 4, 500, 25); // delay capped at our max_ack_delay
+  t.onPacket(12, true, 2000);
+  assert.equal(t.ackDeadline, 2025);
 });

@@ -11,6 +11,14 @@ export interface MuxParams {
   maxAckDelayMs: number;
   /** Send an ACK after this many ack-eliciting packets (RFC 9000 §13.2.2 recommends 2). */
   ackElicitingThresholdPackets: number;
+  /**
+   * During bulk transfer we ask the peer (ACK_FREQUENCY) to ack only every
+   * cwnd/`ackFrequencyCwndDivisor` packets, at most this many; 0 disables.
+   * Fewer ACKs halve the datagrams a Deno peer must receive and send.
+   */
+  ackFrequencyMaxPackets: number;
+  /** The threshold we ask for is cwnd (in packets) divided by this (the draft suggests 4). */
+  ackFrequencyCwndDivisor: number;
   /** ACK ranges kept and sent; older ranges are forgotten. */
   maxAckRanges: number;
   /** Reordering threshold in packets before declaring loss (RFC 9002 §6.1.1: 3). */
@@ -67,6 +75,8 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   initialRttMs: 100,
   maxAckDelayMs: 25,
   ackElicitingThresholdPackets: 2,
+  ackFrequencyMaxPackets: 10,
+  ackFrequencyCwndDivisor: 4,
   maxAckRanges: 32,
   packetThresholdPackets: 3,
   timeThresholdRatio: 9 / 8,
@@ -102,6 +112,7 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
   const positive: (keyof MuxParams)[] = [
     "initialRttMs",
     "ackElicitingThresholdPackets",
+    "ackFrequencyCwndDivisor",
     "maxAckRanges",
     "packetThresholdPackets",
     "timeThresholdRatio",

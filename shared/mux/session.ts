@@ -17,6 +17,7 @@ import {
   decodeFrame,
   decodePacketHeader,
   encodeAck,
+  encodeAckFrequency,
   encodeClose,
   encodeGoAway,
   encodeMaxData,
@@ -96,6 +97,7 @@ const K_MAX_STREAMS = 5;
 const K_GOAWAY = 6;
 const K_PING = 7;
 const K_CLOSE = 8;
+const K_ACK_FREQUENCY = 9;
 
 class SentFrame {
   constructor(
@@ -181,6 +183,12 @@ export class MuxSession implements StreamHost {
   /** Graceful close: CLOSE queued as a reliable frame; done when acked or after 3 PTO. */
   #closeQueued = false;
   #closePending = false;
+  // ACK_FREQUENCY we asked of the peer (threshold in packets, delay in ms).
+  #ackFreqSeq = -1;
+  #ackFreqThreshold: number;
+  #ackFreqDelayMs: number;
+  #ackFreqPending = false;
+  #ackFreqSentAt = -Infinity;
   /** Peer's CLOSE seen in the packet being processed. */
   #remoteClose: { code: number; reason: string } | null = null;
 
@@ -218,6 +226,8 @@ export class MuxSession implements StreamHost {
       this.params.ackElicitingThresholdPackets,
       this.params.maxAckDelayMs,
     );
+    this.#ackFreqThreshold = this.params.ackElicitingThresholdPackets;
+    this.#ackFreqDelayMs = this.params.maxAckDelayMs;
     this.#localMaxStreams = this.params.maxIncomingStreams;
     this.#recvWindow = new ReceiveWindow(
       this.params.initialSessionWindowBytes,
@@ -576,6 +586,14 @@ export class MuxSession implements StreamHost {
       case FrameType.CLOSE:
         this.#remoteClose = { code: f.code, reason: f.reason };
         return;
+      case FrameType.ACK_FREQUENCY:
+        this.#ack.setFrequency(
+          f.seq,
+          f.threshold,
+          f.maxAckDelayUs / 1000,
+          this.params.maxAckDelayMs,
+        );
+        return;
       case FrameType.GOAWAY: {
         if (this.#peerGoAway) return;
         this.#peerGoAway = true;
@@ -748,7 +766,37 @@ export class MuxSession implements StreamHost {
       case K_CLOSE:
         this.#closePending = true;
         return;
+      case K_ACK_FREQUENCY:
+        if (f.off === this.#ackFreqSeq) this.#ackFreqPending = true;
+        return;
     }
+  }
+
+  /**
+   * Bulk transfer: ask the peer to ack every cwnd/4 packets (at most
+   * ackFrequencyMaxPackets) within a quarter RTT, instead of every 2nd packet.
+   * Re-sent at most once per RTT, and only when the threshold changes.
+   */
+  #updateAckFrequency(now: number): void {
+    const p = this.params;
+    if (p.ackFrequencyMaxPackets <= 0) return;
+    const rec = this.#recovery;
+    const want = Math.max(
+      p.ackElicitingThresholdPackets,
+      Math.min(
+        p.ackFrequencyMaxPackets,
+        Math.floor(rec.cwnd / (this.maxDatagramSize * p.ackFrequencyCwndDivisor)),
+      ),
+    );
+    if (want === this.#ackFreqThreshold || now - this.#ackFreqSentAt < rec.smoothedRtt) return;
+    this.#ackFreqSeq++;
+    this.#ackFreqThreshold = want;
+    this.#ackFreqDelayMs = Math.min(
+      p.maxAckDelayMs,
+      Math.max(p.timerGranularityMs, rec.smoothedRtt / 4),
+    );
+    this.#ackFreqPending = true;
+    this.#ackFreqSentAt = now;
   }
 
   // ---------------------------------------------------------------- send loop
@@ -773,7 +821,8 @@ export class MuxSession implements StreamHost {
 
   #hasControl(): boolean {
     return this.#maxDataPending || this.#maxStreamsPending || this.#goAwayPending ||
-      this.#pingPending || this.#closePending || this.#controlSet.size > 0;
+      this.#pingPending || this.#closePending || this.#ackFreqPending ||
+      this.#controlSet.size > 0;
   }
 
   #flush(): void {
@@ -784,6 +833,7 @@ export class MuxSession implements StreamHost {
     const rec = this.#recovery;
     const ack = this.#ack;
     this.#pacingAt = Infinity;
+    if (this.#sendQueue.length > 0) this.#updateAckFrequency(now);
     for (let guard = 0; guard < 10_000; guard++) {
       const ackDue = ack.ackNow || (ack.pending && ack.ackDeadline <= now);
       const control = this.#hasControl();
@@ -877,6 +927,16 @@ export class MuxSession implements StreamHost {
       encodeClose(w, SessionErrorCode.NO_ERROR, this.#closeReason);
       this.#closePending = false;
       frames.push(SF_CLOSE);
+    }
+    if (this.#ackFreqPending && w.remaining >= room) {
+      encodeAckFrequency(
+        w,
+        this.#ackFreqSeq,
+        this.#ackFreqThreshold,
+        Math.round(this.#ackFreqDelayMs * 1000),
+      );
+      this.#ackFreqPending = false;
+      frames.push(new SentFrame(K_ACK_FREQUENCY, null, this.#ackFreqSeq, 0, false));
     }
     if (this.#pingPending && w.remaining >= 1) {
       w.u8(FrameType.PING);
