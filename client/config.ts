@@ -13,6 +13,7 @@ export const CLIENT_ENV = {
   localTarget: "HOP_CLIENT_LOCAL_TARGET",
   debug: "HOP_CLIENT_DEBUG",
   dtlsEngine: "HOP_CLIENT_DTLS_ENGINE",
+  metricsListen: "HOP_CLIENT_METRICS_LISTEN",
 } as const;
 export type ConfigKey = keyof typeof CLIENT_ENV;
 export const CLIENT_ENV_NAMES: readonly string[] = Object.values(CLIENT_ENV);
@@ -25,6 +26,7 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
   localTarget: "--local-target",
   debug: "--debug",
   dtlsEngine: "--dtls-engine",
+  metricsListen: "--metrics-listen",
 };
 
 export interface ClientConfig {
@@ -35,6 +37,8 @@ export interface ClientConfig {
   target: URL;
   engine: DtlsEngine;
   debug: boolean;
+  /** Where to serve Prometheus metrics (opt-in); a bare port means 127.0.0.1. */
+  metricsListen?: { hostname: string; port: number };
 }
 
 export class ConfigError extends Error {
@@ -195,8 +199,25 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     } else debug = b;
   }
 
+  const rawMetrics = get("metricsListen");
+  let metricsListen: ClientConfig["metricsListen"];
+  if (typeof rawMetrics === "string" && rawMetrics.trim() !== "") {
+    const v = rawMetrics.trim();
+    const r = parseServerAddr(/^\d+$/.test(v) ? `127.0.0.1:${v}` : v);
+    if (typeof r === "string") problems.push(`Invalid ${where("metricsListen")}: ${r}`);
+    else metricsListen = r;
+  }
+
   if (problems.length > 0 || !server || !domain || !apiKey || !target) {
     throw new ConfigError(problems);
   }
-  return { server, domain, apiKey, target, engine, debug };
+  return {
+    server,
+    domain,
+    apiKey,
+    target,
+    engine,
+    debug,
+    ...(metricsListen ? { metricsListen } : {}),
+  };
 }

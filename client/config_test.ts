@@ -105,3 +105,20 @@ Deno.test("config: every problem is listed, naming the flag and variable; the ke
   assert.equal(maskSecret("abcdef"), "****(6 chars)");
   assert.ok(!maskSecret("abcdef").includes("abc"));
 });
+
+Deno.test("config: metrics listener is opt-in; a bare port means 127.0.0.1; bad values named", () => {
+  assert.equal(resolveConfig({ flags: {}, env: full, dotenv: {} }).metricsListen, undefined);
+  const c = resolveConfig({
+    flags: {},
+    env: { ...full, HOP_CLIENT_METRICS_LISTEN: "9464" },
+    dotenv: {},
+  });
+  assert.deepEqual(c.metricsListen, { hostname: "127.0.0.1", port: 9464 });
+  const f = resolveConfig({ flags: { metricsListen: "0.0.0.0:9500" }, env: full, dotenv: {} });
+  assert.deepEqual(f.metricsListen, { hostname: "0.0.0.0", port: 9500 });
+  assert.throws(
+    () => resolveConfig({ flags: { metricsListen: "nope" }, env: full, dotenv: {} }),
+    (e: unknown) =>
+      e instanceof ConfigError && /--metrics-listen \/ HOP_CLIENT_METRICS_LISTEN/.test(e.message),
+  );
+});

@@ -17,6 +17,7 @@ import {
   resolveConfig,
 } from "./config.ts";
 import { CLIENT_VERSION, DTLS_ENGINES, runClient } from "./connector.ts";
+import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
 
 const HELP_AFTER = `
@@ -30,6 +31,8 @@ the working directory (read, never overriding the real environment).
   --local-target  ${CLIENT_ENV.localTarget}
   --dtls-engine   ${CLIENT_ENV.dtlsEngine}
   --debug         ${CLIENT_ENV.debug}       (true/false)
+  --metrics-listen ${CLIENT_ENV.metricsListen} (host:port or a port on
+                                         127.0.0.1; off by default)
 
 DTLS engines:
   hopgate           HopGate's own DTLS 1.2 client (default): ECDHE-PSK with
@@ -76,6 +79,10 @@ function buildProgram(): Command {
       ),
     )
     .option("--debug", "log every request and connection attempt")
+    .option(
+      "--metrics-listen <host:port>",
+      "serve Prometheus metrics at http://host:port/metrics (a bare port means 127.0.0.1)",
+    )
     .option("--check", "validate the configuration, print it (API key masked) and exit")
     .addHelpText("after", HELP_AFTER)
     .showHelpAfterError("(run hopgate-client --help for usage)")
@@ -113,6 +120,9 @@ function describe(c: ClientConfig): string {
     `local-target  ${c.target.href}`,
     `dtls-engine   ${c.engine}`,
     `debug         ${c.debug}`,
+    ...(c.metricsListen
+      ? [`metrics       ${c.metricsListen.hostname}:${c.metricsListen.port}`]
+      : []),
   ].join("\n");
 }
 
@@ -186,6 +196,26 @@ export async function main(argv: string[]): Promise<number> {
   };
   const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const n of names) Deno.addSignalListener(n, onSignal);
+  let onEvent = status.onEvent;
+  let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (config.metricsListen) {
+    const metrics = new ClientMetrics();
+    try {
+      metricsServer = serveClientMetrics(metrics, config.metricsListen, ac.signal);
+    } catch (e) {
+      err(`hopgate-client: cannot serve metrics: ${e instanceof Error ? e.message : e}\n`);
+      for (const n of names) Deno.removeSignalListener(n, onSignal);
+      status.close();
+      return 2;
+    }
+    status.log(
+      `metrics on http://${metricsServer.addr.hostname}:${metricsServer.addr.port}/metrics`,
+    );
+    onEvent = (e) => {
+      metrics.onEvent(e);
+      status.onEvent(e);
+    };
+  }
   try {
     await runClient({
       server: config.server,
@@ -193,8 +223,9 @@ export async function main(argv: string[]): Promise<number> {
       apiKey: config.apiKey,
       target: config.target,
       engine: config.engine,
-      onEvent: status.onEvent,
+      onEvent,
     }, ac.signal);
+    await metricsServer?.finished;
   } finally {
     for (const n of names) Deno.removeSignalListener(n, onSignal);
     status.close();

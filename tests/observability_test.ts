@@ -6,7 +6,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { ADMIN_KEY, curl, startClientProc, startServerProc } from "./helpers/procs.ts";
+import { ADMIN_KEY, curl, freePort, startClientProc, startServerProc } from "./helpers/procs.ts";
 
 const DOMAIN = "obs.e2e.test";
 const METRICS_TOKEN = "metrics-token-0123456789abcdef";
@@ -71,11 +71,13 @@ Deno.test("observability: /metrics (promtool, counters move), JSON request logs 
   try {
     const apiKey = await server.register(DOMAIN);
     const pskHex = createHmac("sha256", apiKey).update("hopgate/dtls-psk/v1").digest("hex");
+    const clientMetricsPort = freePort("tcp");
     client = startClientProc({
       dtlsPort: server.dtlsPort,
       domain: DOMAIN,
       apiKey,
       target: `127.0.0.1:${origin.port}`,
+      args: ["--metrics-listen", String(clientMetricsPort)],
     });
     await client.waitFor("connected to");
 
@@ -154,6 +156,17 @@ Deno.test("observability: /metrics (promtool, counters move), JSON request logs 
       const text = await scrape();
       const r = await promtool(text);
       equal(r.code, 0, `${r.out}\n${text}`);
+    });
+
+    await t.step("the client's opt-in metrics: promtool passes, counters moved", async () => {
+      const r = await curl([`http://127.0.0.1:${clientMetricsPort}/metrics`]);
+      equal(r.status, 200);
+      equal(sample(r.body, "hopgate_client_connected"), 1);
+      equal(sample(r.body, "hopgate_client_connects_total"), 1);
+      ok(sample(r.body, 'hopgate_client_requests_total{outcome="2xx"}') >= 5, r.body);
+      equal(sample(r.body, 'hopgate_client_requests_total{outcome="4xx"}'), 1);
+      const p = await promtool(r.body);
+      equal(p.code, 0, `${p.out}\n${r.body}`);
     });
 
     await t.step(

@@ -176,7 +176,15 @@ export async function startServerProc(env: Record<string, string> = {}): Promise
 }
 
 export function startClientProc(
-  o: { dtlsPort: number; domain: string; apiKey: string; target: string; engine?: string },
+  o: {
+    dtlsPort: number;
+    domain: string;
+    apiKey: string;
+    target: string;
+    engine?: string;
+    /** More CLI flags (e.g. `--metrics-listen`). */
+    args?: string[];
+  },
 ): Proc {
   return new Proc([
     "run",
@@ -193,6 +201,7 @@ export function startClientProc(
     "--local-target",
     o.target,
     ...(o.engine ? ["--dtls-engine", o.engine] : []),
+    ...(o.args ?? []),
   ], {});
 }
 

@@ -1,0 +1,140 @@
+/**
+ * The client's Prometheus metrics, opt-in (`--metrics-listen` /
+ * `HOP_CLIENT_METRICS_LISTEN`), built from the connector's events: nothing is
+ * added to the request path.
+ *
+ * | metric                                  | type      | labels  |
+ * |-----------------------------------------|-----------|---------|
+ * | hopgate_client_connected                | gauge     |         |
+ * | hopgate_client_connects_total           | counter   |         |
+ * | hopgate_client_failures_total           | counter   | kind    |
+ * | hopgate_client_requests_total           | counter   | outcome |
+ * | hopgate_client_request_duration_seconds | histogram | outcome |
+ * | hopgate_client_requests_in_flight       | gauge     |         |
+ * | hopgate_client_srtt_seconds             | gauge     |         |
+ * | hopgate_client_process_memory_bytes     | gauge     | kind    |
+ *
+ * `outcome`: the status class of the local service's answer (`2xx`...), `websocket`,
+ * `aborted` (the caller went away), or the forwarder's error code (`refused`...).
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ClientEvent } from "./connector.ts";
+
+export class ClientMetrics {
+  readonly registry = new Registry();
+  readonly #connected: Gauge<string>;
+  readonly #connects: Counter<string>;
+  readonly #failures: Counter<string>;
+  readonly #requests: Counter<string>;
+  readonly #duration: Histogram<string>;
+  readonly #inFlight: Gauge<string>;
+  readonly #srtt: Gauge<string>;
+
+  constructor() {
+    const registers = [this.registry];
+    this.#connected = new Gauge({
+      name: "hopgate_client_connected",
+      help: "1 while the tunnel is up.",
+      registers,
+    });
+    this.#connects = new Counter({
+      name: "hopgate_client_connects_total",
+      help: "Tunnels established (first connect and every reconnect).",
+      registers,
+    });
+    this.#failures = new Counter({
+      name: "hopgate_client_failures_total",
+      help: "Connection failures by kind.",
+      labelNames: ["kind"],
+      registers,
+    });
+    this.#requests = new Counter({
+      name: "hopgate_client_requests_total",
+      help: "Requests forwarded to the local service, by outcome.",
+      labelNames: ["outcome"],
+      registers,
+    });
+    this.#duration = new Histogram({
+      name: "hopgate_client_request_duration_seconds",
+      help: "Time to forward a request to the local service and relay its response.",
+      labelNames: ["outcome"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.#inFlight = new Gauge({
+      name: "hopgate_client_requests_in_flight",
+      help: "Requests being forwarded now.",
+      registers,
+    });
+    this.#srtt = new Gauge({
+      name: "hopgate_client_srtt_seconds",
+      help: "Smoothed RTT of the tunnel at the last status report.",
+      registers,
+    });
+    new Gauge({
+      name: "hopgate_client_process_memory_bytes",
+      help: "Process memory from Deno.memoryUsage(), by kind.",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const m = Deno.memoryUsage();
+        this.labels("rss").set(m.rss);
+        this.labels("heap_used").set(m.heapUsed);
+      },
+    });
+  }
+
+  /** Pass to `runClient`'s `onEvent` (next to the status reporter). */
+  onEvent(event: ClientEvent): void {
+    switch (event.type) {
+      case "connected":
+        this.#connected.set(1);
+        this.#connects.inc();
+        break;
+      case "failure":
+        this.#connected.set(0);
+        this.#failures.labels(event.kind).inc();
+        break;
+      case "stopped":
+        this.#connected.set(0);
+        break;
+      case "stats":
+        this.#inFlight.set(event.inFlight);
+        if (event.rttMs !== undefined) this.#srtt.set(event.rttMs / 1000);
+        break;
+      case "request": {
+        const o = event.outcome;
+        const outcome = o.kind === "error"
+          ? o.code
+          : o.kind === "aborted"
+          ? "aborted"
+          : o.kind === "websocket"
+          ? "websocket"
+          : `${Math.floor(o.status / 100)}xx`;
+        this.#requests.labels(outcome).inc();
+        this.#duration.labels(outcome).observe(event.durationMs / 1000);
+        break;
+      }
+    }
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+/** Serves `GET /metrics` on `addr` until `signal` aborts. */
+export function serveClientMetrics(
+  metrics: ClientMetrics,
+  addr: { hostname: string; port: number },
+  signal: AbortSignal,
+): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ ...addr, signal, onListen: () => {} }, async (req) => {
+    if (new URL(req.url).pathname !== "/metrics") {
+      return new Response("Not Found\n", { status: 404 });
+    }
+    return new Response(await metrics.render(), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  });
+}
