@@ -9,7 +9,7 @@
  *                           <----   CCS, Finished
  */
 import { randomBytes } from "node:crypto";
-import { equalBytes, utf8 } from "./bytes.ts";
+import { utf8 } from "./bytes.ts";
 import { type CipherSuite, RecordCipher, suiteById } from "./cipher.ts";
 import { AlertDescription, DTLS_1_2, ExtensionType, HandshakeType } from "./constants.ts";
 import { generateEphemeral, SUPPORTED_GROUPS } from "./ecdh.ts";
@@ -237,11 +237,8 @@ export class ClientHandshake extends Handshake {
     this.sendFlight([cke, "ccs", fin], false);
   }
 
-  protected onChangeCipherSpec(): void {}
-
   #onFinished(msg: HandshakeMessage): void {
-    const expected = finishedVerifyData(this.#master!, "server", this.transcriptHash());
-    if (!equalBytes(msg.body, expected)) {
+    if (!this.peerFinishedVerifies(msg.body, this.#master!, "server")) {
       return this.fail(
         new DtlsError(
           "HANDSHAKE_FAILED",
@@ -251,15 +248,7 @@ export class ClientHandshake extends Handshake {
       );
     }
     this.flightAcknowledged();
-    this.finished = true;
     this.dispose();
-    this.onDone(undefined);
-  }
-
-  fail(error: DtlsError): void {
-    if (this.finished || this.failed) return;
-    this.failed = error;
-    this.dispose();
-    this.onDone(error);
+    this.succeed();
   }
 }

@@ -322,7 +322,8 @@ export class Connection implements DtlsConn, RecordIO {
           this.stats.dropped.malformed++;
           return;
         }
-        this.handshake?.changeCipherSpec();
+        // Nothing to do: the read side switches epochs on the first authentic
+        // epoch-1 record, so a lost or reordered CCS never wedges the handshake.
         return;
       case ContentType.Alert: {
         if (data.length !== 2) {

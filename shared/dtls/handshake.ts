@@ -16,7 +16,8 @@ import { ContentType, HANDSHAKE_HEADER_SIZE, MAX_HANDSHAKE_MESSAGE } from "./con
 import type { RecordCipher } from "./cipher.ts";
 import { DtlsError } from "./errors.ts";
 import { decodeFragments, encodeHandshake, fragmentOf } from "./messages.ts";
-import { sha256 } from "./prf.ts";
+import { finishedVerifyData, sha256 } from "./prf.ts";
+import { equalBytes } from "./bytes.ts";
 
 /** What the handshake needs from the connection's record layer. */
 export interface RecordIO {
@@ -96,10 +97,31 @@ export abstract class Handshake {
 
   /** Handles a complete, in-order handshake message. */
   protected abstract onMessage(msg: HandshakeMessage): void | Promise<void>;
-  /** The peer's ChangeCipherSpec arrived. */
-  protected abstract onChangeCipherSpec(): void;
-  /** Aborts the handshake; the connection sends the alert. */
-  abstract fail(error: DtlsError): void;
+  /** Called once: undefined on success, the error on failure. */
+  protected abstract readonly onDone: (error: DtlsError | undefined) => void;
+
+  /** Aborts the handshake; the owner sends the alert the error names. */
+  fail(error: DtlsError): void {
+    if (this.finished || this.failed) return;
+    this.failed = error;
+    this.dispose();
+    this.onDone(error);
+  }
+
+  /** Marks the handshake done (after the peer's Finished verified, or ours was sent last). */
+  protected succeed(): void {
+    this.finished = true;
+    this.onDone(undefined);
+  }
+
+  /** Checks the peer's Finished against the transcript so far (RFC 5246 7.4.9). */
+  protected peerFinishedVerifies(
+    body: Uint8Array,
+    master: Uint8Array,
+    peer: "client" | "server",
+  ): boolean {
+    return equalBytes(body, finishedVerifyData(master, peer, this.transcriptHash()));
+  }
 
   protected set receiveSeq(seq: number) {
     this.#nextReceiveSeq = seq;
@@ -171,13 +193,6 @@ export abstract class Handshake {
         this.fail(e instanceof DtlsError ? e : new DtlsError("HANDSHAKE_FAILED", String(e)))
       );
     }
-  }
-
-  /** Peer CCS: ordered after the messages before it (they may still be processing). */
-  changeCipherSpec(): void {
-    this.#processing = this.#processing.then(() => {
-      if (!this.finished && !this.failed) this.onChangeCipherSpec();
-    });
   }
 
   /** Waits until queued messages have been handled. */

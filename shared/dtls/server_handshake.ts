@@ -8,7 +8,7 @@
  *                                  <----     [CCS], Finished
  */
 import { randomBytes } from "node:crypto";
-import { ascii, equalBytes } from "./bytes.ts";
+import { ascii } from "./bytes.ts";
 import { type CipherSuite, RecordCipher, SUITES } from "./cipher.ts";
 import { AlertDescription, DTLS_1_2, ExtensionType, HandshakeType } from "./constants.ts";
 import { type EphemeralKey, generateEphemeral, SUPPORTED_GROUPS } from "./ecdh.ts";
@@ -201,13 +201,8 @@ export class ServerHandshake extends Handshake {
     );
   }
 
-  protected onChangeCipherSpec(): void {
-    // Keys are installed on ClientKeyExchange; the record layer accepts epoch 1 from then on.
-  }
-
   #onFinished(msg: HandshakeMessage): void {
-    const expected = finishedVerifyData(this.#master!, "client", this.transcriptHash());
-    if (!equalBytes(msg.body, expected)) {
+    if (!this.peerFinishedVerifies(msg.body, this.#master!, "client")) {
       return this.fail(
         new DtlsError(
           "HANDSHAKE_FAILED",
@@ -220,8 +215,7 @@ export class ServerHandshake extends Handshake {
     const verify = finishedVerifyData(this.#master!, "server", this.transcriptHash());
     const fin = this.message(HandshakeType.Finished, verify);
     this.sendFlight(["ccs", fin], true);
-    this.finished = true;
-    this.onDone(undefined);
+    this.succeed();
   }
 
   /** A record of the new epoch did not authenticate: with PSK this means a wrong key. */
@@ -235,12 +229,5 @@ export class ServerHandshake extends Handshake {
         ),
       );
     }
-  }
-
-  fail(error: DtlsError): void {
-    if (this.finished || this.failed) return;
-    this.failed = error;
-    this.dispose();
-    this.onDone(error);
   }
 }
