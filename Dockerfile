@@ -17,6 +17,14 @@ USER deno
 ENV HOP_DATA_DIR=/app/data
 VOLUME /app/data
 EXPOSE 80/tcp 443/tcp 443/udp
-# Permissions: net for the listeners and PostgreSQL; read the code and data; write only
-# the data directory; only HOP_* variables; hostname for the PostgreSQL driver.
-CMD ["deno", "run", "--allow-net", "--allow-read=/app", "--allow-write=/app/data", "--allow-env=HOP_*,PG*", "--allow-sys=hostname", "server/main.ts"]
+# SIGTERM drains in-flight requests for HOP_SHUTDOWN_TIMEOUT_SECONDS (default 30): give
+# the container longer than that (docker run --stop-timeout 40, Kubernetes
+# terminationGracePeriodSeconds: 40). Probes: GET /healthz, /readyz (Host: the server
+# domain, or any Host on HOP_METRICS_LISTEN).
+STOPSIGNAL SIGTERM
+# Permissions, as in the `server` task (README "Permissions"): net for the listeners and
+# PostgreSQL; read the code and data; write only the data directory; the environment
+# minus other programs' credentials (acme-client's `debug` dependency lists the whole
+# environment, so --allow-env cannot be scoped; --deny-env hides what it must not see);
+# hostname for the PostgreSQL driver.
+CMD ["deno", "run", "--allow-net", "--allow-read=/app", "--allow-write=/app/data", "--allow-env", "--deny-env=HOP_CLIENT_*,AWS_*,AZURE_*,GOOGLE_*,GCP_*,GITHUB_*,GH_*,NPM_*,NODE_AUTH_TOKEN,DOCKER_*,SSH_*", "--allow-sys=hostname", "server/main.ts"]
