@@ -158,6 +158,36 @@ Deno.test("observability: /metrics (promtool, counters move), JSON request logs 
       equal(r.code, 0, `${r.out}\n${text}`);
     });
 
+    await t.step(
+      "the Grafana dashboard queries parse and name only metrics that exist",
+      async () => {
+        const text = await scrape();
+        const dash = JSON.parse(
+          await Deno.readTextFile(new URL("../docs/grafana-dashboard.json", import.meta.url)),
+        );
+        const exprs: string[] = dash.panels.flatMap((p: { targets: { expr: string }[] }) =>
+          p.targets.map((t) => t.expr.replaceAll("$__rate_interval", "5m").replaceAll("$job", ".*"))
+        );
+        for (const name of new Set(exprs.flatMap((e) => e.match(/hopgate_[a-z_]+/g) ?? []))) {
+          ok(text.includes(`\n${name}`) || text.includes(`\n${name}{`), `${name} is exported`);
+        }
+        const rules = await Deno.makeTempFile({ suffix: ".yml" });
+        try {
+          const groups = [{
+            name: "dashboard",
+            rules: exprs.map((expr, i) => ({ record: `dashboard:q${i}`, expr })),
+          }];
+          await Deno.writeTextFile(rules, JSON.stringify({ groups }));
+          const out = await new Deno.Command("promtool", { args: ["check", "rules", rules] })
+            .output();
+          const dec = new TextDecoder();
+          equal(out.code, 0, dec.decode(out.stdout) + dec.decode(out.stderr));
+        } finally {
+          await Deno.remove(rules);
+        }
+      },
+    );
+
     await t.step("the client's opt-in metrics: promtool passes, counters moved", async () => {
       const r = await curl([`http://127.0.0.1:${clientMetricsPort}/metrics`]);
       equal(r.status, 200);
