@@ -103,9 +103,10 @@ export class Readiness {
     this.#dbOk = error === undefined;
     const before = this.#dbError;
     this.#dbError = error;
-    if (wasOk && error !== undefined) {
+    const first = before === "not checked yet";
+    if ((wasOk || first) && error !== undefined) {
       this.#opts.logger.error("database unreachable", { component: "health", error });
-    } else if (!wasOk && error === undefined && before !== "not checked yet") {
+    } else if (!wasOk && !first && error === undefined) {
       this.#opts.logger.info("database reachable again", { component: "health" });
     }
   }

@@ -17,6 +17,8 @@ export interface TestServer extends AsyncDisposable {
   logs: MemoryLogger;
   httpUrl: string;
   dtlsPort: number;
+  /** The fresh PostgreSQL database's name (tests that take it away). */
+  dbName: string;
   /** Calls the admin API (Host = the server domain, bearer key). */
   admin(path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }>;
   /** Registers a domain and returns its client API key. */
@@ -107,6 +109,7 @@ export async function startTestServer(
     logs,
     httpUrl,
     dtlsPort: server.dtlsAddr.port,
+    dbName,
     admin,
     register: async (domain) => {
       const r = await admin("domains/register", { domain, memo: "e2e" });
