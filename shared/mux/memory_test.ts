@@ -20,6 +20,13 @@ const profiles: [string, Omit<LinkOptions, "clock">][] = [
     mtu: 576,
     seed: 5,
   }],
+  ["memory 1% loss, path MTU 4000 under a 16 KiB ceiling (PMTU discovery)", {
+    delayMs: 5,
+    loss: 0.01,
+    mtu: 16384,
+    pathMtu: 4000,
+    seed: 7,
+  }],
   ["memory 2 MB/s bottleneck, 32 KiB queue", {
     delayMs: 20,
     rateBytesPerMs: 2000,

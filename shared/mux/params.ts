@@ -46,6 +46,21 @@ export interface MuxParams {
    * ~37k datagrams/s, so a sender to a Deno peer gains nothing above that.
    */
   maxSendRatePacketsPerSecond: number;
+  /**
+   * Path MTU discovery (RFC 8899): packets start at this size (QUIC's minimum,
+   * safe on any path) and grow by probing up to the transport's maxDatagramSize.
+   */
+  pmtudBaseBytes: number;
+  /** Losses of one probe size before it counts as too big (RFC 8899 MAX_PROBES). */
+  pmtudMaxProbes: number;
+  /** The search stops when the largest acked and smallest failed sizes are this close. */
+  pmtudGranularityBytes: number;
+  /** A finished search below the ceiling starts again after this long (RFC 8899 §5.1.1: 600 s). */
+  pmtudRaiseIntervalMs: number;
+  /** Packets above base lost in a row (none acked between) that mean a black hole: back to base. */
+  pmtudBlackHoleLostPackets: number;
+  /** Consecutive PTOs with packets above base in flight that mean a black hole, too. */
+  pmtudBlackHolePtos: number;
   /** Initial per-stream receive window (grows with use up to the max). */
   initialStreamWindowBytes: number;
   /** Largest per-stream receive window auto-tuning may reach. */
@@ -89,6 +104,12 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   pacingGainRatio: 1.25,
   pacingBurstPackets: 16,
   maxSendRatePacketsPerSecond: 0,
+  pmtudBaseBytes: 1200,
+  pmtudMaxProbes: 3,
+  pmtudGranularityBytes: 16,
+  pmtudRaiseIntervalMs: 600_000,
+  pmtudBlackHoleLostPackets: 6,
+  pmtudBlackHolePtos: 2,
   initialStreamWindowBytes: 512 * 1024,
   maxStreamWindowBytes: 16 * 1024 * 1024,
   initialSessionWindowBytes: 1536 * 1024,
@@ -121,6 +142,10 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
     "minimumWindowPackets",
     "pacingGainRatio",
     "pacingBurstPackets",
+    "pmtudMaxProbes",
+    "pmtudGranularityBytes",
+    "pmtudBlackHoleLostPackets",
+    "pmtudBlackHolePtos",
     "initialStreamWindowBytes",
     "initialSessionWindowBytes",
     "streamSendBufferBytes",
@@ -156,6 +181,11 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
         `Invalid mux param ${k}: expected >= ${min} (the wire's initial credit), got ${p[k]}`,
       );
     }
+  }
+  if (p.pmtudBaseBytes < 128) {
+    throw new TypeError(
+      `Invalid mux param pmtudBaseBytes: expected >= 128, got ${p.pmtudBaseBytes}`,
+    );
   }
   if (p.timeThresholdRatio < 1) {
     throw new TypeError(

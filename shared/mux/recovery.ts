@@ -11,12 +11,17 @@ export interface SentPacket<F> {
   timeSent: number;
   size: number;
   ackEliciting: boolean;
+  /** A PMTU probe: its loss is not congestion (RFC 9000 §14.4). */
+  mtuProbe: boolean;
   frames: F[];
 }
 
 export interface RecoveryHooks<F> {
   onFrameAcked(frame: F): void;
   onFrameLost(frame: F): void;
+  /** An ack-eliciting packet that was not a PMTU probe was acknowledged / declared lost. */
+  onPacketAcked?(size: number): void;
+  onPacketLost?(size: number): void;
 }
 
 export class Recovery<F> {
@@ -53,7 +58,7 @@ export class Recovery<F> {
   #tokens: number;
   #lastRefill = 0;
   readonly #p: MuxParams;
-  readonly #mds: number;
+  #mds: number;
   readonly #hooks: RecoveryHooks<F>;
 
   constructor(params: MuxParams, maxDatagramSize: number, hooks: RecoveryHooks<F>) {
@@ -70,20 +75,36 @@ export class Recovery<F> {
     return this.#p.minimumWindowPackets * this.#mds;
   }
 
+  /**
+   * The packet size changed (path MTU discovery). The window stays in bytes, but
+   * never below the minimum window of the new size.
+   */
+  setMaxDatagramSize(size: number): void {
+    this.#mds = size;
+    if (this.cwnd < this.minWindow) this.cwnd = this.minWindow;
+  }
+
   /** Packets sent and neither acked nor declared lost. */
   get outstandingPackets(): number {
     return this.#outstanding;
   }
 
   /** Records a sent packet. Packets must be recorded in pn order (gaps allowed). */
-  onPacketSent(pn: number, now: number, size: number, ackEliciting: boolean, frames: F[]): void {
+  onPacketSent(
+    pn: number,
+    now: number,
+    size: number,
+    ackEliciting: boolean,
+    frames: F[],
+    mtuProbe = false,
+  ): void {
     if (this.#outstanding === 0) {
       this.#sent.length = 0;
       this.#head = 0;
       this.#base = pn;
     }
     const idx = pn - this.#base;
-    this.#sent[idx] = { pn, timeSent: now, size, ackEliciting, frames };
+    this.#sent[idx] = { pn, timeSent: now, size, ackEliciting, mtuProbe, frames };
     this.#outstanding++;
     if (ackEliciting) {
       this.timeOfLastAckElicitingSent = now;
@@ -121,6 +142,7 @@ export class Recovery<F> {
           ackedEliciting = true;
           this.bytesInFlight -= p.size;
           this.#onCongestionAck(p);
+          if (!p.mtuProbe) this.#hooks.onPacketAcked?.(p.size);
         }
         for (let f = 0; f < p.frames.length; f++) this.#hooks.onFrameAcked(p.frames[f]!);
       }
@@ -187,12 +209,17 @@ export class Recovery<F> {
       ) {
         sent[idx] = undefined;
         this.#outstanding--;
-        this.packetsLost++;
-        lost++;
-        if (p.ackEliciting) {
-          this.bytesInFlight -= p.size;
-          if (p.timeSent > largestLostTime) largestLostTime = p.timeSent;
-          if (p.timeSent < firstLostTime) firstLostTime = p.timeSent;
+        if (p.ackEliciting) this.bytesInFlight -= p.size;
+        if (p.mtuProbe) {
+          // Too big for the path, not a sign of congestion.
+        } else {
+          this.packetsLost++;
+          lost++;
+          if (p.ackEliciting) {
+            if (p.timeSent > largestLostTime) largestLostTime = p.timeSent;
+            if (p.timeSent < firstLostTime) firstLostTime = p.timeSent;
+            this.#hooks.onPacketLost?.(p.size);
+          }
         }
         for (let f = 0; f < p.frames.length; f++) this.#hooks.onFrameLost(p.frames[f]!);
       } else {
@@ -252,7 +279,7 @@ export class Recovery<F> {
     let n = 0;
     for (let idx = this.#head; idx < this.#sent.length && n < 2; idx++) {
       const p = this.#sent[idx];
-      if (p === undefined || !p.ackEliciting) continue;
+      if (p === undefined || !p.ackEliciting || p.mtuProbe) continue;
       for (const f of p.frames) probe.push(f);
       n++;
     }

@@ -40,6 +40,7 @@ import {
   WIRE_INITIAL_SESSION_WINDOW_BYTES,
   WIRE_INITIAL_STREAM_WINDOW_BYTES,
 } from "./params.ts";
+import { PathMtu } from "./pmtud.ts";
 import { Recovery } from "./recovery.ts";
 import { type MuxStream, Stream, type StreamHost } from "./stream.ts";
 import { Reader, Writer } from "./wire.ts";
@@ -85,6 +86,14 @@ export interface MuxStats {
   recvBufferedBytes: number;
   activeStreams: number;
   ptoCount: number;
+  /** Current packet size (path MTU discovery) and the transport's ceiling. */
+  packetSizeBytes: number;
+  maxDatagramSize: number;
+  mtuProbesSent: number;
+  mtuProbesLost: number;
+  mtuBlackHoles: number;
+  /** PMTU discovery is probing (false once the search ended, until the raise timer). */
+  mtuSearching: boolean;
 }
 
 /** Kinds of frames remembered per sent packet, for ack and loss handling. */
@@ -98,6 +107,8 @@ const K_GOAWAY = 6;
 const K_PING = 7;
 const K_CLOSE = 8;
 const K_ACK_FREQUENCY = 9;
+/** A PMTU probe (PING + PADDING); `off` holds its size. */
+const K_MTU_PROBE = 10;
 
 class SentFrame {
   constructor(
@@ -120,6 +131,7 @@ export class MuxSession implements StreamHost {
   readonly role: "client" | "server";
   readonly params: Readonly<MuxParams>;
   readonly closed: Promise<MuxCloseInfo>;
+  /** The transport's ceiling; packets start smaller and grow by PMTU discovery (`packetSize`). */
   readonly maxDatagramSize: number;
   /** Resolves when the peer sent GOAWAY: open no more streams. */
   readonly goAwayReceived: Promise<void>;
@@ -129,6 +141,7 @@ export class MuxSession implements StreamHost {
   readonly #clock: Clock;
   readonly #recovery: Recovery<SentFrame>;
   readonly #ack: AckTracker;
+  readonly #pmtu: PathMtu;
   readonly #onStream: ((s: MuxStream) => void) | undefined;
   #state: State = "open";
   #closeInfo: MuxCloseInfo | null = null;
@@ -217,9 +230,24 @@ export class MuxSession implements StreamHost {
     this.sendBufferLimit = this.params.streamSendBufferBytes;
     this.#scratch = new Uint8Array(this.maxDatagramSize);
     this.#writer = new Writer(this.#scratch);
-    this.#recovery = new Recovery<SentFrame>(this.params, this.maxDatagramSize, {
+    const p = this.params;
+    this.#pmtu = new PathMtu({
+      baseBytes: p.pmtudBaseBytes,
+      ceilingBytes: this.maxDatagramSize,
+      maxProbes: p.pmtudMaxProbes,
+      granularityBytes: p.pmtudGranularityBytes,
+      raiseIntervalMs: p.pmtudRaiseIntervalMs,
+      blackHoleLostPackets: p.pmtudBlackHoleLostPackets,
+    });
+    this.#recovery = new Recovery<SentFrame>(this.params, this.#pmtu.size, {
       onFrameAcked: (f) => this.#onFrameAcked(f),
       onFrameLost: (f) => this.#onFrameLost(f),
+      onPacketAcked: (size) => this.#pmtu.onPacketAcked(size),
+      onPacketLost: (size) => {
+        if (this.#pmtu.onPacketLost(size, this.#clock.now())) {
+          this.#recovery.setMaxDatagramSize(this.#pmtu.size);
+        }
+      },
     });
     this.#ack = new AckTracker(
       this.params.maxAckRanges,
@@ -288,6 +316,11 @@ export class MuxSession implements StreamHost {
       this.#pingPending = true;
       this.#scheduleFlush();
     });
+  }
+
+  /** Current packet size in bytes (path MTU discovery), at most `maxDatagramSize`. */
+  get packetSize(): number {
+    return this.#pmtu.size;
   }
 
   /** RTT estimates in ms (smoothed is the initial guess until a sample arrives). */
@@ -359,6 +392,12 @@ export class MuxSession implements StreamHost {
       recvBufferedBytes: recvBuf,
       activeStreams: this.#streams.size,
       ptoCount: r.ptoCount,
+      packetSizeBytes: this.#pmtu.size,
+      maxDatagramSize: this.maxDatagramSize,
+      mtuProbesSent: this.#pmtu.probesSent,
+      mtuProbesLost: this.#pmtu.probesLost,
+      mtuBlackHoles: this.#pmtu.blackHoles,
+      mtuSearching: this.#pmtu.searching,
     };
   }
 
@@ -504,6 +543,13 @@ export class MuxSession implements StreamHost {
     this.#lastReceiveTime = now;
     let eliciting = false;
     while (r.pos < r.end) {
+      if (d[r.pos] === FrameType.PADDING) {
+        // A run of PADDING (PMTU probes): skip it without decoding byte by byte.
+        let i = r.pos + 1;
+        while (i < r.end && d[i] === 0) i++;
+        r.pos = i;
+        continue;
+      }
       const f = decodeFrame(r);
       if (f === null) {
         this.#closeNow(SessionErrorCode.FRAME_ENCODING_ERROR, r.error ?? "bad frame", false, true);
@@ -714,6 +760,12 @@ export class MuxSession implements StreamHost {
       case K_CLOSE:
         this.#closeNow(SessionErrorCode.NO_ERROR, this.#closeReason, false, false);
         return;
+      case K_MTU_PROBE: {
+        const before = this.#pmtu.size;
+        this.#pmtu.onProbeAcked(f.off, this.#clock.now());
+        if (this.#pmtu.size !== before) this.#recovery.setMaxDatagramSize(this.#pmtu.size);
+        return;
+      }
       case K_PING: {
         const now = this.#clock.now();
         const waiters = this.#pingWaiters;
@@ -769,6 +821,9 @@ export class MuxSession implements StreamHost {
       case K_ACK_FREQUENCY:
         if (f.off === this.#ackFreqSeq) this.#ackFreqPending = true;
         return;
+      case K_MTU_PROBE:
+        this.#pmtu.onProbeLost(f.off, this.#clock.now());
+        return;
     }
   }
 
@@ -785,7 +840,7 @@ export class MuxSession implements StreamHost {
       p.ackElicitingThresholdPackets,
       Math.min(
         p.ackFrequencyMaxPackets,
-        Math.floor(rec.cwnd / (this.maxDatagramSize * p.ackFrequencyCwndDivisor)),
+        Math.floor(rec.cwnd / (this.#pmtu.size * p.ackFrequencyCwndDivisor)),
       ),
     );
     if (want === this.#ackFreqThreshold || now - this.#ackFreqSentAt < rec.smoothedRtt) return;
@@ -829,10 +884,11 @@ export class MuxSession implements StreamHost {
     this.#flushScheduled = false;
     if (this.#state === "closed") return;
     const now = this.#clock.now();
-    const mds = this.maxDatagramSize;
+    const mds = this.#pmtu.size;
     const rec = this.#recovery;
     const ack = this.#ack;
     this.#pacingAt = Infinity;
+    this.#maybeProbeMtu(now);
     if (this.#sendQueue.length > 0) this.#updateAckFrequency(now);
     for (let guard = 0; guard < 10_000; guard++) {
       const ackDue = ack.ackNow || (ack.pending && ack.ackDeadline <= now);
@@ -883,6 +939,30 @@ export class MuxSession implements StreamHost {
     this.#armTimer();
   }
 
+  /** Sends a PMTU probe (PING + PADDING of the probe size) if one is due and may go now. */
+  #maybeProbeMtu(now: number): void {
+    const pm = this.#pmtu;
+    const size = pm.probeSize(now);
+    if (size === 0) return;
+    const rec = this.#recovery;
+    // One probe at a time may overshoot the window: it stands in for a base-size packet
+    // (a 16 KiB probe would never fit an initial window of 10 x 1200 bytes).
+    if (!rec.canSend(pm.base) || rec.pacingTime(pm.base, now) > now) return;
+    const w = this.#writer;
+    w.pos = 0;
+    const pn = this.#nextPn++;
+    encodePacketHeader(w, pn);
+    w.u8(FrameType.PING);
+    const pkt = new Uint8Array(size); // zero-filled: the rest is PADDING
+    pkt.set(this.#scratch.subarray(0, w.pos));
+    pm.onProbeSent(size);
+    rec.onPacketSent(pn, now, size, true, [new SentFrame(K_MTU_PROBE, null, size, 0, false)], true);
+    this.#stats.packetsSent++;
+    this.#stats.bytesSent += size;
+    this.#lastSendTime = now;
+    this.#conn.send(pkt);
+  }
+
   #ackLength(now: number, mds: number): number {
     const ack = this.#ack;
     const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
@@ -893,7 +973,7 @@ export class MuxSession implements StreamHost {
     const ack = this.#ack;
     const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
     let ranges: number[] = ack.ranges;
-    const room = Math.min(w.remaining, Math.floor(this.maxDatagramSize / 2));
+    const room = Math.min(w.remaining, Math.floor(this.#pmtu.size / 2));
     if (ackFrameLength(ranges, delayUs) > room) {
       ranges = ranges.slice(0, 2);
       for (let n = 4; n <= ack.ranges.length; n += 2) {
@@ -1071,6 +1151,13 @@ export class MuxSession implements StreamHost {
     const rec = this.#recovery;
     if (rec.lossDetectionDeadline <= now) {
       const probe = rec.onTimeout(now);
+      if (
+        probe !== null && rec.ptoCount >= p.pmtudBlackHolePtos && this.#pmtu.size > this.#pmtu.base
+      ) {
+        // Nothing acked for several PTOs while sending large packets: maybe they vanish.
+        this.#pmtu.onBlackHole(now);
+        rec.setMaxDatagramSize(this.#pmtu.size);
+      }
       if (probe !== null) {
         for (const f of probe) this.#onFrameLost(f);
         if (this.#sendQueue.length === 0 && !this.#hasControl()) this.#pingPending = true;

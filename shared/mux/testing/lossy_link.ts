@@ -26,6 +26,11 @@ export interface LinkOptions {
   jitterMs?: number;
   /** maxDatagramSize both ends report; larger datagrams are dropped and counted. */
   mtu?: number;
+  /**
+   * What the path carries, if less than `mtu` (PMTU discovery tests): larger
+   * datagrams vanish silently (counted in `pathMtuDrops`). May change mid-test.
+   */
+  pathMtu?: number;
   /** Bottleneck rate in bytes per ms (0 = unlimited). */
   rateBytesPerMs?: number;
   /** Bottleneck queue limit in bytes (drop-tail). */
@@ -44,11 +49,16 @@ export interface LinkStats {
   duplicated: number;
   reordered: number;
   oversize: number;
+  pathMtuDrops: number;
+  /** Largest datagram delivered. */
+  largestDelivered: number;
 }
 
 /** One direction of the link; its fields may be changed mid-test. */
 export class LinkDirection {
   loss: number;
+  /** Datagrams above this are dropped silently (see LinkOptions.pathMtu). */
+  pathMtu: number;
   /** While true, everything is dropped (a vanished peer). */
   blackhole = false;
   readonly stats: LinkStats = {
@@ -59,6 +69,8 @@ export class LinkDirection {
     duplicated: 0,
     reordered: 0,
     oversize: 0,
+    pathMtuDrops: 0,
+    largestDelivered: 0,
   };
   #o: LinkOptions;
   #rand: () => number;
@@ -71,6 +83,7 @@ export class LinkDirection {
   constructor(o: LinkOptions, seed: number) {
     this.#o = o;
     this.loss = o.loss ?? 0;
+    this.pathMtu = o.pathMtu ?? Infinity;
     this.#rand = prng(seed);
   }
   connect(to: MemoryConn): void {
@@ -82,6 +95,10 @@ export class LinkDirection {
     st.sent++;
     if (d.length > mtu) {
       st.oversize++;
+      return;
+    }
+    if (d.length > this.pathMtu) {
+      st.pathMtuDrops++;
       return;
     }
     const o = this.#o;
@@ -142,6 +159,7 @@ export class LinkDirection {
     const to = this.#to;
     if (to === null || this.blackhole) return;
     this.stats.delivered++;
+    if (d.length > this.stats.largestDelivered) this.stats.largestDelivered = d.length;
     to.receive(d);
   }
 }
