@@ -118,6 +118,8 @@ export async function runServer(
       store: storage.store,
       logger,
       onChange: () => refreshHttps(),
+      onOrder: (_name, kind, ok) => metrics.acmeResult(kind, ok ? "success" : "failure"),
+      onExpiry: (name, notAfter) => metrics.certificateExpiry(name, notAfter),
       tuning: options.certificates,
     });
     cleanups.push(() => certificates.close());

@@ -237,6 +237,22 @@ Deno.test("ACME with pebble: issue, serve by SNI, refuse, redirect, renew, retry
       const p = await probeTls(httpsPort, "flaky.hop.test", root);
       assert.equal(p.ok, true, p.error);
     });
+
+    await t.step("ACME results and expiry reach the metrics", async () => {
+      const text = await s.metrics.render();
+      const count = (kind: string, result: string) =>
+        Number(
+          new RegExp(
+            `^hopgate_acme_orders_total\\{kind="${kind}",result="${result}"\\} (\\d+)`,
+            "m",
+          )
+            .exec(text)?.[1] ?? 0,
+        );
+      assert.ok(count("issue", "success") >= 3, text);
+      assert.ok(count("renew", "success") >= 1, text);
+      assert.ok(count("issue", "failure") >= 1, text);
+      assert.match(text, /^hopgate_certificates [1-9]/m);
+    });
   } finally {
     await server?.close();
     await pebble?.close();

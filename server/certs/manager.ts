@@ -53,6 +53,10 @@ export interface CertificateManagerOptions {
   logger: Logger;
   /** Certificates changed (issued, renewed, loaded from another node, removed). */
   onChange?: () => void;
+  /** An order finished (for metrics). */
+  onOrder?: (name: string, kind: "issue" | "renew", ok: boolean) => void;
+  /** The certificate served for `name` now expires at `notAfter` (undefined: none any more). */
+  onExpiry?: (name: string, notAfter: Date | undefined) => void;
   now?: () => number;
   /** How often to renew, retry and load other nodes' certificates. Default 5 minutes. */
   checkIntervalMs?: number;
@@ -178,6 +182,7 @@ export class CertificateManager {
       if (this.#loaded.delete(name)) {
         // unregistered since: stop serving and renewing it
         await this.#o.certs.delete(name);
+        this.#o.onExpiry?.(name, undefined);
         this.#o.onChange?.();
       }
       this.#failed.delete(name);
@@ -201,6 +206,7 @@ export class CertificateManager {
           notAfter: row.notAfter.getTime(),
         };
         this.#loaded.set(name, have);
+        this.#o.onExpiry?.(name, row.notAfter);
         this.#o.onChange?.();
       }
     }
@@ -228,6 +234,8 @@ export class CertificateManager {
         notBefore: issued.notBefore.getTime(),
         notAfter: issued.notAfter.getTime(),
       });
+      this.#o.onOrder?.(name, have ? "renew" : "issue", true);
+      this.#o.onExpiry?.(name, issued.notAfter);
       log.info("certificate issued", {
         component: "certs",
         domain: name,
@@ -258,6 +266,7 @@ export class CertificateManager {
         nextAttemptAt,
         updatedAt: at,
       });
+      this.#o.onOrder?.(name, have ? "renew" : "issue", false);
       log.warn("certificate failed", {
         component: "certs",
         domain: name,

@@ -44,6 +44,8 @@ export function createCertificateManager(deps: {
   store: Pick<DomainStore, "exists">;
   logger: Logger;
   onChange: () => void;
+  onOrder?: CertificateManagerOptions["onOrder"];
+  onExpiry?: CertificateManagerOptions["onExpiry"];
   tuning?: CertificateTuning | undefined;
 }): CertificateManager {
   const { config, tuning = {} } = deps;
@@ -66,6 +68,8 @@ export function createCertificateManager(deps: {
     staticNames: [...new Set([config.serverDomain, ...config.proxyDomains])],
     logger: deps.logger,
     onChange: deps.onChange,
+    ...(deps.onOrder ? { onOrder: deps.onOrder } : {}),
+    ...(deps.onExpiry ? { onExpiry: deps.onExpiry } : {}),
     ...timing,
   });
 }
