@@ -6,10 +6,12 @@
  * Run: deno run --allow-net=127.0.0.1 --allow-read --allow-env bench/mux_bench.ts [--quick]
  * (--unstable-net comes from deno.json). `main()` is also called by bench/main.ts.
  * Pick rows (for profiling): --transport=udp,memory --mds=1200 --streams=1 --loss=0
- * --no-latency; --mb=N sets MiB per run.
+ * --no-latency; --mb=N sets MiB per run; --params='{"pmtudBaseBytes":1200}' overrides
+ * mux params on both ends.
  */
 import { realClock } from "../shared/mux/clock.ts";
 import type { DatagramConn } from "../shared/datagram.ts";
+import type { MuxParams } from "../shared/mux/params.ts";
 import { MuxSession } from "../shared/mux/session.ts";
 import type { MuxStream } from "../shared/mux/stream.ts";
 import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
@@ -68,10 +70,12 @@ const transports: Transport[] = [
   })),
 ];
 
+let params: Partial<MuxParams> = {};
+
 async function pair(t: Transport, mds: number, loss: number) {
   const conns = await t.make(mds, loss);
-  const client = new MuxSession(conns.a, { role: "client" });
-  const server = new MuxSession(conns.b, { role: "server" });
+  const client = new MuxSession(conns.a, { role: "client", params });
+  const server = new MuxSession(conns.b, { role: "server", params });
   return {
     client,
     server,
@@ -124,6 +128,7 @@ async function goodput(t: Transport, mds: number, loss: number, streams: number,
     return {
       mbps: got / secs / 1e6,
       lost: st.packetsLost,
+      spurious: st.spuriousLosses,
       sent: st.packetsSent,
       pps: st.packetsSent / secs,
       /** Packets the receiver sent back (ACKs, window updates) per data packet. */
@@ -173,6 +178,8 @@ function listArg(args: string[], name: string): string[] | undefined {
 
 export async function main(args: string[] = []): Promise<void> {
   const quick = args.includes("--quick");
+  const pa = args.find((x) => x.startsWith("--params="));
+  params = pa === undefined ? {} : JSON.parse(pa.slice("--params=".length));
   const only = (name: string, v: string | number) => {
     const l = listArg(args, name);
     return l === undefined || l.includes(String(v));
@@ -181,7 +188,9 @@ export async function main(args: string[] = []): Promise<void> {
   const mbArg = listArg(args, "mb");
   const total = mbArg !== undefined ? Number(mbArg[0]) * mb : quick ? 8 * mb : 32 * mb;
   console.log(`mux goodput (MB/s = 10^6 B/s), ${total / mb} MiB per run`);
-  console.log("transport        datagram  streams  loss   MB/s   pkts/s   lost  back/pkt");
+  console.log(
+    "transport        datagram  streams  loss   MB/s   pkts/s   lost  back/pkt  spurious",
+  );
   for (const t of transports) {
     if (!only("transport", t.name)) continue;
     for (const mds of [1200, 16384]) {
@@ -198,7 +207,7 @@ export async function main(args: string[] = []): Promise<void> {
                 (loss * 100).toFixed(0).padStart(4)
               }% ${r.mbps.toFixed(1).padStart(6)} ${r.pps.toFixed(0).padStart(8)} ${
                 String(r.lost).padStart(6)
-              } ${r.back.toFixed(2).padStart(9)}`,
+              } ${r.back.toFixed(2).padStart(9)} ${String(r.spurious).padStart(9)}`,
             );
           } catch (e) {
             console.log(

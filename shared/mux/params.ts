@@ -23,6 +23,8 @@ export interface MuxParams {
   maxAckRanges: number;
   /** Reordering threshold in packets before declaring loss (RFC 9002 §6.1.1: 3). */
   packetThresholdPackets: number;
+  /** Largest the reordering threshold grows to after spurious losses (a late ACK of a "lost" packet). */
+  maxPacketThresholdPackets: number;
   /** Time threshold as a multiple of max(srtt, latest_rtt) (RFC 9002 §6.1.2: 9/8). */
   timeThresholdRatio: number;
   /** Timer granularity (RFC 9002 §6.1.2: 1 ms). */
@@ -35,12 +37,21 @@ export interface MuxParams {
   maxCongestionWindowBytes: number;
   /** Multiplicative decrease on loss (RFC 9002 §7.3.2: 0.5). */
   lossReductionRatio: number;
+  /**
+   * Losses per round trip up to this fraction of the window are taken as random,
+   * not congestion: no reduction (BBRv2 uses 2 %). 0 gives classic NewReno.
+   */
+  lossToleranceRatio: number;
+  /** Packets over which that loss rate is measured (decaying counts). */
+  lossToleranceWindowPackets: number;
   /** Durations of PTO-equivalents without an ack that mean persistent congestion (RFC 9002 §7.6: 3). */
   persistentCongestionThresholdPtos: number;
   /** Pacing rate = this ratio x cwnd / srtt (RFC 9002 §7.7 suggests 1.25). */
   pacingGainRatio: number;
-  /** Packets the pacer may send back to back; must cover a timer tick (~1 ms) of sending. */
+  /** Packets the pacer may send back to back (sub-ms pacing gaps run on setImmediate). */
   pacingBurstPackets: number;
+  /** ... and at most this many bytes: well under a receiver's socket buffer (Linux: 208 KiB). */
+  pacingMaxBurstBytes: number;
   /**
    * Hard cap on packets sent per second, 0 for none. Deno's UDP receive drops beyond
    * ~37k datagrams/s, so a sender to a Deno peer gains nothing above that.
@@ -94,15 +105,19 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   ackFrequencyCwndDivisor: 4,
   maxAckRanges: 32,
   packetThresholdPackets: 3,
+  maxPacketThresholdPackets: 32,
   timeThresholdRatio: 9 / 8,
   timerGranularityMs: 1,
   initialWindowPackets: 10,
   minimumWindowPackets: 2,
   maxCongestionWindowBytes: 16 * 1024 * 1024,
   lossReductionRatio: 0.5,
+  lossToleranceRatio: 0.02,
+  lossToleranceWindowPackets: 1000,
   persistentCongestionThresholdPtos: 3,
   pacingGainRatio: 1.25,
   pacingBurstPackets: 16,
+  pacingMaxBurstBytes: 64 * 1024,
   maxSendRatePacketsPerSecond: 0,
   pmtudBaseBytes: 1200,
   pmtudMaxProbes: 3,
@@ -142,6 +157,8 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
     "minimumWindowPackets",
     "pacingGainRatio",
     "pacingBurstPackets",
+    "pacingMaxBurstBytes",
+    "lossToleranceWindowPackets",
     "pmtudMaxProbes",
     "pmtudGranularityBytes",
     "pmtudBlackHoleLostPackets",

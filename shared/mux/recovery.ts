@@ -46,6 +46,12 @@ export class Recovery<F> {
   // Counters.
   packetsLost = 0;
   packetsAcked = 0;
+  /** Packets declared lost that an ACK later covered (reordering or a late ACK). */
+  spuriousLosses = 0;
+  /** Congestion reductions undone because every loss behind them was spurious. */
+  undoneReductions = 0;
+  /** Current packet reordering threshold (grows on spurious loss, RFC 9002 §6.1.1 allows it). */
+  packetThreshold: number;
   /** True if the last send attempt was held back by cwnd (so cwnd growth is earned). */
   cwndLimited = false;
 
@@ -59,6 +65,24 @@ export class Recovery<F> {
   #lastRefill = 0;
   readonly #p: MuxParams;
   #mds: number;
+  /**
+   * Packets recently declared lost (pn → loss record), so a later ACK of one reveals
+   * a spurious loss. Bounded; oldest forgotten first.
+   */
+  #lostRecent = new Map<number, { epoch: number; distance: number; at: number }>();
+  // Loss per round trip (a round ends when a packet sent after it began is acked).
+  #lastSentPn = -1;
+  #roundEndPn = -1;
+  #roundDelivered = 0;
+  #roundLost = 0;
+  /** Losses that stayed under the tolerance (no reduction). */
+  toleratedLosses = 0;
+  /** Congestion epoch: counts reductions; lost packets remember theirs. */
+  #epoch = 0;
+  #epochLost = 0;
+  #epochSpurious = 0;
+  #undoCwnd = 0;
+  #undoSsthresh = Infinity;
   readonly #hooks: RecoveryHooks<F>;
 
   constructor(params: MuxParams, maxDatagramSize: number, hooks: RecoveryHooks<F>) {
@@ -68,6 +92,7 @@ export class Recovery<F> {
     this.smoothedRtt = params.initialRttMs;
     this.rttVar = params.initialRttMs / 2;
     this.cwnd = params.initialWindowPackets * maxDatagramSize;
+    this.packetThreshold = params.packetThresholdPackets;
     this.#tokens = params.pacingBurstPackets * maxDatagramSize;
   }
 
@@ -103,6 +128,7 @@ export class Recovery<F> {
       this.#head = 0;
       this.#base = pn;
     }
+    this.#lastSentPn = pn;
     const idx = pn - this.#base;
     this.#sent[idx] = { pn, timeSent: now, size, ackEliciting, mtuProbe, frames };
     this.#outstanding++;
@@ -126,6 +152,7 @@ export class Recovery<F> {
     const sent = this.#sent;
     const firstPn = this.#base + this.#head;
     const lastPn = this.#base + sent.length - 1;
+    if (this.#lostRecent.size > 0) this.#checkSpurious(ranges, now);
     for (let i = 0; i < ranges.length; i += 2) {
       const hi = Math.min(ranges[i]!, lastPn);
       const lo = Math.max(ranges[i + 1]!, firstPn);
@@ -137,6 +164,8 @@ export class Recovery<F> {
         this.#outstanding--;
         newlyAcked = true;
         this.packetsAcked++;
+        this.#roundDelivered++;
+        this.#recentDelivered++;
         if (largestNewlyAcked === undefined) largestNewlyAcked = p;
         if (p.ackEliciting) {
           ackedEliciting = true;
@@ -149,6 +178,11 @@ export class Recovery<F> {
     }
     if (!newlyAcked) return false;
     if (largest > this.largestAcked) this.largestAcked = largest;
+    if (this.largestAcked >= this.#roundEndPn) {
+      this.#roundEndPn = this.#lastSentPn;
+      this.#roundDelivered = 0;
+      this.#roundLost = 0;
+    }
     if (largestNewlyAcked !== undefined && largestNewlyAcked.pn === largest && ackedEliciting) {
       this.#updateRtt(now - largestNewlyAcked.timeSent, ackDelayMs);
     }
@@ -156,6 +190,37 @@ export class Recovery<F> {
     this.ptoCount = 0;
     this.#compact();
     return true;
+  }
+
+  /** An ACK covers packets we declared lost: undo the reduction if all its losses were spurious. */
+  #checkSpurious(ranges: readonly number[], now: number): void {
+    // A late ACK comes within a round trip or so; forget older losses (they were real).
+    const horizon = now - 2 * this.#ptoBase();
+    for (const [pn, rec] of this.#lostRecent) {
+      if (rec.at < horizon) {
+        this.#lostRecent.delete(pn);
+        continue;
+      }
+      for (let i = 0; i < ranges.length; i += 2) {
+        if (pn > ranges[i]!) break;
+        if (pn < ranges[i + 1]!) continue;
+        this.#lostRecent.delete(pn);
+        this.spuriousLosses++;
+        // Tolerate this much reordering from now on (bounded).
+        if (rec.distance >= this.packetThreshold) {
+          this.packetThreshold = Math.min(rec.distance + 1, this.#p.maxPacketThresholdPackets);
+        }
+        if (rec.epoch === this.#epoch && ++this.#epochSpurious === this.#epochLost) {
+          if (this.#undoCwnd > this.cwnd) {
+            this.cwnd = this.#undoCwnd;
+            this.ssthresh = this.#undoSsthresh;
+            this.undoneReductions++;
+          }
+          this.#undoCwnd = 0;
+        }
+        break;
+      }
+    }
   }
 
   #updateRtt(sample: number, ackDelayMs: number): void {
@@ -205,7 +270,7 @@ export class Recovery<F> {
       if (p === undefined) continue;
       if (
         p.timeSent + lossDelay <= now || // same expression as lossTime below (no FP gap)
-        this.largestAcked >= p.pn + this.#p.packetThresholdPackets
+        this.largestAcked >= p.pn + this.packetThreshold
       ) {
         sent[idx] = undefined;
         this.#outstanding--;
@@ -219,6 +284,7 @@ export class Recovery<F> {
             if (p.timeSent > largestLostTime) largestLostTime = p.timeSent;
             if (p.timeSent < firstLostTime) firstLostTime = p.timeSent;
             this.#hooks.onPacketLost?.(p.size);
+            this.#rememberLost(p.pn, this.largestAcked - p.pn, now);
           }
         }
         for (let f = 0; f < p.frames.length; f++) this.#hooks.onFrameLost(p.frames[f]!);
@@ -227,18 +293,79 @@ export class Recovery<F> {
         if (t < this.lossTime) this.lossTime = t;
       }
     }
-    if (lost > 0 && largestLostTime > -Infinity) this.#onCongestionEvent(largestLostTime, now);
+    if (lost > 0) {
+      this.#roundLost += lost;
+      this.#recentLost += lost;
+    }
+    this.#decayRecent();
+    if (lost > 0 && largestLostTime > -Infinity) {
+      if (this.#tolerable()) {
+        this.toleratedLosses += lost;
+        if (this.cwnd < this.ssthresh) this.ssthresh = this.cwnd; // leave slow start, gently
+      } else this.#onCongestionEvent(largestLostTime, now);
+    }
+    if (lost > 0) this.#tagLost();
     if (
       lost > 0 && this.hasRttSample &&
       largestLostTime - firstLostTime > this.#ptoBase() * this.#p.persistentCongestionThresholdPtos
     ) {
       // Persistent congestion (§7.6, simplified: span of one loss episode).
       this.cwnd = this.minWindow;
+      this.#undoCwnd = 0;
     }
+  }
+
+  /**
+   * Random loss is not congestion (BBRv2's loss_thresh idea): losses in this round
+   * trip up to lossToleranceRatio of the window (in packets) or of the packets
+   * delivered, whichever is larger, do not cut the window. A small window
+   * tolerates no loss at all; an overflowing queue loses far more than 2 %.
+   */
+  #tolerable(): boolean {
+    const ratio = this.#p.lossToleranceRatio;
+    if (ratio <= 0) return false;
+    // Over the last ~lossToleranceWindowPackets packets (decaying counts), not one round:
+    // a window of 12 packets would otherwise tolerate nothing and never grow past ~16.
+    const seen = this.#recentDelivered + this.#recentLost;
+    if (seen < this.#p.lossToleranceWindowPackets / 2) return false;
+    return this.#recentLost <= ratio * seen;
+  }
+  #recentDelivered = 0;
+  #recentLost = 0;
+  #decayRecent(): void {
+    if (this.#recentDelivered + this.#recentLost >= this.#p.lossToleranceWindowPackets) {
+      this.#recentDelivered /= 2;
+      this.#recentLost /= 2;
+    }
+  }
+
+  #pendingTag: number[] = [];
+  #rememberLost(pn: number, distance: number, now: number): void {
+    const m = this.#lostRecent;
+    if (m.size >= 1024) m.delete(m.keys().next().value!);
+    m.set(pn, { epoch: -1, distance, at: now });
+    this.#pendingTag.push(pn);
+  }
+  /** Attributes the packets just declared lost to the current epoch (after any new reduction). */
+  #tagLost(): void {
+    for (const pn of this.#pendingTag) {
+      const r = this.#lostRecent.get(pn);
+      if (r !== undefined) {
+        r.epoch = this.#epoch;
+        this.#epochLost++;
+      }
+    }
+    this.#pendingTag.length = 0;
   }
 
   #onCongestionEvent(sentTime: number, now: number): void {
     if (sentTime <= this.recoveryStartTime) return;
+    // Remember what to restore if every loss of this epoch proves spurious.
+    this.#epoch++;
+    this.#epochLost = 0;
+    this.#epochSpurious = 0;
+    this.#undoCwnd = this.cwnd;
+    this.#undoSsthresh = this.ssthresh;
     this.recoveryStartTime = now;
     this.cwnd = Math.max(this.cwnd * this.#p.lossReductionRatio, this.minWindow);
     this.ssthresh = this.cwnd;
@@ -314,9 +441,10 @@ export class Recovery<F> {
     return rate;
   }
   #burstBytes(): number {
+    // Small bursts: a Deno receiver's socket buffer (~200 KB) holds ~10 packets of 16 KiB.
     return Math.max(
-      this.#p.pacingBurstPackets * this.#mds,
-      this.#rateBytesPerMs() * 2 * this.#p.timerGranularityMs,
+      Math.min(this.#p.pacingBurstPackets * this.#mds, this.#p.pacingMaxBurstBytes),
+      this.#mds,
     );
   }
   #refill(now: number): void {
@@ -335,12 +463,13 @@ export class Recovery<F> {
     if (this.probesPending > 0) return now;
     this.#refill(now);
     if (this.#tokens >= size) return now;
-    return now +
-      Math.max((size - this.#tokens) / this.#rateBytesPerMs(), this.#p.timerGranularityMs);
+    // Sub-millisecond waits are fine: the real clock runs them with setImmediate.
+    return now + (size - this.#tokens) / this.#rateBytesPerMs();
   }
 
   /** Drops all state (session closed). Frames are not reported lost. */
   clear(): void {
+    this.#lostRecent.clear();
     this.#sent = [];
     this.#head = 0;
     this.#outstanding = 0;

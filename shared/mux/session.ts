@@ -89,6 +89,9 @@ export interface MuxStats {
   /** Current packet size (path MTU discovery) and the transport's ceiling. */
   packetSizeBytes: number;
   maxDatagramSize: number;
+  /** Losses later disproved by an ACK, and congestion reductions undone for them. */
+  spuriousLosses: number;
+  undoneReductions: number;
   mtuProbesSent: number;
   mtuProbesLost: number;
   mtuBlackHoles: number;
@@ -394,6 +397,8 @@ export class MuxSession implements StreamHost {
       ptoCount: r.ptoCount,
       packetSizeBytes: this.#pmtu.size,
       maxDatagramSize: this.maxDatagramSize,
+      spuriousLosses: r.spuriousLosses,
+      undoneReductions: r.undoneReductions,
       mtuProbesSent: this.#pmtu.probesSent,
       mtuProbesLost: this.#pmtu.probesLost,
       mtuBlackHoles: this.#pmtu.blackHoles,
