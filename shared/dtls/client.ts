@@ -11,6 +11,7 @@ import { Connection, type DtlsConn } from "./connection.ts";
 import { DtlsError } from "./errors.ts";
 import { type DtlsStats, newStats } from "./stats.ts";
 import { bindUdp, netAddr, type PacketSocketFactory } from "./udp.ts";
+import { checkDatagramSize, defaultMaxDatagramSize, isLoopbackAddress } from "./path.ts";
 
 export interface DtlsClientOptions {
   hostname: string;
@@ -25,7 +26,10 @@ export interface DtlsClientOptions {
   /** First retransmission timeout, doubling up to `maxRtoMs`. Default 500 ms. */
   initialRtoMs?: number;
   maxRtoMs?: number;
-  /** Application payload per datagram we send. Default 1200. */
+  /**
+   * Largest application payload per datagram (the mux probes up to it). Default
+   * `defaultMaxDatagramSize(server ip)`: 16 KiB on loopback, 1400 elsewhere.
+   */
   maxDatagramSize?: number;
   signal?: AbortSignal;
   /** Counters to update (a fresh set by default). */
@@ -51,10 +55,6 @@ async function resolve(hostname: string): Promise<string> {
   }
 }
 
-function isLoopback(ip: string): boolean {
-  return ip.startsWith("127.") || ip === "::1";
-}
-
 export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientConn> {
   const suites = (opts.suites ?? SUITES.map((s) => s.name as SuiteName)).map((n) => {
     const s = suiteByName(n);
@@ -62,15 +62,13 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
     return s;
   });
   if (suites.length === 0) throw new RangeError("No cipher suites to offer");
-  const maxDatagramSize = opts.maxDatagramSize ?? 1200;
-  if (maxDatagramSize < 64 || maxDatagramSize > 16384) {
-    throw new RangeError(`maxDatagramSize must be 64..16384, got ${maxDatagramSize}`);
-  }
+  if (opts.maxDatagramSize !== undefined) checkDatagramSize(opts.maxDatagramSize);
   opts.signal?.throwIfAborted();
   const ip = await resolve(opts.hostname);
+  const maxDatagramSize = opts.maxDatagramSize ?? defaultMaxDatagramSize(ip);
   const stats = opts.stats ?? newStats();
   const to = netAddr({ hostname: ip, port: opts.port });
-  const bindHost = isLoopback(ip) ? ip : ip.includes(":") ? "::" : "0.0.0.0";
+  const bindHost = isLoopbackAddress(ip) ? ip : ip.includes(":") ? "::" : "0.0.0.0";
 
   const socket = (opts.socket ?? bindUdp)(bindHost, 0, (d, from) => {
     stats.datagramsReceived++;

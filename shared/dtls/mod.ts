@@ -14,3 +14,4 @@ export { ECDHE_PSK_CHACHA20, PSK_AES128_GCM, type SuiteName, SUITES } from "./ci
 export { derivePsk, PSK_LABEL, pskIdentity } from "./psk.ts";
 export { type DtlsStats, newStats } from "./stats.ts";
 export type { PskLookup } from "./server_handshake.ts";
+export { defaultMaxDatagramSize, isLoopbackAddress, PATH_SAFE_DATAGRAM_SIZE } from "./path.ts";

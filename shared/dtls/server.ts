@@ -20,6 +20,7 @@ import { type DtlsStats, newStats } from "./stats.ts";
 import { bindUdp, netAddr, type PacketSocket, type PacketSocketFactory } from "./udp.ts";
 import { Writer } from "./bytes.ts";
 import { recordOverhead } from "./cipher.ts";
+import { checkDatagramSize, defaultMaxDatagramSize } from "./path.ts";
 
 export interface DtlsServerOptions {
   hostname: string;
@@ -32,8 +33,11 @@ export interface DtlsServerOptions {
   maxHandshakes?: number;
   /** A handshake not finished in this time is abandoned. Default 30 000 ms. */
   handshakeTimeoutMs?: number;
-  /** Application payload per datagram we send (1200 = the QUIC minimum). Default 1200. */
-  maxDatagramSize?: number;
+  /**
+   * Largest application payload per datagram, per peer (the mux probes up to it).
+   * Default `defaultMaxDatagramSize(peer)`: 16 KiB on loopback, 1400 elsewhere.
+   */
+  maxDatagramSize?: number | ((peer: PeerAddr) => number);
   /** First handshake retransmission timeout; doubles up to `maxRtoMs`. Default 500 ms. */
   initialRtoMs?: number;
   maxRtoMs?: number;
@@ -60,14 +64,14 @@ export class DtlsServer {
     this.#opts = {
       maxHandshakes: 1000,
       handshakeTimeoutMs: 30_000,
-      maxDatagramSize: 1200,
+      maxDatagramSize: (peer: PeerAddr) => defaultMaxDatagramSize(peer.hostname),
       initialRtoMs: 500,
       maxRtoMs: 8000,
       socket: bindUdp,
       ...opts,
     };
-    if (this.#opts.maxDatagramSize < 64 || this.#opts.maxDatagramSize > 16384) {
-      throw new RangeError(`maxDatagramSize must be 64..16384, got ${this.#opts.maxDatagramSize}`);
+    if (typeof this.#opts.maxDatagramSize === "number") {
+      checkDatagramSize(this.#opts.maxDatagramSize);
     }
     this.#socket = this.#opts.socket(
       opts.hostname,
@@ -153,12 +157,16 @@ export class DtlsServer {
 
     const o = this.#opts;
     const to = netAddr(from);
+    const peer = { hostname: from.hostname, port: from.port };
+    const maxDatagramSize = typeof o.maxDatagramSize === "number"
+      ? o.maxDatagramSize
+      : checkDatagramSize(o.maxDatagramSize(peer));
     const conn = new Connection({
       role: "server",
-      remoteAddr: { hostname: from.hostname, port: from.port },
+      remoteAddr: peer,
       transmit: (d) => this.#socket.send(d, to),
-      maxDatagramSize: o.maxDatagramSize,
-      handshakeMtu: o.handshakeMtu ?? Math.max(o.maxDatagramSize, 1200) + 37,
+      maxDatagramSize,
+      handshakeMtu: o.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + 37,
       stats,
       onClosed: (c) => {
         if (this.#conns.get(key) === c) this.#conns.delete(key);
@@ -188,7 +196,7 @@ export class DtlsServer {
           return;
         }
         const suite = hs.suite!;
-        conn.setSuite(suite, o.maxDatagramSize + recordOverhead(suite));
+        conn.setSuite(suite, maxDatagramSize + recordOverhead(suite));
         conn.identity = hs.identity;
         conn.established = true;
         stats.handshakesCompleted++;
