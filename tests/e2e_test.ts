@@ -162,8 +162,8 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
       ok(/location: \/headers/i.test(r.headers));
     });
 
-    await t.step("a 30 MB download and a 20 MB upload are bit-exact", async () => {
-      const n = 30 * 1024 * 1024;
+    await t.step("a 100 MiB download and a 50 MiB upload are bit-exact", async () => {
+      const n = 100 * 1024 * 1024;
       const out = await Deno.makeTempFile();
       try {
         const r = await curl([...host, "-o", out, `${base}/bytes?n=${n}`]);
@@ -176,7 +176,7 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
           want.set(chunk.subarray(0, Math.min(chunk.length, n - o)), o);
         }
         equal(sha256(got), sha256(want));
-        const up = randomBytes(20 * 1024 * 1024);
+        const up = randomBytes(50 * 1024 * 1024);
         await Deno.writeFile(out, up);
         const e = await curl([
           ...host,
