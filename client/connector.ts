@@ -25,6 +25,7 @@ import {
   type ForwardOutcome,
   serveStream,
 } from "./forwarder.ts";
+import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 
 export const CLIENT_VERSION = "hopgate-client/0.1.0";
 
@@ -301,7 +302,7 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
         connected = await connect(options, signal);
         session = new MuxSession(connected.conn, {
           role: "client",
-          ...(options.muxParams ? { params: options.muxParams } : {}),
+          params: { ...TUNNEL_MUX_PARAMS, ...options.muxParams },
         });
         const s = session;
         const onAbort = () => s.abort(0, "client stopping");

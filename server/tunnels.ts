@@ -15,6 +15,7 @@ import type { DtlsConn } from "../shared/dtls/mod.ts";
 import { awaitHello, HelloRejectedError } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession } from "../shared/mux/mod.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
+import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import type { Logger } from "./log.ts";
 import type { TunnelRegistry, TunnelSession } from "./registry.ts";
 
@@ -110,7 +111,7 @@ export class TunnelHub {
     const domain = conn.identity;
     const session = new MuxSession(conn, {
       role: "server",
-      ...(this.#opts.muxParams ? { params: this.#opts.muxParams } : {}),
+      params: { ...TUNNEL_MUX_PARAMS, ...this.#opts.muxParams },
     });
     if (this.#closing) {
       session.abort(undefined, "server shutting down");
