@@ -356,7 +356,7 @@ Deno.test("e2e: a restarted server has its client back within 5 s", async () => 
   }
 });
 
-Deno.test("e2e: two clients of one domain share the load and fail over", async () => {
+Deno.test("e2e: two clients of one domain (node-dtls-client and ours) share the load and fail over", async () => {
   const a = startOrigin();
   const b = startOrigin();
   const server = await startServerProc();
@@ -366,6 +366,7 @@ Deno.test("e2e: two clients of one domain share the load and fail over", async (
     domain: DOMAIN,
     apiKey: key,
     target: `127.0.0.1:${a.port}`,
+    engine: "node-dtls-client",
   });
   const cb = startClientProc({
     dtlsPort: server.dtlsPort,

@@ -186,11 +186,16 @@ export function startClientProc(
     args?: string[];
   },
 ): Proc {
+  // node-dtls-client's `debug` dependency lists the whole environment: that engine
+  // needs an unscoped --allow-env (the client says so and exits otherwise).
+  const flags = taskFlags("client").map((f) =>
+    o.engine === "node-dtls-client" && f.startsWith("--allow-env=") ? "--allow-env" : f
+  );
   return new Proc([
     "run",
     "--config",
     CONFIG,
-    ...taskFlags("client"),
+    ...flags,
     "client/main.ts",
     "--server-addr",
     `127.0.0.1:${o.dtlsPort}`,
