@@ -17,13 +17,18 @@ export interface Clock {
  */
 const IMMEDIATE_BELOW_MS = 1;
 
+/** Marks a setImmediate handle (setTimeout's handle may be a number or an object). */
+class Immediate {
+  constructor(readonly handle: ReturnType<typeof setImmediate>) {}
+}
+
 /** The real clock: performance.now(), setTimeout, and setImmediate for sub-ms delays. */
 export const realClock: Clock = {
   now: () => performance.now(),
   setTimer: (fn, delayMs) =>
-    delayMs < IMMEDIATE_BELOW_MS ? setImmediate(fn) : setTimeout(fn, delayMs),
+    delayMs < IMMEDIATE_BELOW_MS ? new Immediate(setImmediate(fn)) : setTimeout(fn, delayMs),
   clearTimer: (h) => {
-    if (typeof h === "number") clearTimeout(h);
-    else clearImmediate(h as ReturnType<typeof setImmediate>);
+    if (h instanceof Immediate) clearImmediate(h.handle);
+    else clearTimeout(h as number);
   },
 };
