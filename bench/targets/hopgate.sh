@@ -22,7 +22,8 @@ server_cmd() {
   HOP_SERVER_DEBUG=true HOP_SERVER_DOMAIN=localhost \
     HOP_SERVER_HTTP_LISTEN=127.0.0.1:18090 HOP_SERVER_DTLS_LISTEN=127.0.0.1:18091 \
     HOP_ADMIN_API_KEY=$HOPGATE_ADMIN_KEY HOP_DATA_DIR="$STATE/data" HOP_LOG_LEVEL=warn \
-    exec deno run --allow-net --allow-read --allow-write="$STATE/data" --allow-env='HOP_*' \
+    exec deno run --allow-net --allow-read --allow-write="$STATE/data" --allow-env \
+    --deny-env='HOP_CLIENT_*,AWS_*,AZURE_*,GOOGLE_*,GCP_*,GITHUB_*,GH_*,NPM_*,NODE_AUTH_TOKEN,DOCKER_*,SSH_*' \
     --allow-sys=hostname server/main.ts
 }
 
@@ -33,7 +34,7 @@ client_cmd() {
     -d "{\"domain\":\"$PUBLIC_HOST\",\"memo\":\"bench\"}" \
     http://127.0.0.1:18090/api/v1/admin/domains/register | sed -nE 's/.*"client_api_key":"([^"]+)".*/\1/p')
   [ -n "$key" ] || { echo "could not register $PUBLIC_HOST" >&2; exit 1; }
-  exec deno run --allow-net --allow-read --allow-env --allow-sys client/main.ts \
+  exec deno run --allow-net --allow-read --allow-env client/main.ts \
     --server-addr 127.0.0.1:18091 --domain "$PUBLIC_HOST" --api-key "$key" \
     --local-target "127.0.0.1:$ORIGIN_PORT" --dtls-engine "$HOPGATE_ENGINE"
 }
