@@ -13,12 +13,12 @@ import {
   ConfigError,
   type ConfigKey,
   maskSecret,
-  parseDotEnv,
   resolveConfig,
 } from "./config.ts";
 import { CLIENT_VERSION, DTLS_ENGINES, runClient } from "./connector.ts";
 import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
+import { readDotEnv } from "../shared/dotenv.ts";
 
 const HELP_AFTER = `
 Each option overrides its environment variable, which overrides a .env file in
@@ -99,15 +99,6 @@ function readEnv(): Record<string, string | undefined> {
     }
   }
   return env;
-}
-
-async function readDotEnv(): Promise<Record<string, string>> {
-  try {
-    return parseDotEnv(await Deno.readTextFile(".env"));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotCapable) return {};
-    throw e;
-  }
 }
 
 function describe(c: ClientConfig): string {

@@ -4,34 +4,21 @@
  */
 import { ConfigError, loadServerConfig, SERVER_ENV_NAMES } from "./config.ts";
 import { runServer } from "./run.ts";
-
-/** `.env` values, never overriding the real environment. */
-async function readDotEnv(path = ".env"): Promise<Record<string, string>> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch {
-    return {};
-  }
-  const out: Record<string, string> = {};
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (!line || line.startsWith("#")) continue;
-    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
-    if (!m) continue;
-    let v = m[2]!;
-    if ((v.startsWith('"') && v.endsWith('"')) || (v.startsWith("'") && v.endsWith("'"))) {
-      v = v.slice(1, -1);
-    }
-    out[m[1]!] = v;
-  }
-  return out;
-}
+import { readDotEnv } from "../shared/dotenv.ts";
 
 if (import.meta.main) {
   const dotenv = await readDotEnv();
   const env: Record<string, string | undefined> = {};
   for (const name of SERVER_ENV_NAMES) env[name] = Deno.env.get(name) ?? dotenv[name];
+  if (env.HOP_SERVER_DEBUG === undefined && env.HOP_SERVER_DOMAIN === undefined) {
+    // A fresh checkout: `deno task server` just works, on loopback only, with
+    // self-signed certificates. Production sets HOP_SERVER_DOMAIN (or DEBUG=false).
+    env.HOP_SERVER_DEBUG = "true";
+    console.error(
+      "hopgate-server: neither HOP_SERVER_DOMAIN nor HOP_SERVER_DEBUG is set: starting in debug mode " +
+        "(127.0.0.1 only, self-signed certificates, no ACME). Set HOP_SERVER_DOMAIN for production.",
+    );
+  }
   let config;
   try {
     config = loadServerConfig(env);
