@@ -44,6 +44,7 @@ import { PathMtu } from "./pmtud.ts";
 import { Recovery } from "./recovery.ts";
 import { type MuxStream, Stream, type StreamHost } from "./stream.ts";
 import { Reader, Writer } from "./wire.ts";
+import { setImmediate } from "node:timers";
 
 export interface MuxSessionOptions {
   /** Client-opened stream ids are even, server-opened odd. */
@@ -861,10 +862,17 @@ export class MuxSession implements StreamHost {
 
   // ---------------------------------------------------------------- send loop
 
+  /**
+   * The send loop runs on setImmediate, not a microtask: a request's head, body and
+   * FIN (and the ACKs for a batch of received datagrams) are written over several
+   * promise hops, and a microtask flush sent each as its own packet (9 datagrams each
+   * way per tiny HTTP exchange, each costing a DTLS record, a syscall and a wakeup
+   * on the peer). setImmediate runs once the current turn's promise chains settled.
+   */
   #scheduleFlush(): void {
     if (this.#flushScheduled || this.#state === "closed") return;
     this.#flushScheduled = true;
-    queueMicrotask(this.#flushBound);
+    setImmediate(this.#flushBound);
   }
 
   #hasSendWork(s: Stream): boolean {
