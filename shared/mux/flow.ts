@@ -14,16 +14,24 @@ export class ReceiveWindow {
   consumed = 0;
   #epochStart = -1;
   #epochOffset = 0;
+  /** The peer still has the smaller starting limit (nothing advertised yet). */
+  #belowSize = false;
 
-  constructor(initial: number, max: number) {
+  /**
+   * `advertised` is the limit the peer starts with when it is below `initial` (a
+   * stream's wire default): the larger window is announced only once half of that
+   * is used, so a small request/response stream never needs a MAX_STREAM_DATA.
+   */
+  constructor(initial: number, max: number, advertised = initial) {
     this.size = initial;
     this.maxSize = max;
-    this.limit = initial;
+    this.limit = Math.min(initial, advertised);
+    this.#belowSize = this.limit < initial;
   }
 
-  /** True when less than half a window of credit is left. */
+  /** True when less than half a window of credit is left (of the starting limit, at first). */
   get wantsUpdate(): boolean {
-    return this.limit - this.consumed <= this.size / 2;
+    return this.limit - this.consumed <= (this.#belowSize ? this.limit : this.size) / 2;
   }
 
   /** Computes a new limit, growing the window if it was used up fast. Returns the new limit. */
@@ -36,6 +44,7 @@ export class ReceiveWindow {
         this.size = Math.min(this.size * 2, this.maxSize);
       }
     }
+    this.#belowSize = false;
     this.#epochStart = now;
     this.#epochOffset = this.consumed;
     this.limit = this.consumed + this.size;

@@ -159,6 +159,8 @@ export class MuxSession implements StreamHost {
   #nextPeerIndex = 0;
   /** Peer streams allowed (cumulative), what we advertised. */
   #localMaxStreams: number;
+  /** The largest MAX_STREAMS sent so far (the peer's view, once it arrives). */
+  #advertisedMaxStreams = WIRE_INITIAL_MAX_STREAMS;
   /** Our streams the peer allows (cumulative). */
   #peerMaxStreams = WIRE_INITIAL_MAX_STREAMS;
   #maxStreamsPending = true;
@@ -452,27 +454,40 @@ export class MuxSession implements StreamHost {
     this.#streams.delete(s.id);
     this.#controlSet.delete(s);
     if (!s.local) {
-      // Grant the peer a replacement stream.
+      // Grant the peer a replacement stream (announced in batches: #maybeGrantStreams).
       this.#localMaxStreams++;
+      this.#maybeGrantStreams();
+    }
+    if (this.#state === "draining") this.#checkDrained();
+  }
+
+  /**
+   * Sends MAX_STREAMS once the peer has used half of the credit it knows of, not
+   * once per finished stream (one eliciting packet per request otherwise).
+   */
+  #maybeGrantStreams(): void {
+    const adv = this.#advertisedMaxStreams;
+    if (
+      this.#localMaxStreams > adv &&
+      adv - this.#nextPeerIndex <= this.params.maxIncomingStreams / 2
+    ) {
       this.#maxStreamsPending = true;
       this.#scheduleFlush();
     }
-    if (this.#state === "draining") this.#checkDrained();
   }
 
   // ---------------------------------------------------------------- streams
 
   #newStream(id: number, local: boolean): Stream {
+    // The peer starts at the wire default; the larger window goes out once the
+    // stream has used half of that (streamConsumed), not with every new stream.
     const win = new ReceiveWindow(
       this.params.initialStreamWindowBytes,
       this.params.maxStreamWindowBytes,
+      WIRE_INITIAL_STREAM_WINDOW_BYTES,
     );
     const s = new Stream(this, id, local, WIRE_INITIAL_STREAM_WINDOW_BYTES, win);
     this.#streams.set(id, s);
-    if (win.limit > WIRE_INITIAL_STREAM_WINDOW_BYTES) {
-      s.maxStreamDataPending = true;
-      this.streamControl(s);
-    }
     return s;
   }
 
@@ -514,6 +529,7 @@ export class MuxSession implements StreamHost {
       if (i === index) found = ns;
     }
     this.#nextPeerIndex = index + 1;
+    this.#maybeGrantStreams();
     return found;
   }
 
@@ -1008,6 +1024,7 @@ export class MuxSession implements StreamHost {
     }
     if (this.#maxStreamsPending && w.remaining >= room) {
       encodeMaxStreams(w, this.#localMaxStreams);
+      this.#advertisedMaxStreams = this.#localMaxStreams;
       this.#maxStreamsPending = false;
       frames.push(SF_MAX_STREAMS);
     }
