@@ -19,6 +19,7 @@
  *
  * The receive loops reuse one buffer per socket (`receive(buf)`) and copy each datagram out.
  */
+import { prng as mulberry32 } from "../../shared/testing/prng.ts";
 
 /** `toServer`: client → upstream. `toClient`: upstream → client. */
 export type Direction = "toServer" | "toClient";
@@ -108,17 +109,7 @@ function emptyCounters(): DirectionCounters {
   };
 }
 
-/** mulberry32: a small, fast, seedable 32-bit PRNG. Returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 function hexHead(d: Uint8Array, n = 13): string {
   let s = "";

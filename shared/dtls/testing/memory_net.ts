@@ -3,6 +3,7 @@
  * each other asynchronously (like UDP), with seeded loss, duplication, reordering
  * and a per-datagram filter. No real sockets, deterministic for a given seed.
  */
+import { prng } from "../../testing/prng.ts";
 import type { PacketSocket, PacketSocketFactory, UdpHandler } from "../udp.ts";
 
 export interface MemoryNetOptions {
@@ -15,18 +16,6 @@ export interface MemoryNetOptions {
   reorder?: number;
   /** Last word on each datagram: return false to drop it. */
   filter?: (datagram: Uint8Array, from: string, to: string) => boolean;
-}
-
-/** mulberry32: small, fast, seedable. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export class MemoryNet {
@@ -119,3 +108,5 @@ export class MemoryNet {
     this.#held = undefined;
   }
 }
+
+export { prng };
