@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Quick tunnel check, for before/after comparisons while optimizing (the full comparison with
+# direct and ssh -R is the shared harness with bench/targets/hopgate.sh). Starts an origin, the
+# server (debug, embedded database in a temp dir) and the client as processes on 127.0.0.1,
+# runs wrk -c50 (8 s) and -c1 (4 s) on a 13-byte response and a 50 MiB echo upload with curl,
+# prints the figures and the RSS of both processes, and stops everything it started.
+# PROFILE=1 adds --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
+# `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$(mktemp -d /tmp/hopgate-quick.XXXXXX)}
+P=${PORT_BASE:-18100}
+ORIGIN=$P HTTP=$((P + 1)) DTLS=$((P + 2))
+KEY_ADMIN=quick-admin-key-0123456789
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done; sleep 2; for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+prof() { [ "${PROFILE:-}" = 1 ] && echo "--cpu-prof --cpu-prof-dir=$OUT/$1"; }
+
+cat > "$OUT/origin.ts" <<EOT
+Deno.serve({ hostname: "127.0.0.1", port: $ORIGIN, onListen() {} }, (req) =>
+  new URL(req.url).pathname === "/echo" ? new Response(req.body) : new Response("Hello, world!"));
+EOT
+deno run --allow-net "$OUT/origin.ts" & PIDS+=($!)
+cd "$ROOT" || exit 1
+HOP_SERVER_DEBUG=true HOP_SERVER_DOMAIN=localhost HOP_SERVER_HTTP_LISTEN=127.0.0.1:$HTTP \
+  HOP_SERVER_HTTPS_LISTEN=127.0.0.1:0 HOP_SERVER_DTLS_LISTEN=127.0.0.1:$DTLS \
+  HOP_ADMIN_API_KEY=$KEY_ADMIN HOP_DATA_DIR="$OUT/data" HOP_LOG_LEVEL=warn \
+  deno run $(prof server) --allow-all server/main.ts >"$OUT/server.log" 2>&1 & PIDS+=($!); S=$!
+for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: localhost' "http://127.0.0.1:$HTTP/healthz" && break; sleep 0.2; done
+KEY=$(curl -s -H 'Host: localhost' -H "Authorization: Bearer $KEY_ADMIN" -d '{"domain":"app.localhost"}' \
+  "http://127.0.0.1:$HTTP/api/v1/admin/domains/register" | sed -nE 's/.*"client_api_key":"([^"]+)".*/\1/p')
+deno run $(prof client) --allow-all client/main.ts --server-addr "127.0.0.1:$DTLS" --domain app.localhost \
+  --api-key "$KEY" --local-target "127.0.0.1:$ORIGIN" >"$OUT/client.log" 2>&1 & PIDS+=($!); C=$!
+for _ in $(seq 100); do [ "$(curl -s -H 'Host: app.localhost' "http://127.0.0.1:$HTTP/")" = "Hello, world!" ] && break; sleep 0.2; done
+H=(-H 'Host: app.localhost')
+echo "c50: $(wrk -t2 -c50 -d8s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" | awk '/Requests\/sec/{r=$2} /^ +50%/{a=$2} /^ +99%/{b=$2} END{print r" req/s p50 "a" p99 "b}')"
+echo "c1:  $(wrk -t1 -c1 -d4s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" | awk '/Requests\/sec/{r=$2} /^ +50%/{a=$2} END{print r" req/s p50 "a}')"
+head -c 52428800 /dev/urandom >"$OUT/50m.bin"
+echo "echo 50 MiB: $(curl -s -o /dev/null -w '%{time_total} s' "${H[@]}" -H 'Expect:' --data-binary @"$OUT/50m.bin" "http://127.0.0.1:$HTTP/echo")"
+echo "RSS MB: server $(($(awk '/VmRSS/{print $2}' /proc/$S/status) / 1024)) client $(($(awk '/VmRSS/{print $2}' /proc/$C/status) / 1024))"
+echo "output in $OUT"
