@@ -267,7 +267,7 @@ export class Connection implements DtlsConn, RecordIO {
       const pt = cipher.open(rec, fragment); // reads the header from rec's first bytes
       if (!pt) {
         this.stats.dropped.badMac++;
-        if (epoch === 1 && !this.established && this.handshake) this.#wrongKey();
+        if (epoch === 1 && !this.established) this.handshake?.keysDiffer();
         return;
       }
       plaintext = pt;
@@ -283,11 +283,6 @@ export class Connection implements DtlsConn, RecordIO {
       this.#pendingRead = undefined;
     }
     this.#onRecord(type, epoch, plaintext);
-  }
-
-  #wrongKey(): void {
-    const h = this.handshake as { wrongKey?: () => void } | undefined;
-    h?.wrongKey?.();
   }
 
   #onRecord(type: number, epoch: number, data: Uint8Array): void {

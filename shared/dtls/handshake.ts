@@ -12,7 +12,12 @@
  * The last flight of a handshake is not resent on a timer, only when the peer
  * resends its own (which says ours was lost).
  */
-import { ContentType, HANDSHAKE_HEADER_SIZE, MAX_HANDSHAKE_MESSAGE } from "./constants.ts";
+import {
+  AlertDescription,
+  ContentType,
+  HANDSHAKE_HEADER_SIZE,
+  MAX_HANDSHAKE_MESSAGE,
+} from "./constants.ts";
 import type { RecordCipher } from "./cipher.ts";
 import { DtlsError } from "./errors.ts";
 import { decodeFragments, encodeHandshake, fragmentOf } from "./messages.ts";
@@ -106,6 +111,21 @@ export abstract class Handshake {
     this.failed = error;
     this.dispose();
     this.onDone(error);
+  }
+
+  /**
+   * A record of the new epoch did not authenticate before the handshake finished:
+   * with a PSK that means the two sides derived different keys (a wrong API key).
+   * Failing at once lets the peer be told why (decrypt_error) instead of timing out.
+   */
+  keysDiffer(): void {
+    this.fail(
+      new DtlsError(
+        "HANDSHAKE_FAILED",
+        "The peer's Finished does not decrypt: the pre-shared keys differ",
+        AlertDescription.DecryptError,
+      ),
+    );
   }
 
   /** Marks the handshake done (after the peer's Finished verified, or ours was sent last). */

@@ -217,17 +217,4 @@ export class ServerHandshake extends Handshake {
     this.sendFlight(["ccs", fin], true);
     this.succeed();
   }
-
-  /** A record of the new epoch did not authenticate: with PSK this means a wrong key. */
-  wrongKey(): void {
-    if (this.#state === "finished" && !this.finished) {
-      this.fail(
-        new DtlsError(
-          "HANDSHAKE_FAILED",
-          "Client Finished does not decrypt",
-          AlertDescription.DecryptError,
-        ),
-      );
-    }
-  }
 }
