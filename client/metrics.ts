@@ -18,6 +18,7 @@
  * `aborted` (the caller went away), or the forwarder's error code (`refused`...).
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { processMemoryGauge, REQUEST_DURATION_BUCKETS_SECONDS } from "../shared/process_metrics.ts";
 import type { ClientEvent } from "./connector.ts";
 
 export class ClientMetrics {
@@ -58,7 +59,7 @@ export class ClientMetrics {
       name: "hopgate_client_request_duration_seconds",
       help: "Time to forward a request to the local service and relay its response.",
       labelNames: ["outcome"],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      buckets: REQUEST_DURATION_BUCKETS_SECONDS,
       registers,
     });
     this.#inFlight = new Gauge({
@@ -71,17 +72,7 @@ export class ClientMetrics {
       help: "Smoothed RTT of the tunnel at the last status report.",
       registers,
     });
-    new Gauge({
-      name: "hopgate_client_process_memory_bytes",
-      help: "Process memory from Deno.memoryUsage(), by kind.",
-      labelNames: ["kind"],
-      registers,
-      collect() {
-        const m = Deno.memoryUsage();
-        this.labels("rss").set(m.rss);
-        this.labels("heap_used").set(m.heapUsed);
-      },
-    });
+    processMemoryGauge("hopgate_client_process_memory_bytes", registers);
   }
 
   /** Pass to `runClient`'s `onEvent` (next to the status reporter). */

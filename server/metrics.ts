@@ -41,6 +41,7 @@
  * there is none (so `< 7 * 86400` alerts never fire on an empty server).
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { processMemoryGauge, REQUEST_DURATION_BUCKETS_SECONDS } from "../shared/process_metrics.ts";
 import type { DtlsStats } from "../shared/dtls/mod.ts";
 import type { MuxSession, MuxStats } from "../shared/mux/mod.ts";
 import type { Secret } from "./config.ts";
@@ -135,19 +136,7 @@ export class ServerMetrics {
       labelNames: ["version"],
       registers,
     }).labels(options.version ?? "unknown").set(1);
-    new Gauge({
-      name: "hopgate_process_memory_bytes",
-      help: "Process memory from Deno.memoryUsage(), by kind.",
-      labelNames: ["kind"],
-      registers,
-      collect() {
-        const m = Deno.memoryUsage();
-        this.labels("rss").set(m.rss);
-        this.labels("heap_total").set(m.heapTotal);
-        this.labels("heap_used").set(m.heapUsed);
-        this.labels("external").set(m.external);
-      },
-    });
+    processMemoryGauge("hopgate_process_memory_bytes", registers);
     const started = Date.now() / 1000;
     new Gauge({
       name: "hopgate_process_start_time_seconds",
@@ -282,7 +271,7 @@ export class ServerMetrics {
       name: "hopgate_http_request_duration_seconds",
       help: "Time from request to the end of the response body (WebSocket: the session).",
       labelNames: ["code_class", "method"],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      buckets: REQUEST_DURATION_BUCKETS_SECONDS,
       registers,
     });
     this.#responseBytes = new Counter({
