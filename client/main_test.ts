@@ -4,37 +4,17 @@
  * real run against a tunnel server (so a missing permission shows up here).
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { encodeHead } from "../shared/protocol/mod.ts";
+import { baseEnv, ROOT, taskFlags } from "../tests/helpers/procs.ts";
 import { startTestServer } from "./testing/tunnel_server.ts";
 import { readAnswer, readBytes, requestHead, within } from "./testing/tunnel.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CONFIG = `${ROOT}deno.json`;
 const MAIN = `${ROOT}client/main.ts`;
 
-/** The `client` task's flags, from deno.json: "deno run FLAGS... client/main.ts". */
-function taskFlags(): string[] {
-  const cfg = JSON.parse(Deno.readTextFileSync(CONFIG)) as { tasks: Record<string, string> };
-  const words = cfg.tasks.client!.split(/\s+/);
-  assert.deepEqual(words.slice(0, 2), ["deno", "run"]);
-  assert.equal(words.at(-1), "client/main.ts");
-  return words.slice(2, -1);
-}
-
-/** Passes through only what deno itself needs to find its cache. */
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const k of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"]) {
-    const v = Deno.env.get(k);
-    if (v !== undefined) env[k] = v;
-  }
-  return env;
-}
-
 function cli(args: string[], o: { cwd?: string; env?: Record<string, string> } = {}) {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "--config", CONFIG, ...taskFlags(), MAIN, ...args],
+    args: ["run", "--config", CONFIG, ...taskFlags("client"), MAIN, ...args],
     cwd: o.cwd ?? Deno.makeTempDirSync({ prefix: "hopgate-cli-" }),
     env: { ...baseEnv(), ...o.env },
     clearEnv: true,

@@ -101,17 +101,28 @@ function startOrigin(port = 0) {
 
 const host = ["-H", `Host: ${DOMAIN}`];
 
+/** A client process serving DOMAIN from the local service on `originPort`. */
+function tunnelClient(
+  server: { dtlsPort: number },
+  apiKey: string,
+  originPort: number,
+  engine?: string,
+) {
+  return startClientProc({
+    dtlsPort: server.dtlsPort,
+    domain: DOMAIN,
+    apiKey,
+    target: `127.0.0.1:${originPort}`,
+    ...(engine ? { engine } : {}),
+  });
+}
+
 /** One server, one client, one origin for the cases that share them. */
 Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and gateway errors", async (t) => {
   const origin = startOrigin();
   const server = await startServerProc({ HOP_SERVER_PROXY_TIMEOUT_SECONDS: "2" });
   const key = await server.register(DOMAIN);
-  const client = startClientProc({
-    dtlsPort: server.dtlsPort,
-    domain: DOMAIN,
-    apiKey: key,
-    target: `127.0.0.1:${origin.port}`,
-  });
+  const client = tunnelClient(server, key, origin.port);
   const base = `http://127.0.0.1:${server.httpPort}`;
   try {
     await client.waitFor("connected to");
@@ -282,12 +293,7 @@ Deno.test("e2e: 502 when the local service is down; 503 when the client dies mid
   const key = await server.register(DOMAIN);
   const deadPort = freePort("tcp");
   const base = `http://127.0.0.1:${server.httpPort}`;
-  let client = startClientProc({
-    dtlsPort: server.dtlsPort,
-    domain: DOMAIN,
-    apiKey: key,
-    target: `127.0.0.1:${deadPort}`,
-  });
+  let client = tunnelClient(server, key, deadPort);
   const origin = startOrigin();
   try {
     await client.waitFor("connected to");
@@ -296,12 +302,7 @@ Deno.test("e2e: 502 when the local service is down; 503 when the client dies mid
     ok(!down.body.includes(String(deadPort)), "no internal address in the error page");
     await client.stop();
 
-    client = startClientProc({
-      dtlsPort: server.dtlsPort,
-      domain: DOMAIN,
-      apiKey: key,
-      target: `127.0.0.1:${origin.port}`,
-    });
+    client = tunnelClient(server, key, origin.port);
     await client.waitFor("connected to");
     const pending = curl([...host, `${base}/slow?ms=5000`]);
     await new Promise((r) => setTimeout(r, 500));
@@ -309,12 +310,7 @@ Deno.test("e2e: 502 when the local service is down; 503 when the client dies mid
     const lost = await pending;
     equal(lost.status, 503);
 
-    client = startClientProc({
-      dtlsPort: server.dtlsPort,
-      domain: DOMAIN,
-      apiKey: key,
-      target: `127.0.0.1:${origin.port}`,
-    });
+    client = tunnelClient(server, key, origin.port);
     await client.waitFor("connected to");
     const back = await curl([...host, `${base}/`]);
     equal(back.status, 200);
@@ -329,12 +325,7 @@ Deno.test("e2e: a restarted server has its client back within 5 s", async () => 
   const origin = startOrigin();
   const server = await startServerProc();
   const key = await server.register(DOMAIN);
-  const client = startClientProc({
-    dtlsPort: server.dtlsPort,
-    domain: DOMAIN,
-    apiKey: key,
-    target: `127.0.0.1:${origin.port}`,
-  });
+  const client = tunnelClient(server, key, origin.port);
   const base = `http://127.0.0.1:${server.httpPort}`;
   try {
     await client.waitFor("connected to");
@@ -361,20 +352,8 @@ Deno.test("e2e: two clients of one domain (node-dtls-client and ours) share the 
   const b = startOrigin();
   const server = await startServerProc();
   const key = await server.register(DOMAIN);
-  const ca = startClientProc({
-    dtlsPort: server.dtlsPort,
-    domain: DOMAIN,
-    apiKey: key,
-    target: `127.0.0.1:${a.port}`,
-    engine: "node-dtls-client",
-  });
-  const cb = startClientProc({
-    dtlsPort: server.dtlsPort,
-    domain: DOMAIN,
-    apiKey: key,
-    target: `127.0.0.1:${b.port}`,
-    engine: "hopgate",
-  });
+  const ca = tunnelClient(server, key, a.port, "node-dtls-client");
+  const cb = tunnelClient(server, key, b.port, "hopgate");
   const base = `http://127.0.0.1:${server.httpPort}`;
   try {
     await Promise.all([ca.waitFor("connected to"), cb.waitFor("connected to")]);

@@ -4,7 +4,7 @@
  * database) and says so, instead of refusing to start.
  */
 import { ok } from "node:assert/strict";
-import { freePort, ROOT, taskFlags } from "./helpers/procs.ts";
+import { baseEnv, freePort, ROOT, taskFlags } from "./helpers/procs.ts";
 
 Deno.test("the server starts in debug mode when nothing is configured, and says why", async () => {
   const dataDir = `./data/fresh-${crypto.randomUUID()}`;
@@ -14,9 +14,7 @@ Deno.test("the server starts in debug mode when nothing is configured, and says 
     cwd: ROOT,
     clearEnv: true,
     env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
+      ...baseEnv(),
       // only ports and the data directory, so parallel tests do not collide
       HOP_SERVER_HTTP_LISTEN: `127.0.0.1:${http}`,
       HOP_SERVER_HTTPS_LISTEN: `127.0.0.1:${freePort("tcp")}`,

@@ -17,10 +17,14 @@ export const ADMIN_KEY = "e2e-admin-key-0123456789";
 export function taskFlags(task: "server" | "client"): string[] {
   const cfg = JSON.parse(Deno.readTextFileSync(CONFIG)) as { tasks: Record<string, string> };
   const words = cfg.tasks[task]!.split(/\s+/);
+  if (words[0] !== "deno" || words[1] !== "run" || words.at(-1) !== `${task}/main.ts`) {
+    throw new Error(`task ${task} is not "deno run FLAGS... ${task}/main.ts": ${cfg.tasks[task]}`);
+  }
   return words.slice(2, -1);
 }
 
-function baseEnv(): Record<string, string> {
+/** Only what deno itself needs to find its cache: tests pass everything else explicitly. */
+export function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const k of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"]) {
     const v = Deno.env.get(k);
