@@ -32,13 +32,7 @@ import {
   type SuiteName,
 } from "../shared/dtls/mod.ts";
 import { type CipherSuite, RecordCipher } from "../shared/dtls/cipher.ts";
-import type { PeerAddr } from "../shared/dtls/connection.ts";
-import {
-  type PacketSocket,
-  type PacketSocketFactory,
-  type UdpHandler,
-  UdpSocket,
-} from "../shared/dtls/udp.ts";
+import { type PacketSocketFactory, UdpSocket } from "../shared/dtls/udp.ts";
 
 const HOST = "127.0.0.1";
 const IDENTITY = "bench.example.test";
@@ -330,69 +324,12 @@ interface SendResult {
   error?: string;
 }
 
-/**
- * The sender's socket: the same receive loop as `UdpSocket` (for the handshake), and sends
- * whose completion can be awaited, so "sent" counts datagrams the kernel took, not sends
- * queued in the runtime.
- */
-class TrackedSocket implements PacketSocket {
-  readonly #sock: Deno.DatagramConn;
-  readonly #buf = new Uint8Array(65536);
-  #last: Promise<unknown> = Promise.resolve();
-  #closed = false;
-  sendErrors = 0;
-  readonly done: Promise<void>;
-  readonly #onError = () => {
-    this.sendErrors++;
-  };
-
-  constructor(hostname: string, port: number, handler: UdpHandler) {
-    this.#sock = Deno.listenDatagram({ transport: "udp", hostname, port });
-    this.done = this.#loop(handler);
-  }
-
-  get addr(): PeerAddr {
-    const a = this.#sock.addr as Deno.NetAddr;
-    return { hostname: a.hostname, port: a.port };
-  }
-
-  async #loop(handler: UdpHandler): Promise<void> {
-    while (!this.#closed) {
-      let r: [Uint8Array, Deno.Addr];
-      try {
-        r = await this.#sock.receive(this.#buf);
-      } catch {
-        if (this.#closed) return;
-        continue;
-      }
-      handler(r[0], r[1] as Deno.NetAddr);
-    }
-  }
-
-  send(datagram: Uint8Array, to: Deno.NetAddr): void {
-    if (this.#closed) return;
-    this.#last = this.#sock.send(datagram, to).catch(this.#onError);
-  }
-
-  /** Settles once every send so far has completed (ops complete in order per socket). */
-  flush(): Promise<unknown> {
-    return this.#last;
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#sock.close();
-    } catch { /* closed */ }
-  }
-}
-
 /** Worker side: connects (for DTLS), sends for `durationMs`, reports what it sent. */
 async function runSendJob(job: SendJob): Promise<SendResult> {
   const payload = new Uint8Array(randomBytes(job.size));
-  let sock: TrackedSocket | undefined;
-  const factory: PacketSocketFactory = (h, p, handler) => sock = new TrackedSocket(h, p, handler);
+  let sock: UdpSocket | undefined;
+  // UdpSocket.flush() lets "sent" count datagrams the kernel took, not sends queued in the runtime.
+  const factory: PacketSocketFactory = (h, p, handler) => sock = UdpSocket.bind(h, p, handler);
   let send: (d: Uint8Array) => void;
   let close: () => void;
   if (job.kind === "dtls") {

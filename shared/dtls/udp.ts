@@ -67,12 +67,23 @@ export class UdpSocket implements PacketSocket {
     }
   }
 
+  readonly #onSendError = () => {
+    this.sendErrors++;
+  };
+  #lastSend: Promise<unknown> = Promise.resolve();
+
   /** Fire-and-forget send; `to` should be reused per peer (it is not copied). */
   send(datagram: Uint8Array, to: Deno.NetAddr): void {
     if (this.#closed) return;
-    this.#sock.send(datagram, to).catch(() => {
-      this.sendErrors++;
-    });
+    this.#lastSend = this.#sock.send(datagram, to).catch(this.#onSendError);
+  }
+
+  /**
+   * Settles once every send so far was taken by the kernel (sends complete in order
+   * per socket). Fire-and-forget sends otherwise queue up inside the runtime.
+   */
+  flush(): Promise<unknown> {
+    return this.#lastSend;
   }
 
   close(): void {
