@@ -8,7 +8,7 @@
  *  +--------+-----------------+--------------+-----------------+-----------------+
  */
 import { Reader, Writer } from "./bytes.ts";
-import { DTLS_1_2, ExtensionType, HANDSHAKE_HEADER_SIZE } from "./constants.ts";
+import { DTLS_1_0, ExtensionType, HANDSHAKE_HEADER_SIZE } from "./constants.ts";
 
 export type Decoded<T> = { value: T; error?: undefined } | { value?: undefined; error: string };
 
@@ -151,7 +151,7 @@ export function decodeHelloVerifyRequest(body: Uint8Array): Decoded<HelloVerifyR
 
 export function encodeHelloVerifyRequest(cookie: Uint8Array): Uint8Array {
   // RFC 6347 4.2.1: servers SHOULD use DTLS 1.0 here regardless of the version negotiated.
-  return new Writer().u16(0xfeff).vec(1, cookie).finish();
+  return new Writer().u16(DTLS_1_0).vec(1, cookie).finish();
 }
 
 /** RFC 5246 7.4.1.3 */
@@ -274,5 +274,3 @@ export const RENEGOTIATION_INFO: Extension = {
   type: ExtensionType.RenegotiationInfo,
   data: new Uint8Array([0]),
 };
-
-export { DTLS_1_2 };
