@@ -1,11 +1,16 @@
 /**
  * One bidirectional stream: its send half (SendBuffer, peer's flow-control
  * limit, FIN/RESET) and receive half (RecvBuffer, our window, STOP_SENDING),
- * exposed as Web Streams with backpressure:
- * - `writable.write()` resolves once the bytes are in the send buffer; the
- *   buffer holds at most `streamSendBufferBytes` unacknowledged bytes.
- * - `readable` has highWaterMark 0: data moves to the reader only on a read,
- *   and flow-control credit returns to the peer only then.
+ * with backpressure both ways:
+ * - `write()` resolves once the bytes are in the send buffer; the buffer holds
+ *   at most `streamSendBufferBytes` unacknowledged bytes.
+ * - `read()` hands over data only when asked, and flow-control credit returns
+ *   to the peer only then.
+ *
+ * `read`/`write`/`close` are the direct API (one reader and one writer at a
+ * time); `readable` and `writable` are Web Streams over it, made on first use:
+ * use one or the other for each direction. Per-request code uses the direct
+ * API: two Web Streams per stream cost more than the rest of a small request.
  */
 import { MuxStreamError, StreamErrorCode } from "./errors.ts";
 import { ReceiveWindow } from "./flow.ts";
@@ -31,8 +36,27 @@ export interface MuxStream {
   readonly id: number;
   /** True if this side opened the stream. */
   readonly local: boolean;
+  /** The receive half as a Web Stream (made on first use; then do not call `read`). */
   readonly readable: ReadableStream<Uint8Array>;
+  /** The send half as a Web Stream (made on first use; then do not call `write`/`close`). */
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * The next chunk, or null once the peer's FIN is reached. Rejects with a
+   * MuxStreamError if the stream is reset or stopped, or with the session's error.
+   * One read at a time.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * Everything left to read when the FIN and all data before it are already
+   * here (the receive half is then finished), else null and nothing is taken.
+   */
+  readRest(): Uint8Array | null;
+  /** Queues bytes; resolves once they are in the send buffer. One write at a time. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Ends the send half (FIN) after what was written. */
+  close(): void;
+  /** Settles once the send half is done: resolves after FIN, rejects on reset/stop/session end. */
+  readonly sendClosed: Promise<void>;
   /** Abandons the send half: RESET_STREAM with `code`; the peer's reader fails with it. */
   reset(code: number): void;
   /** Abandons the receive half: STOP_SENDING with `code`; the peer resets its send half. */
@@ -58,11 +82,14 @@ interface PendingWrite {
   reject: (e: unknown) => void;
 }
 
+interface PendingRead {
+  resolve: (chunk: Uint8Array | null) => void;
+  reject: (e: unknown) => void;
+}
+
 export class Stream implements MuxStream {
   readonly id: number;
   readonly local: boolean;
-  readonly readable: ReadableStream<Uint8Array>;
-  readonly writable: WritableStream<Uint8Array>;
   readonly host: StreamHost;
 
   // Send half.
@@ -89,9 +116,16 @@ export class Stream implements MuxStream {
   stopPending = false;
   maxStreamDataPending = false;
   inControlSet = false;
-  #rc!: ReadableStreamDefaultController<Uint8Array>;
-  #wc!: WritableStreamDefaultController;
-  #pullWanted = false;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #wc: WritableStreamDefaultController | null = null;
+  #pendingRead: PendingRead | null = null;
+  /** Why reads fail (reset, stop, session end); null while readable. */
+  #readError: unknown = null;
+  /** close() came while a write was waiting: FIN once it is in. */
+  #closeAfterWrite = false;
+  #sendClosed: Promise<void> | null = null;
+  #settleSendClosed: ((e?: unknown) => void) | null = null;
   /** Freed by the session. */
   done = false;
 
@@ -107,24 +141,30 @@ export class Stream implements MuxStream {
     this.local = local;
     this.sendMax = peerInitialWindow;
     this.window = window;
-    this.readable = new ReadableStream<Uint8Array>({
-      start: (c) => {
-        this.#rc = c;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        const chunk = await this.read();
+        if (chunk === null) c.close();
+        else c.enqueue(chunk);
       },
-      pull: () => {
-        this.#pullWanted = true;
-        this.deliver();
-      },
-      cancel: (reason) => {
-        this.stopSending(codeOf(reason));
-      },
+      cancel: (reason) => this.stopSending(codeOf(reason)),
     }, { highWaterMark: 0 });
-    this.writable = new WritableStream<Uint8Array>({
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= new WritableStream<Uint8Array>({
       start: (c) => {
         this.#wc = c;
+        if (this.sendState === "reset") c.error(this.sendError);
       },
-      write: (chunk) => this.#write(chunk),
-      close: () => this.#closeWrite(),
+      write: (chunk) => this.write(chunk),
+      close: () => {
+        if (this.sendError !== null) throw this.sendError;
+        this.close();
+      },
       abort: (reason) => this.reset(codeOf(reason)),
     }, { highWaterMark: 1 });
   }
@@ -135,28 +175,61 @@ export class Stream implements MuxStream {
 
   // ---- send half ----
 
-  #write(chunk: Uint8Array): void | Promise<void> {
+  write(chunk: Uint8Array): Promise<void> {
     if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError(`Cannot write to stream ${this.id}: chunk is not a Uint8Array`);
+      return Promise.reject(
+        new TypeError(`Cannot write to stream ${this.id}: chunk is not a Uint8Array`),
+      );
     }
-    if (this.sendState !== "open") throw this.sendError ?? new TypeError("stream closed");
+    if (this.sendState !== "open" || this.#closeAfterWrite) {
+      return Promise.reject(
+        this.sendError ?? new TypeError(`Cannot write to stream ${this.id}: it is closed`),
+      );
+    }
+    if (this.pendingWrite !== null) {
+      return Promise.reject(
+        new TypeError(`Cannot write to stream ${this.id}: a write is already waiting`),
+      );
+    }
     const n = this.send.write(chunk, 0, this.host.sendBufferLimit);
     if (n > 0) this.host.streamSendable(this);
-    if (n === chunk.length) return;
+    if (n === chunk.length) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       this.pendingWrite = { chunk, pos: n, resolve, reject };
     });
   }
 
-  #closeWrite(): void {
-    if (this.sendState !== "open") {
-      if (this.sendError !== null) throw this.sendError;
+  close(): void {
+    if (this.sendState !== "open") return;
+    if (this.pendingWrite !== null) {
+      this.#closeAfterWrite = true;
       return;
     }
     this.sendState = "fin";
     this.send.finQueued = true;
     this.send.finPending = true;
     this.host.streamSendable(this);
+    this.#settleSendClosed?.();
+  }
+
+  get sendClosed(): Promise<void> {
+    if (this.#sendClosed === null) {
+      if (this.sendState === "fin") this.#sendClosed = Promise.resolve();
+      else if (this.sendState === "reset") {
+        this.#sendClosed = Promise.reject(this.sendError);
+        this.#sendClosed.catch(() => {});
+      } else {
+        this.#sendClosed = new Promise<void>((resolve, reject) => {
+          this.#settleSendClosed = (e?: unknown) => {
+            this.#settleSendClosed = null;
+            if (e === undefined) resolve();
+            else reject(e);
+          };
+        });
+        this.#sendClosed.catch(() => {});
+      }
+    }
+    return this.#sendClosed;
   }
 
   /** Acks freed send-buffer room: move a waiting write in. */
@@ -171,6 +244,10 @@ export class Stream implements MuxStream {
       if (pw.pos === pw.chunk.length) {
         this.pendingWrite = null;
         pw.resolve();
+        if (this.#closeAfterWrite) {
+          this.#closeAfterWrite = false;
+          this.close();
+        }
       }
     }
     if (this.sendDone) this.host.streamMaybeDone(this);
@@ -204,31 +281,84 @@ export class Stream implements MuxStream {
     this.resetFinalSize = this.send.nextNew;
     this.send.clear();
     this.resetPending = true;
+    this.#failWrite(err);
+    this.host.streamControl(this);
+  }
+
+  #failWrite(err: unknown): void {
+    this.#closeAfterWrite = false;
     const pw = this.pendingWrite;
     this.pendingWrite = null;
     pw?.reject(err);
-    this.#wc.error(err);
-    this.host.streamControl(this);
+    this.#wc?.error(err);
+    this.#settleSendClosed?.(err);
   }
 
   // ---- receive half ----
 
-  /** Hands ready data to a waiting reader; closes the readable at the end. */
-  deliver(): void {
-    if (this.recvState !== "open") return;
-    if (this.#pullWanted) {
-      const chunk = this.recv.take(READ_COALESCE_BYTES);
-      if (chunk !== null) {
-        this.#pullWanted = false;
-        this.#rc.enqueue(chunk);
-        this.host.streamConsumed(this, chunk.length);
-      }
+  read(): Promise<Uint8Array | null> {
+    if (this.#pendingRead !== null) {
+      return Promise.reject(new TypeError(`Cannot read stream ${this.id}: a read is waiting`));
     }
+    if (this.#readError !== null) return Promise.reject(this.#readError);
+    const chunk = this.#take();
+    if (chunk !== undefined) return Promise.resolve(chunk);
+    return new Promise((resolve, reject) => {
+      this.#pendingRead = { resolve, reject };
+    });
+  }
+
+  readRest(): Uint8Array | null {
+    if (this.#pendingRead !== null || this.#readError !== null) return null;
+    if (this.recvState === "closed") return new Uint8Array(0);
+    const r = this.recv;
+    if (this.recvState !== "open" || r.finalSize < 0 || r.contiguousEnd !== r.finalSize) {
+      return null;
+    }
+    const rest = r.take(Infinity) ?? new Uint8Array(0);
+    if (rest.length > 0) this.host.streamConsumed(this, rest.length);
+    this.#finishRead();
+    return rest;
+  }
+
+  /** Ready data, null at the end, undefined if the reader must wait. */
+  #take(): Uint8Array | null | undefined {
+    if (this.recvState === "closed") return null;
+    if (this.recvState !== "open") return undefined;
+    const chunk = this.recv.take(READ_COALESCE_BYTES);
+    if (chunk !== null) this.host.streamConsumed(this, chunk.length);
     if (this.recv.finished) {
-      this.recvState = "closed";
-      this.#rc.close();
-      this.host.streamMaybeDone(this);
+      // Everything handed over: finish now, so the stream can be freed at once.
+      this.#finishRead();
+      return chunk;
     }
+    return chunk ?? undefined;
+  }
+
+  #finishRead(): void {
+    this.recvState = "closed";
+    this.host.streamMaybeDone(this);
+  }
+
+  /** New data or FIN arrived: hand it to a waiting reader. */
+  deliver(): void {
+    const pr = this.#pendingRead;
+    if (pr === null) {
+      // Nobody is reading: still finish a receive half with nothing left to hand over.
+      if (this.recvState === "open" && this.recv.finished) this.#finishRead();
+      return;
+    }
+    const chunk = this.#take();
+    if (chunk === undefined) return;
+    this.#pendingRead = null;
+    pr.resolve(chunk);
+  }
+
+  #failRead(err: unknown): void {
+    this.#readError = err;
+    const pr = this.#pendingRead;
+    this.#pendingRead = null;
+    pr?.reject(err);
   }
 
   get recvDone(): boolean {
@@ -242,7 +372,7 @@ export class Stream implements MuxStream {
     this.stopCode = code;
     const dropped = this.recv.highest - this.recv.readOffset;
     this.recv.clear();
-    this.#rc.error(new MuxStreamError(this.id, code, false, "stopped"));
+    this.#failRead(new MuxStreamError(this.id, code, false, "stopped"));
     if (dropped > 0) this.host.streamConsumed(this, dropped);
     this.recv.readOffset = this.recv.highest;
     if (this.recv.finalSize < 0) {
@@ -260,7 +390,7 @@ export class Stream implements MuxStream {
     const unread = finalSize - this.recv.readOffset;
     this.recv.clear();
     this.recv.readOffset = finalSize;
-    if (!wasStopped) this.#rc.error(new MuxStreamError(this.id, code, true, "reset"));
+    if (!wasStopped) this.#failRead(new MuxStreamError(this.id, code, true, "reset"));
     if (unread > 0) this.host.streamConsumed(this, unread);
     this.stopPending = false;
     this.host.streamMaybeDone(this);
@@ -272,10 +402,7 @@ export class Stream implements MuxStream {
     if (this.sendState === "open" || (this.sendState === "fin" && !this.sendDone)) {
       this.sendError = err;
       this.sendState = "reset";
-      const pw = this.pendingWrite;
-      this.pendingWrite = null;
-      pw?.reject(err);
-      this.#wc.error(err);
+      this.#failWrite(err);
     }
     if (this.recvState === "open") {
       // A stream whose data all arrived keeps delivering after a graceful close.
@@ -284,7 +411,7 @@ export class Stream implements MuxStream {
       }
       this.recvState = "reset";
       this.recv.clear();
-      this.#rc.error(err);
+      this.#failRead(err);
     }
   }
 }

@@ -1,0 +1,118 @@
+/** The direct stream API (read/readRest/write/close/sendClosed) on the fake-clock memory link. */
+import assert from "node:assert/strict";
+import { MuxStreamError, StreamErrorCode } from "./errors.ts";
+import type { MuxStream } from "./stream.ts";
+import { FakeClock } from "./testing/fake_clock.ts";
+import { randomBytes, sessionPair, sha256 } from "./testing/harness.ts";
+import { createLinkPair } from "./testing/lossy_link.ts";
+
+function memPair(lossRate = 0) {
+  const clock = new FakeClock();
+  const l = createLinkPair({ clock, delayMs: 5, loss: lossRate, seed: 7 });
+  return { clock, link: l, ...sessionPair(l.a, l.b, { clock }) };
+}
+
+async function readToEnd(s: MuxStream, wait: <T>(p: Promise<T>, w: string) => Promise<T>) {
+  const parts: Uint8Array[] = [];
+  for (;;) {
+    const c = await wait(s.read(), "read");
+    if (c === null) break;
+    parts.push(c);
+  }
+  const out = new Uint8Array(parts.reduce((n, c) => n + c.length, 0));
+  let pos = 0;
+  for (const c of parts) out.set(c, pos), pos += c.length;
+  return out;
+}
+
+Deno.test("mux stream: write/close and read to null carry 3 MiB intact at 5% loss", async () => {
+  const p = memPair(0.05);
+  const data = randomBytes(3, 3 << 20);
+  const s = p.client.openStream();
+  const writing = (async () => {
+    for (let i = 0; i < data.length; i += 100_000) {
+      await s.write(data.subarray(i, i + 100_000));
+    }
+    s.close();
+  })();
+  const ss = (await p.wait(p.server.acceptStream(), "accept"))!;
+  const got = await readToEnd(ss, p.wait);
+  await p.wait(writing, "write");
+  assert.equal(sha256(got), sha256(data));
+  assert.equal(await p.wait(ss.read(), "read after end"), null, "reads after the end stay null");
+  await p.wait(s.sendClosed, "sendClosed resolves after FIN");
+  ss.close();
+  assert.equal(await p.wait(s.read(), "FIN only"), null);
+  await p.until(() => p.client.activeStreams === 0 && p.server.activeStreams === 0, "freed");
+  await p.dispose();
+});
+
+Deno.test("mux stream: close() during a waiting write sends FIN after that write's bytes", async () => {
+  const p = memPair();
+  const s = p.client.openStream();
+  const big = randomBytes(4, 4 << 20); // beyond the send buffer: the write waits
+  const w = s.write(big);
+  s.close();
+  await assert.rejects(s.write(new Uint8Array(1)), TypeError, "no write after close");
+  const ss = (await p.wait(p.server.acceptStream(), "accept"))!;
+  const got = await readToEnd(ss, p.wait);
+  await p.wait(w, "write");
+  assert.equal(sha256(got), sha256(big));
+  await p.dispose();
+});
+
+Deno.test("mux stream: readRest takes head, body and FIN that already arrived, null before", async () => {
+  const p = memPair();
+  const s = p.client.openStream();
+  await s.write(new TextEncoder().encode("hello "));
+  const ss = (await p.wait(p.server.acceptStream(), "accept"))!;
+  await p.until(() => ss.bufferedBytes === 6, "first bytes arrive");
+  assert.equal(ss.readRest(), null, "no FIN yet: nothing taken");
+  assert.equal(ss.bufferedBytes, 6, "still held");
+  await s.write(new TextEncoder().encode("world"));
+  s.close();
+  await p.sleep(50);
+  const rest = ss.readRest();
+  assert.equal(new TextDecoder().decode(rest!), "hello world");
+  assert.equal(await p.wait(ss.read(), "read after readRest"), null);
+  assert.equal(ss.readRest()!.length, 0, "finished: empty rest");
+  await p.dispose();
+});
+
+Deno.test("mux stream: a peer's RESET fails a waiting read and later writes see STOP_SENDING", async () => {
+  const p = memPair();
+  const s = p.client.openStream();
+  await s.write(new Uint8Array(10));
+  const ss = (await p.wait(p.server.acceptStream(), "accept"))!;
+  assert.equal((await p.wait(ss.read(), "first"))!.length, 10);
+  const waiting = ss.read();
+  assert.rejects(ss.read(), TypeError, "one read at a time").catch(() => {});
+  s.reset(StreamErrorCode.CANCELLED);
+  const err = await p.wait(waiting.then(() => null, (e) => e), "read fails");
+  assert.ok(err instanceof MuxStreamError && err.code === StreamErrorCode.CANCELLED, String(err));
+  await assert.rejects(s.sendClosed, MuxStreamError, "own reset rejects sendClosed");
+
+  const s2 = p.client.openStream();
+  await s2.write(new Uint8Array(1));
+  const ss2 = (await p.wait(p.server.acceptStream(), "accept 2"))!;
+  ss2.stopSending(StreamErrorCode.NO_ERROR + 5);
+  const closed = await p.wait(s2.sendClosed.then(() => null, (e) => e), "sendClosed rejects");
+  assert.ok(closed instanceof MuxStreamError && closed.code === 5, String(closed));
+  await assert.rejects(s2.write(new Uint8Array(1)), MuxStreamError);
+  await p.dispose();
+});
+
+Deno.test("mux stream: Web Streams made on first use still carry data both ways", async () => {
+  const p = memPair();
+  const s = p.client.openStream();
+  const data = randomBytes(5, 200_000);
+  const w = s.writable.getWriter();
+  const writing = w.write(data).then(() => w.close());
+  const ss = (await p.wait(p.server.acceptStream(), "accept"))!;
+  const piping = ss.readable.pipeTo(ss.writable);
+  const got = await readToEnd(s, p.wait);
+  await p.wait(writing, "write");
+  await p.wait(piping, "pipe");
+  assert.equal(sha256(got), sha256(data));
+  await p.dispose();
+});
