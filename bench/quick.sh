@@ -4,7 +4,7 @@
 # server (debug, embedded database in a temp dir) and the client as processes on 127.0.0.1,
 # runs wrk -c50 (8 s) and -c1 (4 s) on a 13-byte response and a 50 MiB echo upload with curl,
 # prints the figures and the RSS of both processes, and stops everything it started.
-# ONLY=echo runs the echo upload alone (e.g. to profile it). PROFILE=1 adds --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
+# ONLY=echo or ONLY=c50 runs that phase alone (e.g. to profile it). PROFILE=1 adds --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
 # `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,12 +34,21 @@ deno run $(prof client) --allow-all client/main.ts --server-addr "127.0.0.1:$DTL
   --api-key "$KEY" --local-target "127.0.0.1:$ORIGIN" >"$OUT/client.log" 2>&1 & PIDS+=($!); C=$!
 for _ in $(seq 100); do [ "$(curl -s -H 'Host: app.localhost' "http://127.0.0.1:$HTTP/")" = "Hello, world!" ] && break; sleep 0.2; done
 H=(-H 'Host: app.localhost')
-if [ "${ONLY:-}" != echo ]; then
-echo "c50: $(wrk -t2 -c50 -d8s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" | awk '/Requests\/sec/{r=$2} /^ +50%/{a=$2} /^ +99%/{b=$2} END{print r" req/s p50 "a" p99 "b}')"
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
+if [ "${ONLY:-c50}" = c50 ]; then
+s0=$(cpu $S) c0=$(cpu $C)
+wrk -t2 -c50 -d8s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" >"$OUT/wrk50"
+read -r n r a b < <(awk '/requests in/{n=$1} /Requests\/sec/{r=$2} /^ +50%/{a=$2} /^ +99%/{b=$2} END{print n, r, a, b}' "$OUT/wrk50")
+hz=$(getconf CLK_TCK)
+echo "c50: $r req/s p50 $a p99 $b; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
+fi
+if [ -z "${ONLY:-}" ]; then
 echo "c1:  $(wrk -t1 -c1 -d4s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" | awk '/Requests\/sec/{r=$2} /^ +50%/{a=$2} END{print r" req/s p50 "a}')"
 fi
+if [ "${ONLY:-echo}" = echo ]; then
 head -c 52428800 /dev/urandom >"$OUT/50m.bin"
 echo "echo 50 MiB: $(curl -s -o /dev/null -w '%{time_total} s' "${H[@]}" -H 'Expect:' --data-binary @"$OUT/50m.bin" "http://127.0.0.1:$HTTP/echo")"
-echo "tunnel: $(curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_(packets_lost|bytes_retransmitted|bytes)_total/{printf "%s ", $0} /^hopgate_dtls_dropped/ && $2 != 0 {printf "%s ", $0}')"
+fi
+echo "tunnel: $(curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_(packets_lost|bytes_retransmitted|bytes|packets)_total/{printf "%s ", $0} /^hopgate_dtls_dropped/ && $2 != 0 {printf "%s ", $0}')"
 echo "RSS MB: server $(($(awk '/VmRSS/{print $2}' /proc/$S/status) / 1024)) client $(($(awk '/VmRSS/{print $2}' /proc/$C/status) / 1024))"
 echo "output in $OUT"

@@ -17,13 +17,15 @@ import * as https from "node:https";
 import type { MuxStream } from "../shared/mux/mod.ts";
 import { StreamErrorCode } from "../shared/mux/mod.ts";
 import {
+  bodyStream,
+  concatBytes,
   encodeHead,
   type ForwardErrorCode,
   type HeaderList,
   HeadError,
   HOP_BY_HOP,
   isNullBodyStatus,
-  readHead,
+  readHeadFrom,
   type RequestHead,
 } from "../shared/protocol/mod.ts";
 import { bridgeWebSocket } from "./ws_bridge.ts";
@@ -65,41 +67,50 @@ export async function serveStream(
   options: ForwardOptions,
 ): Promise<ForwardOutcome> {
   let head: RequestHead;
-  let body: ReadableStream<Uint8Array>;
+  let first: Uint8Array | undefined;
   try {
-    const r = await readHead(stream.readable);
+    const r = await readHeadFrom(stream);
     if (r.head.t !== "req") throw new HeadError(`Expected a request head, got "${r.head.t}"`);
     head = r.head;
-    body = r.body;
+    first = r.rest;
   } catch (e) {
     const message = e instanceof HeadError ? e.message : "stream failed before the request head";
     if (e instanceof HeadError) await sendForwardError(stream, "bad_request", message);
     else abortStream(stream);
     return { kind: e instanceof HeadError ? "error" : "aborted", ...badHead(message) };
   }
-  if (head.ws) return await bridgeWebSocket(stream, head, body, options);
-  return await forwardHttp(stream, head, body, options);
+  if (head.ws) {
+    const body = bodyStream(stream, first, () => stream.stopSending(StreamErrorCode.CANCELLED));
+    return await bridgeWebSocket(stream, head, body, options);
+  }
+  return await forwardHttp(stream, head, first, options);
 }
 
 function badHead(message: string) {
   return { method: "?", url: "?", code: "bad_request" as const, message, reason: message };
 }
 
-/** Writes a ForwardError head and FIN (with `writer` if the caller holds the lock). */
+/**
+ * Writes a ForwardError head and FIN: with `writer` if the caller holds the
+ * stream's Web Streams writer, else through the stream's direct API.
+ */
 export async function sendForwardError(
   stream: MuxStream,
   code: ForwardErrorCode,
   message: string,
   writer?: WritableStreamDefaultWriter<Uint8Array>,
 ): Promise<void> {
-  const w = writer ?? stream.writable.getWriter();
+  const bytes = encodeHead({ t: "err", code, message });
   try {
-    await w.write(encodeHead({ t: "err", code, message }));
-    await w.close();
+    if (writer) {
+      await writer.write(bytes);
+      await writer.close();
+    } else {
+      await stream.write(bytes);
+      stream.close();
+    }
   } catch {
     // The server already gave up on this stream.
-  } finally {
-    if (!writer) w.releaseLock();
   }
   // We will not read the request body: tell the server to stop sending it.
   try {
@@ -200,27 +211,25 @@ function timeoutError(code: string): Error {
 async function forwardHttp(
   stream: MuxStream,
   head: RequestHead,
-  body: ReadableStream<Uint8Array>,
+  first: Uint8Array | undefined,
   o: ForwardOptions,
 ): Promise<ForwardOutcome> {
   const { method, url } = head;
   const target = o.target;
   const secure = target.protocol === "https:";
   const request = secure ? https.request : http.request;
-  const writer = stream.writable.getWriter();
 
   return await new Promise<ForwardOutcome>((resolve) => {
     let settled = false;
     let responded = false;
     const timers: ReturnType<typeof setTimeout>[] = [];
-    const bodyReader = body.getReader();
     let bodyDone = false;
     const finish = (outcome: ForwardOutcome) => {
       if (settled) return;
       settled = true;
       for (const t of timers) clearTimeout(t);
-      if (!bodyDone) bodyReader.cancel(StreamErrorCode.NO_ERROR).catch(() => {});
-      writer.releaseLock();
+      // The rest of the request body is not wanted: tell the server to stop sending.
+      if (!bodyDone) stream.stopSending(StreamErrorCode.NO_ERROR);
       resolve(outcome);
     };
     /** The server or the stream gave up: abort the local request. */
@@ -242,9 +251,9 @@ async function forwardHttp(
       agent: o.agent ?? false,
     });
 
-    // A stopped send half (STOP_SENDING) or a dead session fails the writer: the
-    // server no longer wants the response.
-    writer.closed.catch(() => abandoned("the server reset the stream"));
+    // A stopped send half (STOP_SENDING) or a dead session: the server no
+    // longer wants the response.
+    stream.sendClosed.catch(() => abandoned("the server reset the stream"));
 
     const connectTimer = setTimeout(() => {
       if (!responded) req.destroy(timeoutError("LOCAL_CONNECT_TIMEOUT"));
@@ -266,7 +275,7 @@ async function forwardHttp(
       if (settled || responded || answering) return; // mid-response: the body loop sees it
       answering = true;
       const { code, message } = classifyLocalError(e);
-      sendForwardError(stream, code, message, writer).then(() => {
+      sendForwardError(stream, code, message).then(() => {
         finish({ kind: "error", method, url, code, message });
       });
     });
@@ -279,16 +288,16 @@ async function forwardHttp(
       const noBody = method === "HEAD" || isNullBodyStatus(status);
       (async () => {
         try {
-          await writer.write(encodeHead({ t: "res", status, headers }));
+          await stream.write(encodeHead({ t: "res", status, headers }));
           if (noBody) res.resume();
           else {
             for await (const chunk of res as AsyncIterable<Uint8Array>) {
               if (settled) return;
-              await writer.write(chunk);
+              await stream.write(chunk);
             }
           }
           if (!res.complete && !noBody) throw new Error("local response ended early");
-          await writer.close();
+          stream.close();
           finish({ kind: "response", method, url, status });
         } catch (e) {
           if (settled) return;
@@ -306,12 +315,22 @@ async function forwardHttp(
       })();
     });
 
-    // Request body: stream → local service, with backpressure.
+    // Request body: stream → local service, with backpressure. Most requests
+    // have all of it (often nothing) here already, with the head.
+    const rest = stream.readRest();
+    if (rest !== null) {
+      bodyDone = true;
+      const all = first ? concatBytes(first, rest) : rest;
+      if (all.length > 0) req.end(all);
+      else req.end();
+      return;
+    }
     (async () => {
       try {
         for (;;) {
-          const { value, done } = await bodyReader.read();
-          if (done) break;
+          const value = first ?? await stream.read();
+          first = undefined;
+          if (value === null) break;
           if (settled) return;
           if (!req.write(value)) {
             await new Promise<void>((r) => {

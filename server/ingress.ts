@@ -11,13 +11,14 @@
  */
 import { MuxSessionError, type MuxStream, StreamErrorCode } from "../shared/mux/mod.ts";
 import {
+  concatBytes,
   encodeHead,
   encodeWsMessage,
   endToEndHeaders,
   type ForwardError,
   type HeaderList,
   isNullBodyStatus,
-  readHead,
+  readHeadFrom,
   type RequestHead,
   type ResponseHead,
   WsKind,
@@ -86,7 +87,7 @@ const BODY_READ_BYTES = 1 << 20;
  */
 async function pumpRequestBody(
   body: ReadableStream<Uint8Array>,
-  writer: WritableStreamDefaultWriter<Uint8Array>,
+  writer: { write(chunk: Uint8Array): Promise<void> },
 ): Promise<void> {
   let reader: ReadableStreamBYOBReader;
   try {
@@ -242,22 +243,25 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       if (!headSettled) timer ??= setTimeout(() => timedOut(new Timeout()), opts.proxyTimeoutMs);
     };
 
-    // Request head, then the body as it arrives (in the background).
-    const writer = s.writable.getWriter();
-    writer.write(encodeHead(head)).catch(() => {});
+    // Request head, then the body as it arrives (in the background). A WebSocket
+    // relays messages as they come: its writes queue in a Web Streams writer.
+    const wsWriter = isWs ? s.writable.getWriter() : undefined;
+    const headWritten = wsWriter ? wsWriter.write(encodeHead(head)) : s.write(encodeHead(head));
+    headWritten.catch(() => {});
     if (isWs) startTimer();
     else {
       (async () => {
-        if (req.body) await pumpRequestBody(req.body, writer);
-        await writer.close();
+        await headWritten;
+        if (req.body) await pumpRequestBody(req.body, s);
+        s.close();
       })().then(startTimer, () => abandon());
     }
 
     const onAbort = () => abandon();
     req.signal.addEventListener("abort", onAbort, { once: true });
-    let response: { head: ResponseHead | ForwardError; body: ReadableStream<Uint8Array> };
+    let response: { head: ResponseHead | ForwardError; rest: Uint8Array | undefined };
     try {
-      const r = await Promise.race([readHead(s.readable), timeout]);
+      const r = await Promise.race([readHeadFrom(s), timeout]);
       if (r.head.t !== "res" && r.head.t !== "err") throw new Error(`unexpected head ${r.head.t}`);
       response = r as typeof response;
     } catch (e) {
@@ -282,7 +286,7 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     if (response.head.t === "err") {
       const err = response.head;
       done(err.code === "local_timeout" ? 504 : 502, { error: err.code });
-      writer.releaseLock();
+      wsWriter?.releaseLock();
       return opts.pages.respond(
         err.code === "local_timeout" ? "local_timeout" : "local_unreachable",
         err.message,
@@ -299,23 +303,38 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       } catch { /* invalid header from the origin: drop it */ }
     }
 
-    if (isWs && res.status === 101) {
-      return bridgeWebSocket(req, res, response.body, writer, () => done(101), abandon);
+    if (wsWriter && res.status === 101) {
+      return bridgeWebSocket(req, res, response.rest, s, wsWriter, () => done(101), abandon);
     }
-    if (isWs) writer.close().catch(() => {});
+    if (wsWriter) wsWriter.close().catch(() => {});
 
     const noBody = isNullBodyStatus(res.status) || req.method === "HEAD";
     if (noBody) {
-      response.body.cancel().catch(() => {});
+      if (s.readRest() === null) s.stopSending(StreamErrorCode.CANCELLED);
       done(res.status);
       return new Response(null, { status: res.status, headers: outHeaders });
     }
-    const reader = response.body.getReader();
+    // The whole body already here (small responses): hand Deno the bytes, which
+    // it writes with the head in one go, with no body stream at all.
+    const rest = s.readRest();
+    if (rest !== null) {
+      const all = response.rest ? concatBytes(response.rest, rest) : rest;
+      bytes = all.length;
+      done(res.status);
+      outHeaders.delete("content-length"); // Deno sets it from the bytes
+      return new Response(all as Uint8Array<ArrayBuffer>, {
+        status: res.status,
+        headers: outHeaders,
+      });
+    }
+    let first = response.rest;
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
-          const { value, done: end } = await reader.read();
-          if (end) {
+          let value = first;
+          first = undefined;
+          value ??= await s.read() ?? undefined;
+          if (value === undefined) {
             controller.close();
             done(res.status);
             return;
@@ -335,7 +354,6 @@ export function createIngressHandler(opts: IngressOptions): Handler {
         if (bytes === length) done(res.status);
         // The caller went away: tell the client to stop.
         else done(499, { error: "caller_gone" });
-        reader.cancel().catch(() => {});
         abandon();
       },
     }, { highWaterMark: 0 });
@@ -347,7 +365,8 @@ export function createIngressHandler(opts: IngressOptions): Handler {
 function bridgeWebSocket(
   req: Request,
   res: ResponseHead,
-  fromClient: ReadableStream<Uint8Array>,
+  first: Uint8Array | undefined,
+  fromClient: MuxStream,
   toClient: WritableStreamDefaultWriter<Uint8Array>,
   onDone: () => void,
   abandon: () => void,
@@ -380,11 +399,11 @@ function bridgeWebSocket(
   socket.onerror = () => {};
   (async () => {
     const decoder = new WsMessageDecoder();
-    const reader = fromClient.getReader();
     try {
       for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
+        const value = first ?? await fromClient.read();
+        first = undefined;
+        if (value === null) break;
         for (const m of decoder.push(value)) {
           if (socket.readyState !== WebSocket.OPEN) continue;
           if (m.kind === WsKind.Close) {

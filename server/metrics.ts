@@ -90,19 +90,24 @@ export interface ServerMetricsOptions {
   now?: () => number;
 }
 
-type Totals = Pick<
-  MuxStats,
-  "bytesSent" | "bytesReceived" | "packetsLost" | "framesRetransmitted" | "bytesRetransmitted"
->;
+/** The session counters summed over all tunnels, closed sessions included. */
+const TOTAL_KEYS = [
+  "bytesSent",
+  "bytesReceived",
+  "packetsSent",
+  "packetsReceived",
+  "packetsLost",
+  "framesRetransmitted",
+  "bytesRetransmitted",
+] as const;
+type Totals = Pick<MuxStats, typeof TOTAL_KEYS[number]>;
 
 function zeroTotals(): Totals {
-  return {
-    bytesSent: 0,
-    bytesReceived: 0,
-    packetsLost: 0,
-    framesRetransmitted: 0,
-    bytesRetransmitted: 0,
-  };
+  return Object.fromEntries(TOTAL_KEYS.map((k) => [k, 0])) as Totals;
+}
+
+function addTotals(into: Totals, s: Totals): void {
+  for (const k of TOTAL_KEYS) into[k] += s[k];
 }
 
 export class ServerMetrics {
@@ -202,6 +207,18 @@ export class ServerMetrics {
         this.reset();
         this.labels("sent").inc(t.bytesSent);
         this.labels("received").inc(t.bytesReceived);
+      },
+    });
+    new Counter({
+      name: "hopgate_tunnel_packets_total",
+      help: "Mux packets (one DTLS record, one datagram each) over all tunnels, by direction.",
+      labelNames: ["direction"],
+      registers,
+      collect() {
+        const t = self.#totals();
+        this.reset();
+        this.labels("sent").inc(t.packetsSent);
+        this.labels("received").inc(t.packetsReceived);
       },
     });
     totalCounter(
@@ -349,12 +366,7 @@ export class ServerMetrics {
     this.#sessions.add(session);
     session.closed.then(() => {
       if (!this.#sessions.delete(session)) return;
-      const s = session.stats;
-      this.#closed.bytesSent += s.bytesSent;
-      this.#closed.bytesReceived += s.bytesReceived;
-      this.#closed.packetsLost += s.packetsLost;
-      this.#closed.framesRetransmitted += s.framesRetransmitted;
-      this.#closed.bytesRetransmitted += s.bytesRetransmitted;
+      addTotals(this.#closed, session.stats);
     });
   }
 
@@ -393,14 +405,7 @@ export class ServerMetrics {
 
   #totals(): Totals {
     const t = { ...this.#closed };
-    for (const session of this.#sessions) {
-      const s = session.stats;
-      t.bytesSent += s.bytesSent;
-      t.bytesReceived += s.bytesReceived;
-      t.packetsLost += s.packetsLost;
-      t.framesRetransmitted += s.framesRetransmitted;
-      t.bytesRetransmitted += s.bytesRetransmitted;
-    }
+    for (const session of this.#sessions) addTotals(t, session.stats);
     return t;
   }
 }

@@ -17,6 +17,8 @@ function fakeSession(srttMs: number) {
   const stats = {
     bytesSent: 0,
     bytesReceived: 0,
+    packetsSent: 0,
+    packetsReceived: 0,
     packetsLost: 0,
     framesRetransmitted: 0,
     bytesRetransmitted: 0,
@@ -34,6 +36,7 @@ Deno.test("tunnel counters keep what closed sessions carried (never go down)", a
   m.trackSession(a.session);
   a.stats.bytesSent = 1000;
   a.stats.packetsLost = 3;
+  a.stats.packetsReceived = 7;
   let text = await m.render();
   equal(value(text, 'hopgate_tunnel_bytes_total{direction="sent"}'), 1000);
   equal(value(text, "hopgate_tunnel_packets_lost_total"), 3);
@@ -47,6 +50,7 @@ Deno.test("tunnel counters keep what closed sessions carried (never go down)", a
   text = await m.render();
   equal(value(text, 'hopgate_tunnel_bytes_total{direction="sent"}'), 1500);
   equal(value(text, "hopgate_tunnel_packets_lost_total"), 3);
+  equal(value(text, 'hopgate_tunnel_packets_total{direction="received"}'), 7);
   equal(value(text, "hopgate_tunnel_sessions"), 0);
   ok(!text.includes("a.example.com"), "no domain label by default");
 });

@@ -174,6 +174,47 @@ export class HeadError extends Error {
   override name = "HeadError";
 }
 
+/** Where a head is read from: the next chunk, or null at the end (a MuxStream fits). */
+export interface ChunkSource {
+  read(): Promise<Uint8Array | null>;
+}
+
+/**
+ * Reads one head from the front of `source`. Returns it with the bytes read past
+ * it (the start of the body), if any; the rest of the body is still in `source`.
+ */
+export async function readHeadFrom(
+  source: ChunkSource,
+  maxBytes = MAX_HEAD_BYTES,
+): Promise<{ head: Head; rest: Uint8Array | undefined }> {
+  let buf: Uint8Array = new Uint8Array(0);
+  let need = 4;
+  let len = -1;
+  for (;;) {
+    if (buf.length >= need) {
+      if (len < 0) {
+        len = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0);
+        if (len > maxBytes) {
+          throw new HeadError(`Cannot read head: ${len} bytes exceeds ${maxBytes}`);
+        }
+        need = 4 + len;
+        continue;
+      }
+      break;
+    }
+    const value = await source.read();
+    if (value === null) {
+      throw new HeadError(
+        buf.length === 0 ? "Stream ended before a head" : "Stream ended inside a head",
+      );
+    }
+    buf = buf.length === 0 ? value : concatBytes(buf, value);
+  }
+  const decoded = decodeHeadJson(buf.subarray(4, need));
+  if (decoded.error !== undefined) throw new HeadError(decoded.error);
+  return { head: decoded.value, rest: buf.length > need ? buf.subarray(need) : undefined };
+}
+
 /**
  * Reads one head from the front of `readable` and returns it with a stream of
  * the bytes after it (the body). The body stream keeps backpressure: it pulls
@@ -184,59 +225,50 @@ export async function readHead(
   maxBytes = MAX_HEAD_BYTES,
 ): Promise<{ head: Head; body: ReadableStream<Uint8Array> }> {
   const reader = readable.getReader();
-  let buf: Uint8Array = new Uint8Array(0);
-  let need = 4;
-  let len = -1;
-  try {
-    for (;;) {
-      if (buf.length >= need) {
-        if (len < 0) {
-          len = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0);
-          if (len > maxBytes) {
-            throw new HeadError(`Cannot read head: ${len} bytes exceeds ${maxBytes}`);
-          }
-          need = 4 + len;
-          continue;
-        }
-        break;
-      }
+  const source = {
+    read: async () => {
       const { value, done } = await reader.read();
-      if (done) {
-        throw new HeadError(
-          buf.length === 0 ? "Stream ended before a head" : "Stream ended inside a head",
-        );
-      }
-      buf = buf.length === 0 ? value : concat(buf, value);
-    }
+      return done ? null : value;
+    },
+  };
+  let r: Awaited<ReturnType<typeof readHeadFrom>>;
+  try {
+    r = await readHeadFrom(source, maxBytes);
   } catch (e) {
     reader.cancel().catch(() => {});
     throw e;
   }
-  const decoded = decodeHeadJson(buf.subarray(4, need));
-  if (decoded.error !== undefined) {
-    reader.cancel().catch(() => {});
-    throw new HeadError(decoded.error);
-  }
-  let leftover: Uint8Array | undefined = buf.length > need ? buf.subarray(need) : undefined;
-  const body = new ReadableStream<Uint8Array>({
+  return { head: r.head, body: bodyStream(source, r.rest, (reason) => reader.cancel(reason)) };
+}
+
+/**
+ * A body as a Web Stream: `first` (bytes read with the head), then `source` to its
+ * end. Pulls only as it is read; cancelling calls `cancel`.
+ */
+export function bodyStream(
+  source: ChunkSource,
+  first: Uint8Array | undefined,
+  cancel: (reason: unknown) => void | Promise<void>,
+): ReadableStream<Uint8Array> {
+  let leftover = first;
+  return new ReadableStream<Uint8Array>({
     async pull(controller) {
       if (leftover) {
         controller.enqueue(leftover);
         leftover = undefined;
         return;
       }
-      const { value, done } = await reader.read();
-      if (done) controller.close();
+      const value = await source.read();
+      if (value === null) controller.close();
       else controller.enqueue(value);
     },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
+    cancel,
   }, { highWaterMark: 0 });
-  return { head: decoded.value, body };
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+/** `a` then `b` in one array (`a` itself when `b` is empty). */
+export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (b.length === 0) return a;
   const out = new Uint8Array(a.length + b.length);
   out.set(a);
   out.set(b, a.length);
