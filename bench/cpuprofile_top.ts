@@ -1,29 +1,51 @@
 /**
  * Summarizes a V8 `.cpuprofile` (from `deno run --cpu-prof`): self time per function,
- * idle excluded. `deno run --allow-read bench/cpuprofile_top.ts FILE [N]`
+ * idle excluded. `deno run --allow-read bench/cpuprofile_top.ts FILE [N] [--last SECONDS]
+ * [--by-file]`: `--last` keeps only the final SECONDS of the profile (e.g. the load phase,
+ * not start-up); `--by-file` sums per script instead of per function.
+ *
+ * Self time of a syscall op (op_net_send_udp, writeLatin1String) includes time the
+ * process spent preempted inside it (the sampler runs on wall time): on a loaded
+ * machine compare CPU seconds from /proc, as bench/quick.sh prints, not these shares.
  */
+import { parseArgs } from "node:util";
+
 interface Node {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
 }
-const [file, n = "30"] = Deno.args;
+const { values, positionals } = parseArgs({
+  args: Deno.args,
+  allowPositionals: true,
+  options: { last: { type: "string" }, "by-file": { type: "boolean" } },
+});
+const [file, n = "30"] = positionals;
 if (!file) {
-  console.error("usage: cpuprofile_top.ts FILE.cpuprofile [N]");
+  console.error("usage: cpuprofile_top.ts FILE.cpuprofile [N] [--last SECONDS] [--by-file]");
   Deno.exit(2);
 }
 const p = JSON.parse(await Deno.readTextFile(file)) as {
   nodes: Node[];
   samples: number[];
   timeDeltas: number[];
+  endTime: number;
+  startTime: number;
 };
 const nodes = new Map(p.nodes.map((x) => [x.id, x]));
+const from = values.last ? p.endTime - Number(values.last) * 1e6 : -Infinity;
 const self = new Map<string, number>();
 let total = 0;
+let t = p.startTime;
 p.samples.forEach((id, i) => {
+  const d = p.timeDeltas[i] ?? 0;
+  t += d;
+  if (t < from) return;
   const cf = nodes.get(id)!.callFrame;
   if (cf.functionName === "(idle)") return;
-  const key = `${cf.functionName || "(anon)"} ${cf.url.split("/").at(-1)}:${cf.lineNumber}`;
-  const d = p.timeDeltas[i] ?? 0;
+  const script = cf.url ? cf.url.split("/").slice(-2).join("/") : cf.functionName;
+  const key = values["by-file"]
+    ? script
+    : `${cf.functionName || "(anon)"} ${cf.url.split("/").at(-1)}:${cf.lineNumber}`;
   self.set(key, (self.get(key) ?? 0) + d);
   total += d;
 });

@@ -74,9 +74,13 @@ export class RangeSet {
   }
 }
 
+/** Smallest ring, made on the first write: a small request or response fits. */
+const MIN_RING_BYTES = 512;
+
 export class SendBuffer {
-  #ring: Uint8Array;
-  #mask: number;
+  /** Empty until the first write: most streams carry a few hundred bytes, many none. */
+  #ring = new Uint8Array(0);
+  #mask = -1;
   /** Offset of the first unacknowledged byte; the ring starts here. */
   ackedPrefix = 0;
   /** Offset after the last byte written. */
@@ -92,13 +96,6 @@ export class SendBuffer {
   /** FIN must be (re)sent. */
   finPending = false;
   finAcked = false;
-
-  constructor(initialCapacity = 4096) {
-    let c = 1024;
-    while (c < initialCapacity) c *= 2;
-    this.#ring = new Uint8Array(c);
-    this.#mask = c - 1;
-  }
 
   /** Bytes held: written and not yet acknowledged. */
   get buffered(): number {
@@ -122,18 +119,18 @@ export class SendBuffer {
 
   #ensure(size: number): void {
     if (size <= this.#ring.length) return;
-    let c = this.#ring.length * 2;
+    let c = Math.max(MIN_RING_BYTES, this.#ring.length * 2);
     while (c < size) c *= 2;
+    // In the new ring, offset o lives at o & (c-1): copy the held bytes to their new home.
     const next = new Uint8Array(c);
     const n = this.buffered;
-    this.#copyOut(this.ackedPrefix, n, next, 0);
-    // Re-home: in the new ring, offset o lives at o & (c-1).
-    const rehomed = new Uint8Array(c);
-    const start = this.ackedPrefix & (c - 1);
-    const first = Math.min(n, c - start);
-    rehomed.set(next.subarray(0, first), start);
-    if (first < n) rehomed.set(next.subarray(first, n), 0);
-    this.#ring = rehomed;
+    if (n > 0) {
+      const start = this.ackedPrefix & (c - 1);
+      const first = Math.min(n, c - start);
+      this.#copyOut(this.ackedPrefix, first, next, start);
+      if (first < n) this.#copyOut(this.ackedPrefix + first, n - first, next, 0);
+    }
+    this.#ring = next;
     this.#mask = c - 1;
   }
 
