@@ -40,6 +40,7 @@ export interface RunningServer {
    * Graceful shutdown: /readyz turns 503, the listeners stop accepting, clients
    * get GOAWAY, in-flight requests finish (up to `HOP_SHUTDOWN_TIMEOUT_SECONDS`,
    * then they are cut), then the tunnels, certificates and database close.
+   * WebSockets do not drain: the listeners' shutdown closes them at once.
    */
   close(): Promise<void>;
 }
@@ -226,6 +227,7 @@ export async function runServer(
       });
       readiness.shuttingDown();
       // Stop accepting; requests in flight (streaming bodies too) continue.
+      // Open WebSockets do not: Deno's shutdown() closes them at once (1005).
       const listenersDone = Promise.all([http.shutdown(), httpsServer.close()]);
       hub.goAway();
       const drained = await withinDeadline(listenersDone, config.shutdownTimeoutSeconds * 1000);

@@ -121,7 +121,9 @@ export class SniHttpsServer {
 
   /**
    * Starts a new generation (fresh resolver cache) and retires the current one;
-   * its open connections finish their requests. Call after certificates changed.
+   * its open connections finish their requests, except WebSockets: the engine's
+   * shutdown closes those at once (1005 here, 1001 at the caller; Deno 2.9.6).
+   * Call after certificates changed.
    */
   refresh(): void {
     if (this.#closed) return;
