@@ -96,13 +96,23 @@ const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
 export function encodeHead(head: Head): Uint8Array {
-  const json = enc.encode(JSON.stringify(head));
-  if (json.length > MAX_HEAD_BYTES) {
-    throw new RangeError(`Cannot encode head: ${json.length} bytes exceeds ${MAX_HEAD_BYTES}`);
+  const json = JSON.stringify(head);
+  // Heads are almost always ASCII (header values are byte strings): encode straight
+  // into the output, sized for that; anything wider is encoded again at full width.
+  let out = new Uint8Array(4 + json.length);
+  if (enc.encodeInto(json, out.subarray(4)).read !== json.length) {
+    const wide = enc.encode(json);
+    out = new Uint8Array(4 + wide.length);
+    out.set(wide, 4);
   }
-  const out = new Uint8Array(4 + json.length);
-  new DataView(out.buffer).setUint32(0, json.length);
-  out.set(json, 4);
+  const n = out.length - 4;
+  if (n > MAX_HEAD_BYTES) {
+    throw new RangeError(`Cannot encode head: ${n} bytes exceeds ${MAX_HEAD_BYTES}`);
+  }
+  out[0] = n >>> 24;
+  out[1] = (n >>> 16) & 0xff;
+  out[2] = (n >>> 8) & 0xff;
+  out[3] = n & 0xff;
   return out;
 }
 
@@ -193,7 +203,7 @@ export async function readHeadFrom(
   for (;;) {
     if (buf.length >= need) {
       if (len < 0) {
-        len = new DataView(buf.buffer, buf.byteOffset, 4).getUint32(0);
+        len = ((buf[0]! << 24) | (buf[1]! << 16) | (buf[2]! << 8) | buf[3]!) >>> 0;
         if (len > maxBytes) {
           throw new HeadError(`Cannot read head: ${len} bytes exceeds ${maxBytes}`);
         }
