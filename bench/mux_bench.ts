@@ -6,9 +6,13 @@
  * Run: deno run --allow-net=127.0.0.1 --allow-read --allow-env bench/mux_bench.ts [--quick]
  * (--unstable-net comes from deno.json). `main()` is also called by bench/main.ts.
  * Pick rows (for profiling): --transport=udp,memory --mds=1200 --streams=1 --loss=0
- * --no-latency; --mb=N sets MiB per run; --params='{"pmtudBaseBytes":1200}' overrides
- * mux params on both ends.
+ * --no-latency; --mb=N sets MiB per run; --repeat=N runs each row N times (the first run of a
+ * row pays for JIT warm-up); --params='{"pmtudBaseBytes":1200}' overrides mux params on both ends.
+ * Both ends run on this process's one JS thread, so a row's figure is the sum of sender's and
+ * receiver's cost. "cpu ms/MB" is the whole process's CPU (user + system, every thread) per 10^6
+ * bytes delivered: steadier than MB/s when other work shares the machine.
  */
+import process from "node:process";
 import { realClock } from "../shared/mux/clock.ts";
 import type { DatagramConn } from "../shared/datagram.ts";
 import type { MuxParams } from "../shared/mux/params.ts";
@@ -108,6 +112,7 @@ async function goodput(t: Transport, mds: number, loss: number, streams: number,
       }
     })();
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     const writers: Promise<void>[] = [];
     for (let i = 0; i < streams; i++) {
       const s = p.client.openStream();
@@ -123,10 +128,13 @@ async function goodput(t: Transport, mds: number, loss: number, streams: number,
     await accepting;
     const got = (await Promise.all(received)).reduce((a, b) => a + b, 0);
     const secs = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(c0);
     if (got !== per * streams) throw new Error(`got ${got} of ${per * streams} bytes`);
     const st = p.client.stats;
     return {
       mbps: got / secs / 1e6,
+      /** Process CPU (user + system) in ms per 10^6 bytes delivered. */
+      cpuMsPerMb: (cpu.user + cpu.system) / 1000 / (got / 1e6),
       lost: st.packetsLost,
       spurious: st.spuriousLosses,
       sent: st.packetsSent,
@@ -186,10 +194,11 @@ export async function main(args: string[] = []): Promise<void> {
   };
   const mb = 1024 * 1024;
   const mbArg = listArg(args, "mb");
+  const repeat = Number(listArg(args, "repeat")?.[0] ?? 1);
   const total = mbArg !== undefined ? Number(mbArg[0]) * mb : quick ? 8 * mb : 32 * mb;
   console.log(`mux goodput (MB/s = 10^6 B/s), ${total / mb} MiB per run`);
   console.log(
-    "transport        datagram  streams  loss   MB/s   pkts/s   lost  back/pkt  spurious",
+    "transport        datagram  streams  loss   MB/s  cpu ms/MB   pkts/s   lost  back/pkt  spurious",
   );
   for (const t of transports) {
     if (!only("transport", t.name)) continue;
@@ -201,14 +210,18 @@ export async function main(args: string[] = []): Promise<void> {
           if (loss > 0 && streams > 1) continue;
           if (!only("loss", loss * 100)) continue;
           try {
-            const r = await goodput(t, mds, loss, streams, total);
-            console.log(
-              `${t.name.padEnd(16)} ${String(mds).padStart(8)} ${String(streams).padStart(8)} ${
-                (loss * 100).toFixed(0).padStart(4)
-              }% ${r.mbps.toFixed(1).padStart(6)} ${r.pps.toFixed(0).padStart(8)} ${
-                String(r.lost).padStart(6)
-              } ${r.back.toFixed(2).padStart(9)} ${String(r.spurious).padStart(9)}`,
-            );
+            for (let i = 0; i < repeat; i++) {
+              const r = await goodput(t, mds, loss, streams, total);
+              console.log(
+                `${t.name.padEnd(16)} ${String(mds).padStart(8)} ${String(streams).padStart(8)} ${
+                  (loss * 100).toFixed(0).padStart(4)
+                }% ${r.mbps.toFixed(1).padStart(6)} ${r.cpuMsPerMb.toFixed(1).padStart(10)} ${
+                  r.pps.toFixed(0).padStart(8)
+                } ${String(r.lost).padStart(6)} ${r.back.toFixed(2).padStart(9)} ${
+                  String(r.spurious).padStart(9)
+                }`,
+              );
+            }
           } catch (e) {
             console.log(
               `${t.name.padEnd(16)} ${String(mds).padStart(8)} ${streams} ${loss}: failed: ${e}`,
