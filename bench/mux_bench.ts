@@ -42,6 +42,9 @@ function lossy(c: DatagramConn, loss: number, seed: number): DatagramConn {
     get closed() {
       return c.closed;
     },
+    get sendCopies() {
+      return c.sendCopies === true;
+    },
     send: (d) => {
       if (r() >= loss) c.send(d);
     },

@@ -20,7 +20,7 @@ export interface DatagramConn {
   /**
    * Sends one datagram of at most `maxDatagramSize` bytes. Never blocks; a transport
    * that cannot send (closed, socket error) drops the datagram, as UDP would.
-   * The caller must not modify the buffer afterwards.
+   * The caller must not modify the buffer afterwards, unless `sendCopies` is true.
    */
   send(datagram: Uint8Array): void;
   /**
@@ -29,6 +29,12 @@ export interface DatagramConn {
    * `onClose` is called on attach.
    */
   attach(handler: DatagramHandler): void;
+  /**
+   * True if `send` is done with the buffer when it returns (DTLS: the record is sealed into
+   * a buffer of its own), so the caller may reuse it for the next datagram. Absent or false:
+   * the transport may hold it (an async socket send, a delayed in-memory link).
+   */
+  readonly sendCopies?: boolean;
   /** Largest payload `send` accepts, in bytes. */
   readonly maxDatagramSize: number;
   /** Closes the connection (for DTLS: sends close_notify). Idempotent. */

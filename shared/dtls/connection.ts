@@ -65,6 +65,8 @@ export class Connection implements DtlsConn, RecordIO {
   readonly #onClosed: ((c: Connection) => void) | undefined;
   #maxDatagramSize: number;
 
+  /** `send` seals the datagram into a record of its own: the caller may reuse its buffer. */
+  readonly sendCopies = true;
   handshake: Handshake | undefined;
   identity = "";
   suite = "";
