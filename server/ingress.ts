@@ -14,9 +14,9 @@ import {
   concatBytes,
   encodeHead,
   encodeWsMessage,
-  endToEndHeaders,
   type ForwardError,
   type HeaderList,
+  HOP_BY_HOP,
   isNullBodyStatus,
   readHeadFrom,
   type RequestHead,
@@ -107,10 +107,54 @@ async function pumpRequestBody(
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-function headerBytes(req: Request, url: URL): number {
-  let n = req.method.length + url.pathname.length + url.search.length + 12;
-  for (const [k, v] of req.headers) n += k.length + v.length + 4;
-  return n;
+/** What one pass over a request's headers finds. */
+interface RequestHeaders {
+  /** End-to-end headers to forward, without the X-Forwarded-* and X-Request-Id we set. */
+  forward: HeaderList;
+  /** Size of all header lines, as sent (name, ": ", value, CRLF). */
+  bytes: number;
+  host: string | null;
+  requestId: string | null;
+  forwardedFor: string | null;
+  upgrade: string | null;
+}
+
+const SET_BY_US = new Set([
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-request-id",
+]);
+
+function readRequestHeaders(headers: Headers): RequestHeaders {
+  const connection = headers.get("connection");
+  const named = connection
+    ? new Set(connection.split(",").map((t) => t.trim().toLowerCase()))
+    : undefined;
+  const r: RequestHeaders = {
+    forward: [],
+    bytes: 0,
+    host: null,
+    requestId: null,
+    forwardedFor: null,
+    upgrade: null,
+  };
+  // Iteration joins repeated fields with ", " (Set-Cookie apart), like get().
+  for (const [k, v] of headers) {
+    r.bytes += k.length + v.length + 4;
+    if (HOP_BY_HOP.has(k) || named?.has(k)) {
+      if (k === "upgrade") r.upgrade = v;
+      continue;
+    }
+    if (SET_BY_US.has(k)) {
+      if (k === "x-request-id") r.requestId = v;
+      else if (k === "x-forwarded-for") r.forwardedFor = v;
+      continue;
+    }
+    if (k === "host") r.host = v;
+    r.forward.push([k, v]);
+  }
+  return r;
 }
 
 class Timeout extends Error {}
@@ -122,9 +166,10 @@ export function createIngressHandler(opts: IngressOptions): Handler {
   return async (req, info) => {
     const started = performance.now();
     const url = new URL(req.url);
-    const given = req.headers.get("x-request-id");
+    const h = readRequestHeaders(req.headers);
+    const given = h.requestId;
     const requestId = given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
-    const host = routingHost(req.headers.get("host"));
+    const host = routingHost(h.host);
     /** The one "request" line (path without query) and the metrics record. */
     const report = (
       status: number,
@@ -158,7 +203,8 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       report(res.status, 0, tunneled, { error: kind });
       return res;
     };
-    if (headerBytes(req, url) > maxHeaderBytes) {
+    const requestLine = req.method.length + url.pathname.length + url.search.length + 12;
+    if (requestLine + h.bytes > maxHeaderBytes) {
       report(431, 0, false, { error: "header_too_large" });
       return new Response("Request Header Fields Too Large\n", { status: 431 });
     }
@@ -186,19 +232,15 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     tunneled = true;
 
     const remote = info.remoteAddr as Deno.NetAddr;
-    const headers: HeaderList = endToEndHeaders(req.headers).filter(([k]) => k !== "x-request-id");
-    const xff = req.headers.get("x-forwarded-for");
-    const forwarded = (k: string) => headers.findIndex(([n]) => n === k);
-    const set = (k: string, v: string) => {
-      const i = forwarded(k);
-      if (i >= 0) headers[i] = [k, v];
-      else headers.push([k, v]);
-    };
-    set("x-forwarded-for", xff ? `${xff}, ${remote.hostname}` : remote.hostname);
-    set("x-forwarded-proto", opts.scheme);
-    set("x-forwarded-host", req.headers.get("host") ?? host);
-    headers.push(["x-request-id", requestId]);
-    const isWs = req.headers.get("upgrade")?.toLowerCase() === "websocket";
+    const headers = h.forward;
+    const xff = h.forwardedFor;
+    headers.push(
+      ["x-forwarded-for", xff ? `${xff}, ${remote.hostname}` : remote.hostname],
+      ["x-forwarded-proto", opts.scheme],
+      ["x-forwarded-host", h.host ?? host],
+      ["x-request-id", requestId],
+    );
+    const isWs = h.upgrade?.toLowerCase() === "websocket";
     const head: RequestHead = {
       t: "req",
       id: requestId,

@@ -167,6 +167,22 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
       equal(JSON.parse(r.body).headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
     });
 
+    await t.step("X-Forwarded-Proto/Host are ours; Connection-named headers dropped", async () => {
+      const r = await curl([
+        ...host,
+        ...["-H", "X-Forwarded-Proto: gopher", "-H", "X-Forwarded-Host: evil.example"],
+        ...["-H", "Connection: keep-alive, X-Secret", "-H", "X-Secret: 1", "-H", "X-Kept: 2"],
+        ...["-H", "X-Request-Id: caller-id-1"],
+        `${base}/headers`,
+      ]);
+      const h = JSON.parse(r.body).headers;
+      equal(h["x-forwarded-proto"], "http");
+      equal(h["x-forwarded-host"], DOMAIN);
+      equal(h["x-secret"], undefined);
+      equal(h["x-kept"], "2");
+      equal(h["x-request-id"], "caller-id-1");
+    });
+
     await t.step("redirects are passed through, not followed", async () => {
       const r = await curl([...host, `${base}/redirect`]);
       equal(r.status, 302);

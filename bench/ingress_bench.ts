@@ -1,0 +1,94 @@
+/**
+ * CPU per request of the server's request path without HTTP parsing or sockets:
+ * the ingress handler is called with Request objects in-process, its tunnel is a mux
+ * session over the in-memory link whose other end answers each stream at once
+ * (head + 13-byte body + FIN). 50 requests in flight. Counts both mux ends.
+ *
+ *   deno run --allow-read --allow-env bench/ingress_bench.ts [--requests N] [--rounds N]
+ *
+ * For profiling the request path (`--cpu-prof`): the figures move with ingress,
+ * head codec and mux changes only.
+ */
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { realClock } from "../shared/mux/clock.ts";
+import { MuxSession } from "../shared/mux/mod.ts";
+import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
+import { encodeHead, readHeadFrom } from "../shared/protocol/mod.ts";
+import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
+import { ErrorPages } from "../server/error_pages.ts";
+import { createIngressHandler } from "../server/ingress.ts";
+import { MemoryLogger } from "../server/log.ts";
+import { Tunnel } from "../server/tunnels.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    requests: { type: "string", default: "100000" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
+const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });
+const body = new TextEncoder().encode("Hello, world!");
+new MuxSession(link.b, {
+  role: "client",
+  params: TUNNEL_MUX_PARAMS,
+  onStream: async (s) => {
+    try {
+      await readHeadFrom(s);
+      s.readRest();
+      await s.write(encodeHead({
+        t: "res",
+        status: 200,
+        headers: [["content-type", "text/plain"], ["content-length", "13"]],
+      }));
+      await s.write(body);
+      s.close();
+    } catch { /* bench: a failed stream shows as a failed request */ }
+  },
+});
+const tunnel = new Tunnel("t1", "app.test", server, { hostname: "127.0.0.1", port: 1 }, "bench");
+const handler = createIngressHandler({
+  hub: {
+    pick: (domain, exclude) => domain === "app.test" && !exclude?.has(tunnel) ? tunnel : undefined,
+  },
+  serverDomain: "gateway.test",
+  scheme: "http",
+  proxyTimeoutMs: 60_000,
+  pages: await ErrorPages.load(undefined),
+  logger: new MemoryLogger("warn"),
+  onRequest: () => {},
+});
+const info = {
+  remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40000 },
+  completed: Promise.resolve(),
+} as unknown as Deno.ServeHandlerInfo;
+const headers = [["host", "app.test"], ["user-agent", "wrk"], ["accept", "*/*"]] as [
+  string,
+  string,
+][];
+
+async function one(): Promise<void> {
+  const res = await handler(new Request("http://app.test/", { headers }), info);
+  if (res.status !== 200) throw new Error(`status ${res.status}`);
+  await res.arrayBuffer();
+}
+
+const n = Number(values.requests);
+for (let round = 0; round < Number(values.rounds); round++) {
+  let left = n;
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: 50 }, async () => {
+    while (left-- > 0) await one();
+  }));
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  console.log(
+    `round ${round + 1}: ${(n / ms * 1000).toFixed(0)} req/s, ${
+      ((c.user + c.system) / n).toFixed(1)
+    } µs CPU/req`,
+  );
+}
+Deno.exit(0);
