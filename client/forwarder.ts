@@ -172,6 +172,32 @@ export function localPath(target: URL, url: string): string {
   return prefix + path;
 }
 
+/**
+ * Copies a local response body into the stream, one write at a time (the response
+ * pauses while the stream's send buffer is full). Rejects if the body fails or ends
+ * before its length. Events, not `for await`: the async iterator costs more than
+ * the rest of forwarding a small response.
+ */
+function pumpResponse(res: http.IncomingMessage, stream: MuxStream): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let done = false;
+    const end = (e?: unknown) => {
+      if (done) return;
+      done = true;
+      res.off("data", onData).off("end", onEnd).off("error", end).off("close", onClose);
+      if (e === undefined) resolve();
+      else reject(e);
+    };
+    const onData = (chunk: Uint8Array) => {
+      res.pause();
+      stream.write(chunk).then(() => done || res.resume(), end);
+    };
+    const onEnd = () => end(res.complete ? undefined : new Error("local response ended early"));
+    const onClose = () => end(new Error("local response ended early"));
+    res.on("data", onData).on("end", onEnd).on("error", end).on("close", onClose);
+  });
+}
+
 /** Turns a local connection error into a code and a message with no internal address. */
 export function classifyLocalError(e: unknown): { code: ForwardErrorCode; message: string } {
   const code = (e as { code?: unknown })?.code;
@@ -255,14 +281,14 @@ async function forwardHttp(
     // longer wants the response.
     stream.sendClosed.catch(() => abandoned("the server reset the stream"));
 
-    const connectTimer = setTimeout(() => {
-      if (!responded) req.destroy(timeoutError("LOCAL_CONNECT_TIMEOUT"));
-    }, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
-    timers.push(connectTimer);
+    // A connect timeout only for a new connection (a kept-alive one is already up).
     req.once("socket", (sock) => {
-      const connected = () => clearTimeout(connectTimer);
-      if ((sock as { connecting?: boolean }).connecting) sock.once("connect", connected);
-      else connected();
+      if (!(sock as { connecting?: boolean }).connecting) return;
+      const connectTimer = setTimeout(() => {
+        if (!responded) req.destroy(timeoutError("LOCAL_CONNECT_TIMEOUT"));
+      }, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+      timers.push(connectTimer);
+      sock.once("connect", () => clearTimeout(connectTimer));
     });
     if (o.responseTimeoutMs !== undefined) {
       const ms = o.responseTimeoutMs;
@@ -282,7 +308,6 @@ async function forwardHttp(
 
     req.on("response", (res) => {
       responded = true;
-      clearTimeout(connectTimer);
       const status = res.statusCode ?? 502;
       const headers = responseHeaderList(res.rawHeaders);
       const noBody = method === "HEAD" || isNullBodyStatus(status);
@@ -290,13 +315,8 @@ async function forwardHttp(
         try {
           await stream.write(encodeHead({ t: "res", status, headers }));
           if (noBody) res.resume();
-          else {
-            for await (const chunk of res as AsyncIterable<Uint8Array>) {
-              if (settled) return;
-              await stream.write(chunk);
-            }
-          }
-          if (!res.complete && !noBody) throw new Error("local response ended early");
+          else await pumpResponse(res, stream);
+          if (settled) return;
           stream.close();
           finish({ kind: "response", method, url, status });
         } catch (e) {

@@ -206,6 +206,61 @@ Deno.test("forwarder: origin down → ForwardError local_unreachable with no int
   });
 });
 
+Deno.test("forwarder: a connection the origin never accepts → local_timeout; kept-alive ones need none", async () => {
+  // A listener with a backlog of 0 that never accepts: once its queue is full the
+  // kernel drops further SYNs, so the next connect hangs (python3: Deno has no backlog option).
+  const py = new Deno.Command("python3", {
+    args: [
+      "-c",
+      [
+        "import socket,sys,time",
+        "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0)",
+        "print(s.getsockname()[1], flush=True)",
+        "time.sleep(60)",
+      ].join("\n"),
+    ],
+    stdout: "piped",
+  }).spawn();
+  const fillers: Deno.Conn[] = [];
+  try {
+    const line = await new Response(py.stdout).body!.getReader().read();
+    const port = Number(new TextDecoder().decode(line.value).trim());
+    // Fill the accept queue: Linux queues backlog + 1 connections, then drops SYNs.
+    fillers.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    await withTunnel(new URL(`http://127.0.0.1:${port}`), async (t) => {
+      const t0 = performance.now();
+      const { stream } = sendRequest(t, requestHead(), new Uint8Array(0));
+      const { head } = await readAnswer(stream);
+      assert.equal(head.t === "err" && head.code, "local_timeout");
+      const took = performance.now() - t0;
+      assert.ok(took >= 250 && took < 5000, `gave up after ${took} ms`);
+    }, { connectTimeoutMs: 300 });
+  } finally {
+    for (const c of fillers) c.close();
+    try {
+      py.kill();
+    } catch { /* already gone */ }
+    await py.status;
+  }
+  // A kept-alive connection is reused with no connect timer: slow answers are fine.
+  const origin = startOrigin(async () => {
+    await new Promise((r) => setTimeout(r, 400));
+    return new Response("slow");
+  });
+  try {
+    await withTunnel(origin.url, async (t) => {
+      for (let i = 0; i < 2; i++) {
+        const { stream } = sendRequest(t, requestHead(), new Uint8Array(0));
+        const { head, body } = await readAnswer(stream);
+        assert.equal(head.t === "res" && head.status, 200);
+        assert.equal(new TextDecoder().decode(await readBytes(body)), "slow");
+      }
+    }, { connectTimeoutMs: 300 });
+  } finally {
+    await origin.close();
+  }
+});
+
 Deno.test("forwarder: a bad head gets ForwardError bad_request", async () => {
   await withTunnel(new URL("http://127.0.0.1:9"), async (t) => {
     const stream = t.server.openStream();
