@@ -24,6 +24,7 @@ import {
   WsKind,
   WsMessageDecoder,
 } from "../shared/protocol/mod.ts";
+import { Deadlines } from "./deadlines.ts";
 import type { ErrorPages, GatewayErrorKind } from "./error_pages.ts";
 import type { Logger } from "./log.ts";
 import type { Tunnel, TunnelHub } from "./tunnels.ts";
@@ -162,6 +163,7 @@ class Timeout extends Error {}
 export function createIngressHandler(opts: IngressOptions): Handler {
   const maxHeaderBytes = opts.maxHeaderBytes ?? 32 * 1024;
   const log = opts.logger;
+  const deadlines = new Deadlines();
 
   return async (req, info) => {
     const started = performance.now();
@@ -276,13 +278,15 @@ export function createIngressHandler(opts: IngressOptions): Handler {
 
     // Response head, bounded by the proxy timeout and the caller's patience. The
     // timeout runs from the end of the upload: a long upload is not a slow origin.
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancelTimer: (() => void) | undefined;
     let timedOut!: (e: Timeout) => void;
     let headSettled = false;
     const timeout = new Promise<never>((_, reject) => timedOut = reject);
     timeout.catch(() => {}); // only ever observed through the race below
     const startTimer = () => {
-      if (!headSettled) timer ??= setTimeout(() => timedOut(new Timeout()), opts.proxyTimeoutMs);
+      if (!headSettled) {
+        cancelTimer ??= deadlines.add(opts.proxyTimeoutMs, () => timedOut(new Timeout()));
+      }
     };
 
     // Request head, then the body as it arrives (in the background). A WebSocket
@@ -321,7 +325,7 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       return fail("local_unreachable", `The tunnel for ${host} answered badly.`);
     } finally {
       headSettled = true;
-      clearTimeout(timer);
+      cancelTimer?.();
       req.signal.removeEventListener("abort", onAbort);
     }
 
