@@ -44,6 +44,16 @@ export interface MuxParams {
   lossToleranceRatio: number;
   /** Packets over which that loss rate is measured (decaying counts). */
   lossToleranceWindowPackets: number;
+  /**
+   * The congestion window stops growing at 2 x the measured bandwidth-delay product plus
+   * this many bytes of queue; 0 disables the cap. Keep it well under a receiver's socket
+   * buffer (Linux default 208 KiB), which loss-based growth alone overflows.
+   */
+  queueLimitBytes: number;
+  /** The BDP's RTT is the smallest sample within this window (a longer path is learned). */
+  queueBaseRttWindowMs: number;
+  /** The BDP's bandwidth is the largest delivery rate of this many window-limited rounds. */
+  bandwidthWindowRounds: number;
   /** Durations of PTO-equivalents without an ack that mean persistent congestion (RFC 9002 §7.6: 3). */
   persistentCongestionThresholdPtos: number;
   /** Pacing rate = this ratio x cwnd / srtt (RFC 9002 §7.7 suggests 1.25). */
@@ -114,6 +124,9 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   lossReductionRatio: 0.5,
   lossToleranceRatio: 0.02,
   lossToleranceWindowPackets: 1000,
+  queueLimitBytes: 64 * 1024,
+  queueBaseRttWindowMs: 10_000,
+  bandwidthWindowRounds: 10,
   persistentCongestionThresholdPtos: 3,
   pacingGainRatio: 1.25,
   pacingBurstPackets: 16,
@@ -159,6 +172,8 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
     "pacingBurstPackets",
     "pacingMaxBurstBytes",
     "lossToleranceWindowPackets",
+    "queueBaseRttWindowMs",
+    "bandwidthWindowRounds",
     "pmtudMaxProbes",
     "pmtudGranularityBytes",
     "pmtudBlackHoleLostPackets",

@@ -77,6 +77,17 @@ export class Recovery<F> {
   #roundLost = 0;
   /** Losses that stayed under the tolerance (no reduction). */
   toleratedLosses = 0;
+  /** Acks on which the window did not grow because it reached `windowCapBytes`. */
+  capHeldAcks = 0;
+  // Window cap (see windowCapBytes): a windowed minimum RTT and the largest recent
+  // delivery rate (bytes/ms) of a round in which the window was the limit.
+  #baseRtt = Infinity;
+  #baseRttAt = -Infinity;
+  #maxBw = 0;
+  readonly #bwSamples: number[] = [];
+  #roundStart = -1;
+  #roundAckedBytes = 0;
+  #roundCwndLimited = false;
   /** Congestion epoch: counts reductions; lost packets remember theirs. */
   #epoch = 0;
   #epochLost = 0;
@@ -170,6 +181,8 @@ export class Recovery<F> {
         if (p.ackEliciting) {
           ackedEliciting = true;
           this.bytesInFlight -= p.size;
+          this.#roundAckedBytes += p.size;
+          if (this.cwndLimited) this.#roundCwndLimited = true;
           this.#onCongestionAck(p);
           if (!p.mtuProbe) this.#hooks.onPacketAcked?.(p.size);
         }
@@ -178,13 +191,14 @@ export class Recovery<F> {
     }
     if (!newlyAcked) return false;
     if (largest > this.largestAcked) this.largestAcked = largest;
+    if (largestNewlyAcked !== undefined && largestNewlyAcked.pn === largest && ackedEliciting) {
+      this.#updateRtt(now - largestNewlyAcked.timeSent, ackDelayMs, now);
+    }
     if (this.largestAcked >= this.#roundEndPn) {
       this.#roundEndPn = this.#lastSentPn;
       this.#roundDelivered = 0;
       this.#roundLost = 0;
-    }
-    if (largestNewlyAcked !== undefined && largestNewlyAcked.pn === largest && ackedEliciting) {
-      this.#updateRtt(now - largestNewlyAcked.timeSent, ackDelayMs);
+      this.#onRoundEnd(now);
     }
     this.#detectLoss(now);
     this.ptoCount = 0;
@@ -223,7 +237,7 @@ export class Recovery<F> {
     }
   }
 
-  #updateRtt(sample: number, ackDelayMs: number): void {
+  #updateRtt(sample: number, ackDelayMs: number, now: number): void {
     const latest = Math.max(sample, 0.001);
     this.latestRtt = latest;
     if (!this.hasRttSample) {
@@ -231,19 +245,62 @@ export class Recovery<F> {
       this.minRtt = latest;
       this.smoothedRtt = latest;
       this.rttVar = latest / 2;
+      this.#baseRtt = latest;
+      this.#baseRttAt = now;
       return;
     }
     this.minRtt = Math.min(this.minRtt, latest);
     const delay = Math.min(ackDelayMs, this.#p.maxAckDelayMs);
     const adjusted = latest >= this.minRtt + delay ? latest - delay : latest;
+    // Windowed minimum (BBR's min_rtt filter): a longer path is learned within the window.
+    if (adjusted <= this.#baseRtt || now - this.#baseRttAt > this.#p.queueBaseRttWindowMs) {
+      this.#baseRtt = adjusted;
+      this.#baseRttAt = now;
+    }
     this.rttVar = 0.75 * this.rttVar + 0.25 * Math.abs(this.smoothedRtt - adjusted);
     this.smoothedRtt = 0.875 * this.smoothedRtt + 0.125 * adjusted;
+  }
+
+  /**
+   * The window does not grow past twice the measured bandwidth-delay product (BBR's
+   * inflight cap) plus `queueLimitBytes`. Loss-based growth alone keeps adding until
+   * something drops, and when the bottleneck is a Deno receiver (its socket buffer,
+   * 208 KiB on Linux by default, and one thread draining it) those drops came at ~2 %
+   * of packets all the time, each one a retransmission and, past the loss tolerance, a
+   * halved window. Infinity until a round limited by the window was measured.
+   */
+  get windowCapBytes(): number {
+    const limit = this.#p.queueLimitBytes;
+    if (limit === 0 || this.#maxBw === 0 || this.#baseRtt === Infinity) return Infinity;
+    return 2 * this.#maxBw * this.#baseRtt + limit;
+  }
+
+  /** A round trip ended: its delivery rate counts if the window limited it (not the app). */
+  #onRoundEnd(now: number): void {
+    if (this.#roundStart >= 0 && now > this.#roundStart && this.#roundCwndLimited) {
+      const b = this.#bwSamples;
+      b.push(this.#roundAckedBytes / (now - this.#roundStart));
+      if (b.length > this.#p.bandwidthWindowRounds) b.shift();
+      let m = 0;
+      for (const x of b) if (x > m) m = x;
+      this.#maxBw = m;
+    }
+    this.#roundStart = now;
+    this.#roundAckedBytes = 0;
+    this.#roundCwndLimited = this.cwndLimited;
   }
 
   #onCongestionAck(p: SentPacket<F>): void {
     if (p.timeSent <= this.recoveryStartTime) return;
     // App-limited: do not grow (RFC 9002 §7.8).
     if (!this.cwndLimited && this.bytesInFlight * 2 < this.cwnd) return;
+    if (this.cwnd >= this.windowCapBytes) {
+      // Hold (and leave slow start) rather than grow into the receiver's drops. The cap
+      // only stops growth: it never shrinks the window, loss still does.
+      this.capHeldAcks++;
+      if (this.cwnd < this.ssthresh) this.ssthresh = this.cwnd;
+      return;
+    }
     if (this.cwnd < this.ssthresh) this.cwnd += p.size;
     else this.cwnd += (this.#mds * p.size) / this.cwnd;
     if (this.cwnd > this.#p.maxCongestionWindowBytes) this.cwnd = this.#p.maxCongestionWindowBytes;
