@@ -60,15 +60,23 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   if ("dataDir" in options) {
     const lock = await lockDataDir(options.dataDir);
     try {
-      const client = await PGlite.create(join(options.dataDir, PGLITE_SUBDIR));
+      const client = await PGlite.create(join(options.dataDir, PGLITE_SUBDIR), PGLITE_OPTIONS);
       return pgliteHandle(client, lock);
     } catch (err) {
       lock.release();
       throw err;
     }
   }
-  return pgliteHandle(await PGlite.create(), undefined);
+  return pgliteHandle(await PGlite.create(PGLITE_OPTIONS), undefined);
 }
+
+/**
+ * The embedded database holds a few small tables: PostgreSQL's default 128 MB of
+ * shared buffers only makes the process bigger. With 16 MB a reopened PGlite
+ * data directory takes ~166 MB of RSS instead of ~288 MB (first start, which runs
+ * initdb, still peaks at ~600 MB).
+ */
+const PGLITE_OPTIONS = { postgresqlconf: "shared_buffers = 16MB" };
 
 function openPostgres(dsn: string, max: number): DatabaseHandle {
   const client = postgres(dsn, {

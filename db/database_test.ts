@@ -41,6 +41,16 @@ Deno.test("openStorage on PGlite: locked while open; data and sealed PSKs surviv
   }
 });
 
+Deno.test("embedded PGlite runs with 16 MB of shared buffers (not PostgreSQL's 128 MB)", async () => {
+  const handle = await openDatabase({ memory: true });
+  try {
+    const result = await handle.db.execute(sql`SHOW shared_buffers`);
+    assert.deepEqual((result as unknown as { rows: unknown[] }).rows, [{ shared_buffers: "16MB" }]);
+  } finally {
+    await handle.close();
+  }
+});
+
 Deno.test("openStorage on PostgreSQL: an unreachable server fails cleanly", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
