@@ -123,6 +123,10 @@ export class ServerMetrics {
   readonly #requests: Counter<string>;
   readonly #duration: Histogram<string>;
   readonly #responseBytes: Counter<string>;
+  readonly #requestSeries = new Map<
+    string,
+    { count: { inc(): void }; duration: { observe(v: number): void } }
+  >();
   readonly #admin: Counter<string>;
   readonly #acme: Counter<string>;
 
@@ -374,9 +378,25 @@ export class ServerMetrics {
   request(r: RequestRecord): void {
     const cls = `${Math.floor(r.status / 100)}xx`;
     const method = METHODS.has(r.method) ? r.method : "OTHER";
-    if (this.domainLabels) this.#requests.labels(cls, method, r.domain ?? "").inc();
-    else this.#requests.labels(cls, method).inc();
-    this.#duration.labels(cls, method).observe(r.durationMs / 1000);
+    const seconds = r.durationMs / 1000;
+    if (this.domainLabels) {
+      this.#requests.labels(cls, method, r.domain ?? "").inc();
+      this.#duration.labels(cls, method).observe(seconds);
+    } else {
+      // The labelled children, looked up once per (class, method): prom-client
+      // hashes the label values on every labels() call.
+      const key = `${cls} ${method}`;
+      let series = this.#requestSeries.get(key);
+      if (!series) {
+        series = {
+          count: this.#requests.labels(cls, method),
+          duration: this.#duration.labels(cls, method),
+        };
+        this.#requestSeries.set(key, series);
+      }
+      series.count.inc();
+      series.duration.observe(seconds);
+    }
     if (r.bytes > 0) this.#responseBytes.inc(r.bytes);
   }
 

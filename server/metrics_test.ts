@@ -59,8 +59,17 @@ Deno.test("requests by class and method; domain labels only when opted in", asyn
   const plain = new ServerMetrics();
   plain.request({ method: "GET", status: 204, durationMs: 5, bytes: 0, domain: "a.example.com" });
   plain.request({ method: "BREW", status: 502, durationMs: 5, bytes: 10, domain: undefined });
+  plain.request({ method: "GET", status: 200, durationMs: 2000, bytes: 0, domain: undefined });
   let text = await plain.render();
-  equal(value(text, 'hopgate_http_requests_total{code_class="2xx",method="GET"}'), 1);
+  equal(value(text, 'hopgate_http_requests_total{code_class="2xx",method="GET"}'), 2);
+  equal(
+    value(text, 'hopgate_http_request_duration_seconds_count{code_class="2xx",method="GET"}'),
+    2,
+  );
+  equal(
+    value(text, 'hopgate_http_request_duration_seconds_sum{code_class="2xx",method="GET"}'),
+    2.005,
+  );
   equal(value(text, 'hopgate_http_requests_total{code_class="5xx",method="OTHER"}'), 1);
   equal(value(text, "hopgate_http_response_bytes_total"), 10);
   ok(!text.includes("a.example.com"));
