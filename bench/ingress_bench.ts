@@ -18,7 +18,7 @@ import { encodeHead, readHeadFrom } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { ErrorPages } from "../server/error_pages.ts";
 import { createIngressHandler } from "../server/ingress.ts";
-import { MemoryLogger } from "../server/log.ts";
+import { createJsonLogger } from "../server/log.ts";
 import { Tunnel } from "../server/tunnels.ts";
 
 const { values } = parseArgs({
@@ -57,7 +57,7 @@ const handler = createIngressHandler({
   scheme: "http",
   proxyTimeoutMs: 60_000,
   pages: await ErrorPages.load(undefined),
-  logger: new MemoryLogger("warn"),
+  logger: createJsonLogger({ level: "warn" }), // as the server runs with HOP_LOG_LEVEL=warn
   onRequest: () => {},
 });
 const info = {

@@ -342,12 +342,6 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     }
 
     const res = response.head;
-    const outHeaders = new Headers();
-    for (const [k, v] of res.headers) {
-      try {
-        outHeaders.append(k, v);
-      } catch { /* invalid header from the origin: drop it */ }
-    }
 
     if (wsWriter && res.status === 101) {
       return bridgeWebSocket(req, res, response.rest, s, wsWriter, () => done(101), abandon);
@@ -358,7 +352,7 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     if (noBody) {
       if (s.readRest() === null) s.stopSending(StreamErrorCode.CANCELLED);
       done(res.status);
-      return new Response(null, { status: res.status, headers: outHeaders });
+      return originResponse(null, res.status, res.headers);
     }
     // The whole body already here (small responses): hand Deno the bytes, which
     // it writes with the head in one go, with no body stream at all.
@@ -367,12 +361,11 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       const all = response.rest ? concatBytes(response.rest, rest) : rest;
       bytes = all.length;
       done(res.status);
-      outHeaders.delete("content-length"); // Deno sets it from the bytes
-      return new Response(all as Uint8Array<ArrayBuffer>, {
-        status: res.status,
-        headers: outHeaders,
-      });
+      // Deno sets Content-Length from the bytes.
+      const headers = res.headers.filter(([k]) => k !== "content-length");
+      return originResponse(all as Uint8Array<ArrayBuffer>, res.status, headers);
     }
+    const outHeaders = validHeaders(res.headers);
     let first = response.rest;
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -405,6 +398,34 @@ export function createIngressHandler(opts: IngressOptions): Handler {
     }, { highWaterMark: 0 });
     return new Response(body, { status: res.status, headers: outHeaders });
   };
+}
+
+/** The origin's headers that the platform accepts (an invalid one is dropped). */
+function validHeaders(list: HeaderList): Headers {
+  const h = new Headers();
+  for (const [k, v] of list) {
+    try {
+      h.append(k, v);
+    } catch { /* invalid header from the origin: drop it */ }
+  }
+  return h;
+}
+
+/**
+ * A response with the origin's headers, built in one go: a separate Headers
+ * object first would validate and copy every header twice. Only for bodies
+ * the constructor cannot consume before it fails (null, bytes).
+ */
+function originResponse(
+  body: Uint8Array<ArrayBuffer> | null,
+  status: number,
+  headers: HeaderList,
+): Response {
+  try {
+    return new Response(body, { status, headers });
+  } catch {
+    return new Response(body, { status, headers: validHeaders(headers) });
+  }
 }
 
 /** Accepts the caller's upgrade and relays WebSocket messages over the stream. */

@@ -1,0 +1,113 @@
+/**
+ * The ingress handler in-process against a tunnel whose client end is played by
+ * the test over the in-memory mux link: how a response head from the tunnel
+ * becomes the caller's response (bytes at once, streamed, no body; bad headers).
+ */
+import assert from "node:assert/strict";
+import { realClock } from "../shared/mux/clock.ts";
+import { MuxSession, type MuxStream } from "../shared/mux/mod.ts";
+import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
+import { encodeHead, type HeaderList, readHeadFrom } from "../shared/protocol/mod.ts";
+import { ErrorPages } from "./error_pages.ts";
+import { createIngressHandler } from "./ingress.ts";
+import { MemoryLogger } from "./log.ts";
+import { Tunnel } from "./tunnels.ts";
+
+type Answer = (s: MuxStream) => Promise<void>;
+
+async function withIngress(
+  answer: Answer,
+  fn: (call: (r: Request) => Promise<Response>) => Promise<void>,
+) {
+  const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
+  const server = new MuxSession(link.a, { role: "server" });
+  const client = new MuxSession(link.b, {
+    role: "client",
+    onStream: (s) => {
+      answer(s).catch(() => {});
+    },
+  });
+  const tunnel = new Tunnel("t1", "app.test", server, { hostname: "127.0.0.1", port: 1 }, "test");
+  const handler = createIngressHandler({
+    hub: { pick: (d, ex) => d === "app.test" && !ex?.has(tunnel) ? tunnel : undefined },
+    serverDomain: "gateway.test",
+    scheme: "http",
+    proxyTimeoutMs: 5000,
+    pages: await ErrorPages.load(undefined),
+    logger: new MemoryLogger(),
+  });
+  const info = {
+    remoteAddr: { transport: "tcp", hostname: "192.0.2.9", port: 40000 },
+    completed: Promise.resolve(),
+  } as unknown as Deno.ServeHandlerInfo;
+  try {
+    await fn(async (r) => {
+      r.headers.set("host", "app.test"); // what Deno.serve's requests carry
+      return await handler(r, info);
+    });
+  } finally {
+    await Promise.allSettled([client.close(), server.close()]);
+  }
+}
+
+const bad: HeaderList = [
+  ["x-good", "yes"],
+  ["bad name", "dropped"],
+  ["x-bad-value", "a\r\nInjected: 1"],
+  ["set-cookie", "a=1"],
+  ["set-cookie", "b=2"],
+];
+
+function answerWith(status: number, headers: HeaderList, chunks: string[], gapMs = 0): Answer {
+  return async (s) => {
+    await readHeadFrom(s);
+    s.readRest();
+    await s.write(encodeHead({ t: "res", status, headers }));
+    for (const c of chunks) {
+      if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
+      await s.write(new TextEncoder().encode(c));
+    }
+    s.close();
+  };
+}
+
+Deno.test("ingress: a small whole response is answered from bytes; invalid origin headers are dropped", async () => {
+  const headers: HeaderList = [["content-length", "999"], ...bad]; // a wrong length is not trusted
+  await withIngress(answerWith(201, headers, ["hello"]), async (call) => {
+    const res = await call(new Request("http://app.test/x"));
+    assert.equal(res.status, 201);
+    assert.equal(await res.text(), "hello");
+    assert.equal(res.headers.get("x-good"), "yes");
+    assert.equal(res.headers.get("x-bad-value"), null);
+    assert.deepEqual(res.headers.getSetCookie(), ["a=1", "b=2"]);
+    assert.equal([...res.headers.keys()].includes("bad name"), false);
+  });
+});
+
+Deno.test("ingress: a body still arriving is streamed, chunk by chunk, with the same header rules", async () => {
+  await withIngress(answerWith(200, bad, ["one,", "two,", "three"], 30), async (call) => {
+    const res = await call(new Request("http://app.test/stream"));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-good"), "yes");
+    assert.equal(res.headers.get("x-bad-value"), null);
+    const seen: string[] = [];
+    for await (const c of res.body!) seen.push(new TextDecoder().decode(c));
+    assert.equal(seen.join(""), "one,two,three");
+    assert.ok(seen.length >= 2, `streamed in pieces: ${JSON.stringify(seen)}`);
+  });
+});
+
+Deno.test("ingress: HEAD and 204 answer with no body, headers kept", async () => {
+  await withIngress(answerWith(204, [["x-good", "yes"]], []), async (call) => {
+    const res = await call(new Request("http://app.test/none", { method: "DELETE" }));
+    assert.equal(res.status, 204);
+    assert.equal(res.body, null);
+    assert.equal(res.headers.get("x-good"), "yes");
+  });
+  await withIngress(answerWith(200, [["content-length", "5"]], ["hello"]), async (call) => {
+    const res = await call(new Request("http://app.test/h", { method: "HEAD" }));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-length"), "5");
+    assert.equal(await res.text(), "");
+  });
+});
