@@ -1,0 +1,107 @@
+/**
+ * CPU per request of the client's request path without DTLS or UDP: streams opened
+ * in-process over the in-memory mux link are served by `serveStream` (the client's
+ * forwarder) against a real local origin in another process (Deno.serve, 13-byte
+ * answer). 50 requests in flight. Counts the process: forwarder, node:http and
+ * both mux ends; the origin's CPU is not counted.
+ *
+ *   deno run --allow-net=127.0.0.1 --allow-read --allow-env --allow-run bench/forwarder_bench.ts
+ *
+ * For profiling the client's path (`--cpu-prof`); node:http alone is printed as the
+ * baseline, measured in the same run against the same origin.
+ */
+import * as http from "node:http";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { realClock } from "../shared/mux/clock.ts";
+import { MuxSession } from "../shared/mux/mod.ts";
+import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
+import { encodeHead, readHeadFrom } from "../shared/protocol/mod.ts";
+import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
+import { createLocalAgent, serveStream } from "../client/forwarder.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    requests: { type: "string", default: "50000" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+const origin = new Deno.Command(Deno.execPath(), {
+  args: [
+    "eval",
+    `Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: (a) => console.log(a.port) },
+      () => new Response("Hello, world!"));`,
+  ],
+  stdout: "piped",
+}).spawn();
+const port = Number(
+  new TextDecoder().decode((await origin.stdout.getReader().read()).value).trim(),
+);
+const target = new URL(`http://127.0.0.1:${port}`);
+const agent = createLocalAgent(target);
+
+const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
+const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });
+new MuxSession(link.b, {
+  role: "client",
+  params: TUNNEL_MUX_PARAMS,
+  onStream: (s) => void serveStream(s, { target, agent }),
+});
+const head = encodeHead({
+  t: "req",
+  id: "bench",
+  method: "GET",
+  url: "/",
+  headers: [["host", "app.test"], ["user-agent", "wrk"], ["x-forwarded-for", "127.0.0.1"]],
+  client: "127.0.0.1",
+  scheme: "http",
+});
+
+async function tunneled(): Promise<void> {
+  const s = server.openStream();
+  await s.write(head);
+  s.close();
+  const r = await readHeadFrom(s);
+  if (r.head.t !== "res" || r.head.status !== 200) throw new Error("bad answer");
+  if (s.readRest() === null) { while (await s.read() !== null); }
+}
+
+const direct = () =>
+  new Promise<void>((resolve, reject) => {
+    http.request(
+      { host: "127.0.0.1", port, path: "/", agent, headers: { host: "app.test" } },
+      (r) => {
+        r.on("data", () => {}).on("end", resolve);
+      },
+    ).on("error", reject).end();
+  });
+
+async function measure(name: string, one: () => Promise<void>) {
+  const n = Number(values.requests);
+  let left = n;
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: 50 }, async () => {
+    while (left-- > 0) await one();
+  }));
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  const us = (c.user + c.system) / n;
+  console.log(
+    `${name.padEnd(22)} ${(n / ms * 1000).toFixed(0).padStart(7)} req/s ${
+      us.toFixed(1).padStart(6)
+    } µs CPU/req`,
+  );
+  return us;
+}
+
+for (let round = 0; round < Number(values.rounds); round++) {
+  const base = await measure("node:http alone", direct);
+  const full = await measure("forwarder + mux", tunneled);
+  console.log(`  forwarder + mux cost beyond node:http: ${(full - base).toFixed(1)} µs/req`);
+}
+agent.destroy();
+origin.kill();
+await origin.status;
+Deno.exit(0);
