@@ -4,7 +4,7 @@
 # server (debug, embedded database in a temp dir) and the client as processes on 127.0.0.1,
 # runs wrk -c50 (8 s) and -c1 (4 s) on a 13-byte response and a 50 MiB echo upload with curl,
 # prints the figures and the RSS of both processes, and stops everything it started.
-# ONLY=echo or ONLY=c50 runs that phase alone (e.g. to profile it). PROFILE=1 adds --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
+# ONLY=c50, ONLY=c1 or ONLY=echo runs that phase alone (e.g. to profile it). PROFILE=1 adds --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
 # `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +42,7 @@ read -r n r a b < <(awk '/requests in/{n=$1} /Requests\/sec/{r=$2} /^ +50%/{a=$2
 hz=$(getconf CLK_TCK)
 echo "c50: $r req/s p50 $a p99 $b; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
 fi
-if [ -z "${ONLY:-}" ]; then
+if [ "${ONLY:-c1}" = c1 ]; then
 echo "c1:  $(wrk -t1 -c1 -d4s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" | awk '/Requests\/sec/{r=$2} /^ +50%/{a=$2} END{print r" req/s p50 "a}')"
 fi
 if [ "${ONLY:-echo}" = echo ]; then
