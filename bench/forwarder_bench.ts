@@ -2,7 +2,7 @@
  * CPU per request of the client's request path without DTLS or UDP: streams opened
  * in-process over the in-memory mux link are served by `serveStream` (the client's
  * forwarder) against a real local origin in another process (Deno.serve, 13-byte
- * answer). 50 requests in flight. Counts the process: forwarder, node:http and
+ * answer). 50 requests in flight (`--concurrency N`). Counts the process: forwarder, node:http and
  * both mux ends; the origin's CPU is not counted.
  *
  *   deno run --allow-net=127.0.0.1 --allow-read --allow-env --allow-run bench/forwarder_bench.ts
@@ -11,7 +11,6 @@
  * baseline, measured in the same run against the same origin.
  */
 import * as http from "node:http";
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { realClock } from "../shared/mux/clock.ts";
 import { MuxSession } from "../shared/mux/mod.ts";
@@ -19,12 +18,14 @@ import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
 import { encodeHead, readHeadFrom } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { createLocalAgent, serveStream } from "../client/forwarder.ts";
+import { runLoad } from "./load.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     requests: { type: "string", default: "50000" },
     rounds: { type: "string", default: "3" },
+    concurrency: { type: "string", default: "50" },
   },
 });
 const origin = new Deno.Command(Deno.execPath(), {
@@ -78,22 +79,13 @@ const direct = () =>
   });
 
 async function measure(name: string, one: () => Promise<void>) {
-  const n = Number(values.requests);
-  let left = n;
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: 50 }, async () => {
-    while (left-- > 0) await one();
-  }));
-  const ms = performance.now() - t0;
-  const c = process.cpuUsage(c0);
-  const us = (c.user + c.system) / n;
+  const r = await runLoad(Number(values.requests), one, Number(values.concurrency));
   console.log(
-    `${name.padEnd(22)} ${(n / ms * 1000).toFixed(0).padStart(7)} req/s ${
-      us.toFixed(1).padStart(6)
+    `${name.padEnd(22)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s ${
+      r.cpuUsPerReq.toFixed(1).padStart(6)
     } µs CPU/req`,
   );
-  return us;
+  return r.cpuUsPerReq;
 }
 
 for (let round = 0; round < Number(values.rounds); round++) {

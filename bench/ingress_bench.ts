@@ -9,7 +9,6 @@
  * For profiling the request path (`--cpu-prof`): the figures move with ingress,
  * head codec and mux changes only.
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { realClock } from "../shared/mux/clock.ts";
 import { MuxSession } from "../shared/mux/mod.ts";
@@ -20,6 +19,7 @@ import { ErrorPages } from "../server/error_pages.ts";
 import { createIngressHandler } from "../server/ingress.ts";
 import { createJsonLogger } from "../server/log.ts";
 import { Tunnel } from "../server/tunnels.ts";
+import { runLoad } from "./load.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -75,20 +75,10 @@ async function one(): Promise<void> {
   await res.arrayBuffer();
 }
 
-const n = Number(values.requests);
 for (let round = 0; round < Number(values.rounds); round++) {
-  let left = n;
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: 50 }, async () => {
-    while (left-- > 0) await one();
-  }));
-  const ms = performance.now() - t0;
-  const c = process.cpuUsage(c0);
+  const r = await runLoad(Number(values.requests), one);
   console.log(
-    `round ${round + 1}: ${(n / ms * 1000).toFixed(0)} req/s, ${
-      ((c.user + c.system) / n).toFixed(1)
-    } µs CPU/req`,
+    `round ${round + 1}: ${r.reqPerSec.toFixed(0)} req/s, ${r.cpuUsPerReq.toFixed(1)} µs CPU/req`,
   );
 }
 Deno.exit(0);

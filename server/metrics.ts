@@ -201,30 +201,31 @@ export class ServerMetrics {
           this.inc(value(self.#totals()));
         },
       });
-    new Counter({
-      name: "hopgate_tunnel_bytes_total",
-      help: "Bytes of mux packets over all tunnels (DTLS payload), by direction.",
-      labelNames: ["direction"],
-      registers,
-      collect() {
-        const t = self.#totals();
-        this.reset();
-        this.labels("sent").inc(t.bytesSent);
-        this.labels("received").inc(t.bytesReceived);
-      },
-    });
-    new Counter({
-      name: "hopgate_tunnel_packets_total",
-      help: "Mux packets (one DTLS record, one datagram each) over all tunnels, by direction.",
-      labelNames: ["direction"],
-      registers,
-      collect() {
-        const t = self.#totals();
-        this.reset();
-        this.labels("sent").inc(t.packetsSent);
-        this.labels("received").inc(t.packetsReceived);
-      },
-    });
+    const byDirection = (name: string, help: string, sent: keyof Totals, received: keyof Totals) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ["direction"],
+        registers,
+        collect() {
+          const t = self.#totals();
+          this.reset();
+          this.labels("sent").inc(t[sent]);
+          this.labels("received").inc(t[received]);
+        },
+      });
+    byDirection(
+      "hopgate_tunnel_bytes_total",
+      "Bytes of mux packets over all tunnels (DTLS payload), by direction.",
+      "bytesSent",
+      "bytesReceived",
+    );
+    byDirection(
+      "hopgate_tunnel_packets_total",
+      "Mux packets (one DTLS record, one datagram each) over all tunnels, by direction.",
+      "packetsSent",
+      "packetsReceived",
+    );
     totalCounter(
       "hopgate_tunnel_packets_lost_total",
       "Mux packets declared lost (RFC 9002 loss detection), all sessions.",
