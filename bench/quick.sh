@@ -2,9 +2,11 @@
 # Quick tunnel check, for before/after comparisons while optimizing (the full comparison with
 # direct and ssh -R is the shared harness with bench/targets/hopgate.sh). Starts an origin, the
 # server (debug, embedded database in a temp dir) and the client as processes on 127.0.0.1,
-# runs wrk -c50 (8 s) and -c1 (4 s) on a 13-byte response and a 50 MiB echo upload with curl,
+# runs wrk -c50 (8 s) and -c1 (4 s) on a 13-byte response, a 50 MiB echo upload and a 100 MiB
+# download with curl,
 # prints the figures and the RSS of both processes, and stops everything it started.
-# ONLY=c50, ONLY=c1 or ONLY=echo runs that phase alone (e.g. to profile it). PROFILE=1 adds --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
+# ONLY=c50, c1, echo or get runs that phase alone (e.g. to profile it). PROFILE=1 adds --cpu-prof
+# (profiles under $OUT/server, $OUT/client; summarize with
 # `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,8 +20,24 @@ trap cleanup EXIT
 prof() { [ "${PROFILE:-}" = 1 ] && echo "--cpu-prof --cpu-prof-dir=$OUT/$1"; }
 
 cat > "$OUT/origin.ts" <<EOT
-Deno.serve({ hostname: "127.0.0.1", port: $ORIGIN, onListen() {} }, (req) =>
-  new URL(req.url).pathname === "/echo" ? new Response(req.body) : new Response("Hello, world!"));
+const chunk = new Uint8Array(65536).map((_, i) => i * 31);
+function bytes(n: number) {
+  let left = n;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (left <= 0) return c.close();
+      const k = Math.min(left, chunk.length);
+      left -= k;
+      c.enqueue(chunk.slice(0, k));
+    },
+  });
+}
+Deno.serve({ hostname: "127.0.0.1", port: $ORIGIN, onListen() {} }, (req) => {
+  const path = new URL(req.url).pathname;
+  if (path === "/echo") return new Response(req.body);
+  if (path === "/bytes") return new Response(bytes(104857600));
+  return new Response("Hello, world!");
+});
 EOT
 deno run --allow-net "$OUT/origin.ts" & PIDS+=($!)
 cd "$ROOT" || exit 1
@@ -48,6 +66,12 @@ fi
 if [ "${ONLY:-echo}" = echo ]; then
 head -c 52428800 /dev/urandom >"$OUT/50m.bin"
 echo "echo 50 MiB: $(curl -s -o /dev/null -w '%{time_total} s' "${H[@]}" -H 'Expect:' --data-binary @"$OUT/50m.bin" "http://127.0.0.1:$HTTP/echo")"
+fi
+if [ "${ONLY:-get}" = get ]; then
+s0=$(cpu $S) c0=$(cpu $C)
+t=$(curl -s -o /dev/null -w '%{time_total}' "${H[@]}" "http://127.0.0.1:$HTTP/bytes")
+hz=$(getconf CLK_TCK)
+echo "GET 100 MiB: $t s; CPU ms/MiB server $((($(cpu $S) - s0) * 1000 / hz / 100)) client $((($(cpu $C) - c0) * 1000 / hz / 100))"
 fi
 echo "tunnel: $(curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_(packets_lost|bytes_retransmitted|bytes|packets)_total/{printf "%s ", $0} /^hopgate_dtls_dropped/ && $2 != 0 {printf "%s ", $0}')"
 echo "RSS MB: server $(($(awk '/VmRSS/{print $2}' /proc/$S/status) / 1024)) client $(($(awk '/VmRSS/{print $2}' /proc/$C/status) / 1024))"
