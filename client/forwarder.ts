@@ -194,6 +194,10 @@ function pumpResponse(res: http.IncomingMessage, stream: MuxStream): Promise<voi
     };
     const onEnd = () => end(res.complete ? undefined : new Error("local response ended early"));
     const onClose = () => end(new Error("local response ended early"));
+    // Torn down before we got here (the origin reset it while the head was written):
+    // its events are gone, so do not wait for them.
+    if (res.readableEnded) return end();
+    if (res.destroyed) return end(new Error("local response ended early"));
     res.on("data", onData).on("end", onEnd).on("error", end).on("close", onClose);
   });
 }
