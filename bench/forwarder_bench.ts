@@ -6,6 +6,7 @@
  * both mux ends; the origin's CPU is not counted.
  *
  *   deno run --allow-net=127.0.0.1 --allow-read --allow-env --allow-run bench/forwarder_bench.ts
+ *   (also `deno task bench forwarder`)
  *
  * For profiling the client's path (`--cpu-prof`); node:http alone is printed as the
  * baseline, measured in the same run against the same origin.
@@ -20,80 +21,91 @@ import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { createLocalAgent, serveStream } from "../client/forwarder.ts";
 import { runLoad } from "./load.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    requests: { type: "string", default: "50000" },
-    rounds: { type: "string", default: "3" },
-    concurrency: { type: "string", default: "50" },
-  },
-});
-const origin = new Deno.Command(Deno.execPath(), {
-  args: [
-    "eval",
-    `Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: (a) => console.log(a.port) },
-      () => new Response("Hello, world!"));`,
-  ],
-  stdout: "piped",
-}).spawn();
-const port = Number(
-  new TextDecoder().decode((await origin.stdout.getReader().read()).value).trim(),
-);
-const target = new URL(`http://127.0.0.1:${port}`);
-const agent = createLocalAgent(target);
+export async function main(args: string[] = []): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      requests: { type: "string", default: "50000" },
+      rounds: { type: "string", default: "3" },
+      concurrency: { type: "string", default: "50" },
+    },
+  });
+  const origin = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: (a) => console.log(a.port) },
+        () => new Response("Hello, world!"));`,
+    ],
+    stdout: "piped",
+  }).spawn();
+  const port = Number(
+    new TextDecoder().decode((await origin.stdout.getReader().read()).value).trim(),
+  );
+  const target = new URL(`http://127.0.0.1:${port}`);
+  const agent = createLocalAgent(target);
 
-const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
-const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });
-new MuxSession(link.b, {
-  role: "client",
-  params: TUNNEL_MUX_PARAMS,
-  onStream: (s) => void serveStream(s, { target, agent }),
-});
-const head = encodeHead({
-  t: "req",
-  id: "bench",
-  method: "GET",
-  url: "/",
-  headers: [["host", "app.test"], ["user-agent", "wrk"], ["x-forwarded-for", "127.0.0.1"]],
-  client: "127.0.0.1",
-  scheme: "http",
-});
-
-async function tunneled(): Promise<void> {
-  const s = server.openStream();
-  await s.write(head);
-  s.close();
-  const r = await readHeadFrom(s);
-  if (r.head.t !== "res" || r.head.status !== 200) throw new Error("bad answer");
-  if (s.readRest() === null) { while (await s.read() !== null); }
-}
-
-const direct = () =>
-  new Promise<void>((resolve, reject) => {
-    http.request(
-      { host: "127.0.0.1", port, path: "/", agent, headers: { host: "app.test" } },
-      (r) => {
-        r.on("data", () => {}).on("end", resolve);
-      },
-    ).on("error", reject).end();
+  const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
+  const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });
+  const client = new MuxSession(link.b, {
+    role: "client",
+    params: TUNNEL_MUX_PARAMS,
+    onStream: (s) => void serveStream(s, { target, agent }),
+  });
+  const head = encodeHead({
+    t: "req",
+    id: "bench",
+    method: "GET",
+    url: "/",
+    headers: [["host", "app.test"], ["user-agent", "wrk"], ["x-forwarded-for", "127.0.0.1"]],
+    client: "127.0.0.1",
+    scheme: "http",
   });
 
-async function measure(name: string, one: () => Promise<void>) {
-  const r = await runLoad(Number(values.requests), one, Number(values.concurrency));
-  console.log(
-    `${name.padEnd(22)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s ${
-      r.cpuUsPerReq.toFixed(1).padStart(6)
-    } µs CPU/req`,
-  );
-  return r.cpuUsPerReq;
+  async function tunneled(): Promise<void> {
+    const s = server.openStream();
+    await s.write(head);
+    s.close();
+    const r = await readHeadFrom(s);
+    if (r.head.t !== "res" || r.head.status !== 200) throw new Error("bad answer");
+    if (s.readRest() === null) { while (await s.read() !== null); }
+  }
+
+  const direct = () =>
+    new Promise<void>((resolve, reject) => {
+      http.request(
+        { host: "127.0.0.1", port, path: "/", agent, headers: { host: "app.test" } },
+        (r) => {
+          r.on("data", () => {}).on("end", resolve);
+        },
+      ).on("error", reject).end();
+    });
+
+  async function measure(name: string, one: () => Promise<void>) {
+    const r = await runLoad(Number(values.requests), one, Number(values.concurrency));
+    console.log(
+      `${name.padEnd(22)} ${r.reqPerSec.toFixed(0).padStart(7)} req/s ${
+        r.cpuUsPerReq.toFixed(1).padStart(6)
+      } µs CPU/req`,
+    );
+    return r.cpuUsPerReq;
+  }
+
+  for (let round = 0; round < Number(values.rounds); round++) {
+    const base = await measure("node:http alone", direct);
+    const full = await measure("forwarder + mux", tunneled);
+    console.log(
+      `  beyond node:http: ${(full - base).toFixed(1)} µs/req (${
+        (full / base).toFixed(2)
+      }x node:http alone)`,
+    );
+  }
+  agent.destroy();
+  await Promise.allSettled([client.close(), server.close()]);
+  origin.kill();
+  await origin.status;
 }
 
-for (let round = 0; round < Number(values.rounds); round++) {
-  const base = await measure("node:http alone", direct);
-  const full = await measure("forwarder + mux", tunneled);
-  console.log(`  forwarder + mux cost beyond node:http: ${(full - base).toFixed(1)} µs/req`);
+if (import.meta.main) {
+  await main(Deno.args);
+  Deno.exit(0);
 }
-agent.destroy();
-origin.kill();
-await origin.status;
-Deno.exit(0);

@@ -2,9 +2,12 @@
  * CPU per request of the server's request path without HTTP parsing or sockets:
  * the ingress handler is called with Request objects in-process, its tunnel is a mux
  * session over the in-memory link whose other end answers each stream at once
- * (head + 13-byte body + FIN). 50 requests in flight. Counts both mux ends.
+ * (head + 13-byte body + FIN). 50 requests in flight; both mux ends are counted.
+ * Baseline in the same run: the same exchange written straight onto mux streams
+ * (heads + mux, no handler), so the ratio is what the ingress itself adds.
  *
  *   deno run --allow-read --allow-env bench/ingress_bench.ts [--requests N] [--rounds N]
+ *   (also `deno task bench ingress`)
  *
  * For profiling the request path (`--cpu-prof`): the figures move with ingress,
  * head codec and mux changes only.
@@ -21,64 +24,91 @@ import { createJsonLogger } from "../server/log.ts";
 import { Tunnel } from "../server/tunnels.ts";
 import { runLoad } from "./load.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    requests: { type: "string", default: "100000" },
-    rounds: { type: "string", default: "3" },
-  },
-});
-const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
-const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });
-const body = new TextEncoder().encode("Hello, world!");
-new MuxSession(link.b, {
-  role: "client",
-  params: TUNNEL_MUX_PARAMS,
-  onStream: async (s) => {
-    try {
-      await readHeadFrom(s);
-      s.readRest();
-      await s.write(encodeHead({
-        t: "res",
-        status: 200,
-        headers: [["content-type", "text/plain"], ["content-length", "13"]],
-      }));
-      await s.write(body);
-      s.close();
-    } catch { /* bench: a failed stream shows as a failed request */ }
-  },
-});
-const tunnel = new Tunnel("t1", "app.test", server, { hostname: "127.0.0.1", port: 1 }, "bench");
-const handler = createIngressHandler({
-  hub: {
-    pick: (domain, exclude) => domain === "app.test" && !exclude?.has(tunnel) ? tunnel : undefined,
-  },
-  serverDomain: "gateway.test",
-  scheme: "http",
-  proxyTimeoutMs: 60_000,
-  pages: await ErrorPages.load(undefined),
-  logger: createJsonLogger({ level: "warn" }), // as the server runs with HOP_LOG_LEVEL=warn
-  onRequest: () => {},
-});
-const info = {
-  remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40000 },
-  completed: Promise.resolve(),
-} as unknown as Deno.ServeHandlerInfo;
-const headers = [["host", "app.test"], ["user-agent", "wrk"], ["accept", "*/*"]] as [
-  string,
-  string,
-][];
+export async function main(args: string[] = []): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      requests: { type: "string", default: "100000" },
+      rounds: { type: "string", default: "3" },
+    },
+  });
+  const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
+  const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });
+  const body = new TextEncoder().encode("Hello, world!");
+  const client = new MuxSession(link.b, {
+    role: "client",
+    params: TUNNEL_MUX_PARAMS,
+    onStream: async (s) => {
+      try {
+        await readHeadFrom(s);
+        s.readRest();
+        await s.write(encodeHead({
+          t: "res",
+          status: 200,
+          headers: [["content-type", "text/plain"], ["content-length", "13"]],
+        }));
+        await s.write(body);
+        s.close();
+      } catch { /* bench: a failed stream shows as a failed request */ }
+    },
+  });
+  const tunnel = new Tunnel("t1", "app.test", server, { hostname: "127.0.0.1", port: 1 }, "bench");
+  const handler = createIngressHandler({
+    hub: { pick: (d, ex) => d === "app.test" && !ex?.has(tunnel) ? tunnel : undefined },
+    serverDomain: "gateway.test",
+    scheme: "http",
+    proxyTimeoutMs: 60_000,
+    pages: await ErrorPages.load(undefined),
+    logger: createJsonLogger({ level: "warn" }), // as the server runs with HOP_LOG_LEVEL=warn
+    onRequest: () => {},
+  });
+  const info = {
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40000 },
+    completed: Promise.resolve(),
+  } as unknown as Deno.ServeHandlerInfo;
+  const headers = [["host", "app.test"], ["user-agent", "wrk"], ["accept", "*/*"]] as [
+    string,
+    string,
+  ][];
+  const reqHead = encodeHead({
+    t: "req",
+    id: "bench",
+    method: "GET",
+    url: "/",
+    headers: [...headers, ["x-forwarded-for", "127.0.0.1"], ["x-request-id", "bench"]],
+    client: "127.0.0.1",
+    scheme: "http",
+  });
 
-async function one(): Promise<void> {
-  const res = await handler(new Request("http://app.test/", { headers }), info);
-  if (res.status !== 200) throw new Error(`status ${res.status}`);
-  await res.arrayBuffer();
+  const viaIngress = async () => {
+    const res = await handler(new Request("http://app.test/", { headers }), info);
+    if (res.status !== 200) throw new Error(`status ${res.status}`);
+    await res.arrayBuffer();
+  };
+  const muxOnly = async () => {
+    const s = server.openStream();
+    await s.write(reqHead);
+    s.close();
+    await readHeadFrom(s);
+    if (s.readRest() === null) { while (await s.read() !== null); }
+  };
+
+  console.log("server request path in-process, 50 in flight (CPU µs per request, both mux ends)");
+  for (let round = 0; round < Number(values.rounds); round++) {
+    const base = await runLoad(Number(values.requests), muxOnly);
+    const full = await runLoad(Number(values.requests), viaIngress);
+    console.log(
+      `round ${round + 1}: heads + mux ${base.cpuUsPerReq.toFixed(1)} µs, through the ingress ${
+        full.cpuUsPerReq.toFixed(1)
+      } µs (${(full.cpuUsPerReq / base.cpuUsPerReq).toFixed(2)}x; ${
+        full.reqPerSec.toFixed(0)
+      } req/s)`,
+    );
+  }
+  await Promise.allSettled([client.close(), server.close()]);
 }
 
-for (let round = 0; round < Number(values.rounds); round++) {
-  const r = await runLoad(Number(values.requests), one);
-  console.log(
-    `round ${round + 1}: ${r.reqPerSec.toFixed(0)} req/s, ${r.cpuUsPerReq.toFixed(1)} µs CPU/req`,
-  );
+if (import.meta.main) {
+  await main(Deno.args);
+  Deno.exit(0);
 }
-Deno.exit(0);

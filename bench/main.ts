@@ -2,6 +2,8 @@
  * `deno task bench`: every benchmark, each printing its figures beside a baseline
  * measured in the same run (raw node:crypto, plain UDP, the memory link...).
  * Nothing here passes or fails. Pick parts with arguments: `deno task bench dtls mux`.
+ * `ingress` and `forwarder` are the server's and the client's request paths in-process
+ * (CPU per request beside mux-only and node:http-only baselines).
  *
  * The HTTP tunnel against direct access and `ssh -R` is measured by the shared
  * harness with our target file: see bench/targets/hopgate.sh.
@@ -10,6 +12,8 @@ const parts: Record<string, () => Promise<void>> = {
   dtls: async () => (await import("./dtls_bench.ts")).main(),
   mux: async () =>
     (await import("./mux_bench.ts")).main(Deno.args.filter((a) => a.startsWith("--"))),
+  ingress: async () => (await import("./ingress_bench.ts")).main(["--requests", "50000"]),
+  forwarder: async () => (await import("./forwarder_bench.ts")).main(["--requests", "30000"]),
 };
 
 const wanted = Deno.args.filter((a) => !a.startsWith("--"));
