@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { realClock } from "../shared/mux/clock.ts";
-import { MuxSession, type MuxStream } from "../shared/mux/mod.ts";
+import { MuxSession, type MuxStream, MuxStreamError } from "../shared/mux/mod.ts";
 import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
 import { encodeHead, type HeaderList, readHeadFrom } from "../shared/protocol/mod.ts";
 import { ErrorPages } from "./error_pages.ts";
@@ -32,7 +32,7 @@ async function withIngress(
     hub: { pick: (d, ex) => d === "app.test" && !ex?.has(tunnel) ? tunnel : undefined },
     serverDomain: "gateway.test",
     scheme: "http",
-    proxyTimeoutMs: 5000,
+    proxyTimeoutMs: 60_000, // longer than any test: what stops a stream here is the caller
     pages: await ErrorPages.load(undefined),
     logger: new MemoryLogger(),
   });
@@ -120,5 +120,54 @@ Deno.test("ingress: HEAD and 204 answer with no body, headers kept", async () =>
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("content-length"), "5");
     assert.equal(await res.text(), "");
+  });
+});
+
+Deno.test("ingress: a caller that leaves before the answer stops the tunnel stream", async () => {
+  let got!: (s: MuxStream) => void;
+  const tunnelStream = new Promise<MuxStream>((r) => got = r);
+  const answer: Answer = async (s) => {
+    got(s);
+    await readHeadFrom(s); // and never answer
+  };
+  await withIngress(answer, async (call) => {
+    const ac = new AbortController();
+    const pending = call(new Request("http://app.test/slow", { signal: ac.signal }));
+    const s = await tunnelStream;
+    ac.abort();
+    // STOP_SENDING reaches the client's end: what makes the client abort its local request.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stopped = await Promise.race([
+      s.sendClosed.then(() => null, (e) => e),
+      new Promise((r) => timer = setTimeout(() => r("still open after 3 s"), 3000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(stopped instanceof MuxStreamError, `our send half was stopped: ${stopped}`);
+    await pending; // the handler gave up too (its answer goes nowhere)
+  });
+});
+
+Deno.test("ingress: a caller that stops reading a streamed body makes the tunnel stop sending", async () => {
+  let writes: Promise<unknown> | undefined;
+  const answer: Answer = async (s) => {
+    await readHeadFrom(s);
+    s.readRest();
+    await s.write(encodeHead({ t: "res", status: 200, headers: [] }));
+    writes = (async () => {
+      for (let i = 0; i < 1000; i++) {
+        await s.write(new Uint8Array(16 * 1024));
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    await writes.catch(() => {});
+  };
+  await withIngress(answer, async (call) => {
+    const res = await call(new Request("http://app.test/endless"));
+    const reader = res.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    while (writes === undefined) await new Promise((r) => setTimeout(r, 1));
+    const err = await writes.then(() => null, (e) => e);
+    assert.ok(err instanceof MuxStreamError, `the origin side's writes fail: ${err}`);
   });
 });
