@@ -65,7 +65,10 @@ echo "c1:  $(wrk -t1 -c1 -d4s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" | aw
 fi
 if [ "${ONLY:-echo}" = echo ]; then
 head -c 52428800 /dev/urandom >"$OUT/50m.bin"
-echo "echo 50 MiB: $(curl -s -o /dev/null -w '%{time_total} s' "${H[@]}" -H 'Expect:' --data-binary @"$OUT/50m.bin" "http://127.0.0.1:$HTTP/echo")"
+s0=$(cpu $S) c0=$(cpu $C)
+t=$(curl -s -o /dev/null -w '%{time_total}' "${H[@]}" -H 'Expect:' --data-binary @"$OUT/50m.bin" "http://127.0.0.1:$HTTP/echo")
+hz=$(getconf CLK_TCK)
+echo "echo 50 MiB: $t s; CPU ms/MiB server $((($(cpu $S) - s0) * 1000 / hz / 50)) client $((($(cpu $C) - c0) * 1000 / hz / 50))"
 fi
 if [ "${ONLY:-get}" = get ]; then
 s0=$(cpu $S) c0=$(cpu $C)
