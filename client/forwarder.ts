@@ -12,13 +12,13 @@
  * streamed with backpressure; redirects are passed through, never followed.
  * WebSocket upgrades are bridged in `ws_bridge.ts`.
  */
+import { concatBytes } from "../shared/bytes.ts";
 import * as http from "node:http";
 import * as https from "node:https";
 import type { MuxStream } from "../shared/mux/mod.ts";
 import { StreamErrorCode } from "../shared/mux/mod.ts";
 import {
   bodyStream,
-  concatBytes,
   encodeHead,
   type ForwardErrorCode,
   type HeaderList,

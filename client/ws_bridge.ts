@@ -10,6 +10,7 @@
  * npm `ws` rather than Deno's WebSocket: Deno's client replaces the Host header (checked on
  * Deno 2.9.6) and cannot send other request headers (cookies, X-Forwarded-*).
  */
+import { concatBytes } from "../shared/bytes.ts";
 import type * as http from "node:http";
 import WebSocketImpl from "ws";
 import type { MuxStream } from "../shared/mux/mod.ts";
@@ -165,7 +166,7 @@ export async function bridgeWebSocket(
   let localClosed = false;
   const localDone = new Promise<void>((resolve) => {
     ws.on("message", (data, isBinary) => {
-      const bytes = Array.isArray(data) ? concat(data) : data;
+      const bytes = Array.isArray(data) ? concatBytes(...data) : data;
       const m: WsMessage = isBinary
         ? { kind: WsKind.Binary, data: bytes }
         : { kind: WsKind.Text, data: dec.decode(bytes) };
@@ -259,16 +260,4 @@ async function relayPlainResponse(
     abortStream(stream, RESET_LOCAL_ERROR);
     return false;
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

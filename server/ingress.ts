@@ -9,9 +9,9 @@
  * flow control. Gateway errors: 404 no tunnel, 502 local service failed, 504 no
  * response head in time, 503 tunnel lost before the response head.
  */
+import { concatBytes } from "../shared/bytes.ts";
 import { MuxSessionError, type MuxStream, StreamErrorCode } from "../shared/mux/mod.ts";
 import {
-  concatBytes,
   encodeHead,
   encodeWsMessage,
   type ForwardError,

@@ -3,6 +3,7 @@
  * client side serving every stream through `serveStream`, and helpers that play
  * the public server's part (open a stream, write a RequestHead and a body).
  */
+import { concatBytes } from "../../shared/bytes.ts";
 import { MuxSession, type MuxStream, realClock } from "../../shared/mux/mod.ts";
 import { createLinkPair } from "../../shared/mux/testing/lossy_link.ts";
 import {
@@ -117,18 +118,8 @@ export async function readAnswer(
 
 export async function readBytes(r: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
-  let n = 0;
-  for await (const c of r) {
-    parts.push(c);
-    n += c.length;
-  }
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  for await (const c of r) parts.push(c);
+  return concatBytes(...parts);
 }
 
 export function isHead<T extends Head["t"]>(h: Head, t: T): h is Extract<Head, { t: T }> {

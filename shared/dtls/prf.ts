@@ -4,7 +4,8 @@
  * extended per RFC 7627 4), the key block (RFC 5246 6.3) and Finished (7.4.9).
  */
 import { createHash, createHmac } from "node:crypto";
-import { concat, utf8 } from "./bytes.ts";
+import { concatBytes } from "../bytes.ts";
+import { utf8 } from "./bytes.ts";
 import type { CipherSuite } from "./cipher.ts";
 
 function hmac(key: Uint8Array, ...data: Uint8Array[]): Uint8Array {
@@ -15,7 +16,7 @@ function hmac(key: Uint8Array, ...data: Uint8Array[]): Uint8Array {
 
 /** PRF(secret, label, seed) = P_SHA256(secret, label || seed), `length` bytes. */
 export function prf(secret: Uint8Array, label: string, seed: Uint8Array, length: number) {
-  const labelSeed = concat(utf8.encode(label), seed);
+  const labelSeed = concatBytes(utf8.encode(label), seed);
   const out = new Uint8Array(length);
   let a = labelSeed;
   let o = 0;
@@ -58,7 +59,7 @@ export function masterSecret(
 ): Uint8Array {
   return sessionHash
     ? prf(premaster, "extended master secret", sessionHash, 48)
-    : prf(premaster, "master secret", concat(clientRandom, serverRandom), 48);
+    : prf(premaster, "master secret", concatBytes(clientRandom, serverRandom), 48);
 }
 
 export interface KeyBlock {
@@ -75,7 +76,7 @@ export function keyBlock(
   serverRandom: Uint8Array,
 ): KeyBlock {
   const k = suite.keyLength, iv = suite.fixedIvLength;
-  const b = prf(master, "key expansion", concat(serverRandom, clientRandom), 2 * (k + iv));
+  const b = prf(master, "key expansion", concatBytes(serverRandom, clientRandom), 2 * (k + iv));
   return {
     clientKey: b.slice(0, k),
     serverKey: b.slice(k, 2 * k),

@@ -9,6 +9,7 @@
  * heads are small and once per request, so its cost does not matter next to the
  * body. Decoders validate every field and return `{ error }`, never throw.
  */
+import { concatBytes } from "../bytes.ts";
 
 /** Protocol version spoken on the control stream (Hello.proto). */
 export const PROTOCOL_VERSION = 1;
@@ -274,13 +275,4 @@ export function bodyStream(
     },
     cancel,
   }, { highWaterMark: 0 });
-}
-
-/** `a` then `b` in one array (`a` itself when `b` is empty). */
-export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (b.length === 0) return a;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

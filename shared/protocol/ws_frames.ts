@@ -6,6 +6,7 @@
  *  +----------+----------------+-------------------+
  *  kind: 1 text (UTF-8), 2 binary, 8 close (payload: code u16 BE + UTF-8 reason)
  */
+import { concatBytes } from "../bytes.ts";
 export const WsKind = { Text: 1, Binary: 2, Close: 8 } as const;
 /** Largest message we carry (the local service or caller may set lower). */
 export const MAX_WS_MESSAGE = 64 * 1024 * 1024;
@@ -44,7 +45,7 @@ export class WsMessageDecoder {
   push(chunk: Uint8Array): WsMessage[] {
     const out: WsMessage[] = [];
     if (this.error) return out;
-    let buf: Uint8Array = this.#buf.length ? concat(this.#buf, chunk) : chunk;
+    let buf: Uint8Array = this.#buf.length ? concatBytes(this.#buf, chunk) : chunk;
     while (buf.length >= 5) {
       const kind = buf[0]!;
       const len = new DataView(buf.buffer, buf.byteOffset + 1, 4).getUint32(0);
@@ -68,11 +69,4 @@ export class WsMessageDecoder {
     this.#buf = buf.slice();
     return out;
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
