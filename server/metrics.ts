@@ -40,6 +40,7 @@
  * series: seconds until the soonest expiry over all certificates, +Inf when
  * there is none (so `< 7 * 86400` alerts never fire on an empty server).
  */
+import type { RequestRecord } from "./ingress.ts";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { processMemoryGauge, REQUEST_DURATION_BUCKETS_SECONDS } from "../shared/process_metrics.ts";
 import type { DtlsStats } from "../shared/dtls/mod.ts";
@@ -69,17 +70,6 @@ export interface TunnelSource {
   live(): Iterable<
     { readonly domain: string; readonly inFlight: number; readonly session: MuxSession }
   >;
-}
-
-/** One answered public request, as the ingress reports it. */
-export interface RequestRecord {
-  method: string;
-  status: number;
-  durationMs: number;
-  /** Response body bytes sent to the caller. */
-  bytes: number;
-  /** The registered domain the request went to; undefined if no tunnel took it. */
-  domain: string | undefined;
 }
 
 export interface ServerMetricsOptions {
