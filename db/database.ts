@@ -85,46 +85,52 @@ function openPostgres(dsn: string, max: number): DatabaseHandle {
     connection: { application_name: "hopgate" },
   });
   const db = drizzlePostgres(client, { schema });
-  let closed = false;
-  return {
+  return handle(
     db,
-    backend: "postgres",
-    async migrate() {
-      try {
-        await migratePostgres(db, { migrationsFolder: MIGRATIONS_DIR });
-      } catch (err) {
-        throw StoreError.from("apply database migrations", err);
-      }
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      await client.end({ timeout: 5 });
-    },
-  };
+    "postgres",
+    () => migratePostgres(db, { migrationsFolder: MIGRATIONS_DIR }),
+    () => client.end({ timeout: 5 }),
+  );
 }
 
 function pgliteHandle(client: PGlite, lock: DataDirLock | undefined): DatabaseHandle {
   const db = drizzlePglite(client, { schema });
-  let closed = false;
-  return {
+  return handle(
     db,
-    backend: "pglite",
-    async migrate() {
-      try {
-        await migratePglite(db, { migrationsFolder: MIGRATIONS_DIR });
-      } catch (err) {
-        throw StoreError.from("apply database migrations", err);
-      }
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
+    "pglite",
+    () => migratePglite(db, { migrationsFolder: MIGRATIONS_DIR }),
+    async () => {
       try {
         await client.close();
       } finally {
         lock?.release();
       }
+    },
+  );
+}
+
+/** What both backends share: migration errors as StoreError, an idempotent close. */
+function handle(
+  db: Database,
+  backend: DatabaseHandle["backend"],
+  migrate: () => Promise<unknown>,
+  close: () => Promise<unknown>,
+): DatabaseHandle {
+  let closed = false;
+  return {
+    db,
+    backend,
+    async migrate() {
+      try {
+        await migrate();
+      } catch (err) {
+        throw StoreError.from("apply database migrations", err);
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await close();
     },
   };
 }
