@@ -76,6 +76,6 @@ t=$(curl -s -o /dev/null -w '%{time_total}' "${H[@]}" "http://127.0.0.1:$HTTP/by
 hz=$(getconf CLK_TCK)
 echo "GET 100 MiB: $t s; CPU ms/MiB server $((($(cpu $S) - s0) * 1000 / hz / 100)) client $((($(cpu $C) - c0) * 1000 / hz / 100))"
 fi
-echo "tunnel: $(curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_(packets_lost|bytes_retransmitted|bytes|packets)_total/{printf "%s ", $0} /^hopgate_dtls_dropped/ && $2 != 0 {printf "%s ", $0}')"
+echo "tunnel: $(curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_(packets_lost|bytes_retransmitted|bytes|packets)_total|^hopgate_tunnel_streams_open/{printf "%s ", $0} /^hopgate_dtls_dropped/ && $2 != 0 {printf "%s ", $0}')"
 echo "RSS MB: server $(($(awk '/VmRSS/{print $2}' /proc/$S/status) / 1024)) client $(($(awk '/VmRSS/{print $2}' /proc/$C/status) / 1024))"
 echo "output in $OUT"
