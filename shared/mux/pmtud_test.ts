@@ -1,9 +1,7 @@
 /** Path MTU discovery: the search itself, and sessions on a memory link whose path MTU is below the ceiling. */
 import assert from "node:assert/strict";
 import { PathMtu } from "./pmtud.ts";
-import { FakeClock } from "./testing/fake_clock.ts";
-import { randomBytes, readAll, sessionPair, sha256, writeAll } from "./testing/harness.ts";
-import { createLinkPair, type LinkOptions } from "./testing/lossy_link.ts";
+import { memoryPair, randomBytes, readAll, sha256, transfer, writeAll } from "./testing/harness.ts";
 
 function search(mtu: number, ceiling = 16384): PathMtu {
   const pm = new PathMtu({
@@ -53,31 +51,18 @@ Deno.test("mux pmtud: full-size packets lost in a row fall back to base and sear
   assert.ok(next > 1200 && next < found, `re-search below the failed size: ${next}`);
 });
 
-function memPair(link: Omit<LinkOptions, "clock">) {
-  const clock = new FakeClock();
-  const l = createLinkPair({ clock, delayMs: 5, ...link });
-  return { clock, link: l, ...sessionPair(l.a, l.b, { clock }) };
-}
-
-async function transfer(p: ReturnType<typeof memPair>, bytes: number, seed: number) {
-  const data = randomBytes(seed, bytes);
-  const s = p.client.openStream();
-  const w = writeAll(s, data);
-  const ss = await p.wait(p.server.acceptStream(), "accept");
-  assert.ok(ss);
-  const got = await p.wait(readAll(ss.readable), "read");
-  await p.wait(w, "write");
-  assert.equal(got.sha, sha256(data));
+async function transferBytes(p: ReturnType<typeof memoryPair>, bytes: number, seed: number) {
+  const ss = await transfer(p, randomBytes(seed, bytes));
   ss.writable.close().catch(() => {});
 }
 
 Deno.test("mux pmtud: on an open path, packets reach the ceiling within a few round trips", async () => {
-  const p = memPair({ mtu: 16384 });
+  const p = memoryPair({ mtu: 16384 });
   try {
     await p.sleep(50); // 5 round trips of 10 ms
     assert.equal(p.client.packetSize, 16384);
     assert.equal(p.server.packetSize, 16384);
-    await transfer(p, 1024 * 1024, 1);
+    await transferBytes(p, 1024 * 1024, 1);
     assert.equal(p.link.ab.stats.largestDelivered, 16384);
   } finally {
     await p.dispose();
@@ -85,15 +70,15 @@ Deno.test("mux pmtud: on an open path, packets reach the ceiling within a few ro
 });
 
 Deno.test("mux pmtud: at 1% loss under a 16 KiB ceiling, converges to the path MTU and stays under it", async () => {
-  const p = memPair({ mtu: 16384, pathMtu: 3000, loss: 0.01, seed: 8 });
+  const p = memoryPair({ mtu: 16384, pathMtu: 3000, loss: 0.01, seed: 8 });
   try {
-    await transfer(p, 2 * 1024 * 1024, 2);
+    await transferBytes(p, 2 * 1024 * 1024, 2);
     await p.until(() => !p.client.stats.mtuSearching, "search done", 60_000);
     const size = p.client.packetSize;
     assert.ok(size <= 3000 && size > 3000 - 16, `converged to ${size}`);
     assert.equal(p.client.stats.mtuBlackHoles, 0);
     const dropsAfter = p.link.ab.stats.pathMtuDrops;
-    await transfer(p, 2 * 1024 * 1024, 3);
+    await transferBytes(p, 2 * 1024 * 1024, 3);
     assert.equal(
       p.link.ab.stats.pathMtuDrops,
       dropsAfter,
@@ -108,7 +93,7 @@ Deno.test("mux pmtud: at 1% loss under a 16 KiB ceiling, converges to the path M
 });
 
 Deno.test("mux pmtud: a path MTU that drops mid-transfer is a black hole: fall back, find the new MTU", async () => {
-  const p = memPair({ mtu: 16384 });
+  const p = memoryPair({ mtu: 16384 });
   try {
     await p.sleep(50);
     assert.equal(p.client.packetSize, 16384);

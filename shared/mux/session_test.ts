@@ -1,28 +1,22 @@
 /** Session behaviour on the fake-clock memory link: timeouts, keepalive, limits, GOAWAY. */
 import assert from "node:assert/strict";
 import { MuxSessionError, SessionErrorCode } from "./errors.ts";
-import type { MuxParams } from "./params.ts";
 import type { MuxStream } from "./stream.ts";
 import { FakeClock } from "./testing/fake_clock.ts";
-import { randomBytes, readAll, sessionPair, sha256, writeAll } from "./testing/harness.ts";
-import { createLinkPair, type LinkOptions } from "./testing/lossy_link.ts";
-
-function memPair(link: Omit<LinkOptions, "clock"> = {}, params: Partial<MuxParams> = {}) {
-  const clock = new FakeClock();
-  const l = createLinkPair({ clock, delayMs: 5, ...link });
-  return { clock, link: l, ...sessionPair(l.a, l.b, { clock, params }) };
-}
+import {
+  memoryPair,
+  randomBytes,
+  readAll,
+  sessionPair,
+  sha256,
+  transfer,
+  writeAll,
+} from "./testing/harness.ts";
+import { createLinkPair } from "./testing/lossy_link.ts";
 
 Deno.test("mux session: one small stream round trip, ping measures the RTT", async () => {
-  const p = memPair({ delayMs: 7 });
-  const s = p.client.openStream();
-  const data = randomBytes(1, 5000);
-  const w = writeAll(s, data);
-  const ss = await p.wait(p.server.acceptStream(), "accept");
-  assert.ok(ss);
-  const got = await p.wait(readAll(ss.readable), "read");
-  await p.wait(w, "write");
-  assert.equal(got.sha, sha256(data));
+  const p = memoryPair({ delayMs: 7 });
+  await transfer(p, randomBytes(1, 5000));
   const rtt = await p.wait(p.client.ping(), "ping");
   assert.ok(rtt >= 14 && rtt <= 14 + p.client.params.maxAckDelayMs, `rtt ${rtt}`);
   assert.ok(Math.abs(p.client.rtt.smoothedMs - 14) < 5, `srtt ${p.client.rtt.smoothedMs}`);
@@ -30,7 +24,7 @@ Deno.test("mux session: one small stream round trip, ping measures the RTT", asy
 });
 
 Deno.test("mux session: an idle session with keepalive stays open past the idle timeout", async () => {
-  const p = memPair({}, { idleTimeoutMs: 2000, keepAliveIntervalMs: 500 });
+  const p = memoryPair({}, { idleTimeoutMs: 2000, keepAliveIntervalMs: 500 });
   await p.sleep(20_000);
   assert.equal(p.client.isClosed, false);
   assert.equal(p.server.isClosed, false);
@@ -39,7 +33,7 @@ Deno.test("mux session: an idle session with keepalive stays open past the idle 
 });
 
 Deno.test("mux session: a vanished peer is detected (keepalive unanswered, idle timeout)", async () => {
-  const p = memPair({}, { idleTimeoutMs: 2000, keepAliveIntervalMs: 500 });
+  const p = memoryPair({}, { idleTimeoutMs: 2000, keepAliveIntervalMs: 500 });
   const s = p.client.openStream();
   const reading = readAll(s.readable).then(() => null, (e) => e);
   await p.sleep(1000);
@@ -72,7 +66,7 @@ Deno.test("mux session: idle timeout closes a session whose peer never answers",
 });
 
 Deno.test("mux session: the peer may not exceed the concurrent stream limit", async () => {
-  const p = memPair({}, { maxIncomingStreams: 4 });
+  const p = memoryPair({}, { maxIncomingStreams: 4 });
   let open = 0;
   let maxOpen = 0;
   const served: Promise<void>[] = [];
@@ -108,7 +102,7 @@ Deno.test("mux session: the peer may not exceed the concurrent stream limit", as
 });
 
 Deno.test("mux session: GOAWAY stops new streams, existing ones finish", async () => {
-  const p = memPair();
+  const p = memoryPair();
   const s = p.client.openStream();
   const data = randomBytes(9, 300_000);
   const w = writeAll(s, data);
@@ -124,15 +118,8 @@ Deno.test("mux session: GOAWAY stops new streams, existing ones finish", async (
 });
 
 Deno.test("mux session: datagrams never exceed maxDatagramSize", async () => {
-  const p = memPair({ mtu: 300 });
-  const s = p.client.openStream();
-  const data = randomBytes(4, 100_000);
-  const w = writeAll(s, data);
-  const ss = await p.wait(p.server.acceptStream(), "accept");
-  assert.ok(ss);
-  const got = await p.wait(readAll(ss.readable), "read");
-  await p.wait(w, "write");
-  assert.equal(got.sha, sha256(data));
+  const p = memoryPair({ mtu: 300 });
+  await transfer(p, randomBytes(4, 100_000));
   assert.equal(p.link.ab.stats.oversize, 0);
   assert.equal(p.link.ba.stats.oversize, 0);
   assert.ok(p.link.ab.stats.sent > 100_000 / 300);
@@ -141,15 +128,8 @@ Deno.test("mux session: datagrams never exceed maxDatagramSize", async () => {
 
 Deno.test("mux session: a slower link (bottleneck) is not flooded: few queue drops", async () => {
   // 1 MB/s link with a 64 KiB queue; cwnd + pacing must keep drops to a trickle.
-  const p = memPair({ delayMs: 10, rateBytesPerMs: 1000, queueBytes: 64 * 1024 });
-  const s = p.client.openStream();
-  const data = randomBytes(4, 4 * 1024 * 1024);
-  const w = writeAll(s, data);
-  const ss = await p.wait(p.server.acceptStream(), "accept");
-  assert.ok(ss);
-  const got = await p.wait(readAll(ss.readable), "read");
-  await p.wait(w, "write");
-  assert.equal(got.sha, sha256(data));
+  const p = memoryPair({ delayMs: 10, rateBytesPerMs: 1000, queueBytes: 64 * 1024 });
+  await transfer(p, randomBytes(4, 4 * 1024 * 1024));
   const st = p.link.ab.stats;
   assert.ok(st.queueDrops < st.sent * 0.03, `${st.queueDrops} drops of ${st.sent}`);
   await p.dispose();
@@ -158,7 +138,7 @@ Deno.test("mux session: a slower link (bottleneck) is not flooded: few queue dro
 Deno.test("mux session: control frames jump the queue (window update under a full send queue)", async () => {
   // Many streams saturate the sender; a RESET on one of them must still reach the
   // peer within a few RTTs rather than after the queued data.
-  const p = memPair({ delayMs: 10, rateBytesPerMs: 2000, queueBytes: 256 * 1024 });
+  const p = memoryPair({ delayMs: 10, rateBytesPerMs: 2000, queueBytes: 256 * 1024 });
   const streams: MuxStream[] = [];
   const pumps: Promise<unknown>[] = [];
   for (let i = 0; i < 8; i++) {

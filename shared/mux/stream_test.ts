@@ -2,15 +2,9 @@
 import assert from "node:assert/strict";
 import { MuxStreamError, StreamErrorCode } from "./errors.ts";
 import type { MuxStream } from "./stream.ts";
-import { FakeClock } from "./testing/fake_clock.ts";
-import { randomBytes, sessionPair, sha256 } from "./testing/harness.ts";
-import { createLinkPair } from "./testing/lossy_link.ts";
+import { memoryPair, randomBytes, sha256 } from "./testing/harness.ts";
 
-function memPair(lossRate = 0) {
-  const clock = new FakeClock();
-  const l = createLinkPair({ clock, delayMs: 5, loss: lossRate, seed: 7 });
-  return { clock, link: l, ...sessionPair(l.a, l.b, { clock }) };
-}
+const memPair = (loss = 0) => memoryPair({ loss, seed: 7 });
 
 async function readToEnd(s: MuxStream, wait: <T>(p: Promise<T>, w: string) => Promise<T>) {
   const parts: Uint8Array[] = [];

@@ -6,6 +6,7 @@ import type { MuxParams } from "../params.ts";
 import { MuxSession } from "../session.ts";
 import type { MuxStream } from "../stream.ts";
 import { FakeClock, runFor, runUntil } from "./fake_clock.ts";
+import { createLinkPair, type LinkOptions } from "./lossy_link.ts";
 
 /** Deterministic pseudo-random bytes. */
 export function randomBytes(seed: number, n: number): Uint8Array {
@@ -137,4 +138,26 @@ export function sessionPair(a: DatagramConn, b: DatagramConn, o: PairOptions): S
     await o.disposeTransport?.();
   }
   return { client, server, wait, until, sleep, fake: clock instanceof FakeClock, dispose };
+}
+
+/** A session pair over the in-memory link on a fake clock (5 ms one way unless `link` says). */
+export function memoryPair(link: Omit<LinkOptions, "clock"> = {}, params: Partial<MuxParams> = {}) {
+  const clock = new FakeClock();
+  const l = createLinkPair({ clock, delayMs: 5, ...link });
+  return { clock, link: l, ...sessionPair(l.a, l.b, { clock, params }) };
+}
+
+/**
+ * Sends `data` on a new client stream and reads it on the server's end; throws unless
+ * the SHA-256 matches. Returns the server's end of the stream.
+ */
+export async function transfer(p: SessionPair, data: Uint8Array): Promise<MuxStream> {
+  const s = p.client.openStream();
+  const w = writeAll(s, data);
+  const ss = await p.wait(p.server.acceptStream(), "accept");
+  if (!ss) throw new Error("no stream accepted");
+  const got = await p.wait(readAll(ss.readable), "read");
+  await p.wait(w, "write");
+  if (got.sha !== sha256(data)) throw new Error(`stream ${s.id}: SHA-256 differs`);
+  return ss;
 }
