@@ -64,6 +64,11 @@ export class TunnelRegistry<S extends TunnelSession = TunnelSession> {
     return [...this.#byDomain.values()].flatMap((m) => [...m.values()]);
   }
 
+  /** One domain's sessions without copying them (the per-request routing path). */
+  sessionsOf(domain: string): Iterable<S> {
+    return this.#byDomain.get(domain)?.values() ?? [];
+  }
+
   isConnected(domain: string): boolean {
     return (this.#byDomain.get(domain)?.size ?? 0) > 0;
   }

@@ -102,9 +102,14 @@ export class TunnelHub {
 
   /** The next usable tunnel for a domain, round robin; undefined if none. */
   pick(domain: string, exclude?: Set<Tunnel>): Tunnel | undefined {
-    const live = this.#registry.live(domain).filter((t) => t.usable && !exclude?.has(t));
-    if (live.length === 0) return undefined;
-    return live[this.#rr++ % live.length];
+    // Runs per request: count the candidates, then walk to the chosen one, no copies.
+    const ok = (t: Tunnel) => t.usable && !exclude?.has(t);
+    let n = 0;
+    for (const t of this.#registry.sessionsOf(domain)) if (ok(t)) n++;
+    if (n === 0) return undefined;
+    let k = this.#rr++ % n;
+    for (const t of this.#registry.sessionsOf(domain)) if (ok(t) && k-- === 0) return t;
+    return undefined;
   }
 
   #onConnection(conn: DtlsConn): void {
