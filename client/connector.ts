@@ -20,7 +20,7 @@ import {
 import { HelloRejectedError, sayHello } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession, type MuxStream } from "../shared/mux/mod.ts";
 import {
-  createLocalAgent,
+  createOriginPool,
   type ForwardOptions,
   type ForwardOutcome,
   serveStream,
@@ -61,7 +61,7 @@ export interface ClientOptions {
   random?: () => number;
   muxParams?: Partial<MuxParams>;
   /** Forwarder settings besides the target. */
-  forward?: Omit<ForwardOptions, "target" | "agent">;
+  forward?: Omit<ForwardOptions, "target" | "pool">;
   /** Status events, for the status line and logs. */
   onEvent?: (event: ClientEvent) => void;
   /** How often a `stats` event is sent while connected. Default 1000 ms. */
@@ -284,8 +284,8 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
   const server = formatAddr(options.server);
   const engine = options.engine ?? "hopgate";
   const backoff = new Backoff(options.backoff, options.random);
-  const agent = createLocalAgent(options.target);
-  const forward: ForwardOptions = { ...options.forward, target: options.target, agent };
+  const pool = createOriginPool(options.target);
+  const forward: ForwardOptions = { ...options.forward, target: options.target, pool };
   const counters = { inFlight: 0, served: 0, failed: 0 };
   const serving = new Set<Promise<void>>();
   let attempt = 0;
@@ -348,7 +348,7 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
     }
   } finally {
     await Promise.all(serving);
-    agent.destroy();
+    pool.close();
     emit({ type: "stopped" });
   }
 }

@@ -7,14 +7,11 @@
  *                 or  ForwardError (then FIN) when no response could be had
  *                 or  RESET when the local service failed mid-response
  *
- * HTTP goes through `node:http`, not `fetch`: Deno's fetch replaces the Host header
- * with the URL's host, and the origin must see the caller's Host. Both bodies are
- * streamed with backpressure; redirects are passed through, never followed.
- * WebSocket upgrades are bridged in `ws_bridge.ts`.
+ * HTTP goes through our own kept-alive HTTP/1.1 client (`origin/pool.ts`, which says
+ * why not node:http or fetch). Both bodies are streamed with backpressure; redirects
+ * are passed through, never followed. WebSocket upgrades are bridged in `ws_bridge.ts`.
  */
 import { concatBytes } from "../shared/bytes.ts";
-import * as http from "node:http";
-import * as https from "node:https";
 import type { MuxStream } from "../shared/mux/mod.ts";
 import { StreamErrorCode } from "../shared/mux/mod.ts";
 import {
@@ -29,6 +26,15 @@ import {
   type RequestHead,
 } from "../shared/protocol/mod.ts";
 import { bridgeWebSocket } from "./ws_bridge.ts";
+import {
+  checkRequestLine,
+  type OriginError,
+  OriginPool,
+  type OriginPoolOptions,
+  type OriginRequest,
+  requestHeadLines,
+  type ResponseSink,
+} from "./origin/pool.ts";
 
 /** How long to wait for a TCP connection to the local service. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -39,8 +45,8 @@ export const RESET_LOCAL_ERROR = StreamErrorCode.INTERNAL_ERROR;
 export interface ForwardOptions {
   /** The local service: `http://host:port` or `https://...`; a path is prefixed to each request. */
   target: URL;
-  /** Keep-alive agent for the local service (see `createLocalAgent`); default: one connection per request. */
-  agent?: http.Agent;
+  /** Kept-alive connections to the local service (see `createOriginPool`); default: one connection per request. */
+  pool?: OriginPool;
   /** Give up connecting to the local service after this long (local_timeout). */
   connectTimeoutMs?: number;
   /** Give up waiting for the response head after this long (local_timeout); default: never (the server has its own 504). */
@@ -55,10 +61,9 @@ export type ForwardOutcome =
   /** The server reset the stream (the caller went away) or the local service failed mid-body. */
   | { kind: "aborted"; method: string; url: string; reason: string };
 
-/** A keep-alive agent for the local target (destroy it when the client stops). */
-export function createLocalAgent(target: URL): http.Agent {
-  const o = { keepAlive: true, maxFreeSockets: 64, scheduling: "lifo" as const };
-  return target.protocol === "https:" ? new https.Agent(o) : new http.Agent(o);
+/** Kept-alive connections to the local target (close it when the client stops). */
+export function createOriginPool(target: URL, options: OriginPoolOptions = {}): OriginPool {
+  return new OriginPool(target, options);
 }
 
 /** Serves one stream the server opened. Never throws; resolves when the stream is done. */
@@ -165,41 +170,23 @@ export function responseHeaderList(rawHeaders: string[]): HeaderList {
   return out;
 }
 
+/** The origin's response headers for the tunnel: hop-by-hop and Connection-named ones dropped. */
+export function responseHeaders(headers: HeaderList): HeaderList {
+  let connection: Set<string> | null = null;
+  for (const [k, v] of headers) {
+    if (k === "connection") {
+      connection ??= new Set();
+      for (const t of v.split(",")) connection.add(t.trim().toLowerCase());
+    }
+  }
+  return headers.filter(([k]) => !HOP_BY_HOP.has(k) && !connection?.has(k));
+}
+
 /** Joins the target's path prefix and the request's origin-form URL. */
 export function localPath(target: URL, url: string): string {
   const prefix = target.pathname.replace(/\/+$/, "");
   const path = url.startsWith("/") ? url : `/${url}`;
   return prefix + path;
-}
-
-/**
- * Copies a local response body into the stream, one write at a time (the response
- * pauses while the stream's send buffer is full). Rejects if the body fails or ends
- * before its length. Events, not `for await`: the async iterator costs more than
- * the rest of forwarding a small response.
- */
-function pumpResponse(res: http.IncomingMessage, stream: MuxStream): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let done = false;
-    const end = (e?: unknown) => {
-      if (done) return;
-      done = true;
-      res.off("data", onData).off("end", onEnd).off("error", end).off("close", onClose);
-      if (e === undefined) resolve();
-      else reject(e);
-    };
-    const onData = (chunk: Uint8Array) => {
-      res.pause();
-      stream.write(chunk).then(() => done || res.resume(), end);
-    };
-    const onEnd = () => end(res.complete ? undefined : new Error("local response ended early"));
-    const onClose = () => end(new Error("local response ended early"));
-    // Torn down before we got here (the origin reset it while the head was written):
-    // its events are gone, so do not wait for them.
-    if (res.readableEnded) return end();
-    if (res.destroyed) return end(new Error("local response ended early"));
-    res.on("data", onData).on("end", onEnd).on("error", end).on("close", onClose);
-  });
 }
 
 /** Turns a local connection error into a code and a message with no internal address. */
@@ -227,6 +214,8 @@ export function classifyLocalError(e: unknown): { code: ForwardErrorCode; messag
     case "ETIMEDOUT":
     case "LOCAL_CONNECT_TIMEOUT":
       return { code: "local_timeout", message: "The local service did not accept the connection" };
+    case "BAD_RESPONSE":
+      return { code: "local_error", message: "The local service sent an invalid response" };
     case "LOCAL_RESPONSE_TIMEOUT":
       return { code: "local_timeout", message: "The local service did not answer in time" };
     default:
@@ -245,136 +234,102 @@ async function forwardHttp(
   o: ForwardOptions,
 ): Promise<ForwardOutcome> {
   const { method, url } = head;
-  const target = o.target;
-  const secure = target.protocol === "https:";
-  const request = secure ? https.request : http.request;
+  const path = localPath(o.target, url);
+  const bad = checkRequestLine(method, path);
+  if (bad !== null) {
+    await sendForwardError(stream, "bad_request", bad);
+    return { kind: "error", method, url, code: "bad_request", message: bad };
+  }
+  const { lines, contentLength } = requestHeadLines(head.headers, HOP_BY_HOP);
 
-  return await new Promise<ForwardOutcome>((resolve) => {
-    let settled = false;
-    let responded = false;
-    const timers: ReturnType<typeof setTimeout>[] = [];
-    let bodyDone = false;
-    const finish = (outcome: ForwardOutcome) => {
-      if (settled) return;
-      settled = true;
-      for (const t of timers) clearTimeout(t);
-      // The rest of the request body is not wanted: tell the server to stop sending.
-      if (!bodyDone) stream.stopSending(StreamErrorCode.NO_ERROR);
-      resolve(outcome);
-    };
-    /** The server or the stream gave up: abort the local request. */
-    let answering = false; // a ForwardError is being written: ignore the fallout
-    const abandoned = (reason: string) => {
-      if (settled || answering) return;
-      req.destroy();
-      abortStream(stream, StreamErrorCode.CANCELLED);
-      finish({ kind: "aborted", method, url, reason });
-    };
-
-    const req = request({
-      protocol: target.protocol,
-      hostname: target.hostname.replace(/^\[|\]$/g, ""),
-      port: target.port || (secure ? 443 : 80),
-      method,
-      path: localPath(target, url),
-      headers: nodeRequestHeaders(head.headers),
-      agent: o.agent ?? false,
-    });
-
-    // A stopped send half (STOP_SENDING) or a dead session: the server no
-    // longer wants the response.
-    stream.sendClosed.catch(() => abandoned("the server reset the stream"));
-
-    // A connect timeout only for a new connection (a kept-alive one is already up).
-    req.once("socket", (sock) => {
-      if (!(sock as { connecting?: boolean }).connecting) return;
-      const connectTimer = setTimeout(() => {
-        if (!responded) req.destroy(timeoutError("LOCAL_CONNECT_TIMEOUT"));
-      }, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
-      timers.push(connectTimer);
-      sock.once("connect", () => clearTimeout(connectTimer));
-    });
-    if (o.responseTimeoutMs !== undefined) {
-      const ms = o.responseTimeoutMs;
-      timers.push(setTimeout(() => {
-        if (!responded) req.destroy(timeoutError("LOCAL_RESPONSE_TIMEOUT"));
-      }, ms));
-    }
-
-    req.on("error", (e) => {
-      if (settled || responded || answering) return; // mid-response: the body loop sees it
-      answering = true;
-      const { code, message } = classifyLocalError(e);
-      sendForwardError(stream, code, message).then(() => {
-        finish({ kind: "error", method, url, code, message });
-      });
-    });
-
-    req.on("response", (res) => {
-      responded = true;
-      const status = res.statusCode ?? 502;
-      const headers = responseHeaderList(res.rawHeaders);
-      const noBody = method === "HEAD" || isNullBodyStatus(status);
-      (async () => {
-        try {
-          await stream.write(encodeHead({ t: "res", status, headers }));
-          if (noBody) res.resume();
-          else await pumpResponse(res, stream);
-          if (settled) return;
-          stream.close();
-          finish({ kind: "response", method, url, status });
-        } catch (e) {
-          if (settled) return;
-          // Either the local service failed mid-body or the stream died under us.
-          req.destroy();
-          res.destroy();
-          abortStream(stream, RESET_LOCAL_ERROR);
-          finish({
-            kind: "aborted",
-            method,
-            url,
-            reason: `response body failed: ${(e as Error).message}`,
-          });
-        }
-      })();
-    });
-
-    // Request body: stream → local service, with backpressure. Most requests
-    // have all of it (often nothing) here already, with the head.
-    const rest = stream.readRest();
-    if (rest !== null) {
-      bodyDone = true;
-      const all = first ? concatBytes(first, rest) : rest;
-      if (all.length > 0) req.end(all);
-      else req.end();
-      return;
-    }
-    (async () => {
-      try {
-        for (;;) {
-          const value = first ?? await stream.read();
+  // Request body: most requests have all of it (often nothing) here already, with the head.
+  let bodyDone = false;
+  let body: OriginRequest["body"];
+  const rest = stream.readRest();
+  if (rest !== null) {
+    bodyDone = true;
+    body = first ? concatBytes(first, rest) : rest;
+  } else {
+    const source = {
+      read: async (): Promise<Uint8Array | null> => {
+        if (first !== undefined) {
+          const f = first;
           first = undefined;
-          if (value === null) break;
-          if (settled) return;
-          if (!req.write(value)) {
-            await new Promise<void>((r) => {
-              const go = () => {
-                req.off("drain", go);
-                req.off("close", go);
-                r();
-              };
-              req.on("drain", go);
-              req.on("close", go);
-            });
-          }
+          return f;
         }
-        bodyDone = true;
-        if (!req.destroyed) req.end();
-      } catch {
-        bodyDone = true;
-        // The server reset the request body: the caller went away.
-        abandoned("the server reset the request body");
-      }
-    })();
+        const v = await stream.read();
+        if (v === null) bodyDone = true;
+        return v;
+      },
+    };
+    body = { source, length: contentLength };
+  }
+
+  let status = 0;
+  let noBody = false;
+  const sink: ResponseSink = {
+    head(h) {
+      status = h.status;
+      noBody = method === "HEAD" || isNullBodyStatus(status);
+      return stream.write(encodeHead({ t: "res", status, headers: responseHeaders(h.headers) }));
+    },
+    body(view) {
+      if (!noBody) return stream.write(view);
+    },
+    end() {
+      stream.close();
+    },
+  };
+
+  const pool = o.pool ?? new OriginPool(o.target, { maxIdle: 0 });
+  const ex = pool.request(
+    { method, path, headerLines: lines, body },
+    sink,
+    o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+  );
+  // A stopped send half (STOP_SENDING) or a dead session: the server no longer wants the answer.
+  let abandoned = false;
+  stream.sendClosed.catch(() => {
+    abandoned = true;
+    ex.abort();
   });
+  let timedOut = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (o.responseTimeoutMs !== undefined) {
+    timer = setTimeout(() => {
+      if (status !== 0) return;
+      timedOut = true;
+      ex.abort();
+    }, o.responseTimeoutMs);
+  }
+  try {
+    await ex.done;
+    return { kind: "response", method, url, status };
+  } catch (e) {
+    const err = e as OriginError;
+    if (abandoned) {
+      abortStream(stream, StreamErrorCode.CANCELLED);
+      return { kind: "aborted", method, url, reason: "the server reset the stream" };
+    }
+    if (err.code === "BODY_FAILED") {
+      // The server reset the request body: the caller went away.
+      abortStream(stream, StreamErrorCode.CANCELLED);
+      return { kind: "aborted", method, url, reason: "the server reset the request body" };
+    }
+    if (err.responded) {
+      // The local service failed mid-body, or the stream died under us.
+      abortStream(stream, RESET_LOCAL_ERROR);
+      return { kind: "aborted", method, url, reason: `response body failed: ${err.message}` };
+    }
+    const { code, message } = classifyLocalError(
+      timedOut ? timeoutError("LOCAL_RESPONSE_TIMEOUT") : err,
+    );
+    await sendForwardError(stream, code, message);
+    return { kind: "error", method, url, code, message };
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+    // The rest of the request body is not wanted: tell the server to stop sending.
+    if (!bodyDone) stream.stopSending(StreamErrorCode.NO_ERROR);
+    if (o.pool === undefined) pool.close();
+  }
 }

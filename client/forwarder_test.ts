@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { encodeWsMessage, WsKind, WsMessageDecoder } from "../shared/protocol/mod.ts";
 import { randomBytes } from "../shared/mux/testing/harness.ts";
-import { createLocalAgent, type ForwardOptions } from "./forwarder.ts";
+import { createOriginPool, type ForwardOptions } from "./forwarder.ts";
 import {
   readAnswer,
   readBytes,
@@ -41,13 +41,13 @@ async function withTunnel(
   fn: (t: Tunnel) => Promise<void>,
   extra: Partial<ForwardOptions> = {},
 ): Promise<void> {
-  const agent = createLocalAgent(target);
-  const t = startTunnel({ target, agent, ...extra });
+  const pool = createOriginPool(target);
+  const t = startTunnel({ target, pool, ...extra });
   try {
     await within(fn(t), 30_000, "test body");
   } finally {
     await t.close();
-    agent.destroy();
+    pool.close();
   }
 }
 
@@ -387,8 +387,8 @@ Deno.test("forwarder: SSE events arrive one by one (nothing buffered)", async ()
   await origin.close();
 });
 
-Deno.test("forwarder: origin failing mid-response resets the stream", async () => {
-  // A raw TCP origin that promises 100 bytes, sends 3 and hangs up.
+/** A raw TCP origin that promises 100 bytes, sends 3, waits `holdMs` and hangs up. */
+function cutShortOrigin(holdMs: number) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const served = (async () => {
     for await (const conn of listener) {
@@ -396,19 +396,44 @@ Deno.test("forwarder: origin failing mid-response resets the stream", async () =
       await conn.write(
         new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc"),
       );
+      if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
       conn.close();
     }
   })();
-  const port = (listener.addr as Deno.NetAddr).port;
-  await withTunnel(new URL(`http://127.0.0.1:${port}`), async (t) => {
+  return {
+    url: new URL(`http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`),
+    async close() {
+      listener.close();
+      await served.catch(() => {});
+    },
+  };
+}
+
+Deno.test("forwarder: origin failing mid-response resets the stream", async () => {
+  const origin = cutShortOrigin(50);
+  await withTunnel(origin.url, async (t) => {
     const { stream } = sendRequest(t, requestHead());
     const { head, body } = await readAnswer(stream);
     assert.equal(head.t === "res" && head.status, 200);
     await assert.rejects(readBytes(body), /reset by peer/);
     assert.equal((await t.nextOutcome()).kind, "aborted");
   });
-  listener.close();
-  await served.catch(() => {});
+  await origin.close();
+});
+
+Deno.test("forwarder: origin failing in the same moment as its head → the stream ends in a reset, never a FIN", async () => {
+  // The head may not have left before the reset (which drops unsent bytes), so the
+  // server sees the reset at the head or in the body: either way not a clean answer.
+  const origin = cutShortOrigin(0);
+  await withTunnel(origin.url, async (t) => {
+    const { stream } = sendRequest(t, requestHead());
+    await assert.rejects(async () => {
+      const { body } = await readAnswer(stream);
+      await readBytes(body);
+    }, /reset by peer/);
+    assert.equal((await t.nextOutcome()).kind, "aborted");
+  });
+  await origin.close();
 });
 
 Deno.test("forwarder: WebSocket echo both ways, Host and subprotocol kept, close from the origin", async () => {

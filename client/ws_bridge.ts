@@ -97,7 +97,6 @@ export async function bridgeWebSocket(
       followRedirects: false,
       perMessageDeflate: false,
       handshakeTimeout: o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-      ...(o.agent ? { agent: o.agent } : {}),
       // Some servers (Deno's among them) split the offer on ", " only; `ws` joins with ",".
       finishRequest: (req: http.ClientRequest) => {
         if (protocols.length > 0) req.setHeader("Sec-WebSocket-Protocol", protocols.join(", "));
