@@ -2,14 +2,15 @@
  * CPU per request of the client's request path without DTLS or UDP: streams opened
  * in-process over the in-memory mux link are served by `serveStream` (the client's
  * forwarder) against a real local origin in another process (Deno.serve, 13-byte
- * answer). 50 requests in flight (`--concurrency N`). Counts the process: forwarder, node:http and
- * both mux ends; the origin's CPU is not counted.
+ * answer). 50 requests in flight (`--concurrency N`). Counts the process: forwarder, the
+ * origin client (client/origin/pool.ts) and both mux ends; the origin's CPU is not counted.
  *
  *   deno run --allow-net=127.0.0.1 --allow-read --allow-env --allow-run bench/forwarder_bench.ts
  *   (also `deno task bench forwarder`)
  *
- * For profiling the client's path (`--cpu-prof`); node:http alone is printed as the
- * baseline, measured in the same run against the same origin.
+ * For profiling the client's path (`--cpu-prof`). Baselines measured in the same run
+ * against the same origin: our origin client alone, and node:http alone (kept-alive
+ * agent), which the forwarder used before the origin client existed.
  */
 import * as http from "node:http";
 import { parseArgs } from "node:util";
@@ -18,7 +19,8 @@ import { MuxSession } from "../shared/mux/mod.ts";
 import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
 import { encodeHead, readHeadFrom } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
-import { createLocalAgent, serveStream } from "../client/forwarder.ts";
+import { createOriginPool, serveStream } from "../client/forwarder.ts";
+import type { ResponseSink } from "../client/origin/pool.ts";
 import { runLoad } from "./load.ts";
 
 export async function main(args: string[] = []): Promise<void> {
@@ -42,14 +44,15 @@ export async function main(args: string[] = []): Promise<void> {
     new TextDecoder().decode((await origin.stdout.getReader().read()).value).trim(),
   );
   const target = new URL(`http://127.0.0.1:${port}`);
-  const agent = createLocalAgent(target);
+  const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 64, scheduling: "lifo" });
+  const pool = createOriginPool(target);
 
   const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
   const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });
   const client = new MuxSession(link.b, {
     role: "client",
     params: TUNNEL_MUX_PARAMS,
-    onStream: (s) => void serveStream(s, { target, agent }),
+    onStream: (s) => void serveStream(s, { target, pool }),
   });
   const head = encodeHead({
     t: "req",
@@ -70,7 +73,13 @@ export async function main(args: string[] = []): Promise<void> {
     if (s.readRest() === null) { while (await s.read() !== null); }
   }
 
-  const direct = () =>
+  const sink: ResponseSink = { head() {}, body() {}, end() {} };
+  const empty = new Uint8Array(0);
+  const poolAlone = () =>
+    pool.request({ method: "GET", path: "/", headerLines: "host: app.test\r\n", body: empty }, sink)
+      .done;
+
+  const nodeHttp = () =>
     new Promise<void>((resolve, reject) => {
       http.request(
         { host: "127.0.0.1", port, path: "/", agent, headers: { host: "app.test" } },
@@ -91,15 +100,17 @@ export async function main(args: string[] = []): Promise<void> {
   }
 
   for (let round = 0; round < Number(values.rounds); round++) {
-    const base = await measure("node:http alone", direct);
+    const node = await measure("node:http alone", nodeHttp);
+    const base = await measure("origin client alone", poolAlone);
     const full = await measure("forwarder + mux", tunneled);
     console.log(
-      `  beyond node:http: ${(full - base).toFixed(1)} µs/req (${
-        (full / base).toFixed(2)
-      }x node:http alone)`,
+      `  origin client ${(base / node).toFixed(2)}x node:http; forwarder + mux beyond it: ${
+        (full - base).toFixed(1)
+      } µs/req (${(full / base).toFixed(2)}x the origin client alone)`,
     );
   }
   agent.destroy();
+  pool.close();
   await Promise.allSettled([client.close(), server.close()]);
   origin.kill();
   await origin.status;
