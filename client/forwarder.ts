@@ -214,6 +214,11 @@ export function classifyLocalError(e: unknown): { code: ForwardErrorCode; messag
     case "ETIMEDOUT":
     case "LOCAL_CONNECT_TIMEOUT":
       return { code: "local_timeout", message: "The local service did not accept the connection" };
+    case "ETLS":
+      return {
+        code: "local_error",
+        message: "The TLS handshake with the local service failed (is its certificate trusted?)",
+      };
     case "BAD_RESPONSE":
       return { code: "local_error", message: "The local service sent an invalid response" };
     case "LOCAL_RESPONSE_TIMEOUT":

@@ -184,13 +184,25 @@ export class OriginPool {
   async #connect(timeoutMs: number): Promise<OriginConnection> {
     if (this.#closed) throw new OriginError("ABORTED", "The client is stopping", false);
     const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), timeoutMs);
+    let handshaking: Deno.TlsConn | undefined;
+    const timer = setTimeout(() => {
+      ac.abort();
+      handshaking?.close(); // the signal covers the TCP connect only
+    }, timeoutMs);
     let conn: Deno.Conn;
     try {
       const opts = { hostname: this.#hostname, port: this.#port, signal: ac.signal };
-      conn = this.#tls
-        ? await Deno.connectTls(this.#caCerts ? { ...opts, caCerts: this.#caCerts } : opts)
-        : await Deno.connect(opts);
+      if (this.#tls) {
+        const tls = await Deno.connectTls(
+          this.#caCerts ? { ...opts, caCerts: this.#caCerts } : opts,
+        );
+        conn = handshaking = tls;
+        // Handshake now, so a certificate problem is a connect error, not a cut response.
+        await tls.handshake().catch((e) => {
+          tls.close();
+          throw e;
+        });
+      } else conn = await Deno.connect(opts);
     } catch (e) {
       if (ac.signal.aborted) {
         throw new OriginError(
@@ -248,6 +260,7 @@ function connectError(e: unknown): OriginError {
     code = "ENOTFOUND";
   }
   if (!code && e instanceof Deno.errors.ConnectionRefused) code = "ECONNREFUSED";
+  if (!code && /certificate|handshake|tls/i.test(message)) code = "ETLS";
   return new OriginError(code || "ECONNECT", message, false);
 }
 
