@@ -435,7 +435,8 @@ export class OriginConnection {
           await cur.wait;
           cur.wait = null;
         }
-        if (this.#closed || this.#cur !== cur) return;
+        if (this.#closed) return;
+        if (this.#cur !== cur) continue; // finished meanwhile: keep reading for the next one
         if (cur.sinkFailed) {
           this.#fail("SINK_FAILED", "The response could not be passed on");
           return this.close();
