@@ -626,3 +626,40 @@ Deno.test("forwarder: an https local target is reached over TLS; an untrusted ce
     await srv.shutdown();
   }
 });
+
+Deno.test("forwarder: Latin-1 header values reach the origin byte for byte, and come back the same", async () => {
+  // A raw origin: records the request head's bytes, answers with a Latin-1 header too.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let received = new Uint8Array(0);
+  const served = (async () => {
+    for await (const conn of listener) {
+      const buf = new Uint8Array(4096);
+      const n = await conn.read(buf);
+      received = buf.slice(0, n ?? 0);
+      await conn.write(
+        new Uint8Array([
+          ...new TextEncoder().encode("HTTP/1.1 200 OK\r\nx-back: caf"),
+          0xe9,
+          ...new TextEncoder().encode("\r\ncontent-length: 0\r\n\r\n"),
+        ]),
+      );
+      conn.close();
+    }
+  })();
+  const port = (listener.addr as Deno.NetAddr).port;
+  await withTunnel(new URL(`http://127.0.0.1:${port}`), async (t) => {
+    const head = requestHead();
+    head.headers.push(["x-name", "caf\u00e9 na\u00efve"]);
+    const { stream } = sendRequest(t, head);
+    const answer = await readAnswer(stream);
+    assert.equal(answer.head.t, "res");
+    if (answer.head.t !== "res") return;
+    assert.equal(new Map(answer.head.headers).get("x-back"), "caf\u00e9");
+    const line = [..."x-name: caf"].map((c) => c.charCodeAt(0))
+      .concat([0xe9], [..." na"].map((c) => c.charCodeAt(0)), [0xef]);
+    const at = received.findIndex((_, i) => line.every((b, j) => received[i + j] === b));
+    assert.ok(at > 0, "the header's bytes arrive as Latin-1, one byte per character");
+  });
+  listener.close();
+  await served.catch(() => {});
+});
