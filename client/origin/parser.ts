@@ -14,8 +14,12 @@
  * - no obs-fold, no bare CR, no whitespace before a header's colon, no control
  *   characters in values, field names that are tokens, a head of at most
  *   `maxHeadBytes` (also the bound on a chunk-size line and on trailers);
+ * - in a chunked body every line ends in CRLF (a bare LF is accepted only in the
+ *   head), and a chunk-size line is hex digits and well-formed extensions
+ *   (`;name` or `;name=token` or `;name="quoted"`), no whitespace;
  * - interim 1xx responses (100, 102, 103) are skipped; 101 is an error (upgrades
- *   are bridged elsewhere).
+ *   are bridged elsewhere), and so is an interim response that closes the
+ *   connection (`Connection: close`, or HTTP/1.0).
  *
  * A connection may be reused only when `reusable` is true after `complete`:
  * HTTP/1.1, no `Connection: close`, and a body framed by length or chunks (a
@@ -66,8 +70,9 @@ const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 // deno-lint-ignore no-control-regex
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 const DIGITS = /^\d+$/;
-// deno-lint-ignore no-control-regex
-const CHUNK_SIZE = /^([0-9A-Fa-f]{1,13})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?[ \t]*$/;
+// RFC 9112 §7.1.1 chunk-ext without BWS: ;token[=(token / quoted-string)].
+const CHUNK_SIZE =
+  /^([0-9A-Fa-f]{1,13})(?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t !#-[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"))?)*$/;
 const LF = 0x0a;
 const CR = 0x0d;
 
@@ -178,7 +183,7 @@ export class ResponseParser {
         case State.Trailers: {
           const line = this.#takeLine(bytes, pos, "trailer section");
           if (line === null) return n;
-          this.#trailerBytes += line.next - pos;
+          this.#trailerBytes += line.size;
           pos = line.next;
           if (this.#trailerBytes > this.#maxHeadBytes) {
             throw new ResponseError("Trailer section too large");
@@ -242,21 +247,28 @@ export class ResponseParser {
     this.#partial.push(bytes.slice());
   }
 
-  /** One line (CRLF or LF) from the partial bytes plus `bytes`, or null to wait for more. */
+  /**
+   * One CRLF-ended line of a chunked body from the partial bytes plus `bytes`, or
+   * null to wait for more; `size` counts the line's bytes across feeds.
+   */
   #takeLine(
     bytes: Uint8Array,
     pos: number,
     what: string,
-  ): { text: string; next: number } | null {
+  ): { text: string; next: number; size: number } | null {
     const lf = bytes.indexOf(LF, pos);
     if (lf < 0) {
       this.#keep(bytes.subarray(pos), `Response ${what} too long`);
       return null;
     }
+    const size = this.#partialBytes + lf + 1 - pos;
+    if (size > this.#maxHeadBytes) throw new ResponseError(`Response ${what} too long`);
     const text = latin1(this.#partial, bytes.subarray(pos, lf + 1));
     this.#partial = [];
     this.#partialBytes = 0;
-    return { text: stripEol(text), next: lf + 1 };
+    // Where a chunked body ends decides where the next response starts: CRLF only.
+    if (!text.endsWith("\r\n")) throw new ResponseError(`Bare LF in the ${what}`);
+    return { text: stripEol(text), next: lf + 1, size };
   }
 
   #onHead(text: string): void {
@@ -297,6 +309,9 @@ export class ResponseParser {
     }
     if (status < 200) {
       if (status === 101) throw new ResponseError("Unexpected 101 Switching Protocols");
+      // An interim response announcing a close (or from HTTP/1.0, which has no 1xx)
+      // ends the exchange for some readers (llhttp) and not for others: refused.
+      if (close) throw new ResponseError("Interim response that closes the connection");
       // Interim response: the final one follows.
       this.#state = State.Head;
       return;
