@@ -153,8 +153,11 @@ export class OriginPool {
         }
       }
     };
+    // Once settled, the connection is no longer this request's (it may be idle in the
+    // pool or carrying another request): a late abort() must not close it.
+    const done = run().finally(() => void (current = null));
     return {
-      done: run(),
+      done,
       abort() {
         aborted = true;
         current?.close();
