@@ -123,13 +123,21 @@ export class OriginPool {
   /** Sends `req` and feeds the answer to `sink`. `done` rejects with an OriginError. */
   request(req: OriginRequest, sink: ResponseSink, connectTimeoutMs?: number): Exchange {
     let current: OriginConnection | null = null;
+    let connecting: AbortController | null = null;
     let aborted = false;
     const run = async () => {
       const retryable = req.body instanceof Uint8Array && IDEMPOTENT.has(req.method);
       for (let attempt = 0;; attempt++) {
         if (aborted) throw new OriginError("ABORTED", "The request was abandoned", false);
         const conn = attempt === 0 ? this.#takeIdle() : null;
-        current = conn ?? await this.#connect(connectTimeoutMs ?? this.#connectTimeoutMs);
+        if (conn !== null) current = conn;
+        else {
+          connecting = new AbortController();
+          current = await this.#connect(
+            connectTimeoutMs ?? this.#connectTimeoutMs,
+            connecting.signal,
+          ).finally(() => void (connecting = null));
+        }
         if (aborted) {
           current.close();
           throw new OriginError("ABORTED", "The request was abandoned", false);
@@ -153,14 +161,14 @@ export class OriginPool {
         }
       }
     };
-    // Once settled, the connection is no longer this request's (it may be idle in the
-    // pool or carrying another request): a late abort() must not close it.
-    const done = run().finally(() => void (current = null));
     return {
-      done,
+      done: run(),
       abort() {
         aborted = true;
-        current?.close();
+        connecting?.abort();
+        // Only while this request is the connection's: once it ended, the connection
+        // may be idle in the pool or carrying another request.
+        current?.cancel(sink);
       },
     };
   }
@@ -184,9 +192,11 @@ export class OriginPool {
     }
   }
 
-  async #connect(timeoutMs: number): Promise<OriginConnection> {
+  async #connect(timeoutMs: number, cancel: AbortSignal): Promise<OriginConnection> {
     if (this.#closed) throw new OriginError("ABORTED", "The client is stopping", false);
     const ac = new AbortController();
+    const onCancel = () => ac.abort();
+    cancel.addEventListener("abort", onCancel, { once: true });
     let handshaking: Deno.TlsConn | undefined;
     const timer = setTimeout(() => {
       ac.abort();
@@ -207,6 +217,7 @@ export class OriginPool {
         });
       } else conn = await Deno.connect(opts);
     } catch (e) {
+      if (cancel.aborted) throw new OriginError("ABORTED", "The request was abandoned", false);
       if (ac.signal.aborted) {
         throw new OriginError(
           "LOCAL_CONNECT_TIMEOUT",
@@ -217,6 +228,7 @@ export class OriginPool {
       throw connectError(e);
     } finally {
       clearTimeout(timer);
+      cancel.removeEventListener("abort", onCancel);
     }
     if (!this.#tls) (conn as Deno.TcpConn).setNoDelay(true);
     const c = new OriginConnection(conn, this, this.#maxHeadBytes);
@@ -274,8 +286,6 @@ interface Current {
   reject: (e: OriginError) => void;
   /** This connection carried an exchange before. */
   reused: boolean;
-  /** The body is all in hand (written with the head). */
-  whole: boolean;
   responded: boolean;
   /** The whole request (head and body) has been written. */
   sent: boolean;
@@ -320,14 +330,25 @@ export class OriginConnection {
 
   /** Runs a sink call after those still waiting. */
   #call(cur: Current, fn: () => Promise<void> | void): void {
-    const guard = (p: Promise<void> | void) =>
-      p ? p.catch(() => void (cur.sinkFailed = true)) : undefined;
+    const guarded = () => {
+      try {
+        const p = fn();
+        return p ? p.catch(() => void (cur.sinkFailed = true)) : undefined;
+      } catch {
+        cur.sinkFailed = true;
+      }
+    };
     if (cur.wait === null) {
-      const p = guard(fn());
+      const p = guarded();
       if (p) cur.wait = p;
     } else {
-      cur.wait = cur.wait.then(() => cur.sinkFailed ? undefined : guard(fn()));
+      cur.wait = cur.wait.then(() => cur.sinkFailed ? undefined : guarded());
     }
+  }
+
+  /** Closes the connection if it is still carrying the exchange that feeds `sink`. */
+  cancel(sink: ResponseSink): void {
+    if (this.#cur?.sink === sink) this.close();
   }
 
   /** Open, not busy, and not seen closing. */
@@ -355,7 +376,6 @@ export class OriginConnection {
         resolve,
         reject,
         reused,
-        whole: req.body instanceof Uint8Array,
         responded: false,
         sent: false,
         wait: null,
@@ -498,18 +518,19 @@ export class OriginConnection {
   #maybeDone(): void {
     const cur = this.#cur;
     if (cur === null || !this.#parser.complete || cur.wait !== null) return;
-    if (cur.sent) return this.#finish(cur, this.#parser.reusable && !this.#extra);
-    // Answered before the whole request was written. A body in hand is being
-    // written now: wait for it. A streamed one may never end: the connection is
-    // not at a request boundary, so it is closed.
-    if (cur.whole) return;
-    this.#finish(cur, false);
+    // Answered before the whole request was written (the origin may never read the
+    // rest): the connection is not at a request boundary, so it is closed.
+    this.#finish(cur, cur.sent && this.#parser.reusable && !this.#extra);
   }
 
   #finish(cur: Current, reuse: boolean): void {
     if (this.#cur !== cur) return;
     this.#cur = null;
-    cur.sink.end();
+    try {
+      cur.sink.end();
+    } catch {
+      // The sink's own failure: the response was read, the exchange is over.
+    }
     cur.resolve();
     if (reuse && !this.#closed) this.#pool.release(this);
     else this.close();

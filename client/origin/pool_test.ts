@@ -710,7 +710,7 @@ Deno.test("pool: connection refused → ECONNREFUSED, responded false", async ()
   }
 });
 
-Deno.test("pool: a connection the origin never accepts → LOCAL_CONNECT_TIMEOUT after the given time", async () => {
+Deno.test("pool: a connection the origin never accepts → LOCAL_CONNECT_TIMEOUT after the given time; abort() stops the connect at once", async () => {
   // A listener with a backlog of 0 that never accepts: once its queue is full the
   // kernel drops further SYNs, so the next connect hangs (python3: Deno has no backlog option).
   const py = new Deno.Command("python3", {
@@ -740,6 +740,17 @@ Deno.test("pool: a connection the origin never accepts → LOCAL_CONNECT_TIMEOUT
       assert.equal(err.code, "LOCAL_CONNECT_TIMEOUT");
       assert.equal(err.responded, false);
       assert.ok(took >= 200 && took < 3_000, `gave up after ${took} ms`);
+      assert.equal(pool.size, 0);
+
+      // abort() while connecting (the caller left) gives up at once, not at the timeout.
+      const { sink } = collector();
+      const ex = pool.request(request({}), sink, 30_000);
+      const t1 = performance.now();
+      setTimeout(() => ex.abort(), 50);
+      const err2 = await within(ex.done.then(() => null, (e) => e), 5_000, "the abort");
+      assert.ok(err2 instanceof OriginError);
+      assert.equal(err2.code, "ABORTED");
+      assert.ok(performance.now() - t1 < 2_000, "abort did not wait for the connect timeout");
       assert.equal(pool.size, 0);
     } finally {
       pool.close();
