@@ -33,6 +33,10 @@ Deno.test("packaging: the compile task bakes in the server and client tasks' exa
   deepEqual(flagsOf(client!, "client/main.ts"), flagsOf(tasks.client!, "client/main.ts"));
   ok(server!.includes("-o dist/hopgate-server") && client!.includes("-o dist/hopgate-client"));
   ok(server!.includes("--include db/migrations"), "migrations are read at start-up");
+  ok(
+    server!.includes("--include db/pglite_init_worker.ts"),
+    "the worker that creates a new embedded database is loaded at run time",
+  );
 });
 
 Deno.test("packaging: the Dockerfile runs the server task's flags (paths under /app)", () => {
