@@ -75,8 +75,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
 /**
  * The embedded database holds a few small tables: PostgreSQL's default 128 MB of
  * shared buffers only makes the process bigger. With 16 MB a reopened PGlite
- * data directory takes ~166 MB of RSS instead of ~288 MB (first start, which runs
- * initdb, still peaks at ~600 MB).
+ * data directory takes ~166 MB of RSS instead of ~288 MB (a first start, which runs
+ * initdb in a worker, still peaks at ~660 MB for the server process).
  */
 const PGLITE_OPTIONS = { postgresqlconf: "shared_buffers = 16MB" };
 
