@@ -17,6 +17,7 @@ import {
   type Tunnel,
   within,
 } from "./testing/tunnel.ts";
+import { unacceptingListener } from "./testing/unaccepting.ts";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
@@ -207,27 +208,9 @@ Deno.test("forwarder: origin down → ForwardError local_unreachable with no int
 });
 
 Deno.test("forwarder: a connection the origin never accepts → local_timeout; kept-alive ones need none", async () => {
-  // A listener with a backlog of 0 that never accepts: once its queue is full the
-  // kernel drops further SYNs, so the next connect hangs (python3: Deno has no backlog option).
-  const py = new Deno.Command("python3", {
-    args: [
-      "-c",
-      [
-        "import socket,sys,time",
-        "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0)",
-        "print(s.getsockname()[1], flush=True)",
-        "time.sleep(60)",
-      ].join("\n"),
-    ],
-    stdout: "piped",
-  }).spawn();
-  const fillers: Deno.Conn[] = [];
+  const hung = await unacceptingListener();
   try {
-    const line = await new Response(py.stdout).body!.getReader().read();
-    const port = Number(new TextDecoder().decode(line.value).trim());
-    // Fill the accept queue: Linux queues backlog + 1 connections, then drops SYNs.
-    fillers.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-    await withTunnel(new URL(`http://127.0.0.1:${port}`), async (t) => {
+    await withTunnel(new URL(`http://127.0.0.1:${hung.port}`), async (t) => {
       const t0 = performance.now();
       const { stream } = sendRequest(t, requestHead(), new Uint8Array(0));
       const { head } = await readAnswer(stream);
@@ -236,11 +219,7 @@ Deno.test("forwarder: a connection the origin never accepts → local_timeout; k
       assert.ok(took >= 250 && took < 5000, `gave up after ${took} ms`);
     }, { connectTimeoutMs: 300 });
   } finally {
-    for (const c of fillers) c.close();
-    try {
-      py.kill();
-    } catch { /* already gone */ }
-    await py.status;
+    await hung.close();
   }
   // A kept-alive connection is reused with no connect timer: slow answers are fine.
   const origin = startOrigin(async () => {

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { HOP_BY_HOP } from "../../shared/protocol/mod.ts";
 import { randomBytes, sha256 } from "../../shared/mux/testing/harness.ts";
 import { within } from "../testing/tunnel.ts";
+import { unacceptingListener } from "../testing/unaccepting.ts";
 import {
   type BodySource,
   checkRequestLine,
@@ -711,28 +712,9 @@ Deno.test("pool: connection refused → ECONNREFUSED, responded false", async ()
 });
 
 Deno.test("pool: a connection the origin never accepts → LOCAL_CONNECT_TIMEOUT after the given time; abort() stops the connect at once", async () => {
-  // A listener with a backlog of 0 that never accepts: once its queue is full the
-  // kernel drops further SYNs, so the next connect hangs (python3: Deno has no backlog option).
-  const py = new Deno.Command("python3", {
-    args: [
-      "-c",
-      [
-        "import socket,sys,time",
-        "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(0)",
-        "print(s.getsockname()[1], flush=True)",
-        "time.sleep(60)",
-      ].join("\n"),
-    ],
-    stdout: "piped",
-  }).spawn();
-  const fillers: Deno.Conn[] = [];
-  const reader = py.stdout.getReader();
+  const hung = await unacceptingListener();
   try {
-    const line = await reader.read();
-    const port = Number(dec.decode(line.value).trim());
-    // Fill the accept queue: Linux queues backlog + 1 connections, then drops SYNs.
-    fillers.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-    const pool = poolFor(new URL(`http://127.0.0.1:${port}`));
+    const pool = poolFor(new URL(`http://127.0.0.1:${hung.port}`));
     try {
       const t0 = performance.now();
       const { err } = await failVia(pool, {}, 250);
@@ -756,12 +738,7 @@ Deno.test("pool: a connection the origin never accepts → LOCAL_CONNECT_TIMEOUT
       pool.close();
     }
   } finally {
-    for (const c of fillers) c.close();
-    try {
-      py.kill();
-    } catch { /* already gone */ }
-    await reader.cancel().catch(() => {});
-    await py.status;
+    await hung.close();
   }
 });
 
