@@ -129,7 +129,7 @@ export function abortStream(stream: MuxStream, code: number = RESET_LOCAL_ERROR)
   stream.stopSending(code);
 }
 
-/** The request headers for node:http: hop-by-hop dropped, duplicates kept as arrays. */
+/** The request headers for the ws library's upgrade request: hop-by-hop dropped, duplicates kept as arrays. */
 export function nodeRequestHeaders(
   headers: HeaderList,
   skip: (name: string) => boolean = () => false,
@@ -153,24 +153,19 @@ export function nodeRequestHeaders(
   return out;
 }
 
-/** The response headers for the tunnel: raw pairs (Set-Cookie kept apart), hop-by-hop dropped. */
+/** Node's raw header array (name, value, name, value...) as the tunnel's header list. */
 export function responseHeaderList(rawHeaders: string[]): HeaderList {
-  const connection = new Set<string>();
+  const pairs: HeaderList = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() === "connection") {
-      for (const t of rawHeaders[i + 1]!.split(",")) connection.add(t.trim().toLowerCase());
-    }
+    pairs.push([rawHeaders[i]!.toLowerCase(), rawHeaders[i + 1]!]);
   }
-  const out: HeaderList = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!.toLowerCase();
-    if (HOP_BY_HOP.has(name) || connection.has(name)) continue;
-    out.push([name, rawHeaders[i + 1]!]);
-  }
-  return out;
+  return responseHeaders(pairs);
 }
 
-/** The origin's response headers for the tunnel: hop-by-hop and Connection-named ones dropped. */
+/**
+ * The origin's response headers for the tunnel (names lowercased): hop-by-hop and
+ * Connection-named ones dropped, repeats (Set-Cookie) kept apart.
+ */
 export function responseHeaders(headers: HeaderList): HeaderList {
   let connection: Set<string> | null = null;
   for (const [k, v] of headers) {
