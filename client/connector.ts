@@ -97,6 +97,8 @@ export type ClientEvent =
     inFlight: number;
     served: number;
     failed: number;
+    /** Connections to the local service: open now, idle of those, opened so far. */
+    local: { open: number; idle: number; opened: number };
   }
   | { type: "request"; outcome: ForwardOutcome; durationMs: number }
   | { type: "failure"; kind: FailureKind; message: string; retryInMs: number }
@@ -370,6 +372,11 @@ async function serveSession(
       type: "stats",
       rttMs: rtt.minMs > 0 ? rtt.smoothedMs : undefined,
       ...counters,
+      local: {
+        open: forward.pool?.size ?? 0,
+        idle: forward.pool?.idleCount ?? 0,
+        opened: forward.pool?.opened ?? 0,
+      },
     });
   };
   const timer = setInterval(stats, options.statsIntervalMs ?? 1000);

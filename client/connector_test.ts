@@ -133,6 +133,11 @@ async function servesRequests(engine: "hopgate" | "node-dtls-client") {
     assert.equal(stats.inFlight, 0);
     assert.equal(stats.failed, 0);
     assert.ok(stats.rttMs !== undefined && stats.rttMs >= 0);
+    // Three at once took three kept-alive connections to the origin, idle now.
+    assert.deepEqual(stats.local, { open: 3, idle: 3, opened: 3 });
+    assert.deepEqual(await request(session, "/d"), [200, `origin saw ${DOMAIN} /d`]);
+    const again = await c.events.waitFor("stats", (e) => e.served === 4);
+    assert.equal(again.local.opened, 3, "the fourth request reused a connection");
   } finally {
     await c.stop();
     await server.close();

@@ -12,10 +12,14 @@
  * | hopgate_client_request_duration_seconds | histogram | outcome |
  * | hopgate_client_requests_in_flight       | gauge     |         |
  * | hopgate_client_srtt_seconds             | gauge     |         |
+ * | hopgate_client_local_connections        | gauge     | state   |
+ * | hopgate_client_local_connects_total     | counter   |         |
  * | hopgate_client_process_memory_bytes     | gauge     | kind    |
  *
  * `outcome`: the status class of the local service's answer (`2xx`...), `websocket`,
  * `aborted` (the caller went away), or the forwarder's error code (`refused`...).
+ * `state`: `busy` or `idle` connections to the local service. The connects counter
+ * rising with requests means the local service does not keep connections alive.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { processMemoryGauge, REQUEST_DURATION_BUCKETS_SECONDS } from "../shared/process_metrics.ts";
@@ -30,6 +34,9 @@ export class ClientMetrics {
   readonly #duration: Histogram<string>;
   readonly #inFlight: Gauge<string>;
   readonly #srtt: Gauge<string>;
+  readonly #local: Gauge<string>;
+  readonly #localConnects: Counter<string>;
+  #localOpened = 0;
 
   constructor() {
     const registers = [this.registry];
@@ -72,6 +79,17 @@ export class ClientMetrics {
       help: "Smoothed RTT of the tunnel at the last status report.",
       registers,
     });
+    this.#local = new Gauge({
+      name: "hopgate_client_local_connections",
+      help: "Connections to the local service at the last status report, busy or idle.",
+      labelNames: ["state"],
+      registers,
+    });
+    this.#localConnects = new Counter({
+      name: "hopgate_client_local_connects_total",
+      help: "Connections opened to the local service.",
+      registers,
+    });
     processMemoryGauge("hopgate_client_process_memory_bytes", registers);
   }
 
@@ -92,6 +110,12 @@ export class ClientMetrics {
       case "stats":
         this.#inFlight.set(event.inFlight);
         if (event.rttMs !== undefined) this.#srtt.set(event.rttMs / 1000);
+        this.#local.labels("busy").set(event.local.open - event.local.idle);
+        this.#local.labels("idle").set(event.local.idle);
+        if (event.local.opened > this.#localOpened) {
+          this.#localConnects.inc(event.local.opened - this.#localOpened);
+          this.#localOpened = event.local.opened;
+        }
         break;
       case "request": {
         const o = event.outcome;

@@ -28,7 +28,14 @@ Deno.test("status: on a terminal, one line rewritten in place with RTT and count
     sessionId: "s1",
     serverVersion: "hopgate-server/0.1.0",
   });
-  r.onEvent({ type: "stats", rttMs: 12.4, inFlight: 2, served: 7, failed: 1 });
+  r.onEvent({
+    type: "stats",
+    rttMs: 12.4,
+    inFlight: 2,
+    served: 7,
+    failed: 1,
+    local: { open: 1, idle: 0, opened: 1 },
+  });
   r.onEvent({ type: "failure", kind: "session_lost", message: "Connection lost", retryInMs: 1500 });
   r.close();
   const text = out.join("");
@@ -63,7 +70,14 @@ Deno.test("status: not a terminal → plain timestamped lines, no escapes, reque
       sessionId: "s1",
       serverVersion: "v",
     });
-    r.onEvent({ type: "stats", rttMs: 3, inFlight: 1, served: 0, failed: 0 });
+    r.onEvent({
+      type: "stats",
+      rttMs: 3,
+      inFlight: 1,
+      served: 0,
+      failed: 0,
+      local: { open: 0, idle: 0, opened: 0 },
+    });
     r.onEvent({
       type: "request",
       outcome: { kind: "response", method: "GET", url: "/x", status: 200 },

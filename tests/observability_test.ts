@@ -195,6 +195,14 @@ Deno.test("observability: /metrics (promtool, counters move), JSON request logs 
       equal(sample(r.body, "hopgate_client_connects_total"), 1);
       ok(sample(r.body, 'hopgate_client_requests_total{outcome="2xx"}') >= 5, r.body);
       equal(sample(r.body, 'hopgate_client_requests_total{outcome="4xx"}'), 1);
+      // Connections to the origin come with the next status report (every second).
+      let body = r.body;
+      for (let i = 0; i < 30 && !(sample(body, "hopgate_client_local_connects_total") >= 1); i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        body = (await curl([`http://127.0.0.1:${clientMetricsPort}/metrics`])).body;
+      }
+      ok(sample(body, "hopgate_client_local_connects_total") >= 1, body);
+      ok(sample(body, 'hopgate_client_local_connections{state="idle"}') >= 1, body);
       const p = await promtool(r.body);
       equal(p.code, 0, `${p.out}\n${r.body}`);
     });

@@ -96,6 +96,7 @@ export class OriginPool {
   readonly #caCerts: string[] | undefined;
   readonly #idle: OriginConnection[] = [];
   readonly #all = new Set<OriginConnection>();
+  #opened = 0;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
@@ -113,6 +114,11 @@ export class OriginPool {
   /** Connections open now (idle or busy). */
   get size(): number {
     return this.#all.size;
+  }
+
+  /** Connections opened so far (a number rising with requests: the origin does not keep them alive). */
+  get opened(): number {
+    return this.#opened;
   }
 
   /** Idle connections ready for reuse. */
@@ -233,6 +239,7 @@ export class OriginPool {
     if (!this.#tls) (conn as Deno.TcpConn).setNoDelay(true);
     const c = new OriginConnection(conn, this, this.#maxHeadBytes);
     this.#all.add(c);
+    this.#opened++;
     return c;
   }
 
