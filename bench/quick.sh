@@ -61,7 +61,11 @@ hz=$(getconf CLK_TCK)
 echo "c50: $r req/s p50 $a p99 $b; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
 fi
 if [ "${ONLY:-c1}" = c1 ]; then
-echo "c1:  $(wrk -t1 -c1 -d4s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" | awk '/Requests\/sec/{r=$2} /^ +50%/{a=$2} END{print r" req/s p50 "a}')"
+s0=$(cpu $S) c0=$(cpu $C)
+wrk -t1 -c1 -d4s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" >"$OUT/wrk1"
+read -r n r a < <(awk '/requests in/{n=$1} /Requests\/sec/{r=$2} /^ +50%/{a=$2} END{print n, r, a}' "$OUT/wrk1")
+hz=$(getconf CLK_TCK)
+echo "c1:  $r req/s p50 $a; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
 fi
 if [ "${ONLY:-echo}" = echo ]; then
 head -c 52428800 /dev/urandom >"$OUT/50m.bin"
