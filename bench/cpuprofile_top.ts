@@ -20,8 +20,10 @@ const { values, positionals } = parseArgs({
   options: { last: { type: "string" }, "by-file": { type: "boolean" } },
 });
 const [file, n = "30"] = positionals;
-if (!file) {
+if (!file || !/^\d+$/.test(n)) {
   console.error("usage: cpuprofile_top.ts FILE.cpuprofile [N] [--last SECONDS] [--by-file]");
+  // A glob over a profile directory also matches workers' profiles (*.worker-N.cpuprofile).
+  if (file) console.error(`N must be a number, got "${n}": pass one profile file`);
   Deno.exit(2);
 }
 const p = JSON.parse(await Deno.readTextFile(file)) as {
