@@ -49,8 +49,6 @@ export interface ForwardOptions {
   pool?: OriginPool;
   /** Give up connecting to the local service after this long (local_timeout). */
   connectTimeoutMs?: number;
-  /** Give up waiting for the response head after this long (local_timeout); default: never (the server has its own 504). */
-  responseTimeoutMs?: number;
 }
 
 /** What happened to one stream, for counters and debug logs. */
@@ -216,15 +214,9 @@ export function classifyLocalError(e: unknown): { code: ForwardErrorCode; messag
       };
     case "BAD_RESPONSE":
       return { code: "local_error", message: "The local service sent an invalid response" };
-    case "LOCAL_RESPONSE_TIMEOUT":
-      return { code: "local_timeout", message: "The local service did not answer in time" };
     default:
       return { code: "local_error", message: "The local service failed to answer" };
   }
-}
-
-function timeoutError(code: string): Error {
-  return Object.assign(new Error(code), { code });
 }
 
 async function forwardHttp(
@@ -293,15 +285,6 @@ async function forwardHttp(
     abandoned = true;
     ex.abort();
   });
-  let timedOut = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  if (o.responseTimeoutMs !== undefined) {
-    timer = setTimeout(() => {
-      if (status !== 0) return;
-      timedOut = true;
-      ex.abort();
-    }, o.responseTimeoutMs);
-  }
   try {
     await ex.done;
     return { kind: "response", method, url, status };
@@ -321,13 +304,10 @@ async function forwardHttp(
       abortStream(stream, RESET_LOCAL_ERROR);
       return { kind: "aborted", method, url, reason: `response body failed: ${err.message}` };
     }
-    const { code, message } = classifyLocalError(
-      timedOut ? timeoutError("LOCAL_RESPONSE_TIMEOUT") : err,
-    );
+    const { code, message } = classifyLocalError(err);
     await sendForwardError(stream, code, message);
     return { kind: "error", method, url, code, message };
   } finally {
-    if (timer !== undefined) clearTimeout(timer);
     // The rest of the request body is not wanted: tell the server to stop sending.
     if (!bodyDone) stream.stopSending(StreamErrorCode.NO_ERROR);
     if (o.pool === undefined) pool.close();
