@@ -47,6 +47,10 @@ DTLS engines:
                     whole environment when it loads, so it needs an unscoped
                     --allow-env permission.
 
+Local service: HTTP/1.1 over kept-alive connections (closed after 4 s idle).
+An https:// target's certificate is checked against Deno's trust store; for a
+private CA set DENO_CERT=/path/ca.pem (read by Deno itself, no extra permission).
+
 On failure the client says why in one line (server unreachable, bad API key,
 domain not registered, version mismatch, ...) and retries with exponential
 backoff and jitter, up to 30 s apart; a rejected key or an unregistered domain

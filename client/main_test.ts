@@ -51,6 +51,7 @@ Deno.test("cli: --help explains every option, its variable, and node-dtls-client
       "more than 64 lost",
       "50 µs of CPU per 1200-byte record",
       "unscoped\n                    --allow-env",
+      "DENO_CERT",
     ]
   ) assert.ok(r.stdout.includes(s), `help mentions ${JSON.stringify(s)}`);
 });
