@@ -642,3 +642,49 @@ Deno.test("forwarder: Latin-1 header values reach the origin byte for byte, and 
   listener.close();
   await served.catch(() => {});
 });
+
+Deno.test("forwarder: python's http.server (HTTP/1.0, closes after each answer) serves files and HEAD through the pool", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hopgate-pyorigin-" });
+  const blob = randomBytes(7, 300_000);
+  await Deno.writeFile(`${dir}/blob.bin`, blob);
+  const py = new Deno.Command("python3", {
+    args: ["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+    cwd: dir,
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = py.stdout.getReader();
+  try {
+    const line = new TextDecoder().decode((await reader.read()).value);
+    const port = Number(/port (\d+)/.exec(line)?.[1]);
+    assert.ok(port > 0, `python printed its port: ${line}`);
+    const target = new URL(`http://127.0.0.1:${port}`);
+    const pool = createOriginPool(target);
+    await withTunnel(target, async (t) => {
+      for (let i = 0; i < 2; i++) {
+        const { stream } = sendRequest(t, requestHead({ url: "/blob.bin" }));
+        const { head, body } = await readAnswer(stream);
+        assert.equal(head.t === "res" && head.status, 200);
+        assert.equal(sha(await readBytes(body)), sha(blob));
+      }
+      const { stream } = sendRequest(t, requestHead({ method: "HEAD", url: "/blob.bin" }));
+      const { head, body } = await readAnswer(stream);
+      assert.equal(head.t === "res" && head.status, 200);
+      assert.equal(head.t === "res" && new Map(head.headers).get("content-length"), "300000");
+      assert.equal((await readBytes(body)).length, 0);
+      const missing = sendRequest(t, requestHead({ url: "/nope" }));
+      const answer = await readAnswer(missing.stream);
+      assert.equal(answer.head.t === "res" && answer.head.status, 404);
+      await readBytes(answer.body);
+      assert.equal(pool.opened, 4, "HTTP/1.0 answers are never kept alive");
+    }, { pool });
+    pool.close();
+  } finally {
+    try {
+      py.kill();
+    } catch { /* already gone */ }
+    await reader.cancel().catch(() => {});
+    await py.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
