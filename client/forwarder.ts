@@ -16,6 +16,7 @@ import type { MuxStream } from "../shared/mux/mod.ts";
 import { StreamErrorCode } from "../shared/mux/mod.ts";
 import {
   bodyStream,
+  connectionOptions,
   encodeHead,
   type ForwardErrorCode,
   type HeaderList,
@@ -134,9 +135,7 @@ export function nodeRequestHeaders(
 ): Record<string, string | string[]> {
   const connection = new Set<string>();
   for (const [k, v] of headers) {
-    if (k.toLowerCase() === "connection") {
-      for (const t of v.split(",")) connection.add(t.trim().toLowerCase());
-    }
+    if (k.toLowerCase() === "connection") connectionOptions(v, connection);
   }
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of headers) {
@@ -165,12 +164,9 @@ export function responseHeaderList(rawHeaders: string[]): HeaderList {
  * Connection-named ones dropped, repeats (Set-Cookie) kept apart.
  */
 export function responseHeaders(headers: HeaderList): HeaderList {
-  let connection: Set<string> | null = null;
+  let connection: Set<string> | undefined;
   for (const [k, v] of headers) {
-    if (k === "connection") {
-      connection ??= new Set();
-      for (const t of v.split(",")) connection.add(t.trim().toLowerCase());
-    }
+    if (k === "connection") connection = connectionOptions(v, connection);
   }
   return headers.filter(([k]) => !HOP_BY_HOP.has(k) && !connection?.has(k));
 }

@@ -12,6 +12,7 @@
 import { concatBytes } from "../shared/bytes.ts";
 import { MuxSessionError, type MuxStream, StreamErrorCode } from "../shared/mux/mod.ts";
 import {
+  connectionOptions,
   encodeHead,
   encodeWsMessage,
   type ForwardError,
@@ -129,9 +130,7 @@ const SET_BY_US = new Set([
 
 function readRequestHeaders(headers: Headers): RequestHeaders {
   const connection = headers.get("connection");
-  const named = connection
-    ? new Set(connection.split(",").map((t) => t.trim().toLowerCase()))
-    : undefined;
+  const named = connection ? connectionOptions(connection) : undefined;
   const r: RequestHeaders = {
     forward: [],
     bytes: 0,

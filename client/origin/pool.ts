@@ -17,7 +17,7 @@
  * byte of answer is sent again on a new connection when that is safe (an
  * idempotent method and a body still in hand).
  */
-import type { HeaderList } from "../../shared/protocol/mod.ts";
+import { connectionOptions, type HeaderList } from "../../shared/protocol/mod.ts";
 import { type ResponseHead, ResponseParser } from "./parser.ts";
 
 export { ResponseError, type ResponseHead } from "./parser.ts";
@@ -609,11 +609,10 @@ export function requestHeadLines(
   hopByHop: ReadonlySet<string>,
   skip?: (name: string) => boolean,
 ): { lines: string; contentLength: number } {
-  let connection: Set<string> | null = null;
+  let connection: Set<string> | undefined;
   for (const [k, v] of headers) {
     if (k.length === 10 && k.toLowerCase() === "connection") {
-      connection ??= new Set();
-      for (const t of v.split(",")) connection.add(t.trim().toLowerCase());
+      connection = connectionOptions(v, connection);
     }
   }
   let lines = "";
