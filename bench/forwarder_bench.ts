@@ -19,8 +19,8 @@ import { MuxSession } from "../shared/mux/mod.ts";
 import { createLinkPair } from "../shared/mux/testing/lossy_link.ts";
 import { encodeHead, readHeadFrom } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
-import { createOriginPool, serveStream } from "../client/forwarder.ts";
-import type { ResponseSink } from "../client/origin/pool.ts";
+import { serveStream } from "../client/forwarder.ts";
+import { OriginPool, type ResponseSink } from "../client/origin/pool.ts";
 import { runLoad } from "./load.ts";
 
 export async function main(args: string[] = []): Promise<void> {
@@ -45,7 +45,7 @@ export async function main(args: string[] = []): Promise<void> {
   );
   const target = new URL(`http://127.0.0.1:${port}`);
   const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 64, scheduling: "lifo" });
-  const pool = createOriginPool(target);
+  const pool = new OriginPool(target);
 
   const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
   const server = new MuxSession(link.a, { role: "server", params: TUNNEL_MUX_PARAMS });

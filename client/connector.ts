@@ -18,13 +18,9 @@ import {
   pskIdentity,
 } from "../shared/dtls/mod.ts";
 import { HelloRejectedError, sayHello } from "../shared/handshake/mod.ts";
+import { OriginPool } from "./origin/pool.ts";
 import { type MuxParams, MuxSession, type MuxStream } from "../shared/mux/mod.ts";
-import {
-  createOriginPool,
-  type ForwardOptions,
-  type ForwardOutcome,
-  serveStream,
-} from "./forwarder.ts";
+import { type ForwardOptions, type ForwardOutcome, serveStream } from "./forwarder.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 
 export const CLIENT_VERSION = "hopgate-client/0.1.0";
@@ -286,7 +282,8 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
   const server = formatAddr(options.server);
   const engine = options.engine ?? "hopgate";
   const backoff = new Backoff(options.backoff, options.random);
-  const pool = createOriginPool(options.target);
+  const timeout = options.forward?.connectTimeoutMs;
+  const pool = new OriginPool(options.target, timeout ? { connectTimeoutMs: timeout } : {});
   const forward: ForwardOptions = { ...options.forward, target: options.target, pool };
   const counters = { inFlight: 0, served: 0, failed: 0 };
   const serving = new Set<Promise<void>>();
@@ -372,11 +369,7 @@ async function serveSession(
       type: "stats",
       rttMs: rtt.minMs > 0 ? rtt.smoothedMs : undefined,
       ...counters,
-      local: {
-        open: forward.pool?.size ?? 0,
-        idle: forward.pool?.idleCount ?? 0,
-        opened: forward.pool?.opened ?? 0,
-      },
+      local: { open: forward.pool.size, idle: forward.pool.idleCount, opened: forward.pool.opened },
     });
   };
   const timer = setInterval(stats, options.statsIntervalMs ?? 1000);

@@ -30,15 +30,13 @@ import { bridgeWebSocket } from "./ws_bridge.ts";
 import {
   checkRequestLine,
   type OriginError,
-  OriginPool,
-  type OriginPoolOptions,
+  type OriginPool,
   type OriginRequest,
   requestHeadLines,
   type ResponseSink,
 } from "./origin/pool.ts";
 
-/** How long to wait for a TCP connection to the local service. */
-export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export { DEFAULT_CONNECT_TIMEOUT_MS } from "./origin/pool.ts";
 
 /** Stream code our RESET carries when the local service failed mid-response. */
 export const RESET_LOCAL_ERROR = StreamErrorCode.INTERNAL_ERROR;
@@ -46,9 +44,9 @@ export const RESET_LOCAL_ERROR = StreamErrorCode.INTERNAL_ERROR;
 export interface ForwardOptions {
   /** The local service: `http://host:port` or `https://...`; a path is prefixed to each request. */
   target: URL;
-  /** Kept-alive connections to the local service (see `createOriginPool`); default: one connection per request. */
-  pool?: OriginPool;
-  /** Give up connecting to the local service after this long (local_timeout). */
+  /** Kept-alive connections to the local service (its own connect timeout included). */
+  pool: OriginPool;
+  /** WebSocket upgrades: give up on the local service's handshake after this long. */
   connectTimeoutMs?: number;
 }
 
@@ -59,11 +57,6 @@ export type ForwardOutcome =
   | { kind: "error"; method: string; url: string; code: ForwardErrorCode; message: string }
   /** The server reset the stream (the caller went away) or the local service failed mid-body. */
   | { kind: "aborted"; method: string; url: string; reason: string };
-
-/** Kept-alive connections to the local target (close it when the client stops). */
-export function createOriginPool(target: URL, options: OriginPoolOptions = {}): OriginPool {
-  return new OriginPool(target, options);
-}
 
 /** Serves one stream the server opened. Never throws; resolves when the stream is done. */
 export async function serveStream(
@@ -269,12 +262,7 @@ async function forwardHttp(
     },
   };
 
-  const pool = o.pool ?? new OriginPool(o.target, { maxIdle: 0 });
-  const ex = pool.request(
-    { method, path, headerLines: lines, body },
-    sink,
-    o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-  );
+  const ex = o.pool.request({ method, path, headerLines: lines, body }, sink);
   // A stopped send half (STOP_SENDING) or a dead session: the server no longer wants the answer.
   let abandoned = false;
   stream.sendClosed.catch(() => {
@@ -306,6 +294,5 @@ async function forwardHttp(
   } finally {
     // The rest of the request body is not wanted: tell the server to stop sending.
     if (!bodyDone) stream.stopSending(StreamErrorCode.NO_ERROR);
-    if (o.pool === undefined) pool.close();
   }
 }

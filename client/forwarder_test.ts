@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { encodeWsMessage, WsKind, WsMessageDecoder } from "../shared/protocol/mod.ts";
 import { randomBytes } from "../shared/mux/testing/harness.ts";
-import { createOriginPool, type ForwardOptions } from "./forwarder.ts";
+import type { ForwardOptions } from "./forwarder.ts";
+import { OriginPool } from "./origin/pool.ts";
 import {
   readAnswer,
   readBytes,
@@ -42,7 +43,8 @@ async function withTunnel(
   fn: (t: Tunnel) => Promise<void>,
   extra: Partial<ForwardOptions> = {},
 ): Promise<void> {
-  const pool = createOriginPool(target);
+  const timeout = extra.connectTimeoutMs;
+  const pool = new OriginPool(target, timeout ? { connectTimeoutMs: timeout } : {});
   const t = startTunnel({ target, pool, ...extra });
   try {
     await within(fn(t), 30_000, "test body");
@@ -579,7 +581,7 @@ Deno.test("forwarder: an https local target is reached over TLS; an untrusted ce
   );
   const target = new URL(`https://127.0.0.1:${srv.addr.port}/base`);
   try {
-    const pool = createOriginPool(target, { caCerts: [ca] });
+    const pool = new OriginPool(target, { caCerts: [ca] });
     await withTunnel(target, async (t) => {
       for (let i = 0; i < 2; i++) {
         const { stream } = sendRequest(t, requestHead({ url: "/x" }));
@@ -659,7 +661,7 @@ Deno.test("forwarder: python's http.server (HTTP/1.0, closes after each answer) 
     const port = Number(/port (\d+)/.exec(line)?.[1]);
     assert.ok(port > 0, `python printed its port: ${line}`);
     const target = new URL(`http://127.0.0.1:${port}`);
-    const pool = createOriginPool(target);
+    const pool = new OriginPool(target);
     await withTunnel(target, async (t) => {
       for (let i = 0; i < 2; i++) {
         const { stream } = sendRequest(t, requestHead({ url: "/blob.bin" }));

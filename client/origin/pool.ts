@@ -81,6 +81,9 @@ export interface Exchange {
   abort(): void;
 }
 
+/** How long to wait for a TCP (and TLS) connection to the local service. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 const READ_BUFFER_BYTES = 64 * 1024;
 const encoder = new TextEncoder();
@@ -104,7 +107,7 @@ export class OriginPool {
     this.#tls = target.protocol === "https:";
     this.#hostname = target.hostname.replace(/^\[|\]$/g, "");
     this.#port = Number(target.port || (this.#tls ? 443 : 80));
-    this.#connectTimeoutMs = o.connectTimeoutMs ?? 10_000;
+    this.#connectTimeoutMs = o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.#maxIdle = o.maxIdle ?? 64;
     this.#idleTimeoutMs = o.idleTimeoutMs ?? 4_000;
     this.#maxHeadBytes = o.maxHeadBytes;
@@ -127,7 +130,7 @@ export class OriginPool {
   }
 
   /** Sends `req` and feeds the answer to `sink`. `done` rejects with an OriginError. */
-  request(req: OriginRequest, sink: ResponseSink, connectTimeoutMs?: number): Exchange {
+  request(req: OriginRequest, sink: ResponseSink): Exchange {
     let current: OriginConnection | null = null;
     let connecting: AbortController | null = null;
     let aborted = false;
@@ -139,10 +142,8 @@ export class OriginPool {
         if (conn !== null) current = conn;
         else {
           connecting = new AbortController();
-          current = await this.#connect(
-            connectTimeoutMs ?? this.#connectTimeoutMs,
-            connecting.signal,
-          ).finally(() => void (connecting = null));
+          current = await this.#connect(connecting.signal)
+            .finally(() => void (connecting = null));
         }
         if (aborted) {
           current.close();
@@ -198,7 +199,7 @@ export class OriginPool {
     }
   }
 
-  async #connect(timeoutMs: number, cancel: AbortSignal): Promise<OriginConnection> {
+  async #connect(cancel: AbortSignal): Promise<OriginConnection> {
     if (this.#closed) throw new OriginError("ABORTED", "The client is stopping", false);
     const ac = new AbortController();
     const onCancel = () => ac.abort();
@@ -207,7 +208,7 @@ export class OriginPool {
     const timer = setTimeout(() => {
       ac.abort();
       handshaking?.close(); // the signal covers the TCP connect only
-    }, timeoutMs);
+    }, this.#connectTimeoutMs);
     let conn: Deno.Conn;
     try {
       const opts = { hostname: this.#hostname, port: this.#port, signal: ac.signal };

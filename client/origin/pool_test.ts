@@ -297,11 +297,10 @@ async function fetchVia(pool: OriginPool, o: Partial<OriginRequest> = {}): Promi
 async function failVia(
   pool: OriginPool,
   o: Partial<OriginRequest> = {},
-  connectTimeoutMs?: number,
 ): Promise<{ err: OriginError; got: Got }> {
   const { sink, got } = collector();
   const err = await within(
-    pool.request(request(o), sink, connectTimeoutMs).done.then(
+    pool.request(request(o), sink).done.then(
       () => assert.fail("the exchange should have failed"),
       (e) => e,
     ),
@@ -714,10 +713,12 @@ Deno.test("pool: connection refused → ECONNREFUSED, responded false", async ()
 Deno.test("pool: a connection the origin never accepts → LOCAL_CONNECT_TIMEOUT after the given time; abort() stops the connect at once", async () => {
   const hung = await unacceptingListener();
   try {
-    const pool = poolFor(new URL(`http://127.0.0.1:${hung.port}`));
+    const url = new URL(`http://127.0.0.1:${hung.port}`);
+    const pool = poolFor(url, { connectTimeoutMs: 250 });
+    const patient = poolFor(url, { connectTimeoutMs: 30_000 });
     try {
       const t0 = performance.now();
-      const { err } = await failVia(pool, {}, 250);
+      const { err } = await failVia(pool);
       const took = performance.now() - t0;
       assert.equal(err.code, "LOCAL_CONNECT_TIMEOUT");
       assert.equal(err.responded, false);
@@ -726,16 +727,17 @@ Deno.test("pool: a connection the origin never accepts → LOCAL_CONNECT_TIMEOUT
 
       // abort() while connecting (the caller left) gives up at once, not at the timeout.
       const { sink } = collector();
-      const ex = pool.request(request({}), sink, 30_000);
+      const ex = patient.request(request({}), sink);
       const t1 = performance.now();
       setTimeout(() => ex.abort(), 50);
       const err2 = await within(ex.done.then(() => null, (e) => e), 5_000, "the abort");
       assert.ok(err2 instanceof OriginError);
       assert.equal(err2.code, "ABORTED");
       assert.ok(performance.now() - t1 < 2_000, "abort did not wait for the connect timeout");
-      assert.equal(pool.size, 0);
+      assert.equal(patient.size, 0);
     } finally {
       pool.close();
+      patient.close();
     }
   } finally {
     await hung.close();
