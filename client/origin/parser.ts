@@ -64,6 +64,11 @@ const enum State {
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** An HTTP token (RFC 9110 5.6.2): a method or a field name. */
+export function isToken(s: string): boolean {
+  return TOKEN.test(s);
+}
 // Control characters other than HTAB, and DEL, are not allowed in a field value.
 // deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
@@ -401,15 +406,11 @@ function latin1(kept: Uint8Array[], last: Uint8Array): string {
 const ASCII = new TextDecoder("utf-8", { ignoreBOM: true });
 
 function latin1Of(b: Uint8Array): string {
-  // ASCII is the common case, and for it UTF-8 decoding is the same and fast.
-  let ascii = true;
-  for (let i = 0; i < b.length; i++) {
-    if (b[i]! > 0x7f) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return ASCII.decode(b);
+  // ASCII is the common case, and for it UTF-8 decoding is the same and native.
+  // Any byte above 0x7f either joins others into fewer characters or decodes to
+  // U+FFFD, so one character per byte and no U+FFFD means it was all ASCII.
+  const utf8 = ASCII.decode(b);
+  if (utf8.length === b.length && !utf8.includes("\uFFFD")) return utf8;
   let s = "";
   for (let i = 0; i < b.length; i += 4096) {
     s += String.fromCharCode(...b.subarray(i, Math.min(b.length, i + 4096)));

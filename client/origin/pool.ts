@@ -18,9 +18,9 @@
  * idempotent method and a body still in hand).
  */
 import { connectionOptions, type HeaderList } from "../../shared/protocol/mod.ts";
-import { type ResponseHead, ResponseParser } from "./parser.ts";
+import { isToken, type ResponseHead, ResponseParser } from "./parser.ts";
 
-export { ResponseError, type ResponseHead } from "./parser.ts";
+export type { ResponseHead } from "./parser.ts";
 
 /** Where a request body comes from when it is not all in hand. */
 export interface BodySource {
@@ -461,7 +461,7 @@ export class OriginConnection {
         if (n === null) return await this.#onEof();
         const cur = this.#cur;
         if (cur === null) return this.close(); // an origin must not send unasked
-        this.#onBytes(cur, this.#buf.subarray(0, n));
+        this.#onBytes(this.#buf.subarray(0, n));
         if (cur.wait !== null) {
           await cur.wait;
           cur.wait = null;
@@ -486,7 +486,7 @@ export class OriginConnection {
     }
   }
 
-  #onBytes(cur: Current, bytes: Uint8Array): void {
+  #onBytes(bytes: Uint8Array): void {
     try {
       const used = this.#parser.feed(bytes);
       if (used < bytes.length) this.#extra = true;
@@ -495,7 +495,6 @@ export class OriginConnection {
         "BAD_RESPONSE",
         `The local service sent an invalid response: ${(e as Error).message}`,
       );
-      void cur;
       this.close();
     }
   }
@@ -587,13 +586,12 @@ function encodeLatin1(text: string, tail?: Uint8Array): Uint8Array {
   return out;
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const BAD_TARGET = /[^\x21-\x7e\x80-\xff]/;
 
 /** Checks a method and request target; returns an error message, or null when fine. */
 export function checkRequestLine(method: string, path: string): string | null {
-  if (!TOKEN.test(method)) return "Invalid method";
+  if (!isToken(method)) return "Invalid method";
   if (path.length === 0 || BAD_TARGET.test(path)) return "Invalid request target";
   return null;
 }
@@ -623,7 +621,7 @@ export function requestHeadLines(
   for (const [k, v] of headers) {
     const name = k.toLowerCase();
     if (hopByHop.has(name) || connection?.has(name) || skip?.(name)) continue;
-    if (!TOKEN.test(name) || BAD_VALUE.test(v)) continue;
+    if (!isToken(name) || BAD_VALUE.test(v)) continue;
     if (name === "content-length") {
       contentLength = /^\d{1,15}$/.test(v) ? Number(v) : -1;
       continue;
