@@ -580,8 +580,8 @@ function encodeLatin1(text: string, tail?: Uint8Array): Uint8Array {
   const out = new Uint8Array(n + (tail?.length ?? 0));
   // ASCII (the usual case) encodes the same in UTF-8, natively. Anything wider
   // takes more bytes than characters there: then go byte by byte.
-  const { read, written } = encoder.encodeInto(text, out.subarray(0, n));
-  if (read !== n || written !== n) { for (let i = 0; i < n; i++) out[i] = text.charCodeAt(i); }
+  const { read } = encoder.encodeInto(text, out.subarray(0, n));
+  if (read !== n) { for (let i = 0; i < n; i++) out[i] = text.charCodeAt(i); }
   if (tail) out.set(tail, n);
   return out;
 }
