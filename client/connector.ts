@@ -22,6 +22,7 @@ import { OriginPool } from "./origin/pool.ts";
 import { type MuxParams, MuxSession, type MuxStream } from "../shared/mux/mod.ts";
 import { type ForwardOptions, type ForwardOutcome, serveStream } from "./forwarder.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
+import { FEATURE_SPLICE } from "../shared/protocol/mod.ts";
 
 export const CLIENT_VERSION = "hopgate-client/0.1.0";
 
@@ -311,6 +312,7 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
             client: CLIENT_VERSION,
             domain: options.domain,
             target: options.target.origin,
+            features: [FEATURE_SPLICE],
           }, options.helloTimeoutMs ?? 10_000);
           upSince = performance.now();
           emit({

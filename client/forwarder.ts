@@ -9,7 +9,9 @@
  *
  * HTTP goes through our own kept-alive HTTP/1.1 client (`origin/pool.ts`, which says
  * why not node:http or fetch). Both bodies are streamed with backpressure; redirects
- * are passed through, never followed. WebSocket upgrades are bridged in `ws_bridge.ts`.
+ * are passed through, never followed. HTTP/1.1 upgrades (`head.upgrade`, from a server
+ * that knows we splice) are spliced as raw bytes in `splice.ts`; WebSocket upgrades
+ * from older servers (`head.ws`) are bridged message by message in `ws_bridge.ts`.
  */
 import { concatBytes } from "../shared/bytes.ts";
 import type { MuxStream } from "../shared/mux/mod.ts";
@@ -27,6 +29,7 @@ import {
   type RequestHead,
 } from "../shared/protocol/mod.ts";
 import { bridgeWebSocket } from "./ws_bridge.ts";
+import { spliceUpgrade } from "./splice.ts";
 import {
   checkRequestLine,
   type OriginError,
@@ -76,6 +79,7 @@ export async function serveStream(
     else abortStream(stream);
     return { kind: e instanceof HeadError ? "error" : "aborted", ...badHead(message) };
   }
+  if (head.upgrade !== undefined) return await spliceUpgrade(stream, head, first, options);
   if (head.ws) {
     const body = bodyStream(stream, first, () => stream.stopSending(StreamErrorCode.CANCELLED));
     return await bridgeWebSocket(stream, head, body, options);

@@ -14,7 +14,7 @@ import {
 import type { DtlsConn } from "../shared/dtls/mod.ts";
 import { awaitHello, HelloRejectedError } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession } from "../shared/mux/mod.ts";
-import { PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
+import { FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import type { Logger } from "./log.ts";
 import type { TunnelRegistry, TunnelSession } from "./registry.ts";
@@ -35,6 +35,11 @@ export class Tunnel implements TunnelSession {
     readonly session: MuxSession,
     peer: PeerAddr,
     readonly clientVersion: string,
+    /**
+     * The client announced FEATURE_SPLICE: send it HTTP/1.1 upgrades as
+     * RequestHead.upgrade (raw bytes), never RequestHead.ws (WebSocket messages).
+     */
+    readonly splice: boolean = false,
   ) {
     this.remoteAddr = peer.hostname.includes(":")
       ? `[${peer.hostname}]:${peer.port}`
@@ -145,7 +150,8 @@ export class TunnelHub {
     }, this.#opts.helloTimeoutMs ?? 10_000).then(({ hello }) => {
       this.#pending.delete(session);
       if (this.#closing || session.isClosed) return;
-      const tunnel = new Tunnel(id, domain, session, conn.remoteAddr, hello.client);
+      const splice = hello.features?.includes(FEATURE_SPLICE) ?? false;
+      const tunnel = new Tunnel(id, domain, session, conn.remoteAddr, hello.client, splice);
       const remove = this.#registry.add(domain, tunnel);
       this.#log.info("tunnel connected", {
         component: "tunnel",

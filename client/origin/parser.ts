@@ -17,9 +17,12 @@
  * - in a chunked body every line ends in CRLF (a bare LF is accepted only in the
  *   head), and a chunk-size line is hex digits and well-formed extensions
  *   (`;name` or `;name=token` or `;name="quoted"`), no whitespace;
- * - interim 1xx responses (100, 102, 103) are skipped; 101 is an error (upgrades
- *   are bridged elsewhere), and so is an interim response that closes the
- *   connection (`Connection: close`, or HTTP/1.0).
+ * - interim 1xx responses (100, 102, 103) are skipped; 101 is an error, and so is
+ *   an interim response that closes the connection (`Connection: close`, or
+ *   HTTP/1.0). Only a response started with `{ upgrade: true }` (the request asked
+ *   for an upgrade) may be a 101 (HTTP/1.1): the parser reports its head and stops
+ *   right after it (`upgraded`); the bytes after it are the new protocol's, left
+ *   unconsumed by `feed`.
  *
  * A connection may be reused only when `reusable` is true after `complete`:
  * HTTP/1.1, no `Connection: close`, and a body framed by length or chunks (a
@@ -61,6 +64,8 @@ const enum State {
   Trailers,
   UntilClose,
   Complete,
+  /** A 101 head was read: what follows is not HTTP. */
+  Upgraded,
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -94,16 +99,21 @@ export class ResponseParser {
   #reusable = false;
   #started = false;
   #trailerBytes = 0;
+  #upgrade = false;
 
   constructor(events: ResponseEvents, maxHeadBytes = DEFAULT_MAX_HEAD_BYTES) {
     this.#events = events;
     this.#maxHeadBytes = maxHeadBytes;
   }
 
-  /** Expects the response to a request with this method. */
-  start(method: string): void {
+  /**
+   * Expects the response to a request with this method. `upgrade`: the request asked
+   * for a protocol upgrade, so a 101 is a valid final answer.
+   */
+  start(method: string, options: { upgrade?: boolean } = {}): void {
     this.#state = State.Head;
     this.#headRequest = method === "HEAD";
+    this.#upgrade = options.upgrade ?? false;
     this.#partial = [];
     this.#partialBytes = 0;
     this.#reusable = false;
@@ -124,6 +134,11 @@ export class ResponseParser {
   /** After `complete`: the connection may carry another request. */
   get reusable(): boolean {
     return this.#state === State.Complete && this.#reusable;
+  }
+
+  /** A 101 head was read (only after `start(method, { upgrade: true })`): the rest is not HTTP. */
+  get upgraded(): boolean {
+    return this.#state === State.Upgraded;
   }
 
   /** The body runs until the connection closes. */
@@ -201,6 +216,7 @@ export class ResponseParser {
           this.#events.body(bytes.subarray(pos));
           return n;
         case State.Complete:
+        case State.Upgraded:
           return pos;
         case State.Idle:
           throw new ResponseError("The origin sent bytes nobody asked for");
@@ -217,7 +233,10 @@ export class ResponseParser {
       this.#events.end();
       return;
     }
-    if (this.#state === State.Complete || this.#state === State.Idle) return;
+    if (
+      this.#state === State.Complete || this.#state === State.Idle ||
+      this.#state === State.Upgraded
+    ) return;
     throw new ResponseError(
       this.#state === State.Head
         ? "The origin closed the connection before a complete response head"
@@ -311,6 +330,14 @@ export class ResponseParser {
       } else if (name === "connection") {
         for (const t of value.split(",")) if (t.trim().toLowerCase() === "close") close = true;
       }
+    }
+    if (status === 101 && this.#upgrade) {
+      // HTTP/1.0 has no 101 (RFC 9110 15.2.2).
+      if (minor === 0) throw new ResponseError("101 Switching Protocols in HTTP/1.0");
+      this.#events.head({ status, reason: m[3] ?? "", headers });
+      this.#reusable = false;
+      this.#state = State.Upgraded;
+      return;
     }
     if (status < 200) {
       if (status === 101) throw new ResponseError("Unexpected 101 Switching Protocols");

@@ -200,10 +200,24 @@ export class OriginPool {
   }
 
   async #connect(cancel: AbortSignal): Promise<OriginConnection> {
+    const conn = await this.connectRaw(cancel);
+    const c = new OriginConnection(conn, this, this.#maxHeadBytes);
+    this.#all.add(c);
+    this.#opened++;
+    return c;
+  }
+
+  /**
+   * A new connection to the local service that the pool does not keep (an upgrade
+   * takes it over): TCP with no delay, or TLS already handshaken, within the connect
+   * timeout. Rejects with an OriginError (ABORTED when `cancel` fired).
+   */
+  async connectRaw(cancel?: AbortSignal): Promise<Deno.Conn> {
     if (this.#closed) throw new OriginError("ABORTED", "The client is stopping", false);
     const ac = new AbortController();
     const onCancel = () => ac.abort();
-    cancel.addEventListener("abort", onCancel, { once: true });
+    if (cancel?.aborted) throw new OriginError("ABORTED", "The request was abandoned", false);
+    cancel?.addEventListener("abort", onCancel, { once: true });
     let handshaking: Deno.TlsConn | undefined;
     const timer = setTimeout(() => {
       ac.abort();
@@ -224,7 +238,7 @@ export class OriginPool {
         });
       } else conn = await Deno.connect(opts);
     } catch (e) {
-      if (cancel.aborted) throw new OriginError("ABORTED", "The request was abandoned", false);
+      if (cancel?.aborted) throw new OriginError("ABORTED", "The request was abandoned", false);
       if (ac.signal.aborted) {
         throw new OriginError(
           "LOCAL_CONNECT_TIMEOUT",
@@ -235,13 +249,10 @@ export class OriginPool {
       throw connectError(e);
     } finally {
       clearTimeout(timer);
-      cancel.removeEventListener("abort", onCancel);
+      cancel?.removeEventListener("abort", onCancel);
     }
     if (!this.#tls) (conn as Deno.TcpConn).setNoDelay(true);
-    const c = new OriginConnection(conn, this, this.#maxHeadBytes);
-    this.#all.add(c);
-    this.#opened++;
-    return c;
+    return conn;
   }
 
   /** Called by a connection whose exchange ended cleanly. */
@@ -575,7 +586,7 @@ function chunkOf(piece: Uint8Array): Uint8Array {
 }
 
 /** `text` as Latin-1 bytes (callers pass ByteStrings), then `tail` if given. */
-function encodeLatin1(text: string, tail?: Uint8Array): Uint8Array {
+export function encodeLatin1(text: string, tail?: Uint8Array): Uint8Array {
   const n = text.length;
   const out = new Uint8Array(n + (tail?.length ?? 0));
   // ASCII (the usual case) encodes the same in UTF-8, natively. Anything wider

@@ -15,6 +15,11 @@ import { concatBytes } from "../bytes.ts";
 export const PROTOCOL_VERSION = 1;
 /** Largest head accepted: request line + headers. */
 export const MAX_HEAD_BYTES = 64 * 1024;
+/**
+ * Hello.features: the client splices HTTP/1.1 upgrades as raw bytes (RequestHead.upgrade)
+ * instead of bridging WebSocket messages (RequestHead.ws).
+ */
+export const FEATURE_SPLICE = "splice";
 
 export type HeaderList = [string, string][];
 
@@ -28,6 +33,8 @@ export interface Hello {
   domain: string;
   /** Human description of the local target, e.g. "http://127.0.0.1:3000". */
   target: string;
+  /** What this client can do beyond protocol `proto`, e.g. FEATURE_SPLICE; absent from old clients. */
+  features?: string[];
 }
 
 /** Server → client: accepted. */
@@ -60,10 +67,21 @@ export interface RequestHead {
   /** The caller's IP address. */
   client: string;
   scheme: "http" | "https";
-  /** True for a WebSocket upgrade: the stream carries WebSocket messages after the response head. */
+  /**
+   * True for a WebSocket upgrade: the stream carries WebSocket messages after the response
+   * head. Sent to clients without FEATURE_SPLICE only.
+   */
   ws?: boolean;
   /** For ws: the subprotocols the caller offered. */
   protocols?: string[];
+  /**
+   * An HTTP/1.1 upgrade, to a client that announced FEATURE_SPLICE (instead of `ws`): the
+   * caller's Upgrade field value, e.g. "websocket". The client sends the request to the local
+   * service with `Connection: upgrade` and this `Upgrade`; on a 101 the stream then carries
+   * the upgraded connection's raw bytes both ways. The request body, if any, is the
+   * Content-Length bytes right after the head; upgraded bytes follow it.
+   */
+  upgrade?: string;
 }
 
 /** Client → server: the origin's response head. */
@@ -73,6 +91,8 @@ export interface ResponseHead {
   headers: HeaderList;
   /** For ws: the subprotocol the origin chose. */
   protocol?: string;
+  /** For a 101 answer to `upgrade`: the origin's Upgrade field value (the protocol it switched to). */
+  upgrade?: string;
 }
 
 /** Why the client could not get a response from the local service. */
@@ -121,6 +141,23 @@ const isStr = (v: unknown): v is string => typeof v === "string";
 const isHeaderList = (v: unknown): v is HeaderList =>
   Array.isArray(v) &&
   v.every((p) => Array.isArray(p) && p.length === 2 && isStr(p[0]) && isStr(p[1]));
+const isStrList = (v: unknown): v is string[] => Array.isArray(v) && v.every(isStr);
+const PROTOCOL = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)?$/;
+/**
+ * An Upgrade field value (RFC 9110 7.8): one or more `protocol-name["/"protocol-version]`,
+ * comma-separated (empty elements ignored). Nothing else: it goes into a request head as is.
+ */
+function isUpgrade(v: unknown): v is string {
+  if (!isStr(v)) return false;
+  let n = 0;
+  for (const part of v.split(",")) {
+    const p = part.replace(/^[ \t]+|[ \t]+$/g, "");
+    if (p === "") continue;
+    if (!PROTOCOL.test(p)) return false;
+    n++;
+  }
+  return n > 0;
+}
 
 /** Validates a parsed head's shape by its `t`. */
 export function validateHead(v: unknown): Decoded<Head> {
@@ -133,6 +170,7 @@ export function validateHead(v: unknown): Decoded<Head> {
       if (!isStr(o.client) || !isStr(o.domain) || !isStr(o.target)) {
         return bad("client/domain/target");
       }
+      if (o.features !== undefined && !isStrList(o.features)) return bad("features");
       return { value: o as unknown as Hello };
     case "welcome":
       if (!isStr(o.session) || !isStr(o.server)) return bad("session/server");
@@ -147,9 +185,10 @@ export function validateHead(v: unknown): Decoded<Head> {
       if (o.scheme !== "http" && o.scheme !== "https") return bad("scheme");
       if (!isHeaderList(o.headers)) return bad("headers");
       if (o.ws !== undefined && typeof o.ws !== "boolean") return bad("ws");
-      if (o.protocols !== undefined && !(Array.isArray(o.protocols) && o.protocols.every(isStr))) {
-        return bad("protocols");
-      }
+      if (o.protocols !== undefined && !isStrList(o.protocols)) return bad("protocols");
+      if (o.upgrade !== undefined && !isUpgrade(o.upgrade)) return bad("upgrade");
+      // One or the other: a message bridge and a byte splice cannot share the stream.
+      if (o.upgrade !== undefined && o.ws === true) return bad("ws/upgrade (both set)");
       return { value: o as unknown as RequestHead };
     case "res":
       if (
@@ -160,6 +199,7 @@ export function validateHead(v: unknown): Decoded<Head> {
       }
       if (!isHeaderList(o.headers)) return bad("headers");
       if (o.protocol !== undefined && !isStr(o.protocol)) return bad("protocol");
+      if (o.upgrade !== undefined && !isUpgrade(o.upgrade)) return bad("upgrade");
       return { value: o as unknown as ResponseHead };
     case "err":
       if (!isStr(o.code) || !isStr(o.message)) return bad("code/message");

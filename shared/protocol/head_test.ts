@@ -3,11 +3,15 @@ import {
   bodyStream,
   decodeHeadJson,
   encodeHead,
+  FEATURE_SPLICE,
   HeadError,
+  type Hello,
   MAX_HEAD_BYTES,
   readHead,
   readHeadFrom,
   type RequestHead,
+  type ResponseHead,
+  validateHead,
 } from "./head.ts";
 
 const req = (extra: Partial<RequestHead> = {}): RequestHead => ({
@@ -105,4 +109,64 @@ Deno.test("head: readHead (Web Streams) and bodyStream keep the body after the h
   assert.deepEqual((await reader.read()).value, new Uint8Array([8]));
   await reader.cancel("gone");
   assert.equal(cancelled, "gone");
+});
+
+Deno.test("head: Hello.features is optional, a list of strings; old hellos still decode", () => {
+  const hello: Hello = {
+    t: "hello",
+    proto: 1,
+    client: "hopgate-client/0.1.0",
+    domain: "app.example.com",
+    target: "http://127.0.0.1:3000",
+  };
+  assert.equal(FEATURE_SPLICE, "splice");
+  assert.deepEqual(validateHead(hello).value, hello);
+  const withFeatures = { ...hello, features: [FEATURE_SPLICE, "later-thing"] };
+  assert.deepEqual(decodeHeadJson(encodeHead(withFeatures).subarray(4)).value, withFeatures);
+  assert.deepEqual(validateHead({ ...hello, features: [] }).value, { ...hello, features: [] });
+  for (const features of ["splice", [1], [["splice"]], null, { splice: true }]) {
+    assert.match(validateHead({ ...hello, features }).error ?? "", /features/, String(features));
+  }
+});
+
+Deno.test("head: RequestHead.upgrade is an Upgrade field value, and never comes with ws", () => {
+  for (
+    const upgrade of ["websocket", "WebSocket", "h2c", "foo/1.0", "a, b/2", " websocket ", ",x,"]
+  ) {
+    assert.deepEqual(validateHead(req({ upgrade })).value, req({ upgrade }), upgrade);
+  }
+  assert.deepEqual(validateHead(req({ upgrade: "websocket", ws: false })).value?.t, "req");
+  const bad: unknown[] = [
+    "",
+    " , ",
+    "web socket",
+    "websocket\r\nx-injected: 1",
+    "websocket/",
+    "a/b/c",
+    "caf\u00e9",
+    5,
+    ["websocket"],
+    null,
+  ];
+  for (const upgrade of bad) {
+    const r = validateHead({ ...req(), upgrade });
+    assert.match(r.error ?? "", /upgrade/, JSON.stringify(upgrade));
+  }
+  assert.match(validateHead(req({ upgrade: "websocket", ws: true })).error ?? "", /ws\/upgrade/);
+  // An old server's WebSocket head is unchanged.
+  assert.equal(validateHead(req({ ws: true, protocols: ["chat"] })).value?.t, "req");
+});
+
+Deno.test("head: a 101 ResponseHead may carry the origin's Upgrade value", () => {
+  const res: ResponseHead = {
+    t: "res",
+    status: 101,
+    headers: [["sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="]],
+    upgrade: "websocket",
+  };
+  assert.deepEqual(decodeHeadJson(encodeHead(res).subarray(4)).value, res);
+  const { upgrade: _, ...plain } = res;
+  assert.deepEqual(validateHead(plain).value, plain);
+  assert.match(validateHead({ ...res, upgrade: "no good" }).error ?? "", /upgrade/);
+  assert.match(validateHead({ ...res, upgrade: 1 }).error ?? "", /upgrade/);
 });
