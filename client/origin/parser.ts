@@ -418,7 +418,7 @@ function parseField(line: string, what: string): [string, string] {
   if (colon <= 0) throw new ResponseError(`Invalid ${what} line`);
   const name = line.slice(0, colon);
   if (!TOKEN.test(name)) throw new ResponseError(`Invalid ${what} name`);
-  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+  const value = trimOws(line, colon + 1);
   if (BAD_VALUE.test(value)) throw new ResponseError(`Invalid ${what} value`);
   return [name.toLowerCase(), value];
 }
@@ -443,4 +443,17 @@ function latin1Of(b: Uint8Array): string {
     s += String.fromCharCode(...b.subarray(i, Math.min(b.length, i + 4096)));
   }
   return s;
+}
+
+/**
+ * `s` from `start` without leading and trailing SP/HTAB. A loop, not a regex: the
+ * regex `/^[ \t]+|[ \t]+$/g` retries its second branch at every offset and took
+ * 3.7 s on a value of 60,000 spaces then one letter.
+ */
+function trimOws(s: string, start: number): string {
+  let a = start;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
+  return s.slice(a, b);
 }
