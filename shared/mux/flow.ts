@@ -1,8 +1,71 @@
 /**
+ * Receive-side flow control: how much the peer may send, per stream and per session.
+ *
+ * ## Why a slow reader cannot stall its session
+ *
+ * Credit for a stream returns only as its reader reads, so a reader that stops (an HTTP
+ * caller that stopped reading its response) parks up to a window of bytes in its
+ * stream. When the session limit was "bytes read + session window", those parked bytes
+ * also held the session's credit: a few stalled streams with auto-tuned windows (up to
+ * 16 MiB each, against a 24 MiB session window), or 50 with the wire's 64 KiB each
+ * (against 1.5 MiB), left no session credit, and every other stream of the tunnel
+ * stalled until they went away.
+ *
+ * The session limit now follows the streams' credit instead of the bytes read:
+ *
+ *     MAX_DATA = consumed + min(maxSessionWindowBytes, streamCredit + headroom)
+ *
+ * - `consumed`: bytes read or discarded (reset, STOP_SENDING) over the session.
+ * - `streamCredit`: what the peer may still send on the streams we know of: for each
+ *   open receive half, its MAX_STREAM_DATA (or final size) minus what its reader took.
+ *   Bytes parked in a stream are inside its credit, so they never use up the headroom.
+ * - `headroom` (initialSessionWindowBytes, 1.5 MiB): session credit beyond that, for the
+ *   first bytes of streams the peer opens before we hear of them (64 KiB each on the
+ *   wire default). It is the whole window while no stream holds credit.
+ *
+ * The peer may have sent at most consumed + streamCredit (+ new streams' first bytes),
+ * and MAX_DATA is re-sent once it lags the formula by half the headroom, so a stream
+ * waits for session credit only if the cap is reached; until then only its own
+ * MAX_STREAM_DATA limits it, and that returns as its own reader reads.
+ *
+ * The cap keeps memory bounded. The receiver never holds more than
+ * `maxSessionWindowBytes` (32 MiB) per session (MAX_DATA never runs further than that
+ * past `consumed`) nor more than a stream's window (`maxStreamWindowBytes`, 16 MiB) per
+ * stream. To keep streamCredit + headroom below the cap, a stream's window grows only
+ * out of a shared pool, `maxSessionWindowBytes` - headroom - reserve (32 - 1.5 - 8 =
+ * 22.5 MiB):
+ *
+ * - A stream whose reader reads fast doubles its window (`ReceiveWindow.update`, as
+ *   before), but to at most `streamWindowShareRatio` (3/4) of the pool the other streams
+ *   leave. Alone it reaches 16 MiB (3/4 x 22.5 MiB is more), so single-stream
+ *   throughput is unchanged; N streams read at once settle at about pool / (N + 1/3)
+ *   each (10: 2.2 MiB, 50: 0.45 MiB), and a stream that stops reading keeps only that.
+ * - Credit, once sent, cannot be taken back: a parked stream holds what it had. But a
+ *   window may also shrink: as a stream reads, it is granted only up to its current
+ *   share, so readers that slow down hand their share back.
+ * - Every stream may always keep the wire default (64 KiB) in credit, pool or no pool:
+ *   a new stream starts with it anyway, and a request/response exchange needs no more.
+ *   The reserve (`streamWindowReserveRatio`, 1/4 of the cap: 8 MiB) is what keeps those
+ *   inside the cap when they arrive after the pool was handed out: about 140 streams
+ *   parked at 64 KiB on top of a fully used pool before a new stream waits on the
+ *   session (the peer may have at most 256 streams open anyway).
+ *
+ * Measured (slow_reader_test.ts: memory link, 10 ms RTT, tunnel params): 50 streams
+ * never read, each with 200 MiB to send, hold 3.2 MiB (their 64 KiB each); 200
+ * request/response exchanges on new streams beside them take 10 ms at p50 and p99, as
+ * with no stalled streams (before: the first one never completed). Worst case, 10 streams
+ * that grew alone, one after another, then stopped, plus 40 never read: 23.8 MiB held,
+ * the pool spent, exchanges still 10 ms at p99, a new bulk stream down to 64 KiB per RTT.
+ * All of it is receiver-side: the sender still obeys MAX_DATA and MAX_STREAM_DATA as
+ * before, so an unchanged peer interoperates (it just sees larger MAX_DATA values).
+ */
+
+/**
  * A receive window that grows with use (auto-tuning as in quic-go's
  * flowcontrol): when the peer used up a window's worth in less than about two
  * round trips, the window doubles, up to a maximum. This is what keeps a single
- * stream from being capped at window/RTT (frp #2987, #3555).
+ * stream from being capped at window/RTT (frp #2987, #3555). The session's pool
+ * (`SessionReceiveWindow.streamCap`) may hold it lower.
  */
 export class ReceiveWindow {
   /** Current window size in bytes. */
@@ -34,8 +97,12 @@ export class ReceiveWindow {
     return this.limit - this.consumed <= (this.#belowSize ? this.limit : this.size) / 2;
   }
 
-  /** Computes a new limit, growing the window if it was used up fast. Returns the new limit. */
-  update(now: number, srttMs: number): number {
+  /**
+   * Computes a new limit, growing the window if it was used up fast, and holding it
+   * to at most `capBytes` (it shrinks if it was larger; the limit never goes back).
+   * Returns the new limit.
+   */
+  update(now: number, srttMs: number, capBytes = Infinity): number {
     if (this.#epochStart >= 0 && this.size < this.maxSize) {
       const used = this.consumed - this.#epochOffset;
       const elapsed = now - this.#epochStart;
@@ -44,15 +111,73 @@ export class ReceiveWindow {
         this.size = Math.min(this.size * 2, this.maxSize);
       }
     }
+    if (this.size > capBytes) this.size = capBytes;
     this.#belowSize = false;
     this.#epochStart = now;
     this.#epochOffset = this.consumed;
-    this.limit = this.consumed + this.size;
+    this.limit = Math.max(this.limit, this.consumed + this.size);
+    return this.limit;
+  }
+}
+
+/** What the session's receive budget is made of (from MuxParams). */
+export interface SessionWindowOptions {
+  /** Most the peer may have sent beyond what was consumed (maxSessionWindowBytes). */
+  maxBytes: number;
+  /** Session credit beyond the streams' credit (initialSessionWindowBytes). */
+  headroomBytes: number;
+  /** Part of maxBytes no stream window grows into (maxBytes x streamWindowReserveRatio). */
+  reserveBytes: number;
+  /** Fraction of the pool the other streams leave that one stream's window may take. */
+  shareRatio: number;
+  /** Credit every stream may keep whatever the pool says (the wire's initial stream window). */
+  floorBytes: number;
+}
+
+/**
+ * The session's receive limit (MAX_DATA), derived from its streams' credit (see the
+ * top of this file): consumed + min(maxBytes, streamCredit + headroom).
+ */
+export class SessionReceiveWindow {
+  readonly maxBytes: number;
+  readonly headroomBytes: number;
+  readonly floorBytes: number;
+  readonly #poolBytes: number;
+  readonly #shareRatio: number;
+  /** Highest session offset the peer may send up to (last advertised). */
+  limit: number;
+  /** Bytes read or discarded over the session. */
+  consumed = 0;
+  /** Sum of the open receive halves' credit (`Stream.credit`). */
+  streamCredit = 0;
+
+  constructor(o: SessionWindowOptions) {
+    this.maxBytes = o.maxBytes;
+    this.headroomBytes = o.headroomBytes;
+    this.floorBytes = o.floorBytes;
+    this.#poolBytes = Math.max(0, o.maxBytes - o.headroomBytes - o.reserveBytes);
+    this.#shareRatio = o.shareRatio;
+    this.limit = this.#target;
+  }
+
+  get #target(): number {
+    return this.consumed + Math.min(this.maxBytes, this.streamCredit + this.headroomBytes);
+  }
+
+  /** True when the advertised limit lags what it should be by half the headroom or more. */
+  get wantsUpdate(): boolean {
+    return this.#target - this.limit >= this.headroomBytes / 2;
+  }
+
+  /** Raises the limit to what it should be (never lowers it). Returns the new limit. */
+  update(): number {
+    this.limit = Math.max(this.limit, this.#target);
     return this.limit;
   }
 
-  /** Ensures the window is at least `n` bytes (session window follows its streams). */
-  ensureAtLeast(n: number): void {
-    if (this.size < n) this.size = Math.min(n, this.maxSize);
+  /** Largest window a stream that holds `ownCredit` of streamCredit may have now. */
+  streamCap(ownCredit: number): number {
+    const free = this.#poolBytes - (this.streamCredit - ownCredit);
+    return Math.max(this.floorBytes, Math.floor(this.#shareRatio * free));
   }
 }

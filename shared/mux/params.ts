@@ -82,14 +82,46 @@ export interface MuxParams {
   pmtudBlackHoleLostPackets: number;
   /** Consecutive PTOs with packets above base in flight that mean a black hole, too. */
   pmtudBlackHolePtos: number;
-  /** Initial per-stream receive window (grows with use up to the max). */
+  /**
+   * Per-stream receive window announced once a stream is being read (grows with use up to
+   * the max; the peer starts at the wire's 64 KiB). flow.ts explains the receive budget.
+   */
   initialStreamWindowBytes: number;
-  /** Largest per-stream receive window auto-tuning may reach. */
+  /**
+   * Largest per-stream receive window auto-tuning may reach, and so the most one stream
+   * buffers: 16 MiB keeps one stream at ~25 MB/s past 300 ms RTT. A stream gets it only
+   * while the session's pool is free enough (`streamWindowShareRatio`).
+   */
   maxStreamWindowBytes: number;
-  /** Initial session receive window (kept >= 1.5x the largest stream window). */
+  /**
+   * Session credit kept beyond what the streams hold (MAX_DATA = consumed + credit of the
+   * streams + this): the whole session window while no stream has credit, then the room
+   * new streams' first bytes share (64 KiB each on the wire default) before we hear of
+   * them. Bytes parked in an unread stream count against that stream, never against this.
+   */
   initialSessionWindowBytes: number;
-  /** Largest session receive window. */
+  /**
+   * The most the receiver commits per session (bytes buffered + in flight to it): MAX_DATA
+   * never runs further than this past what was read or discarded. 32 MiB = the pool stream
+   * windows grow from (22.5 MiB: one 16 MiB stream at 3/4) + headroom + reserve.
+   */
   maxSessionWindowBytes: number;
+  /**
+   * A stream's window grows to at most this fraction of the pool (maxSessionWindowBytes -
+   * headroom - reserve) the other streams leave: alone it gets 3/4 (16.9 MiB, above the
+   * per-stream max), N read at once settle near pool / (N + 1/3) each, and streams that
+   * stop reading keep no more than that share. 1 would let the first stream to stall
+   * take the whole pool and leave concurrent streams unfair; much lower holds a lone bulk
+   * stream under 16 MiB.
+   */
+  streamWindowShareRatio: number;
+  /**
+   * Fraction of maxSessionWindowBytes no stream window grows into (1/4: 8 MiB). Every
+   * stream may keep the wire's 64 KiB whatever the pool says; this is what keeps those of
+   * new streams that arrive after the pool was handed out (~140 of them, parked) under
+   * the cap, so a stream waits for session credit only past that.
+   */
+  streamWindowReserveRatio: number;
   /** Bytes a stream's writable buffers (unsent + unacked) before `write` waits. */
   streamSendBufferBytes: number;
   /** Streams the peer may have open at once (we grant MAX_STREAMS as streams close). */
@@ -141,7 +173,9 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   initialStreamWindowBytes: 512 * 1024,
   maxStreamWindowBytes: 16 * 1024 * 1024,
   initialSessionWindowBytes: 1536 * 1024,
-  maxSessionWindowBytes: 24 * 1024 * 1024,
+  maxSessionWindowBytes: 32 * 1024 * 1024,
+  streamWindowShareRatio: 0.75,
+  streamWindowReserveRatio: 0.25,
   streamSendBufferBytes: 1024 * 1024,
   maxIncomingStreams: 256,
   idleTimeoutMs: 30_000,
@@ -180,6 +214,7 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
     "pmtudBlackHolePtos",
     "initialStreamWindowBytes",
     "initialSessionWindowBytes",
+    "streamWindowShareRatio",
     "streamSendBufferBytes",
     "idleTimeoutMs",
     "keepAliveIntervalMs",
@@ -196,6 +231,9 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
     throw new TypeError(
       `Invalid mux param maxSessionWindowBytes: expected >= initialSessionWindowBytes (${p.initialSessionWindowBytes}), got ${p.maxSessionWindowBytes}`,
     );
+  }
+  for (const k of ["streamWindowShareRatio", "streamWindowReserveRatio"] as const) {
+    if (p[k] > 1) throw new TypeError(`Invalid mux param ${k}: expected <= 1, got ${p[k]}`);
   }
   if (p.keepAliveIntervalMs >= p.idleTimeoutMs) {
     throw new TypeError(

@@ -11,7 +11,7 @@ import type { DatagramConn } from "../datagram.ts";
 import { AckTracker } from "./ack_tracker.ts";
 import { type Clock, realClock } from "./clock.ts";
 import { MuxSessionError, SessionErrorCode, StreamErrorCode } from "./errors.ts";
-import { ReceiveWindow } from "./flow.ts";
+import { ReceiveWindow, SessionReceiveWindow } from "./flow.ts";
 import {
   ackFrameLength,
   decodeFrame,
@@ -85,6 +85,11 @@ export interface MuxStats {
   bufferedBytes: number;
   sendBufferedBytes: number;
   recvBufferedBytes: number;
+  /**
+   * Receive credit the open streams hold: the most they may yet buffer (flow.ts). With
+   * the headroom, the session's receive commitment, capped at maxSessionWindowBytes.
+   */
+  recvStreamCreditBytes: number;
   activeStreams: number;
   ptoCount: number;
   /** Current packet size (path MTU discovery) and the transport's ceiling. */
@@ -175,7 +180,7 @@ export class MuxSession implements StreamHost {
   #peerGoAway = false;
 
   // Session flow control.
-  readonly #recvWindow: ReceiveWindow;
+  readonly #recvWindow: SessionReceiveWindow;
   #recvHighestTotal = 0;
   #maxDataPending = true;
   #sendMax = WIRE_INITIAL_SESSION_WINDOW_BYTES;
@@ -266,10 +271,13 @@ export class MuxSession implements StreamHost {
     this.#ackFreqThreshold = this.params.ackElicitingThresholdPackets;
     this.#ackFreqDelayMs = this.params.maxAckDelayMs;
     this.#localMaxStreams = this.params.maxIncomingStreams;
-    this.#recvWindow = new ReceiveWindow(
-      this.params.initialSessionWindowBytes,
-      this.params.maxSessionWindowBytes,
-    );
+    this.#recvWindow = new SessionReceiveWindow({
+      maxBytes: p.maxSessionWindowBytes,
+      headroomBytes: p.initialSessionWindowBytes,
+      reserveBytes: p.maxSessionWindowBytes * p.streamWindowReserveRatio,
+      shareRatio: p.streamWindowShareRatio,
+      floorBytes: WIRE_INITIAL_STREAM_WINDOW_BYTES,
+    });
     const now = this.#clock.now();
     this.#lastReceiveTime = now;
     this.#lastSendTime = now;
@@ -399,6 +407,7 @@ export class MuxSession implements StreamHost {
       bufferedBytes: sendBuf + recvBuf,
       sendBufferedBytes: sendBuf,
       recvBufferedBytes: recvBuf,
+      recvStreamCreditBytes: this.#recvWindow.streamCredit,
       activeStreams: this.#streams.size,
       ptoCount: r.ptoCount,
       packetSizeBytes: this.#pmtu.size,
@@ -434,17 +443,33 @@ export class MuxSession implements StreamHost {
     this.#stats.streamBytesReceived += n;
     const w = s.window;
     w.consumed += n;
-    const now = this.#clock.now();
+    const sw = this.#recvWindow;
+    sw.consumed += n;
     if (s.recv.finalSize < 0 && s.recvState === "open" && w.wantsUpdate) {
-      w.update(now, this.#recovery.smoothedRtt);
-      this.#recvWindow.ensureAtLeast(w.size * 1.5);
+      // The window grows (or shrinks) within the share of the pool the others leave.
+      w.update(this.#clock.now(), this.#recovery.smoothedRtt, sw.streamCap(s.credit));
       s.maxStreamDataPending = true;
       this.streamControl(s);
     }
+    this.#updateCredit(s);
+  }
+
+  /**
+   * Recomputes what the peer may still send on s (0 once its receive half is no longer
+   * open: later data is discarded on arrival; 0 for our stream the peer cannot know of
+   * yet, beyond its MAX_STREAMS) and re-sends MAX_DATA if the session limit lags (flow.ts).
+   */
+  #updateCredit(s: Stream): void {
+    const r = s.recv;
+    const credit = s.recvState === "open" && !s.done &&
+        !(s.local && Math.floor(s.id / 2) >= this.#peerMaxStreams)
+      ? (r.finalSize >= 0 ? r.finalSize : s.window.limit) - r.readOffset
+      : 0;
     const sw = this.#recvWindow;
-    sw.consumed += n;
-    if (sw.wantsUpdate) {
-      sw.update(now, this.#recovery.smoothedRtt);
+    sw.streamCredit += credit - s.credit;
+    s.credit = credit;
+    if (sw.wantsUpdate && this.#state !== "closed") {
+      sw.update();
       this.#maxDataPending = true;
       this.#scheduleFlush();
     }
@@ -454,6 +479,7 @@ export class MuxSession implements StreamHost {
     if (s.done || !s.sendDone || !s.recvDone) return;
     if (s.resetPending || s.stopPending) return;
     s.done = true;
+    this.#updateCredit(s);
     this.#streams.delete(s.id);
     this.#controlSet.delete(s);
     if (!s.local) {
@@ -491,6 +517,7 @@ export class MuxSession implements StreamHost {
     );
     const s = new Stream(this, id, local, WIRE_INITIAL_STREAM_WINDOW_BYTES, win);
     this.#streams.set(id, s);
+    this.#updateCredit(s);
     return s;
   }
 
@@ -624,6 +651,7 @@ export class MuxSession implements StreamHost {
         this.#accountReceived(s, f.finalSize);
         if (this.#state === "closed") return;
         s.onReset(f.code, f.finalSize);
+        this.#updateCredit(s);
         return;
       }
       case FrameType.STOP_SENDING: {
@@ -651,6 +679,7 @@ export class MuxSession implements StreamHost {
           this.#requeueAll();
           for (const s of this.#streams.values()) {
             if (s.resetPending || s.stopPending || s.maxStreamDataPending) this.streamControl(s);
+            if (s.local && s.credit === 0) this.#updateCredit(s); // now on the wire
           }
         }
         return;
@@ -676,6 +705,7 @@ export class MuxSession implements StreamHost {
         for (const s of [...this.#streams.values()]) {
           if (s.local && s.id >= f.lastStreamIdPlusOne) {
             s.onSessionClosed(refused, false);
+            this.#updateCredit(s);
             this.#streams.delete(s.id);
           }
         }
@@ -744,7 +774,10 @@ export class MuxSession implements StreamHost {
     const prevHighest = s.recv.highest;
     this.#accountReceived(s, end);
     if (this.#state === "closed") return;
-    if (fin) s.recv.finalSize = end;
+    if (fin) {
+      s.recv.finalSize = end;
+      this.#updateCredit(s);
+    }
     if (s.recvState === "stopped") {
       // Discard, but return the credit.
       if (end > prevHighest) this.streamConsumed(s, end - prevHighest);
@@ -1251,6 +1284,7 @@ export class MuxSession implements StreamHost {
     const graceful = code === SessionErrorCode.NO_ERROR;
     for (const s of this.#streams.values()) s.onSessionClosed(err, graceful);
     this.#streams.clear();
+    this.#recvWindow.streamCredit = 0;
     this.#sendQueue = [];
     this.#controlSet.clear();
     this.#recovery.clear();

@@ -115,6 +115,8 @@ export class Stream implements MuxStream {
   stopCode = 0;
   stopPending = false;
   maxStreamDataPending = false;
+  /** What the peer may still send on the receive half (the session sums these: flow.ts). */
+  credit = 0;
   inControlSet = false;
   #readable: ReadableStream<Uint8Array> | null = null;
   #writable: WritableStream<Uint8Array> | null = null;
@@ -373,7 +375,8 @@ export class Stream implements MuxStream {
     const dropped = this.recv.highest - this.recv.readOffset;
     this.recv.clear();
     this.#failRead(new MuxStreamError(this.id, code, false, "stopped"));
-    if (dropped > 0) this.host.streamConsumed(this, dropped);
+    // Even with nothing dropped: the session stops counting this stream's credit.
+    this.host.streamConsumed(this, dropped);
     this.recv.readOffset = this.recv.highest;
     if (this.recv.finalSize < 0) {
       this.stopPending = true;
