@@ -1,0 +1,991 @@
+/**
+ * The public HTTP/1.1 front: our own server over raw connections, because
+ * `Deno.serve` (Deno 2.9.6) has no timeouts and buffers early-answered uploads
+ * without bound. docs/edge.md describes the limits from an operator's side.
+ *
+ *   accept ──► caps (total, per address) ──► Connection ──► RequestParser
+ *                                              │  one request at a time, in order
+ *                                              ▼
+ *                               handler(FrontRequest, Responder)
+ *
+ * Every socket an outsider can hold is bounded in time:
+ *
+ * | phase                                  | deadline                     | cut reason       |
+ * |----------------------------------------|------------------------------|------------------|
+ * | connection open, no complete head yet  | header timeout (10 s)        | `header_timeout` |
+ * | kept alive between requests            | idle timeout (60 s)          | `idle_timeout`   |
+ * | request body, no byte for              | body timeout (60 s)          | `body_timeout`   |
+ * | a response write making no progress    | write timeout (60 s)         | `write_timeout`  |
+ *
+ * and in memory: the head is at most `maxHeadBytes` (431), the body is read off
+ * the socket only when the handler asks for more (`readBody`), a pipelined
+ * request waits in at most one head's worth of bytes, and a response is written
+ * chunk by chunk, each awaited. One interval timer checks every connection's
+ * deadlines (`resolutionMs`), so a deadline costs no timer per request.
+ */
+import type { HeaderList } from "../../shared/protocol/mod.ts";
+import {
+  DEFAULT_MAX_HEAD_BYTES,
+  RequestError,
+  type RequestHead,
+  RequestParser,
+} from "./request_parser.ts";
+
+/** A byte connection: a `Deno.Conn`, a `Deno.TlsConn`, or our TLS acceptor's. */
+export interface ByteConn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+  closeWrite?(): Promise<void>;
+  readonly remoteAddr: Deno.Addr;
+}
+
+/** Why the front closed or refused a connection (the metrics label). */
+export type CutReason =
+  | "header_timeout"
+  | "idle_timeout"
+  | "body_timeout"
+  | "write_timeout"
+  | "bad_request"
+  | "head_too_large"
+  | "max_connections"
+  | "max_connections_per_address"
+  | "shutdown";
+
+export interface FrontLimits {
+  /** From a connection's first byte (or accept) to a complete request head. */
+  headerTimeoutMs: number;
+  /** A kept-alive connection with no request. */
+  idleTimeoutMs: number;
+  /** A request body with no byte received. */
+  bodyTimeoutMs: number;
+  /** A response write that makes no progress (the caller stopped reading). */
+  writeTimeoutMs: number;
+  /** Request line + headers, bytes (431 beyond). */
+  maxHeadBytes: number;
+  /** Header fields per request (431 beyond). */
+  maxHeaders: number;
+  /** Open connections in total; beyond, new ones are closed at once. */
+  maxConnections: number;
+  /** Open connections per remote address; beyond, new ones are closed at once. */
+  maxConnectionsPerAddress: number;
+}
+
+export const DEFAULT_LIMITS: FrontLimits = {
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  bodyTimeoutMs: 60_000,
+  writeTimeoutMs: 60_000,
+  maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
+  maxHeaders: 100,
+  maxConnections: 16_384,
+  maxConnectionsPerAddress: 1_024,
+};
+
+/** One request, as the handler sees it. */
+export interface FrontRequest {
+  readonly method: string;
+  /** Path and query (origin-form; an absolute-form target's path). */
+  readonly path: string;
+  /** The request-target as sent. */
+  readonly target: string;
+  readonly minor: 0 | 1;
+  /** Names lowercased, in order, repeats kept. */
+  readonly headers: HeaderList;
+  /** Host value as sent (or an absolute-form target's authority); "" when absent. */
+  readonly host: string;
+  /** The listener's scheme; never the request's. */
+  readonly scheme: "http" | "https";
+  /** The TCP peer's address. */
+  readonly peer: Deno.NetAddr;
+  /** Whether the request has a body (Content-Length > 0 or chunked). */
+  readonly hasBody: boolean;
+  /** Content-Length, or -1 when chunked or absent. */
+  readonly contentLength: number;
+  /** The Upgrade value when the Connection field lists `upgrade`. */
+  readonly upgrade: string | null;
+  /** Field names the Connection field lists, lowercased. */
+  readonly connection: ReadonlySet<string>;
+  /** Aborts when the caller goes away (or the connection is cut) before the exchange ends. */
+  readonly signal: AbortSignal;
+  /**
+   * The next piece of the body, read off the socket only now (backpressure);
+   * null at its end. The view is valid until the next call. Throws
+   * `BodyError` when the body cannot be read whole.
+   */
+  readBody(): Promise<Uint8Array | null>;
+}
+
+/** The request body could not be read whole (caller left, bad framing, timeout). */
+export class BodyError extends Error {
+  override name = "BodyError";
+}
+
+/** The caller's connection is gone (or was cut) while we wrote to it. */
+export class WriteError extends Error {
+  override name = "WriteError";
+}
+
+/** A raw byte stream after a 101: the upgraded connection. */
+export interface UpgradedConn {
+  /** Bytes the caller sent after its request head, not yet read. */
+  readonly head: Uint8Array;
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes all of `p` (write timeout applies). */
+  write(p: Uint8Array): Promise<void>;
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+
+/** How the handler answers one request. */
+export interface Responder {
+  /**
+   * Sets the status and headers (hop-by-hop ones are the front's business and
+   * are dropped; an invalid field is dropped). `length`: the body's exact size,
+   * or -1 when unknown (chunked on HTTP/1.1, until close on HTTP/1.0). Written
+   * with the first body bytes or at `end()`.
+   */
+  head(status: number, headers: HeaderList, length: number): void;
+  /** Writes body bytes; resolves when the socket took them. Throws `WriteError`. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Ends the response (with optional last bytes, written with the head if not sent). */
+  end(chunk?: Uint8Array): Promise<void>;
+  /** After `head(101, …)`: writes the head and hands over the raw connection. */
+  upgrade(): Promise<UpgradedConn>;
+  /** Cuts the connection: the caller sees it end without a complete response. */
+  abort(): void;
+  /** Whether the head was written (a gateway error can no longer be sent). */
+  readonly headSent: boolean;
+}
+
+export type FrontHandler = (req: FrontRequest, res: Responder) => Promise<void>;
+
+export interface FrontEvents {
+  /** A connection was cut or refused, by reason. */
+  cut?(reason: CutReason): void;
+  /** An accept failed (EMFILE, ENFILE…): the server backs off and retries. */
+  acceptError?(error: unknown): void;
+  /** Open connections changed. */
+  connections?(delta: 1 | -1): void;
+}
+
+export interface FrontServerOptions {
+  scheme: "http" | "https";
+  handler: FrontHandler;
+  limits?: Partial<FrontLimits>;
+  events?: FrontEvents;
+  /** How often deadlines are checked. Default min(1 s, smallest timeout / 4). */
+  resolutionMs?: number;
+}
+
+/** Something that accepts byte connections (a `Deno.Listener`, our TLS acceptor). */
+export interface Acceptor {
+  accept(): Promise<ByteConn>;
+  close(): void;
+  readonly addr: Deno.Addr;
+}
+
+/**
+ * Read sizes. A request head is read 4 KiB at a time (the parser keeps a partial
+ * head itself), so a connection that never sends a whole head costs ~20 KiB, not
+ * 80; a body gets a 64 KiB buffer, allocated when the first body read needs it.
+ */
+const HEAD_READ_BYTES = 4 * 1024;
+const BODY_READ_BYTES = 64 * 1024;
+const ACCEPT_BACKOFF_MS = 100;
+/** Bytes of an unread request body we read and drop to keep a connection alive. */
+const DRAIN_LIMIT = 64 * 1024;
+
+const enc = new TextEncoder();
+
+/** Serves HTTP/1.1 on the connections an acceptor yields. */
+export class FrontServer {
+  readonly limits: FrontLimits;
+  readonly #opts: FrontServerOptions;
+  readonly #acceptors = new Set<Acceptor>();
+  readonly #connections = new Set<Connection>();
+  readonly #perAddress = new Map<string, number>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closing = false;
+  #drained: (() => void) | undefined;
+  /** Cached `Date` header value, refreshed by the deadline timer. */
+  date = new Date().toUTCString();
+
+  constructor(opts: FrontServerOptions) {
+    this.#opts = opts;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    const l = this.limits;
+    const smallest = Math.min(
+      l.headerTimeoutMs,
+      l.idleTimeoutMs,
+      l.bodyTimeoutMs,
+      l.writeTimeoutMs,
+    );
+    const resolution = opts.resolutionMs ?? Math.max(10, Math.min(1000, smallest / 4));
+    this.#timer = setInterval(() => this.#sweep(), resolution);
+  }
+
+  get scheme(): "http" | "https" {
+    return this.#opts.scheme;
+  }
+
+  /** Open connections. */
+  get size(): number {
+    return this.#connections.size;
+  }
+
+  /** Starts accepting from `acceptor` until it or the server closes. */
+  serve(acceptor: Acceptor): Promise<void> {
+    this.#acceptors.add(acceptor);
+    return this.#acceptLoop(acceptor).finally(() => this.#acceptors.delete(acceptor));
+  }
+
+  /** Serves one connection that was accepted elsewhere. */
+  handle(conn: ByteConn): void {
+    if (this.#closing) {
+      safeClose(conn);
+      return;
+    }
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    const key = addr.hostname ?? "";
+    const l = this.limits;
+    if (this.#connections.size >= l.maxConnections) return this.#refuse(conn, "max_connections");
+    const n = this.#perAddress.get(key) ?? 0;
+    if (n >= l.maxConnectionsPerAddress) {
+      return this.#refuse(conn, "max_connections_per_address");
+    }
+    this.#perAddress.set(key, n + 1);
+    const c = new Connection(this, conn, this.#opts);
+    this.#connections.add(c);
+    this.#opts.events?.connections?.(1);
+    c.run().finally(() => {
+      this.#connections.delete(c);
+      const left = (this.#perAddress.get(key) ?? 1) - 1;
+      if (left <= 0) this.#perAddress.delete(key);
+      else this.#perAddress.set(key, left);
+      this.#opts.events?.connections?.(-1);
+      if (this.#closing && this.#connections.size === 0) this.#drained?.();
+    });
+  }
+
+  /**
+   * Stops accepting; idle connections close now, requests in progress finish
+   * (their connections close after the response) and upgraded connections keep
+   * going until `abortAll()`. Resolves when every connection is closed.
+   */
+  shutdown(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      for (const a of this.#acceptors) safeClose(a);
+      for (const c of this.#connections) c.closeIfIdle();
+    }
+    if (this.#connections.size === 0) {
+      this.#stopTimer();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      const prev = this.#drained;
+      this.#drained = () => {
+        prev?.();
+        this.#stopTimer();
+        resolve();
+      };
+    });
+  }
+
+  /** Cuts every connection now (a shutdown deadline passed). */
+  abortAll(): void {
+    for (const c of this.#connections) c.cut("shutdown");
+  }
+
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  cut(reason: CutReason): void {
+    this.#opts.events?.cut?.(reason);
+  }
+
+  #refuse(conn: ByteConn, reason: CutReason): void {
+    this.cut(reason);
+    safeClose(conn);
+  }
+
+  async #acceptLoop(acceptor: Acceptor): Promise<void> {
+    while (!this.#closing) {
+      let conn: ByteConn;
+      try {
+        conn = await acceptor.accept();
+      } catch (e) {
+        if (this.#closing || e instanceof Deno.errors.BadResource) return;
+        // EMFILE and friends: the process is out of descriptors. Never crash;
+        // wait for connections to close, and let the kernel queue hold the rest.
+        this.#opts.events?.acceptError?.(e);
+        await new Promise((r) => setTimeout(r, ACCEPT_BACKOFF_MS));
+        continue;
+      }
+      this.handle(conn);
+    }
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    this.date = new Date(now).toUTCString();
+    for (const c of this.#connections) c.check(now);
+  }
+
+  #stopTimer(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+function safeClose(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
+}
+
+const enum Phase {
+  /** Waiting for (the rest of) a request head. */
+  Head,
+  /** Kept alive, no byte of the next request yet. */
+  Idle,
+  /** A request is being handled. */
+  Busy,
+  /** Upgraded: raw bytes both ways. */
+  Upgraded,
+  Closed,
+}
+
+const CONTINUE = enc.encode("HTTP/1.1 100 Continue\r\n\r\n");
+const EMPTY = new Uint8Array(0);
+
+/** One accepted connection: requests one after another, in order. */
+class Connection {
+  readonly #server: FrontServer;
+  readonly #conn: ByteConn;
+  readonly #opts: FrontServerOptions;
+  readonly #peer: Deno.NetAddr;
+  readonly #buf = new Uint8Array(HEAD_READ_BYTES);
+  #bodyBuf: Uint8Array | undefined;
+  /** The watcher's buffer, shared with the head buffer's role: only one read at a time. */
+  #spare: Uint8Array = this.#buf;
+  readonly #parser: RequestParser;
+  /** Unconsumed bytes (after a message's end: the next request's). */
+  #pending: Uint8Array = EMPTY;
+  /** The one socket read in progress (the watcher's, taken over by whoever reads next). */
+  #inflight: Promise<number | null> | undefined;
+  #phase = Phase.Head;
+  /** When the current read phase expires (0: none), and why. */
+  #readDeadline = 0;
+  #readReason: CutReason = "header_timeout";
+  /** When the write in progress expires (0: none). */
+  #writeDeadline = 0;
+  #cutReason: CutReason | undefined;
+
+  // The current request.
+  #head: RequestHead | undefined;
+  #bodyQueue: Uint8Array[] = [];
+  #ended = false;
+  #continued = false;
+  /** The watcher: stop flag, its wake-up, whether it saw the caller leave. */
+  #watching: Promise<void> | undefined;
+  #stopWatch: (() => void) | undefined;
+  #callerGone = false;
+
+  constructor(server: FrontServer, conn: ByteConn, opts: FrontServerOptions) {
+    this.#server = server;
+    this.#conn = conn;
+    this.#opts = opts;
+    this.#peer = conn.remoteAddr as Deno.NetAddr;
+    const l = server.limits;
+    this.#parser = new RequestParser({
+      head: (h) => this.#head = h,
+      body: (v) => this.#bodyQueue.push(v),
+      end: () => this.#ended = true,
+    }, { maxHeadBytes: l.maxHeadBytes, maxHeaders: l.maxHeaders });
+    this.#readDeadline = Date.now() + l.headerTimeoutMs;
+  }
+
+  get scheme(): "http" | "https" {
+    return this.#server.scheme;
+  }
+
+  get peer(): Deno.NetAddr {
+    return this.#peer;
+  }
+
+  /** Called by the server's timer. */
+  check(now: number): void {
+    if (this.#phase === Phase.Closed) return;
+    if (this.#readDeadline !== 0 && now >= this.#readDeadline) this.cut(this.#readReason);
+    else if (this.#writeDeadline !== 0 && now >= this.#writeDeadline) this.cut("write_timeout");
+  }
+
+  closeIfIdle(): void {
+    if (this.#phase === Phase.Idle || (this.#phase === Phase.Head && this.#parser.idle)) {
+      this.cut("shutdown");
+    }
+  }
+
+  cut(reason: CutReason): void {
+    if (this.#phase === Phase.Closed) return;
+    this.#cutReason ??= reason;
+    this.#close();
+  }
+
+  #close(): void {
+    if (this.#phase === Phase.Closed) return;
+    this.#phase = Phase.Closed;
+    this.#readDeadline = 0;
+    this.#writeDeadline = 0;
+    this.#stopWatch?.();
+    safeClose(this.#conn);
+  }
+
+  async run(): Promise<void> {
+    try {
+      await this.#loop();
+    } catch {
+      // A read or write failed: the connection is gone.
+    } finally {
+      this.#close();
+      if (this.#cutReason) this.#server.cut(this.#cutReason);
+    }
+  }
+
+  async #loop(): Promise<void> {
+    const l = this.#server.limits;
+    for (;;) {
+      // Read until a whole head is parsed.
+      while (!this.#head) {
+        if (this.#pending.length === 0) {
+          const got = await this.#read();
+          if (got === null) return; // the caller closed between requests: fine
+          if (this.#phase === Phase.Idle) {
+            this.#phase = Phase.Head;
+            this.#readDeadline = Date.now() + l.headerTimeoutMs;
+            this.#readReason = "header_timeout";
+          }
+          this.#pending = got;
+        }
+        try {
+          this.#pending = this.#pending.subarray(this.#parser.feed(this.#pending));
+        } catch (e) {
+          if (!(e instanceof RequestError)) throw e;
+          await this.#refuse(e);
+          return;
+        }
+      }
+      this.#phase = Phase.Busy;
+      this.#readDeadline = 0;
+      const keepAlive = await this.#exchange(this.#head);
+      if (!keepAlive || this.#phase !== Phase.Busy || this.#server.closing) return;
+      // Next request.
+      this.#head = undefined;
+      this.#ended = false;
+      this.#continued = false;
+      this.#bodyQueue = [];
+      this.#parser.next();
+      const idle = this.#pending.length === 0;
+      this.#phase = idle ? Phase.Idle : Phase.Head;
+      this.#readDeadline = Date.now() + (idle ? l.idleTimeoutMs : l.headerTimeoutMs);
+      this.#readReason = idle ? "idle_timeout" : "header_timeout";
+    }
+  }
+
+  /** Answers a request we refuse, then the loop closes the connection. */
+  async #refuse(e: RequestError): Promise<void> {
+    this.#cutReason = e.status === 431 || e.status === 414 ? "head_too_large" : "bad_request";
+    const body = `${e.message}\n`;
+    const bytes = latin1(
+      `HTTP/1.1 ${e.status} ${reasonPhrase(e.status)}\r\nconnection: close\r\n` +
+        `content-type: text/plain\r\ncontent-length: ${body.length}\r\n` +
+        `date: ${this.#server.date}\r\n\r\n${body}`,
+    );
+    await this.#writeAll(bytes).catch(() => {});
+  }
+
+  /**
+   * One socket read; null at EOF. Takes over the watcher's read if one is in
+   * flight (its bytes land in the spare buffer), else reads into the main buffer.
+   * The returned view is valid until the next read.
+   */
+  async #read(body = false): Promise<Uint8Array | null> {
+    const inflight = this.#inflight;
+    if (inflight) {
+      this.#inflight = undefined;
+      const n = await inflight;
+      return n === null ? null : this.#spare.subarray(0, n);
+    }
+    const buf = body ? (this.#bodyBuf ??= new Uint8Array(BODY_READ_BYTES)) : this.#buf;
+    const n = await this.#conn.read(buf);
+    return n === null ? null : buf.subarray(0, n);
+  }
+
+  /**
+   * Runs the handler for one request. Resolves whether the connection may carry
+   * another request.
+   */
+  async #exchange(head: RequestHead): Promise<boolean> {
+    const ac = new AbortController();
+    const req = new Request1(this, head, ac.signal);
+    const res = new Responder1(this, head, this.#server);
+    if (!req.hasBody) this.#watch(ac);
+    else req.onBodyDone = () => this.#watch(ac);
+    try {
+      await this.#opts.handler(req, res);
+      if (!res.finished && !res.aborted) await res.end();
+    } catch {
+      res.abort();
+    }
+    if (res.upgraded || res.aborted || this.#phase !== Phase.Busy) return false;
+    this.#stopWatch?.();
+    await this.#watching;
+    this.#watching = undefined;
+    if (this.#callerGone || this.#phase !== Phase.Busy) return false;
+    // A body the handler did not read: drain a little to keep the connection,
+    // else close (the caller may still be sending a large upload).
+    if (!this.#ended && !await this.#drain(DRAIN_LIMIT)) return false;
+    return head.keepAlive && !res.closeAfter;
+  }
+
+  /**
+   * Once the request body is read: watches the socket so that a caller who
+   * leaves aborts the exchange, and keeps what a pipelining caller sends next
+   * (up to one head's worth; beyond that TCP holds it back).
+   */
+  #watch(ac: AbortController): void {
+    if (this.#watching) return;
+    this.#callerGone = false;
+    let stop = false;
+    let wake: () => void = () => {};
+    const stopped = new Promise<null | "stop">((r) => wake = () => r("stop"));
+    this.#stopWatch = () => {
+      stop = true;
+      wake();
+    };
+    const limit = this.#server.limits.maxHeadBytes;
+    // The watcher reads into the head buffer: keep what is pending out of its way.
+    if (this.#pending.length > 0) this.#pending = this.#pending.slice();
+    this.#watching = (async () => {
+      while (!stop && this.#pending.length < limit && this.#phase === Phase.Busy) {
+        const p = this.#inflight ??= this.#conn.read(this.#spare).catch(() => null);
+        const n = await Promise.race([p, stopped]);
+        if (n === "stop") return;
+        this.#inflight = undefined;
+        if (n === null) {
+          this.#callerGone = true;
+          ac.abort();
+          return;
+        }
+        const next = new Uint8Array(this.#pending.length + n);
+        next.set(this.#pending);
+        next.set(this.#spare.subarray(0, n), this.#pending.length);
+        this.#pending = next;
+      }
+    })();
+  }
+
+  /** Reads and drops the rest of a body, up to `limit` bytes; false if it did not end. */
+  async #drain(limit: number): Promise<boolean> {
+    let left = limit;
+    this.#bodyQueue = [];
+    while (!this.#ended) {
+      const v = await this.readBodyChunk().catch(() => null);
+      if (v === null) return false;
+      left -= v.length;
+      if (left < 0) return false;
+    }
+    return true;
+  }
+
+  /** The next body view (see FrontRequest.readBody). */
+  async readBodyChunk(): Promise<Uint8Array | null> {
+    for (;;) {
+      const q = this.#bodyQueue.shift();
+      if (q) return q;
+      if (this.#ended) return null;
+      if (this.#phase !== Phase.Busy) throw new BodyError("connection closed");
+      if (this.#pending.length === 0) {
+        if (this.#head?.expectContinue && !this.#continued) {
+          this.#continued = true;
+          await this.writeAll(CONTINUE).catch(() => {
+            throw new BodyError("caller connection failed");
+          });
+        }
+        const l = this.#server.limits;
+        this.#readDeadline = Date.now() + l.bodyTimeoutMs;
+        this.#readReason = "body_timeout";
+        let got: Uint8Array | null;
+        try {
+          got = await this.#read(true);
+        } catch {
+          throw new BodyError("caller connection failed during the body");
+        } finally {
+          this.#readDeadline = 0;
+        }
+        if (got === null) throw new BodyError("caller closed the connection during the body");
+        this.#pending = got;
+      }
+      try {
+        this.#pending = this.#pending.subarray(this.#parser.feed(this.#pending));
+      } catch (e) {
+        this.#cutReason = "bad_request";
+        this.#close();
+        throw new BodyError(e instanceof Error ? e.message : String(e));
+      }
+    }
+  }
+
+  /** Writes every byte, with the write timeout on each step. */
+  async writeAll(p: Uint8Array): Promise<void> {
+    if (this.#phase === Phase.Closed) throw new WriteError("connection closed");
+    try {
+      await this.#writeAll(p);
+    } catch (e) {
+      this.#close();
+      throw e instanceof WriteError ? e : new WriteError("caller connection failed");
+    }
+  }
+
+  async #writeAll(p: Uint8Array): Promise<void> {
+    const timeout = this.#server.limits.writeTimeoutMs;
+    let off = 0;
+    try {
+      while (off < p.length) {
+        this.#writeDeadline = Date.now() + timeout;
+        off += await this.#conn.write(off === 0 ? p : p.subarray(off));
+      }
+    } finally {
+      this.#writeDeadline = 0;
+    }
+  }
+
+  abort(): void {
+    this.#close();
+  }
+
+  /** Stops watching for a next request (the connection closes after this response). */
+  endWatch(): void {
+    this.#stopWatch?.();
+  }
+
+  /** Hands the raw connection over after a 101. */
+  upgrade(): UpgradedConn {
+    this.#phase = Phase.Upgraded;
+    this.#readDeadline = 0;
+    this.#stopWatch?.();
+    const head = this.#pending.slice();
+    this.#pending = EMPTY;
+    return {
+      head,
+      read: async (p: Uint8Array): Promise<number | null> => {
+        if (this.#phase === Phase.Closed) return null;
+        const inflight = this.#inflight;
+        if (inflight) {
+          // The watcher's read, taken over: its bytes are in the spare buffer.
+          this.#inflight = undefined;
+          const n = await inflight;
+          if (n === null) return null;
+          if (n > p.length) throw new RangeError("read buffer smaller than 4 KiB");
+          p.set(this.#spare.subarray(0, n));
+          return n;
+        }
+        return await this.#conn.read(p);
+      },
+      write: (p) => this.writeAll(p),
+      closeWrite: async () => {
+        try {
+          await this.#conn.closeWrite?.();
+        } catch { /* already closed */ }
+      },
+      close: () => this.#close(),
+    };
+  }
+}
+
+class Request1 implements FrontRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly target: string;
+  readonly minor: 0 | 1;
+  readonly headers: HeaderList;
+  readonly host: string;
+  readonly scheme: "http" | "https";
+  readonly peer: Deno.NetAddr;
+  readonly hasBody: boolean;
+  readonly contentLength: number;
+  readonly upgrade: string | null;
+  readonly connection: ReadonlySet<string>;
+  readonly signal: AbortSignal;
+  onBodyDone: (() => void) | undefined;
+  readonly #conn: Connection;
+
+  constructor(conn: Connection, head: RequestHead, signal: AbortSignal) {
+    this.#conn = conn;
+    this.method = head.method;
+    this.target = head.target;
+    this.path = originPath(head.target);
+    this.minor = head.minor;
+    this.headers = head.headers;
+    this.host = head.host ?? "";
+    this.scheme = conn.scheme;
+    this.peer = conn.peer;
+    this.hasBody = head.body === "chunked" || (head.body === "length" && head.contentLength > 0);
+    this.contentLength = head.body === "length"
+      ? head.contentLength
+      : head.body === "none"
+      ? 0
+      : -1;
+    this.upgrade = head.upgrade;
+    this.connection = head.connection;
+    this.signal = signal;
+  }
+
+  async readBody(): Promise<Uint8Array | null> {
+    const v = await this.#conn.readBodyChunk();
+    if (v === null) this.onBodyDone?.();
+    return v;
+  }
+}
+
+/** The path and query of a request-target ("/" for `*` and authority-form). */
+function originPath(target: string): string {
+  if (target.charCodeAt(0) === 47 /* / */) return target;
+  const scheme = target.indexOf("://");
+  if (scheme < 0) return "/";
+  const slash = target.indexOf("/", scheme + 3);
+  const query = target.indexOf("?", scheme + 3);
+  if (slash < 0) return query < 0 ? "/" : "/" + target.slice(query);
+  if (query >= 0 && query < slash) return "/" + target.slice(query);
+  return target.slice(slash);
+}
+
+// Header names the front writes itself or that belong to one connection.
+const FRONT_OWNED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "trailer",
+  "content-length",
+  "date",
+]);
+
+// deno-lint-ignore no-control-regex
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+class Responder1 implements Responder {
+  readonly #conn: Connection;
+  readonly #req: RequestHead;
+  readonly #server: FrontServer;
+  #status = 200;
+  #headers: HeaderList = [];
+  #length = -1;
+  #hasHead = false;
+  #headSent = false;
+  #chunked = false;
+  #noBody = false;
+  #written = 0;
+  #date: string | undefined;
+  #upgradeValue: string | undefined;
+  finished = false;
+  aborted = false;
+  upgraded = false;
+  /** The connection closes after this response. */
+  closeAfter = false;
+
+  constructor(conn: Connection, req: RequestHead, server: FrontServer) {
+    this.#conn = conn;
+    this.#req = req;
+    this.#server = server;
+  }
+
+  get headSent(): boolean {
+    return this.#headSent;
+  }
+
+  head(status: number, headers: HeaderList, length: number): void {
+    if (this.#headSent) throw new Error("head already sent");
+    this.#status = status;
+    this.#headers = headers;
+    this.#length = length;
+    this.#hasHead = true;
+    for (const [k, v] of headers) {
+      if (k === "date") this.#date = v;
+      else if (k === "upgrade") this.#upgradeValue = v;
+    }
+  }
+
+  #encodeHead(): Uint8Array {
+    const status = this.#status;
+    const req = this.#req;
+    this.#noBody = req.method === "HEAD" || status < 200 || status === 204 || status === 304;
+    const closing = this.#server.closing || !req.keepAlive;
+    let s = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n`;
+    for (const [k, v] of this.#headers) {
+      if (FRONT_OWNED.has(k)) {
+        // A HEAD or 304 answer keeps the origin's Content-Length: it describes the
+        // representation, not this (empty) body.
+        if (!(k === "content-length" && this.#noBody && status !== 204 && status >= 200)) continue;
+        if (!/^\d{1,15}$/.test(v)) continue;
+      }
+      if (!TOKEN.test(k) || BAD_VALUE.test(v)) continue;
+      s += `${k}: ${v}\r\n`;
+    }
+    if (status === 101) {
+      s += `connection: upgrade\r\nupgrade: ${
+        this.#upgradeValue && !BAD_VALUE.test(this.#upgradeValue)
+          ? this.#upgradeValue
+          : (req.upgrade ?? "")
+      }\r\n`;
+    } else {
+      if (!this.#noBody && status !== 204) {
+        if (this.#length >= 0) s += `content-length: ${this.#length}\r\n`;
+        else if (req.minor === 1) {
+          this.#chunked = true;
+          s += "transfer-encoding: chunked\r\n";
+        } else this.closeAfter = true;
+      }
+      if (closing || this.closeAfter) {
+        this.closeAfter = true;
+        s += "connection: close\r\n";
+      } else if (req.minor === 0) s += "connection: keep-alive\r\n";
+    }
+    s += `date: ${this.#date ?? this.#server.date}\r\n\r\n`;
+    return latin1(s);
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.finished || this.aborted) throw new WriteError("response already ended");
+    let out: Uint8Array;
+    if (!this.#headSent) {
+      if (!this.#hasHead) this.head(200, [], -1);
+      const h = this.#encodeHead();
+      this.#headSent = true;
+      if (this.#noBody || chunk.length === 0) {
+        out = h;
+      } else {
+        const body = this.#frame(chunk);
+        out = new Uint8Array(h.length + body.length);
+        out.set(h);
+        out.set(body, h.length);
+      }
+    } else {
+      if (this.#noBody || chunk.length === 0) return;
+      out = this.#frame(chunk);
+    }
+    await this.#conn.writeAll(out);
+  }
+
+  #frame(chunk: Uint8Array): Uint8Array {
+    if (this.#length >= 0) {
+      this.#written += chunk.length;
+      if (this.#written > this.#length) {
+        throw new WriteError("response body longer than its Content-Length");
+      }
+    }
+    if (!this.#chunked) return chunk;
+    const size = enc.encode(chunk.length.toString(16) + "\r\n");
+    const out = new Uint8Array(size.length + chunk.length + 2);
+    out.set(size);
+    out.set(chunk, size.length);
+    out[out.length - 2] = 13;
+    out[out.length - 1] = 10;
+    return out;
+  }
+
+  async end(chunk?: Uint8Array): Promise<void> {
+    if (this.finished || this.aborted) return;
+    if (!this.#headSent && this.#length < 0 && !this.#noBody) {
+      // The whole body is known now: send a length, not chunks.
+      this.#length = chunk?.length ?? 0;
+    }
+    if (chunk && chunk.length > 0) await this.write(chunk);
+    else if (!this.#headSent) await this.write(new Uint8Array(0));
+    this.finished = true;
+    if (this.#chunked) await this.#conn.writeAll(LAST_CHUNK);
+    else if (this.#length >= 0 && !this.#noBody && this.#written < this.#length) {
+      // Shorter than promised: the caller must see a cut, not a complete answer.
+      this.abort();
+      throw new WriteError("response body shorter than its Content-Length");
+    }
+    if (this.closeAfter) this.#conn.endWatch();
+  }
+
+  async upgrade(): Promise<UpgradedConn> {
+    if (this.#status !== 101) throw new Error("upgrade() needs head(101, …)");
+    const h = this.#encodeHead();
+    this.#headSent = true;
+    this.upgraded = true;
+    this.finished = true;
+    const raw = this.#conn.upgrade();
+    await raw.write(h);
+    return raw;
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.#conn.abort();
+  }
+}
+
+const LAST_CHUNK = enc.encode("0\r\n\r\n");
+
+/** Encodes a head string byte per code unit (Latin-1), natively when ASCII. */
+function latin1(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  // encodeInto writes UTF-8: it reads the whole string into as many bytes only when ASCII.
+  const r = enc.encodeInto(s, out);
+  if (r.read === s.length && r.written === s.length) return out;
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+const REASONS: Record<number, string> = {
+  100: "Continue",
+  101: "Switching Protocols",
+  200: "OK",
+  201: "Created",
+  202: "Accepted",
+  204: "No Content",
+  206: "Partial Content",
+  301: "Moved Permanently",
+  302: "Found",
+  303: "See Other",
+  304: "Not Modified",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  411: "Length Required",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  417: "Expectation Failed",
+  421: "Misdirected Request",
+  426: "Upgrade Required",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  499: "Client Closed Request",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+/** The standard reason phrase, or a generic one. */
+export function reasonPhrase(status: number): string {
+  return REASONS[status] ?? (status < 400 ? "OK" : status < 500 ? "Error" : "Server Error");
+}
