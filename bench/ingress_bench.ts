@@ -1,6 +1,8 @@
 /**
  * CPU per request of the server's request path without HTTP parsing or sockets:
- * the ingress handler is called with Request objects in-process, its tunnel is a mux
+ * the ingress handler is called in-process with a parsed request and a responder
+ * that collects what would be written (the front's part is measured by
+ * `bench/quick.sh` and the shared harness), its tunnel is a mux
  * session over the in-memory link whose other end answers each stream at once
  * (head + 13-byte body + FIN). 50 requests in flight; both mux ends are counted.
  * Baseline in the same run: the same exchange written straight onto mux streams
@@ -22,6 +24,7 @@ import { ErrorPages } from "../server/error_pages.ts";
 import { createIngressHandler } from "../server/ingress.ts";
 import { createJsonLogger } from "../server/log.ts";
 import { Tunnel } from "../server/tunnels.ts";
+import type { FrontRequest, Responder, UpgradedConn } from "../server/front/http1.ts";
 import { runLoad } from "./load.ts";
 
 export async function main(args: string[] = []): Promise<void> {
@@ -56,16 +59,14 @@ export async function main(args: string[] = []): Promise<void> {
   const handler = createIngressHandler({
     hub: { pick: (d, ex) => d === "app.test" && !ex?.has(tunnel) ? tunnel : undefined },
     serverDomain: "gateway.test",
-    scheme: "http",
     proxyTimeoutMs: 60_000,
     pages: await ErrorPages.load(undefined),
     logger: createJsonLogger({ level: "warn" }), // as the server runs with HOP_LOG_LEVEL=warn
     onRequest: () => {},
   });
-  const info = {
-    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 40000 },
-    completed: Promise.resolve(),
-  } as unknown as Deno.ServeHandlerInfo;
+  const peer: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 40000 };
+  const noConnection = new Set<string>();
+  const signal = new AbortController().signal;
   const headers = [["host", "app.test"], ["user-agent", "wrk"], ["accept", "*/*"]] as [
     string,
     string,
@@ -81,9 +82,25 @@ export async function main(args: string[] = []): Promise<void> {
   });
 
   const viaIngress = async () => {
-    const res = await handler(new Request("http://app.test/", { headers }), info);
-    if (res.status !== 200) throw new Error(`status ${res.status}`);
-    await res.arrayBuffer();
+    const req: FrontRequest = {
+      method: "GET",
+      path: "/",
+      target: "/",
+      minor: 1,
+      headers: headers.slice(),
+      host: "app.test",
+      scheme: "http",
+      peer,
+      hasBody: false,
+      contentLength: 0,
+      upgrade: null,
+      connection: noConnection,
+      signal,
+      readBody: () => Promise.resolve(null),
+    };
+    const res = new CollectingResponder();
+    await handler(req, res);
+    if (res.status !== 200 || !res.ended) throw new Error(`status ${res.status}`);
   };
   const muxOnly = async () => {
     const s = server.openStream();
@@ -106,6 +123,34 @@ export async function main(args: string[] = []): Promise<void> {
     );
   }
   await Promise.allSettled([client.close(), server.close()]);
+}
+
+/** Keeps the status and counts the bytes the front would write. */
+class CollectingResponder implements Responder {
+  status = 0;
+  bytes = 0;
+  ended = false;
+  headSent = false;
+  head(status: number): void {
+    this.status = status;
+  }
+  write(chunk: Uint8Array): Promise<void> {
+    this.headSent = true;
+    this.bytes += chunk.length;
+    return Promise.resolve();
+  }
+  end(chunk?: Uint8Array): Promise<void> {
+    this.headSent = true;
+    this.bytes += chunk?.length ?? 0;
+    this.ended = true;
+    return Promise.resolve();
+  }
+  upgrade(): Promise<UpgradedConn> {
+    return Promise.reject(new Error("no upgrades here"));
+  }
+  abort(): void {
+    this.ended = false;
+  }
 }
 
 if (import.meta.main) {

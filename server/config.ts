@@ -30,6 +30,16 @@
  * | HOP_METRICS_TOKEN                 | unset: no bearer token (≥ 16 characters) |
  * | HOP_METRICS_DOMAIN_LABELS         | false (per-domain metric labels)         |
  * | HOP_SHUTDOWN_TIMEOUT_SECONDS      | 30 (in-flight requests' grace period)    |
+ * | HOP_SERVER_HEADER_TIMEOUT_SECONDS | 10 (connection to complete request head) |
+ * | HOP_SERVER_IDLE_TIMEOUT_SECONDS   | 60 (kept-alive connection, no request)   |
+ * | HOP_SERVER_BODY_TIMEOUT_SECONDS   | 60 (request body: no byte for this long) |
+ * | HOP_SERVER_WRITE_TIMEOUT_SECONDS  | 60 (response write: no progress)         |
+ * | HOP_SERVER_TLS_HANDSHAKE_TIMEOUT_SECONDS | 10                                |
+ * | HOP_SERVER_MAX_CONNECTIONS        | 16384 (HTTP + HTTPS, open at once)       |
+ * | HOP_SERVER_MAX_CONNECTIONS_PER_IP | 1024                                     |
+ * | HOP_SERVER_MAX_HEADER_BYTES       | 65536 (request line + headers; 431)      |
+ * | HOP_SERVER_MAX_HEADERS            | 100 (header fields per request; 431)     |
+ * | HOP_TRUSTED_PROXIES               | none (CIDRs whose X-Forwarded-For counts)|
  *
  * HTTPS redirect: plain HTTP to a host that has a certificate gets a 308 to HTTPS
  * (ACME challenge paths never). HOP_ACME_CA_CERT: a CA that signs the ACME
@@ -107,6 +117,22 @@ export interface ServerConfig {
   metrics: MetricsConfig;
   /** How long shutdown waits for in-flight requests before closing anyway. */
   shutdownTimeoutSeconds: number;
+  /** The public listeners' timeouts and caps. */
+  front: FrontConfig;
+  /** Peers whose X-Forwarded-For / -Proto / -Host are believed. */
+  trustedProxies: Cidr[];
+}
+
+export interface FrontConfig {
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  bodyTimeoutMs: number;
+  writeTimeoutMs: number;
+  tlsHandshakeTimeoutMs: number;
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  maxHeadBytes: number;
+  maxHeaders: number;
 }
 
 export interface MetricsConfig {
@@ -161,6 +187,16 @@ export const SERVER_ENV_NAMES = [
   "HOP_METRICS_TOKEN",
   "HOP_METRICS_DOMAIN_LABELS",
   "HOP_SHUTDOWN_TIMEOUT_SECONDS",
+  "HOP_SERVER_HEADER_TIMEOUT_SECONDS",
+  "HOP_SERVER_IDLE_TIMEOUT_SECONDS",
+  "HOP_SERVER_BODY_TIMEOUT_SECONDS",
+  "HOP_SERVER_WRITE_TIMEOUT_SECONDS",
+  "HOP_SERVER_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+  "HOP_SERVER_MAX_CONNECTIONS",
+  "HOP_SERVER_MAX_CONNECTIONS_PER_IP",
+  "HOP_SERVER_MAX_HEADER_BYTES",
+  "HOP_SERVER_MAX_HEADERS",
+  "HOP_TRUSTED_PROXIES",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -312,6 +348,38 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     30,
     (v) => parseInteger(v, 0, 3600),
   );
+  const seconds = (name: string, fallback: number) =>
+    parse(name, fallback, (v) => parseDecimal(v, 0.05, 86_400)) * 1000;
+  const front: FrontConfig = {
+    headerTimeoutMs: seconds("HOP_SERVER_HEADER_TIMEOUT_SECONDS", 10),
+    idleTimeoutMs: seconds("HOP_SERVER_IDLE_TIMEOUT_SECONDS", 60),
+    bodyTimeoutMs: seconds("HOP_SERVER_BODY_TIMEOUT_SECONDS", 60),
+    writeTimeoutMs: seconds("HOP_SERVER_WRITE_TIMEOUT_SECONDS", 60),
+    tlsHandshakeTimeoutMs: seconds("HOP_SERVER_TLS_HANDSHAKE_TIMEOUT_SECONDS", 10),
+    maxConnections: parse(
+      "HOP_SERVER_MAX_CONNECTIONS",
+      16_384,
+      (v) => parseInteger(v, 1, 1_000_000),
+    ),
+    maxConnectionsPerAddress: parse(
+      "HOP_SERVER_MAX_CONNECTIONS_PER_IP",
+      1024,
+      (v) => parseInteger(v, 1, 1_000_000),
+    ),
+    maxHeadBytes: parse(
+      "HOP_SERVER_MAX_HEADER_BYTES",
+      65_536,
+      (v) => parseInteger(v, 1024, 1 << 20),
+    ),
+    maxHeaders: parse("HOP_SERVER_MAX_HEADERS", 100, (v) => parseInteger(v, 8, 10_000)),
+  };
+  const trustedProxies = parse("HOP_TRUSTED_PROXIES", [], (v) => {
+    try {
+      return parseCidrList(v);
+    } catch (err) {
+      throw new Error(`expected comma-separated IPs or CIDRs (${(err as Error).message})`);
+    }
+  });
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {
@@ -334,7 +402,17 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     acme: { email, caDirectoryUrl, useStaging, caCert },
     metrics: { listen: metricsListen, token: metricsToken, domainLabels: metricsDomainLabels },
     shutdownTimeoutSeconds,
+    front,
+    trustedProxies,
   };
+}
+
+/** A number of seconds such as `10` or `0.5`. */
+function parseDecimal(v: string, min: number, max: number): number {
+  if (!/^\d+(?:\.\d+)?$/.test(v)) throw new Error(`expected a number from ${min} to ${max}`);
+  const n = Number(v);
+  if (n < min || n > max) throw new Error(`expected a number from ${min} to ${max}`);
+  return n;
 }
 
 function parseBool(v: string): boolean {

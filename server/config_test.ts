@@ -177,3 +177,54 @@ Deno.test("Secret prints as *** everywhere", () => {
   assert.equal(inspect(s), "***");
   assert.equal(s.reveal(), "hunter2");
 });
+
+Deno.test("loadServerConfig: the public listeners' limits and trusted proxies", () => {
+  const d = loadServerConfig(PROD);
+  assert.deepEqual(d.front, {
+    headerTimeoutMs: 10_000,
+    idleTimeoutMs: 60_000,
+    bodyTimeoutMs: 60_000,
+    writeTimeoutMs: 60_000,
+    tlsHandshakeTimeoutMs: 10_000,
+    maxConnections: 16_384,
+    maxConnectionsPerAddress: 1024,
+    maxHeadBytes: 65_536,
+    maxHeaders: 100,
+  });
+  assert.deepEqual(d.trustedProxies, []);
+  const c = loadServerConfig({
+    ...PROD,
+    HOP_SERVER_HEADER_TIMEOUT_SECONDS: "2.5",
+    HOP_SERVER_IDLE_TIMEOUT_SECONDS: "5",
+    HOP_SERVER_BODY_TIMEOUT_SECONDS: "6",
+    HOP_SERVER_WRITE_TIMEOUT_SECONDS: "7",
+    HOP_SERVER_TLS_HANDSHAKE_TIMEOUT_SECONDS: "0.5",
+    HOP_SERVER_MAX_CONNECTIONS: "500",
+    HOP_SERVER_MAX_CONNECTIONS_PER_IP: "20",
+    HOP_SERVER_MAX_HEADER_BYTES: "8192",
+    HOP_SERVER_MAX_HEADERS: "50",
+    HOP_TRUSTED_PROXIES: "10.0.0.0/8, 127.0.0.1",
+  });
+  assert.equal(c.front.headerTimeoutMs, 2500);
+  assert.equal(c.front.tlsHandshakeTimeoutMs, 500);
+  assert.equal(c.front.maxConnectionsPerAddress, 20);
+  assert.equal(c.front.maxHeadBytes, 8192);
+  assert.equal(c.trustedProxies.length, 2);
+  const problems = problemsOf({
+    ...PROD,
+    HOP_SERVER_HEADER_TIMEOUT_SECONDS: "-1",
+    HOP_SERVER_WRITE_TIMEOUT_SECONDS: "10s",
+    HOP_SERVER_MAX_CONNECTIONS: "0",
+    HOP_SERVER_MAX_HEADER_BYTES: "100",
+    HOP_TRUSTED_PROXIES: "10.0.0.0/33",
+  });
+  for (
+    const name of [
+      "HOP_SERVER_HEADER_TIMEOUT_SECONDS",
+      "HOP_SERVER_WRITE_TIMEOUT_SECONDS",
+      "HOP_SERVER_MAX_CONNECTIONS",
+      "HOP_SERVER_MAX_HEADER_BYTES",
+      "HOP_TRUSTED_PROXIES",
+    ]
+  ) assert.ok(problems.some((p) => p.startsWith(`${name}:`)), `${name} in ${problems}`);
+});

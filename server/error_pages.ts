@@ -59,23 +59,37 @@ export class ErrorPages {
   }
 
   respond(kind: GatewayErrorKind, message: string, req: Request, requestId: string): Response {
+    const page = this.render(kind, message, req.headers.get("accept") ?? "", requestId);
+    return new Response(req.method === "HEAD" ? null : page.body, {
+      status: page.status,
+      headers: page.headers,
+    });
+  }
+
+  /** The page for a gateway error: JSON when the caller accepts it rather than HTML. */
+  render(
+    kind: GatewayErrorKind,
+    message: string,
+    accept: string,
+    requestId: string,
+  ): { status: number; headers: [string, string][]; body: string } {
     const status = STATUS[kind];
     const title = TITLE[status] ?? "Error";
-    const headers = new Headers({ "x-request-id": requestId, "cache-control": "no-store" });
-    const accept = req.headers.get("accept") ?? "";
+    const headers: [string, string][] = [
+      ["x-request-id", requestId],
+      ["cache-control", "no-store"],
+    ];
     if (accept.includes("application/json") && !accept.includes("text/html")) {
-      headers.set("content-type", "application/json");
-      return new Response(
-        JSON.stringify({ success: false, error: kind, message, request_id: requestId }),
-        { status, headers },
-      );
+      headers.push(["content-type", "application/json"]);
+      const body = JSON.stringify({ success: false, error: kind, message, request_id: requestId });
+      return { status, headers, body };
     }
-    headers.set("content-type", "text/html; charset=utf-8");
-    const html = (this.#templates.get(status) ?? DEFAULT_TEMPLATE)
+    headers.push(["content-type", "text/html; charset=utf-8"]);
+    const body = (this.#templates.get(status) ?? DEFAULT_TEMPLATE)
       .replaceAll("{{status}}", String(status))
       .replaceAll("{{title}}", escapeHtml(title))
       .replaceAll("{{message}}", escapeHtml(message))
       .replaceAll("{{request_id}}", escapeHtml(requestId));
-    return new Response(req.method === "HEAD" ? null : html, { status, headers });
+    return { status, headers, body };
   }
 }

@@ -1,50 +1,52 @@
 /**
  * Public ingress: routes each HTTP request by Host to a tunnel and streams it
- * through one mux stream (DESIGN.md "HTTP over the tunnel").
+ * through one mux stream (docs/protocol.md has the stream format, docs/edge.md the front).
  *
  *   caller --HTTP--> ingress --stream: RequestHead + body--> client --> local service
  *   caller <--HTTP-- ingress <--stream: ResponseHead + body-- client <--
  *
- * Nothing is buffered whole; backpressure runs end to end through the mux's
- * flow control. Gateway errors: 404 no tunnel, 502 local service failed, 504 no
- * response head in time, 503 tunnel lost before the response head.
+ * Each request is one `Exchange`, a small state machine:
+ *
+ *   Opening ──► Uploading ──► AwaitingHead ──► Streaming ──► Done
+ *      │            │  (the body is pumped in      │  (or Spliced, after a 101)
+ *      └────────────┴──── the background) ─────────┴──► Done (gateway error / cut)
+ *
+ * with one `finish()` that ends the tunnel's bookkeeping and writes the log line
+ * and metrics record exactly once. Nothing is buffered whole: the request body
+ * is read off the caller's socket only as fast as the stream takes it, the
+ * response is written as fast as the caller reads it (the front's write timeout
+ * cuts a caller that stops). Gateway errors: 404 no tunnel, 502 local service
+ * failed, 504 no response head in time, 503 tunnel lost before the response head.
  */
 import { concatBytes } from "../shared/bytes.ts";
 import { MuxSessionError, type MuxStream, StreamErrorCode } from "../shared/mux/mod.ts";
 import {
-  connectionOptions,
   encodeHead,
-  encodeWsMessage,
   type ForwardError,
   type HeaderList,
   HOP_BY_HOP,
-  isNullBodyStatus,
   readHeadFrom,
   type RequestHead,
   type ResponseHead,
-  WsKind,
-  WsMessageDecoder,
 } from "../shared/protocol/mod.ts";
 import { Deadlines } from "./deadlines.ts";
 import type { ErrorPages, GatewayErrorKind } from "./error_pages.ts";
+import type { FrontHandler, FrontRequest, Responder, UpgradedConn } from "./front/http1.ts";
+import { type FetchHandler, serveFetch } from "./front/fetch.ts";
 import type { Logger } from "./log.ts";
 import type { Tunnel, TunnelHub } from "./tunnels.ts";
-
-export type Handler = (req: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
 
 export interface IngressOptions {
   hub: Pick<TunnelHub, "pick">;
   serverDomain: string;
-  /** Scheme the listener serves, for X-Forwarded-Proto. */
-  scheme: "http" | "https";
   /** Time to wait for the response head; a streaming body is never cut. */
   proxyTimeoutMs: number;
   pages: ErrorPages;
   logger: Logger;
   /** Requests for the server domain itself (admin API, health); default 404. */
-  serverHandler?: Handler;
-  /** Largest request head (request line + headers) accepted, in bytes. Default 32 KiB. */
-  maxHeaderBytes?: number;
+  serverHandler?: FetchHandler;
+  /** Whether a peer is a proxy whose X-Forwarded-* headers are believed. Default: none. */
+  trustedProxy?: (ip: string) => boolean;
   /** Called once per answered request, with what its log line says (metrics). */
   onRequest?: (r: RequestRecord) => void;
 }
@@ -74,146 +76,150 @@ export function routingHost(host: string | null): string {
   return /^[a-z0-9.-]+$/.test(h) ? h : "";
 }
 
-/**
- * Read size for request bodies. Deno 2.9's HTTP/1 server, once a response is
- * streaming, reads the rest of the request off the socket into one buffer and
- * each body read then shifts that whole buffer (a memmove of everything not
- * yet read): with 64 KiB reads a 50 MiB echo spent ~1.2 s of CPU there. Reading
- * 1 MiB at a time makes those shifts 16x rarer (bench/quick.sh, ONLY=echo).
- */
-const BODY_READ_BYTES = 1 << 20;
-
-/**
- * Copies a request body into a tunnel stream through one reused buffer (the
- * mux copies on write, so the buffer is free again once a write resolves).
- */
-async function pumpRequestBody(
-  body: ReadableStream<Uint8Array>,
-  writer: { write(chunk: Uint8Array): Promise<void> },
-): Promise<void> {
-  let reader: ReadableStreamBYOBReader;
-  try {
-    reader = body.getReader({ mode: "byob" });
-  } catch { // not a byte stream
-    for await (const chunk of body) await writer.write(chunk);
-    return;
-  }
-  let buf = new Uint8Array(BODY_READ_BYTES);
-  for (;;) {
-    const { done, value } = await reader.read(buf);
-    if (done) return;
-    await writer.write(value);
-    buf = new Uint8Array(value.buffer);
-  }
-}
-
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** What one pass over a request's headers finds. */
-interface RequestHeaders {
-  /** End-to-end headers to forward, without the X-Forwarded-* and X-Request-Id we set. */
-  forward: HeaderList;
-  /** Size of all header lines, as sent (name, ": ", value, CRLF). */
-  bytes: number;
-  host: string | null;
-  requestId: string | null;
-  forwardedFor: string | null;
-  upgrade: string | null;
-}
-
+/** Headers we set ourselves: a caller's own are dropped (a trusted proxy's are used). */
 const SET_BY_US = new Set([
   "x-forwarded-for",
   "x-forwarded-proto",
   "x-forwarded-host",
+  "x-real-ip",
+  "forwarded",
   "x-request-id",
 ]);
 
-function readRequestHeaders(headers: Headers): RequestHeaders {
-  const connection = headers.get("connection");
-  const named = connection ? connectionOptions(connection) : undefined;
+/** What one pass over a request's headers finds. */
+interface RequestHeaders {
+  /** End-to-end headers to forward, without the ones we set. */
+  forward: HeaderList;
+  accept: string;
+  requestId: string | null;
+  forwardedFor: string | null;
+  forwardedProto: string | null;
+  forwardedHost: string | null;
+}
+
+function readRequestHeaders(req: FrontRequest): RequestHeaders {
+  const named = req.connection;
   const r: RequestHeaders = {
     forward: [],
-    bytes: 0,
-    host: null,
+    accept: "",
     requestId: null,
     forwardedFor: null,
-    upgrade: null,
+    forwardedProto: null,
+    forwardedHost: null,
   };
-  // Iteration joins repeated fields with ", " (Set-Cookie apart), like get().
-  for (const [k, v] of headers) {
-    r.bytes += k.length + v.length + 4;
-    if (HOP_BY_HOP.has(k) || named?.has(k)) {
-      if (k === "upgrade") r.upgrade = v;
-      continue;
-    }
+  for (const pair of req.headers) {
+    const k = pair[0];
+    if (HOP_BY_HOP.has(k) || named.has(k)) continue;
     if (SET_BY_US.has(k)) {
+      const v = pair[1];
       if (k === "x-request-id") r.requestId = v;
-      else if (k === "x-forwarded-for") r.forwardedFor = v;
+      else if (k === "x-forwarded-for") {
+        r.forwardedFor = r.forwardedFor === null ? v : `${r.forwardedFor}, ${v}`;
+      } else if (k === "x-forwarded-proto") r.forwardedProto ??= v;
+      else if (k === "x-forwarded-host") r.forwardedHost ??= v;
       continue;
     }
-    if (k === "host") r.host = v;
-    r.forward.push([k, v]);
+    if (k === "accept") r.accept = pair[1];
+    r.forward.push(pair);
   }
   return r;
 }
 
+/**
+ * The caller's address: the TCP peer, or, when the peer is a trusted proxy, the
+ * right-most X-Forwarded-For entry that is not itself a trusted proxy.
+ */
+export function clientAddress(
+  peer: string,
+  forwardedFor: string | null,
+  trusted: ((ip: string) => boolean) | undefined,
+): string {
+  if (!trusted || !forwardedFor || !trusted(peer)) return peer;
+  const hops = forwardedFor.split(",");
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const ip = hops[i]!.trim();
+    if (!ip) continue;
+    if (!trusted(ip) || i === 0) return ip;
+  }
+  return peer;
+}
+
+/** Quotes an address for the Forwarded header (RFC 7239 §6). */
+function forwardedNode(ip: string): string {
+  return ip.includes(":") ? `"[${ip}]"` : ip;
+}
+
+/** The tunnel's ingress: a front handler for every request the listeners accept. */
+export function createIngressHandler(opts: IngressOptions): FrontHandler {
+  const deadlines = new Deadlines();
+  return (req, res) => new Exchange(opts, deadlines, req, res).run();
+}
+
 class Timeout extends Error {}
 
-export function createIngressHandler(opts: IngressOptions): Handler {
-  const maxHeaderBytes = opts.maxHeaderBytes ?? 32 * 1024;
-  const log = opts.logger;
-  const deadlines = new Deadlines();
+const enum State {
+  Opening,
+  Uploading,
+  AwaitingHead,
+  Streaming,
+  Spliced,
+  Done,
+}
 
-  return async (req, info) => {
-    const started = performance.now();
-    const url = new URL(req.url);
-    const h = readRequestHeaders(req.headers);
-    const given = h.requestId;
-    const requestId = given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
-    const host = routingHost(h.host);
-    /** The one "request" line (path without query) and the metrics record. */
-    const report = (
-      status: number,
-      bytes: number,
-      tunneled: boolean,
-      extra: Record<string, unknown>,
-    ) => {
-      const durationMs = performance.now() - started;
-      log.info("request", {
-        component: "ingress",
-        request_id: requestId,
-        domain: host,
-        method: req.method,
-        path: url.pathname,
-        status,
-        duration_ms: Math.round(durationMs),
-        bytes,
-        ...extra,
-      });
-      opts.onRequest?.({
-        method: req.method,
-        status,
-        durationMs,
-        bytes,
-        domain: tunneled ? host : undefined,
-      });
-    };
-    let tunneled = false;
-    const fail = (kind: GatewayErrorKind, message: string) => {
-      const res = opts.pages.respond(kind, message, req, requestId);
-      report(res.status, 0, tunneled, { error: kind });
-      return res;
-    };
-    const requestLine = req.method.length + url.pathname.length + url.search.length + 12;
-    if (requestLine + h.bytes > maxHeaderBytes) {
-      report(431, 0, false, { error: "header_too_large" });
-      return new Response("Request Header Fields Too Large\n", { status: 431 });
-    }
-    if (!host) return fail("bad_request", "The request has no valid Host header.");
+/** One request through the ingress (see the module comment). */
+class Exchange {
+  readonly #opts: IngressOptions;
+  readonly #deadlines: Deadlines;
+  readonly #req: FrontRequest;
+  readonly #res: Responder;
+  readonly #started = performance.now();
+  readonly #h: RequestHeaders;
+  readonly #host: string;
+  readonly #requestId: string;
+  readonly #client: string;
+  #state = State.Opening;
+  #tunnel: Tunnel | undefined;
+  #stream: MuxStream | undefined;
+  /** Response body bytes relayed. */
+  #bytes = 0;
+  #pump: Promise<void> | undefined;
+  #pumpDone = false;
+  #reported = false;
+
+  constructor(opts: IngressOptions, deadlines: Deadlines, req: FrontRequest, res: Responder) {
+    this.#opts = opts;
+    this.#deadlines = deadlines;
+    this.#req = req;
+    this.#res = res;
+    this.#h = readRequestHeaders(req);
+    const given = this.#h.requestId;
+    this.#requestId = given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+    this.#host = routingHost(req.host);
+    this.#client = clientAddress(req.peer.hostname, this.#h.forwardedFor, opts.trustedProxy);
+  }
+
+  async run(): Promise<void> {
+    const req = this.#req;
+    const opts = this.#opts;
+    const host = this.#host;
+    if (!host) return this.#fail("bad_request", "The request has no valid Host header.");
     if (host === opts.serverDomain) {
-      return opts.serverHandler
-        ? opts.serverHandler(req, info)
-        : fail("no_tunnel", "Nothing is served here.");
+      if (!opts.serverHandler) return this.#fail("no_tunnel", "Nothing is served here.");
+      this.#state = State.Done;
+      // Behind a trusted proxy that terminates TLS, its X-Forwarded-Proto says the scheme.
+      const proto = this.#h.forwardedProto?.trim().toLowerCase();
+      const scheme = opts.trustedProxy?.(req.peer.hostname) &&
+          (proto === "https" || proto === "http")
+        ? proto
+        : req.scheme;
+      return serveFetch(opts.serverHandler, req, this.#res, {
+        remoteAddr: { transport: "tcp", hostname: this.#client, port: req.peer.port },
+      }, scheme);
+    }
+    if (req.method === "CONNECT") {
+      return this.#fail("bad_request", "CONNECT is not served here.");
     }
 
     const tried = new Set<Tunnel>();
@@ -227,82 +233,51 @@ export function createIngressHandler(opts: IngressOptions): Handler {
         // closing or out of stream credit: try the next client of this domain
       }
     }
-    if (!tunnel || !stream) return fail("no_tunnel", `No tunnel is connected for ${host}.`);
-    const t = tunnel;
-    const s = stream;
-    tunneled = true;
+    if (!tunnel || !stream) return this.#fail("no_tunnel", `No tunnel is connected for ${host}.`);
+    this.#tunnel = tunnel;
+    this.#stream = stream;
+    tunnel.inFlight++;
 
-    const remote = info.remoteAddr as Deno.NetAddr;
-    const headers = h.forward;
-    const xff = h.forwardedFor;
-    headers.push(
-      ["x-forwarded-for", xff ? `${xff}, ${remote.hostname}` : remote.hostname],
-      ["x-forwarded-proto", opts.scheme],
-      ["x-forwarded-host", h.host ?? host],
-      ["x-request-id", requestId],
-    );
-    const isWs = h.upgrade?.toLowerCase() === "websocket";
-    const head: RequestHead = {
-      t: "req",
-      id: requestId,
-      method: req.method,
-      url: url.pathname + url.search,
-      headers,
-      client: remote.hostname,
-      scheme: opts.scheme,
-    };
-    if (isWs) {
-      head.ws = true;
-      const protocols = req.headers.get("sec-websocket-protocol");
-      if (protocols) head.protocols = protocols.split(",").map((p) => p.trim()).filter(Boolean);
+    // An upgrade (WebSocket…) is spliced as bytes when the client can; h2c is not ours to offer.
+    const upgrade = req.upgrade && req.upgrade.toLowerCase() !== "h2c" && !req.hasBody
+      ? req.upgrade
+      : null;
+    if (upgrade && !tunnel.splice) {
+      return this.#fail(
+        "local_unreachable",
+        `The client for ${host} is too old to relay upgraded connections; upgrade it.`,
+      );
     }
-
-    t.inFlight++;
-    let finished = false;
-    let bytes = 0;
-    /** Ends the tunnel's bookkeeping; `log` false when `fail` writes the line. */
-    const done = (status: number, extra: Record<string, unknown> = {}, log = true) => {
-      if (finished) return;
-      finished = true;
-      t.inFlight--;
-      t.served++;
-      if (log) report(status, bytes, true, extra);
-    };
-    const abandon = () => {
-      try {
-        s.reset(StreamErrorCode.CANCELLED);
-        s.stopSending(StreamErrorCode.CANCELLED);
-      } catch { /* already closed */ }
-    };
-
-    // Response head, bounded by the proxy timeout and the caller's patience. The
-    // timeout runs from the end of the upload: a long upload is not a slow origin.
+    const head = this.#requestHead(upgrade);
+    this.#state = State.Uploading;
+    const s = stream;
+    try {
+      await s.write(encodeHead(head));
+    } catch {
+      return this.#tunnelFailed(undefined);
+    }
     let cancelTimer: (() => void) | undefined;
     let timedOut!: (e: Timeout) => void;
-    let headSettled = false;
     const timeout = new Promise<never>((_, reject) => timedOut = reject);
     timeout.catch(() => {}); // only ever observed through the race below
     const startTimer = () => {
-      if (!headSettled) {
-        cancelTimer ??= deadlines.add(opts.proxyTimeoutMs, () => timedOut(new Timeout()));
+      if (this.#state === State.AwaitingHead || this.#state === State.Uploading) {
+        cancelTimer ??= this.#deadlines.add(opts.proxyTimeoutMs, () => timedOut(new Timeout()));
       }
     };
-
-    // Request head, then the body as it arrives (in the background). A WebSocket
-    // relays messages as they come: its writes queue in a Web Streams writer.
-    const wsWriter = isWs ? s.writable.getWriter() : undefined;
-    const headWritten = wsWriter ? wsWriter.write(encodeHead(head)) : s.write(encodeHead(head));
-    headWritten.catch(() => {});
-    if (isWs) startTimer();
-    else {
-      (async () => {
-        await headWritten;
-        if (req.body) await pumpRequestBody(req.body, s);
-        s.close();
-      })().then(startTimer, () => abandon());
+    let uploadFailed = false;
+    if (req.hasBody) {
+      this.#pump = this.#pumpBody(s).then(startTimer, () => {
+        uploadFailed = true;
+        this.#abandon();
+      }).finally(() => this.#pumpDone = true);
+    } else {
+      if (!upgrade) s.close();
+      startTimer();
     }
+    this.#state = State.AwaitingHead;
 
-    const onAbort = () => abandon();
+    const onAbort = () => this.#abandon();
     req.signal.addEventListener("abort", onAbort, { once: true });
     let response: { head: ResponseHead | ForwardError; rest: Uint8Array | undefined };
     try {
@@ -310,189 +285,262 @@ export function createIngressHandler(opts: IngressOptions): Handler {
       if (r.head.t !== "res" && r.head.t !== "err") throw new Error(`unexpected head ${r.head.t}`);
       response = r as typeof response;
     } catch (e) {
-      abandon();
-      const status = e instanceof Timeout
-        ? 504
-        : e instanceof MuxSessionError || t.session.isClosed
-        ? 503
-        : 502;
-      done(status, {}, false);
+      this.#abandon();
+      await this.#pump;
+      if (req.signal.aborted || uploadFailed) return this.#callerGone();
       if (e instanceof Timeout) {
-        return fail("local_timeout", `The service behind ${host} did not answer in time.`);
+        return this.#fail("local_timeout", `The service behind ${host} did not answer in time.`);
       }
-      if (status === 503) return fail("tunnel_lost", `The tunnel for ${host} was lost.`);
-      return fail("local_unreachable", `The tunnel for ${host} answered badly.`);
+      return this.#tunnelFailed(e);
     } finally {
-      headSettled = true;
       cancelTimer?.();
       req.signal.removeEventListener("abort", onAbort);
     }
 
     if (response.head.t === "err") {
+      this.#abandon();
+      await this.#pump;
       const err = response.head;
-      done(err.code === "local_timeout" ? 504 : 502, { error: err.code });
-      wsWriter?.releaseLock();
-      return opts.pages.respond(
+      return this.#fail(
         err.code === "local_timeout" ? "local_timeout" : "local_unreachable",
         err.message,
-        req,
-        requestId,
+        err.code,
       );
     }
-
     const res = response.head;
-
-    if (wsWriter && res.status === 101) {
-      return bridgeWebSocket(req, res, response.rest, s, wsWriter, () => done(101), abandon);
-    }
-    if (wsWriter) wsWriter.close().catch(() => {});
-
-    const noBody = isNullBodyStatus(res.status) || req.method === "HEAD";
-    if (noBody) {
-      if (s.readRest() === null) s.stopSending(StreamErrorCode.CANCELLED);
-      done(res.status);
-      return originResponse(null, res.status, res.headers);
-    }
-    // The whole body already here (small responses): hand Deno the bytes, which
-    // it writes with the head in one go, with no body stream at all.
-    const rest = s.readRest();
-    if (rest !== null) {
-      const all = response.rest ? concatBytes(response.rest, rest) : rest;
-      bytes = all.length;
-      done(res.status);
-      // Deno sets Content-Length from the bytes.
-      const headers = res.headers.filter(([k]) => k !== "content-length");
-      return originResponse(all as Uint8Array<ArrayBuffer>, res.status, headers);
-    }
-    const outHeaders = validHeaders(res.headers);
-    let first = response.rest;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        try {
-          let value = first;
-          first = undefined;
-          value ??= await s.read() ?? undefined;
-          if (value === undefined) {
-            controller.close();
-            done(res.status);
-            return;
-          }
-          bytes += value.length;
-          controller.enqueue(value);
-        } catch (e) {
-          // Tunnel lost or the client reset mid-body: the caller sees a cut connection.
-          done(res.status, { error: "body_interrupted" });
-          controller.error(e);
-        }
-      },
-      cancel() {
-        // Deno stops reading once a Content-Length body is complete: that is a
-        // finished response, not a caller that went away.
-        const length = Number(outHeaders.get("content-length") ?? NaN);
-        if (bytes === length) done(res.status);
-        // The caller went away: tell the client to stop.
-        else done(499, { error: "caller_gone" });
-        abandon();
-      },
-    }, { highWaterMark: 0 });
-    return new Response(body, { status: res.status, headers: outHeaders });
-  };
-}
-
-/** The origin's headers that the platform accepts (an invalid one is dropped). */
-function validHeaders(list: HeaderList): Headers {
-  const h = new Headers();
-  for (const [k, v] of list) {
-    try {
-      h.append(k, v);
-    } catch { /* invalid header from the origin: drop it */ }
+    if (upgrade && res.status === 101) return this.#splice(res, response.rest);
+    return this.#stream_(res, response.rest);
   }
-  return h;
-}
 
-/**
- * A response with the origin's headers, built in one go: a separate Headers
- * object first would validate and copy every header twice. Only for bodies
- * the constructor cannot consume before it fails (null, bytes).
- */
-function originResponse(
-  body: Uint8Array<ArrayBuffer> | null,
-  status: number,
-  headers: HeaderList,
-): Response {
-  try {
-    return new Response(body, { status, headers });
-  } catch {
-    return new Response(body, { status, headers: validHeaders(headers) });
+  #requestHead(upgrade: string | null): RequestHead {
+    const req = this.#req;
+    const h = this.#h;
+    const client = this.#client;
+    const headers = h.forward;
+    const peer = req.peer.hostname;
+    const viaProxy = this.#opts.trustedProxy?.(peer) ?? false;
+    const proto = viaProxy && h.forwardedProto ? h.forwardedProto : req.scheme;
+    const fwdHost = viaProxy && h.forwardedHost ? h.forwardedHost : req.host;
+    headers.push(
+      // The chain is appended to as sent; only a trusted proxy's entries pick the client.
+      ["x-forwarded-for", h.forwardedFor ? `${h.forwardedFor}, ${peer}` : peer],
+      ["x-forwarded-proto", proto],
+      ["x-forwarded-host", fwdHost],
+      ["x-real-ip", client],
+      ["forwarded", `for=${forwardedNode(client)};host="${fwdHost}";proto=${proto}`],
+      ["x-request-id", this.#requestId],
+    );
+    const head: RequestHead = {
+      t: "req",
+      id: this.#requestId,
+      method: req.method,
+      url: req.path,
+      headers,
+      client,
+      scheme: req.scheme,
+    };
+    if (upgrade) head.upgrade = upgrade;
+    return head;
   }
-}
 
-/** Accepts the caller's upgrade and relays WebSocket messages over the stream. */
-function bridgeWebSocket(
-  req: Request,
-  res: ResponseHead,
-  first: Uint8Array | undefined,
-  fromClient: MuxStream,
-  toClient: WritableStreamDefaultWriter<Uint8Array>,
-  onDone: () => void,
-  abandon: () => void,
-): Response {
-  const { socket, response } = Deno.upgradeWebSocket(
-    req,
-    res.protocol ? { protocol: res.protocol } : {},
-  );
-  socket.binaryType = "arraybuffer";
-  let closed = false;
-  const finish = () => {
-    if (closed) return;
-    closed = true;
-    onDone();
-  };
-  socket.onmessage = (ev) => {
-    const m = typeof ev.data === "string"
-      ? encodeWsMessage({ kind: WsKind.Text, data: ev.data })
-      : encodeWsMessage({ kind: WsKind.Binary, data: new Uint8Array(ev.data as ArrayBuffer) });
-    toClient.write(m).catch(() => socket.close(1011, "tunnel error"));
-  };
-  socket.onclose = (ev) => {
-    toClient.write(
-      encodeWsMessage({ kind: WsKind.Close, code: ev.code || 1000, reason: ev.reason }),
-    )
-      .then(() => toClient.close())
-      .catch(() => abandon());
-    finish();
-  };
-  socket.onerror = () => {};
-  (async () => {
-    const decoder = new WsMessageDecoder();
+  /** Copies the request body into the stream as the stream takes it, then FIN. */
+  async #pumpBody(s: MuxStream): Promise<void> {
+    const req = this.#req;
+    for (;;) {
+      const v = await req.readBody();
+      if (v === null) break;
+      await s.write(v);
+    }
+    s.close();
+  }
+
+  /** The origin's response, streamed to the caller. */
+  async #stream_(head: ResponseHead, first: Uint8Array | undefined): Promise<void> {
+    this.#state = State.Streaming;
+    const s = this.#stream!;
+    const res = this.#res;
+    const req = this.#req;
+    const length = contentLength(head.headers);
     try {
-      for (;;) {
-        const value = first ?? await fromClient.read();
-        first = undefined;
-        if (value === null) break;
-        for (const m of decoder.push(value)) {
-          if (socket.readyState !== WebSocket.OPEN) continue;
-          if (m.kind === WsKind.Close) {
-            socket.close(validCloseCode(m.code), m.reason);
-          } else socket.send(m.data as string);
-        }
-        if (decoder.error) throw new Error(decoder.error);
+      // The whole body already here (small responses): one write with the head.
+      const rest = s.readRest();
+      if (rest !== null) {
+        const all = first ? (rest.length ? concatBytes(first, rest) : first) : rest;
+        // The bytes decide the length (a wrong Content-Length from the tunnel is not trusted).
+        res.head(head.status, head.headers, all.length);
+        this.#bytes = all.length;
+        await res.end(all);
+        await this.#uploadDone();
+        return this.#finish(head.status);
       }
-      if (socket.readyState === WebSocket.OPEN) socket.close(1000);
-    } catch {
-      if (socket.readyState === WebSocket.OPEN) socket.close(1011, "tunnel lost");
-      abandon();
+      res.head(head.status, head.headers, length);
+      if (first) {
+        this.#bytes += first.length;
+        await res.write(first);
+      }
+      const onAbort = () => this.#abandon();
+      req.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        for (;;) {
+          const v = await s.read();
+          if (v === null) break;
+          this.#bytes += v.length;
+          await res.write(v);
+        }
+      } finally {
+        req.signal.removeEventListener("abort", onAbort);
+      }
+      await res.end();
+      await this.#uploadDone();
+      return this.#finish(head.status);
+    } catch (e) {
+      // Tunnel lost, the client reset mid-body, or the caller went away / stopped reading.
+      this.#abandon();
+      res.abort();
+      await this.#pump;
+      const gone = req.signal.aborted || e instanceof Error && e.name === "WriteError";
+      return this.#finish(gone ? 499 : head.status, {
+        error: gone ? "caller_gone" : "body_interrupted",
+      });
     }
-    finish();
-  })();
-  return response;
+  }
+
+  /** An upload still running once the response is complete: the origin answered early. */
+  async #uploadDone(): Promise<void> {
+    if (!this.#pump) return;
+    if (!this.#pumpDone) {
+      // The origin will not read the rest: stop sending it (the front then drains
+      // a little or closes the caller's connection).
+      try {
+        this.#stream?.reset(StreamErrorCode.CANCELLED);
+      } catch { /* already closed */ }
+      await this.#pump;
+    }
+  }
+
+  /** After a 101: raw bytes both ways until both sides end. */
+  async #splice(head: ResponseHead, first: Uint8Array | undefined): Promise<void> {
+    this.#state = State.Spliced;
+    const s = this.#stream!;
+    let conn: UpgradedConn;
+    try {
+      // The origin's choice among the offered protocols (its Upgrade is hop-by-hop).
+      const headers: HeaderList = head.upgrade
+        ? [...head.headers, ["upgrade", head.upgrade]]
+        : head.headers;
+      this.#res.head(101, headers, -1);
+      conn = await this.#res.upgrade();
+    } catch {
+      this.#abandon();
+      return this.#finish(499, { error: "caller_gone" });
+    }
+    const up = (async () => {
+      if (conn.head.length) await s.write(conn.head);
+      const buf = new Uint8Array(64 * 1024);
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        await s.write(buf.subarray(0, n));
+      }
+      s.close();
+    })();
+    const down = (async () => {
+      if (first) await conn.write(first);
+      for (;;) {
+        const v = await s.read();
+        if (v === null) break;
+        this.#bytes += v.length;
+        await conn.write(v);
+      }
+      await conn.closeWrite();
+    })();
+    const both = await Promise.allSettled([up, down]);
+    const failed = both.some((r) => r.status === "rejected");
+    if (failed) this.#abandon();
+    conn.close();
+    return this.#finish(101, failed ? { error: "upgrade_interrupted" } : {});
+  }
+
+  /** Resets both halves of the stream: the caller gave up, or we did. */
+  #abandon(): void {
+    const s = this.#stream;
+    if (!s) return;
+    try {
+      s.reset(StreamErrorCode.CANCELLED);
+      s.stopSending(StreamErrorCode.CANCELLED);
+    } catch { /* already closed */ }
+  }
+
+  #tunnelFailed(e: unknown): Promise<void> {
+    const t = this.#tunnel!;
+    this.#abandon();
+    if (e instanceof MuxSessionError || t.session.isClosed) {
+      return this.#fail("tunnel_lost", `The tunnel for ${this.#host} was lost.`);
+    }
+    return this.#fail("local_unreachable", `The tunnel for ${this.#host} answered badly.`);
+  }
+
+  /** The caller left before its answer: nothing to send, a 499 to log. */
+  #callerGone(): Promise<void> {
+    this.#res.abort();
+    this.#finish(499, { error: "caller_gone" });
+    return Promise.resolve();
+  }
+
+  /** Answers with a gateway error page, then finishes. */
+  async #fail(kind: GatewayErrorKind, message: string, error: string = kind): Promise<void> {
+    const page = this.#opts.pages.render(kind, message, this.#h.accept, this.#requestId);
+    const body = this.#req.method === "HEAD" ? new Uint8Array(0) : enc.encode(page.body);
+    this.#finish(page.status, { error });
+    const res = this.#res;
+    if (res.headSent) return res.abort();
+    res.head(page.status, page.headers, body.length);
+    await res.end(body).catch(() => {});
+  }
+
+  /** Ends the exchange once: the tunnel's bookkeeping, the log line, the metrics record. */
+  #finish(status: number, extra: Record<string, unknown> = {}): void {
+    if (this.#reported) return;
+    this.#reported = true;
+    this.#state = State.Done;
+    const t = this.#tunnel;
+    if (t) {
+      t.inFlight--;
+      t.served++;
+    }
+    const durationMs = performance.now() - this.#started;
+    const req = this.#req;
+    const q = req.path.indexOf("?");
+    this.#opts.logger.info("request", {
+      component: "ingress",
+      request_id: this.#requestId,
+      domain: this.#host,
+      method: req.method,
+      path: q < 0 ? req.path : req.path.slice(0, q),
+      status,
+      duration_ms: Math.round(durationMs),
+      bytes: this.#bytes,
+      ...extra,
+    });
+    this.#opts.onRequest?.({
+      method: req.method,
+      status,
+      durationMs,
+      bytes: this.#bytes,
+      domain: t ? this.#host : undefined,
+    });
+  }
 }
 
-/** Codes a server may send in a Close frame (RFC 6455 7.4). */
-function validCloseCode(code: number): number {
-  return code === 1000 || (code >= 3000 && code <= 4999) ||
-      (code >= 1001 && code <= 1014 && code !== 1004 &&
-        code !== 1005 && code !== 1006)
-    ? code
-    : 1000;
+const enc = new TextEncoder();
+
+/** The origin's Content-Length when it is one valid value, else -1. */
+function contentLength(headers: HeaderList): number {
+  let found = -1;
+  for (const [k, v] of headers) {
+    if (k !== "content-length") continue;
+    if (found >= 0 || !/^\d{1,15}$/.test(v)) return -1;
+    found = Number(v);
+  }
+  return found;
 }

@@ -28,6 +28,10 @@
  * | hopgate_http_request_duration_seconds         | histogram | code_class, method     |
  * | hopgate_http_requests_in_flight               | gauge     |                        |
  * | hopgate_http_response_bytes_total             | counter   |                        |
+ * | hopgate_http_connections                      | gauge     | listener               |
+ * | hopgate_http_connections_cut_total            | counter   | listener, reason       |
+ * | hopgate_http_accept_errors_total              | counter   | listener               |
+ * | hopgate_tls_handshake_failures_total          | counter   | reason                 |
  * | hopgate_admin_requests_total                  | counter   | route, status          |
  * | hopgate_acme_orders_total                     | counter   | kind, result           |
  * | hopgate_certificate_expiry_seconds            | gauge     | (domain)               |
@@ -118,6 +122,10 @@ export class ServerMetrics {
     { count: { inc(): void }; duration: { observe(v: number): void } }
   >();
   readonly #admin: Counter<string>;
+  readonly #connections: Gauge<string>;
+  readonly #cuts: Counter<string>;
+  readonly #acceptErrors: Counter<string>;
+  readonly #tlsFailures: Counter<string>;
   readonly #acme: Counter<string>;
 
   constructor(options: ServerMetricsOptions = {}) {
@@ -291,6 +299,32 @@ export class ServerMetrics {
       help: "Response body bytes relayed from tunnels to callers.",
       registers,
     });
+    this.#connections = new Gauge({
+      name: "hopgate_http_connections",
+      help: "Open connections, by listener (http, https, metrics).",
+      labelNames: ["listener"],
+      registers,
+    });
+    this.#cuts = new Counter({
+      name: "hopgate_http_connections_cut_total",
+      help: "Public connections closed or refused by a limit, by listener and reason " +
+        "(header_timeout, idle_timeout, body_timeout, write_timeout, bad_request, " +
+        "head_too_large, max_connections, max_connections_per_address, shutdown).",
+      labelNames: ["listener", "reason"],
+      registers,
+    });
+    this.#acceptErrors = new Counter({
+      name: "hopgate_http_accept_errors_total",
+      help: "Failed accepts (out of file descriptors…): the listener backs off and retries.",
+      labelNames: ["listener"],
+      registers,
+    });
+    this.#tlsFailures = new Counter({
+      name: "hopgate_tls_handshake_failures_total",
+      help: "TLS handshakes on the public HTTPS listener that failed, by reason.",
+      labelNames: ["reason"],
+      registers,
+    });
     this.#admin = new Counter({
       name: "hopgate_admin_requests_total",
       help: "Admin API calls by route and status.",
@@ -389,6 +423,26 @@ export class ServerMetrics {
       series.duration.observe(seconds);
     }
     if (r.bytes > 0) this.#responseBytes.inc(r.bytes);
+  }
+
+  /** A public listener's connection events (the HTTP/1.1 front's `FrontEvents`). */
+  front(listener: "http" | "https" | "metrics"): {
+    cut(reason: string): void;
+    acceptError(): void;
+    connections(delta: 1 | -1): void;
+  } {
+    const open = this.#connections.labels(listener);
+    open.set(0);
+    return {
+      cut: (reason) => this.#cuts.labels(listener, reason).inc(),
+      acceptError: () => this.#acceptErrors.labels(listener).inc(),
+      connections: (delta) => open.inc(delta),
+    };
+  }
+
+  /** A failed TLS handshake on the public listener. */
+  tlsFailure(reason: string): void {
+    this.#tlsFailures.labels(reason).inc();
   }
 
   /** One admin API call; `path` relative to the admin base path. */

@@ -12,14 +12,17 @@ import {
   withHttpFront,
 } from "./certs/mod.ts";
 import { ErrorPages } from "./error_pages.ts";
-import { createIngressHandler, type Handler, type IngressOptions } from "./ingress.ts";
+import { createIngressHandler, type IngressOptions } from "./ingress.ts";
+import { type FrontLimits, FrontServer } from "./front/http1.ts";
+import { type ClientInfo, type FetchHandler, serveFetch } from "./front/fetch.ts";
+import { TlsAcceptor } from "./front/tls.ts";
+import { ipInRanges } from "./admin/cidr.ts";
 import { healthResponse, Readiness } from "./health.ts";
 import { openWithRetry, withinDeadline } from "./lifecycle.ts";
 import { createJsonLogger, type Logger } from "./log.ts";
 import { createMetricsHandler, ServerMetrics } from "./metrics.ts";
 import { createPskLookup } from "./psk_store.ts";
 import { TunnelRegistry } from "./registry.ts";
-import { SniHttpsServer } from "./tls_server.ts";
 import { SERVER_VERSION, type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
 import { sql } from "drizzle-orm";
@@ -40,7 +43,7 @@ export interface RunningServer {
    * Graceful shutdown: /readyz turns 503, the listeners stop accepting, clients
    * get GOAWAY, in-flight requests finish (up to `HOP_SHUTDOWN_TIMEOUT_SECONDS`,
    * then they are cut), then the tunnels, certificates and database close.
-   * WebSockets do not drain: the listeners' shutdown closes them at once.
+   * Upgraded connections (WebSockets) drain like requests.
    */
   close(): Promise<void>;
 }
@@ -132,89 +135,127 @@ export async function runServer(
       logger,
       onDomainRegistered: (domain) => certificates.domainRegistered(domain),
     });
-    const admin = async (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+    const admin = async (req: Request, info: ClientInfo) => {
       const res = await adminApp(req, info);
       const path = new URL(req.url).pathname.slice(ADMIN_BASE_PATH.length) || "/";
       metrics.adminCall(req.method, path, res.status);
       return res;
     };
-    const serverHandler: Handler = (req, info) => {
+    const serverHandler: FetchHandler = (req, info) => {
       const path = new URL(req.url).pathname;
-      if (isAdminRequest(req, config.serverDomain)) {
-        return admin(req, info as Deno.ServeHandlerInfo<Deno.NetAddr>);
-      }
+      if (isAdminRequest(req, config.serverDomain)) return admin(req, info);
       const health = healthResponse(req, readiness);
       if (health) return health;
       if (path === "/metrics" && !config.metrics.listen) return serveMetrics(req);
       return Response.json({ success: false, error: "not found" }, { status: 404 });
     };
     const pages = await ErrorPages.load(config.errorPagesDir);
+    const trusted = config.trustedProxies;
     const ingress: IngressOptions = {
       hub,
       serverDomain: config.serverDomain,
-      scheme: "http",
       proxyTimeoutMs: config.proxyTimeoutSeconds * 1000,
       pages,
       logger,
       serverHandler,
+      ...(trusted.length ? { trustedProxy: (ip: string) => ipInRanges(ip, trusted) } : {}),
       onRequest: (r) => metrics.request(r),
     };
-    const httpsServer = new SniHttpsServer({
+    const f = config.front;
+    const limits: Partial<FrontLimits> = {
+      headerTimeoutMs: f.headerTimeoutMs,
+      idleTimeoutMs: f.idleTimeoutMs,
+      bodyTimeoutMs: f.bodyTimeoutMs,
+      writeTimeoutMs: f.writeTimeoutMs,
+      maxHeadBytes: f.maxHeadBytes,
+      maxHeaders: f.maxHeaders,
+      maxConnections: f.maxConnections,
+      maxConnectionsPerAddress: f.maxConnectionsPerAddress,
+    };
+    const tunnelHandler = createIngressHandler(ingress);
+    const httpsEvents = metrics.front("https");
+    const httpsFront = new FrontServer({
+      scheme: "https",
+      handler: tunnelHandler,
+      limits,
+      events: httpsEvents,
+    });
+    const tls = new TlsAcceptor({
       hostname: config.httpsListen.hostname,
       port: config.httpsListen.port,
       lookup: (name) => certificates.lookup(name),
-      handler: createIngressHandler({ ...ingress, scheme: "https" }),
-      logger,
+      handshakeTimeoutMs: f.tlsHandshakeTimeoutMs,
+      onFailure: (reason, detail) => {
+        metrics.tlsFailure(reason);
+        logger.debug("tls handshake failed", { component: "https", reason, detail });
+      },
+      onAcceptError: () => httpsEvents.acceptError(),
     });
-    refreshHttps = () => httpsServer.refresh();
-    cleanups.push(() => httpsServer.close());
-    const handler = withHttpFront(createIngressHandler(ingress), {
-      challenge: (token) => certificates.challenge(token),
-      ...(config.httpsRedirect
-        ? {
-          redirect: {
-            hasCertificate: (host: string) => certificates.hasCertificate(host),
-            httpsPort: httpsServer.addr.port,
-          },
-        }
-        : {}),
+    refreshHttps = () => tls.refresh();
+    const httpsServing = httpsFront.serve(tls);
+    cleanups.push(() => httpsFront.shutdown());
+    const httpFront = new FrontServer({
+      scheme: "http",
+      handler: withHttpFront(tunnelHandler, {
+        challenge: (token) => certificates.challenge(token),
+        ...(config.httpsRedirect
+          ? {
+            redirect: {
+              hasCertificate: (host: string) => certificates.hasCertificate(host),
+              httpsPort: tls.addr.port,
+            },
+          }
+          : {}),
+      }),
+      limits,
+      events: metrics.front("http"),
     });
-    const http = Deno.serve({
+    const httpListener = Deno.listen({
       hostname: config.httpListen.hostname,
       port: config.httpListen.port,
-      onListen: () => {},
-      onError: (e) => {
-        logger.error("http handler failed", { component: "ingress", error: String(e) });
-        return new Response("Internal Server Error\n", { status: 500 });
-      },
-    }, handler);
-    cleanups.push(() => http.shutdown());
+    });
+    const httpAddr = httpListener.addr as Deno.NetAddr;
+    const httpServing = httpFront.serve(httpListener);
+    cleanups.push(() => httpFront.shutdown());
     readiness.listener("http", true);
     readiness.listener("https", true);
-    http.finished.then(() => readiness.listener("http", false));
-    let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+    httpServing.then(() => readiness.listener("http", false));
+    httpsServing.then(() => readiness.listener("https", false));
+    let metricsAddr: Deno.NetAddr | undefined;
     if (config.metrics.listen) {
-      // Health answers here too, whatever the Host: probes by IP reach it.
-      const m = Deno.serve({
-        hostname: config.metrics.listen.hostname,
-        port: config.metrics.listen.port,
-        onListen: () => {},
-      }, (req) => healthResponse(req, readiness) ?? serveMetrics(req));
-      metricsServer = m;
-      cleanups.push(() => m.shutdown());
+      // Health answers here too, whatever the Host: probes by IP reach it. The same
+      // front as the public listeners, so running out of descriptors cannot stop it.
+      const metricsFront = new FrontServer({
+        scheme: "http",
+        handler: (req, res) =>
+          serveFetch(
+            (r) => healthResponse(r, readiness) ?? serveMetrics(r),
+            req,
+            res,
+            { remoteAddr: req.peer },
+          ),
+        limits,
+        events: metrics.front("metrics"),
+      });
+      const listener = Deno.listen(config.metrics.listen);
+      metricsAddr = listener.addr as Deno.NetAddr;
+      const serving = metricsFront.serve(listener);
+      cleanups.push(async () => {
+        metricsFront.abortAll();
+        await metricsFront.shutdown();
+        await serving;
+      });
       readiness.listener("metrics", true);
     }
     await readiness.start();
     await certificates.start();
     logger.info("server started", {
       component: "server",
-      http: `${http.addr.hostname}:${http.addr.port}`,
-      https: `${httpsServer.addr.hostname}:${httpsServer.addr.port}`,
+      http: `${httpAddr.hostname}:${httpAddr.port}`,
+      https: `${tls.addr.hostname}:${tls.addr.port}`,
       dtls: `${hub.addr.hostname}:${hub.addr.port}/udp`,
       domain: config.serverDomain,
-      ...(metricsServer
-        ? { metrics: `${metricsServer.addr.hostname}:${metricsServer.addr.port}` }
-        : {}),
+      ...(metricsAddr ? { metrics: `${metricsAddr.hostname}:${metricsAddr.port}` } : {}),
       database: storage.backend,
       debug: config.debug,
     });
@@ -226,9 +267,11 @@ export async function runServer(
         timeout_s: config.shutdownTimeoutSeconds,
       });
       readiness.shuttingDown();
-      // Stop accepting; requests in flight (streaming bodies too) continue.
-      // Open WebSockets do not: Deno's shutdown() closes them at once (1005).
-      const listenersDone = Promise.all([http.shutdown(), httpsServer.close()]);
+      // Stop accepting; idle connections close, requests in flight (streaming
+      // bodies, upgraded connections too) continue until the deadline.
+      const listenersDone = Promise.all([httpFront.shutdown(), httpsFront.shutdown()]);
+      readiness.listener("http", false);
+      readiness.listener("https", false);
       hub.goAway();
       const drained = await withinDeadline(listenersDone, config.shutdownTimeoutSeconds * 1000);
       if (!drained) {
@@ -236,6 +279,8 @@ export async function runServer(
           component: "server",
           in_flight: registry.live().reduce((n, t) => n + t.inFlight, 0),
         });
+        httpFront.abortAll();
+        httpsFront.abortAll();
         await hub.close({ abort: true });
         await withinDeadline(listenersDone, 5000);
       }
@@ -243,8 +288,8 @@ export async function runServer(
       logger.info("server stopped", { component: "server", drained });
     };
     return {
-      httpAddr: http.addr,
-      httpsAddr: httpsServer.addr,
+      httpAddr,
+      httpsAddr: tls.addr,
       certificates,
       dtlsAddr: hub.addr,
       registry,
@@ -252,7 +297,7 @@ export async function runServer(
       storage,
       metrics,
       readiness,
-      metricsAddr: metricsServer?.addr,
+      metricsAddr,
       close: () => closing ??= shutdown(),
     };
   } catch (e) {

@@ -132,3 +132,40 @@ for (const backend of TEST_BACKENDS) {
     }
   });
 }
+
+Deno.test("CertificateManager: a name that is not ours is refused from memory until it is registered", async () => {
+  const db = await openTestDatabase("pglite");
+  const registered = new Set<string>();
+  const store = new CertificateStore(db.db, testSecretBox());
+  const asked: string[] = [];
+  const t = setup(store, registered);
+  // Count the registry queries through a wrapper around the set the manager reads.
+  const has = registered.has.bind(registered);
+  registered.has = (d: string) => {
+    asked.push(d);
+    return has(d);
+  };
+  try {
+    for (let i = 0; i < 5; i++) {
+      assert.equal(await t.manager.lookup("random.example.com"), undefined);
+      await new Promise((r) => setTimeout(r, 10)); // the background check runs
+    }
+    assert.deepEqual(asked, ["random.example.com"], "one registry query for five handshakes");
+    // Registered now: the next handshake asks again and issuance starts.
+    registered.add("random.example.com");
+    t.manager.domainRegistered("random.example.com");
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(asked.length, 2);
+    assert.ok(await t.manager.lookup("random.example.com"));
+    // After the refusal's time-out a name is asked about again.
+    await t.manager.lookup("other.example.com");
+    await new Promise((r) => setTimeout(r, 10));
+    t.advance(61_000);
+    await t.manager.lookup("other.example.com");
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(asked.filter((n) => n === "other.example.com").length, 2);
+  } finally {
+    await t.manager.close();
+    await db.close();
+  }
+});

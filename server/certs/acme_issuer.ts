@@ -26,14 +26,26 @@ export interface AcmeIssuerOptions {
 
 /** How long a published challenge stays answerable. */
 const CHALLENGE_TTL_MS = 60 * 60_000;
-/** HTTP-01 tokens are base64url (RFC 8555 8.3). */
-const TOKEN = /^[A-Za-z0-9_-]{1,256}$/;
+/** HTTP-01 tokens are base64url (RFC 8555 8.3) of at least 128 bits. */
+const TOKEN = /^[A-Za-z0-9_-]{22,256}$/;
+/**
+ * Challenge requests come from anyone on port 80. Tokens this node published
+ * answer from memory; a miss reaches the database (another node's order) at
+ * most this often, so a flood of made-up tokens costs no more than that.
+ */
+const DB_LOOKUPS_PER_SECOND = 20;
 
 export class AcmeIssuer implements Issuer {
   readonly kind = "acme";
   readonly #o: AcmeIssuerOptions;
   readonly #now: () => number;
   #client: Promise<acme.Client> | undefined;
+  /** Tokens this node published: token → key authorization and expiry. */
+  readonly #mine = new Map<string, { key: string; until: number }>();
+  #bucket = DB_LOOKUPS_PER_SECOND;
+  #bucketAt = 0;
+  /** Challenge lookups refused without asking the database (flood bound). */
+  lookupsShed = 0;
 
   constructor(options: AcmeIssuerOptions) {
     this.#o = options;
@@ -46,7 +58,21 @@ export class AcmeIssuer implements Issuer {
 
   async challenge(token: string): Promise<string | undefined> {
     if (!TOKEN.test(token)) return undefined;
-    return await this.#o.certs.getChallenge(token, new Date(this.#now()));
+    const now = this.#now();
+    const mine = this.#mine.get(token);
+    if (mine && mine.until > now) return mine.key;
+    // Token bucket: DB_LOOKUPS_PER_SECOND, refilled continuously.
+    this.#bucket = Math.min(
+      DB_LOOKUPS_PER_SECOND,
+      this.#bucket + (now - this.#bucketAt) * DB_LOOKUPS_PER_SECOND / 1000,
+    );
+    this.#bucketAt = now;
+    if (this.#bucket < 1) {
+      this.lookupsShed++;
+      return undefined;
+    }
+    this.#bucket--;
+    return await this.#o.certs.getChallenge(token, new Date(now));
   }
 
   async issue(domain: string): Promise<IssuedCertificate> {
@@ -68,14 +94,12 @@ export class AcmeIssuer implements Issuer {
         if (challenge.type !== "http-01") {
           throw new Error(`Cannot answer ${challenge.type}: only http-01 is supported`);
         }
-        await certs.putChallenge(
-          challenge.token,
-          domain,
-          keyAuthorization,
-          new Date(this.#now() + CHALLENGE_TTL_MS),
-        );
+        const until = this.#now() + CHALLENGE_TTL_MS;
+        await certs.putChallenge(challenge.token, domain, keyAuthorization, new Date(until));
+        this.#mine.set(challenge.token, { key: keyAuthorization, until });
       },
       challengeRemoveFn: async (_authz, challenge) => {
+        this.#mine.delete(challenge.token);
         await certs.deleteChallenge(challenge.token);
       },
     });

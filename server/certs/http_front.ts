@@ -6,12 +6,13 @@
  * 3. Everything else: the next handler (the ingress).
  * Gateway-owned responses here carry no HSTS: tenants decide that for themselves.
  */
-import { type Handler, routingHost } from "../ingress.ts";
+import type { FrontHandler, Responder } from "../front/http1.ts";
+import { routingHost } from "../ingress.ts";
 
 export const CHALLENGE_PREFIX = "/.well-known/acme-challenge/";
 
 export interface HttpFrontOptions {
-  /** The key authorization for a token, if an order waits for it. */
+  /** The key authorization for a token, if an order waits for it (from memory). */
   challenge: (token: string) => Promise<string | undefined>;
   /** Redirect hosts that have a certificate; omit to never redirect. */
   redirect?: {
@@ -21,31 +22,47 @@ export interface HttpFrontOptions {
   };
 }
 
-export function withHttpFront(next: Handler, opts: HttpFrontOptions): Handler {
-  return async function httpFront(req, info) {
-    const url = new URL(req.url);
-    if (url.pathname.startsWith(CHALLENGE_PREFIX)) {
-      const token = url.pathname.slice(CHALLENGE_PREFIX.length);
-      const answer = req.method === "GET" || req.method === "HEAD"
-        ? await opts.challenge(token)
-        : undefined;
-      return answer === undefined
-        ? new Response("Not Found\n", { status: 404, headers: { "content-type": "text/plain" } })
-        : new Response(req.method === "HEAD" ? null : answer, {
-          headers: { "content-type": "text/plain", "cache-control": "no-store" },
-        });
+const enc = new TextEncoder();
+
+function answer(
+  res: Responder,
+  status: number,
+  headers: [string, string][],
+  body: string,
+  head: boolean,
+): Promise<void> {
+  const bytes = enc.encode(body);
+  res.head(status, headers, bytes.length);
+  return res.end(head ? undefined : bytes);
+}
+
+export function withHttpFront(next: FrontHandler, opts: HttpFrontOptions): FrontHandler {
+  return async function httpFront(req, res) {
+    const path = req.path;
+    const isHead = req.method === "HEAD";
+    if (path.startsWith(CHALLENGE_PREFIX)) {
+      const q = path.indexOf("?");
+      const token = path.slice(CHALLENGE_PREFIX.length, q < 0 ? undefined : q);
+      const key = req.method === "GET" || isHead ? await opts.challenge(token) : undefined;
+      return key === undefined
+        ? answer(res, 404, [["content-type", "text/plain"]], "Not Found\n", isHead)
+        : answer(
+          res,
+          200,
+          [["content-type", "text/plain"], ["cache-control", "no-store"]],
+          key,
+          isHead,
+        );
     }
     const r = opts.redirect;
     if (r) {
-      const host = routingHost(req.headers.get("host"));
+      const host = routingHost(req.host);
       if (host && r.hasCertificate(host)) {
         const port = r.httpsPort === 443 ? "" : `:${r.httpsPort}`;
-        return new Response(null, {
-          status: 308,
-          headers: { location: `https://${host}${port}${url.pathname}${url.search}` },
-        });
+        res.head(308, [["location", `https://${host}${port}${path}`]], 0);
+        return res.end();
       }
     }
-    return next(req, info);
+    return next(req, res);
   };
 }

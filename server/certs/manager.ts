@@ -19,7 +19,7 @@
  * what the others issued on its timer, so all serve the same certificates.
  */
 import type { Logger } from "../log.ts";
-import type { CertifiedKey } from "../tls_server.ts";
+import type { CertifiedKey } from "../front/tls.ts";
 import type { CertificateStore, StoredCertificate } from "./cert_store.ts";
 
 /** A certificate fresh from the CA (or made locally). */
@@ -86,6 +86,12 @@ export class CertificateManager {
   readonly #loaded = new Map<string, Loaded>();
   readonly #failed = new Map<string, StoredCertificate>();
   readonly #inflight = new Map<string, Promise<CertificateState>>();
+  /**
+   * Names found not to be ours (not static, not registered), until when: a TLS
+   * handshake for such a name fails without a database query. Bounded: the
+   * oldest entry goes first. Registering a domain removes it at once.
+   */
+  readonly #refused = new Map<string, number>();
   #synced: Date | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #ticking: Promise<void> | undefined;
@@ -114,7 +120,10 @@ export class CertificateManager {
   /** The certificate to serve for `name`; a registered name without one starts issuance. */
   lookup(name: string): Promise<CertifiedKey | undefined> {
     const c = this.#loaded.get(name);
-    if (c && this.#now() < c.notAfter) return Promise.resolve(c.pair);
+    const now = this.#now();
+    if (c && now < c.notAfter) return Promise.resolve(c.pair);
+    const refused = this.#refused.get(name);
+    if (refused !== undefined && refused > now) return Promise.resolve(undefined);
     this.#background(name, "handshake");
     return Promise.resolve(undefined);
   }
@@ -147,6 +156,7 @@ export class CertificateManager {
 
   /** Called when a domain is registered: issues its certificate in the background. */
   domainRegistered(domain: string): void {
+    this.#refused.delete(domain);
     this.#background(domain, "registered");
   }
 
@@ -280,11 +290,19 @@ export class CertificateManager {
 
   async #allowed(name: string): Promise<boolean> {
     if (this.#static.has(name)) return true;
+    let ok: boolean;
     try {
-      return await this.#o.isRegistered(name);
+      ok = await this.#o.isRegistered(name);
     } catch {
       return false; // not a valid domain, or the database is down: do not order
     }
+    if (!ok) {
+      if (this.#refused.size >= MAX_REFUSED_NAMES) {
+        this.#refused.delete(this.#refused.keys().next().value!);
+      }
+      this.#refused.set(name, this.#now() + REFUSED_NAME_TTL_MS);
+    }
+    return ok;
   }
 
   #background(name: string, reason: string): void {
@@ -338,6 +356,11 @@ export class CertificateManager {
     }, this.#o.checkIntervalMs ?? 5 * MINUTE_MS);
   }
 }
+
+/** How long a name that is not ours is refused without asking the database again. */
+const REFUSED_NAME_TTL_MS = MINUTE_MS;
+/** Refused names remembered at most (a flood of random SNI names costs no more memory). */
+const MAX_REFUSED_NAMES = 100_000;
 
 function errorText(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).slice(0, 500);

@@ -4,7 +4,7 @@
  * or trust the certificate itself; there is no CA.
  */
 import * as x509 from "@peculiar/x509";
-import type { CertifiedKey } from "../tls_server.ts";
+import type { CertifiedKey } from "../front/tls.ts";
 
 const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 const DAY_MS = 86_400_000;
