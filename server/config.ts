@@ -40,6 +40,7 @@
  * | HOP_SERVER_MAX_HEADER_BYTES       | 65536 (request line + headers; 431)      |
  * | HOP_SERVER_MAX_HEADERS            | 100 (header fields per request; 431)     |
  * | HOP_TRUSTED_PROXIES               | none (CIDRs whose X-Forwarded-For counts)|
+ * | HOP_PROXY_PROTOCOL                | false (trusted peers send PROXY headers)  |
  *
  * HTTPS redirect: plain HTTP to a host that has a certificate gets a 308 to HTTPS
  * (ACME challenge paths never). HOP_ACME_CA_CERT: a CA that signs the ACME
@@ -121,6 +122,11 @@ export interface ServerConfig {
   front: FrontConfig;
   /** Peers whose X-Forwarded-For / -Proto / -Host are believed. */
   trustedProxies: Cidr[];
+  /**
+   * Connections from `trustedProxies` to the HTTP and HTTPS listeners start with a
+   * PROXY protocol header (v1 or v2) naming the caller (docs/edge.md).
+   */
+  proxyProtocol: boolean;
 }
 
 export interface FrontConfig {
@@ -197,6 +203,7 @@ export const SERVER_ENV_NAMES = [
   "HOP_SERVER_MAX_HEADER_BYTES",
   "HOP_SERVER_MAX_HEADERS",
   "HOP_TRUSTED_PROXIES",
+  "HOP_PROXY_PROTOCOL",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -380,6 +387,12 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
       throw new Error(`expected comma-separated IPs or CIDRs (${(err as Error).message})`);
     }
   });
+  const proxyProtocol = parse("HOP_PROXY_PROTOCOL", false, parseBool);
+  if (proxyProtocol && trustedProxies.length === 0) {
+    problems.push(
+      "HOP_PROXY_PROTOCOL: true needs HOP_TRUSTED_PROXIES (the load balancers that send the header)",
+    );
+  }
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {
@@ -404,6 +417,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     shutdownTimeoutSeconds,
     front,
     trustedProxies,
+    proxyProtocol,
   };
 }
 

@@ -228,3 +228,27 @@ Deno.test("loadServerConfig: the public listeners' limits and trusted proxies", 
     ]
   ) assert.ok(problems.some((p) => p.startsWith(`${name}:`)), `${name} in ${problems}`);
 });
+
+Deno.test("loadServerConfig: HOP_PROXY_PROTOCOL needs HOP_TRUSTED_PROXIES", () => {
+  assert.equal(loadServerConfig(PROD).proxyProtocol, false);
+  const c = loadServerConfig({
+    ...PROD,
+    HOP_PROXY_PROTOCOL: "true",
+    HOP_TRUSTED_PROXIES: "10.0.0.0/8",
+  });
+  assert.equal(c.proxyProtocol, true);
+  assert.equal(loadServerConfig({ ...PROD, HOP_PROXY_PROTOCOL: "false" }).proxyProtocol, false);
+  for (const trusted of [undefined, " ", ","]) {
+    const problems = problemsOf({
+      ...PROD,
+      HOP_PROXY_PROTOCOL: "on",
+      ...(trusted === undefined ? {} : { HOP_TRUSTED_PROXIES: trusted }),
+    });
+    assert.equal(problems.length, 1, problems.join("\n"));
+    assert.match(problems[0]!, /^HOP_PROXY_PROTOCOL: .*HOP_TRUSTED_PROXIES/);
+  }
+  assert.match(
+    problemsOf({ ...PROD, HOP_PROXY_PROTOCOL: "maybe" }).join("\n"),
+    /HOP_PROXY_PROTOCOL: expected true or false/,
+  );
+});

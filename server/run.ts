@@ -162,6 +162,10 @@ export async function runServer(
       onRequest: (r) => metrics.request(r),
     };
     const f = config.front;
+    // HOP_PROXY_PROTOCOL: trusted peers start each connection with a PROXY header.
+    const proxyProtocol = config.proxyProtocol
+      ? { proxyProtocol: (ip: string) => ipInRanges(ip, trusted) }
+      : {};
     const limits: Partial<FrontLimits> = {
       headerTimeoutMs: f.headerTimeoutMs,
       idleTimeoutMs: f.idleTimeoutMs,
@@ -173,7 +177,13 @@ export async function runServer(
       maxConnectionsPerAddress: f.maxConnectionsPerAddress,
     };
     const tunnelHandler = createIngressHandler(ingress);
-    const httpsEvents = metrics.front("https");
+    /** A listener's events: metrics, and a log line when a handler fails. */
+    const frontEvents = (listener: "http" | "https" | "metrics") => ({
+      ...metrics.front(listener),
+      error: (e: unknown) =>
+        logger.error("http handler failed", { component: listener, error: String(e) }),
+    });
+    const httpsEvents = frontEvents("https");
     const httpsFront = new FrontServer({
       scheme: "https",
       handler: tunnelHandler,
@@ -190,6 +200,7 @@ export async function runServer(
         logger.debug("tls handshake failed", { component: "https", reason, detail });
       },
       onAcceptError: () => httpsEvents.acceptError(),
+      ...proxyProtocol,
     });
     refreshHttps = () => tls.refresh();
     const httpsServing = httpsFront.serve(tls);
@@ -208,7 +219,8 @@ export async function runServer(
           : {}),
       }),
       limits,
-      events: metrics.front("http"),
+      events: frontEvents("http"),
+      ...proxyProtocol,
     });
     const httpListener = Deno.listen({
       hostname: config.httpListen.hostname,
@@ -235,7 +247,7 @@ export async function runServer(
             { remoteAddr: req.peer },
           ),
         limits,
-        events: metrics.front("metrics"),
+        events: frontEvents("metrics"),
       });
       const listener = Deno.listen(config.metrics.listen);
       metricsAddr = listener.addr as Deno.NetAddr;

@@ -8,6 +8,10 @@
  *                                              ▼
  *                               handler(FrontRequest, Responder)
  *
+ * With `proxyProtocol`, a trusted load balancer's connection starts with a PROXY
+ * protocol header (`proxy_protocol.ts`, read under the header timeout): the
+ * address it names is the peer, and the per-address cap is checked on it then.
+ *
  * Every socket an outsider can hold is bounded in time:
  *
  * | phase                                  | deadline                     | cut reason       |
@@ -24,6 +28,7 @@
  * deadlines (`resolutionMs`), so a deadline costs no timer per request.
  */
 import type { HeaderList } from "../../shared/protocol/mod.ts";
+import { ProxyHeaderError, ProxyHeaderParser } from "./proxy_protocol.ts";
 import {
   DEFAULT_MAX_HEAD_BYTES,
   RequestError,
@@ -96,7 +101,7 @@ export interface FrontRequest {
   readonly host: string;
   /** The listener's scheme; never the request's. */
   readonly scheme: "http" | "https";
-  /** The TCP peer's address. */
+  /** The TCP peer's address (the one its PROXY protocol header names, if it must send one). */
   readonly peer: Deno.NetAddr;
   /** Whether the request has a body (Content-Length > 0 or chunked). */
   readonly hasBody: boolean;
@@ -167,6 +172,8 @@ export interface FrontEvents {
   acceptError?(error: unknown): void;
   /** Open connections changed. */
   connections?(delta: 1 | -1): void;
+  /** A handler failed with an error of its own (answered 500 when still possible). */
+  error?(error: unknown): void;
 }
 
 export interface FrontServerOptions {
@@ -176,6 +183,13 @@ export interface FrontServerOptions {
   events?: FrontEvents;
   /** How often deadlines are checked. Default min(1 s, smallest timeout / 4). */
   resolutionMs?: number;
+  /**
+   * TCP peers (by address) that must start each connection with a PROXY protocol
+   * header, v1 or v2 (`proxy_protocol.ts`), within the header timeout: the address
+   * it names becomes the connection's peer, and the per-address cap counts that
+   * address. No valid header: closed, `bad_request`. Others are never parsed for one.
+   */
+  proxyProtocol?: (peer: string) => boolean;
 }
 
 /** Something that accepts byte connections (a `Deno.Listener`, our TLS acceptor). */
@@ -250,19 +264,20 @@ export class FrontServer {
     const key = addr.hostname ?? "";
     const l = this.limits;
     if (this.#connections.size >= l.maxConnections) return this.#refuse(conn, "max_connections");
-    const n = this.#perAddress.get(key) ?? 0;
-    if (n >= l.maxConnectionsPerAddress) {
-      return this.#refuse(conn, "max_connections_per_address");
-    }
-    this.#perAddress.set(key, n + 1);
-    const c = new Connection(this, conn, this.#opts);
+    // A load balancer's connections are counted per address once its PROXY
+    // header names the caller (`Connection.#readProxyHeader`), not under its own.
+    const proxied = this.#opts.proxyProtocol?.(key) ?? false;
+    if (!proxied && !this.admit(key)) return this.#refuse(conn, "max_connections_per_address");
+    const c = new Connection(this, conn, this.#opts, proxied ? undefined : key);
     this.#connections.add(c);
     this.#opts.events?.connections?.(1);
     c.run().finally(() => {
       this.#connections.delete(c);
-      const left = (this.#perAddress.get(key) ?? 1) - 1;
-      if (left <= 0) this.#perAddress.delete(key);
-      else this.#perAddress.set(key, left);
+      if (c.addressKey !== undefined) {
+        const left = (this.#perAddress.get(c.addressKey) ?? 1) - 1;
+        if (left <= 0) this.#perAddress.delete(c.addressKey);
+        else this.#perAddress.set(c.addressKey, left);
+      }
       this.#opts.events?.connections?.(-1);
       if (this.#closing && this.#connections.size === 0) this.#drained?.();
     });
@@ -306,6 +321,14 @@ export class FrontServer {
     this.#opts.events?.cut?.(reason);
   }
 
+  /** Counts one more connection from `key` unless it is at the per-address cap. */
+  admit(key: string): boolean {
+    const n = this.#perAddress.get(key) ?? 0;
+    if (n >= this.limits.maxConnectionsPerAddress) return false;
+    this.#perAddress.set(key, n + 1);
+    return true;
+  }
+
   #refuse(conn: ByteConn, reason: CutReason): void {
     this.cut(reason);
     safeClose(conn);
@@ -318,6 +341,9 @@ export class FrontServer {
         conn = await acceptor.accept();
       } catch (e) {
         if (this.#closing || e instanceof Deno.errors.BadResource) return;
+        // A caller that reset before we took it (a load balancer's TCP health check,
+        // or anyone's RST): Deno's accept fails on its address. Not ours: go on at once.
+        if (resetBeforeAccept(e)) continue;
         // EMFILE and friends: the process is out of descriptors. Never crash;
         // wait for connections to close, and let the kernel queue hold the rest.
         this.#opts.events?.acceptError?.(e);
@@ -338,6 +364,12 @@ export class FrontServer {
     clearInterval(this.#timer);
     this.#timer = undefined;
   }
+}
+
+/** Accept failed for one connection the caller already reset (Deno 2.9.6: NotConnected). */
+export function resetBeforeAccept(e: unknown): boolean {
+  return e instanceof Deno.errors.NotConnected || e instanceof Deno.errors.ConnectionReset ||
+    e instanceof Deno.errors.ConnectionAborted;
 }
 
 function safeClose(c: { close(): void }): void {
@@ -366,7 +398,11 @@ class Connection {
   readonly #server: FrontServer;
   readonly #conn: ByteConn;
   readonly #opts: FrontServerOptions;
-  readonly #peer: Deno.NetAddr;
+  #peer: Deno.NetAddr;
+  /** Whether the connection starts with a PROXY protocol header. */
+  readonly #proxied: boolean;
+  /** The address this connection is counted under for the per-address cap, once admitted. */
+  addressKey: string | undefined;
   readonly #buf = new Uint8Array(HEAD_READ_BYTES);
   #bodyBuf: Uint8Array | undefined;
   /** The watcher's buffer, shared with the head buffer's role: only one read at a time. */
@@ -394,11 +430,18 @@ class Connection {
   #stopWatch: (() => void) | undefined;
   #callerGone = false;
 
-  constructor(server: FrontServer, conn: ByteConn, opts: FrontServerOptions) {
+  constructor(
+    server: FrontServer,
+    conn: ByteConn,
+    opts: FrontServerOptions,
+    addressKey: string | undefined,
+  ) {
     this.#server = server;
     this.#conn = conn;
     this.#opts = opts;
     this.#peer = conn.remoteAddr as Deno.NetAddr;
+    this.#proxied = addressKey === undefined;
+    this.addressKey = addressKey;
     const l = server.limits;
     this.#parser = new RequestParser({
       head: (h) => this.#head = h,
@@ -457,6 +500,7 @@ class Connection {
 
   async #loop(): Promise<void> {
     const l = this.#server.limits;
+    if (this.#proxied && !await this.#readProxyHeader()) return;
     for (;;) {
       // Read until a whole head is parsed.
       while (!this.#head) {
@@ -493,6 +537,43 @@ class Connection {
       this.#readDeadline = Date.now() + (idle ? l.idleTimeoutMs : l.headerTimeoutMs);
       this.#readReason = idle ? "idle_timeout" : "header_timeout";
     }
+  }
+
+  /**
+   * The PROXY protocol header, before anything else (the header timeout runs):
+   * its address becomes the peer, then the per-address cap is checked on it.
+   * False: the connection is to be closed (a reason is set unless it closed
+   * before sending a byte, as an unproxied one may).
+   */
+  async #readProxyHeader(): Promise<boolean> {
+    const parser = new ProxyHeaderParser();
+    for (;;) {
+      const got = await this.#read();
+      if (this.#phase === Phase.Closed) return false; // cut meanwhile (timeout, shutdown)
+      if (got === null) {
+        if (parser.received > 0) this.#cutReason ??= "bad_request";
+        return false;
+      }
+      let r;
+      try {
+        r = parser.feed(got);
+      } catch (e) {
+        if (!(e instanceof ProxyHeaderError)) throw e;
+        this.#cutReason ??= "bad_request";
+        return false;
+      }
+      if (!r) continue;
+      if (r.header.command === "proxy") this.#peer = r.header.source;
+      this.#pending = got.subarray(r.consumed);
+      break;
+    }
+    const key = this.#peer.hostname;
+    if (!this.#server.admit(key)) {
+      this.#cutReason = "max_connections_per_address";
+      return false;
+    }
+    this.addressKey = key;
+    return true;
   }
 
   /** Answers a request we refuse, then the loop closes the connection. */
@@ -537,8 +618,14 @@ class Connection {
     try {
       await this.#opts.handler(req, res);
       if (!res.finished && !res.aborted) await res.end();
-    } catch {
-      res.abort();
+    } catch (e) {
+      // A handler's own failure (not the caller's): a 500 if nothing was sent yet.
+      if (!(e instanceof WriteError) && !(e instanceof BodyError)) this.#opts.events?.error?.(e);
+      if (res.headSent || res.aborted || e instanceof WriteError) res.abort();
+      else {
+        res.head(500, [["content-type", "text/plain"]], -1);
+        await res.end(enc.encode("Internal Server Error\n")).catch(() => res.abort());
+      }
     }
     if (res.upgraded || res.aborted || this.#phase !== Phase.Busy) return false;
     this.#stopWatch?.();

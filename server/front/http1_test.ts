@@ -378,3 +378,24 @@ Deno.test("front: shutdown closes idle connections and lets a request in flight 
   await stopped;
   await h.close();
 });
+
+Deno.test("front: a handler that fails before answering gets a 500, and the failure is reported", async () => {
+  const errors: unknown[] = [];
+  const server = new FrontServer({
+    scheme: "http",
+    handler: () => Promise.reject(new Error("boom")),
+    events: { error: (e) => errors.push(e) },
+  });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = server.serve(listener);
+  const c = await connect((listener.addr as Deno.NetAddr).port);
+  await c.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const text = await readUntil(c, "Internal Server Error\n", 2);
+  assert.equal(text.split("HTTP/1.1 500 Internal Server Error").length - 1, 2);
+  assert.equal(errors.length, 2);
+  assert.equal((errors[0] as Error).message, "boom");
+  c.close();
+  server.abortAll();
+  await server.shutdown();
+  await serving;
+});
