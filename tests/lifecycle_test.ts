@@ -5,6 +5,7 @@
  * ready), and a bad variable stops start-up naming it.
  */
 import { equal, match, ok } from "node:assert/strict";
+import WebSocket from "ws";
 import postgres from "postgres";
 import { randomBytes } from "node:crypto";
 import {
@@ -29,6 +30,11 @@ function startOrigin() {
     { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
     (req) => {
       const url = new URL(req.url);
+      if (url.pathname === "/ws") {
+        const { socket, response } = Deno.upgradeWebSocket(req);
+        socket.onmessage = (e) => socket.send(`echo ${e.data}`);
+        return response;
+      }
       const n = Number(url.searchParams.get("n") ?? 10);
       const ms = Number(url.searchParams.get("ms") ?? 200);
       let i = 0;
@@ -111,6 +117,42 @@ Deno.test("lifecycle: past HOP_SHUTDOWN_TIMEOUT_SECONDS an endless stream is cut
     ok(r.code !== 0, "the endless response was cut");
     match(server.proc.stdout, /shutdown deadline passed/);
     match(server.proc.stdout, /"msg":"server stopped".*"drained":false/);
+  });
+});
+
+Deno.test("lifecycle: an open WebSocket keeps working while the server drains, and is cut at the deadline", async () => {
+  await withTunnel({ HOP_SHUTDOWN_TIMEOUT_SECONDS: "2" }, async ({ server }) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws`, {
+      headers: { host: DOMAIN },
+    });
+    const messages: string[] = [];
+    let closed!: () => void;
+    const isClosed = new Promise<void>((r) => closed = r);
+    ws.on("message", (m: Uint8Array) => messages.push(new TextDecoder().decode(m)));
+    ws.on("close", () => closed());
+    await new Promise<void>((resolve, reject) => {
+      ws.on("open", () => resolve());
+      ws.on("error", reject);
+    });
+    const until = async (n: number) => {
+      const deadline = Date.now() + 3000;
+      while (messages.length < n && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    ws.send("before");
+    await until(1);
+    const stoppedAt = Date.now();
+    server.proc.child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 500));
+    ws.send("during the drain");
+    await until(2);
+    equal(messages.join("|"), "echo before|echo during the drain");
+    await isClosed;
+    const cutAfter = Date.now() - stoppedAt;
+    ok(cutAfter >= 1800, `cut at the deadline, not at once (${cutAfter} ms)`);
+    equal((await server.proc.exited).code, 0, server.proc.output);
+    match(server.proc.stdout, /shutdown deadline passed/);
   });
 });
 
