@@ -99,7 +99,8 @@ function startOrigin(port = 0) {
   return { port: server.addr.port, seen, stop: async () => (ac.abort(), await server.finished) };
 }
 
-const host = ["-H", `Host: ${DOMAIN}`];
+const plainHost = ["-H", `Host: ${DOMAIN}`];
+const host = plainHost;
 
 /** A client process serving DOMAIN from the local service on `originPort`. */
 function tunnelClient(
@@ -117,15 +118,44 @@ function tunnelClient(
   });
 }
 
-/** One server, one client, one origin for the cases that share them. */
-Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and gateway errors", async (t) => {
+/**
+ * One server, one client, one origin for the cases that share them; over HTTP, and
+ * over HTTPS (debug mode's self-signed certificate by SNI) with curl asking for
+ * HTTP/2, which the front answers with HTTP/1.1.
+ */
+for (const scheme of ["http", "https"] as const) {
+  Deno.test(`e2e (${scheme}): methods, bodies, headers, streaming, WebSocket, concurrency and gateway errors`, async (t) => {
+    await e2eSuite(t, scheme);
+  });
+}
+
+async function e2eSuite(t: Deno.TestContext, scheme: "http" | "https") {
   const origin = startOrigin();
-  const server = await startServerProc({ HOP_SERVER_PROXY_TIMEOUT_SECONDS: "2" });
+  const httpsPort = freePort("tcp");
+  const server = await startServerProc({
+    HOP_SERVER_PROXY_TIMEOUT_SECONDS: "2",
+    HOP_SERVER_HTTPS_LISTEN: `127.0.0.1:${httpsPort}`,
+  });
   const key = await server.register(DOMAIN);
   const client = tunnelClient(server, key, origin.port);
-  const base = `http://127.0.0.1:${server.httpPort}`;
+  // curl reaches DOMAIN at 127.0.0.1 with SNI; other Host values ride the same TLS.
+  const tls = scheme === "https"
+    ? ["-k", "--http2", "--resolve", `${DOMAIN}:${httpsPort}:127.0.0.1`]
+    : [];
+  const host = [...tls, ...plainHost];
+  const base = scheme === "https"
+    ? `https://${DOMAIN}:${httpsPort}`
+    : `http://127.0.0.1:${server.httpPort}`;
   try {
     await client.waitFor("connected to");
+    if (scheme === "https") {
+      // The registered domain's certificate is made in the background.
+      const deadline = Date.now() + 15_000;
+      while ((await curl([...host, `${base}/`])).status !== 200) {
+        if (Date.now() > deadline) throw new Error("no HTTPS answer for the domain");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
 
     await t.step("GET/POST/PUT/DELETE with query strings and binary bodies", async () => {
       const r = await curl([...host, `${base}/headers?a=1&b=%20x`]);
@@ -134,7 +164,7 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
       equal(j.query, "?a=1&b=%20x");
       equal(j.headers.host, DOMAIN);
       equal(j.headers["x-forwarded-host"], DOMAIN);
-      equal(j.headers["x-forwarded-proto"], "http");
+      equal(j.headers["x-forwarded-proto"], scheme);
       equal(j.headers["x-forwarded-for"], "127.0.0.1");
       ok(j.headers["x-request-id"]);
       const bin = randomBytes(300_000);
@@ -176,7 +206,7 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
         `${base}/headers`,
       ]);
       const h = JSON.parse(r.body).headers;
-      equal(h["x-forwarded-proto"], "http");
+      equal(h["x-forwarded-proto"], scheme);
       equal(h["x-forwarded-host"], DOMAIN);
       equal(h["x-secret"], undefined);
       equal(h["x-kept"], "2");
@@ -244,9 +274,15 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
     });
 
     await t.step("WebSocket echo through the tunnel", async () => {
-      const ws = new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws`, {
-        headers: { host: DOMAIN },
-      });
+      const ws = scheme === "https"
+        ? new WebSocket(`wss://127.0.0.1:${httpsPort}/ws`, {
+          headers: { host: DOMAIN },
+          servername: DOMAIN,
+          rejectUnauthorized: false,
+        })
+        : new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws`, {
+          headers: { host: DOMAIN },
+        });
       const got: string[] = [];
       await new Promise<void>((resolve, reject) => {
         ws.on("open", () => {
@@ -283,10 +319,11 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
     );
 
     await t.step("gateway errors: 404 unknown host, 504 slow origin, JSON when asked", async () => {
-      const none = await curl(["-H", "Host: nobody.e2e.test", `${base}/`]);
+      const none = await curl([...tls, "-H", "Host: nobody.e2e.test", `${base}/`]);
       equal(none.status, 404);
       ok(none.body.includes("No tunnel"));
       const json = await curl([
+        ...tls,
         "-H",
         "Host: nobody.e2e.test",
         "-H",
@@ -302,7 +339,7 @@ Deno.test("e2e: methods, bodies, headers, streaming, WebSocket, concurrency and 
     await server.stop();
     await origin.stop();
   }
-});
+}
 
 Deno.test("e2e: 502 when the local service is down; 503 when the client dies mid-request, then recovery", async () => {
   const server = await startServerProc();
