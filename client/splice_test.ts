@@ -4,6 +4,7 @@
  * the caller's bytes through untouched. WebSocket frames are built and read here by
  * hand, so what crosses the stream is exactly what crosses the origin's socket.
  */
+import { testCertificates } from "./testing/certs.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import type { MuxStream } from "../shared/mux/mod.ts";
@@ -755,63 +756,6 @@ Deno.test("splice: backpressure: a caller that stops reading stops the origin's 
     await origin.close();
   }
 });
-
-/** A CA and a leaf certificate for 127.0.0.1 signed by it, made by openssl in a temp dir. */
-async function testCertificates(): Promise<{ ca: string; cert: string; key: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "hopgate-splice-tls-" });
-  const openssl = async (...args: string[]) => {
-    const out = await new Deno.Command("openssl", {
-      args,
-      stdout: "null",
-      stderr: "piped",
-      cwd: dir,
-    })
-      .output();
-    if (!out.success) throw new Error(dec.decode(out.stderr));
-  };
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  try {
-    await openssl(
-      "req",
-      "-x509",
-      ...ec,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=HopGate test CA",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-    );
-    await openssl("req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr");
-    await Deno.writeTextFile(
-      `${dir}/ext.cnf`,
-      "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    );
-    await openssl(
-      "x509",
-      "-req",
-      "-in",
-      "leaf.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "1",
-      "-extfile",
-      "ext.cnf",
-      "-out",
-      "cert.pem",
-    );
-    const read = (f: string) => Deno.readTextFile(`${dir}/${f}`);
-    return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("splice: an https local target: the upgrade and its frames go over TLS; an untrusted certificate is local_error", async () => {
   const { ca, cert, key } = await testCertificates();
