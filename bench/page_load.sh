@@ -27,7 +27,7 @@
 #   bench/page_load.sh [BASE_ROOT]      BASE_ROOT: the "before" checkout (default /tmp/base);
 #                                       "after" is the tree this script lives in
 #   env: LOADS=5  DELAYS="0 25 50" (one-way ms; 0 = loopback)  STATE=/tmp/hopgate-pageload
-#        PORT_BASE=18300  KEEP=1 (keep $STATE/out: curl -w lines per transfer, server logs)
+#        PORT_BASE=18300  AFTER_HTTP=2 (or 1.1)  KEEP=1 (keep $STATE/out: curl -w lines per transfer, server logs)
 # Takes ~1 min (start-up ~15 s, then 36 loads). Removes its namespaces and tun devices at
 # the end (also on Ctrl-C); stops only the processes it started, by PID.
 set -u
@@ -35,6 +35,8 @@ set -u
 AFTER=$(cd "$(dirname "$0")/.." && pwd)
 BEFORE=$(cd "${1:-/tmp/base}" && pwd) || exit 2
 LOADS=${LOADS:-5}
+# "after" offers h2 (the tree's H2Bridge, server/front/h2.ts); AFTER_HTTP=1.1: --http1.1 as before
+AFTER_HTTP=${AFTER_HTTP:-2}
 DELAYS=${DELAYS:-"0 25 50"}
 STATE=${STATE:-/tmp/hopgate-pageload}
 P=${PORT_BASE:-18300}
@@ -167,7 +169,7 @@ describe() { awk '{v[$2]++; c+=$3; n++; if ($1 == 200) ok++; b+=$4}
       vs, c, ok, n, b, hs[int((h + 1) / 2)], html}' "$1"; }
 load() { # load TAG NETNS-EXEC FILE -> prints wall ms; per-transfer -w lines in FILE
   local tag=$1 ns=$2 file=$3 port=${HTTPS[$1]} t0 t1 proto os=() u
-  if [ "$tag" = before ]; then proto=(--http2 --parallel --parallel-max 100); else proto=(--http1.1 --parallel --parallel-max 6); fi
+  if [ "$tag" = before ] || [ "$AFTER_HTTP" = 2 ]; then proto=(--http2 --parallel --parallel-max 100); else proto=(--http1.1 --parallel --parallel-max 6); fi
   url_list "$port"
   for u in "${URLS[@]}"; do os+=(-o /dev/null "$u"); done
   t0=$(date +%s%N)
@@ -179,7 +181,7 @@ load() { # load TAG NETNS-EXEC FILE -> prints wall ms; per-transfer -w lines in 
 # TLS version and ALPN result, once per side (from curl -v)
 for tag in before after; do
   port=${HTTPS[$tag]}
-  if [ $tag = before ]; then v=--http2; else v=--http1.1; fi
+  if [ $tag = before ] || [ "$AFTER_HTTP" = 2 ]; then v=--http2; else v=--http1.1; fi
   $SRV curl -skv $v --resolve "$NAME:$port:$IP_S" -o /dev/null "https://$NAME:$port/index.html" 2>&1 |
     grep -E 'SSL connection using|ALPN: server' | sed "s/^/$tag: /" >&2
 done
@@ -215,7 +217,7 @@ done
 echo
 echo "Page load (HTML + 60 sub-resources, 684 KiB) through the tunnel over HTTPS, median of $LOADS, ms"
 echo
-echo "| path | before h2 ms | after h1.1 ms | ratio after/before |"
+echo "| path | before h2 ms | after $([ "$AFTER_HTTP" = 2 ] && echo h2 || echo h1.1) ms | ratio after/before |"
 echo "|---|---:|---:|---:|"
 printf '%s\n' "${ROWS[@]}"
 echo

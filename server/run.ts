@@ -16,6 +16,7 @@ import { createIngressHandler, type IngressOptions } from "./ingress.ts";
 import { type FrontLimits, FrontServer } from "./front/http1.ts";
 import { type ClientInfo, type FetchHandler, serveFetch } from "./front/fetch.ts";
 import { TlsAcceptor } from "./front/tls.ts";
+import { H2Bridge } from "./front/h2.ts";
 import { ipInRanges } from "./admin/cidr.ts";
 import { healthResponse, Readiness } from "./health.ts";
 import { openWithRetry, withinDeadline } from "./lifecycle.ts";
@@ -200,11 +201,16 @@ export async function runServer(
         logger.debug("tls handshake failed", { component: "https", reason, detail });
       },
       onAcceptError: () => httpsEvents.acceptError(),
+      // h2 connections go to the bridge (h2c Deno.serve inside), the rest to the
+      // HTTP/1.1 front (server/front/h2.ts).
+      alpn: ["h2", "http/1.1"],
       ...proxyProtocol,
     });
     refreshHttps = () => tls.refresh();
-    const httpsServing = httpsFront.serve(tls);
+    const h2 = new H2Bridge({ handler: tunnelHandler, limits, events: httpsEvents });
+    const httpsServing = h2.serve(tls, httpsFront);
     cleanups.push(() => httpsFront.shutdown());
+    cleanups.push(() => h2.shutdown());
     const httpFront = new FrontServer({
       scheme: "http",
       handler: withHttpFront(tunnelHandler, {
@@ -281,7 +287,11 @@ export async function runServer(
       readiness.shuttingDown();
       // Stop accepting; idle connections close, requests in flight (streaming
       // bodies, upgraded connections too) continue until the deadline.
-      const listenersDone = Promise.all([httpFront.shutdown(), httpsFront.shutdown()]);
+      const listenersDone = Promise.all([
+        httpFront.shutdown(),
+        httpsFront.shutdown(),
+        h2.shutdown(),
+      ]);
       readiness.listener("http", false);
       readiness.listener("https", false);
       hub.goAway();
@@ -293,6 +303,7 @@ export async function runServer(
         });
         httpFront.abortAll();
         httpsFront.abortAll();
+        h2.abortAll();
         await hub.close({ abort: true });
         await withinDeadline(listenersDone, 5000);
       }

@@ -846,7 +846,9 @@ Deno.test("front attack: slowloris, timeouts, smuggling, slow readers, early ans
         log("curl --http2 over TLS: response status line", h2.headers.split("\r\n")[0]);
         equal(h2.status, 200);
         ok(h2.body.startsWith("Hello, world!"), h2.body);
-        ok(/^HTTP\/1\.1 200/m.test(h2.headers), `not HTTP/1.1: ${h2.headers}`);
+        ok(/^HTTP\/2 200/m.test(h2.headers), `not HTTP/2: ${h2.headers}`);
+        const h1 = await curl([...tls, "--http1.1", u("/")]);
+        ok(/^HTTP\/1\.1 200/m.test(h1.headers), `not HTTP/1.1: ${h1.headers}`);
         const alpn = await new Deno.Command("curl", {
           args: [...tls, "-sv", "--http2", "-o", "/dev/null", u("/")],
           stdout: "null",

@@ -52,8 +52,9 @@
  * HTTP/2: Deno's engine (`serveHttpOnConnection`) serves h2 on a `Deno.TlsConn`
  * (curl --http2: HTTP/2 200) but needs a Deno resource id, which a node TLS
  * socket has not ("expected i32"); node:http2 handed our TLS socket hangs (curl
- * timed out). So ALPN offers http/1.1 by default; `alpn` can offer more, and each
- * connection reports what was agreed.
+ * timed out). So ALPN offers http/1.1 by default; the server passes
+ * `["h2", "http/1.1"]` and hands h2 connections to `h2.ts` (a loopback hop into
+ * Deno's engine). Each connection reports what was agreed.
  *
  * Internals used (checked by `tlsAcceptorSupported()`): `process.binding("tcp_wrap")`
  * (node's TCP handle, with Deno's `openFromRid`) and Deno's internal resource-id
