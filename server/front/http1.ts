@@ -1020,19 +1020,25 @@ class Responder1 implements Responder {
       }
     } else {
       if (this.#noBody || chunk.length === 0) return;
-      return this.#conn.writeAll(this.#frame(chunk));
+      if (!this.#chunked) return this.#conn.writeAll(this.#frame(chunk));
+      // Chunk framing as separate pieces: the write queue joins what is queued
+      // into one buffer anyway, so the chunk is copied once, not twice.
+      this.#frame(chunk, false);
+      this.#conn.writeAll(enc.encode(chunk.length.toString(16) + "\r\n")).catch(() => {});
+      this.#conn.writeAll(chunk).catch(() => {});
+      return this.#conn.writeAll(CRLF);
     }
     await this.#conn.writeAll(out);
   }
 
-  #frame(chunk: Uint8Array): Uint8Array {
+  #frame(chunk: Uint8Array, chunked = this.#chunked): Uint8Array {
     if (this.#length >= 0) {
       this.#written += chunk.length;
       if (this.#written > this.#length) {
         throw new WriteError("response body longer than its Content-Length");
       }
     }
-    if (!this.#chunked) return chunk;
+    if (!chunked) return chunk;
     const size = enc.encode(chunk.length.toString(16) + "\r\n");
     const out = new Uint8Array(size.length + chunk.length + 2);
     out.set(size);
@@ -1080,6 +1086,7 @@ class Responder1 implements Responder {
 }
 
 const LAST_CHUNK = enc.encode("0\r\n\r\n");
+const CRLF = enc.encode("\r\n");
 
 /** Encodes a head string byte per code unit (Latin-1), natively when ASCII. */
 function latin1(s: string): Uint8Array {
