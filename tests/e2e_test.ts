@@ -75,15 +75,17 @@ function startOrigin(port = 0) {
         }
         case "/hold": {
           const ms = Number(url.searchParams.get("ms") ?? 3000);
+          // "start" at once (the head goes with it), "end" after ms.
+          let step = 0;
           return new Response(
             new ReadableStream({
-              async start(c) {
-                c.enqueue(new TextEncoder().encode("start\n"));
+              async pull(c) {
+                if (step++ === 0) return c.enqueue(new TextEncoder().encode("start\n"));
                 await new Promise((r) => setTimeout(r, ms));
                 c.enqueue(new TextEncoder().encode("end\n"));
                 c.close();
               },
-            }),
+            }, { highWaterMark: 0 }),
           );
         }
         case "/slow":
@@ -133,7 +135,8 @@ async function e2eSuite(t: Deno.TestContext, scheme: "http" | "https") {
   const origin = startOrigin();
   const httpsPort = freePort("tcp");
   const server = await startServerProc({
-    HOP_SERVER_PROXY_TIMEOUT_SECONDS: "2",
+    // Short enough for the 504 case (/slow waits 4 s), with room for a loaded CI machine.
+    HOP_SERVER_PROXY_TIMEOUT_SECONDS: "3",
     HOP_SERVER_HTTPS_LISTEN: `127.0.0.1:${httpsPort}`,
   });
   const key = await server.register(DOMAIN);
