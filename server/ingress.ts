@@ -31,7 +31,13 @@ import {
 } from "../shared/protocol/mod.ts";
 import { Deadlines } from "./deadlines.ts";
 import type { ErrorPages, GatewayErrorKind } from "./error_pages.ts";
-import type { FrontHandler, FrontRequest, Responder, UpgradedConn } from "./front/http1.ts";
+import {
+  type FrontHandler,
+  type FrontRequest,
+  type Responder,
+  type UpgradedConn,
+  WriteError,
+} from "./front/http1.ts";
 import { type FetchHandler, serveFetch } from "./front/fetch.ts";
 import type { Logger } from "./log.ts";
 import type { Tunnel, TunnelHub } from "./tunnels.ts";
@@ -398,7 +404,9 @@ class Exchange {
       this.#abandon();
       res.abort();
       await this.#pump;
-      const gone = req.signal.aborted || e instanceof Error && e.name === "WriteError";
+      // A body that disagrees with its Content-Length is the tunnel's fault, not the caller's.
+      const framing = e instanceof WriteError && /Content-Length/.test(e.message);
+      const gone = req.signal.aborted || (e instanceof WriteError && !framing);
       return this.#finish(gone ? 499 : head.status, {
         error: gone ? "caller_gone" : "body_interrupted",
       });

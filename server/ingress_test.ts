@@ -19,6 +19,7 @@ type Answer = (s: MuxStream) => Promise<void>;
 async function withIngress(
   answer: Answer,
   fn: (call: (r: Request) => Promise<Response>) => Promise<void>,
+  logger = new MemoryLogger(),
 ) {
   const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
   const server = new MuxSession(link.a, { role: "server" });
@@ -34,7 +35,7 @@ async function withIngress(
     serverDomain: "gateway.test",
     proxyTimeoutMs: 60_000, // longer than any test: what stops a stream here is the caller
     pages: await ErrorPages.load(undefined),
-    logger: new MemoryLogger(),
+    logger,
   }));
   try {
     await fn((r) => front.call(r));
@@ -167,4 +168,24 @@ Deno.test("ingress: a caller that stops reading a streamed body makes the tunnel
     const err = await writes.then(() => null, (e) => e);
     assert.ok(err instanceof MuxStreamError, `the origin side's writes fail: ${err}`);
   });
+});
+
+Deno.test("ingress: a body shorter than its Content-Length is cut, and logged as the tunnel's fault", async () => {
+  const logger = new MemoryLogger();
+  const answer: Answer = async (s) => {
+    await readHeadFrom(s);
+    s.readRest();
+    await s.write(encodeHead({ t: "res", status: 200, headers: [["content-length", "100"]] }));
+    await s.write(new TextEncoder().encode("only ten.."));
+    await new Promise((r) => setTimeout(r, 20)); // not all in one piece
+    s.close();
+  };
+  await withIngress(answer, async (call) => {
+    const res = await call(new Request("http://app.test/short"));
+    assert.equal(res.status, 200);
+    await assert.rejects(() => res.arrayBuffer(), "the caller sees a cut, not 10 bytes as whole");
+  }, logger);
+  const line = logger.entries.find((l) => l.msg === "request");
+  assert.equal(line?.fields.error, "body_interrupted");
+  assert.equal(line?.fields.status, 200);
 });
