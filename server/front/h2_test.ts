@@ -363,12 +363,14 @@ Deno.test("h2: the idle timeout closes a silent connection, descriptors released
     assert.ok(took >= 300 && took < 3000, `closed after ${took} ms`);
     assert.equal(h.cuts.filter((c) => c === "idle_timeout").length, 5);
     let fds = await openFds();
-    for (let i = 0; i < 50 && (h.bridge.size > 0 || fds > base); i++) {
+    for (let i = 0; i < 250 && (h.bridge.size > 0 || fds > base); i++) {
       await sleep(20);
       fds = await openFds();
     }
     assert.equal(h.bridge.size, 0);
-    assert.ok(fds <= base, `descriptors ${fds} > ${base}`);
+    // The count is the whole process's: under `deno test --parallel` other modules
+    // open and close descriptors too, so allow a little; the 5 connections held 20.
+    assert.ok(fds <= base + 3, `descriptors ${fds} > ${base} + 3`);
   } finally {
     await h.close();
   }
