@@ -143,6 +143,13 @@ async function fdCount(): Promise<number> {
   return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l !== "").length;
 }
 
+/**
+ * The count is the whole process's, and `deno test --parallel` runs other test
+ * modules in this process: allow that many of theirs. A leak here is 2 per
+ * connection, 6 or 8 in these tests.
+ */
+const FD_SLACK = 3;
+
 /** The open descriptors once the count holds still for 100 ms (closing is asynchronous). */
 async function settledFdCount(): Promise<number> {
   let last = await fdCount();
@@ -417,7 +424,7 @@ Deno.test("TlsAcceptor: silent, half-ClientHello and stalled handshakes close at
     for (const c of [silent, half, stalled]) c.close();
     assert.deepEqual(h.acceptor.inProgress, 0);
     const after = await settledFdCount();
-    assert.deepEqual(after, before, "descriptors released");
+    assert.ok(after <= before + FD_SLACK, `descriptors released: ${after} vs ${before}`);
   } finally {
     await h.close();
   }
@@ -445,7 +452,8 @@ Deno.test("TlsAcceptor: a connection closed by either side releases both descrip
         i < 2 ? within(2000, new Promise((r) => c.socket.once("close", r))) : closeSocket(c.socket)
       ),
     );
-    assert.deepEqual(await settledFdCount(), before);
+    const after = await settledFdCount();
+    assert.ok(after <= before + FD_SLACK, `descriptors released: ${after} vs ${before}`);
   } finally {
     await h.close();
   }
