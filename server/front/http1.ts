@@ -409,10 +409,9 @@ class Connection {
   readonly #proxied: boolean;
   /** The address this connection is counted under for the per-address cap, once admitted. */
   addressKey: string | undefined;
+  /** Head reads, and the watcher's read while a request is handled (one read at a time). */
   readonly #buf = new Uint8Array(HEAD_READ_BYTES);
   #bodyBuf: Uint8Array | undefined;
-  /** The watcher's buffer, shared with the head buffer's role: only one read at a time. */
-  #spare: Uint8Array = this.#buf;
   readonly #parser: RequestParser;
   /** Unconsumed bytes (after a message's end: the next request's). */
   #pending: Uint8Array = EMPTY;
@@ -601,7 +600,7 @@ class Connection {
 
   /**
    * One socket read; null at EOF. Takes over the watcher's read if one is in
-   * flight (its bytes land in the spare buffer), else reads into the main buffer.
+   * flight (its bytes are in the head buffer), else reads into the head or body buffer.
    * The returned view is valid until the next read.
    */
   async #read(body = false): Promise<Uint8Array | null> {
@@ -609,7 +608,7 @@ class Connection {
     if (inflight) {
       this.#inflight = undefined;
       const n = await inflight;
-      return n === null ? null : this.#spare.subarray(0, n);
+      return n === null ? null : this.#buf.subarray(0, n);
     }
     const buf = body ? (this.#bodyBuf ??= new Uint8Array(BODY_READ_BYTES)) : this.#buf;
     const n = await this.#conn.read(buf);
@@ -669,7 +668,7 @@ class Connection {
     if (this.#pending.length > 0) this.#pending = this.#pending.slice();
     this.#watching = (async () => {
       while (!stop && this.#pending.length < limit && this.#phase === Phase.Busy) {
-        const p = this.#inflight ??= this.#conn.read(this.#spare).catch(() => null);
+        const p = this.#inflight ??= this.#conn.read(this.#buf).catch(() => null);
         const n = await Promise.race([p, stopped]);
         if (n === "stop") return;
         this.#inflight = undefined;
@@ -680,7 +679,7 @@ class Connection {
         }
         const next = new Uint8Array(this.#pending.length + n);
         next.set(this.#pending);
-        next.set(this.#spare.subarray(0, n), this.#pending.length);
+        next.set(this.#buf.subarray(0, n), this.#pending.length);
         this.#pending = next;
       }
     })();
@@ -746,13 +745,19 @@ class Connection {
    * where Deno.serve took 1.1-1.3; queued, 1.3 s (bench/quick.sh, same run).
    * Throws `WriteError` once the connection failed.
    */
-  async writeAll(p: Uint8Array): Promise<void> {
+  async writeAll(...parts: Uint8Array[]): Promise<void> {
     if (this.#phase === Phase.Closed) throw new WriteError("connection closed");
     if (this.#writeError) throw this.#writeError;
-    if (p.length === 0) return;
-    this.#queue.push(p);
-    this.#queued += p.length;
-    this.#flushing ??= this.#flushLoop();
+    for (const p of parts) {
+      if (p.length === 0) continue;
+      this.#queue.push(p);
+      this.#queued += p.length;
+    }
+    // Started a microtask later, so that what is written in the same turn (a head
+    // and its body, a chunk and its framing) goes out in one write.
+    if (this.#queue.length > 0) {
+      this.#flushing ??= Promise.resolve().then(() => this.#flushLoop());
+    }
     if (this.#queued > WRITE_QUEUE_BYTES) await this.flush();
   }
 
@@ -826,12 +831,12 @@ class Connection {
         if (this.#phase === Phase.Closed) return null;
         const inflight = this.#inflight;
         if (inflight) {
-          // The watcher's read, taken over: its bytes are in the spare buffer.
+          // The watcher's read, taken over: its bytes are in the head buffer.
           this.#inflight = undefined;
           const n = await inflight;
           if (n === null) return null;
           if (n > p.length) throw new RangeError("read buffer smaller than 4 KiB");
-          p.set(this.#spare.subarray(0, n));
+          p.set(this.#buf.subarray(0, n));
           return n;
         }
         return await this.#conn.read(p);
@@ -1003,49 +1008,29 @@ class Responder1 implements Responder {
     return latin1(s);
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
-    if (this.finished || this.aborted) throw new WriteError("response already ended");
-    let out: Uint8Array;
+  write(chunk: Uint8Array): Promise<void> {
+    if (this.finished || this.aborted) {
+      return Promise.reject(new WriteError("response already ended"));
+    }
+    // Head, size line, chunk and CRLF are queued as pieces: the connection joins
+    // them into one write, so nothing here copies the body.
+    const parts: Uint8Array[] = [];
     if (!this.#headSent) {
       if (!this.#hasHead) this.head(200, [], -1);
-      const h = this.#encodeHead();
+      parts.push(this.#encodeHead());
       this.#headSent = true;
-      if (this.#noBody || chunk.length === 0) {
-        out = h;
-      } else {
-        const body = this.#frame(chunk);
-        out = new Uint8Array(h.length + body.length);
-        out.set(h);
-        out.set(body, h.length);
-      }
-    } else {
-      if (this.#noBody || chunk.length === 0) return;
-      if (!this.#chunked) return this.#conn.writeAll(this.#frame(chunk));
-      // Chunk framing as separate pieces: the write queue joins what is queued
-      // into one buffer anyway, so the chunk is copied once, not twice.
-      this.#frame(chunk, false);
-      this.#conn.writeAll(enc.encode(chunk.length.toString(16) + "\r\n")).catch(() => {});
-      this.#conn.writeAll(chunk).catch(() => {});
-      return this.#conn.writeAll(CRLF);
     }
-    await this.#conn.writeAll(out);
-  }
-
-  #frame(chunk: Uint8Array, chunked = this.#chunked): Uint8Array {
-    if (this.#length >= 0) {
-      this.#written += chunk.length;
-      if (this.#written > this.#length) {
-        throw new WriteError("response body longer than its Content-Length");
+    if (!this.#noBody && chunk.length > 0) {
+      if (this.#length >= 0) {
+        this.#written += chunk.length;
+        if (this.#written > this.#length) {
+          return Promise.reject(new WriteError("response body longer than its Content-Length"));
+        }
       }
+      if (this.#chunked) parts.push(enc.encode(chunk.length.toString(16) + "\r\n"), chunk, CRLF);
+      else parts.push(chunk);
     }
-    if (!chunked) return chunk;
-    const size = enc.encode(chunk.length.toString(16) + "\r\n");
-    const out = new Uint8Array(size.length + chunk.length + 2);
-    out.set(size);
-    out.set(chunk, size.length);
-    out[out.length - 2] = 13;
-    out[out.length - 1] = 10;
-    return out;
+    return parts.length === 0 ? Promise.resolve() : this.#conn.writeAll(...parts);
   }
 
   async end(chunk?: Uint8Array): Promise<void> {
