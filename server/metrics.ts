@@ -32,6 +32,7 @@
  * | hopgate_http_connections_cut_total            | counter   | listener, reason       |
  * | hopgate_http_accept_errors_total              | counter   | listener               |
  * | hopgate_tls_handshake_failures_total          | counter   | reason                 |
+ * | hopgate_acme_challenge_lookups_shed_total     | counter   |                        |
  * | hopgate_admin_requests_total                  | counter   | route, status          |
  * | hopgate_acme_orders_total                     | counter   | kind, result           |
  * | hopgate_certificate_expiry_seconds            | gauge     | (domain)               |
@@ -126,6 +127,7 @@ export class ServerMetrics {
   readonly #cuts: Counter<string>;
   readonly #acceptErrors: Counter<string>;
   readonly #tlsFailures: Counter<string>;
+  readonly #challengeShed: Counter<string>;
   readonly #acme: Counter<string>;
 
   constructor(options: ServerMetricsOptions = {}) {
@@ -325,6 +327,12 @@ export class ServerMetrics {
       labelNames: ["reason"],
       registers,
     });
+    this.#challengeShed = new Counter({
+      name: "hopgate_acme_challenge_lookups_shed_total",
+      help: "ACME challenge requests answered 404 without a database lookup " +
+        "(more than 20 unknown tokens a second).",
+      registers,
+    });
     this.#admin = new Counter({
       name: "hopgate_admin_requests_total",
       help: "Admin API calls by route and status.",
@@ -438,6 +446,11 @@ export class ServerMetrics {
       acceptError: () => this.#acceptErrors.labels(listener).inc(),
       connections: (delta) => open.inc(delta),
     };
+  }
+
+  /** An ACME challenge lookup shed by the database bound. */
+  challengeLookupShed(): void {
+    this.#challengeShed.inc();
   }
 
   /** A failed TLS handshake on the public listener. */

@@ -125,6 +125,7 @@ export async function runServer(
       onChange: () => refreshHttps(),
       onOrder: (_name, kind, ok) => metrics.acmeResult(kind, ok ? "success" : "failure"),
       onExpiry: (name, notAfter) => metrics.certificateExpiry(name, notAfter),
+      onChallengeLookupShed: () => metrics.challengeLookupShed(),
       tuning: options.certificates,
     });
     cleanups.push(() => certificates.close());

@@ -19,10 +19,12 @@ Deno.test("ACME challenge lookups: a flood of made-up tokens costs at most 20 qu
       return get(token, now);
     };
     let now = 1_000_000;
+    let shed = 0;
     const issuer = new AcmeIssuer({
       certs: store,
       directoryUrl: "https://127.0.0.1:9/dir",
       now: () => now,
+      onLookupShed: () => shed++,
     });
     const real = "R".repeat(43);
     await store.putChallenge(real, "app.example.com", `${real}.thumb`, new Date(now + 60_000));
@@ -34,6 +36,7 @@ Deno.test("ACME challenge lookups: a flood of made-up tokens costs at most 20 qu
     }
     assert.equal(queries, 20, "the bucket holds 20");
     assert.equal(issuer.lookupsShed, 80);
+    assert.equal(shed, 80, "each one reported (hopgate_acme_challenge_lookups_shed_total)");
     // A second later there is room again, and a real token is found.
     now += 1000;
     assert.equal(await issuer.challenge(real), `${real}.thumb`);

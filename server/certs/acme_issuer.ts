@@ -22,6 +22,8 @@ export interface AcmeIssuerOptions {
   pollMinMs?: number;
   pollMaxMs?: number;
   now?: () => number;
+  /** A challenge lookup refused without asking the database (the flood bound hit). */
+  onLookupShed?: () => void;
 }
 
 /** How long a published challenge stays answerable. */
@@ -69,6 +71,7 @@ export class AcmeIssuer implements Issuer {
     this.#bucketAt = now;
     if (this.#bucket < 1) {
       this.lookupsShed++;
+      this.#o.onLookupShed?.();
       return undefined;
     }
     this.#bucket--;

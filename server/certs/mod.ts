@@ -46,6 +46,8 @@ export function createCertificateManager(deps: {
   onChange: () => void;
   onOrder?: CertificateManagerOptions["onOrder"];
   onExpiry?: CertificateManagerOptions["onExpiry"];
+  /** An ACME challenge lookup shed by the database bound (20/s). */
+  onChallengeLookupShed?: () => void;
   tuning?: CertificateTuning | undefined;
 }): CertificateManager {
   const { config, tuning = {} } = deps;
@@ -60,6 +62,7 @@ export function createCertificateManager(deps: {
       caCert: config.acme.caCert,
       ...(acmePollMinMs ? { pollMinMs: acmePollMinMs, pollMaxMs: acmePollMinMs * 10 } : {}),
       ...(timing.now ? { now: timing.now } : {}),
+      ...(deps.onChallengeLookupShed ? { onLookupShed: deps.onChallengeLookupShed } : {}),
     });
   return new CertificateManager({
     certs,
