@@ -185,6 +185,8 @@ class Exchange {
   readonly #host: string;
   readonly #requestId: string;
   readonly #client: string;
+  /** The TCP peer is a trusted proxy: its forwarding headers count. */
+  readonly #viaProxy: boolean;
   #state = State.Opening;
   #tunnel: Tunnel | undefined;
   #stream: MuxStream | undefined;
@@ -203,7 +205,11 @@ class Exchange {
     const given = this.#h.requestId;
     this.#requestId = given && REQUEST_ID.test(given) ? given : crypto.randomUUID();
     this.#host = routingHost(req.host);
-    this.#client = clientAddress(req.peer.hostname, this.#h.forwardedFor, opts.trustedProxy);
+    // Once per request: the CIDR test parses the address.
+    this.#viaProxy = opts.trustedProxy?.(req.peer.hostname) ?? false;
+    this.#client = this.#viaProxy
+      ? clientAddress(req.peer.hostname, this.#h.forwardedFor, opts.trustedProxy)
+      : req.peer.hostname;
   }
 
   async run(): Promise<void> {
@@ -216,10 +222,7 @@ class Exchange {
       this.#state = State.Done;
       // Behind a trusted proxy that terminates TLS, its X-Forwarded-Proto says the scheme.
       const proto = this.#h.forwardedProto?.trim().toLowerCase();
-      const scheme = opts.trustedProxy?.(req.peer.hostname) &&
-          (proto === "https" || proto === "http")
-        ? proto
-        : req.scheme;
+      const scheme = this.#viaProxy && (proto === "https" || proto === "http") ? proto : req.scheme;
       return serveFetch(opts.serverHandler, req, this.#res, {
         remoteAddr: { transport: "tcp", hostname: this.#client, port: req.peer.port },
       }, scheme);
@@ -324,7 +327,7 @@ class Exchange {
     const client = this.#client;
     const headers = h.forward;
     const peer = req.peer.hostname;
-    const viaProxy = this.#opts.trustedProxy?.(peer) ?? false;
+    const viaProxy = this.#viaProxy;
     const proto = viaProxy && h.forwardedProto ? h.forwardedProto : req.scheme;
     const fwdHost = viaProxy && h.forwardedHost ? h.forwardedHost : req.host;
     headers.push(
