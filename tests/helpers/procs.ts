@@ -34,17 +34,34 @@ export function baseEnv(): Record<string, string> {
 }
 
 /** A port free right now on 127.0.0.1 (TCP or UDP). */
+/**
+ * A port that is free now, chosen below the kernel's ephemeral range (32768+):
+ * a server restarted on its old port must not lose it to some other test's
+ * outgoing connection (the attack suite opens thousands), which the kernel
+ * numbers from that range.
+ */
 export function freePort(transport: "tcp" | "udp"): number {
-  if (transport === "tcp") {
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (l.addr as Deno.NetAddr).port;
-    l.close();
-    return port;
+  const tryBind = (port: number): number | undefined => {
+    try {
+      if (transport === "tcp") {
+        const l = Deno.listen({ hostname: "127.0.0.1", port });
+        const got = (l.addr as Deno.NetAddr).port;
+        l.close();
+        return got;
+      }
+      const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port });
+      const got = (s.addr as Deno.NetAddr).port;
+      s.close();
+      return got;
+    } catch {
+      return undefined;
+    }
+  };
+  for (let i = 0; i < 50; i++) {
+    const port = tryBind(20_000 + Math.floor(Math.random() * 12_000));
+    if (port !== undefined) return port;
   }
-  const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const port = (s.addr as Deno.NetAddr).port;
-  s.close();
-  return port;
+  return tryBind(0)!;
 }
 
 class Proc {
