@@ -1,5 +1,5 @@
 /**
- * DTLS benchmark (issue 2): record protection, handshakes and loopback throughput of
+ * DTLS benchmark: record protection, handshakes and loopback throughput of
  * `shared/dtls`, each figure beside a baseline measured in the same run. Prints markdown
  * tables; it never passes or fails. About 30 s. Run from the repo root (deno.json's
  * `"unstable": ["net"]` must apply; elsewhere add `--unstable-net`):
@@ -9,7 +9,8 @@
  * Permissions: `--allow-net=127.0.0.1,0.0.0.0`: every peer is on loopback, but node-dtls-client
  * binds its socket to 0.0.0.0:0 (without 0.0.0.0 its row is skipped). `--allow-read`: the
  * sender runs in a Worker loaded from this file. Unscoped `--allow-env`: node-dtls-client's
- * `debug` dependency lists the environment when it loads (INTEROP.md).
+ * `debug` dependency lists the environment when it loads (docs/architecture.md, "Why we own
+ * DTLS").
  *
  * 1. Record seal+open through `RecordCipher` vs bare node:crypto of the same AEAD and size,
  *    in process CPU µs (steadier than wall time on a shared machine).

@@ -2,7 +2,11 @@
  * Client configuration: CLI flags over the real environment over a `.env` file,
  * validated at start-up. Every problem names the flag and the variable it came
  * from. Pure: `client/main.ts` reads argv, env and the file and passes them in.
+ * The reading itself (problems, secrets, value parsers) is `shared/config.ts`,
+ * shared with the server; names and addresses are `shared/names.ts`.
  */
+import { ConfigError, ConfigProblems, parseBool, Secret } from "../shared/config.ts";
+import { type HostPort, normalizeDomain, parseHostPort } from "../shared/names.ts";
 import { DTLS_ENGINES, type DtlsEngine } from "./connector.ts";
 
 /** The environment variables the client reads (and nothing else). */
@@ -30,38 +34,28 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
 };
 
 export interface ClientConfig {
-  server: { hostname: string; port: number };
+  server: HostPort;
+  /** The canonical form (`normalizeDomain`): lowercase ASCII, IDNs in punycode. */
   domain: string;
-  /** Never print it: use `maskSecret`. */
-  apiKey: string;
+  /** Never printed; `maskSecret` shows its length. */
+  apiKey: Secret;
   target: URL;
   engine: DtlsEngine;
   debug: boolean;
   /** Where to serve Prometheus metrics (opt-in); a bare port means 127.0.0.1. */
-  metricsListen?: { hostname: string; port: number };
+  metricsListen?: HostPort;
 }
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-  constructor(readonly problems: string[]) {
-    super(problems.join("\n"));
-  }
-}
-
-/** Shows only that a secret is set, and its length class: `****(32 chars)`. */
-export function maskSecret(s: string): string {
-  return s.length === 0 ? "(empty)" : `****(${s.length} chars)`;
-}
-
+export { ConfigError, maskSecret, Secret } from "../shared/config.ts";
 export { parseDotEnv } from "../shared/dotenv.ts";
 
-/** `host:port`, `[v6]:port`. */
-export function parseServerAddr(s: string): { hostname: string; port: number } | string {
-  const m = /^(?:\[([^\]]+)\]|([^:\s/]+)):(\d{1,5})$/.exec(s.trim());
-  if (!m) return `expected host:port (e.g. hop.example.com:443), got "${s}"`;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return `port must be 1..65535, got ${port}`;
-  return { hostname: (m[1] ?? m[2])!, port };
+/** `host:port`, `[v6]:port` (`parseHostPort` in `shared/names.ts`). */
+export function parseServerAddr(s: string): HostPort | string {
+  const r = parseHostPort(s);
+  if (!("problem" in r)) return r;
+  return r.problem === "form"
+    ? `expected host:port (e.g. hop.example.com:443), got "${s}"`
+    : `port must be 1..65535, got ${r.port}`;
 }
 
 /** `host:port`, `:port`, a bare port, or an http(s) URL; default scheme http, host 127.0.0.1. */
@@ -84,16 +78,6 @@ export function parseLocalTarget(s: string): URL | string {
   return url;
 }
 
-function parseBool(s: string): boolean | undefined {
-  const v = s.trim().toLowerCase();
-  if (["1", "true", "yes", "on"].includes(v)) return true;
-  if (["0", "false", "no", "off", ""].includes(v)) return false;
-  return undefined;
-}
-
-/** A domain: lowercase letters, digits, hyphens and dots (IDNs in punycode). */
-const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
-
 export interface ConfigSources {
   /** Parsed CLI flags (commander's opts()), by key. */
   flags: Partial<Record<ConfigKey, string | boolean>>;
@@ -105,7 +89,7 @@ export interface ConfigSources {
 
 /** Flags over env over `.env`; throws ConfigError listing every problem. */
 export function resolveConfig(src: ConfigSources): ClientConfig {
-  const problems: string[] = [];
+  const problems = new ConfigProblems();
   const where = (k: ConfigKey) => `${CLIENT_FLAGS[k]} / ${CLIENT_ENV[k]}`;
   const get = (k: ConfigKey): string | boolean | undefined => {
     const f = src.flags[k];
@@ -115,69 +99,67 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
   const required = (k: ConfigKey): string | undefined => {
     const v = get(k);
     if (typeof v !== "string" || v.trim() === "") {
-      problems.push(`Missing ${where(k)}`);
+      problems.add(`Missing ${where(k)}`);
       return undefined;
     }
     return v.trim();
   };
+  /** A parser's own message, which already shows the value. */
+  const checked = <T>(k: ConfigKey, r: T | string): T | undefined => {
+    if (typeof r !== "string") return r;
+    problems.add(`Invalid ${where(k)}: ${r}`);
+    return undefined;
+  };
 
   const addr = required("serverAddr");
-  let server: ClientConfig["server"] | undefined;
-  if (addr !== undefined) {
-    const r = parseServerAddr(addr);
-    if (typeof r === "string") problems.push(`Invalid ${where("serverAddr")}: ${r}`);
-    else server = r;
-  }
+  const server = addr === undefined ? undefined : checked("serverAddr", parseServerAddr(addr));
 
   const rawDomain = required("domain");
-  let domain: string | undefined;
-  if (rawDomain !== undefined) {
-    domain = rawDomain.toLowerCase().replace(/\.$/, "");
-    if (!DOMAIN_RE.test(domain)) {
-      problems.push(`Invalid ${where("domain")}: expected a domain name, got "${rawDomain}"`);
+  const domain = problems.read(`Invalid ${where("domain")}`, rawDomain, undefined, (v) => {
+    try {
+      return normalizeDomain(v);
+    } catch {
+      throw new Error("expected a domain name");
     }
-  }
+  });
 
-  const apiKey = required("apiKey");
+  const rawApiKey = required("apiKey");
+  const apiKey = rawApiKey === undefined ? undefined : new Secret(rawApiKey);
 
   const rawTarget = required("localTarget");
-  let target: URL | undefined;
-  if (rawTarget !== undefined) {
-    const r = parseLocalTarget(rawTarget);
-    if (typeof r === "string") problems.push(`Invalid ${where("localTarget")}: ${r}`);
-    else target = r;
-  }
+  const target = rawTarget === undefined
+    ? undefined
+    : checked("localTarget", parseLocalTarget(rawTarget));
 
-  const rawEngine = get("dtlsEngine") ?? "hopgate";
-  const engine = String(rawEngine).trim() as DtlsEngine;
-  if (!DTLS_ENGINES.includes(engine)) {
-    problems.push(
-      `Invalid ${where("dtlsEngine")}: expected ${DTLS_ENGINES.join(" or ")}, got "${rawEngine}"`,
+  const engine = problems.read(
+    `Invalid ${where("dtlsEngine")}`,
+    String(get("dtlsEngine") ?? ""),
+    "hopgate" as DtlsEngine,
+    (v) => {
+      if (!(DTLS_ENGINES as readonly string[]).includes(v)) {
+        throw new Error(`expected ${DTLS_ENGINES.join(" or ")}`);
+      }
+      return v as DtlsEngine;
+    },
+  );
+
+  const rawDebug = get("debug");
+  const debug = typeof rawDebug === "boolean"
+    ? rawDebug
+    : problems.read(`Invalid ${CLIENT_ENV.debug}`, rawDebug, false, parseBool);
+
+  const rawMetrics = get("metricsListen");
+  let metricsListen: HostPort | undefined;
+  if (typeof rawMetrics === "string" && rawMetrics.trim() !== "") {
+    const v = rawMetrics.trim();
+    metricsListen = checked(
+      "metricsListen",
+      parseServerAddr(/^\d+$/.test(v) ? `127.0.0.1:${v}` : v),
     );
   }
 
-  const rawDebug = get("debug") ?? false;
-  let debug = false;
-  if (typeof rawDebug === "boolean") debug = rawDebug;
-  else {
-    const b = parseBool(rawDebug);
-    if (b === undefined) {
-      problems.push(`Invalid ${CLIENT_ENV.debug}: expected true or false, got "${rawDebug}"`);
-    } else debug = b;
-  }
-
-  const rawMetrics = get("metricsListen");
-  let metricsListen: ClientConfig["metricsListen"];
-  if (typeof rawMetrics === "string" && rawMetrics.trim() !== "") {
-    const v = rawMetrics.trim();
-    const r = parseServerAddr(/^\d+$/.test(v) ? `127.0.0.1:${v}` : v);
-    if (typeof r === "string") problems.push(`Invalid ${where("metricsListen")}: ${r}`);
-    else metricsListen = r;
-  }
-
-  if (problems.length > 0 || !server || !domain || !apiKey || !target) {
-    throw new ConfigError(problems);
-  }
+  problems.throwIfAny();
+  if (!server || !domain || !apiKey || !target) throw new ConfigError(problems.list);
   return {
     server,
     domain,

@@ -72,7 +72,7 @@ Deno.test("config: flags over environment over .env", () => {
   });
   assert.deepEqual(c.server, { hostname: "dot.example.com", port: 2 }); // only in .env
   assert.equal(c.domain, "env.example.com"); // env beats .env, lowercased
-  assert.equal(c.apiKey, "flag-key"); // flag beats env
+  assert.equal(c.apiKey.reveal(), "flag-key"); // flag beats env
   assert.equal(c.target.href, "http://127.0.0.1:3/");
   assert.equal(c.debug, true);
   assert.equal(c.engine, "hopgate");

@@ -1,33 +1,28 @@
 /**
  * The client's main loop: connect (DTLS) → mux session → hello → serve every stream
  * the server opens, concurrently → when the session ends, reconnect with exponential
- * backoff and full jitter. Runs until `signal` aborts.
+ * backoff and jitter (`Backoff`). Runs until `signal` aborts.
  *
  * Each failed attempt is reported once, as a `failure` with a stable `kind` and a
  * one-line message the CLI prints as is. Failures that retrying cannot fix soon (bad
  * API key, unknown domain, version mismatch) back off to the cap at once, so a
  * rejected key is never retried in a tight loop.
  */
-import type { DatagramConn } from "../shared/datagram.ts";
-import {
-  AlertDescription,
-  alertName,
-  derivePsk,
-  dtlsConnect,
-  DtlsError,
-  pskIdentity,
-} from "../shared/dtls/mod.ts";
+import { AlertDescription, alertName, DtlsError } from "../shared/dtls/mod.ts";
+import { type Clock, realClock } from "../shared/clock.ts";
 import { HelloRejectedError, sayHello } from "../shared/handshake/mod.ts";
 import { OriginPool } from "./origin/pool.ts";
-import { type MuxParams, MuxSession, type MuxStream } from "../shared/mux/mod.ts";
+import { type MuxParams, MuxSession, MuxSessionError, type MuxStream } from "../shared/mux/mod.ts";
 import { type ForwardOptions, type ForwardOutcome, serveStream } from "./forwarder.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { FEATURE_SPLICE } from "../shared/protocol/mod.ts";
+import { formatHostPort } from "../shared/names.ts";
+import { sleep } from "../shared/sleep.ts";
+import { type DialedTunnel, dialerFor, type DtlsEngine, type TunnelDialer } from "./dialer.ts";
 
 export const CLIENT_VERSION = "hopgate-client/0.1.0";
 
-export type DtlsEngine = "hopgate" | "node-dtls-client";
-export const DTLS_ENGINES: readonly DtlsEngine[] = ["hopgate", "node-dtls-client"];
+export { DTLS_ENGINES, type DtlsEngine } from "./dialer.ts";
 
 export interface BackoffOptions {
   /** First retry delay ceiling. Default 500 ms. */
@@ -47,8 +42,15 @@ export interface ClientOptions {
   apiKey: string;
   /** The local service, e.g. `http://127.0.0.1:3000`. */
   target: URL;
-  /** DTLS client implementation. Default "hopgate". */
+  /** DTLS client implementation, when no `dialer` is given. Default "hopgate". */
   engine?: DtlsEngine;
+  /**
+   * How tunnels are dialled. Default: a DTLS dialer for `engine` to `server`.
+   * Tests pass one on a simulated network.
+   */
+  dialer?: TunnelDialer;
+  /** Timers (backoff, hello, mux, local connects, stats) run on this. Default realClock. */
+  clock?: Clock;
   /** DTLS handshake deadline per attempt. Default 10 000 ms. */
   handshakeTimeoutMs?: number;
   /** Wait this long for the server's welcome. Default 10 000 ms. */
@@ -80,7 +82,7 @@ export type FailureKind =
   | "session_lost"; // the session ended after it was up
 
 export type ClientEvent =
-  | { type: "connecting"; attempt: number; server: string; engine: DtlsEngine }
+  | { type: "connecting"; attempt: number; server: string; transport: string }
   | {
     type: "connected";
     server: string;
@@ -118,11 +120,13 @@ export class ClientFailure extends Error {
 }
 
 /** Formats host:port, bracketing IPv6. */
-export function formatAddr(a: { hostname: string; port: number }): string {
-  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-}
+export const formatAddr: (a: { hostname: string; port: number }) => string = formatHostPort;
 
-/** Turns a connect or hello error into a kind and one clear line. */
+/**
+ * Turns a connect or hello error into a kind and one clear line, by the error's
+ * class and code, never its text. Both DTLS engines raise `DtlsError`s
+ * (`client/dtls_node.ts` translates node-dtls-client's failures into the same codes).
+ */
 export function classifyFailure(e: unknown, server: string, domain: string): ClientFailure {
   if (e instanceof ClientFailure) return e;
   if (e instanceof DtlsError) {
@@ -132,13 +136,16 @@ export function classifyFailure(e: unknown, server: string, domain: string): Cli
         `Server ${server} unreachable: no DTLS answer in time (is the server up, the UDP port open?)`,
       );
     }
-    if (e.code === "ALERT_RECEIVED" && e.alert === AlertDescription.DecryptError) {
+    if (
+      e.code === "ALERT_RECEIVED" &&
+      (e.alert === AlertDescription.DecryptError || e.alert === AlertDescription.BadRecordMac)
+    ) {
       return badKey(domain);
     }
     if (e.code === "ALERT_RECEIVED" && e.alert === AlertDescription.UnknownPskIdentity) {
       return unknownDomain(domain, server);
     }
-    if (e.code === "CLOSED" && /resolve/i.test(e.message)) {
+    if (e.code === "RESOLVE_FAILED") {
       return new ClientFailure("resolve_failed", `Server address unknown: ${e.message}`);
     }
     const alert = e.alert !== undefined ? ` (alert ${alertName(e.alert)})` : "";
@@ -161,20 +168,8 @@ export function classifyFailure(e: unknown, server: string, domain: string): Cli
         return new ClientFailure("protocol_error", `Protocol error: ${e.message}`);
     }
   }
-  // node-dtls-client reports alerts and timeouts in its messages only.
   const message = e instanceof Error ? e.message : String(e);
-  if (/decrypt_error|bad_record_mac/.test(message)) return badKey(domain);
-  if (/unknown_psk_identity/.test(message)) return unknownDomain(domain, server);
-  if (/timed out/i.test(message) && /handshake/i.test(message)) {
-    return new ClientFailure(
-      "unreachable",
-      `Server ${server} unreachable: no DTLS answer in time (is the server up, the UDP port open?)`,
-    );
-  }
-  if (/ENOTFOUND|EAI_AGAIN/.test(message)) {
-    return new ClientFailure("resolve_failed", `Server address unknown: ${message}`);
-  }
-  if (/Session closed|session/i.test(message)) {
+  if (e instanceof MuxSessionError) {
     return new ClientFailure("session_lost", `Connection lost: ${message}`);
   }
   return new ClientFailure("handshake_failed", `Connection failed: ${message}`);
@@ -193,7 +188,13 @@ function unknownDomain(domain: string, server: string): ClientFailure {
   );
 }
 
-/** Exponential backoff with full jitter; persistent failures jump to the cap. */
+/**
+ * Exponential backoff with jitter; persistent failures jump to the cap. The n-th
+ * wait lies between half and all of a ceiling that doubles from `initialMs` to
+ * `maxMs` ("equal jitter"), so every wait is at least as long as the previous
+ * ceiling allowed: the waits visibly grow while clients stay spread out. (Full
+ * jitter, anywhere from 0 to the ceiling, gave 17 ms, 489 ms, 414 ms… in a row.)
+ */
 export class Backoff {
   #attempt = 0;
   readonly initialMs: number;
@@ -215,63 +216,12 @@ export class Backoff {
     }
     const ceiling = Math.min(this.maxMs, this.initialMs * 2 ** Math.min(this.#attempt, 30));
     this.#attempt++;
-    return Math.round(this.#random() * ceiling);
+    return Math.round(ceiling / 2 + this.#random() * ceiling / 2);
   }
   /** A session lived `ms`: long enough resets the backoff. */
   sessionEnded(ms: number): void {
     if (ms > this.resetAfterMs) this.#attempt = 0;
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
-interface Connected {
-  conn: DatagramConn;
-  /** Resolves once the transport's socket is really closed. */
-  closed: () => Promise<void>;
-}
-
-async function connect(o: ClientOptions, signal: AbortSignal): Promise<Connected> {
-  const identity = pskIdentity(o.domain);
-  const psk = derivePsk(o.apiKey);
-  const timeout = o.handshakeTimeoutMs ?? 10_000;
-  if ((o.engine ?? "hopgate") === "node-dtls-client") {
-    // Loaded only when chosen: its `debug` dependency reads the whole environment on
-    // load, which needs an unscoped --allow-env (see main.ts).
-    const { connectNodeDtls } = await import("./dtls_node.ts");
-    const conn = await connectNodeDtls({
-      hostname: o.server.hostname,
-      port: o.server.port,
-      identity,
-      psk,
-      timeoutMs: timeout,
-      signal,
-    });
-    return { conn, closed: () => conn.whenClosed };
-  }
-  const conn = await dtlsConnect({
-    hostname: o.server.hostname,
-    port: o.server.port,
-    identity,
-    psk,
-    handshakeTimeoutMs: timeout,
-    // Short retransmission ceiling: a restarted server is found within ~2 s.
-    initialRtoMs: 500,
-    maxRtoMs: 2000,
-    signal,
-  });
-  return { conn, closed: () => Promise.resolve() };
 }
 
 /**
@@ -281,10 +231,19 @@ async function connect(o: ClientOptions, signal: AbortSignal): Promise<Connected
 export async function runClient(options: ClientOptions, signal: AbortSignal): Promise<void> {
   const emit = options.onEvent ?? (() => {});
   const server = formatAddr(options.server);
-  const engine = options.engine ?? "hopgate";
+  const clock = options.clock ?? realClock;
+  const dialer = options.dialer ?? dialerFor(options.engine ?? "hopgate", {
+    server: options.server,
+    domain: options.domain,
+    apiKey: options.apiKey,
+    handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+  });
   const backoff = new Backoff(options.backoff, options.random);
   const timeout = options.forward?.connectTimeoutMs;
-  const pool = new OriginPool(options.target, timeout ? { connectTimeoutMs: timeout } : {});
+  const pool = new OriginPool(
+    options.target,
+    timeout ? { connectTimeoutMs: timeout, clock } : { clock },
+  );
   const forward: ForwardOptions = { ...options.forward, target: options.target, pool };
   const counters = { inFlight: 0, served: 0, failed: 0 };
   const serving = new Set<Promise<void>>();
@@ -293,28 +252,34 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
   try {
     while (!signal.aborted) {
       attempt++;
-      emit({ type: "connecting", attempt, server, engine });
-      let connected: Connected | undefined;
+      emit({ type: "connecting", attempt, server, transport: dialer.transport });
+      let connected: DialedTunnel | undefined;
       let session: MuxSession | undefined;
       let upSince = 0;
       let failure: ClientFailure;
       try {
-        connected = await connect(options, signal);
+        connected = await dialer.dial(signal);
         session = new MuxSession(connected.conn, {
           role: "client",
+          clock,
           params: { ...TUNNEL_MUX_PARAMS, ...options.muxParams },
         });
         const s = session;
         const onAbort = () => s.abort(0, "client stopping");
         signal.addEventListener("abort", onAbort, { once: true });
         try {
-          const { welcome, control } = await sayHello(s, {
-            client: CLIENT_VERSION,
-            domain: options.domain,
-            target: options.target.origin,
-            features: [FEATURE_SPLICE],
-          }, options.helloTimeoutMs ?? 10_000);
-          upSince = performance.now();
+          const { welcome, control } = await sayHello(
+            s,
+            {
+              client: CLIENT_VERSION,
+              domain: options.domain,
+              target: options.target.origin,
+              features: [FEATURE_SPLICE],
+            },
+            options.helloTimeoutMs ?? 10_000,
+            clock,
+          );
+          upSince = clock.now();
           emit({
             type: "connected",
             server,
@@ -342,10 +307,10 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
         await connected?.closed();
       }
       if (signal.aborted) break;
-      if (upSince > 0) backoff.sessionEnded(performance.now() - upSince);
+      if (upSince > 0) backoff.sessionEnded(clock.now() - upSince);
       const retryInMs = backoff.next(failure.kind);
       emit({ type: "failure", kind: failure.kind, message: failure.message, retryInMs });
-      await sleep(retryInMs, signal);
+      await sleep(retryInMs, signal, clock);
     }
   } finally {
     await Promise.all(serving);
@@ -374,7 +339,14 @@ async function serveSession(
       local: { open: forward.pool.size, idle: forward.pool.idleCount, opened: forward.pool.opened },
     });
   };
-  const timer = setInterval(stats, options.statsIntervalMs ?? 1000);
+  const clock = options.clock ?? realClock;
+  const every = options.statsIntervalMs ?? 1000;
+  let timer: unknown;
+  const tick = () => {
+    stats();
+    timer = clock.setTimer(tick, every);
+  };
+  timer = clock.setTimer(tick, every);
   try {
     for (;;) {
       const stream = await session.acceptStream();
@@ -383,18 +355,18 @@ async function serveSession(
         break;
       }
       counters.inFlight++;
-      const started = performance.now();
+      const started = clock.now();
       const p = serveStream(stream, forward).then((outcome) => {
         counters.inFlight--;
         counters.served++;
         if (outcome.kind !== "response" && outcome.kind !== "websocket") counters.failed++;
-        emit({ type: "request", outcome, durationMs: performance.now() - started });
+        emit({ type: "request", outcome, durationMs: clock.now() - started });
       });
       serving.add(p);
       p.finally(() => serving.delete(p));
     }
   } finally {
-    clearInterval(timer);
+    clock.clearTimer(timer);
     stats();
   }
 }

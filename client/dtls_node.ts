@@ -1,6 +1,6 @@
 /**
  * `npm:node-dtls-client` as a `DatagramConn` (an alternative client engine; the project's own
- * `shared/dtls` client is the default). See DESIGN.md "DTLS" and INTEROP.md.
+ * `shared/dtls` client is the default; README.md says how to choose it).
  *
  * It speaks DTLS 1.2 with `TLS_PSK_WITH_AES_128_GCM_SHA256` only here (its AES-CCM suites fail
  * under Deno with `Unknown cipher`; it has no ECDHE-PSK). Each `send` is exactly one record in
@@ -24,6 +24,8 @@
 import { Buffer } from "node:buffer";
 import { dtls } from "node-dtls-client";
 import type { DatagramConn, DatagramHandler } from "../shared/datagram.ts";
+import { AlertDescription, DtlsError, type DtlsErrorCode } from "../shared/dtls/mod.ts";
+import { isResolveError } from "../shared/names.ts";
 
 /** The only suite this adapter offers (see the module comment). */
 export const NODE_DTLS_SUITE = "TLS_PSK_WITH_AES_128_GCM_SHA256";
@@ -56,9 +58,52 @@ export interface NodeDtlsConn extends DatagramConn {
   readonly whenClosed: Promise<void>;
 }
 
-/** Thrown when the handshake does not complete. */
-export class NodeDtlsError extends Error {
+/**
+ * Thrown when the handshake does not complete: a `DtlsError` with the code (and
+ * alert) our own engine would give, so callers tell failures apart the same way
+ * whichever engine runs (see `nodeDtlsFailure`).
+ */
+export class NodeDtlsError extends DtlsError {
   override name = "NodeDtlsError";
+  constructor(code: DtlsErrorCode, message: string, alert?: number, options?: ErrorOptions) {
+    super(code, message, alert);
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+/** node-dtls-client's text for a fatal alert from the peer (2.0.3: "received fatal alert: x"). */
+const LIBRARY_ALERT = /received fatal alert: ([a-z_]+)/;
+/** Its texts for "no answer in time": no UDP socket, or no handshake. */
+const LIBRARY_TIMEOUTS = new Set(["The connection timed out", "The DTLS handshake timed out"]);
+/** Our alert numbers by the RFC's names, which the library uses (`decrypt_error`). */
+const ALERT_BY_NAME: ReadonlyMap<string, number> = new Map(
+  Object.entries(AlertDescription).map(([name, code]) => [snakeCase(name), code]),
+);
+
+function snakeCase(pascal: string): string {
+  return pascal.replace(/[A-Z]/g, (c, i: number) => (i === 0 ? "" : "_") + c.toLowerCase());
+}
+
+/**
+ * Translates an error node-dtls-client emitted during the handshake into a code:
+ * the library gives resolve failures a system `code`, but alerts and timeouts only
+ * as the texts above, so they are read here, at the boundary, and nowhere else.
+ */
+export function nodeDtlsFailure(err: Error, where: string): NodeDtlsError {
+  const message = `node-dtls-client: handshake with ${where} failed: ${err.message}`;
+  if (isResolveError(err)) {
+    return new NodeDtlsError("RESOLVE_FAILED", message, undefined, { cause: err });
+  }
+  if (LIBRARY_TIMEOUTS.has(err.message)) {
+    return new NodeDtlsError("HANDSHAKE_TIMEOUT", message, undefined, { cause: err });
+  }
+  const alert = LIBRARY_ALERT.exec(err.message);
+  if (alert) {
+    return new NodeDtlsError("ALERT_RECEIVED", message, ALERT_BY_NAME.get(alert[1]!), {
+      cause: err,
+    });
+  }
+  return new NodeDtlsError("HANDSHAKE_FAILED", message, undefined, { cause: err });
 }
 
 /** The private bits of dtls.Socket this adapter relies on (checked against 2.0.3). */
@@ -94,7 +139,12 @@ export function connectNodeDtls(options: NodeDtlsConnectOptions): Promise<NodeDt
         ciphers: [NODE_DTLS_SUITE],
       });
     } catch (e) {
-      reject(new NodeDtlsError(`node-dtls-client: cannot start handshake with ${where}: ${e}`));
+      reject(
+        new NodeDtlsError(
+          "HANDSHAKE_FAILED",
+          `node-dtls-client: cannot start handshake with ${where}: ${e}`,
+        ),
+      );
       return;
     }
     const internals = socket as unknown as SocketInternals;
@@ -121,7 +171,7 @@ export function connectNodeDtls(options: NodeDtlsConnectOptions): Promise<NodeDt
     const onAbort = () => {
       if (conn) return;
       internals.killConnection();
-      reject(new NodeDtlsError(`node-dtls-client: handshake with ${where} aborted`));
+      reject(new NodeDtlsError("ABORTED", `node-dtls-client: handshake with ${where} aborted`));
     };
     options.signal?.addEventListener("abort", onAbort, { once: true });
 
@@ -139,11 +189,7 @@ export function connectNodeDtls(options: NodeDtlsConnectOptions): Promise<NodeDt
       }
       options.signal?.removeEventListener("abort", onAbort);
       // killConnection already closed the UDP socket.
-      reject(
-        new NodeDtlsError(`node-dtls-client: handshake with ${where} failed: ${err.message}`, {
-          cause: err,
-        }),
-      );
+      reject(nodeDtlsFailure(err, where));
     });
   });
 }

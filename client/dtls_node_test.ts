@@ -3,8 +3,10 @@
  * Needs `openssl` on PATH; run with --allow-net --allow-env --allow-run --allow-read.
  */
 import assert from "node:assert/strict";
-import { connectNodeDtls, NODE_DTLS_SUITE, NodeDtlsError } from "./dtls_node.ts";
-import { derivePsk, pskIdentity } from "../shared/dtls/psk.ts";
+import { connectNodeDtls, NODE_DTLS_SUITE, NodeDtlsError, nodeDtlsFailure } from "./dtls_node.ts";
+import { AlertDescription, DtlsError } from "../shared/dtls/mod.ts";
+import { derivePsk } from "../shared/credentials.ts";
+import { pskIdentity } from "../shared/dtls/psk.ts";
 import { freeUdpPort, startOpenSslServer, waitUntil } from "../tests/tools/dtls_peers.ts";
 
 const IDENTITY = pskIdentity("App.Example.Test");
@@ -115,4 +117,44 @@ Deno.test("node-dtls-client adapter: option validation", () => {
   assert.throws(() => connectNodeDtls({ ...base, maxDatagramSize: 20_000 }), RangeError);
   assert.throws(() => connectNodeDtls({ ...base, maxDatagramSize: 0 }), RangeError);
   assert.throws(() => connectNodeDtls({ ...base, psk: new Uint8Array(0) }), RangeError);
+});
+
+Deno.test("node-dtls-client adapter: failures carry our engine's DtlsError codes", async () => {
+  const code = (e: unknown) => {
+    assert.ok(e instanceof NodeDtlsError && e instanceof DtlsError, String(e));
+    return e.code;
+  };
+  // Nobody listening: the library's timeout text becomes HANDSHAKE_TIMEOUT.
+  const silent = { hostname: "127.0.0.1", port: freeUdpPort(), identity: IDENTITY, psk: PSK };
+  const timedOut = await connectNodeDtls({ ...silent, timeoutMs: 300 }).catch((e) => e);
+  assert.equal(code(timedOut), "HANDSHAKE_TIMEOUT", String(timedOut));
+  // A name that does not resolve: the system error's code becomes RESOLVE_FAILED.
+  const unknown = await connectNodeDtls({ ...silent, hostname: "no-such-host.invalid" })
+    .catch((e) => e);
+  assert.equal(code(unknown), "RESOLVE_FAILED", String(unknown));
+  // Aborted by the caller.
+  const ac = new AbortController();
+  const p = connectNodeDtls({ ...silent, timeoutMs: 5000, signal: ac.signal }).catch((e) => e);
+  ac.abort();
+  assert.equal(code(await p), "ABORTED");
+});
+
+Deno.test("node-dtls-client adapter: the library's alert texts become alert numbers", () => {
+  // The library (2.0.3) reports a peer's fatal alert only as this text.
+  for (
+    const [name, alert] of [
+      ["decrypt_error", AlertDescription.DecryptError],
+      ["bad_record_mac", AlertDescription.BadRecordMac],
+      ["unknown_psk_identity", AlertDescription.UnknownPskIdentity],
+      ["handshake_failure", AlertDescription.HandshakeFailure],
+    ] as const
+  ) {
+    const e = nodeDtlsFailure(new Error(`received fatal alert: ${name}`), "h:1");
+    assert.equal(e.code, "ALERT_RECEIVED");
+    assert.equal(e.alert, alert, name);
+    assert.match(e.message, /^node-dtls-client: handshake with h:1 failed: received fatal alert/);
+  }
+  const other = nodeDtlsFailure(new Error("something else"), "h:1");
+  assert.equal(other.code, "HANDSHAKE_FAILED");
+  assert.equal(other.alert, undefined);
 });

@@ -19,6 +19,7 @@ import { CLIENT_VERSION, DTLS_ENGINES, runClient } from "./connector.ts";
 import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
 import { readDotEnv } from "../shared/dotenv.ts";
+import { formatHostPort } from "../shared/names.ts";
 
 const HELP_AFTER = `
 Each option overrides its environment variable, which overrides a .env file in
@@ -53,10 +54,15 @@ private CA set DENO_CERT=/path/ca.pem (read by Deno itself, no extra permission)
 
 On failure the client says why in one line (server unreachable, bad API key,
 domain not registered, version mismatch, ...) and retries with exponential
-backoff and jitter, up to 30 s apart; a rejected key or an unregistered domain
-waits the long delay at once. Ctrl-C stops it.
+backoff and jitter: the first wait is 0.25-0.5 s, each next one twice that
+range, up to 15-30 s (a session that lasted over 30 s starts again at the
+first); a rejected key or an unregistered domain waits 15-30 s at once.
+Ctrl-C stops it.
 
-Exit codes: 0 stopped, 2 invalid configuration.`;
+--check resolves the configuration exactly as a run would (flags, variables,
+.env), prints it with the API key masked and exits without connecting.
+
+Exit codes: 0 stopped (or --check passed), 2 invalid configuration.`;
 
 function buildProgram(): Command {
   return new Command()
@@ -107,17 +113,13 @@ function readEnv(): Record<string, string | undefined> {
 
 function describe(c: ClientConfig): string {
   return [
-    `server-addr   ${
-      c.server.hostname.includes(":") ? `[${c.server.hostname}]` : c.server.hostname
-    }:${c.server.port}`,
+    `server-addr   ${formatHostPort(c.server)}`,
     `domain        ${c.domain}`,
     `api-key       ${maskSecret(c.apiKey)}`,
     `local-target  ${c.target.href}`,
     `dtls-engine   ${c.engine}`,
     `debug         ${c.debug}`,
-    ...(c.metricsListen
-      ? [`metrics       ${c.metricsListen.hostname}:${c.metricsListen.port}`]
-      : []),
+    ...(c.metricsListen ? [`metrics       ${formatHostPort(c.metricsListen)}`] : []),
   ].join("\n");
 }
 
@@ -173,12 +175,11 @@ export async function main(argv: string[]): Promise<number> {
     write: (s) => Deno.stdout.writeSync(new TextEncoder().encode(s)),
     domain: config.domain,
     target: config.target.href,
-    engine: config.engine,
     debug: config.debug,
   });
   status.log(
     `${CLIENT_VERSION}: ${config.domain} → ${config.target.href} via ` +
-      `${config.server.hostname}:${config.server.port} (DTLS engine ${config.engine}, ` +
+      `${formatHostPort(config.server)} (DTLS engine ${config.engine}, ` +
       `API key ${maskSecret(config.apiKey)})`,
   );
 
@@ -215,7 +216,7 @@ export async function main(argv: string[]): Promise<number> {
     await runClient({
       server: config.server,
       domain: config.domain,
-      apiKey: config.apiKey,
+      apiKey: config.apiKey.reveal(),
       target: config.target,
       engine: config.engine,
       onEvent,

@@ -38,7 +38,7 @@ import {
   RESET_LOCAL_ERROR,
   responseHeaders,
   sendForwardError,
-} from "./forwarder.ts";
+} from "./local_http.ts";
 import { checkRequestLine, encodeLatin1, OriginError, requestHeadLines } from "./origin/pool.ts";
 import { type ResponseHead, ResponseParser } from "./origin/parser.ts";
 

@@ -3,7 +3,7 @@
  * (connected to, domain, RTT, requests in flight / served), with failures and
  * other events printed above it. Otherwise: plain timestamped log lines.
  */
-import type { ClientEvent, DtlsEngine } from "./connector.ts";
+import type { ClientEvent } from "./connector.ts";
 
 export interface StatusOptions {
   /** True to draw a live status line (Deno.stdout.isTerminal()). */
@@ -11,7 +11,6 @@ export interface StatusOptions {
   write: (text: string) => void;
   domain: string;
   target: string;
-  engine: DtlsEngine;
   /** Log every request (and, on a terminal, keep them above the status line). */
   debug?: boolean;
   /** Redraw period for the status line. Default 1000 ms. */
@@ -33,10 +32,10 @@ const CLEAR_LINE = "\r\x1b[2K";
 export function createStatusReporter(o: StatusOptions): StatusReporter {
   const now = o.now ?? (() => new Date());
   let state:
-    | { kind: "connecting"; attempt: number; server: string }
+    | { kind: "connecting"; attempt: number; server: string; transport: string }
     | { kind: "connected"; server: string; since: number }
     | { kind: "waiting"; until: number; why: string }
-    | { kind: "stopped" } = { kind: "connecting", attempt: 0, server: "" };
+    | { kind: "stopped" } = { kind: "connecting", attempt: 0, server: "", transport: "" };
   let rttMs: number | undefined;
   let inFlight = 0;
   let served = 0;
@@ -48,7 +47,7 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
     const counts = `${inFlight} in flight · ${served} served${failed ? ` (${failed} failed)` : ""}`;
     switch (state.kind) {
       case "connecting":
-        return `… connecting to ${state.server} (attempt ${state.attempt}) · ${o.domain}`;
+        return `… connecting to ${state.server} over ${state.transport} (attempt ${state.attempt}) · ${o.domain}`;
       case "connected": {
         const rtt = rttMs === undefined ? "RTT –" : `RTT ${rttMs.toFixed(rttMs < 10 ? 1 : 0)} ms`;
         return `● connected to ${state.server} · ${o.domain} → ${o.target} · ${rtt} · ${counts}`;
@@ -78,8 +77,15 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
   const onEvent = (e: ClientEvent) => {
     switch (e.type) {
       case "connecting":
-        state = { kind: "connecting", attempt: e.attempt, server: e.server };
-        if (o.debug && !o.terminal) log(`connecting to ${e.server} (attempt ${e.attempt})`);
+        state = {
+          kind: "connecting",
+          attempt: e.attempt,
+          server: e.server,
+          transport: e.transport,
+        };
+        if (o.debug && !o.terminal) {
+          log(`connecting to ${e.server} over ${e.transport} (attempt ${e.attempt})`);
+        }
         draw();
         break;
       case "connected":

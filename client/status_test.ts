@@ -10,7 +10,6 @@ function reporter(terminal: boolean, debug = false) {
     write: (s) => out.push(s),
     domain: "app.example.com",
     target: "http://127.0.0.1:3000/",
-    engine: "hopgate",
     debug,
     redrawMs: 60_000,
     now: () => new Date(t),
@@ -20,7 +19,7 @@ function reporter(terminal: boolean, debug = false) {
 
 Deno.test("status: on a terminal, one line rewritten in place with RTT and counts", () => {
   const { r, out } = reporter(true);
-  r.onEvent({ type: "connecting", attempt: 1, server: "hop.example.com:443", engine: "hopgate" });
+  r.onEvent({ type: "connecting", attempt: 1, server: "hop.example.com:443", transport: "dtls" });
   r.onEvent({
     type: "connected",
     server: "hop.example.com:443",
@@ -41,7 +40,7 @@ Deno.test("status: on a terminal, one line rewritten in place with RTT and count
   const text = out.join("");
   // Every redraw starts by clearing the line; permanent lines end with a newline.
   assert.ok(out.every((s) => s.startsWith("\r\x1b[2K") || !s.includes("●")));
-  assert.match(text, /\r\x1b\[2K… connecting to hop\.example\.com:443 \(attempt 1\)/);
+  assert.match(text, /\r\x1b\[2K… connecting to hop\.example\.com:443 over dtls \(attempt 1\)/);
   assert.match(text, /connected to hop\.example\.com:443 \(hopgate-server\/0\.1\.0, session s1\)/);
   assert.match(
     text,
@@ -62,7 +61,7 @@ Deno.test("status: on a terminal, one line rewritten in place with RTT and count
 Deno.test("status: not a terminal → plain timestamped lines, no escapes, requests only in debug", () => {
   for (const debug of [false, true]) {
     const { r, out } = reporter(false, debug);
-    r.onEvent({ type: "connecting", attempt: 1, server: "h:1", engine: "hopgate" });
+    r.onEvent({ type: "connecting", attempt: 1, server: "h:1", transport: "dtls" });
     r.onEvent({
       type: "connected",
       server: "h:1",

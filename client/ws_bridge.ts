@@ -26,7 +26,6 @@ import {
 import {
   abortStream,
   classifyLocalError,
-  DEFAULT_CONNECT_TIMEOUT_MS,
   type ForwardOptions,
   type ForwardOutcome,
   localPath,
@@ -34,7 +33,8 @@ import {
   RESET_LOCAL_ERROR,
   responseHeaderList,
   sendForwardError,
-} from "./forwarder.ts";
+} from "./local_http.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS } from "./origin/pool.ts";
 
 /** Bytes queued towards the origin before we stop reading the stream. */
 const WS_SEND_HIGH_WATER_BYTES = 1024 * 1024;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { sql } from "drizzle-orm";
 import { initPgliteDataDir, openDatabase, PGLITE_SUBDIR } from "./database.ts";
-import { derivePsk } from "../shared/dtls/psk.ts";
+import { derivePsk } from "../shared/credentials.ts";
 import { openStorage } from "./storage.ts";
 import { SecretKeyMismatchError, StoreError } from "./errors.ts";
 import { DataDirLockedError, lockDataDir } from "./lock.ts";

@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, asc, eq, gt } from "drizzle-orm";
-import { derivePsk } from "../shared/dtls/psk.ts";
+import { derivePsk } from "../shared/credentials.ts";
 import type { Database } from "./database.ts";
 import { normalizeDomain } from "./domain_name.ts";
 import {
@@ -22,23 +22,33 @@ import type { SecretBox } from "./secret_box.ts";
 
 /** A registered domain as the admin API shows it (no secrets). */
 export interface DomainInfo {
+  /** The row's UUID. */
   id: string;
+  /** The domain, lowercase ASCII (IDNs in punycode). */
   domain: string;
+  /** The operator's note. */
   memo: string;
+  /** When it was registered. */
   createdAt: Date;
+  /** When its row last changed. */
   updatedAt: Date;
+  /** When its client API key was last rotated; null if never. */
   keyRotatedAt: Date | null;
 }
 
 /** A domain and its freshly issued client API key (the only time the key exists). */
 export interface IssuedKey {
+  /** The domain's record. */
   domain: DomainInfo;
+  /** The client API key, shown once and never stored. */
   apiKey: string;
 }
 
 /** One page of `list()`; pass `nextCursor` as `after` to get the next. */
 export interface DomainPage {
+  /** The domains on this page, in name order. */
   domains: DomainInfo[];
+  /** Where the next page starts; undefined on the last page. */
   nextCursor: string | undefined;
 }
 
@@ -69,6 +79,7 @@ export class DomainStore {
   readonly #box: SecretBox;
   readonly #newKey: () => string;
 
+  /** A store over `db`, sealing PSKs with `box`; `generateApiKey` replaces the key generator (tests). */
   constructor(db: Database, box: SecretBox, options: { generateApiKey?: () => string } = {}) {
     this.#db = db;
     this.#box = box;
@@ -104,6 +115,7 @@ export class DomainStore {
     return row ? toInfo(row) : undefined;
   }
 
+  /** Whether the domain is registered. */
   async exists(domainInput: string): Promise<boolean> {
     return (await this.get(domainInput)) !== undefined;
   }

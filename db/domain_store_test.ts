@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { sql } from "drizzle-orm";
-import { derivePsk } from "../shared/dtls/psk.ts";
+import { derivePsk } from "../shared/credentials.ts";
 import { DomainStore, hashApiKey } from "./domain_store.ts";
 import {
   ApiKeyMismatchError,

@@ -7,8 +7,11 @@ export { InvalidDomainError } from "./domain_name.ts";
 
 /** Registering a domain that is already registered. */
 export class DomainExistsError extends Error {
+  /** The error's name, for logs. */
   override name = "DomainExistsError";
+  /** Stable code. */
   readonly code = "DOMAIN_EXISTS";
+  /** An error about `domain`. */
   constructor(readonly domain: string) {
     super(`domain ${domain} is already registered`);
   }
@@ -16,8 +19,11 @@ export class DomainExistsError extends Error {
 
 /** The domain is not registered. */
 export class DomainNotFoundError extends Error {
+  /** The error's name, for logs. */
   override name = "DomainNotFoundError";
+  /** Stable code. */
   readonly code = "DOMAIN_NOT_FOUND";
+  /** An error about `domain`. */
   constructor(readonly domain: string) {
     super(`domain ${domain} is not registered`);
   }
@@ -25,8 +31,11 @@ export class DomainNotFoundError extends Error {
 
 /** `unregister` with a client API key that is not the domain's current key. */
 export class ApiKeyMismatchError extends Error {
+  /** The error's name, for logs. */
   override name = "ApiKeyMismatchError";
+  /** Stable code. */
   readonly code = "API_KEY_MISMATCH";
+  /** An error about `domain`. */
   constructor(readonly domain: string) {
     super(`client_api_key does not match domain ${domain}`);
   }
@@ -34,8 +43,11 @@ export class ApiKeyMismatchError extends Error {
 
 /** The secret-box key does not open the PSKs stored in the database. */
 export class SecretKeyMismatchError extends Error {
+  /** The error's name, for logs. */
   override name = "SecretKeyMismatchError";
+  /** Stable code. */
   readonly code = "SECRET_KEY_MISMATCH";
+  /** The error, with what to restore. */
   constructor() {
     super(
       "Cannot read stored PSKs: they were sealed with another key. Restore the HOP_SECRET_KEY " +
@@ -50,8 +62,11 @@ export class SecretKeyMismatchError extends Error {
  * quoted values masked. It deliberately has no `cause`.
  */
 export class StoreError extends Error {
+  /** The error's name, for logs. */
   override name = "StoreError";
+  /** Stable code. */
   readonly code = "STORE_FAILED";
+  /** An error for `operation` (e.g. "register domain") with the driver's SQLSTATE and a masked detail. */
   constructor(readonly operation: string, readonly sqlState: string | undefined, detail: string) {
     super(`Cannot ${operation}: database error${sqlState ? ` ${sqlState}` : ""}: ${detail}`);
   }

@@ -12,8 +12,11 @@ export const LOCK_FILE = "hopgate.lock";
 
 /** Another process holds the data directory. */
 export class DataDirLockedError extends Error {
+  /** The error's name, for logs. */
   override name = "DataDirLockedError";
+  /** Stable code. */
   readonly code = "DATA_DIR_LOCKED";
+  /** An error naming the directory and, if known, the pid holding it. */
   constructor(readonly dir: string, readonly ownerPid: number | undefined) {
     super(
       `Cannot open data directory ${dir}: it is in use by another HopGate server` +
@@ -25,7 +28,9 @@ export class DataDirLockedError extends Error {
 
 /** A held lock; `release()` is idempotent. */
 export interface DataDirLock {
+  /** The lock file's path. */
   readonly path: string;
+  /** Releases the lock (idempotent). */
   release(): void;
 }
 

@@ -1,5 +1,8 @@
 /**
- * The storage layer's public face (imported by `server/` only).
+ * The storage layer's public face: `server/` reaches the database only through this
+ * module (tests/architecture_test.ts checks it). Tests may also import `db/testing.ts`,
+ * the one test entry (a migrated database per backend), which this module does not
+ * re-export. No SQL outside `db/`: the server gets stores and `Storage.ping`.
  *
  * Start-up, in `server/main.ts`:
  * ```ts
@@ -9,7 +12,7 @@
  *   dataDir: config.dataDir,
  *   secretKey: config.secretKey?.reveal(),
  * }); // opens, locks (PGlite), migrates, loads the secret-box key
- * // storage.store is the DomainStore; on shutdown: await storage.close();
+ * // storage.store: domains; storage.certs: certificates; on shutdown: await storage.close();
  * ```
  */
 export {
@@ -30,6 +33,7 @@ export {
   MAX_PAGE_SIZE,
 } from "./domain_store.ts";
 export { openStorage, type Storage, type StorageOptions } from "./storage.ts";
+export { CertificateStore, type StoredCertificate } from "./cert_store.ts";
 export { InvalidDomainError, normalizeDomain, tryNormalizeDomain } from "./domain_name.ts";
 export {
   ApiKeyMismatchError,

@@ -75,12 +75,15 @@ export class SecretBox {
   toString(): string {
     return "SecretBox(***)";
   }
+  /** Never serialize the key. */
   toJSON(): string {
     return this.toString();
   }
+  /** Never show the key in Deno's inspector. */
   [Symbol.for("Deno.customInspect")](): string {
     return this.toString();
   }
+  /** Never show the key in Node's inspector. */
   [Symbol.for("nodejs.util.inspect.custom")](): string {
     return this.toString();
   }

@@ -1,12 +1,15 @@
 /**
  * Everything the server needs from storage, opened in one call: the database
  * (PostgreSQL or PGlite, data directory locked), migrations applied, the
- * secret-box key loaded, and the `DomainStore` on top.
+ * secret-box key loaded, and the stores on top (`DomainStore`, `CertificateStore`).
  */
+import { sql } from "drizzle-orm";
+import { CertificateStore } from "./cert_store.ts";
 import { type Database, type DatabaseHandle, openDatabase } from "./database.ts";
 import { DomainStore } from "./domain_store.ts";
 import { loadSecretKey, SecretBox } from "./secret_box.ts";
 
+/** Where `openStorage` finds the database and the secret-box key. */
 export interface StorageOptions {
   /** `HOP_DB_DSN`; unset means embedded PGlite in `dataDir`. */
   dsn?: string | undefined;
@@ -18,12 +21,19 @@ export interface StorageOptions {
   secretKey?: string | undefined;
 }
 
+/** Open storage: the stores, the database behind them, and how to close it. */
 export interface Storage {
+  /** The registered domains and their PSKs. */
   readonly store: DomainStore;
+  /** Certificates, ACME challenges and ACME account keys. */
+  readonly certs: CertificateStore;
+  /** Which backend is open ("postgres" or "pglite"). */
   readonly backend: DatabaseHandle["backend"];
-  /** The database itself, for stores beside `store` (certificates, ACME state). */
+  /** Runs a trivial query: resolves if the database answers (readiness checks). */
+  ping(): Promise<void>;
+  /** The database itself, for tests that inspect rows (server code uses the stores). */
   readonly db: Database;
-  /** The secret box that seals the PSKs, for other secrets at rest (certificate keys). */
+  /** The secret box that seals the PSKs and certificate keys. */
   readonly secretBox: SecretBox;
   /** Where the secret-box key came from ("env", "file" or "new-file"), for a start-up log line. */
   readonly secretKeySource: "env" | "file" | "new-file";
@@ -55,10 +65,15 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     const secretBox = new SecretBox(key);
     const store = new DomainStore(handle.db, secretBox);
     await store.verifySecretKey();
+    const db = handle.db;
     return {
       store,
+      certs: new CertificateStore(db, secretBox),
       backend: handle.backend,
-      db: handle.db,
+      ping: async () => {
+        await db.execute(sql`select 1`);
+      },
+      db,
       secretBox,
       secretKeySource: source,
       close: () => handle.close(),

@@ -1,8 +1,9 @@
 /**
  * Server configuration from the environment (names kept from the original Go
- * HopGate, see DESIGN.md "Configuration names"). `loadServerConfig` checks every
- * variable and throws one `ConfigError` listing every problem, each naming its
- * variable and what it expected. Secret values never appear in errors or output.
+ * HopGate). `loadServerConfig` checks every variable and throws one `ConfigError`
+ * listing every problem, each naming its variable and what it expected. Secret
+ * values never appear in errors or output. The reading itself (problems, secrets,
+ * value parsers) is `shared/config.ts`, shared with the client.
  *
  * | Variable                          | Default                                  |
  * |-----------------------------------|------------------------------------------|
@@ -48,38 +49,22 @@
  *
  * A listen address is `host:port`, `:port` (all IPv4 interfaces) or `[v6]:port`.
  */
-import { normalizeDomain } from "../db/domain_name.ts";
+import {
+  ConfigProblems,
+  parseAddress,
+  parseBool,
+  parseInteger,
+  parseSeconds,
+  Secret,
+  splitList,
+} from "../shared/config.ts";
+import { type HostPort, normalizeDomain } from "../shared/names.ts";
 import { type Cidr, parseCidrList } from "./admin/cidr.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
-/** A value that never prints: `String`, JSON and inspection all give "***". */
-export class Secret {
-  readonly #value: string;
-  constructor(value: string) {
-    this.#value = value;
-  }
-  /** The secret itself; call it only where it is used. */
-  reveal(): string {
-    return this.#value;
-  }
-  toString(): string {
-    return "***";
-  }
-  toJSON(): string {
-    return "***";
-  }
-  [Symbol.for("Deno.customInspect")](): string {
-    return "***";
-  }
-  [Symbol.for("nodejs.util.inspect.custom")](): string {
-    return "***";
-  }
-}
+export { ConfigError, Secret } from "../shared/config.ts";
 
-export interface ListenAddress {
-  hostname: string;
-  port: number;
-}
+export type ListenAddress = HostPort;
 
 export interface AcmeConfig {
   email: string | undefined;
@@ -150,15 +135,6 @@ export interface MetricsConfig {
   domainLabels: boolean;
 }
 
-/** Every configuration problem found, one line each. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-  readonly code = "CONFIG_INVALID";
-  constructor(readonly problems: string[]) {
-    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-  }
-}
-
 export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
 export const LETS_ENCRYPT_STAGING_DIRECTORY =
   "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -211,23 +187,14 @@ const MIN_SECRET_KEY_CHARS = 32;
 
 /** Reads the server configuration from `env`; throws `ConfigError` listing every problem. */
 export function loadServerConfig(env: Record<string, string | undefined>): ServerConfig {
-  const problems: string[] = [];
+  const problems = new ConfigProblems();
   const get = (name: string): string | undefined => {
     const v = env[name]?.trim();
     return v === "" ? undefined : v;
   };
   /** Runs `parse` on a set variable; records its error (never the value of a secret). */
-  const parse = <T>(name: string, fallback: T, fn: (v: string) => T, secret = false): T => {
-    const raw = get(name);
-    if (raw === undefined) return fallback;
-    try {
-      return fn(raw);
-    } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
-      problems.push(secret ? `${name}: ${why}` : `${name}: ${why}, got "${clip(raw)}"`);
-      return fallback;
-    }
-  };
+  const parse = <T>(name: string, fallback: T, fn: (v: string) => T, secret = false): T =>
+    problems.read(name, env[name], fallback, fn, { secret });
 
   const debug = parse("HOP_SERVER_DEBUG", false, parseBool);
   const httpListen = parse(
@@ -251,7 +218,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     (v) => normalizeDomain(v, { allowSingleLabel: debug }),
   );
   if (!debug && get("HOP_SERVER_DOMAIN") === undefined) {
-    problems.push("HOP_SERVER_DOMAIN: required (the server's public name) unless HOP_SERVER_DEBUG");
+    problems.add("HOP_SERVER_DOMAIN: required (the server's public name) unless HOP_SERVER_DEBUG");
   }
   const proxyDomains = parse(
     "HOP_SERVER_PROXY_DOMAINS",
@@ -356,7 +323,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     (v) => parseInteger(v, 0, 3600),
   );
   const seconds = (name: string, fallback: number) =>
-    parse(name, fallback, (v) => parseDecimal(v, 0.05, 86_400)) * 1000;
+    parse(name, fallback, (v) => parseSeconds(v, 0.05, 86_400)) * 1000;
   const front: FrontConfig = {
     headerTimeoutMs: seconds("HOP_SERVER_HEADER_TIMEOUT_SECONDS", 10),
     idleTimeoutMs: seconds("HOP_SERVER_IDLE_TIMEOUT_SECONDS", 60),
@@ -389,12 +356,12 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
   });
   const proxyProtocol = parse("HOP_PROXY_PROTOCOL", false, parseBool);
   if (proxyProtocol && trustedProxies.length === 0) {
-    problems.push(
+    problems.add(
       "HOP_PROXY_PROTOCOL: true needs HOP_TRUSTED_PROXIES (the load balancers that send the header)",
     );
   }
 
-  if (problems.length > 0) throw new ConfigError(problems);
+  problems.throwIfAny();
   return {
     debug,
     httpListen,
@@ -421,43 +388,11 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
   };
 }
 
-/** A number of seconds such as `10` or `0.5`. */
-function parseDecimal(v: string, min: number, max: number): number {
-  if (!/^\d+(?:\.\d+)?$/.test(v)) throw new Error(`expected a number from ${min} to ${max}`);
-  const n = Number(v);
-  if (n < min || n > max) throw new Error(`expected a number from ${min} to ${max}`);
-  return n;
-}
-
-function parseBool(v: string): boolean {
-  const s = v.toLowerCase();
-  if (["1", "true", "yes", "on"].includes(s)) return true;
-  if (["0", "false", "no", "off"].includes(s)) return false;
-  throw new Error("expected true or false");
-}
-
-function parseInteger(v: string, min: number, max: number): number {
-  if (!/^\d+$/.test(v)) throw new Error(`expected an integer from ${min} to ${max}`);
-  const n = Number(v);
-  if (n < min || n > max) throw new Error(`expected an integer from ${min} to ${max}`);
-  return n;
-}
-
-/** `host:port`, `:port` or `[v6]:port`. */
+/** `host:port`, `:port` (all IPv4 interfaces) or `[v6]:port`; port 0 is any free port. */
 export function parseListen(v: string): ListenAddress {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(v);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || !(port >= 0 && port <= 65535)) {
-    throw new Error('expected "host:port", ":port" or "[ipv6]:port"');
-  }
-  const hostname = m[1] ?? (m[2] === "" || m[2] === undefined ? "0.0.0.0" : m[2]);
-  return { hostname, port };
-}
-
-function splitList(v: string): string[] {
-  return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
-}
-
-function clip(s: string): string {
-  return s.length > 60 ? s.slice(0, 57) + "..." : s;
+  return parseAddress(v, {
+    emptyHost: "0.0.0.0",
+    minPort: 0,
+    expected: '"host:port", ":port" or "[ipv6]:port"',
+  });
 }

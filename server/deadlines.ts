@@ -1,3 +1,5 @@
+import { type Clock, realClock } from "../shared/clock.ts";
+
 /**
  * Many long timeouts that are almost always cancelled (the proxy timeout of each
  * request): one interval checks them all, instead of a timer per request. A
@@ -7,15 +9,15 @@
  */
 export class Deadlines {
   readonly #pending = new Set<Entry>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: unknown;
 
-  constructor(readonly resolutionMs = 100) {}
+  constructor(readonly resolutionMs = 100, readonly clock: Clock = realClock) {}
 
   /** Calls `fire` once `ms` have passed, unless the returned cancel is called first. */
   add(ms: number, fire: () => void): () => void {
-    const entry: Entry = { at: performance.now() + ms, fire };
+    const entry: Entry = { at: this.clock.now() + ms, fire };
     this.#pending.add(entry);
-    this.#timer ??= setInterval(() => this.#check(), this.resolutionMs);
+    this.#timer ??= this.#arm();
     return () => {
       this.#pending.delete(entry);
       if (this.#pending.size === 0) this.#stop();
@@ -26,8 +28,13 @@ export class Deadlines {
     return this.#pending.size;
   }
 
+  #arm(): unknown {
+    return this.clock.setTimer(() => this.#check(), this.resolutionMs);
+  }
+
   #check(): void {
-    const now = performance.now();
+    this.#timer = undefined;
+    const now = this.clock.now();
     for (const e of this.#pending) {
       if (e.at > now) continue;
       this.#pending.delete(e);
@@ -35,11 +42,11 @@ export class Deadlines {
         e.fire();
       } catch { /* a deadline's own failure is not ours */ }
     }
-    if (this.#pending.size === 0) this.#stop();
+    if (this.#pending.size > 0) this.#timer ??= this.#arm();
   }
 
   #stop(): void {
-    clearInterval(this.#timer);
+    if (this.#timer !== undefined) this.clock.clearTimer(this.#timer);
     this.#timer = undefined;
   }
 }

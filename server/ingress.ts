@@ -19,6 +19,8 @@
  * failed, 504 no response head in time, 503 tunnel lost before the response head.
  */
 import { concatBytes } from "../shared/bytes.ts";
+// The Host header's name without port, lowercase; "" if missing or malformed.
+import { hostHeaderName as routingHost } from "../shared/names.ts";
 import { MuxSessionError, type MuxStream, StreamErrorCode } from "../shared/mux/mod.ts";
 import {
   encodeHead,
@@ -66,20 +68,6 @@ export interface RequestRecord {
   bytes: number;
   /** The domain whose tunnel took the request; undefined if none did. */
   domain: string | undefined;
-}
-
-/** Host header without port, lowercase; "" if missing or malformed. */
-export function routingHost(host: string | null): string {
-  if (!host) return "";
-  let h = host.trim().toLowerCase();
-  if (h.startsWith("[")) {
-    const end = h.indexOf("]");
-    return end > 0 ? h.slice(0, end + 1) : "";
-  }
-  const colon = h.lastIndexOf(":");
-  if (colon >= 0) h = h.slice(0, colon);
-  if (h.endsWith(".")) h = h.slice(0, -1);
-  return /^[a-z0-9.-]+$/.test(h) ? h : "";
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -21,13 +21,19 @@ import {
 /** Extra structured data for a log line. */
 export type LogFields = Record<string, unknown>;
 
+/** A log line's severity, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 
+/** Where the server's components write log lines (JSON in production, memory in tests). */
 export interface Logger {
+  /** Logs at debug level. */
   debug(msg: string, fields?: LogFields): void;
+  /** Logs at info level. */
   info(msg: string, fields?: LogFields): void;
+  /** Logs at warn level. */
   warn(msg: string, fields?: LogFields): void;
+  /** Logs at error level. */
   error(msg: string, fields?: LogFields): void;
 }
 
@@ -107,6 +113,16 @@ export function createJsonLogger(options: JsonLoggerOptions = {}): Logger {
   const log = (level: LogLevel) => (msg: string, fields: LogFields = {}) =>
     logger[TO_LOGTAPE[level] as "info"](msg, { ...base, ...fields });
   return { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") };
+}
+
+/**
+ * `logger` with `fields` added to every line (a line's own fields win), e.g.
+ * `withFields(logger, { component: "admin" })` for one part of the server.
+ */
+export function withFields(logger: Logger, fields: LogFields): Logger {
+  const wrap = (level: LogLevel) => (msg: string, own: LogFields = {}) =>
+    logger[level](msg, { ...fields, ...own });
+  return { debug: wrap("debug"), info: wrap("info"), warn: wrap("warn"), error: wrap("error") };
 }
 
 /** A logger that drops everything. */

@@ -1,6 +1,6 @@
 import assert, { equal } from "node:assert/strict";
 import { Secret } from "./config.ts";
-import { createJsonLogger, MemoryLogger } from "./log.ts";
+import { createJsonLogger, MemoryLogger, withFields } from "./log.ts";
 
 Deno.test("createJsonLogger writes one JSON object per line, at or above its level", () => {
   const lines: string[] = [];
@@ -77,4 +77,25 @@ Deno.test("each logger keeps its own level; a line without component says server
   equal(b.length, 1);
   equal(JSON.parse(b[0]!).component, "server");
   equal(JSON.parse(a[0]!).level, "error");
+});
+
+Deno.test("withFields adds its fields to every line; a line's own fields win", () => {
+  const lines: string[] = [];
+  const base = createJsonLogger({ write: (l) => lines.push(l), now: () => new Date(0) });
+  const admin = withFields(base, { component: "admin", event: "x" });
+  admin.info("admin action", { domain: "a.example.com" });
+  admin.warn("other", { event: "y" });
+  base.info("plain");
+  assert.deepEqual(lines.map((l) => JSON.parse(l)), [
+    {
+      ts: "1970-01-01T00:00:00.000Z",
+      level: "info",
+      msg: "admin action",
+      component: "admin",
+      event: "x",
+      domain: "a.example.com",
+    },
+    { ts: "1970-01-01T00:00:00.000Z", level: "warn", msg: "other", component: "admin", event: "y" },
+    { ts: "1970-01-01T00:00:00.000Z", level: "info", msg: "plain", component: "server" },
+  ]);
 });

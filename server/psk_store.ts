@@ -4,7 +4,7 @@
  * and rotation call `invalidate(domain)`; other nodes sharing the database see a
  * change at the latest after `cacheTtlMs`.
  */
-import { tryNormalizeDomain } from "../db/domain_name.ts";
+import { tryNormalizeDomain } from "../db/mod.ts";
 import { type Logger, silentLogger } from "./log.ts";
 
 /** Where PSKs come from (`DomainStore` fits). */
@@ -12,6 +12,7 @@ export interface PskSource {
   getPsk(domain: string): Promise<Uint8Array | undefined>;
 }
 
+/** The DTLS handshake's PSK source: the domain store behind a short cache. */
 export interface PskLookup {
   /**
    * The PSK for a DTLS PSK identity (the domain, lowercase ASCII), or undefined when

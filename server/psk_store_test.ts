@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { derivePsk, pskIdentity } from "../shared/dtls/psk.ts";
-import { DomainStore } from "../db/domain_store.ts";
+import { derivePsk } from "../shared/credentials.ts";
+import { pskIdentity } from "../shared/dtls/psk.ts";
+import { DomainStore } from "../db/mod.ts";
 import { openTestDatabase, testSecretBox } from "../db/testing.ts";
 import { MemoryLogger } from "./log.ts";
 import { createPskLookup, type PskSource } from "./psk_store.ts";

@@ -1,5 +1,5 @@
 /**
- * Live tunnel sessions by domain. The tunnel listener (issue 5) adds a session
+ * Live tunnel sessions by domain. The tunnel listener (`tunnels.ts`) adds a session
  * when a client's handshake completes and removes it when the tunnel ends; the
  * admin API reads it and closes a domain's sessions on unregister, delete and
  * key rotation.
@@ -18,9 +18,13 @@ export interface TunnelSession {
 
 /** A session as listed by `sessions()`. */
 export interface SessionInfo {
+  /** The domain the tunnel serves. */
   domain: string;
+  /** The session's id (as in the client's Welcome). */
   id: string;
+  /** The client's address as `host:port`. */
   remoteAddr: string;
+  /** When the tunnel was established. */
   connectedAt: Date;
 }
 

@@ -26,7 +26,6 @@ import { createPskLookup } from "./psk_store.ts";
 import { TunnelRegistry } from "./registry.ts";
 import { SERVER_VERSION, type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
-import { sql } from "drizzle-orm";
 
 export interface RunningServer {
   readonly httpAddr: Deno.NetAddr;
@@ -67,18 +66,29 @@ export async function runServer(
 ): Promise<RunningServer> {
   const logger = options.logger ?? createJsonLogger({ level: config.logLevel });
   // The database may come up after us (a container started first): retry.
-  const storage = await openWithRetry(() =>
-    openStorage({
-      dsn: config.dbDsn?.reveal(),
-      maxConnections: config.dbMaxOpenConns,
-      dataDir: config.dataDir,
-      secretKey: config.secretKey?.reveal(),
-    }), {
-    logger,
-    signal: options.signal,
-    ...(options.health?.retryMinMs ? { minDelayMs: options.health.retryMinMs } : {}),
-    ...(options.health?.retryMaxMs ? { maxDelayMs: options.health.retryMaxMs } : {}),
-  });
+  let storage: Storage;
+  try {
+    storage = await openWithRetry(() =>
+      openStorage({
+        dsn: config.dbDsn?.reveal(),
+        maxConnections: config.dbMaxOpenConns,
+        dataDir: config.dataDir,
+        secretKey: config.secretKey?.reveal(),
+      }), {
+      logger,
+      signal: options.signal,
+      // A PostgreSQL connect in flight is given up at once; an embedded database is not cut.
+      abandonOnAbort: config.dbDsn !== undefined,
+      ...(options.health?.retryMinMs ? { minDelayMs: options.health.retryMinMs } : {}),
+      ...(options.health?.retryMaxMs ? { maxDelayMs: options.health.retryMaxMs } : {}),
+    });
+  } catch (e) {
+    if (options.signal?.aborted) {
+      const reason = e instanceof Error ? e.message : String(e);
+      logger.info("server stopped", { component: "server", during: "start-up", reason });
+    }
+    throw e;
+  }
   const cleanups: (() => Promise<void> | void)[] = [() => storage.close()];
   const closeAll = async () => {
     for (const c of cleanups.reverse()) await c();
@@ -89,11 +99,14 @@ export async function runServer(
       version: SERVER_VERSION,
     });
     const readiness = new Readiness({
-      ping: () => storage.db.execute(sql`select 1`),
+      ping: () => storage.ping(),
       logger,
       ...(options.health?.intervalMs ? { intervalMs: options.health.intervalMs } : {}),
     });
     metrics.bindDatabase(() => readiness.databaseUp);
+    // A signal while start-up finishes: not ready from that moment (main.ts then closes).
+    if (options.signal?.aborted) readiness.shuttingDown();
+    options.signal?.addEventListener("abort", () => readiness.shuttingDown(), { once: true });
     cleanups.push(() => readiness.stop());
     const pskLookup = createPskLookup(storage.store, { logger });
     const registry = new TunnelRegistry<Tunnel>();
@@ -118,8 +131,7 @@ export async function runServer(
     let refreshHttps = () => {}; // set once the HTTPS listener exists
     const certificates = createCertificateManager({
       config,
-      db: storage.db,
-      secretBox: storage.secretBox,
+      certs: storage.certs,
       store: storage.store,
       logger,
       onChange: () => refreshHttps(),
@@ -179,11 +191,22 @@ export async function runServer(
       maxConnectionsPerAddress: f.maxConnectionsPerAddress,
     };
     const tunnelHandler = createIngressHandler(ingress);
-    /** A listener's events: metrics, and a log line when a handler fails. */
+    /** Set when the shutdown deadline cuts what is still in flight. */
+    let cutting = false;
+    /**
+     * A listener's events: metrics, and a log line when a handler fails. Failures
+     * once the shutdown deadline cuts requests are expected: a warning, not an error.
+     */
     const frontEvents = (listener: "http" | "https" | "metrics") => ({
       ...metrics.front(listener),
       error: (e: unknown) =>
-        logger.error("http handler failed", { component: listener, error: String(e) }),
+        cutting
+          ? logger.warn("http handler failed", {
+            component: listener,
+            error: String(e),
+            cause: "shutdown deadline",
+          })
+          : logger.error("http handler failed", { component: listener, error: String(e) }),
     });
     const httpsEvents = frontEvents("https");
     const httpsFront = new FrontServer({
@@ -280,12 +303,17 @@ export async function runServer(
     });
     let closing: Promise<void> | undefined;
     const shutdown = async () => {
+      // First: /readyz answers 503 from this moment, no listener counted as open
+      // for new work (the metrics listener stays, to answer probes until the end).
+      readiness.shuttingDown();
+      readiness.listener("http", false);
+      readiness.listener("https", false);
+      readiness.listener("dtls", false);
       logger.info("server stopping", {
         component: "server",
         in_flight: registry.live().reduce((n, t) => n + t.inFlight, 0),
         timeout_s: config.shutdownTimeoutSeconds,
       });
-      readiness.shuttingDown();
       // Stop accepting; idle connections close, requests in flight (streaming
       // bodies, upgraded connections too) continue until the deadline.
       const listenersDone = Promise.all([
@@ -293,8 +321,6 @@ export async function runServer(
         httpsFront.shutdown(),
         h2.shutdown(),
       ]);
-      readiness.listener("http", false);
-      readiness.listener("https", false);
       hub.goAway();
       const drained = await withinDeadline(listenersDone, config.shutdownTimeoutSeconds * 1000);
       if (!drained) {
@@ -302,6 +328,7 @@ export async function runServer(
           component: "server",
           in_flight: registry.live().reduce((n, t) => n + t.inFlight, 0),
         });
+        cutting = true;
         httpFront.abortAll();
         httpsFront.abortAll();
         h2.abortAll();

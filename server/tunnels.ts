@@ -11,11 +11,13 @@ import {
   type DtlsStats,
   type PeerAddr,
 } from "../shared/dtls/mod.ts";
+import { type Clock, realClock } from "../shared/clock.ts";
 import type { DtlsConn } from "../shared/dtls/mod.ts";
 import { awaitHello, HelloRejectedError } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession } from "../shared/mux/mod.ts";
 import { FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
+import { canonicalDomain, formatHostPort } from "../shared/names.ts";
 import type { Logger } from "./log.ts";
 import type { TunnelRegistry, TunnelSession } from "./registry.ts";
 
@@ -41,9 +43,7 @@ export class Tunnel implements TunnelSession {
      */
     readonly splice: boolean = false,
   ) {
-    this.remoteAddr = peer.hostname.includes(":")
-      ? `[${peer.hostname}]:${peer.port}`
-      : `${peer.hostname}:${peer.port}`;
+    this.remoteAddr = formatHostPort(peer);
   }
 
   get usable(): boolean {
@@ -68,6 +68,8 @@ export interface TunnelHubOptions {
   helloTimeoutMs?: number;
   /** Called for every mux session as it starts, greeted or not (metrics). */
   onSession?: (session: MuxSession) => void;
+  /** DTLS, mux and hello timers run on this (tests pass a fake one). Default realClock. */
+  clock?: Clock;
 }
 
 export class TunnelHub {
@@ -85,6 +87,7 @@ export class TunnelHub {
     this.#log = opts.logger;
     this.#dtls = DtlsServer.listen({
       ...opts.dtls,
+      clock: opts.clock ?? realClock,
       hostname: opts.hostname,
       port: opts.port,
       lookupPsk: opts.lookupPsk,
@@ -92,7 +95,7 @@ export class TunnelHub {
       onHandshakeError: (peer, err) =>
         this.#log.info("tunnel handshake failed", {
           component: "tunnel",
-          peer: `${peer.hostname}:${peer.port}`,
+          peer: formatHostPort(peer),
           error: err.message,
         }),
     });
@@ -118,9 +121,13 @@ export class TunnelHub {
   }
 
   #onConnection(conn: DtlsConn): void {
-    const domain = conn.identity;
+    // The PSK lookup accepted the identity as a spelling of a registered domain;
+    // the tunnel goes under that domain's canonical form, which requests route by.
+    const domain = canonicalDomain(conn.identity);
+    const clock = this.#opts.clock ?? realClock;
     const session = new MuxSession(conn, {
       role: "server",
+      clock,
       params: { ...TUNNEL_MUX_PARAMS, ...this.#opts.muxParams },
     });
     if (this.#closing) {
@@ -130,24 +137,29 @@ export class TunnelHub {
     this.#opts.onSession?.(session);
     this.#pending.add(session);
     const id = crypto.randomUUID();
-    awaitHello(session, (hello) => {
-      if (hello.proto !== PROTOCOL_VERSION) {
-        return {
-          t: "reject",
-          code: "version_mismatch",
-          message:
-            `server speaks protocol ${PROTOCOL_VERSION}, client ${hello.proto}; upgrade the older side`,
-        };
-      }
-      if (hello.domain.trim().toLowerCase() !== domain) {
-        return {
-          t: "reject",
-          code: "domain_mismatch",
-          message: `key is for ${domain}, not ${hello.domain}`,
-        };
-      }
-      return { t: "welcome", session: id, server: SERVER_VERSION };
-    }, this.#opts.helloTimeoutMs ?? 10_000).then(({ hello }) => {
+    awaitHello(
+      session,
+      (hello) => {
+        if (hello.proto !== PROTOCOL_VERSION) {
+          return {
+            t: "reject",
+            code: "version_mismatch",
+            message:
+              `server speaks protocol ${PROTOCOL_VERSION}, client ${hello.proto}; upgrade the older side`,
+          };
+        }
+        if (canonicalDomain(hello.domain) !== domain) {
+          return {
+            t: "reject",
+            code: "domain_mismatch",
+            message: `key is for ${domain}, not ${hello.domain}`,
+          };
+        }
+        return { t: "welcome", session: id, server: SERVER_VERSION };
+      },
+      this.#opts.helloTimeoutMs ?? 10_000,
+      clock,
+    ).then(({ hello }) => {
       this.#pending.delete(session);
       if (this.#closing || session.isClosed) return;
       const splice = hello.features?.includes(FEATURE_SPLICE) ?? false;
@@ -177,7 +189,7 @@ export class TunnelHub {
       const reason = e instanceof HelloRejectedError ? `${e.code}: ${e.message}` : String(e);
       this.#log.info("tunnel hello refused", { component: "tunnel", domain, error: reason });
       // Give the reject a moment to reach the client before closing.
-      setTimeout(() => session.abort(undefined, reason), 200);
+      clock.setTimer(() => session.abort(undefined, reason), 200);
     });
   }
 

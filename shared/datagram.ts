@@ -1,6 +1,6 @@
 /**
  * The seam between a datagram transport (plain UDP, DTLS, an in-memory test link)
- * and the reliable stream layer above it (shared/mux). See DESIGN.md "Layers".
+ * and the reliable stream layer above it (shared/mux). See docs/architecture.md, "Layers".
  *
  * A transport delivers whole datagrams, unreliably: they may be lost, reordered or
  * duplicated. Delivery is push-based (a handler, not an async iterator) because the

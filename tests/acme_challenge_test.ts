@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { openTestDatabase, testSecretBox } from "../db/testing.ts";
 import { AcmeIssuer } from "../server/certs/acme_issuer.ts";
-import { CertificateStore } from "../server/certs/cert_store.ts";
+import { CertificateStore } from "../db/mod.ts";
 
 Deno.test("ACME challenge lookups: a flood of made-up tokens costs at most 20 queries a second", async () => {
   const db = await openTestDatabase("pglite");

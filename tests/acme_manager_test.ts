@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { openTestDatabase, TEST_BACKENDS, testSecretBox } from "../db/testing.ts";
-import { CertificateStore } from "../server/certs/cert_store.ts";
+import { CertificateStore } from "../db/mod.ts";
 import { CertificateManager, type IssuedCertificate, renewalDue } from "../server/certs/manager.ts";
 import { MemoryLogger } from "../server/log.ts";
 

@@ -19,6 +19,7 @@
  */
 import { connectionOptions, type HeaderList } from "../../shared/protocol/mod.ts";
 import { isToken, type ResponseHead, ResponseParser } from "./parser.ts";
+import { type Clock, realClock } from "../../shared/clock.ts";
 
 export type { ResponseHead } from "./parser.ts";
 
@@ -73,6 +74,8 @@ export interface OriginPoolOptions {
   maxHeadBytes?: number;
   /** For tests: certificates to trust for an https target. */
   caCerts?: string[];
+  /** Connect timeouts and idle expiry run on this. Default realClock. */
+  clock?: Clock;
 }
 
 /** A request in flight: wait for `done`, or `abort()` it (closes its connection). */
@@ -100,7 +103,8 @@ export class OriginPool {
   readonly #idle: OriginConnection[] = [];
   readonly #all = new Set<OriginConnection>();
   #opened = 0;
-  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #sweeper: unknown;
+  readonly #clock: Clock;
   #closed = false;
 
   constructor(target: URL, o: OriginPoolOptions = {}) {
@@ -112,6 +116,7 @@ export class OriginPool {
     this.#idleTimeoutMs = o.idleTimeoutMs ?? 4_000;
     this.#maxHeadBytes = o.maxHeadBytes;
     this.#caCerts = o.caCerts;
+    this.#clock = o.clock ?? realClock;
   }
 
   /** Connections open now (idle or busy). */
@@ -183,14 +188,14 @@ export class OriginPool {
   /** Closes every connection; requests in flight fail. */
   close(): void {
     this.#closed = true;
-    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    if (this.#sweeper !== undefined) this.#clock.clearTimer(this.#sweeper);
     this.#sweeper = undefined;
     for (const c of this.#all) c.close();
     this.#idle.length = 0;
   }
 
   #takeIdle(): OriginConnection | null {
-    const now = performance.now();
+    const now = this.#clock.now();
     for (;;) {
       const c = this.#idle.pop(); // most recently used first: the warmest
       if (c === undefined) return null;
@@ -219,7 +224,7 @@ export class OriginPool {
     if (cancel?.aborted) throw new OriginError("ABORTED", "The request was abandoned", false);
     cancel?.addEventListener("abort", onCancel, { once: true });
     let handshaking: Deno.TlsConn | undefined;
-    const timer = setTimeout(() => {
+    const timer = this.#clock.setTimer(() => {
       ac.abort();
       handshaking?.close(); // the signal covers the TCP connect only
     }, this.#connectTimeoutMs);
@@ -248,7 +253,7 @@ export class OriginPool {
       }
       throw connectError(e);
     } finally {
-      clearTimeout(timer);
+      this.#clock.clearTimer(timer);
       cancel?.removeEventListener("abort", onCancel);
     }
     if (!this.#tls) (conn as Deno.TcpConn).setNoDelay(true);
@@ -258,13 +263,9 @@ export class OriginPool {
   /** Called by a connection whose exchange ended cleanly. */
   release(c: OriginConnection): void {
     if (this.#closed || this.#idle.length >= this.#maxIdle) return c.close();
-    c.idleSince = performance.now();
+    c.idleSince = this.#clock.now();
     this.#idle.push(c);
-    if (this.#sweeper === undefined) {
-      const t = setInterval(() => this.#sweep(), Math.max(250, this.#idleTimeoutMs / 2));
-      Deno.unrefTimer(t as unknown as number);
-      this.#sweeper = t;
-    }
+    this.#sweeper ??= this.#armSweep();
   }
 
   /** Called by a connection when it closes. */
@@ -275,14 +276,18 @@ export class OriginPool {
   }
 
   #sweep(): void {
-    const now = performance.now();
+    const now = this.#clock.now();
     for (const c of [...this.#idle]) {
       if (now - c.idleSince >= this.#idleTimeoutMs) c.close();
     }
-    if (this.#idle.length === 0 && this.#sweeper !== undefined) {
-      clearInterval(this.#sweeper);
-      this.#sweeper = undefined;
-    }
+    this.#sweeper = this.#idle.length === 0 ? undefined : this.#armSweep();
+  }
+
+  /** The next sweep; it never keeps the process alive by itself. */
+  #armSweep(): unknown {
+    const t = this.#clock.setTimer(() => this.#sweep(), Math.max(250, this.#idleTimeoutMs / 2));
+    if (this.#clock === realClock) Deno.unrefTimer(t as number);
+    return t;
   }
 }
 
@@ -290,11 +295,13 @@ function connectError(e: unknown): OriginError {
   const err = e as { code?: unknown; message?: unknown };
   let code = typeof err?.code === "string" ? err.code : "";
   const message = String(err?.message ?? e);
+  // Deno's failed lookup has no code or class of its own: its text is all there is.
   if (!code && /lookup address|Name or service not known|nodename nor servname/i.test(message)) {
     code = "ENOTFOUND";
   }
   if (!code && e instanceof Deno.errors.ConnectionRefused) code = "ECONNREFUSED";
-  if (!code && /certificate|handshake|tls/i.test(message)) code = "ETLS";
+  // Deno reports every TLS failure (untrusted certificate, wrong name, not TLS) as InvalidData.
+  if (!code && e instanceof Deno.errors.InvalidData) code = "ETLS";
   return new OriginError(code || "ECONNECT", message, false);
 }
 

@@ -1,11 +1,12 @@
 /**
  * The admin REST API as a Hono app, to be mounted at `/api/v1/admin`
- * (`ADMIN_BASE_PATH`). See DESIGN.md "Control plane and storage".
+ * (`ADMIN_BASE_PATH`). docs/admin-api.md lists the routes and their errors.
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { methodNotAllowed } from "hono/method-not-allowed";
-import { silentLogger } from "../log.ts";
+import { hostHeaderName } from "../../shared/names.ts";
+import { silentLogger, withFields } from "../log.ts";
 import type { AdminDeps, AdminEnv } from "./env.ts";
 import { errorHandler } from "./errors.ts";
 import {
@@ -13,7 +14,6 @@ import {
   auditLog,
   bodyTooLarge,
   defaultClientAddress,
-  hostName,
   requireAdminKey,
   requireEnabled,
   requireSecureTransport,
@@ -35,7 +35,8 @@ const DEFAULT_MAX_BODY_BYTES = 16 * 1024;
  */
 export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
   const { config } = deps;
-  const logger = deps.logger ?? silentLogger;
+  // Audit lines and admin failures are `"component":"admin"` (docs/observability.md).
+  const logger = withFields(deps.logger ?? silentLogger, { component: "admin" });
   const clientAddress = deps.clientAddress ?? defaultClientAddress;
   const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
 
@@ -66,6 +67,7 @@ export function createAdminApp(deps: AdminDeps): Hono<AdminEnv> {
 
 /** Deno.serve's handler info, as far as the admin API uses it. */
 export interface ServeInfo {
+  /** The caller's address. */
   remoteAddr: { hostname: string };
 }
 
@@ -88,5 +90,5 @@ export function createAdminHandler(
 export function isAdminRequest(req: Request, serverDomain: string): boolean {
   const path = new URL(req.url).pathname;
   if (path !== ADMIN_BASE_PATH && !path.startsWith(`${ADMIN_BASE_PATH}/`)) return false;
-  return hostName(req.headers.get("host") ?? undefined) === serverDomain;
+  return hostHeaderName(req.headers.get("host")) === serverDomain;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Hono } from "hono";
-import { derivePsk } from "../../shared/dtls/psk.ts";
+import { derivePsk } from "../../shared/credentials.ts";
 import { TEST_BACKENDS } from "../../db/testing.ts";
 import { createAdminHandler, isAdminRequest } from "./app.ts";
 import { parseCidrList } from "./cidr.ts";

@@ -5,10 +5,13 @@
  */
 import { isIPv4, isIPv6 } from "node:net";
 
+/** An IPv4 or IPv6 address range. */
 export interface Cidr {
+  /** IP version. */
   readonly family: 4 | 6;
   /** Network address as a 32- or 128-bit integer. */
   readonly network: bigint;
+  /** Prefix length in bits. */
   readonly prefix: number;
   /** The canonical text, e.g. `10.0.0.0/8`. */
   readonly text: string;

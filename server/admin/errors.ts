@@ -5,13 +5,13 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { InvalidDomainError } from "../../db/domain_name.ts";
 import {
   ApiKeyMismatchError,
   DomainExistsError,
   DomainNotFoundError,
+  InvalidDomainError,
   StoreError,
-} from "../../db/errors.ts";
+} from "../../db/mod.ts";
 import type { Logger } from "../log.ts";
 import type { AdminEnv } from "./env.ts";
 

@@ -1,6 +1,5 @@
 /** Checks for the admin API's request fields; each failure is a 400 naming the field. */
-import { normalizeDomain } from "../../db/domain_name.ts";
-import { MAX_MEMO_CHARS, MAX_PAGE_SIZE } from "../../db/domain_store.ts";
+import { MAX_MEMO_CHARS, MAX_PAGE_SIZE, normalizeDomain } from "../../db/mod.ts";
 import { badRequest } from "./errors.ts";
 
 const MAX_API_KEY_CHARS = 512;

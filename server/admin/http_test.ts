@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { Hono } from "hono";
-import { derivePsk } from "../../shared/dtls/psk.ts";
+import { derivePsk } from "../../shared/credentials.ts";
 import { TEST_BACKENDS } from "../../db/testing.ts";
 import { parseCidrList } from "./cidr.ts";
 import { ADMIN_KEY, fakeSession, openAdminFixture, SERVER_DOMAIN } from "./testing.ts";

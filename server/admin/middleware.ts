@@ -5,6 +5,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";
+import { hostHeaderName } from "../../shared/names.ts";
 import type { Secret } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { type Cidr, ipInRanges, isLoopback } from "./cidr.ts";
@@ -57,7 +58,7 @@ export function auditLog(
 /** Serves only requests whose Host is the server's own domain (any port); others get 404. */
 export function requireServerHost(serverDomain: string): AdminMiddleware {
   return async function requireServerHost(c, next) {
-    if (hostName(c.req.header("host")) !== serverDomain) {
+    if (hostHeaderName(c.req.header("host")) !== serverDomain) {
       throw new AdminHttpError(404, "not found");
     }
     await next();
@@ -158,14 +159,6 @@ export function jsonBody<T extends object>(
     c.req.addValidatedData("json", parse(value as Record<string, unknown>));
     await next();
   };
-}
-
-/** The name part of a Host header, lowercase, without port or trailing dot. */
-export function hostName(host: string | undefined): string | undefined {
-  if (host === undefined) return undefined;
-  const h = host.trim().toLowerCase();
-  const name = h.startsWith("[") ? h.slice(0, h.indexOf("]") + 1) : h.replace(/:\d*$/, "");
-  return name.endsWith(".") ? name.slice(0, -1) : name;
 }
 
 function sha256(s: string): Buffer {

@@ -3,7 +3,7 @@
  * registry and PSK lookup, and the admin app mounted where the server mounts it.
  */
 import { Hono } from "hono";
-import { DomainStore } from "../../db/domain_store.ts";
+import { DomainStore } from "../../db/mod.ts";
 import {
   openTestDatabase,
   type TestBackend,

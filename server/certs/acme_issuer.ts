@@ -7,7 +7,7 @@
  */
 import { Agent } from "node:https";
 import acme from "acme-client";
-import type { CertificateStore } from "./cert_store.ts";
+import type { CertificateStore } from "../../db/mod.ts";
 import type { IssuedCertificate, Issuer } from "./manager.ts";
 
 export interface AcmeIssuerOptions {
@@ -37,6 +37,7 @@ const TOKEN = /^[A-Za-z0-9_-]{22,256}$/;
  */
 const DB_LOOKUPS_PER_SECOND = 20;
 
+/** Issues certificates from an ACME CA over HTTP-01, with the account key kept in the database. */
 export class AcmeIssuer implements Issuer {
   readonly kind = "acme";
   readonly #o: AcmeIssuerOptions;
@@ -49,6 +50,7 @@ export class AcmeIssuer implements Issuer {
   /** Challenge lookups refused without asking the database (flood bound). */
   lookupsShed = 0;
 
+  /** An issuer for the CA at `options.directoryUrl`. */
   constructor(options: AcmeIssuerOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
@@ -78,6 +80,7 @@ export class AcmeIssuer implements Issuer {
     return await this.#o.certs.getChallenge(token, new Date(now));
   }
 
+  /** Orders, proves and downloads a certificate for `domain`. */
   async issue(domain: string): Promise<IssuedCertificate> {
     const client = await this.#account();
     const certs = this.#o.certs;

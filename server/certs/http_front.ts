@@ -6,11 +6,13 @@
  * 3. Everything else: the next handler (the ingress).
  * Gateway-owned responses here carry no HSTS: tenants decide that for themselves.
  */
-import type { FrontHandler, Responder } from "../front/http1.ts";
-import { routingHost } from "../ingress.ts";
+import type { HeaderList } from "../../shared/protocol/mod.ts";
+import { hostHeaderName } from "../../shared/names.ts";
 
+/** The path prefix of HTTP-01 challenge requests (RFC 8555 8.3). */
 export const CHALLENGE_PREFIX = "/.well-known/acme-challenge/";
 
+/** Where the plain-HTTP front finds challenge answers and which hosts it redirects. */
 export interface HttpFrontOptions {
   /** The key authorization for a token, if an order waits for it (from memory). */
   challenge: (token: string) => Promise<string | undefined>;
@@ -22,10 +24,28 @@ export interface HttpFrontOptions {
   };
 }
 
+/** What the plain-HTTP front reads of a request (a `FrontRequest` fits). */
+export interface HttpFrontRequest {
+  /** The request method. */
+  readonly method: string;
+  /** Path and query (origin-form). */
+  readonly path: string;
+  /** The Host field as received. */
+  readonly host: string;
+}
+
+/** How the plain-HTTP front answers (a front `Responder` fits). */
+export interface HttpFrontResponder {
+  /** Sends the status line and fields; `length` is the body's Content-Length. */
+  head(status: number, headers: HeaderList, length: number): void;
+  /** Sends the last body bytes, if any, and ends the response. */
+  end(chunk?: Uint8Array): Promise<void>;
+}
+
 const enc = new TextEncoder();
 
 function answer(
-  res: Responder,
+  res: HttpFrontResponder,
   status: number,
   headers: [string, string][],
   body: string,
@@ -36,7 +56,14 @@ function answer(
   return res.end(head ? undefined : bytes);
 }
 
-export function withHttpFront(next: FrontHandler, opts: HttpFrontOptions): FrontHandler {
+/**
+ * Wraps the plain-HTTP listener's handler `next`: ACME challenges and HTTPS redirects are
+ * answered here, everything else goes on to `next`.
+ */
+export function withHttpFront<Req extends HttpFrontRequest, Res extends HttpFrontResponder>(
+  next: (req: Req, res: Res) => Promise<void>,
+  opts: HttpFrontOptions,
+): (req: Req, res: Res) => Promise<void> {
   return async function httpFront(req, res) {
     const path = req.path;
     const isHead = req.method === "HEAD";
@@ -56,7 +83,7 @@ export function withHttpFront(next: FrontHandler, opts: HttpFrontOptions): Front
     }
     const r = opts.redirect;
     if (r) {
-      const host = routingHost(req.host);
+      const host = hostHeaderName(req.host);
       if (host && r.hasCertificate(host)) {
         const port = r.httpsPort === 443 ? "" : `:${r.httpsPort}`;
         res.head(308, [["location", `https://${host}${port}${path}`]], 0);

@@ -20,11 +20,13 @@
  */
 import type { Logger } from "../log.ts";
 import type { CertifiedKey } from "../front/tls.ts";
-import type { CertificateStore, StoredCertificate } from "./cert_store.ts";
+import type { CertificateStore, StoredCertificate } from "../../db/mod.ts";
 
 /** A certificate fresh from the CA (or made locally). */
 export interface IssuedCertificate extends CertifiedKey {
+  /** Start of its validity. */
   notBefore: Date;
+  /** End of its validity. */
   notAfter: Date;
 }
 
@@ -32,24 +34,30 @@ export interface IssuedCertificate extends CertifiedKey {
 export interface Issuer {
   /** "acme" or "self-signed", for logs. */
   readonly kind: string;
+  /** Issues a certificate for `domain` (throws if it cannot). */
   issue(domain: string): Promise<IssuedCertificate>;
   /** The HTTP-01 key authorization for `token`, if an order is waiting for it. */
   challenge?(token: string): Promise<string | undefined>;
 }
 
+/** What is known about one name's certificate, for the admin status and tests. */
 export type CertificateState =
   | { state: "valid"; notAfter: Date }
   | { state: "refused" }
   | { state: "failed"; error: string; failures: number; nextAttemptAt: Date }
   | { state: "pending" };
 
+/** What a `CertificateManager` is built from, and its timers. */
 export interface CertificateManagerOptions {
+  /** Where certificates and issuance state are stored. */
   certs: CertificateStore;
+  /** Who issues certificates (ACME, or self-signed in debug mode). */
   issuer: Issuer;
   /** Whether `domain` is registered (only registered and static names get certificates). */
   isRegistered: (domain: string) => Promise<boolean>;
   /** The server domain and the proxy domains. */
   staticNames: readonly string[];
+  /** Where issuance and renewal are logged. */
   logger: Logger;
   /** Certificates changed (issued, renewed, loaded from another node, removed). */
   onChange?: () => void;
@@ -57,6 +65,7 @@ export interface CertificateManagerOptions {
   onOrder?: (name: string, kind: "issue" | "renew", ok: boolean) => void;
   /** The certificate served for `name` now expires at `notAfter` (undefined: none any more). */
   onExpiry?: (name: string, notAfter: Date | undefined) => void;
+  /** Clock, in milliseconds (tests move it). */
   now?: () => number;
   /** How often to renew, retry and load other nodes' certificates. Default 5 minutes. */
   checkIntervalMs?: number;
@@ -79,6 +88,7 @@ export function renewalDue(c: { notBefore: number; notAfter: number }, now: numb
   return now >= c.notAfter - (c.notAfter - c.notBefore) / 3;
 }
 
+/** Keeps a certificate for every name the server answers for, issuing and renewing in the background. */
 export class CertificateManager {
   readonly #o: CertificateManagerOptions;
   readonly #now: () => number;
@@ -97,6 +107,7 @@ export class CertificateManager {
   #ticking: Promise<void> | undefined;
   #closed = false;
 
+  /** A manager; nothing happens until `start()`. */
   constructor(options: CertificateManagerOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
@@ -110,6 +121,7 @@ export class CertificateManager {
     for (const name of this.#static) this.#background(name, "startup");
   }
 
+  /** Stops the timer and waits for the orders in flight. */
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
@@ -134,6 +146,7 @@ export class CertificateManager {
     return c !== undefined && this.#now() < c.notAfter;
   }
 
+  /** The HTTP-01 key authorization for `token`, if this node's issuer is waiting for it. */
   challenge(token: string): Promise<string | undefined> {
     return this.#o.issuer.challenge?.(token) ?? Promise.resolve(undefined);
   }
@@ -330,6 +343,8 @@ export class CertificateManager {
             notBefore: r.notBefore.getTime(),
             notAfter: r.notAfter.getTime(),
           });
+          // Served from now on: the expiry metrics count it (after a restart too).
+          this.#o.onExpiry?.(r.domain, r.notAfter);
           changed = true;
         }
       }

@@ -70,7 +70,9 @@ import { resetBeforeAccept } from "./http1.ts";
 
 /** Certificate chain and private key, PEM. */
 export interface CertifiedKey {
+  /** Certificate chain, PEM, leaf first. */
   cert: string;
+  /** Private key, PEM. */
   key: string;
 }
 

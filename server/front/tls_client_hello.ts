@@ -12,6 +12,7 @@
  * "need more", "done" or "bad". Every length is checked against its container;
  * nothing is allocated beyond the one buffer that joins the handshake bytes.
  */
+import { sniHostName } from "../../shared/names.ts";
 
 /** Largest ClientHello handshake message accepted (its body and 4-byte header). */
 export const MAX_CLIENT_HELLO_BYTES = 16 * 1024;
@@ -191,40 +192,10 @@ function parseServerName(data: Reader): string | undefined {
     const raw = list.bytes(list.u16());
     if (type !== 0) continue; // only host_name is defined
     if (name !== undefined) return undefined; // one host_name at most
-    name = hostName(raw);
+    name = sniHostName(raw);
     if (name === undefined) return undefined;
   }
   return name ?? "";
-}
-
-/**
- * A DNS name as rustls accepts it: ASCII letters, digits, '-', '_' and dots, no
- * empty label, ≤ 253 characters (without a trailing dot). Lowercased. An IP
- * literal, which clients should not send, counts as no name.
- */
-function hostName(raw: Uint8Array): string | undefined {
-  let n = raw.length;
-  if (n > 0 && raw[n - 1] === 0x2e) n--; // trailing dot
-  if (n === 0 || n > 253) return undefined;
-  let s = "";
-  let label = 0;
-  let digitsAndDots = true;
-  for (let i = 0; i < n; i++) {
-    let c = raw[i]!;
-    if (c === 0x2e) {
-      if (label === 0) return undefined;
-      label = 0;
-    } else {
-      if (c >= 0x41 && c <= 0x5a) c += 0x20;
-      const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d ||
-        c === 0x5f;
-      if (!ok || ++label > 63) return undefined;
-      if (!(c >= 0x30 && c <= 0x39)) digitsAndDots = false;
-    }
-    s += String.fromCharCode(c);
-  }
-  if (label === 0) return undefined;
-  return digitsAndDots ? "" : s;
 }
 
 function parseAlpn(data: Reader): string[] | undefined {

@@ -12,18 +12,27 @@
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { RECORD_HEADER_SIZE } from "./constants.ts";
 
+/** A cipher suite's parameters: its id, name, AEAD and key and nonce sizes. */
 export interface CipherSuite {
+  /** IANA code point. */
   readonly id: number;
+  /** IANA name. */
   readonly name: string;
+  /** The node:crypto AEAD. */
   readonly algorithm: "aes-128-gcm" | "chacha20-poly1305";
+  /** Write key length in bytes. */
   readonly keyLength: number;
+  /** Implicit IV length in bytes (from the key block). */
   readonly fixedIvLength: number;
+  /** Nonce bytes sent in each record before the ciphertext. */
   readonly explicitNonceLength: number;
+  /** Authentication tag length in bytes. */
   readonly tagLength: number;
   /** True for ECDHE_PSK (the server sends a ServerKeyExchange with its share). */
   readonly ecdhe: boolean;
 }
 
+/** TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256 (0xCCAC, RFC 7905): forward secrecy; our first choice. */
 export const ECDHE_PSK_CHACHA20: CipherSuite = {
   id: 0xccac,
   name: "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
@@ -35,6 +44,7 @@ export const ECDHE_PSK_CHACHA20: CipherSuite = {
   ecdhe: true,
 };
 
+/** TLS_PSK_WITH_AES_128_GCM_SHA256 (0x00A8, RFC 5487): what node-dtls-client speaks. */
 export const PSK_AES128_GCM: CipherSuite = {
   id: 0x00a8,
   name: "TLS_PSK_WITH_AES_128_GCM_SHA256",
@@ -48,6 +58,7 @@ export const PSK_AES128_GCM: CipherSuite = {
 
 /** Our preference order. */
 export const SUITES: readonly CipherSuite[] = [ECDHE_PSK_CHACHA20, PSK_AES128_GCM];
+/** The IANA name of a suite we implement. */
 export type SuiteName = typeof ECDHE_PSK_CHACHA20.name | typeof PSK_AES128_GCM.name;
 
 export function suiteById(id: number): CipherSuite | undefined {

@@ -11,13 +11,18 @@ import { Connection, type DtlsConn } from "./connection.ts";
 import { DtlsError } from "./errors.ts";
 import { type DtlsStats, newStats } from "./stats.ts";
 import { bindUdp, netAddr, type PacketSocketFactory } from "./udp.ts";
+import { type Clock, realClock } from "../clock.ts";
 import { checkDatagramSize, defaultMaxDatagramSize, isLoopbackAddress } from "./path.ts";
 
+/** Where `dtlsConnect` connects, with which credentials and timers. */
 export interface DtlsClientOptions {
+  /** The server's host name or IP address (resolved once). */
   hostname: string;
+  /** The server's UDP port. */
   port: number;
   /** PSK identity: the domain, lowercase. */
   identity: string;
+  /** The 32-byte PSK for `identity` (`derivePsk` of the client API key). */
   psk: Uint8Array;
   /** Suites to offer, in order. Default: both, ECDHE_PSK_CHACHA20 first. */
   suites?: SuiteName[];
@@ -25,12 +30,14 @@ export interface DtlsClientOptions {
   handshakeTimeoutMs?: number;
   /** First retransmission timeout, doubling up to `maxRtoMs`. Default 500 ms. */
   initialRtoMs?: number;
+  /** Ceiling for the doubling retransmission timeout. Default 8000 ms. */
   maxRtoMs?: number;
   /**
    * Largest application payload per datagram (the mux probes up to it). Default
    * `defaultMaxDatagramSize(server ip)`: 16 KiB on loopback, 1400 elsewhere.
    */
   maxDatagramSize?: number;
+  /** Aborts the handshake (rejects with code ABORTED). */
   signal?: AbortSignal;
   /** Counters to update (a fresh set by default). */
   stats?: DtlsStats;
@@ -38,10 +45,15 @@ export interface DtlsClientOptions {
   handshakeMtu?: number;
   /** Socket to use; default a real UDP socket on an ephemeral port. */
   socket?: PacketSocketFactory;
+  /** Handshake timers run on this. Default realClock. */
+  clock?: Clock;
 }
 
+/** An established client connection, with its own socket and counters. */
 export interface DtlsClientConn extends DtlsConn {
+  /** This connection's counters. */
   readonly stats: DtlsStats;
+  /** The local UDP address the client bound. */
   readonly localAddr: { hostname: string; port: number };
 }
 
@@ -51,10 +63,11 @@ async function resolve(hostname: string): Promise<string> {
   try {
     return (await lookup(bare)).address;
   } catch (e) {
-    throw new DtlsError("CLOSED", `Cannot resolve ${hostname}: ${(e as Error).message}`);
+    throw new DtlsError("RESOLVE_FAILED", `Cannot resolve ${hostname}: ${(e as Error).message}`);
   }
 }
 
+/** Binds a UDP socket, runs the handshake (both suites offered, ECDHE_PSK first) and resolves with the connection. */
 export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientConn> {
   const suites = (opts.suites ?? SUITES.map((s) => s.name as SuiteName)).map((n) => {
     const s = suiteByName(n);
@@ -90,10 +103,11 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
     onClosed: () => socket.close(),
   });
 
+  const clock = opts.clock ?? realClock;
   return await new Promise<DtlsClientConn>((resolvePromise, reject) => {
     const timeoutMs = opts.handshakeTimeoutMs ?? 30_000;
     const finish = (err: DtlsError | undefined) => {
-      clearTimeout(timer);
+      clock.clearTimer(timer);
       opts.signal?.removeEventListener("abort", onAbort);
       if (err) {
         stats.handshakesFailed++;
@@ -114,13 +128,13 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
     };
     const hs = new ClientHandshake(
       conn,
-      { initialRtoMs: opts.initialRtoMs ?? 500, maxRtoMs: opts.maxRtoMs ?? 8000 },
+      { initialRtoMs: opts.initialRtoMs ?? 500, maxRtoMs: opts.maxRtoMs ?? 8000, clock },
       opts.identity,
       opts.psk,
       suites,
       finish,
     );
-    const timer = setTimeout(
+    const timer = clock.setTimer(
       () =>
         hs.fail(
           new DtlsError(

@@ -24,8 +24,11 @@ import type { Handshake, RecordIO } from "./handshake.ts";
 import { ReplayWindow } from "./replay.ts";
 import type { DtlsStats } from "./stats.ts";
 
+/** A UDP peer: IP address (or host name) and port. */
 export interface PeerAddr {
+  /** IP address or host name. */
   hostname: string;
+  /** UDP port. */
   port: number;
 }
 
@@ -35,6 +38,7 @@ export interface DtlsConn extends DatagramConn {
   readonly identity: string;
   /** The negotiated cipher suite's IANA name. */
   readonly suite: string;
+  /** The peer's UDP address. */
   readonly remoteAddr: PeerAddr;
 }
 

@@ -27,6 +27,7 @@ export const HandshakeType = {
 
 /** Alert levels and descriptions (RFC 5246 7.2, RFC 4279 2). */
 export const AlertLevel = { Warning: 1, Fatal: 2 } as const;
+/** Alert description codes we send or recognise, by name. */
 export const AlertDescription = {
   CloseNotify: 0,
   UnexpectedMessage: 10,
@@ -43,6 +44,7 @@ export const AlertDescription = {
 const alertNames: Record<number, string> = Object.fromEntries(
   Object.entries(AlertDescription).map(([k, v]) => [v, k]),
 );
+/** An alert code's name (`alert(N)` for an unknown one). */
 export function alertName(code: number): string {
   return alertNames[code] ?? `alert(${code})`;
 }

@@ -6,10 +6,14 @@ export type DtlsErrorCode =
   | "HANDSHAKE_TIMEOUT" // no answer within the handshake deadline
   | "HANDSHAKE_FAILED" // we aborted the handshake; `alert` says what we sent
   | "CLOSED" // the connection or socket was closed
+  | "RESOLVE_FAILED" // the server's host name did not resolve
   | "ABORTED"; // the caller's AbortSignal fired
 
+/** A DTLS failure with a stable `code` and, where one was sent or received, the alert. */
 export class DtlsError extends Error {
+  /** The error's name, for logs. */
   override name = "DtlsError";
+  /** An error with `code`, a message and optionally the alert involved. */
   constructor(
     readonly code: DtlsErrorCode,
     message: string,
@@ -19,6 +23,7 @@ export class DtlsError extends Error {
     super(message);
   }
 
+  /** The error for a fatal alert the peer sent. */
   static alertReceived(alert: number): DtlsError {
     return new DtlsError(
       "ALERT_RECEIVED",

@@ -23,6 +23,7 @@ import { DtlsError } from "./errors.ts";
 import { decodeFragments, encodeHandshake, fragmentOf } from "./messages.ts";
 import { finishedVerifyData, sha256 } from "./prf.ts";
 import { equalBytes } from "./bytes.ts";
+import { type Clock, realClock } from "../clock.ts";
 
 /** What the handshake needs from the connection's record layer. */
 export interface RecordIO {
@@ -76,6 +77,8 @@ interface PartialMessage {
 export interface HandshakeTimers {
   initialRtoMs: number;
   maxRtoMs: number;
+  /** Retransmission timers and the duplicate-flight rate limit run on this. Default realClock. */
+  clock?: Clock;
 }
 
 /** How far ahead of the next expected message_seq we buffer fragments. */
@@ -90,14 +93,17 @@ export abstract class Handshake {
   #flightIsFinal = false;
   /** The peer's next message_seq when we sent our current flight. */
   #peerSeqAtFlight = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: unknown;
   #rto: number;
-  #lastResendAt = 0;
+  #lastResendAt = -Infinity;
   finished = false;
   failed: DtlsError | undefined;
 
+  readonly #clock: Clock;
+
   constructor(protected readonly io: RecordIO, protected readonly timers: HandshakeTimers) {
     this.#rto = timers.initialRtoMs;
+    this.#clock = timers.clock ?? realClock;
   }
 
   /** Handles a complete, in-order handshake message. */
@@ -294,7 +300,7 @@ export abstract class Handshake {
   #arm(): void {
     this.#clearTimer();
     if (this.#flightIsFinal || this.finished || this.failed) return;
-    this.#timer = setTimeout(() => {
+    this.#timer = this.#clock.setTimer(() => {
       this.#timer = undefined;
       if (this.finished || this.failed) return;
       this.io.onRetransmit();
@@ -306,7 +312,7 @@ export abstract class Handshake {
 
   #resendOnPeerRetransmit(): void {
     if (this.#flight.length === 0) return;
-    const now = Date.now();
+    const now = this.#clock.now();
     if (now - this.#lastResendAt < 100) return; // one answer per burst of duplicates
     this.#lastResendAt = now;
     this.io.onRetransmit();
@@ -324,7 +330,7 @@ export abstract class Handshake {
   }
 
   #clearTimer(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearTimer(this.#timer);
     this.#timer = undefined;
   }
 

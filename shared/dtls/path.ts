@@ -11,8 +11,10 @@
  */
 import { MAX_PLAINTEXT } from "./constants.ts";
 
+/** The ceiling off loopback: a 1400-byte record payload plus DTLS and IPv6/UDP headers fits a 1500-byte MTU. */
 export const PATH_SAFE_DATAGRAM_SIZE = 1400;
 
+/** Whether `ip` is an IPv4 or IPv6 loopback address (IPv4-mapped included). */
 export function isLoopbackAddress(ip: string): boolean {
   return ip.startsWith("127.") || ip === "::1" || ip === "[::1]" || ip.startsWith("::ffff:127.");
 }

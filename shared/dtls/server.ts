@@ -18,12 +18,16 @@ import {
 import { type PskLookup, ServerHandshake } from "./server_handshake.ts";
 import { type DtlsStats, newStats } from "./stats.ts";
 import { bindUdp, netAddr, type PacketSocket, type PacketSocketFactory } from "./udp.ts";
+import { type Clock, realClock } from "../clock.ts";
 import { Writer } from "./bytes.ts";
 import { recordOverhead } from "./cipher.ts";
 import { checkDatagramSize, defaultMaxDatagramSize } from "./path.ts";
 
+/** How `DtlsServer.listen` binds its socket and treats peers. */
 export interface DtlsServerOptions {
+  /** Address to bind the UDP socket to. */
   hostname: string;
+  /** UDP port to bind; 0 picks a free one (see `addr`). */
   port: number;
   /** Returns the PSK for an identity (a domain), or undefined if unknown. */
   lookupPsk: PskLookup;
@@ -40,6 +44,7 @@ export interface DtlsServerOptions {
   maxDatagramSize?: number | ((peer: PeerAddr) => number);
   /** First handshake retransmission timeout; doubles up to `maxRtoMs`. Default 500 ms. */
   initialRtoMs?: number;
+  /** Ceiling for the doubling retransmission timeout. Default 8000 ms. */
   maxRtoMs?: number;
   /** Called when a handshake fails, with the peer and the reason (for logs). */
   onHandshakeError?: (peer: PeerAddr, error: DtlsError) => void;
@@ -47,16 +52,20 @@ export interface DtlsServerOptions {
   handshakeMtu?: number;
   /** Socket to use; default a real UDP socket. */
   socket?: PacketSocketFactory;
+  /** Handshake timers and cookie-secret rotation run on this. Default realClock. */
+  clock?: Clock;
 }
 
+/** A DTLS 1.2 PSK server: one UDP socket, many peers, stateless cookies before any per-peer state. */
 export class DtlsServer {
+  /** Counters over every peer (datagrams, handshakes, drops by reason). */
   readonly stats: DtlsStats = newStats();
   readonly #opts:
     & Required<Omit<DtlsServerOptions, "onHandshakeError" | "handshakeMtu">>
     & Pick<DtlsServerOptions, "onHandshakeError" | "handshakeMtu">;
   readonly #socket: PacketSocket;
   readonly #conns = new Map<string, Connection>();
-  readonly #cookies = new CookieJar();
+  readonly #cookies: CookieJar;
   #handshaking = 0;
   #closed = false;
 
@@ -68,8 +77,11 @@ export class DtlsServer {
       initialRtoMs: 500,
       maxRtoMs: 8000,
       socket: bindUdp,
+      clock: realClock,
       ...opts,
     };
+    const clock = this.#opts.clock;
+    this.#cookies = new CookieJar(undefined, () => clock.now());
     if (typeof this.#opts.maxDatagramSize === "number") {
       checkDatagramSize(this.#opts.maxDatagramSize);
     }
@@ -80,10 +92,12 @@ export class DtlsServer {
     );
   }
 
+  /** Binds the socket and starts answering handshakes. */
   static listen(opts: DtlsServerOptions): DtlsServer {
     return new DtlsServer(opts);
   }
 
+  /** The address the socket is bound to. */
   get addr(): PeerAddr {
     return this.#socket.addr;
   }
@@ -92,6 +106,7 @@ export class DtlsServer {
   get connectionCount(): number {
     return this.#conns.size;
   }
+  /** Handshakes started (cookie checked) and not yet finished or abandoned. */
   get handshakesInProgress(): number {
     return this.#handshaking;
   }
@@ -176,17 +191,17 @@ export class DtlsServer {
     this.#handshaking++;
     stats.handshakesStarted++;
     let settled = false;
-    const timeout = setTimeout(() => {
+    const timeout = o.clock.setTimer(() => {
       hs.fail(new DtlsError("HANDSHAKE_TIMEOUT", "Handshake did not complete in time"));
     }, o.handshakeTimeoutMs);
     const hs = new ServerHandshake(
       conn,
-      { initialRtoMs: o.initialRtoMs, maxRtoMs: o.maxRtoMs },
+      { initialRtoMs: o.initialRtoMs, maxRtoMs: o.maxRtoMs, clock: o.clock },
       o.lookupPsk,
       (err) => {
         if (settled) return;
         settled = true;
-        clearTimeout(timeout);
+        o.clock.clearTimer(timeout);
         this.#handshaking--;
         if (err) {
           stats.handshakesFailed++;

@@ -33,6 +33,7 @@ import {
 } from "./messages.ts";
 import { finishedVerifyData, keyBlock, masterSecret, pskPremaster } from "./prf.ts";
 
+/** Finds the PSK for an identity (a domain); undefined if unknown. */
 export type PskLookup = (identity: string) => Promise<Uint8Array | undefined>;
 
 /** TLS_EMPTY_RENEGOTIATION_INFO_SCSV (RFC 5746 3.3). */

@@ -1,15 +1,26 @@
-/** Counters a DTLS endpoint keeps; the metrics layer (issue 7) exports them. */
+/** Counters a DTLS endpoint keeps; the server's metrics (`server/metrics.ts`) export them. */
 export interface DtlsStats {
+  /** UDP datagrams received. */
   datagramsReceived: number;
+  /** UDP datagrams sent. */
   datagramsSent: number;
+  /** UDP payload bytes received. */
   bytesReceived: number;
+  /** UDP payload bytes sent. */
   bytesSent: number;
+  /** Stateless cookie challenges sent (server). */
   helloVerifyRequestsSent: number;
+  /** Handshakes begun (server: after a valid cookie). */
   handshakesStarted: number;
+  /** Handshakes that established a connection. */
   handshakesCompleted: number;
+  /** Handshakes that ended in an alert or a timeout. */
   handshakesFailed: number;
+  /** Handshake flights sent again after their timer fired. */
   flightsRetransmitted: number;
+  /** Alerts sent. */
   alertsSent: number;
+  /** Alerts received. */
   alertsReceived: number;
   /** Inbound data discarded, by reason. Nothing is discarded silently. */
   dropped: {
@@ -34,6 +45,7 @@ export interface DtlsStats {
   };
 }
 
+/** A fresh set of counters, all zero. */
 export function newStats(): DtlsStats {
   return {
     datagramsReceived: 0,

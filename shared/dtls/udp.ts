@@ -8,6 +8,7 @@
  */
 import type { PeerAddr } from "./connection.ts";
 
+/** Called per datagram; the bytes are valid only until it returns. */
 export type UdpHandler = (datagram: Uint8Array, from: Deno.NetAddr) => void;
 
 /**
@@ -15,8 +16,11 @@ export type UdpHandler = (datagram: Uint8Array, from: Deno.NetAddr) => void;
  * may pass an in-memory one (shared/dtls/testing/memory_net.ts).
  */
 export interface PacketSocket {
+  /** The bound local address. */
   readonly addr: PeerAddr;
+  /** Sends one datagram to `to` (best effort, like UDP). */
   send(datagram: Uint8Array, to: Deno.NetAddr): void;
+  /** Stops receiving and releases the socket. */
   close(): void;
   /** Settles once the socket stopped delivering. */
   readonly done: Promise<void>;

@@ -7,8 +7,12 @@
  *                                                       or  Reject { code, message }
  *
  * The control stream stays open for the session's life.
+ *
+ * The exchange needs only a stream's Web Streams and a way to open or accept one, so it
+ * takes those as interfaces (a `MuxSession` and its `MuxStream`s fit) and hands back the
+ * caller's own stream type.
  */
-import type { MuxSession, MuxStream } from "../mux/mod.ts";
+import { type Clock, realClock } from "../clock.ts";
 import {
   encodeHead,
   type Hello,
@@ -19,27 +23,55 @@ import {
   type Welcome,
 } from "../protocol/mod.ts";
 
+export type { Clock } from "../clock.ts";
+
+/** What the hello exchange needs of a stream (a `MuxStream` fits). */
+export interface ControlStream {
+  /** Bytes from the peer. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Bytes to the peer. */
+  readonly writable: WritableStream<Uint8Array>;
+}
+
+/** The client's side of a session: it opens the control stream (a `MuxSession` fits). */
+export interface ControlStreamOpener<S extends ControlStream> {
+  /** Opens a new stream. */
+  openStream(): S;
+}
+
+/** The server's side of a session: it accepts the control stream (a `MuxSession` fits). */
+export interface ControlStreamAcceptor<S extends ControlStream> {
+  /** The next stream the peer opened, or null once the session is closed. */
+  acceptStream(): Promise<S | null>;
+}
+
+/** The hello exchange failed: the server's reject code, or `protocol_error`. */
 export class HelloRejectedError extends Error {
+  /** The error's name, for logs. */
   override name = "HelloRejectedError";
+  /** An error with the reject `code` and the server's (or our) message. */
   constructor(readonly code: RejectCode | "protocol_error", message: string) {
     super(message);
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
+function withTimeout<T>(p: Promise<T>, ms: number, what: string, clock: Clock): Promise<T> {
+  let timer: unknown;
   return Promise.race([
     p,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(
+      timer = clock.setTimer(
         () => reject(new HelloRejectedError("protocol_error", `${what} timed out after ${ms} ms`)),
         ms,
       );
     }),
-  ]).finally(() => clearTimeout(timer));
+  ]).finally(() => clock.clearTimer(timer));
 }
 
-async function writeHead(stream: MuxStream, head: Parameters<typeof encodeHead>[0]): Promise<void> {
+async function writeHead(
+  stream: ControlStream,
+  head: Parameters<typeof encodeHead>[0],
+): Promise<void> {
   const w = stream.writable.getWriter();
   try {
     await w.write(encodeHead(head));
@@ -49,17 +81,19 @@ async function writeHead(stream: MuxStream, head: Parameters<typeof encodeHead>[
 }
 
 /** Client side: opens the control stream, says hello, returns the welcome (or throws). */
-export async function sayHello(
-  session: MuxSession,
+export async function sayHello<S extends ControlStream>(
+  session: ControlStreamOpener<S>,
   hello: Omit<Hello, "t" | "proto">,
   timeoutMs = 10_000,
-): Promise<{ welcome: Welcome; control: MuxStream }> {
+  clock: Clock = realClock,
+): Promise<{ welcome: Welcome; control: S }> {
   const control = session.openStream();
   await writeHead(control, { t: "hello", proto: PROTOCOL_VERSION, ...hello });
   const { head } = await withTimeout(
     readHead(control.readable),
     timeoutMs,
     "Waiting for the server's welcome",
+    clock,
   );
   if (head.t === "welcome") return { welcome: head, control };
   if (head.t === "reject") throw new HelloRejectedError(head.code, head.message);
@@ -70,15 +104,17 @@ export async function sayHello(
  * Server side: waits for the control stream and its hello, asks `decide` for a
  * welcome or a reject, sends it, and returns the hello (or throws after a reject).
  */
-export async function awaitHello(
-  session: MuxSession,
+export async function awaitHello<S extends ControlStream>(
+  session: ControlStreamAcceptor<S>,
   decide: (hello: Hello) => Welcome | Reject,
   timeoutMs = 10_000,
-): Promise<{ hello: Hello; welcome: Welcome; control: MuxStream }> {
+  clock: Clock = realClock,
+): Promise<{ hello: Hello; welcome: Welcome; control: S }> {
   const control = await withTimeout(
     session.acceptStream(),
     timeoutMs,
     "Waiting for the client's control stream",
+    clock,
   );
   if (!control) throw new HelloRejectedError("protocol_error", "Session closed before the hello");
   let hello: Hello;
@@ -87,6 +123,7 @@ export async function awaitHello(
       readHead(control.readable),
       timeoutMs,
       "Waiting for the client's hello",
+      clock,
     );
     if (head.t !== "hello") {
       throw new HelloRejectedError("bad_hello", `Expected hello, got "${head.t}"`);

@@ -21,11 +21,14 @@ export const MAX_HEAD_BYTES = 64 * 1024;
  */
 export const FEATURE_SPLICE = "splice";
 
+/** Header fields as name/value pairs, in order, repeats kept apart. */
 export type HeaderList = [string, string][];
 
 /** Client → server on the control stream, first thing after the DTLS handshake. */
 export interface Hello {
+  /** Head type tag. */
   t: "hello";
+  /** The tunnel protocol version the client speaks (PROTOCOL_VERSION). */
   proto: number;
   /** Client software version, e.g. "hopgate-client/0.1.0". */
   client: string;
@@ -39,26 +42,34 @@ export interface Hello {
 
 /** Server → client: accepted. */
 export interface Welcome {
+  /** Head type tag. */
   t: "welcome";
   /** Server-assigned session id (shown in the admin API's live sessions). */
   session: string;
+  /** Server software version, e.g. "hopgate-server/0.1.0". */
   server: string;
 }
 
 /** Why the server refused a client; stable codes the CLI explains. */
 export type RejectCode = "version_mismatch" | "domain_mismatch" | "bad_hello" | "server_busy";
 
+/** Server → client: refused, with a stable code and a message; the server then closes. */
 export interface Reject {
+  /** Head type tag. */
   t: "reject";
+  /** Why, as a stable code. */
   code: RejectCode;
+  /** Why, for a person. */
   message: string;
 }
 
 /** Server → client: one HTTP request (or WebSocket upgrade) per stream. */
 export interface RequestHead {
+  /** Head type tag. */
   t: "req";
   /** Request id (X-Request-Id), for logs on both sides. */
   id: string;
+  /** The request method, as received. */
   method: string;
   /** Path and query, as received (origin-form). */
   url: string;
@@ -66,6 +77,7 @@ export interface RequestHead {
   headers: HeaderList;
   /** The caller's IP address. */
   client: string;
+  /** The scheme the caller used to reach the server. */
   scheme: "http" | "https";
   /**
    * True for a WebSocket upgrade: the stream carries WebSocket messages after the response
@@ -86,8 +98,11 @@ export interface RequestHead {
 
 /** Client → server: the origin's response head. */
 export interface ResponseHead {
+  /** Head type tag. */
   t: "res";
+  /** The origin's status code. */
   status: number;
+  /** The origin's header fields, hop-by-hop removed. */
   headers: HeaderList;
   /** For ws: the subprotocol the origin chose. */
   protocol?: string;
@@ -104,18 +119,23 @@ export type ForwardErrorCode =
 
 /** Client → server instead of a response head. */
 export interface ForwardError {
+  /** Head type tag. */
   t: "err";
+  /** What went wrong, as a stable code (the server picks 502 or 504 from it). */
   code: ForwardErrorCode;
   /** Short reason for the error page; never an internal address. */
   message: string;
 }
 
+/** Any head a stream can start with, told apart by `t`. */
 export type Head = Hello | Welcome | Reject | RequestHead | ResponseHead | ForwardError;
+/** A decoder's result: the value, or an error message. */
 export type Decoded<T> = { value: T; error?: undefined } | { value?: undefined; error: string };
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
+/** A head as it goes on the wire: a u32 BE length, then its JSON. */
 export function encodeHead(head: Head): Uint8Array {
   const json = JSON.stringify(head);
   // Heads are almost always ASCII (header values are byte strings): encode straight
@@ -222,11 +242,13 @@ export function decodeHeadJson(bytes: Uint8Array): Decoded<Head> {
 
 /** Thrown by `readHead` for a stream that does not start with a valid head. */
 export class HeadError extends Error {
+  /** The error's name, for logs. */
   override name = "HeadError";
 }
 
 /** Where a head is read from: the next chunk, or null at the end (a MuxStream fits). */
 export interface ChunkSource {
+  /** The next chunk, or null at the end. */
   read(): Promise<Uint8Array | null>;
 }
 

@@ -7,10 +7,12 @@
  *  kind: 1 text (UTF-8), 2 binary, 8 close (payload: code u16 BE + UTF-8 reason)
  */
 import { concatBytes } from "../bytes.ts";
+/** Message kinds on the wire (the WebSocket opcodes). */
 export const WsKind = { Text: 1, Binary: 2, Close: 8 } as const;
 /** Largest message we carry (the local service or caller may set lower). */
 export const MAX_WS_MESSAGE = 64 * 1024 * 1024;
 
+/** One whole WebSocket message: text, binary, or close with code and reason. */
 export type WsMessage =
   | { kind: typeof WsKind.Text; data: string }
   | { kind: typeof WsKind.Binary; data: Uint8Array }
@@ -19,6 +21,7 @@ export type WsMessage =
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** A message as it goes on the stream: kind, u32 BE length, payload. */
 export function encodeWsMessage(m: WsMessage): Uint8Array {
   let payload: Uint8Array;
   if (m.kind === WsKind.Text) payload = enc.encode(m.data);
@@ -40,8 +43,10 @@ export function encodeWsMessage(m: WsMessage): Uint8Array {
 /** Incremental decoder: push chunks, get whole messages; `error` is set on bad input. */
 export class WsMessageDecoder {
   #buf: Uint8Array = new Uint8Array(0);
+  /** Set once the input is not a valid message sequence; `push` then returns nothing. */
   error: string | undefined;
 
+  /** Takes the next bytes; returns the messages they complete. */
   push(chunk: Uint8Array): WsMessage[] {
     const out: WsMessage[] = [];
     if (this.error) return out;

@@ -145,10 +145,14 @@ export async function startServerProc(env: Record<string, string> = {}): Promise
   dsn.pathname = `/${dbName}`;
   const httpPort = freePort("tcp");
   const dtlsPort = freePort("udp");
+  // Every listener on a port of its own: debug mode's default HTTPS listener
+  // (127.0.0.1:8443) would be shared by every server process the suite starts at once.
+  const httpsPort = freePort("tcp");
   const fullEnv = {
     HOP_SERVER_DEBUG: "true",
     HOP_SERVER_DOMAIN: "gateway.test",
     HOP_SERVER_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
+    HOP_SERVER_HTTPS_LISTEN: `127.0.0.1:${httpsPort}`,
     HOP_SERVER_DTLS_LISTEN: `127.0.0.1:${dtlsPort}`,
     HOP_ADMIN_API_KEY: ADMIN_KEY,
     HOP_DB_DSN: dsn.href,

@@ -1,7 +1,7 @@
 /**
  * Test harness for DTLS peers nobody here wrote: `openssl s_client` / `s_server` (OpenSSL 3.0)
  * and `gnutls-cli --udp` (GnuTLS 3.7), run as child processes on 127.0.0.1 with the commands
- * INTEROP.md lists. Every process runs under coreutils `timeout` as a backstop, and `kill()`
+ * below (checked by hand against these versions first). Every process runs under coreutils `timeout` as a backstop, and `kill()`
  * must be called in a `finally`; it waits for the process and its output pipes, so Deno's
  * sanitizers stay quiet.
  */

@@ -4,7 +4,7 @@
  * delete). Responses that carry a client API key are `Cache-Control: no-store`.
  */
 import { Hono } from "hono";
-import type { DomainInfo } from "../../../db/domain_store.ts";
+import type { DomainInfo } from "../../../db/mod.ts";
 import type { AdminDeps, AdminEnv } from "../env.ts";
 import { AdminHttpError } from "../errors.ts";
 import { apiKeyField, domainField, limitParam, memoField } from "../fields.ts";

@@ -5,21 +5,29 @@
  * the directory URL); they exist in clear only in memory.
  */
 import { and, eq, gt, lt } from "drizzle-orm";
-import type { Database } from "../../db/database.ts";
-import { acmeAccounts, acmeChallenges, certificates } from "../../db/schema.ts";
-import type { SecretBox } from "../../db/secret_box.ts";
+import type { Database } from "./database.ts";
+import { acmeAccounts, acmeChallenges, certificates } from "./schema.ts";
+import type { SecretBox } from "./secret_box.ts";
 
 /** A name's certificate (if issued yet) and its issuance state. */
 export interface StoredCertificate {
+  /** The name (lowercase ASCII). */
   domain: string;
   /** PEM chain and private key; undefined until the first issuance succeeds. */
   cert: string | undefined;
+  /** The private key (PEM), unsealed; undefined until the first issuance succeeds. */
   key: string | undefined;
+  /** Start of the certificate's validity. */
   notBefore: Date | undefined;
+  /** End of the certificate's validity. */
   notAfter: Date | undefined;
+  /** Failed issuance attempts since the last success. */
   failures: number;
+  /** Why the last attempt failed. */
   lastError: string | undefined;
+  /** When to try again after a failure. */
   nextAttemptAt: Date | undefined;
+  /** When the row last changed (nodes poll for rows changed since). */
   updatedAt: Date;
 }
 
@@ -28,10 +36,12 @@ const accountContext = (directoryUrl: string) => `acme-account:${directoryUrl}`;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** The `certificates`, `acme_challenges` and `acme_accounts` tables, secrets sealed. */
 export class CertificateStore {
   readonly #db: Database;
   readonly #box: SecretBox;
 
+  /** A store over `db`, sealing private keys with `box`. */
   constructor(db: Database, box: SecretBox) {
     this.#db = db;
     this.#box = box;
@@ -44,6 +54,7 @@ export class CertificateStore {
     return rows.map((r) => this.#open(r));
   }
 
+  /** The row for `domain`, if any. */
   async get(domain: string): Promise<StoredCertificate | undefined> {
     const [row] = await this.#db.select().from(certificates).where(eq(certificates.domain, domain));
     return row ? this.#open(row) : undefined;
@@ -88,6 +99,7 @@ export class CertificateStore {
       .onConflictDoUpdate({ target: certificates.domain, set: values });
   }
 
+  /** Forgets `domain`'s certificate and issuance state. */
   async delete(domain: string): Promise<void> {
     await this.#db.delete(certificates).where(eq(certificates.domain, domain));
   }
@@ -114,6 +126,7 @@ export class CertificateStore {
     return row?.k;
   }
 
+  /** Withdraws the challenge for `token`. */
   async deleteChallenge(token: string): Promise<void> {
     await this.#db.delete(acmeChallenges).where(eq(acmeChallenges.token, token));
   }
@@ -150,6 +163,7 @@ export class CertificateStore {
     return { key, accountUrl: row.accountUrl ?? undefined };
   }
 
+  /** Records the account URL the CA gave the account for `directoryUrl`. */
   async setAccountUrl(directoryUrl: string, accountUrl: string): Promise<void> {
     await this.#db.update(acmeAccounts).set({ accountUrl })
       .where(eq(acmeAccounts.directoryUrl, directoryUrl));

@@ -1,0 +1,106 @@
+/**
+ * How the client reaches the server: a `TunnelDialer` opens one tunnel transport
+ * (an established, authenticated datagram connection the mux session runs on).
+ * The connector only asks a dialer for connections; which implementation (our
+ * DTLS, node-dtls-client, an in-memory network in tests) is decided where the
+ * dialer is made. See docs/architecture.md, "Layers".
+ */
+import type { DatagramConn } from "../shared/datagram.ts";
+import { type Clock, realClock } from "../shared/clock.ts";
+import {
+  derivePsk,
+  dtlsConnect,
+  type PacketSocketFactory,
+  pskIdentity,
+} from "../shared/dtls/mod.ts";
+
+/** One dialled tunnel transport. */
+export interface DialedTunnel {
+  readonly conn: DatagramConn;
+  /** Resolves once the transport's socket is really closed (after `conn.close()`). */
+  closed(): Promise<void>;
+}
+
+/** Opens tunnel transports to one server. */
+export interface TunnelDialer {
+  /** The transport's name for the status line and logs, e.g. "dtls". */
+  readonly transport: string;
+  /**
+   * Dials once: resolves with an established transport, or rejects with an error
+   * the connector classifies (`DtlsError` codes). Aborting `signal` abandons it.
+   */
+  dial(signal: AbortSignal): Promise<DialedTunnel>;
+}
+
+/** DTLS client implementations the CLI offers. */
+export type DtlsEngine = "hopgate" | "node-dtls-client";
+/** Every DtlsEngine, for the CLI's choices. */
+export const DTLS_ENGINES: readonly DtlsEngine[] = ["hopgate", "node-dtls-client"];
+
+/** What a DTLS dialer needs. */
+export interface DtlsDialerOptions {
+  server: { hostname: string; port: number };
+  /** The domain (its canonical form is the PSK identity). */
+  domain: string;
+  /** The domain's client API key; only its derived PSK is used. */
+  apiKey: string;
+  /** Handshake deadline per attempt. Default 10 000 ms. */
+  handshakeTimeoutMs?: number;
+  /** Timers run on this (tests pass a fake clock). Default realClock. Ours only. */
+  clock?: Clock;
+  /** Socket factory (tests pass a simulated network's). Default real UDP. Ours only. */
+  socket?: PacketSocketFactory;
+}
+
+/** Our DTLS 1.2 client. */
+export function dtlsDialer(o: DtlsDialerOptions): TunnelDialer {
+  const identity = pskIdentity(o.domain);
+  const psk = derivePsk(o.apiKey);
+  return {
+    transport: "dtls",
+    async dial(signal) {
+      const conn = await dtlsConnect({
+        hostname: o.server.hostname,
+        port: o.server.port,
+        identity,
+        psk,
+        handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
+        // Short retransmission ceiling: a restarted server is found within ~2 s.
+        initialRtoMs: 500,
+        maxRtoMs: 2000,
+        signal,
+        clock: o.clock ?? realClock,
+        ...(o.socket ? { socket: o.socket } : {}),
+      });
+      return { conn, closed: () => Promise.resolve() };
+    },
+  };
+}
+
+/** node-dtls-client (PSK with AES-128-GCM only), for interop checks. */
+export function nodeDtlsDialer(o: DtlsDialerOptions): TunnelDialer {
+  const identity = pskIdentity(o.domain);
+  const psk = derivePsk(o.apiKey);
+  return {
+    transport: "dtls (node-dtls-client)",
+    async dial(signal) {
+      // Loaded only when chosen: its `debug` dependency reads the whole environment on
+      // load, which needs an unscoped --allow-env (see main.ts).
+      const { connectNodeDtls } = await import("./dtls_node.ts");
+      const conn = await connectNodeDtls({
+        hostname: o.server.hostname,
+        port: o.server.port,
+        identity,
+        psk,
+        timeoutMs: o.handshakeTimeoutMs ?? 10_000,
+        signal,
+      });
+      return { conn, closed: () => conn.whenClosed };
+    },
+  };
+}
+
+/** The dialer for a DTLS engine name (the CLI's `--dtls-engine`). */
+export function dialerFor(engine: DtlsEngine, o: DtlsDialerOptions): TunnelDialer {
+  return engine === "node-dtls-client" ? nodeDtlsDialer(o) : dtlsDialer(o);
+}

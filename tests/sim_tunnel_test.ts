@@ -1,0 +1,182 @@
+/**
+ * A whole tunnel in one process on fake time: the server's tunnel hub and the
+ * client's connector, our DTLS on both ends, over the simulated network
+ * (shared/testing/sim_net.ts) with a 10 ms one-way delay. Handshake, hello,
+ * requests to a real local origin, loss, a vanished server, reconnection with
+ * growing backoff and the tunnel back: minutes of fake time in seconds.
+ *
+ * Time moves in two ways. While a request is in flight the origin's real TCP
+ * I/O must keep up, so `pump` moves fake time 1 ms per event-loop turn; while
+ * nothing but timers is pending (backoff, timeouts), `runUntil` jumps to the
+ * next timer.
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { type ClientEvent, runClient } from "../client/connector.ts";
+import { dtlsDialer } from "../client/dialer.ts";
+import { derivePsk } from "../shared/dtls/mod.ts";
+import { encodeHead, readHead, type RequestHead } from "../shared/protocol/mod.ts";
+import { FakeClock, runUntil, settle } from "../shared/testing/fake_clock.ts";
+import { SimNet } from "../shared/testing/sim_net.ts";
+import { TunnelRegistry } from "../server/registry.ts";
+import { type Tunnel, TunnelHub } from "../server/tunnels.ts";
+import type { Logger } from "../server/log.ts";
+
+const DOMAIN = "app.sim.test";
+const API_KEY = "sim-api-key-0123456789abcdef";
+const SERVER = { hostname: "10.0.0.1", port: 443 };
+
+const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** Moves fake time 1 ms per event-loop turn (real I/O keeps up) until `done()`. */
+async function pump(clock: FakeClock, done: () => boolean, maxMs: number, what: string) {
+  const limit = clock.now() + maxMs;
+  for (;;) {
+    await settle();
+    if (done()) return;
+    if (clock.now() >= limit) throw new Error(`${what}: not done after ${maxMs} ms of fake time`);
+    clock.advance(1);
+  }
+}
+
+/** Waits for a promise while pumping fake time. */
+async function pumped<T>(clock: FakeClock, p: Promise<T>, maxMs: number, what: string) {
+  let r: { v: T } | { e: unknown } | undefined;
+  p.then((v) => r = { v }, (e) => r = { e });
+  await pump(clock, () => r !== undefined, maxMs, what);
+  if ("e" in r!) throw r.e;
+  return r!.v;
+}
+
+function requestHead(id: string, url: string): RequestHead {
+  return {
+    t: "req",
+    id,
+    method: "GET",
+    url,
+    headers: [["host", DOMAIN]],
+    client: "203.0.113.7",
+    scheme: "https",
+  };
+}
+
+/** Plays the ingress: one request on the tunnel, the answer's status and body. */
+async function get(tunnel: Tunnel, id: string, url: string) {
+  const s = tunnel.session.openStream();
+  const w = s.writable.getWriter();
+  await w.write(encodeHead(requestHead(id, url)));
+  await w.close();
+  const { head, body } = await readHead(s.readable);
+  const text = await new Response(body).text();
+  if (head.t !== "res") return { status: head.t, text };
+  return { status: head.status, text };
+}
+
+Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect after an outage", async () => {
+  const clock = new FakeClock();
+  const net = new SimNet({ clock, delayMs: 10, seed: 7 });
+
+  // The local service: a real HTTP server on loopback, in this process.
+  const origin = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => new Response(`hello from ${new URL(req.url).pathname}`),
+  );
+  const registry = new TunnelRegistry<Tunnel>();
+  const hub = new TunnelHub({
+    hostname: SERVER.hostname,
+    port: SERVER.port,
+    lookupPsk: (id) => Promise.resolve(id === DOMAIN ? derivePsk(API_KEY) : undefined),
+    registry,
+    logger: quiet,
+    clock,
+    dtls: { socket: net.socket },
+  });
+
+  const events: { at: number; e: ClientEvent }[] = [];
+  const ac = new AbortController();
+  const client = runClient({
+    server: SERVER,
+    domain: DOMAIN,
+    apiKey: API_KEY,
+    target: new URL(`http://127.0.0.1:${origin.addr.port}`),
+    dialer: dtlsDialer({
+      server: SERVER,
+      domain: DOMAIN,
+      apiKey: API_KEY,
+      handshakeTimeoutMs: 3_000,
+      clock,
+      socket: (_h, port, handler) => net.socket("10.0.0.2", port, handler),
+    }),
+    clock,
+    random: () => 0.5,
+    backoff: { initialMs: 500, maxMs: 8_000 },
+    statsIntervalMs: 60_000,
+    onEvent: (e) => events.push({ at: clock.now(), e }),
+  }, ac.signal);
+  const live = () => [...registry.sessionsOf(DOMAIN)].find((t) => t.usable);
+  const count = (type: ClientEvent["type"]) => events.filter((x) => x.e.type === type).length;
+
+  try {
+    // Handshake and hello: DTLS with a cookie exchange (6 one-way trips of 10 ms) and
+    // the hello's round trip: 80 ms of fake time, with nothing resent.
+    const t0 = clock.now();
+    await pump(clock, () => count("connected") === 1 && live() !== undefined, 2_000, "connect");
+    const took = clock.now() - t0;
+    ok(took >= 80 && took < 90, `connected after ${took} ms of fake time`);
+
+    // Requests through the tunnel to the real origin.
+    const r = await pumped(clock, get(live()!, "r1", "/one"), 2_000, "first request");
+    deepEqual(r, { status: 200, text: "hello from /one" });
+    const many = await pumped(
+      clock,
+      Promise.all(Array.from({ length: 20 }, (_, i) => get(live()!, `m${i}`, `/m${i}`))),
+      5_000,
+      "20 concurrent requests",
+    );
+    deepEqual(many.map((x) => x.text), Array.from({ length: 20 }, (_, i) => `hello from /m${i}`));
+
+    // 10 % loss each way: requests still complete (the mux retransmits on fake time).
+    net.loss = 0.1;
+    const lossy = await pumped(
+      clock,
+      Promise.all(Array.from({ length: 20 }, (_, i) => get(live()!, `l${i}`, `/l${i}`))),
+      20_000,
+      "20 requests at 10 % loss",
+    );
+    equal(lossy.filter((x) => x.status === 200).length, 20);
+    ok(net.dropped > 0, "the network dropped datagrams");
+    net.loss = 0;
+
+    // The server vanishes (every datagram dropped): the client notices by the mux's
+    // idle timeout, then retries with growing waits until the network is back.
+    net.blackhole = true;
+    await runUntil(clock, () => count("failure") >= 4, 120_000, "four failures");
+    const failures = events.filter((x) => x.e.type === "failure").map((x) =>
+      x.e as Extract<ClientEvent, { type: "failure" }>
+    );
+    equal(failures[0]!.kind, "session_lost");
+    ok(failures.slice(1).every((f) => f.kind === "unreachable"), JSON.stringify(failures));
+    const waits = failures.map((f) => f.retryInMs);
+    for (let i = 1; i < waits.length; i++) {
+      ok(waits[i]! > waits[i - 1]!, `waits grow: ${waits.join(", ")}`);
+    }
+    // The client really waited: each attempt starts no sooner than its announced wait.
+    const connecting = events.filter((x) => x.e.type === "connecting").map((x) => x.at);
+    const failedAt = events.filter((x) => x.e.type === "failure").map((x) => x.at);
+    for (let i = 0; i < 3; i++) {
+      const next = connecting.find((t) => t > failedAt[i]!)!;
+      ok(next - failedAt[i]! >= waits[i]!, `attempt ${i + 2} waited ${next - failedAt[i]!} ms`);
+    }
+
+    // The network is back: the client reconnects and requests work again.
+    net.blackhole = false;
+    await pump(clock, () => count("connected") === 2 && live() !== undefined, 20_000, "reconnect");
+    const again = await pumped(clock, get(live()!, "r2", "/again"), 2_000, "request after");
+    deepEqual(again, { status: 200, text: "hello from /again" });
+  } finally {
+    ac.abort();
+    await pumped(clock, client, 5_000, "client stop").catch(() => {});
+    await pumped(clock, hub.close({ abort: true }), 5_000, "hub close").catch(() => {});
+    net.close();
+    await origin.shutdown();
+  }
+});
