@@ -28,6 +28,7 @@ export const SessionErrorCode = {
   /** Local only: `close()` could not drain within `closeDrainTimeoutMs`. */
   DRAIN_TIMEOUT: 0x102,
 } as const;
+/** One of the `SessionErrorCode` values. */
 export type SessionErrorCode = (typeof SessionErrorCode)[keyof typeof SessionErrorCode];
 
 /**
@@ -35,6 +36,7 @@ export type SessionErrorCode = (typeof SessionErrorCode)[keyof typeof SessionErr
  * use any other number; these are the ones the mux itself produces.
  */
 export const StreamErrorCode = {
+  /** The stream was abandoned without an error (the application needs no more of it). */
   NO_ERROR: 0x0,
   /** The local application cancelled (readable.cancel / writable.abort without a code). */
   CANCELLED: 0x1,
@@ -58,6 +60,7 @@ export function sessionCodeName(code: number): string {
   const n = sessionNames.get(code);
   return n === undefined ? `0x${code.toString(16)}` : `${n} (0x${code.toString(16)})`;
 }
+/** Like `sessionCodeName`, for stream codes: `NAME (0x3)` if known, `0x3` otherwise. */
 export function streamCodeName(code: number): string {
   const n = streamNames.get(code);
   return n === undefined ? `0x${code.toString(16)}` : `${n} (0x${code.toString(16)})`;
@@ -65,10 +68,13 @@ export function streamCodeName(code: number): string {
 
 /** The session ended; every stream still open fails with this. */
 export class MuxSessionError extends Error {
+  /** The error's name, for logs. */
   override name = "MuxSessionError";
+  /** The session's close code (see `SessionErrorCode`). */
   readonly code: number;
   /** True when the peer closed the session (sent CLOSE). */
   readonly remote: boolean;
+  /** `reason` is CLOSE's reason or the local one; it only goes into the message. */
   constructor(code: number, remote: boolean, reason = "") {
     super(
       `Session closed ${remote ? "by peer" : "locally"}: ${sessionCodeName(code)}${
@@ -82,11 +88,15 @@ export class MuxSessionError extends Error {
 
 /** A stream was reset (send side) or stopped (receive side). */
 export class MuxStreamError extends Error {
+  /** The error's name, for logs. */
   override name = "MuxStreamError";
+  /** The code RESET_STREAM or STOP_SENDING carried (see `StreamErrorCode`). */
   readonly code: number;
   /** True when the peer sent RESET_STREAM / STOP_SENDING. */
   readonly remote: boolean;
+  /** Id of the stream that failed. */
   readonly streamId: number;
+  /** `what` says what happened ("reset", "stopped") for the message. */
   constructor(streamId: number, code: number, remote: boolean, what: string) {
     super(`Stream ${streamId} ${what} ${remote ? "by peer" : "locally"}: ${streamCodeName(code)}`);
     this.code = code;

@@ -12,8 +12,7 @@
  * ```
  */
 export { MuxSession } from "./session.ts";
-export type { MuxCloseInfo, MuxSessionOptions, MuxStats } from "./session.ts";
-export type { MuxStream } from "./stream.ts";
+export type { MuxCloseInfo, MuxSessionOptions, MuxStats, MuxStream } from "./types.ts";
 export {
   MuxSessionError,
   MuxStreamError,

@@ -4,6 +4,7 @@
  * names the bad field.
  */
 
+/** The mux's tunables (`defaultParams` holds their defaults); every field is required. */
 export interface MuxParams {
   /** RTT assumed before the first sample (RFC 9002 §6.2.2 says 333; we target LAN/WAN tunnels). */
   initialRttMs: number;
@@ -139,6 +140,7 @@ export interface MuxParams {
   closingPeriodPtos: number;
 }
 
+/** The default value of every tunable (frozen); `resolveParams` starts from it. */
 export const defaultParams: Readonly<MuxParams> = Object.freeze({
   initialRttMs: 100,
   maxAckDelayMs: 25,
@@ -271,5 +273,7 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
  * protocol: both sides must agree; local params may only be larger.
  */
 export const WIRE_INITIAL_STREAM_WINDOW_BYTES = 64 * 1024;
+/** Session credit (MAX_DATA) assumed before the peer's first MAX_DATA. */
 export const WIRE_INITIAL_SESSION_WINDOW_BYTES = 256 * 1024;
+/** Streams the peer may open before our first MAX_STREAMS. */
 export const WIRE_INITIAL_MAX_STREAMS = 4;

@@ -45,7 +45,6 @@ export class Recovery<F> {
   probesPending = 0;
   // Counters.
   packetsLost = 0;
-  packetsAcked = 0;
   /** Packets declared lost that an ACK later covered (reordering or a late ACK). */
   spuriousLosses = 0;
   /** Congestion reductions undone because every loss behind them was spurious. */
@@ -75,8 +74,6 @@ export class Recovery<F> {
   #roundEndPn = -1;
   #roundDelivered = 0;
   #roundLost = 0;
-  /** Losses that stayed under the tolerance (no reduction). */
-  toleratedLosses = 0;
   /** Acks on which the window did not grow because it reached `windowCapBytes`. */
   capHeldAcks = 0;
   // Window cap (see windowCapBytes): a windowed minimum RTT and the largest recent
@@ -118,11 +115,6 @@ export class Recovery<F> {
   setMaxDatagramSize(size: number): void {
     this.#mds = size;
     if (this.cwnd < this.minWindow) this.cwnd = this.minWindow;
-  }
-
-  /** Packets sent and neither acked nor declared lost. */
-  get outstandingPackets(): number {
-    return this.#outstanding;
   }
 
   /** Records a sent packet. Packets must be recorded in pn order (gaps allowed). */
@@ -174,7 +166,6 @@ export class Recovery<F> {
         sent[idx] = undefined;
         this.#outstanding--;
         newlyAcked = true;
-        this.packetsAcked++;
         this.#roundDelivered++;
         this.#recentDelivered++;
         if (largestNewlyAcked === undefined) largestNewlyAcked = p;
@@ -357,7 +348,7 @@ export class Recovery<F> {
     this.#decayRecent();
     if (lost > 0 && largestLostTime > -Infinity) {
       if (this.#tolerable()) {
-        this.toleratedLosses += lost;
+        // Loss rate within lossToleranceRatio: tolerated, no congestion reduction.
         if (this.cwnd < this.ssthresh) this.ssthresh = this.cwnd; // leave slow start, gently
       } else this.#onCongestionEvent(largestLostTime, now);
     }

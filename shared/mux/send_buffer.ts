@@ -1,18 +1,29 @@
 /**
  * A stream's outgoing bytes: a growable ring holding everything written and not
- * yet acknowledged, plus which ranges were acked and which must be sent again.
+ * yet acknowledged, plus which ranges were acked and which must be sent again, and
+ * the STREAM frames cut from them.
  *
  * ```
  * ackedPrefix        nextNew                 writeEnd
  *     |== sent, some acked/lost ==|== unsent ==|
  * ```
  */
+import { encodeStreamHeader, streamFrameOverhead } from "./frames.ts";
+import { type SentStream, SentStreamData } from "./sent_frame.ts";
+import type { Writer } from "./wire.ts";
 
 /** Sorted, disjoint, half-open ranges as flat [start0, end0, start1, end1, ...]. */
 export class RangeSet {
   r: number[] = [];
   get empty(): boolean {
     return this.r.length === 0;
+  }
+  /** Start and end of the first range (when not empty). */
+  get firstStart(): number {
+    return this.r[0]!;
+  }
+  get firstEnd(): number {
+    return this.r[1]!;
   }
   add(start: number, end: number): void {
     if (end <= start) return;
@@ -140,6 +151,54 @@ export class SendBuffer {
     const first = Math.min(len, ring.length - pos);
     dst.set(ring.subarray(pos, pos + first), dstPos);
     if (first < len) dst.set(ring.subarray(0, len - first), dstPos + first);
+  }
+
+  /** Lost data waits to be sent again. */
+  get retransmitting(): boolean {
+    return !this.lost.empty;
+  }
+
+  /** Something to send: lost data, the FIN, or new data below `limit` (flow control). */
+  hasWork(limit: number): boolean {
+    if (!this.lost.empty) return true;
+    if (this.finPending && this.nextNew === this.writeEnd) return true;
+    return this.nextNew < this.writeEnd && this.nextNew < limit;
+  }
+
+  /**
+   * Writes the next STREAM frame of stream s into w: lost data first, else new data
+   * below `limit` (the stream's and the session's flow-control limits); the FIN rides
+   * along when the frame reaches the end. Returns what was sent, or null if nothing fit.
+   */
+  writeFrame(w: Writer, s: SentStream, limit: number): SentStreamData | null {
+    const lost = this.lost;
+    if (!lost.empty) {
+      const off = lost.firstStart;
+      const end = lost.firstEnd;
+      const room = w.remaining - streamFrameOverhead(s.id, off, end - off);
+      const len = Math.min(end - off, room);
+      if (len <= 0) return null;
+      const fin = this.finQueued && this.finPending && off + len === this.writeEnd &&
+        this.nextNew === this.writeEnd;
+      encodeStreamHeader(w, s.id, off, len, fin);
+      this.read(off, len, w.buf, w.pos);
+      w.pos += len;
+      lost.remove(off, off + len);
+      if (fin) this.finPending = false;
+      return new SentStreamData(s, off, len, fin);
+    }
+    const off = this.nextNew;
+    const avail = Math.max(0, Math.min(this.writeEnd, limit) - off);
+    const room = w.remaining - streamFrameOverhead(s.id, off, avail);
+    const len = Math.min(avail, room);
+    const fin = this.finPending && off + len === this.writeEnd;
+    if (len < 0 || (len === 0 && !fin)) return null;
+    encodeStreamHeader(w, s.id, off, len, fin);
+    if (len > 0) this.read(off, len, w.buf, w.pos);
+    w.pos += len;
+    this.nextNew += len;
+    if (fin) this.finPending = false;
+    return new SentStreamData(s, off, len, fin);
   }
 
   /** Copies bytes [offset, offset+len) into dst at dstPos. They must still be held. */

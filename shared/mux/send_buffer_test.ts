@@ -1,5 +1,8 @@
-import assert from "node:assert/strict";
+import assert, { deepEqual, equal } from "node:assert/strict";
+import { decodeFrame, FrameType } from "./frames.ts";
 import { SendBuffer } from "./send_buffer.ts";
+import type { Stream } from "./stream.ts";
+import { Reader, Writer } from "./wire.ts";
 import { randomBytes } from "./testing/harness.ts";
 
 /** Piece sizes of the wrap test: uneven, every 5th larger than the smallest ring. */
@@ -38,4 +41,43 @@ Deno.test("SendBuffer: the limit caps what a write takes; acks make room", () =>
   const out = new Uint8Array(1000);
   b.read(600, 1000, out, 0);
   assert.deepEqual(out, data.subarray(600, 1600));
+});
+
+Deno.test("SendBuffer: writeFrame sends lost data first, new data up to the limit, the FIN at the end", () => {
+  const data = randomBytes(3, 3000);
+  const b = new SendBuffer();
+  b.write(data, 0, 1 << 20);
+  b.finQueued = true; // what Stream.close() does
+  b.finPending = true;
+  const s = { id: 6 } as Stream;
+  const w = new Writer(new Uint8Array(4000));
+  /** Writes the next frame; returns it as sent and as decoded from the wire. */
+  const next = (limit: number) => {
+    w.pos = 0;
+    const sent = b.writeFrame(w, s, limit);
+    if (sent === null) return null;
+    const f = decodeFrame(new Reader(w.buf, 0, w.pos));
+    assert.ok(f !== null && f.type === FrameType.STREAM);
+    equal(f.streamId, 6);
+    deepEqual(f.data, data.subarray(f.offset, f.offset + f.data.length));
+    equal(f.fin, sent.fin);
+    equal(f.offset, sent.offset);
+    equal(f.data.length, sent.length);
+    return sent;
+  };
+  const a = next(1000);
+  deepEqual([a?.offset, a?.length, a?.fin], [0, 1000, false], "new data up to the limit");
+  equal(b.hasWork(1000), false, "nothing more below the limit");
+  b.onLost(200, 300, false);
+  equal(b.hasWork(1000), true, "lost data goes regardless of the limit");
+  const r = next(1000);
+  deepEqual([r?.offset, r?.length, r?.fin], [200, 300, false], "the lost range, first");
+  equal(b.retransmitting, false);
+  const c = next(Infinity);
+  deepEqual([c?.offset, c?.length, c?.fin], [1000, 2000, true], "the rest, with the FIN");
+  equal(b.hasWork(Infinity), false);
+  equal(next(Infinity), null);
+  b.onLost(2500, 500, true);
+  const f = next(Infinity);
+  deepEqual([f?.offset, f?.length, f?.fin], [2500, 500, true], "a lost FIN goes with its data");
 });

@@ -16,56 +16,30 @@ import { MuxStreamError, StreamErrorCode } from "./errors.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { RecvBuffer } from "./recv_buffer.ts";
 import { SendBuffer } from "./send_buffer.ts";
+import { FrameKind, type SentStreamData, type StreamControlKind } from "./sent_frame.ts";
+import type { MuxStream } from "./types.ts";
+import type { Writer } from "./wire.ts";
 
-/** What a stream needs from its session. */
+export type { MuxStream };
+
+/**
+ * What a stream needs from its session: an object the session hands to each stream
+ * it makes (not part of the session's public API).
+ */
 export interface StreamHost {
   readonly sendBufferLimit: number;
   /** The stream has data, FIN or retransmissions to send. */
-  streamSendable(s: Stream): void;
-  /** The stream has a control frame (RESET, STOP_SENDING, MAX_STREAM_DATA) to send. */
-  streamControl(s: Stream): void;
+  sendable(s: Stream): void;
+  /** Queues a RESET_STREAM, STOP_SENDING or MAX_STREAM_DATA for s (control_frames.ts). */
+  queueControl(s: Stream, kind: StreamControlKind): void;
   /** The reader consumed `n` bytes (or they were discarded): return session credit. */
-  streamConsumed(s: Stream, n: number): void;
+  consumed(s: Stream, n: number): void;
   /** Both halves may be finished: free the stream if so. */
-  streamMaybeDone(s: Stream): void;
+  maybeDone(s: Stream): void;
 }
 
-/** The public face of a stream (see mod.ts). */
-export interface MuxStream {
-  /** Stream id: client-opened streams are even, server-opened odd. */
-  readonly id: number;
-  /** True if this side opened the stream. */
-  readonly local: boolean;
-  /** The receive half as a Web Stream (made on first use; then do not call `read`). */
-  readonly readable: ReadableStream<Uint8Array>;
-  /** The send half as a Web Stream (made on first use; then do not call `write`/`close`). */
-  readonly writable: WritableStream<Uint8Array>;
-  /**
-   * The next chunk, or null once the peer's FIN is reached. Rejects with a
-   * MuxStreamError if the stream is reset or stopped, or with the session's error.
-   * One read at a time.
-   */
-  read(): Promise<Uint8Array | null>;
-  /**
-   * Everything left to read when the FIN and all data before it are already
-   * here (the receive half is then finished), else null and nothing is taken.
-   */
-  readRest(): Uint8Array | null;
-  /** Queues bytes; resolves once they are in the send buffer. One write at a time. */
-  write(chunk: Uint8Array): Promise<void>;
-  /** Ends the send half (FIN) after what was written. */
-  close(): void;
-  /** Settles once the send half is done: resolves after FIN, rejects on reset/stop/session end. */
-  readonly sendClosed: Promise<void>;
-  /** Abandons the send half: RESET_STREAM with `code`; the peer's reader fails with it. */
-  reset(code: number): void;
-  /** Abandons the receive half: STOP_SENDING with `code`; the peer resets its send half. */
-  stopSending(code: number): void;
-  /** Abandons both halves (reset + stopSending): what a caller that gives up does. */
-  abort(code: number): void;
-  /** Bytes held by this stream (send buffer + receive buffer). */
-  readonly bufferedBytes: number;
-}
+const RESET_BIT = 1 << FrameKind.RESET_STREAM;
+const STOP_BIT = 1 << FrameKind.STOP_SENDING;
 
 const READ_COALESCE_BYTES = 256 * 1024;
 
@@ -90,7 +64,7 @@ interface PendingRead {
 export class Stream implements MuxStream {
   readonly id: number;
   readonly local: boolean;
-  readonly host: StreamHost;
+  readonly #host: StreamHost;
 
   // Send half.
   readonly send = new SendBuffer();
@@ -100,11 +74,10 @@ export class Stream implements MuxStream {
   sendState: "open" | "fin" | "reset" = "open";
   resetCode = 0;
   resetFinalSize = 0;
-  resetPending = false;
   resetAcked = false;
   sendError: unknown = null;
   pendingWrite: PendingWrite | null = null;
-  /** In the session's round-robin send queue. */
+  /** In the packer's round-robin send queue. */
   inSendQueue = false;
 
   // Receive half.
@@ -113,11 +86,13 @@ export class Stream implements MuxStream {
   /** "open", "stopped" (we sent STOP_SENDING), "reset" (peer reset), "closed" (readable closed). */
   recvState: "open" | "stopped" | "reset" | "closed" = "open";
   stopCode = 0;
-  stopPending = false;
-  maxStreamDataPending = false;
   /** What the peer may still send on the receive half (the session sums these: flow.ts). */
   credit = 0;
-  inControlSet = false;
+  /**
+   * Control frames queued for this stream: bit `1 << kind` per StreamControlKind. Only
+   * control_frames.ts sets them; the stream clears one that is no longer needed.
+   */
+  controlPending = 0;
   #readable: ReadableStream<Uint8Array> | null = null;
   #writable: WritableStream<Uint8Array> | null = null;
   #wc: WritableStreamDefaultController | null = null;
@@ -138,7 +113,7 @@ export class Stream implements MuxStream {
     peerInitialWindow: number,
     window: ReceiveWindow,
   ) {
-    this.host = host;
+    this.#host = host;
     this.id = id;
     this.local = local;
     this.sendMax = peerInitialWindow;
@@ -174,6 +149,12 @@ export class Stream implements MuxStream {
   get bufferedBytes(): number {
     return this.send.buffered + this.recv.buffered;
   }
+  get sendBufferedBytes(): number {
+    return this.send.buffered;
+  }
+  get recvBufferedBytes(): number {
+    return this.recv.buffered;
+  }
 
   // ---- send half ----
 
@@ -193,8 +174,8 @@ export class Stream implements MuxStream {
         new TypeError(`Cannot write to stream ${this.id}: a write is already waiting`),
       );
     }
-    const n = this.send.write(chunk, 0, this.host.sendBufferLimit);
-    if (n > 0) this.host.streamSendable(this);
+    const n = this.send.write(chunk, 0, this.#host.sendBufferLimit);
+    if (n > 0) this.#host.sendable(this);
     if (n === chunk.length) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       this.pendingWrite = { chunk, pos: n, resolve, reject };
@@ -210,7 +191,7 @@ export class Stream implements MuxStream {
     this.sendState = "fin";
     this.send.finQueued = true;
     this.send.finPending = true;
-    this.host.streamSendable(this);
+    this.#host.sendable(this);
     this.#settleSendClosed?.();
   }
 
@@ -238,10 +219,10 @@ export class Stream implements MuxStream {
   onSendProgress(): void {
     const pw = this.pendingWrite;
     if (pw !== null) {
-      const n = this.send.write(pw.chunk, pw.pos, this.host.sendBufferLimit);
+      const n = this.send.write(pw.chunk, pw.pos, this.#host.sendBufferLimit);
       if (n > 0) {
         pw.pos += n;
-        this.host.streamSendable(this);
+        this.#host.sendable(this);
       }
       if (pw.pos === pw.chunk.length) {
         this.pendingWrite = null;
@@ -252,13 +233,70 @@ export class Stream implements MuxStream {
         }
       }
     }
-    if (this.sendDone) this.host.streamMaybeDone(this);
+    if (this.sendDone) this.#host.maybeDone(this);
   }
 
   /** The send half has nothing more to do. */
   get sendDone(): boolean {
     if (this.sendState === "reset") return this.resetAcked;
     return this.sendState === "fin" && this.send.finAcked && this.send.buffered === 0;
+  }
+
+  /** All written (data, FIN, a RESET) was sent and acknowledged: what a graceful close awaits. */
+  get sendSettled(): boolean {
+    if (this.pendingWrite !== null || this.send.buffered > 0) return false;
+    if ((this.controlPending & RESET_BIT) !== 0) return false;
+    return this.sendState !== "fin" || this.send.finAcked;
+  }
+
+  /** Lost data waits to be sent again (it goes before new data). */
+  get retransmitting(): boolean {
+    return this.send.retransmitting;
+  }
+
+  /** Something to send: lost data, the FIN, or new data the flow-control limits allow. */
+  hasSendWork(connCredit: number): boolean {
+    if (this.done || this.sendState === "reset") return false;
+    return this.send.hasWork(this.#sendLimit(connCredit));
+  }
+
+  /**
+   * Writes the next STREAM frame into w (SendBuffer.writeFrame), within this stream's
+   * and the session's (`connCredit`) flow-control limits; null if nothing fit.
+   */
+  writeFrame(w: Writer, connCredit: number): SentStreamData | null {
+    return this.send.writeFrame(w, this, this.#sendLimit(connCredit));
+  }
+
+  /** How far new data may go: the peer's MAX_STREAM_DATA, or less if the session allows less. */
+  #sendLimit(connCredit: number): number {
+    return Math.min(this.sendMax, this.send.nextNew + connCredit);
+  }
+
+  /** A packet carrying [offset, offset + length) (and the FIN if `fin`) was acknowledged. */
+  onDataAcked(offset: number, length: number, fin: boolean): void {
+    if (this.sendState === "reset") return;
+    this.send.onAcked(offset, length, fin);
+    this.onSendProgress();
+  }
+
+  /** ... or declared lost: send it again. */
+  onDataLost(offset: number, length: number, fin: boolean): void {
+    if (this.done || this.sendState === "reset") return;
+    this.send.onLost(offset, length, fin);
+    this.#host.sendable(this);
+  }
+
+  /** The peer's MAX_STREAM_DATA. */
+  onMaxStreamData(max: number): void {
+    if (max <= this.sendMax) return;
+    this.sendMax = max;
+    this.#host.sendable(this);
+  }
+
+  onResetAcked(): void {
+    this.resetAcked = true;
+    this.#host.maybeDone(this);
   }
 
   abort(code: number): void {
@@ -282,9 +320,8 @@ export class Stream implements MuxStream {
     this.resetCode = code;
     this.resetFinalSize = this.send.nextNew;
     this.send.clear();
-    this.resetPending = true;
     this.#failWrite(err);
-    this.host.streamControl(this);
+    this.#host.queueControl(this, FrameKind.RESET_STREAM);
   }
 
   #failWrite(err: unknown): void {
@@ -318,7 +355,7 @@ export class Stream implements MuxStream {
       return null;
     }
     const rest = r.take(Infinity) ?? new Uint8Array(0);
-    if (rest.length > 0) this.host.streamConsumed(this, rest.length);
+    if (rest.length > 0) this.#host.consumed(this, rest.length);
     this.#finishRead();
     return rest;
   }
@@ -328,7 +365,7 @@ export class Stream implements MuxStream {
     if (this.recvState === "closed") return null;
     if (this.recvState !== "open") return undefined;
     const chunk = this.recv.take(READ_COALESCE_BYTES);
-    if (chunk !== null) this.host.streamConsumed(this, chunk.length);
+    if (chunk !== null) this.#host.consumed(this, chunk.length);
     if (this.recv.finished) {
       // Everything handed over: finish now, so the stream can be freed at once.
       this.#finishRead();
@@ -339,7 +376,7 @@ export class Stream implements MuxStream {
 
   #finishRead(): void {
     this.recvState = "closed";
-    this.host.streamMaybeDone(this);
+    this.#host.maybeDone(this);
   }
 
   /** New data or FIN arrived: hand it to a waiting reader. */
@@ -356,6 +393,42 @@ export class Stream implements MuxStream {
     pr.resolve(chunk);
   }
 
+  /** Data at `offset` arrived (checked against flow control and the final size). */
+  onData(offset: number, data: Uint8Array): void {
+    this.recv.insert(offset, data);
+    this.deliver();
+  }
+
+  /**
+   * Data arrived after STOP_SENDING: dropped, but its `newBytes` of credit return;
+   * with the FIN the receive half is finished (no STOP_SENDING needed any more).
+   */
+  onDataAfterStop(newBytes: number, fin: boolean): void {
+    if (newBytes > 0) this.#host.consumed(this, newBytes);
+    this.recv.readOffset = this.recv.highest;
+    if (fin) {
+      this.controlPending &= ~STOP_BIT;
+      this.#host.maybeDone(this);
+    }
+  }
+
+  /** The peer may send more on the receive half: window updates are worth sending. */
+  get recvOpen(): boolean {
+    return this.recvState === "open" && this.recv.finalSize < 0;
+  }
+
+  /** We stopped reading and the final size is not known yet: STOP_SENDING is still wanted. */
+  get stopWanted(): boolean {
+    return this.recvState === "stopped" && this.recv.finalSize < 0;
+  }
+
+  /** What the peer may still send on the receive half: up to its window or final size. */
+  get receivable(): number {
+    if (this.recvState !== "open" || this.done) return 0;
+    const r = this.recv;
+    return (r.finalSize >= 0 ? r.finalSize : this.window.limit) - r.readOffset;
+  }
+
   #failRead(err: unknown): void {
     this.#readError = err;
     const pr = this.#pendingRead;
@@ -368,6 +441,12 @@ export class Stream implements MuxStream {
       (this.recvState === "stopped" && this.recv.finalSize >= 0);
   }
 
+  /** Both halves finished and no RESET or STOP_SENDING left to send: the session may free it. */
+  get finished(): boolean {
+    return !this.done && this.sendDone && this.recvDone &&
+      (this.controlPending & (RESET_BIT | STOP_BIT)) === 0;
+  }
+
   stopSending(code: number): void {
     if (this.done || this.recvState !== "open") return;
     this.recvState = "stopped";
@@ -376,12 +455,10 @@ export class Stream implements MuxStream {
     this.recv.clear();
     this.#failRead(new MuxStreamError(this.id, code, false, "stopped"));
     // Even with nothing dropped: the session stops counting this stream's credit.
-    this.host.streamConsumed(this, dropped);
+    this.#host.consumed(this, dropped);
     this.recv.readOffset = this.recv.highest;
-    if (this.recv.finalSize < 0) {
-      this.stopPending = true;
-      this.host.streamControl(this);
-    } else this.host.streamMaybeDone(this);
+    if (this.recv.finalSize < 0) this.#host.queueControl(this, FrameKind.STOP_SENDING);
+    else this.#host.maybeDone(this);
   }
 
   /** Peer sent RESET_STREAM (final size already validated). */
@@ -394,9 +471,9 @@ export class Stream implements MuxStream {
     this.recv.clear();
     this.recv.readOffset = finalSize;
     if (!wasStopped) this.#failRead(new MuxStreamError(this.id, code, true, "reset"));
-    if (unread > 0) this.host.streamConsumed(this, unread);
-    this.stopPending = false;
-    this.host.streamMaybeDone(this);
+    if (unread > 0) this.#host.consumed(this, unread);
+    this.controlPending &= ~STOP_BIT;
+    this.#host.maybeDone(this);
   }
 
   /** The session ended: fail whatever is unfinished. */

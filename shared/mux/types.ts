@@ -1,0 +1,128 @@
+/**
+ * The mux's public types (mod.ts exports them): a stream's API, a session's options,
+ * how it ended and its counters.
+ */
+import type { Clock } from "./clock.ts";
+import type { MuxParams } from "./params.ts";
+
+/** What `new MuxSession(conn, options)` takes: the side it plays, and optional overrides. */
+export interface MuxSessionOptions {
+  /** Client-opened stream ids are even, server-opened odd. */
+  role: "client" | "server";
+  /** Time source for timers and RTT (default `realClock`; tests pass a fake clock). */
+  clock?: Clock;
+  /** Overrides of `defaultParams`, validated by `resolveParams`. */
+  params?: Partial<MuxParams>;
+  /** Called for each stream the peer opens. Without it, use `acceptStream()`. */
+  onStream?: (stream: MuxStream) => void;
+}
+
+/** Why and how a session ended. */
+export interface MuxCloseInfo {
+  /** A `SessionErrorCode` (NO_ERROR when graceful), or any code `abort()` was given. */
+  code: number;
+  /** CLOSE's short reason, or why this side closed ("idle timeout"); may be empty. */
+  reason: string;
+  /** True if the peer closed it. */
+  remote: boolean;
+}
+
+/** A snapshot of a session's counters and gauges (`MuxSession.stats`). */
+export interface MuxStats {
+  /** Datagrams sent, probes and retransmissions included. */
+  packetsSent: number;
+  /** Datagrams received, duplicates and foreign ones included. */
+  packetsReceived: number;
+  /** Packets declared lost by loss detection (some later prove spurious). */
+  packetsLost: number;
+  /** Bytes of stream data sent again after loss or PTO. */
+  bytesRetransmitted: number;
+  /** Frames of stream data sent again. */
+  framesRetransmitted: number;
+  /** Packets received again (a packet number already seen), dropped. */
+  duplicatePackets: number;
+  /** Bytes of all datagrams handed to the transport (below any DTLS overhead). */
+  bytesSent: number;
+  /** Bytes of all datagrams the transport delivered. */
+  bytesReceived: number;
+  /** Application bytes sent, first transmissions only (resends are `bytesRetransmitted`). */
+  streamBytesSent: number;
+  /** Application bytes consumed here: read, or discarded by a reset or STOP_SENDING. */
+  streamBytesReceived: number;
+  /** Smoothed RTT in ms (the initial guess until a sample arrives). */
+  srttMs: number;
+  /** Lowest RTT sample in ms (0 before the first). */
+  minRttMs: number;
+  /** Congestion window: bytes that may be in flight. */
+  cwndBytes: number;
+  /** Bytes of ack-eliciting packets sent and neither acked nor declared lost. */
+  bytesInFlight: number;
+  /** Bytes held in all streams' send and receive buffers. */
+  bufferedBytes: number;
+  /** The send-buffer share of `bufferedBytes`: written, not yet acknowledged. */
+  sendBufferedBytes: number;
+  /** The receive-buffer share of `bufferedBytes`: arrived, not yet read. */
+  recvBufferedBytes: number;
+  /**
+   * Receive credit the open streams hold: the most they may yet buffer (flow.ts). With
+   * the headroom, the session's receive commitment, capped at maxSessionWindowBytes.
+   */
+  recvStreamCreditBytes: number;
+  /** Streams with state (open, or not yet freed). */
+  activeStreams: number;
+  /** Probe timeouts in a row without an ACK (resets on each ACK). */
+  ptoCount: number;
+  /** Current packet size (path MTU discovery) and the transport's ceiling. */
+  packetSizeBytes: number;
+  /** The transport's largest datagram, the ceiling of `packetSizeBytes`. */
+  maxDatagramSize: number;
+  /** Losses later disproved by an ACK, and congestion reductions undone for them. */
+  spuriousLosses: number;
+  /** Congestion-window reductions undone because all their losses proved spurious. */
+  undoneReductions: number;
+  /** PMTU probes (padded packets of a candidate size) sent. */
+  mtuProbesSent: number;
+  /** PMTU probes declared lost. */
+  mtuProbesLost: number;
+  /** Times the packet size fell back to the base after larger packets stopped passing. */
+  mtuBlackHoles: number;
+  /** PMTU discovery is probing (false once the search ended, until the raise timer). */
+  mtuSearching: boolean;
+}
+
+/** The public face of a stream (see mod.ts). */
+export interface MuxStream {
+  /** Stream id: client-opened streams are even, server-opened odd. */
+  readonly id: number;
+  /** True if this side opened the stream. */
+  readonly local: boolean;
+  /** The receive half as a Web Stream (made on first use; then do not call `read`). */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** The send half as a Web Stream (made on first use; then do not call `write`/`close`). */
+  readonly writable: WritableStream<Uint8Array>;
+  /**
+   * The next chunk, or null once the peer's FIN is reached. Rejects with a
+   * MuxStreamError if the stream is reset or stopped, or with the session's error.
+   * One read at a time.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * Everything left to read when the FIN and all data before it are already
+   * here (the receive half is then finished), else null and nothing is taken.
+   */
+  readRest(): Uint8Array | null;
+  /** Queues bytes; resolves once they are in the send buffer. One write at a time. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Ends the send half (FIN) after what was written. */
+  close(): void;
+  /** Settles once the send half is done: resolves after FIN, rejects on reset/stop/session end. */
+  readonly sendClosed: Promise<void>;
+  /** Abandons the send half: RESET_STREAM with `code`; the peer's reader fails with it. */
+  reset(code: number): void;
+  /** Abandons the receive half: STOP_SENDING with `code`; the peer resets its send half. */
+  stopSending(code: number): void;
+  /** Abandons both halves (reset + stopSending): what a caller that gives up does. */
+  abort(code: number): void;
+  /** Bytes held by this stream (send buffer + receive buffer). */
+  readonly bufferedBytes: number;
+}
