@@ -3,6 +3,7 @@
  * shuts down gracefully on SIGINT/SIGTERM. The only place that reads env.
  */
 import { ConfigError, loadServerConfig, SERVER_ENV_NAMES } from "./config.ts";
+import { pathPermissionProblems } from "./path_permissions.ts";
 import { runServer } from "./run.ts";
 import { readDotEnv } from "../shared/dotenv.ts";
 
@@ -19,6 +20,13 @@ if (import.meta.main) {
         "(127.0.0.1 only, self-signed certificates, no ACME). Set HOP_SERVER_DOMAIN for production.",
     );
   }
+  // A path outside the task's --allow-read/--allow-write is a configuration
+  // problem: say so now, before anything is opened (not a retry loop later).
+  const denied = pathPermissionProblems(env);
+  if (denied.length > 0) {
+    for (const problem of denied) console.error(`hopgate-server: ${problem}`);
+    Deno.exit(2);
+  }
   let config;
   try {
     config = loadServerConfig(env);
@@ -33,18 +41,18 @@ if (import.meta.main) {
   const starting = new AbortController();
   let server: Awaited<ReturnType<typeof runServer>> | undefined;
   let stopping = false;
-  const stop = async () => {
+  const stop = async (signal: Deno.Signal) => {
     if (stopping) return;
     stopping = true;
     if (!server) {
-      starting.abort(new Error("stopped by a signal during start-up"));
+      starting.abort(new Error(`stopped by ${signal} during start-up`));
       return;
     }
     await server.close();
     Deno.exit(0);
   };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
   try {
     server = await runServer(config, { signal: starting.signal });
   } catch (e) {
