@@ -297,6 +297,8 @@ class Exchange {
     if (response.head.t === "err") {
       this.#abandon();
       await this.#pump;
+      // The client's error and the caller's leaving crossed: the caller left first to us.
+      if (req.signal.aborted) return this.#callerGone();
       const err = response.head;
       return this.#fail(
         err.code === "local_timeout" ? "local_timeout" : "local_unreachable",

@@ -118,13 +118,14 @@ Deno.test("ingress: HEAD and 204 answer with no body, headers kept", async () =>
   });
 });
 
-Deno.test("ingress: a caller that leaves before the answer stops the tunnel stream", async () => {
+Deno.test("ingress: a caller that leaves before the answer stops the tunnel stream, counted 499 not 502", async () => {
   let got!: (s: MuxStream) => void;
   const tunnelStream = new Promise<MuxStream>((r) => got = r);
   const answer: Answer = async (s) => {
     got(s);
     await readHeadFrom(s); // and never answer
   };
+  const logger = new MemoryLogger();
   await withIngress(answer, async (call) => {
     const ac = new AbortController();
     // The caller's side ends with an abort.
@@ -142,7 +143,16 @@ Deno.test("ingress: a caller that leaves before the answer stops the tunnel stre
     clearTimeout(timer);
     assert.ok(stopped instanceof MuxStreamError, `our send half was stopped: ${stopped}`);
     await pending;
-  });
+    // A caller who leaves is not a gateway error: one request line, 499 caller_gone.
+    for (let i = 0; i < 100 && !logger.entries.some((e) => e.msg === "request"); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const lines = logger.entries.filter((e) => e.msg === "request");
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0]!.fields.status, 499);
+    assert.equal(lines[0]!.fields.error, "caller_gone");
+    assert.equal(lines[0]!.level, "info");
+  }, logger);
 });
 
 Deno.test("ingress: a caller that stops reading a streamed body makes the tunnel stop sending", async () => {
