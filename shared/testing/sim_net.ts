@@ -8,7 +8,7 @@
  */
 import { type Clock, realClock } from "../clock.ts";
 import { prng } from "./prng.ts";
-import { type PathOptions, type PathStats, SimPath } from "./sim_path.ts";
+import { emptyPathStats, type PathOptions, type PathStats, SimPath } from "./sim_path.ts";
 
 /** Called per datagram; the view is valid only during the call (as with a real socket). */
 export type SimHandler = (datagram: Uint8Array, from: Deno.NetAddr) => void;
@@ -88,17 +88,7 @@ export class SimNet {
 
   /** Every path's counters summed. */
   get stats(): PathStats {
-    const sum: PathStats = {
-      sent: 0,
-      delivered: 0,
-      lost: 0,
-      queueDrops: 0,
-      duplicated: 0,
-      reordered: 0,
-      oversize: 0,
-      pathMtuDrops: 0,
-      largestDelivered: 0,
-    };
+    const sum = emptyPathStats();
     for (const p of this.#paths.values()) {
       for (const k of Object.keys(sum) as (keyof PathStats)[]) {
         sum[k] = k === "largestDelivered" ? Math.max(sum[k], p.stats[k]) : sum[k] + p.stats[k];

@@ -51,13 +51,9 @@ export interface PathStats {
   largestDelivered: number;
 }
 
-export class SimPath {
-  loss: number;
-  /** Datagrams above this are dropped silently. */
-  pathMtu: number;
-  /** While true, everything is dropped (a vanished peer, an outage). */
-  blackhole = false;
-  readonly stats: PathStats = {
+/** Counters at zero. */
+export function emptyPathStats(): PathStats {
+  return {
     sent: 0,
     delivered: 0,
     lost: 0,
@@ -68,6 +64,15 @@ export class SimPath {
     pathMtuDrops: 0,
     largestDelivered: 0,
   };
+}
+
+export class SimPath {
+  loss: number;
+  /** Datagrams above this are dropped silently. */
+  pathMtu: number;
+  /** While true, everything is dropped (a vanished peer, an outage). */
+  blackhole = false;
+  readonly stats: PathStats = emptyPathStats();
   readonly #o: PathOptions;
   readonly #rand: () => number;
   #bad = false;
