@@ -18,7 +18,8 @@
  * idempotent method and a body still in hand).
  */
 import { connectionOptions, type HeaderList } from "../../shared/protocol/mod.ts";
-import { isToken, type ResponseHead, ResponseParser } from "./parser.ts";
+import { type ResponseHead, ResponseParser } from "./parser.ts";
+import { isToken } from "../../shared/protocol/field_text.ts";
 import { type Clock, realClock } from "../../shared/clock.ts";
 
 export type { ResponseHead } from "./parser.ts";

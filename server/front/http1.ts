@@ -28,6 +28,7 @@
  * deadlines (`resolutionMs`), so a deadline costs no timer per request.
  */
 import type { HeaderList } from "../../shared/protocol/mod.ts";
+import { isToken } from "../../shared/protocol/field_text.ts";
 import { ProxyHeaderError, ProxyHeaderParser } from "./proxy_protocol.ts";
 import {
   DEFAULT_MAX_HEAD_BYTES,
@@ -925,7 +926,6 @@ const FRONT_OWNED = new Set([
 
 // deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 class Responder1 implements Responder {
   readonly #conn: Connection;
@@ -982,7 +982,7 @@ class Responder1 implements Responder {
         if (!(k === "content-length" && this.#noBody && status !== 204 && status >= 200)) continue;
         if (!/^\d{1,15}$/.test(v)) continue;
       }
-      if (!TOKEN.test(k) || BAD_VALUE.test(v)) continue;
+      if (!isToken(k) || BAD_VALUE.test(v)) continue;
       s += `${k}: ${v}\r\n`;
     }
     if (status === 101) {

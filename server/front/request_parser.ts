@@ -53,6 +53,7 @@
  * left of its limit is refused as soon as that is certain.
  */
 import type { HeaderList } from "../../shared/protocol/mod.ts";
+import { hasBadValueChar, isToken, latin1, trimOws } from "../../shared/protocol/field_text.ts";
 
 /** The request cannot be read safely: answer `status` (if still possible), then close. */
 export class RequestError extends Error {
@@ -183,10 +184,6 @@ const TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm
 /** 1 for the bytes of a token (RFC 9110 §5.6.2). */
 const TCHAR = new Uint8Array(256);
 for (const c of TCHARS) TCHAR[c.charCodeAt(0)] = 1;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// Control characters other than HTAB, and DEL, are not allowed in a field value.
-// deno-lint-ignore no-control-regex
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const TOKEN_RE = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]+";
 const QUOTED_RE = '"(?:[\\t !#-[\\]-~\\x80-\\xff]|\\\\[\\t -~\\x80-\\xff])*"';
 // RFC 9112 §7.1.1 chunk-ext without BWS: ;token[=(token / quoted-string)].
@@ -535,7 +532,7 @@ export class RequestParser {
           for (const part of value.split(",")) {
             const t = trimOws(part);
             if (t === "") continue; // empty list elements are ignored (RFC 9110 §5.6.1)
-            if (!TOKEN.test(t)) throw bad("Invalid Connection field");
+            if (!isToken(t)) throw bad("Invalid Connection field");
             connection.add(t.toLowerCase());
           }
           break;
@@ -716,19 +713,10 @@ function parseField(line: string, what: string): [string, string] {
   const colon = line.indexOf(":");
   if (colon <= 0) throw bad(`Invalid ${what} line`);
   const name = line.slice(0, colon);
-  if (!TOKEN.test(name)) throw bad(`Invalid ${what} field name`);
+  if (!isToken(name)) throw bad(`Invalid ${what} field name`);
   const value = line.slice(colon + 1);
-  if (BAD_VALUE.test(value)) throw bad(`Invalid ${what} field value`);
+  if (hasBadValueChar(value)) throw bad(`Invalid ${what} field value`);
   return [name.toLowerCase(), trimOws(value)];
-}
-
-/** `s` without leading and trailing SP/HTAB (a loop: a regex for the tail can go quadratic). */
-function trimOws(s: string): string {
-  let a = 0;
-  let b = s.length;
-  while (a < b && (s.charCodeAt(a) === SP || s.charCodeAt(a) === HTAB)) a++;
-  while (b > a && (s.charCodeAt(b - 1) === SP || s.charCodeAt(b - 1) === HTAB)) b--;
-  return s.slice(a, b);
 }
 
 /** `buf[from, to)`, all token or visible ASCII bytes here, as text. */
@@ -736,24 +724,4 @@ function ascii(buf: Uint8Array, from: number, to: number): string {
   return to > from ? ASCII.decode(buf.subarray(from, to)) : "";
 }
 
-/** Bytes as Latin-1 text (each byte one UTF-16 code unit). */
-function latin1(kept: Uint8Array[], last: Uint8Array): string {
-  let s = "";
-  for (const b of kept) s += latin1Of(b);
-  return s + latin1Of(last);
-}
-
 const ASCII = new TextDecoder("utf-8", { ignoreBOM: true });
-
-function latin1Of(b: Uint8Array): string {
-  // ASCII is the common case, and for it UTF-8 decoding is the same and native.
-  // Any byte above 0x7f either joins others into fewer characters or decodes to
-  // U+FFFD, so one character per byte and no U+FFFD means it was all ASCII.
-  const utf8 = ASCII.decode(b);
-  if (utf8.length === b.length && !utf8.includes("\uFFFD")) return utf8;
-  let s = "";
-  for (let i = 0; i < b.length; i += 4096) {
-    s += String.fromCharCode(...b.subarray(i, Math.min(b.length, i + 4096)));
-  }
-  return s;
-}
