@@ -7,7 +7,7 @@
  */
 import { ConfigError, ConfigProblems, parseBool, Secret } from "../shared/config.ts";
 import { type HostPort, normalizeDomain, parseHostPort } from "../shared/names.ts";
-import { DTLS_ENGINES, type DtlsEngine } from "./connector.ts";
+import { DTLS_ENGINES, type DtlsEngine } from "./dialer.ts";
 
 /** The environment variables the client reads (and nothing else). */
 export const CLIENT_ENV = {

@@ -22,8 +22,6 @@ import { type DialedTunnel, dialerFor, type DtlsEngine, type TunnelDialer } from
 
 export const CLIENT_VERSION = "hopgate-client/0.1.0";
 
-export { DTLS_ENGINES, type DtlsEngine } from "./dialer.ts";
-
 export interface BackoffOptions {
   /** First retry delay ceiling. Default 500 ms. */
   initialMs?: number;
@@ -118,9 +116,6 @@ export class ClientFailure extends Error {
     super(message);
   }
 }
-
-/** Formats host:port, bracketing IPv6. */
-export const formatAddr: (a: { hostname: string; port: number }) => string = formatHostPort;
 
 /**
  * Turns a connect or hello error into a kind and one clear line, by the error's
@@ -230,7 +225,7 @@ export class Backoff {
  */
 export async function runClient(options: ClientOptions, signal: AbortSignal): Promise<void> {
   const emit = options.onEvent ?? (() => {});
-  const server = formatAddr(options.server);
+  const server = formatHostPort(options.server);
   const clock = options.clock ?? realClock;
   const dialer = options.dialer ?? dialerFor(options.engine ?? "hopgate", {
     server: options.server,

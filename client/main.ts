@@ -15,7 +15,8 @@ import {
   maskSecret,
   resolveConfig,
 } from "./config.ts";
-import { CLIENT_VERSION, DTLS_ENGINES, runClient } from "./connector.ts";
+import { CLIENT_VERSION, runClient } from "./connector.ts";
+import { DTLS_ENGINES } from "./dialer.ts";
 import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
 import { readDotEnv } from "../shared/dotenv.ts";
