@@ -173,7 +173,7 @@ export class ServerMetrics {
       registers,
       collect() {
         let n = 0;
-        for (const t of self.#tunnels?.live() ?? []) n += t.session.stats.activeStreams;
+        for (const t of self.#tunnels?.live() ?? []) n += t.session.activeStreams;
         this.set(n);
       },
     });

@@ -415,7 +415,9 @@ export class MuxSession {
         );
         return;
       case FrameType.GOAWAY:
-        if (!this.#streams.onGoAway(f.lastStreamIdPlusOne)) return;
+        if (!this.#streams.onGoAway(f.lastStreamIdPlusOne, (s) => this.#control.forgetStream(s))) {
+          return;
+        }
         this.#resolveGoAway();
         if (this.#state === "draining") this.#checkDrained();
         return;

@@ -200,10 +200,11 @@ export class StreamsMap {
   }
 
   /**
-   * The peer sent GOAWAY: ours from `lastIdPlusOne` on will not be served, they fail.
+   * The peer sent GOAWAY: ours from `lastIdPlusOne` on will not be served, they fail
+   * and `forget` is called for each (so no control frame stays queued for them).
    * False if it did before.
    */
-  onGoAway(lastIdPlusOne: number): boolean {
+  onGoAway(lastIdPlusOne: number, forget: (s: Stream) => void): boolean {
     if (this.#peerGoAway) return false;
     this.#peerGoAway = true;
     const refused = new MuxSessionError(SessionErrorCode.NO_ERROR, true, "refused after GOAWAY");
@@ -212,6 +213,7 @@ export class StreamsMap {
         s.onSessionClosed(refused, false);
         this.#flow.updateCredit(s);
         this.#streams.delete(s.id);
+        forget(s);
       }
     }
     return true;
