@@ -240,6 +240,8 @@ class Exchange {
       ? req.upgrade
       : null;
     if (upgrade && !tunnel.splice) {
+      // The stream was opened: reset it, or the client would wait for its head forever.
+      this.#abandon();
       return this.#fail(
         "local_unreachable",
         `The client for ${host} is too old to relay upgraded connections; upgrade it.`,
@@ -455,6 +457,14 @@ class Exchange {
       }
       await conn.closeWrite();
     })();
+    // One direction failing ends the other: the tunnel stream is reset and the
+    // caller's connection closed, instead of waiting for the caller's next bytes.
+    const stop = () => {
+      this.#abandon();
+      conn.close();
+    };
+    up.catch(stop);
+    down.catch(stop);
     const both = await Promise.allSettled([up, down]);
     const failed = both.some((r) => r.status === "rejected");
     if (failed) this.#abandon();

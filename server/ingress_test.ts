@@ -199,3 +199,29 @@ Deno.test("ingress: a body shorter than its Content-Length is cut, and logged as
   assert.equal(line?.fields.error, "body_interrupted");
   assert.equal(line?.fields.status, 200);
 });
+
+Deno.test("ingress: an upgrade for a client too old to splice is a 502, and its tunnel stream is reset", async () => {
+  let got!: (s: MuxStream) => void;
+  const tunnelStream = new Promise<MuxStream>((r) => got = r);
+  await withIngress(async (s) => {
+    got(s);
+    await s.read(); // the client's side of the stream the ingress opened
+  }, async (call) => {
+    const res = await call(
+      new Request("http://app.test/ws", {
+        headers: { connection: "upgrade", upgrade: "websocket" },
+      }),
+    );
+    assert.equal(res.status, 502);
+    await res.text();
+    // Without the reset the client would wait for this stream's head for the whole
+    // session, holding one of its incoming stream slots.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const err = await Promise.race([
+      tunnelStream.then((s) => s.read()).then(() => null, (e) => e),
+      new Promise((r) => timer = setTimeout(() => r("no reset after 3 s"), 3000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(err instanceof MuxStreamError, `the stream was reset: ${err}`);
+  });
+});

@@ -14,7 +14,7 @@ import {
 import { type Clock, realClock } from "../shared/clock.ts";
 import type { DtlsConn } from "../shared/dtls/mod.ts";
 import { awaitHello, HelloRejectedError } from "../shared/handshake/mod.ts";
-import { type MuxParams, MuxSession } from "../shared/mux/mod.ts";
+import { type MuxParams, MuxSession, StreamErrorCode } from "../shared/mux/mod.ts";
 import { FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { canonicalDomain, formatHostPort } from "../shared/names.ts";
@@ -165,6 +165,14 @@ export class TunnelHub {
       const splice = hello.features?.includes(FEATURE_SPLICE) ?? false;
       const tunnel = new Tunnel(id, domain, session, conn.remoteAddr, hello.client, splice);
       const remove = this.#registry.add(domain, tunnel);
+      // The client opens only the control stream: any other stream it opens is refused
+      // at once (left in the accept queue, each would hold up to a stream window of data
+      // for the whole session).
+      void (async () => {
+        for (let s; (s = await session.acceptStream()) !== null;) {
+          s.abort(StreamErrorCode.REFUSED);
+        }
+      })();
       this.#log.info("tunnel connected", {
         component: "tunnel",
         domain,

@@ -14,6 +14,8 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { type ClientEvent, runClient } from "../client/connector.ts";
 import { dtlsDialer } from "../client/dialer.ts";
 import { derivePsk } from "../shared/dtls/mod.ts";
+import { sayHello } from "../shared/handshake/mod.ts";
+import { MuxSession, MuxStreamError, StreamErrorCode } from "../shared/mux/mod.ts";
 import { encodeHead, readHead, type RequestHead } from "../shared/protocol/mod.ts";
 import { FakeClock, runUntil, settle } from "../shared/testing/fake_clock.ts";
 import { SimNet } from "../shared/testing/sim_net.ts";
@@ -178,5 +180,58 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     await pumped(clock, hub.close({ abort: true }), 5_000, "hub close").catch(() => {});
     net.close();
     await origin.shutdown();
+  }
+});
+
+Deno.test("tunnel hub on fake time: a stream the client opens after the hello is refused at once", async () => {
+  const clock = new FakeClock();
+  const net = new SimNet({ clock, delayMs: 10, seed: 3 });
+  const registry = new TunnelRegistry<Tunnel>();
+  const hub = new TunnelHub({
+    hostname: SERVER.hostname,
+    port: SERVER.port,
+    lookupPsk: (id) => Promise.resolve(id === DOMAIN ? derivePsk(API_KEY) : undefined),
+    registry,
+    logger: quiet,
+    clock,
+    dtls: { socket: net.socket },
+  });
+  const conn = await pumped(
+    clock,
+    dtlsDialer({
+      server: SERVER,
+      domain: DOMAIN,
+      apiKey: API_KEY,
+      clock,
+      socket: (_h, port, handler) => net.socket("10.0.0.2", port, handler),
+    }).dial(new AbortController().signal),
+    2_000,
+    "dtls",
+  );
+  const session = new MuxSession(conn.conn, { role: "client", clock });
+  try {
+    await pumped(
+      clock,
+      sayHello(session, { client: "test", domain: DOMAIN, target: "http://x" }, 10_000, clock),
+      2_000,
+      "hello",
+    );
+    // An extra stream with data: the server resets it and stops it at once, instead of
+    // keeping it (and its data) in an accept queue nobody reads.
+    const extra = session.openStream();
+    await extra.write(new Uint8Array(32 * 1024));
+    let refused: unknown;
+    extra.sendClosed.then(() => refused = "closed", (e) => refused = e);
+    await pumped(clock, extra.read().catch((e) => e), 2_000, "the refusal");
+    await pump(clock, () => refused !== undefined, 2_000, "send half stopped");
+    ok(refused instanceof MuxStreamError, `send half: ${refused}`);
+    equal((refused as MuxStreamError).code, StreamErrorCode.REFUSED);
+    // The tunnel itself still serves.
+    ok([...registry.sessionsOf(DOMAIN)].some((t) => t.usable));
+  } finally {
+    session.abort(0, "test done");
+    await pumped(clock, hub.close({ abort: true }), 5_000, "hub close").catch(() => {});
+    conn.conn.close();
+    net.close();
   }
 });
