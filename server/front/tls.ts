@@ -86,6 +86,7 @@ export type TlsFailureReason =
   | "bad_client_hello"
   | "bad_proxy_header"
   | "too_many_handshakes"
+  | "too_many_handshakes_per_address"
   | "other";
 
 /** A TLS connection after its handshake: what the HTTP/1.1 front reads and writes. */
@@ -114,6 +115,12 @@ export interface TlsAcceptorOptions {
   alpn?: string[];
   /** Handshakes in progress at once; beyond, new connections are closed. Default 4096. */
   maxHandshakes?: number;
+  /**
+   * Handshakes in progress at once from one TCP peer address (not counted for peers
+   * `proxyProtocol` names: a load balancer carries everyone); beyond, closed. Default 256,
+   * so one address cannot take every slot of `maxHandshakes`.
+   */
+  maxHandshakesPerAddress?: number;
   /** Every failed handshake, by reason; `detail` is for debug logs. */
   onFailure?(reason: TlsFailureReason, detail: string): void;
   /** An accept that failed (EMFILE, ENFILE…); the acceptor backs off 100 ms. */
@@ -128,6 +135,7 @@ export interface TlsAcceptorOptions {
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_MAX_HANDSHAKES = 4096;
+const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = 256;
 /** Finished handshakes waiting for `accept()`; beyond, the acceptor stops accepting. */
 const MAX_READY = 256;
 const ACCEPT_BACKOFF_MS = 100;
@@ -205,6 +213,9 @@ export class TlsAcceptor {
   readonly #alpn: string[];
   readonly #maxHandshakes: number;
   readonly #pending = new Set<Pending>();
+  readonly #maxPerAddress: number;
+  /** Handshakes in progress by TCP peer address (peers that send a PROXY header excepted). */
+  readonly #perAddress = new Map<string, number>();
   readonly #ready: TlsConnection[] = [];
   readonly #waiters: { resolve(c: TlsByteConn): void; reject(e: unknown): void }[] = [];
   readonly #contexts = new Map<string, { pair: CertifiedKey; ctx: SecureContext }>();
@@ -219,6 +230,7 @@ export class TlsAcceptor {
     bad_client_hello: 0,
     bad_proxy_header: 0,
     too_many_handshakes: 0,
+    too_many_handshakes_per_address: 0,
     other: 0,
   };
   /** Failed accepts (EMFILE…) since start. */
@@ -236,6 +248,7 @@ export class TlsAcceptor {
     this.#timeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.#alpn = opts.alpn ?? ["http/1.1"];
     this.#maxHandshakes = opts.maxHandshakes ?? DEFAULT_MAX_HANDSHAKES;
+    this.#maxPerAddress = opts.maxHandshakesPerAddress ?? DEFAULT_MAX_HANDSHAKES_PER_ADDRESS;
     this.#listener = Deno.listen({ hostname: opts.hostname, port: opts.port });
     this.finished = this.#acceptLoop();
   }
@@ -319,7 +332,20 @@ export class TlsAcceptor {
         closeQuietly(conn);
         continue;
       }
-      this.#handshake(conn);
+      const peer = (conn.remoteAddr as Deno.NetAddr).hostname;
+      const key = this.#opts.proxyProtocol?.(peer) ? undefined : peer;
+      if (key !== undefined) {
+        const n = this.#perAddress.get(key) ?? 0;
+        if (n >= this.#maxPerAddress) {
+          this.#fail(
+            new HandshakeFailure("too_many_handshakes_per_address", `${n} in progress from ${key}`),
+          );
+          closeQuietly(conn);
+          continue;
+        }
+        this.#perAddress.set(key, n + 1);
+      }
+      this.#handshake(conn, key);
     }
   }
 
@@ -330,7 +356,13 @@ export class TlsAcceptor {
     } catch { /* the caller's */ }
   }
 
-  #handshake(conn: Deno.Conn): void {
+  #handshake(conn: Deno.Conn, addressKey: string | undefined): void {
+    const release = () => {
+      if (addressKey === undefined) return;
+      const n = (this.#perAddress.get(addressKey) ?? 1) - 1;
+      if (n > 0) this.#perAddress.set(addressKey, n);
+      else this.#perAddress.delete(addressKey);
+    };
     const p: Pending = {
       conn,
       done: false,
@@ -339,6 +371,7 @@ export class TlsAcceptor {
         p.done = true;
         clearTimeout(timer);
         this.#pending.delete(p);
+        release();
         if (!this.#closed) this.#fail(f);
         if (p.tls) p.tls.destroy();
         closeQuietly(conn);
@@ -355,6 +388,7 @@ export class TlsAcceptor {
         p.done = true;
         clearTimeout(timer);
         this.#pending.delete(p);
+        release();
         this.handshakes++;
         this.#deliver(c);
       },

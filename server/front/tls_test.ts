@@ -6,6 +6,7 @@
  * in this process cuts the client's ClientHello into pieces with gaps.
  */
 import assert from "node:assert/strict";
+import nodeNet from "node:net";
 import { connect, type TLSSocket } from "node:tls";
 import { createSelfSignedCertificate } from "../certs/self_signed.ts";
 import type { CertifiedKey } from "./tls.ts";
@@ -511,6 +512,33 @@ Deno.test("TlsAcceptor: beyond maxHandshakes new connections are closed at once"
   assert.deepEqual(failures, ["too_many_handshakes"]);
   await until(() => failures.length === 3);
   assert.deepEqual(failures, ["too_many_handshakes", "timeout", "timeout"]);
+  for (const c of conns) c.close();
+  acceptor.close();
+  await acceptor.finished;
+});
+
+Deno.test("TlsAcceptor: one address cannot hold more than maxHandshakesPerAddress; another still can", async () => {
+  const failures: TlsFailureReason[] = [];
+  const acceptor = new TlsAcceptor({
+    hostname: "127.0.0.1",
+    port: 0,
+    lookup,
+    maxHandshakesPerAddress: 2,
+    handshakeTimeoutMs: 300,
+    onFailure: (r) => failures.push(r),
+  });
+  const port = acceptor.addr.port;
+  const conns = [];
+  for (let i = 0; i < 3; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+  // The third from 127.0.0.1 is closed at once...
+  assert.deepEqual(await conns[2]!.read(new Uint8Array(1)), null);
+  assert.deepEqual(failures, ["too_many_handshakes_per_address"]);
+  // ...while a caller on another address still gets a handshake slot (it times out silent).
+  const other = nodeNet.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.2" });
+  await new Promise((r, j) => other.once("connect", r).once("error", j));
+  await until(() => failures.length === 4);
+  assert.deepEqual(failures.slice(1).sort(), ["timeout", "timeout", "timeout"]);
+  other.destroy();
   for (const c of conns) c.close();
   acceptor.close();
   await acceptor.finished;
