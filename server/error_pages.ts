@@ -58,14 +58,6 @@ export class ErrorPages {
     return pages;
   }
 
-  respond(kind: GatewayErrorKind, message: string, req: Request, requestId: string): Response {
-    const page = this.render(kind, message, req.headers.get("accept") ?? "", requestId);
-    return new Response(req.method === "HEAD" ? null : page.body, {
-      status: page.status,
-      headers: page.headers,
-    });
-  }
-
   /** The page for a gateway error: JSON when the caller accepts it rather than HTML. */
   render(
     kind: GatewayErrorKind,

@@ -416,14 +416,11 @@ class H2Stream {
 class H2Request implements FrontRequest {
   readonly method: string;
   readonly path: string;
-  readonly target: string;
-  readonly minor = 1 as const;
   readonly headers: HeaderList;
   readonly host: string;
   readonly scheme = "https" as const;
   readonly peer: Deno.NetAddr;
   readonly hasBody: boolean;
-  readonly contentLength: number;
   readonly upgrade = null;
   readonly connection: ReadonlySet<string> = new Set();
   readonly signal: AbortSignal;
@@ -443,7 +440,6 @@ class H2Request implements FrontRequest {
     const url = new URL(req.url);
     this.host = url.host;
     this.path = url.pathname + url.search;
-    this.target = this.path;
     const headers: HeaderList = [["host", this.host]];
     let length = -1;
     for (const [k, v] of req.headers) {
@@ -452,7 +448,6 @@ class H2Request implements FrontRequest {
       headers.push([k, v]);
     }
     this.headers = headers;
-    this.contentLength = length;
     this.hasBody = req.body !== null && (length > 0 || (length < 0 && !NO_BODY.has(req.method)));
     if (!this.hasBody) this.#done = true;
   }

@@ -93,9 +93,6 @@ export interface FrontRequest {
   readonly method: string;
   /** Path and query (origin-form; an absolute-form target's path). */
   readonly path: string;
-  /** The request-target as sent. */
-  readonly target: string;
-  readonly minor: 0 | 1;
   /** Names lowercased, in order, repeats kept. */
   readonly headers: HeaderList;
   /** Host value as sent (or an absolute-form target's authority); "" when absent. */
@@ -106,8 +103,6 @@ export interface FrontRequest {
   readonly peer: Deno.NetAddr;
   /** Whether the request has a body (Content-Length > 0 or chunked). */
   readonly hasBody: boolean;
-  /** Content-Length, or -1 when chunked or absent. */
-  readonly contentLength: number;
   /** The Upgrade value when the Connection field lists `upgrade`. */
   readonly upgrade: string | null;
   /** Field names the Connection field lists, lowercased. */
@@ -857,14 +852,11 @@ class Connection {
 class Request1 implements FrontRequest {
   readonly method: string;
   readonly path: string;
-  readonly target: string;
-  readonly minor: 0 | 1;
   readonly headers: HeaderList;
   readonly host: string;
   readonly scheme: "http" | "https";
   readonly peer: Deno.NetAddr;
   readonly hasBody: boolean;
-  readonly contentLength: number;
   readonly upgrade: string | null;
   readonly connection: ReadonlySet<string>;
   readonly signal: AbortSignal;
@@ -874,19 +866,12 @@ class Request1 implements FrontRequest {
   constructor(conn: Connection, head: RequestHead, signal: AbortSignal) {
     this.#conn = conn;
     this.method = head.method;
-    this.target = head.target;
     this.path = originPath(head.target);
-    this.minor = head.minor;
     this.headers = head.headers;
     this.host = head.host ?? "";
     this.scheme = conn.scheme;
     this.peer = conn.peer;
     this.hasBody = head.body === "chunked" || (head.body === "length" && head.contentLength > 0);
-    this.contentLength = head.body === "length"
-      ? head.contentLength
-      : head.body === "none"
-      ? 0
-      : -1;
     this.upgrade = head.upgrade;
     this.connection = head.connection;
     this.signal = signal;

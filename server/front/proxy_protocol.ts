@@ -39,8 +39,6 @@
 export const PROXY_V1_MAX_BYTES = 107;
 /** The largest version 2 `len` (bytes after the 16-byte fixed part) accepted. */
 export const PROXY_V2_MAX_LENGTH = 4096;
-/** The longest header accepted, either version. */
-export const PROXY_HEADER_MAX_BYTES = 16 + PROXY_V2_MAX_LENGTH;
 
 /** What the header says. */
 export type ProxyHeader =
