@@ -151,8 +151,6 @@ export function createIngressHandler(opts: IngressOptions): FrontHandler {
   return (req, res) => new Exchange(opts, deadlines, req, res).run();
 }
 
-class Timeout extends Error {}
-
 const enum State {
   Opening,
   Uploading,
@@ -182,6 +180,9 @@ class Exchange {
   #bytes = 0;
   #pump: Promise<void> | undefined;
   #pumpDone = false;
+  #uploadFailed = false;
+  #timedOut = false;
+  #cancelTimer: (() => void) | undefined;
   #reported = false;
 
   constructor(opts: IngressOptions, deadlines: Deadlines, req: FrontRequest, res: Responder) {
@@ -219,15 +220,16 @@ class Exchange {
       return this.#fail("bad_request", "CONNECT is not served here.");
     }
 
-    const tried = new Set<Tunnel>();
+    // Another client of the domain is tried only when one fails to open a stream
+    // (closing, or out of stream credit): the set is made only then.
+    let tried: Set<Tunnel> | undefined;
     let tunnel: Tunnel | undefined;
     let stream: MuxStream | undefined;
     while (!stream && (tunnel = opts.hub.pick(host, tried))) {
-      tried.add(tunnel);
       try {
         stream = tunnel.session.openStream();
       } catch {
-        // closing or out of stream credit: try the next client of this domain
+        (tried ??= new Set()).add(tunnel);
       }
     }
     if (!tunnel || !stream) return this.#fail("no_tunnel", `No tunnel is connected for ${host}.`);
@@ -255,45 +257,32 @@ class Exchange {
     } catch {
       return this.#tunnelFailed(undefined);
     }
-    let cancelTimer: (() => void) | undefined;
-    let timedOut!: (e: Timeout) => void;
-    const timeout = new Promise<never>((_, reject) => timedOut = reject);
-    timeout.catch(() => {}); // only ever observed through the race below
-    const startTimer = () => {
-      if (this.#state === State.AwaitingHead || this.#state === State.Uploading) {
-        cancelTimer ??= this.#deadlines.add(opts.proxyTimeoutMs, () => timedOut(new Timeout()));
-      }
-    };
-    let uploadFailed = false;
     if (req.hasBody) {
-      this.#pump = this.#pumpBody(s).then(startTimer, () => {
-        uploadFailed = true;
-        this.#abandon();
-      }).finally(() => this.#pumpDone = true);
+      this.#pump = this.#pumpBody(s);
     } else {
       if (!upgrade) s.close();
-      startTimer();
+      this.#startTimer();
     }
     this.#state = State.AwaitingHead;
 
-    const onAbort = () => this.#abandon();
-    req.signal.addEventListener("abort", onAbort, { once: true });
+    // The caller leaving, or the proxy timeout, resets the stream: the head read below fails.
+    req.signal.addEventListener("abort", this, { once: true });
     let response: { head: ResponseHead | ForwardError; rest: Uint8Array | undefined };
     try {
-      const r = await Promise.race([readHeadFrom(s), timeout]);
+      const r = await readHeadFrom(s);
       if (r.head.t !== "res" && r.head.t !== "err") throw new Error(`unexpected head ${r.head.t}`);
       response = r as typeof response;
     } catch (e) {
       this.#abandon();
       await this.#pump;
-      if (req.signal.aborted || uploadFailed) return this.#callerGone();
-      if (e instanceof Timeout) {
+      if (req.signal.aborted || this.#uploadFailed) return this.#callerGone();
+      if (this.#timedOut) {
         return this.#fail("local_timeout", `The service behind ${host} did not answer in time.`);
       }
       return this.#tunnelFailed(e);
     } finally {
-      cancelTimer?.();
-      req.signal.removeEventListener("abort", onAbort);
+      this.#cancelTimer?.();
+      req.signal.removeEventListener("abort", this);
     }
 
     if (response.head.t === "err") {
@@ -344,15 +333,41 @@ class Exchange {
     return head;
   }
 
-  /** Copies the request body into the stream as the stream takes it, then FIN. */
+  /**
+   * Copies the request body into the stream as the stream takes it, then FIN and
+   * the proxy timeout starts. A failure (the caller left mid-body, or the stream was
+   * reset) resets the stream, so a head read waiting ends too.
+   */
   async #pumpBody(s: MuxStream): Promise<void> {
     const req = this.#req;
-    for (;;) {
-      const v = await req.readBody();
-      if (v === null) break;
-      await s.write(v);
+    try {
+      for (;;) {
+        const v = await req.readBody();
+        if (v === null) break;
+        await s.write(v);
+      }
+      s.close();
+      this.#startTimer();
+    } catch {
+      this.#uploadFailed = true;
+      this.#abandon();
+    } finally {
+      this.#pumpDone = true;
     }
-    s.close();
+  }
+
+  /** Arms the proxy timeout while no response head came (once). */
+  #startTimer(): void {
+    if (this.#state !== State.AwaitingHead && this.#state !== State.Uploading) return;
+    this.#cancelTimer ??= this.#deadlines.add(this.#opts.proxyTimeoutMs, () => {
+      this.#timedOut = true;
+      this.#abandon();
+    });
+  }
+
+  /** The caller's abort signal (an EventListener object: no closure per request). */
+  handleEvent(): void {
+    this.#abandon();
   }
 
   /** The origin's response, streamed to the caller. */
@@ -379,8 +394,7 @@ class Exchange {
         this.#bytes += first.length;
         await res.write(first);
       }
-      const onAbort = () => this.#abandon();
-      req.signal.addEventListener("abort", onAbort, { once: true });
+      req.signal.addEventListener("abort", this, { once: true });
       try {
         for (;;) {
           const v = await s.read();
@@ -389,7 +403,7 @@ class Exchange {
           await res.write(v);
         }
       } finally {
-        req.signal.removeEventListener("abort", onAbort);
+        req.signal.removeEventListener("abort", this);
       }
       await res.end();
       await this.#uploadDone();

@@ -64,23 +64,10 @@ export function withHttpFront<Req extends HttpFrontRequest, Res extends HttpFron
   next: (req: Req, res: Res) => Promise<void>,
   opts: HttpFrontOptions,
 ): (req: Req, res: Res) => Promise<void> {
-  return async function httpFront(req, res) {
+  // Not async: a request for a tunnel goes on to `next` without a promise of its own.
+  return function httpFront(req, res) {
     const path = req.path;
-    const isHead = req.method === "HEAD";
-    if (path.startsWith(CHALLENGE_PREFIX)) {
-      const q = path.indexOf("?");
-      const token = path.slice(CHALLENGE_PREFIX.length, q < 0 ? undefined : q);
-      const key = req.method === "GET" || isHead ? await opts.challenge(token) : undefined;
-      return key === undefined
-        ? answer(res, 404, [["content-type", "text/plain"]], "Not Found\n", isHead)
-        : answer(
-          res,
-          200,
-          [["content-type", "text/plain"], ["cache-control", "no-store"]],
-          key,
-          isHead,
-        );
-    }
+    if (path.startsWith(CHALLENGE_PREFIX)) return challenge(req, res, opts);
     const r = opts.redirect;
     if (r) {
       const host = hostHeaderName(req.host);
@@ -92,4 +79,26 @@ export function withHttpFront<Req extends HttpFrontRequest, Res extends HttpFron
     }
     return next(req, res);
   };
+}
+
+/** Answers an HTTP-01 challenge request: the key authorization, or 404. */
+async function challenge(
+  req: HttpFrontRequest,
+  res: HttpFrontResponder,
+  opts: HttpFrontOptions,
+): Promise<void> {
+  const path = req.path;
+  const isHead = req.method === "HEAD";
+  const q = path.indexOf("?");
+  const token = path.slice(CHALLENGE_PREFIX.length, q < 0 ? undefined : q);
+  const key = req.method === "GET" || isHead ? await opts.challenge(token) : undefined;
+  return key === undefined
+    ? answer(res, 404, [["content-type", "text/plain"]], "Not Found\n", isHead)
+    : answer(
+      res,
+      200,
+      [["content-type", "text/plain"], ["cache-control", "no-store"]],
+      key,
+      isHead,
+    );
 }

@@ -211,6 +211,15 @@ const ACCEPT_BACKOFF_MS = 100;
 const WRITE_QUEUE_BYTES = 64 * 1024;
 /** Bytes of an unread request body we read and drop to keep a connection alive. */
 const DRAIN_LIMIT = 64 * 1024;
+/**
+ * What one flush joins (a head, a small body, chunk framing) is copied into a buffer
+ * from this pool instead of a new one per response: one allocation less per request,
+ * and off-heap ones cost a malloc and GC bookkeeping each. A buffer is back in the
+ * pool once its socket write completed.
+ */
+const JOIN_BUFFER_BYTES = 16 * 1024;
+const JOIN_POOL_MAX = 64;
+const joinPool: Uint8Array[] = [];
 
 const enc = new TextEncoder();
 
@@ -420,7 +429,7 @@ class Connection {
   /** When the write in progress expires (0: none). */
   #writeDeadline = 0;
   /** Bytes waiting for the socket (see writeAll), and the loop writing them. */
-  #queue: Uint8Array[] = [];
+  #queue: (Uint8Array | string)[] = [];
   #queued = 0;
   #flushing: Promise<void> | undefined;
   #writeError: WriteError | undefined;
@@ -432,8 +441,10 @@ class Connection {
   #ended = false;
   #continued = false;
   /** The watcher: stop flag, its wake-up, whether it saw the caller leave. */
-  #watching: Promise<void> | undefined;
-  #stopWatch: (() => void) | undefined;
+  /** The exchange being watched (its abort controller); undefined: none. */
+  #watched: AbortController | undefined;
+  /** The read in flight has the watcher's callback attached (not yet run). */
+  #inflightWatched = false;
   #callerGone = false;
 
   constructor(
@@ -489,7 +500,7 @@ class Connection {
     this.#phase = Phase.Closed;
     this.#readDeadline = 0;
     this.#writeDeadline = 0;
-    this.#stopWatch?.();
+    this.#watched = undefined;
     safeClose(this.#conn);
   }
 
@@ -634,9 +645,7 @@ class Connection {
       }
     }
     if (res.upgraded || res.aborted || this.#phase !== Phase.Busy) return false;
-    this.#stopWatch?.();
-    await this.#watching;
-    this.#watching = undefined;
+    this.#watched = undefined;
     if (this.#callerGone || this.#phase !== Phase.Busy) return false;
     // A body the handler did not read: drain a little to keep the connection,
     // else close (the caller may still be sending a large upload).
@@ -650,35 +659,43 @@ class Connection {
    * (up to one head's worth; beyond that TCP holds it back).
    */
   #watch(ac: AbortController): void {
-    if (this.#watching) return;
+    if (this.#watched) return;
+    this.#watched = ac;
     this.#callerGone = false;
-    let stop = false;
-    let wake: () => void = () => {};
-    const stopped = new Promise<null | "stop">((r) => wake = () => r("stop"));
-    this.#stopWatch = () => {
-      stop = true;
-      wake();
-    };
-    const limit = this.#server.limits.maxHeadBytes;
     // The watcher reads into the head buffer: keep what is pending out of its way.
     if (this.#pending.length > 0) this.#pending = this.#pending.slice();
-    this.#watching = (async () => {
-      while (!stop && this.#pending.length < limit && this.#phase === Phase.Busy) {
-        const p = this.#inflight ??= this.#conn.read(this.#buf).catch(() => null);
-        const n = await Promise.race([p, stopped]);
-        if (n === "stop") return;
-        this.#inflight = undefined;
-        if (n === null) {
-          this.#callerGone = true;
-          ac.abort();
-          return;
-        }
-        const next = new Uint8Array(this.#pending.length + n);
-        next.set(this.#pending);
-        next.set(this.#buf.subarray(0, n), this.#pending.length);
-        this.#pending = next;
-      }
-    })();
+    this.#watchNext();
+  }
+
+  /**
+   * The watcher's next read (or the one in flight). No promise race and no closure
+   * per request: one callback per connection looks at each read when it ends, and
+   * leaves it alone if the exchange is over (the next `#read` takes it over).
+   */
+  #watchNext(): void {
+    if (!this.#watched || this.#phase !== Phase.Busy) return;
+    if (this.#pending.length >= this.#server.limits.maxHeadBytes) return;
+    if (this.#inflightWatched) return;
+    const p = this.#inflight ??= this.#conn.read(this.#buf).catch(() => null);
+    this.#inflightWatched = true;
+    p.then((n) => this.#onWatchedRead(p, n));
+  }
+
+  #onWatchedRead(p: Promise<number | null>, n: number | null): void {
+    this.#inflightWatched = false;
+    // Taken over by a reader, or nobody watches now (a later watch or read takes it).
+    if (this.#inflight !== p || !this.#watched) return;
+    this.#inflight = undefined;
+    if (n === null) {
+      this.#callerGone = true;
+      this.#watched.abort();
+      return;
+    }
+    const next = new Uint8Array(this.#pending.length + n);
+    next.set(this.#pending);
+    next.set(this.#buf.subarray(0, n), this.#pending.length);
+    this.#pending = next;
+    this.#watchNext();
   }
 
   /** Reads and drops the rest of a body, up to `limit` bytes; false if it did not end. */
@@ -733,15 +750,15 @@ class Connection {
   }
 
   /**
-   * Queues `p` for the socket; the front owns `p` from here on (the caller must
-   * not change it). Resolves at once while less than `WRITE_QUEUE_BYTES` wait,
+   * Queues `parts` for the socket (strings: head text, one byte per code unit);
+   * the front owns them from here on (the caller must not change them). Resolves at once while less than `WRITE_QUEUE_BYTES` wait,
    * else when they are written. What queues up while a socket write is in flight
    * goes out in one write: a tunnel stream delivers a response in pieces as small
    * as one datagram, and with a syscall each a 100 MiB tunnel download took 1.6 s
    * where Deno.serve took 1.1-1.3; queued, 1.3 s (bench/quick.sh, same run).
    * Throws `WriteError` once the connection failed.
    */
-  async writeAll(...parts: Uint8Array[]): Promise<void> {
+  async writeAll(...parts: (Uint8Array | string)[]): Promise<void> {
     if (this.#phase === Phase.Closed) throw new WriteError("connection closed");
     if (this.#writeError) throw this.#writeError;
     for (const p of parts) {
@@ -764,23 +781,29 @@ class Connection {
   }
 
   async #flushLoop(): Promise<void> {
+    let pooled: Uint8Array | undefined;
     try {
       while (this.#queue.length > 0) {
         const q = this.#queue;
         this.#queue = [];
         const n = this.#queued;
         this.#queued = 0;
-        let out: Uint8Array;
-        if (q.length === 1) out = q[0]!;
-        else {
-          out = new Uint8Array(n);
-          let o = 0;
-          for (const c of q) {
-            out.set(c, o);
-            o += c.length;
-          }
+        const only = q.length === 1 ? q[0]! : undefined;
+        if (only !== undefined && typeof only !== "string") {
+          await this.#writeAll(only);
+          continue;
         }
-        await this.#writeAll(out);
+        let out: Uint8Array;
+        if (n <= JOIN_BUFFER_BYTES) {
+          out = pooled ??= joinPool.pop() ?? new Uint8Array(JOIN_BUFFER_BYTES);
+        } else out = new Uint8Array(n);
+        let o = 0;
+        for (const c of q) {
+          if (typeof c === "string") latin1Into(c, out, o);
+          else out.set(c, o);
+          o += c.length;
+        }
+        await this.#writeAll(out.length === n ? out : out.subarray(0, n));
       }
     } catch {
       this.#writeError = new WriteError("caller connection failed");
@@ -789,6 +812,8 @@ class Connection {
       this.#close();
     } finally {
       this.#flushing = undefined;
+      // Its write is over (done or failed): the buffer may be reused.
+      if (pooled && joinPool.length < JOIN_POOL_MAX) joinPool.push(pooled);
     }
   }
 
@@ -811,14 +836,14 @@ class Connection {
 
   /** Stops watching for a next request (the connection closes after this response). */
   endWatch(): void {
-    this.#stopWatch?.();
+    this.#watched = undefined;
   }
 
   /** Hands the raw connection over after a 101. */
   upgrade(): UpgradedConn {
     this.#phase = Phase.Upgraded;
     this.#readDeadline = 0;
-    this.#stopWatch?.();
+    this.#watched = undefined;
     const head = this.#pending.slice();
     this.#pending = EMPTY;
     return {
@@ -949,12 +974,14 @@ class Responder1 implements Responder {
     this.#length = length;
     this.#hasHead = true;
     for (const [k, v] of headers) {
-      if (k === "date") this.#date = v;
+      // The origin's Date is kept, if it is a valid field value (it skips the loop's check).
+      if (k === "date") this.#date = BAD_VALUE.test(v) ? undefined : v;
       else if (k === "upgrade") this.#upgradeValue = v;
     }
   }
 
-  #encodeHead(): Uint8Array {
+  /** The head as Latin-1 text (queued as is: the flush writes it into its buffer). */
+  #encodeHead(): string {
     const status = this.#status;
     const req = this.#req;
     this.#noBody = req.method === "HEAD" || status < 200 || status === 204 || status === 304;
@@ -990,7 +1017,7 @@ class Responder1 implements Responder {
       } else if (req.minor === 0) s += "connection: keep-alive\r\n";
     }
     s += `date: ${this.#date ?? this.#server.date}\r\n\r\n`;
-    return latin1(s);
+    return s;
   }
 
   write(chunk: Uint8Array): Promise<void> {
@@ -999,7 +1026,7 @@ class Responder1 implements Responder {
     }
     // Head, size line, chunk and CRLF are queued as pieces: the connection joins
     // them into one write, so nothing here copies the body.
-    const parts: Uint8Array[] = [];
+    const parts: (Uint8Array | string)[] = [];
     if (!this.#headSent) {
       if (!this.#hasHead) this.head(200, [], -1);
       parts.push(this.#encodeHead());
@@ -1012,7 +1039,7 @@ class Responder1 implements Responder {
           return Promise.reject(new WriteError("response body longer than its Content-Length"));
         }
       }
-      if (this.#chunked) parts.push(enc.encode(chunk.length.toString(16) + "\r\n"), chunk, CRLF);
+      if (this.#chunked) parts.push(chunk.length.toString(16) + "\r\n", chunk, CRLF);
       else parts.push(chunk);
     }
     return parts.length === 0 ? Promise.resolve() : this.#conn.writeAll(...parts);
@@ -1039,7 +1066,7 @@ class Responder1 implements Responder {
 
   async upgrade(): Promise<UpgradedConn> {
     if (this.#status !== 101) throw new Error("upgrade() needs head(101, …)");
-    const h = this.#encodeHead();
+    const h = latin1(this.#encodeHead());
     this.#headSent = true;
     this.upgraded = true;
     this.finished = true;
@@ -1058,14 +1085,22 @@ class Responder1 implements Responder {
 const LAST_CHUNK = enc.encode("0\r\n\r\n");
 const CRLF = enc.encode("\r\n");
 
-/** Encodes a head string byte per code unit (Latin-1), natively when ASCII. */
+/** Encodes a head string byte per code unit (Latin-1). */
 function latin1(s: string): Uint8Array {
   const out = new Uint8Array(s.length);
-  // encodeInto writes UTF-8: it reads the whole string into as many bytes only when ASCII.
-  const r = enc.encodeInto(s, out);
-  if (r.read === s.length && r.written === s.length) return out;
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  latin1Into(s, out, 0);
   return out;
+}
+
+/** Writes `s` byte per code unit (Latin-1) into `out` at `at`; `out` has room. */
+function latin1Into(s: string, out: Uint8Array, at: number): void {
+  // Short strings (chunk sizes) by hand; longer ones natively when ASCII: encodeInto
+  // writes UTF-8, which reads the whole string into as many bytes only for ASCII.
+  if (s.length > 32) {
+    const r = enc.encodeInto(s, at === 0 ? out : out.subarray(at, at + s.length));
+    if (r.read === s.length && r.written === s.length) return;
+  }
+  for (let i = 0; i < s.length; i++) out[at + i] = s.charCodeAt(i);
 }
 
 const REASONS: Record<number, string> = {

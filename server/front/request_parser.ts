@@ -53,7 +53,13 @@
  * left of its limit is refused as soon as that is certain.
  */
 import type { HeaderList } from "../../shared/protocol/mod.ts";
-import { hasBadValueChar, isToken, latin1, trimOws } from "../../shared/protocol/field_text.ts";
+import {
+  hasBadValueChar,
+  isToken,
+  latin1,
+  latin1Of,
+  trimOws,
+} from "../../shared/protocol/field_text.ts";
 
 /** The request cannot be read safely: answer `status` (if still possible), then close. */
 export class RequestError extends Error {
@@ -232,6 +238,9 @@ export class RequestParser {
   /** Bytes of a line (field, chunk-size, trailer) not yet complete. */
   #partial: Uint8Array[] = [];
   #partialBytes = 0;
+  /** Set by a #takeLine that returned a line (see there). */
+  #lineNext = 0;
+  #lineSize = 0;
   /** Body bytes left (Sized, ChunkData). */
   #left = 0;
   #trailerBytes = 0;
@@ -316,17 +325,17 @@ export class RequestParser {
         case State.Fields: {
           const line = this.#takeLine(buf, pos, this.#maxHeadBytes - this.#headBytes, 431, "head");
           if (line === null) return n;
-          pos = line.next;
-          this.#headBytes += line.size;
-          if (line.text === "") {
+          pos = this.#lineNext;
+          this.#headBytes += this.#lineSize;
+          if (line === "") {
             this.#onHead();
           } else {
-            const field = parseField(line.text, "header");
+            const field = parseField(line, "header");
             // HTAB is OWS, but llhttp refuses it after these values (and parsers that
             // disagree on framing are how requests get smuggled): refused anywhere in them.
             if (
               (field[0] === "content-length" || field[0] === "transfer-encoding") &&
-              line.text.includes("\t")
+              line.includes("\t")
             ) {
               throw bad(`HTAB in ${field[0]}`);
             }
@@ -351,8 +360,8 @@ export class RequestParser {
         case State.ChunkSize: {
           const line = this.#takeLine(buf, pos, this.#maxChunkLineBytes, 400, "chunk-size line");
           if (line === null) return n;
-          pos = line.next;
-          const m = CHUNK_SIZE.exec(line.text);
+          pos = this.#lineNext;
+          const m = CHUNK_SIZE.exec(line);
           if (m === null) throw bad("Invalid chunk-size line");
           // Up to 16 hex digits: exact up to 2^53 - 1, and anything above rounds to >= 2^53.
           const size = parseInt(m[1]!, 16);
@@ -387,14 +396,14 @@ export class RequestParser {
           const room = this.#maxHeadBytes - this.#trailerBytes;
           const line = this.#takeLine(buf, pos, room, 431, "trailer section");
           if (line === null) return n;
-          pos = line.next;
-          this.#trailerBytes += line.size;
-          if (line.text === "") {
+          pos = this.#lineNext;
+          this.#trailerBytes += this.#lineSize;
+          if (line === "") {
             this.#state = State.Complete;
             if (this.#trailers.length > 0) this.#events.trailers?.(this.#trailers);
             this.#events.end();
           } else {
-            const field = parseField(line.text, "trailer");
+            const field = parseField(line, "trailer");
             if (TRAILER_FORBIDDEN.has(field[0])) throw bad(`Trailer field ${field[0]} not allowed`);
             this.#trailers.push(field);
             if (this.#trailers.length > this.#maxHeaders) {
@@ -608,10 +617,11 @@ export class RequestParser {
   }
 
   /**
-   * One CRLF-ended line from the kept bytes plus `buf` from `pos`, or null (the
-   * bytes kept) to wait for more. The line, CRLF included, may take at most
-   * `room` bytes: beyond that it is refused with `status` as soon as that is
-   * certain, and its LF is never searched for further than that.
+   * One CRLF-ended line (without its CRLF) from the kept bytes plus `buf` from
+   * `pos`, or null (the bytes kept) to wait for more; `#lineNext` and `#lineSize`
+   * then say where the next byte is and the line's size with its CRLF. The line
+   * may take at most `room` bytes: beyond that it is refused with `status` as soon
+   * as that is certain, and its LF is never searched for further than that.
    */
   #takeLine(
     buf: Uint8Array,
@@ -619,29 +629,35 @@ export class RequestParser {
     room: number,
     status: number,
     what: string,
-  ): { text: string; next: number; size: number } | null {
-    const tooLarge = () => new RequestError(status, `Request ${what} too large`);
+  ): string | null {
     // A byte of the line is here (pos < buf.length): with the kept ones, does it fit?
-    if (this.#partialBytes >= room) throw tooLarge();
+    if (this.#partialBytes >= room) throw new RequestError(status, `Request ${what} too large`);
     // The LF must come before `end` for the line to fit.
     const end = Math.min(buf.length, pos + room - this.#partialBytes);
-    const at = buf.subarray(pos, end).indexOf(LF);
+    const at = end === buf.length ? buf.indexOf(LF, pos) : buf.subarray(0, end).indexOf(LF, pos);
     if (at < 0) {
       // The line will be at least one byte (its LF) longer than what has come.
       this.#partialBytes += end - pos;
-      if (this.#partialBytes >= room) throw tooLarge();
+      if (this.#partialBytes >= room) throw new RequestError(status, `Request ${what} too large`);
       this.#partial.push(buf.slice(pos));
       return null;
     }
-    const lf = pos + at;
-    const size = this.#partialBytes + at + 1;
-    let text = latin1(this.#partial, buf.subarray(pos, lf + 1));
-    this.#partial = [];
+    this.#lineNext = at + 1;
+    this.#lineSize = this.#partialBytes + at - pos + 1;
+    let text: string;
+    if (this.#partial.length === 0) {
+      // The usual case, the whole line in this buffer: decoded once, without its CRLF.
+      if (at === pos || buf[at - 1] !== CR) throw bad(`Bare LF in the request ${what}`);
+      text = at - 1 > pos ? latin1Of(buf.subarray(pos, at - 1)) : "";
+    } else {
+      text = latin1(this.#partial, buf.subarray(pos, at + 1));
+      this.#partial = [];
+      if (!text.endsWith("\r\n")) throw bad(`Bare LF in the request ${what}`);
+      text = text.slice(0, -2);
+    }
     this.#partialBytes = 0;
-    if (!text.endsWith("\r\n")) throw bad(`Bare LF in the request ${what}`);
-    text = text.slice(0, -2);
     if (text.includes("\r")) throw bad(`Bare CR in the request ${what}`);
-    return { text, next: lf + 1, size };
+    return text;
   }
 }
 
