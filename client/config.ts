@@ -1,7 +1,9 @@
 /**
  * Client configuration: CLI flags over the real environment over a `.env` file,
  * validated at start-up. Every problem names the flag and the variable it came
- * from. Pure: `client/main.ts` reads argv, env and the file and passes them in.
+ * from. Pure but for the API key file: `client/main.ts` reads argv, env and the
+ * `.env` file and passes them in; a key file (`--api-key-file`) is read through
+ * `ConfigSources.readFile`.
  * The reading itself (problems, secrets, value parsers) is `shared/config.ts`,
  * shared with the server; names and addresses are `shared/names.ts`.
  */
@@ -14,6 +16,7 @@ export const CLIENT_ENV = {
   serverAddr: "HOP_CLIENT_SERVER_ADDR",
   domain: "HOP_CLIENT_DOMAIN",
   apiKey: "HOP_CLIENT_API_KEY",
+  apiKeyFile: "HOP_CLIENT_API_KEY_FILE",
   localTarget: "HOP_CLIENT_LOCAL_TARGET",
   debug: "HOP_CLIENT_DEBUG",
   dtlsEngine: "HOP_CLIENT_DTLS_ENGINE",
@@ -27,6 +30,7 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
   serverAddr: "--server-addr",
   domain: "--domain",
   apiKey: "--api-key",
+  apiKeyFile: "--api-key-file",
   localTarget: "--local-target",
   debug: "--debug",
   dtlsEngine: "--dtls-engine",
@@ -39,6 +43,12 @@ export interface ClientConfig {
   domain: string;
   /** Never printed; `maskSecret` shows its length. */
   apiKey: Secret;
+  /**
+   * Where the key came from: the `--api-key` flag (which `ps` shows: main.ts
+   * warns), a key file (`--api-key-file` / `HOP_CLIENT_API_KEY_FILE`), the
+   * environment or `.env`.
+   */
+  apiKeySource: { kind: "flag" | "env" | "dotenv" } | { kind: "file"; path: string };
   target: URL;
   engine: DtlsEngine;
   debug: boolean;
@@ -85,6 +95,41 @@ export interface ConfigSources {
   env: Record<string, string | undefined>;
   /** The `.env` file's values. */
   dotenv: Record<string, string>;
+  /** Reads the API key file (`--api-key-file`). Default `Deno.readTextFileSync`. */
+  readFile?: (path: string) => string;
+}
+
+/**
+ * The key in a key file: surrounding whitespace and the trailing newline trimmed.
+ * Returns a problem (never the file's content) for a missing, unreadable or empty
+ * file, or one with more than one line.
+ */
+export function readApiKeyFile(
+  path: string,
+  readFile: (path: string) => string = Deno.readTextFileSync,
+): Secret | string {
+  if (path.trim() === "") return "expected a file path, got an empty value";
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return `no such file: ${path}`;
+    if (e instanceof Deno.errors.NotCapable) {
+      return `Deno may not read ${path}: add --allow-read=${path} to the deno run line ` +
+        `(the client task allows only .env)`;
+    }
+    if (e instanceof Deno.errors.PermissionDenied) {
+      return `cannot read ${path}: permission denied (the file must be readable by this user)`;
+    }
+    if (e instanceof Deno.errors.IsADirectory) return `${path} is a directory, not a file`;
+    return `cannot read ${path}: ${e instanceof Error ? e.name : "error"}`;
+  }
+  const key = text.trim();
+  if (key === "") return `${path} is empty (it must hold the domain's API key)`;
+  if (/[\r\n]/.test(key)) {
+    return `${path} has more than one line (it must hold the API key alone)`;
+  }
+  return new Secret(key);
 }
 
 /** Flags over env over `.env`; throws ConfigError listing every problem. */
@@ -123,8 +168,40 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     }
   });
 
-  const rawApiKey = required("apiKey");
-  const apiKey = rawApiKey === undefined ? undefined : new Secret(rawApiKey);
+  // The key: --api-key or --api-key-file, else either variable, else either in .env.
+  // Within one source, giving both is a mistake, not a precedence question.
+  let apiKey: Secret | undefined;
+  let apiKeySource: ClientConfig["apiKeySource"] | undefined;
+  const keyLevels = [
+    { kind: "flag", key: src.flags.apiKey, file: src.flags.apiKeyFile },
+    { kind: "env", key: src.env[CLIENT_ENV.apiKey], file: src.env[CLIENT_ENV.apiKeyFile] },
+    {
+      kind: "dotenv",
+      key: src.dotenv[CLIENT_ENV.apiKey],
+      file: src.dotenv[CLIENT_ENV.apiKeyFile],
+    },
+  ] as const;
+  const level = keyLevels.find((l) => l.key !== undefined || l.file !== undefined);
+  if (level && level.key !== undefined && level.file !== undefined) {
+    problems.add(
+      level.kind === "flag"
+        ? `Give either --api-key or --api-key-file, not both`
+        : `Set either ${CLIENT_ENV.apiKey} or ${CLIENT_ENV.apiKeyFile}, not both` +
+          (level.kind === "dotenv" ? " (in .env)" : ""),
+    );
+  } else if (level && level.file !== undefined) {
+    const r = readApiKeyFile(String(level.file), src.readFile);
+    if (typeof r === "string") problems.add(`Invalid ${where("apiKeyFile")}: ${r}`);
+    else {
+      apiKey = r;
+      apiKeySource = { kind: "file", path: String(level.file) };
+    }
+  } else if (level && typeof level.key === "string" && level.key.trim() !== "") {
+    apiKey = new Secret(level.key.trim());
+    apiKeySource = { kind: level.kind };
+  } else {
+    problems.add(`Missing ${where("apiKey")} (or ${where("apiKeyFile")})`);
+  }
 
   const rawTarget = required("localTarget");
   const target = rawTarget === undefined
@@ -159,11 +236,14 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
   }
 
   problems.throwIfAny();
-  if (!server || !domain || !apiKey || !target) throw new ConfigError(problems.list);
+  if (!server || !domain || !apiKey || !apiKeySource || !target) {
+    throw new ConfigError(problems.list);
+  }
   return {
     server,
     domain,
     apiKey,
+    apiKeySource,
     target,
     engine,
     debug,

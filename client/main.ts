@@ -2,8 +2,8 @@
  * hopgate-client: the only file that reads argv, the environment and `.env`.
  * Everything else takes options (see connector.ts `runClient`).
  *
- *   deno task client --server-addr hop.example.com:443 --domain app.example.com \
- *     --api-key ... --local-target 127.0.0.1:3000
+ *   HOP_CLIENT_API_KEY=... deno task client --server-addr hop.example.com:443 \
+ *     --domain app.example.com --local-target 127.0.0.1:3000
  */
 import { Command, CommanderError, Option } from "commander";
 import {
@@ -28,8 +28,12 @@ the working directory (read, never overriding the real environment).
 
   --server-addr   ${CLIENT_ENV.serverAddr}
   --domain        ${CLIENT_ENV.domain}
-  --api-key       ${CLIENT_ENV.apiKey}     (never printed; prefer the variable or
-                                         .env to the flag, which ps shows)
+  --api-key       ${CLIENT_ENV.apiKey}     (never printed; prefer the variable,
+                                         .env or a key file to the flag, which
+                                         ps and deno task show)
+  --api-key-file  ${CLIENT_ENV.apiKeyFile} (a file holding the key alone;
+                                         a trailing newline is ignored; Deno
+                                         needs --allow-read for its path)
   --local-target  ${CLIENT_ENV.localTarget}
   --dtls-engine   ${CLIENT_ENV.dtlsEngine}
   --debug         ${CLIENT_ENV.debug}       (true/false)
@@ -78,7 +82,12 @@ function buildProgram(): Command {
       "the HopGate server's DTLS (UDP) address, e.g. hop.example.com:443",
     )
     .option("--domain <domain>", "the domain this client serves, as registered on the server")
-    .option("--api-key <key>", "the domain's client API key, shown once at registration")
+    .option(
+      "--api-key <key>",
+      "the domain's client API key, shown once at registration (visible in ps: prefer " +
+        "--api-key-file or HOP_CLIENT_API_KEY)",
+    )
+    .option("--api-key-file <path>", "read the API key from this file")
     .option(
       "--local-target <target>",
       "the local service: host:port, a port, or an http(s):// URL (default scheme http; " +
@@ -116,7 +125,8 @@ function describe(c: ClientConfig): string {
   return [
     `server-addr   ${formatHostPort(c.server)}`,
     `domain        ${c.domain}`,
-    `api-key       ${maskSecret(c.apiKey)}`,
+    `api-key       ${maskSecret(c.apiKey)}` +
+    (c.apiKeySource.kind === "file" ? ` (from ${c.apiKeySource.path})` : ""),
     `local-target  ${c.target.href}`,
     `dtls-engine   ${c.engine}`,
     `debug         ${c.debug}`,
@@ -153,6 +163,13 @@ export async function main(argv: string[]): Promise<number> {
     for (const p of e.problems) err(`hopgate-client: ${p}\n`);
     err("(run hopgate-client --help for usage)\n");
     return 2;
+  }
+  if (config.apiKeySource.kind === "flag") {
+    err(
+      "hopgate-client: warning: --api-key puts the key on the command line, where ps, " +
+        "shell history and deno task's echo of the command show it; use --api-key-file " +
+        `PATH or ${CLIENT_ENV.apiKey} instead\n`,
+    );
   }
   if (
     config.engine === "node-dtls-client" &&

@@ -40,6 +40,7 @@
  * | HOP_SERVER_MAX_CONNECTIONS_PER_IP | 1024                                     |
  * | HOP_SERVER_MAX_HEADER_BYTES       | 65536 (request line + headers; 431)      |
  * | HOP_SERVER_MAX_HEADERS            | 100 (header fields per request; 431)     |
+ * | HOP_SERVER_MAX_TUNNELS_PER_DOMAIN | 8 (client sessions per domain at once)   |
  * | HOP_TRUSTED_PROXIES               | none (CIDRs whose X-Forwarded-For counts)|
  * | HOP_PROXY_PROTOCOL                | false (trusted peers send PROXY headers)  |
  *
@@ -112,6 +113,11 @@ export interface ServerConfig {
    * PROXY protocol header (v1 or v2) naming the caller (docs/edge.md).
    */
   proxyProtocol: boolean;
+  /**
+   * Tunnels (client sessions) one domain may have at once; one more is refused at
+   * its hello with `server_busy` (`HOP_SERVER_MAX_TUNNELS_PER_DOMAIN`).
+   */
+  maxTunnelsPerDomain: number;
 }
 
 export interface FrontConfig {
@@ -180,6 +186,7 @@ export const SERVER_ENV_NAMES = [
   "HOP_SERVER_MAX_HEADERS",
   "HOP_TRUSTED_PROXIES",
   "HOP_PROXY_PROTOCOL",
+  "HOP_SERVER_MAX_TUNNELS_PER_DOMAIN",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -361,6 +368,12 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     );
   }
 
+  const maxTunnelsPerDomain = parse(
+    "HOP_SERVER_MAX_TUNNELS_PER_DOMAIN",
+    8,
+    (v) => parseInteger(v, 1, 10_000),
+  );
+
   problems.throwIfAny();
   return {
     debug,
@@ -385,6 +398,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     front,
     trustedProxies,
     proxyProtocol,
+    maxTunnelsPerDomain,
   };
 }
 

@@ -24,6 +24,9 @@
  * | hopgate_tunnel_srtt_seconds                   | histogram | (domain)               |
  * | hopgate_dtls_handshakes_total                 | counter   | result                 |
  * | hopgate_dtls_dropped_records_total            | counter   | reason                 |
+ * | hopgate_dtls_handshakes_evicted_total         | counter   | reason                 |
+ * | hopgate_dtls_handshake_retransmits_withheld_total | counter |                      |
+ * | hopgate_tunnel_sessions_refused_total         | counter   | reason                 |
  * | hopgate_http_requests_total                   | counter   | code_class, method, (domain) |
  * | hopgate_http_request_duration_seconds         | histogram | code_class, method     |
  * | hopgate_http_requests_in_flight               | gauge     |                        |
@@ -71,6 +74,8 @@ const ADMIN_ROUTES = new Set([
 /** What metrics read from the tunnel side at scrape time. */
 export interface TunnelSource {
   readonly dtlsStats: DtlsStats;
+  /** Sessions turned away after their DTLS handshake, by reason (`TunnelHub.sessionsRefused`). */
+  readonly sessionsRefused?: Readonly<Record<string, number>>;
   /** Live (greeted) tunnels. */
   live(): Iterable<
     { readonly domain: string; readonly inFlight: number; readonly session: MuxSession }
@@ -279,6 +284,43 @@ export class ServerMetrics {
         this.reset();
         if (!s) return;
         for (const [reason, n] of Object.entries(s.dropped)) this.labels(snake(reason)).inc(n);
+      },
+    });
+    new Counter({
+      name: "hopgate_dtls_handshakes_evicted_total",
+      help: "Half-open DTLS handshakes ended to make room for a newer one, by the cap that was " +
+        "full (address_cap: the source address's; global_cap: the server's).",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        const s = self.#tunnels?.dtlsStats;
+        this.reset();
+        if (!s) return;
+        for (const [reason, n] of Object.entries(s.handshakesEvicted)) {
+          this.labels(snake(reason)).inc(n);
+        }
+      },
+    });
+    new Counter({
+      name: "hopgate_dtls_handshake_retransmits_withheld_total",
+      help: "DTLS handshake flights not sent again: the peer had been sent 3x what it sent.",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.#tunnels?.dtlsStats.handshakeRetransmitsWithheld ?? 0);
+      },
+    });
+    new Counter({
+      name: "hopgate_tunnel_sessions_refused_total",
+      help: "Sessions turned away after their DTLS handshake, by reason (tunnels_per_domain: " +
+        "the domain had HOP_SERVER_MAX_TUNNELS_PER_DOMAIN tunnels).",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        const r = self.#tunnels?.sessionsRefused;
+        this.reset();
+        if (!r) return;
+        for (const [reason, n] of Object.entries(r)) this.labels(snake(reason)).inc(n);
       },
     });
 

@@ -116,6 +116,7 @@ export async function runServer(
       lookupPsk: pskLookup.lookupPsk,
       registry,
       logger,
+      maxTunnelsPerDomain: config.maxTunnelsPerDomain,
       onSession: (session) => metrics.trackSession(session),
       ...options.tunnel,
     });
@@ -124,6 +125,9 @@ export async function runServer(
     metrics.bindTunnels({
       get dtlsStats() {
         return hub.dtlsStats;
+      },
+      get sessionsRefused() {
+        return hub.sessionsRefused;
       },
       live: () => registry.live(),
     });

@@ -3,7 +3,11 @@
  * control stream -> a live `Tunnel` in the registry, until the session ends.
  *
  * Several clients of one domain may be connected at once: `pick(domain)` spreads
- * requests across them (round robin), skipping any that is closing.
+ * requests across them (round robin), skipping any that is closing. At most
+ * `maxTunnelsPerDomain` of them (`HOP_SERVER_MAX_TUNNELS_PER_DOMAIN`): each session
+ * costs memory (mux buffers, streams), and a key is all it takes to open one, so
+ * one more is refused at its hello with `server_busy` and a message saying why.
+ * Sessions still waiting for their hello are bounded per domain as well.
  */
 import {
   DtlsServer,
@@ -64,12 +68,37 @@ export interface TunnelHubOptions {
   muxParams?: Partial<MuxParams>;
   /** Passed through to the DTLS server (handshake cap, datagram size...). */
   dtls?: Partial<Omit<DtlsServerOptions, "hostname" | "port" | "lookupPsk" | "onConnection">>;
-  /** Time allowed for the hello after the DTLS handshake. Default 10 s. */
+  /** Time allowed for the hello after the DTLS handshake, in all. Default 10 s. */
   helloTimeoutMs?: number;
+  /**
+   * Greeted tunnels per domain; a session beyond it is refused at its hello
+   * (`server_busy`). Also the bound on a domain's sessions waiting for their hello.
+   * Default 8 (`DEFAULT_MAX_TUNNELS_PER_DOMAIN`).
+   */
+  maxTunnelsPerDomain?: number;
   /** Called for every mux session as it starts, greeted or not (metrics). */
   onSession?: (session: MuxSession) => void;
   /** DTLS, mux and hello timers run on this (tests pass a fake one). Default realClock. */
   clock?: Clock;
+}
+
+/** The default of `TunnelHubOptions.maxTunnelsPerDomain` (and `HOP_SERVER_MAX_TUNNELS_PER_DOMAIN`). */
+export const DEFAULT_MAX_TUNNELS_PER_DOMAIN = 8;
+
+/** Sessions the hub turned away (after their DTLS handshake), by reason. */
+export interface TunnelRefusals {
+  /** The domain already had `maxTunnelsPerDomain` tunnels: refused at the hello (server_busy). */
+  tunnelsPerDomain: number;
+  /** The domain already had `maxTunnelsPerDomain` sessions waiting for their hello: closed at once. */
+  pendingPerDomain: number;
+  /** No hello within `helloTimeoutMs`. */
+  helloTimeout: number;
+  /** Refused at the hello: version_mismatch. */
+  versionMismatch: number;
+  /** Refused at the hello: domain_mismatch. */
+  domainMismatch: number;
+  /** A malformed or missing hello, or the session ended before it. */
+  badHello: number;
 }
 
 export class TunnelHub {
@@ -78,11 +107,30 @@ export class TunnelHub {
   readonly #log: Logger;
   readonly #opts: TunnelHubOptions;
   readonly #pending = new Set<MuxSession>();
+  /** Sessions waiting for their hello, per domain. */
+  readonly #pendingByDomain = new Map<string, number>();
+  /** Tunnels welcomed and not yet in the registry (the welcome is being written), per domain. */
+  readonly #welcoming = new Map<string, number>();
+  readonly #maxPerDomain: number;
+  readonly #refused: TunnelRefusals = {
+    tunnelsPerDomain: 0,
+    pendingPerDomain: 0,
+    helloTimeout: 0,
+    versionMismatch: 0,
+    domainMismatch: 0,
+    badHello: 0,
+  };
   #rr = 0;
   #closing = false;
 
   constructor(opts: TunnelHubOptions) {
     this.#opts = opts;
+    this.#maxPerDomain = opts.maxTunnelsPerDomain ?? DEFAULT_MAX_TUNNELS_PER_DOMAIN;
+    if (!Number.isInteger(this.#maxPerDomain) || this.#maxPerDomain < 1) {
+      throw new RangeError(
+        `maxTunnelsPerDomain must be a positive integer, got ${this.#maxPerDomain}`,
+      );
+    }
     this.#registry = opts.registry;
     this.#log = opts.logger;
     this.#dtls = DtlsServer.listen({
@@ -106,6 +154,17 @@ export class TunnelHub {
   }
   get dtlsStats(): DtlsStats {
     return this.#dtls.stats;
+  }
+  /** Sessions turned away after their DTLS handshake, by reason (metrics read it). */
+  get sessionsRefused(): Readonly<TunnelRefusals> {
+    return this.#refused;
+  }
+
+  /** A domain's tunnels: in the registry (closing ones too) or being welcomed. */
+  #tunnelCount(domain: string): number {
+    let n = this.#welcoming.get(domain) ?? 0;
+    for (const _ of this.#registry.sessionsOf(domain)) n++;
+    return n;
   }
 
   /** The next usable tunnel for a domain, round robin; undefined if none. */
@@ -135,7 +194,48 @@ export class TunnelHub {
       return;
     }
     this.#opts.onSession?.(session);
+    const max = this.#maxPerDomain;
+    const waiting = this.#pendingByDomain.get(domain) ?? 0;
+    if (waiting >= max) {
+      this.#refused.pendingPerDomain++;
+      const reason = `${domain} has ${waiting} sessions waiting for their hello, the most allowed`;
+      this.#log.info("tunnel refused", {
+        component: "tunnel",
+        domain,
+        peer: formatHostPort(conn.remoteAddr),
+        error: reason,
+      });
+      session.abort(undefined, reason);
+      return;
+    }
     this.#pending.add(session);
+    this.#pendingByDomain.set(domain, waiting + 1);
+    let waitingDone = false;
+    const doneWaiting = () => {
+      if (waitingDone) return;
+      waitingDone = true;
+      this.#pending.delete(session);
+      const n = (this.#pendingByDomain.get(domain) ?? 1) - 1;
+      if (n > 0) this.#pendingByDomain.set(domain, n);
+      else this.#pendingByDomain.delete(domain);
+    };
+    // A welcomed session holds a slot from the decision on, before it reaches the
+    // registry (the welcome is written in between): concurrent hellos cannot overshoot.
+    let reserved = false;
+    const unreserve = () => {
+      if (!reserved) return;
+      reserved = false;
+      const n = (this.#welcoming.get(domain) ?? 1) - 1;
+      if (n > 0) this.#welcoming.set(domain, n);
+      else this.#welcoming.delete(domain);
+    };
+    // One deadline for the whole hello (control stream, then the hello on it).
+    const helloMs = this.#opts.helloTimeoutMs ?? 10_000;
+    let timedOut = false;
+    const deadline = clock.setTimer(() => {
+      timedOut = true;
+      session.abort(undefined, `no hello within ${helloMs} ms`);
+    }, helloMs);
     const id = crypto.randomUUID();
     awaitHello(
       session,
@@ -155,12 +255,27 @@ export class TunnelHub {
             message: `key is for ${domain}, not ${hello.domain}`,
           };
         }
+        const tunnels = this.#tunnelCount(domain);
+        if (tunnels >= max) {
+          return {
+            t: "reject",
+            code: "server_busy",
+            message: `${domain} already has ${tunnels} tunnel${tunnels === 1 ? "" : "s"} ` +
+              `connected, the most this server ` +
+              `allows per domain (HOP_SERVER_MAX_TUNNELS_PER_DOMAIN=${max}); stop another ` +
+              `client of ${domain} or ask the operator to raise the limit`,
+          };
+        }
+        reserved = true;
+        this.#welcoming.set(domain, (this.#welcoming.get(domain) ?? 0) + 1);
         return { t: "welcome", session: id, server: SERVER_VERSION };
       },
-      this.#opts.helloTimeoutMs ?? 10_000,
+      helloMs,
       clock,
     ).then(({ hello }) => {
-      this.#pending.delete(session);
+      clock.clearTimer(deadline);
+      doneWaiting();
+      unreserve();
       if (this.#closing || session.isClosed) return;
       const splice = hello.features?.includes(FEATURE_SPLICE) ?? false;
       const tunnel = new Tunnel(id, domain, session, conn.remoteAddr, hello.client, splice);
@@ -193,8 +308,22 @@ export class TunnelHub {
         });
       });
     }).catch((e) => {
-      this.#pending.delete(session);
-      const reason = e instanceof HelloRejectedError ? `${e.code}: ${e.message}` : String(e);
+      clock.clearTimer(deadline);
+      doneWaiting();
+      unreserve();
+      let reason = e instanceof HelloRejectedError ? `${e.code}: ${e.message}` : String(e);
+      if (this.#closing) {
+        // shutting down: not a refusal
+      } else if (timedOut) {
+        this.#refused.helloTimeout++;
+        reason = `no hello within ${helloMs} ms`;
+      } else if (e instanceof HelloRejectedError && e.code === "server_busy") {
+        this.#refused.tunnelsPerDomain++;
+      } else if (e instanceof HelloRejectedError && e.code === "version_mismatch") {
+        this.#refused.versionMismatch++;
+      } else if (e instanceof HelloRejectedError && e.code === "domain_mismatch") {
+        this.#refused.domainMismatch++;
+      } else this.#refused.badHello++;
       this.#log.info("tunnel hello refused", { component: "tunnel", domain, error: reason });
       // Give the reject a moment to reach the client before closing.
       clock.setTimer(() => session.abort(undefined, reason), 200);

@@ -1,8 +1,9 @@
 /**
  * Our DTLS server (and client) against hostile input on real UDP sockets: truncated and
  * random datagrams, a forged plaintext alert, replayed and tampered records, a ClientHello
- * flood without cookies, and cookie-valid handshakes beyond the cap. Each must be dropped and
- * counted in the stats, nothing may crash, and an established session must keep working.
+ * flood without cookies, cookie-valid handshakes beyond the cap (the oldest are evicted) and
+ * a silent cookie-valid flood from one address. Each must be dropped or evicted and counted in
+ * the stats, nothing may crash, and an established session must keep working.
  *
  * The established session runs our client ↔ our server through the relay, which captures
  * records (intercept) and sends copies from the session's own address (inject).
@@ -87,16 +88,17 @@ function helloVerifyCookie(d: Uint8Array): Uint8Array | undefined {
 
 /** A plain UDP socket with a receive queue. */
 class Raw {
-  readonly sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  readonly sock: Deno.DatagramConn;
   readonly got: Uint8Array[] = [];
   #loop: Promise<void>;
   #closed = false;
-  constructor() {
+  constructor(hostname = "127.0.0.1") {
+    const sock = this.sock = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
     this.#loop = (async () => {
       const buf = new Uint8Array(65536);
       while (!this.#closed) {
         try {
-          const [view] = await this.sock.receive(buf);
+          const [view] = await sock.receive(buf);
           this.got.push(view.slice());
         } catch {
           if (this.#closed) return;
@@ -196,7 +198,7 @@ async function withSession(
     }
     // Whatever happened, nothing crashed and the session is intact.
     assert.equal(c.closed, false, `client closed: ${inbox.closedWith}`);
-    assert.equal(echo.conns.length, 1);
+    assert.equal(echo.conns.filter((c) => !c.closed).length, 1, "other connections left open");
     assert.equal(echo.conns[0]!.closed, false, `server conn closed: ${echo.closes.get(0)}`);
   } finally {
     conn?.close();
@@ -422,7 +424,18 @@ Deno.test("a ClientHello flood without cookies creates no state", async () => {
   });
 });
 
-Deno.test("cookie-valid handshakes beyond maxHandshakes are refused and counted", async () => {
+/** Completes the cookie exchange from `r` (a real, verified start), then stays silent. */
+async function cookieValidStart(r: Raw, port: number, rnd: () => number): Promise<void> {
+  const random = Uint8Array.from({ length: 32 }, () => Math.floor(rnd() * 256));
+  await r.send(clientHello(random, new Uint8Array(0), 0), port);
+  await waitUntil(() => r.got.length > 0, 5000, () => "no HelloVerifyRequest");
+  const cookie = helloVerifyCookie(r.got[0]!);
+  assert.ok(cookie && cookie.length > 0, "not a HelloVerifyRequest");
+  // Same ClientHello, now with the cookie (message_seq 1).
+  await r.send(clientHello(random, cookie, 1), port);
+}
+
+Deno.test("cookie-valid handshakes beyond maxHandshakes evict the oldest, counted; a newcomer still gets in", async () => {
   const cap = 3;
   const attackers = 8;
   await withSession(async (s) => {
@@ -430,30 +443,89 @@ Deno.test("cookie-valid handshakes beyond maxHandshakes are refused and counted"
     const socks = Array.from({ length: attackers }, () => new Raw());
     try {
       const rnd = mulberry32(7);
-      for (const r of socks) {
-        const random = Uint8Array.from({ length: 32 }, () => Math.floor(rnd() * 256));
-        await r.send(clientHello(random, new Uint8Array(0), 0), s.echo.port);
-        await waitUntil(() => r.got.length > 0, 5000, () => "no HelloVerifyRequest");
-        const cookie = helloVerifyCookie(r.got[0]!);
-        assert.ok(cookie && cookie.length > 0, "not a HelloVerifyRequest");
-        // Same ClientHello, now with the cookie (message_seq 1): a real, verified start.
-        await r.send(clientHello(random, cookie, 1), s.echo.port);
-      }
+      for (const r of socks) await cookieValidStart(r, s.echo.port, rnd);
       await waitUntil(
-        () =>
-          s.echo.server.stats.handshakesStarted - before.handshakesStarted +
-              (s.echo.server.stats.dropped.handshakeCap - before.dropped.handshakeCap) >= attackers,
+        () => s.echo.server.stats.handshakesStarted - before.handshakesStarted >= attackers,
         5000,
         () => "the cookie-valid ClientHellos were not all handled",
       );
       const after = s.echo.server.stats;
-      assert.equal(after.handshakesStarted - before.handshakesStarted, cap);
-      assert.equal(after.dropped.handshakeCap - before.dropped.handshakeCap, attackers - cap);
+      assert.equal(after.handshakesStarted - before.handshakesStarted, attackers);
+      assert.equal(
+        after.handshakesEvicted.globalCap - before.handshakesEvicted.globalCap,
+        attackers - cap,
+      );
       assert.equal(s.echo.server.handshakesInProgress, cap);
+      // The newest three are the ones left: each got its server flight (ServerHello).
+      await waitUntil(
+        () => socks.slice(-cap).every((r) => r.got.some((d) => d[13] === 2)),
+        5000,
+        () => "the newest half-open handshakes got no ServerHello",
+      );
+      // With every slot held, a real client still gets in (it evicts the oldest).
+      const t0 = performance.now();
+      const late = await dtlsConnect({
+        hostname: "127.0.0.1",
+        port: s.echo.port,
+        identity: IDENTITY,
+        psk: PSK,
+        handshakeTimeoutMs: 5000,
+      });
+      assert.ok(performance.now() - t0 < 2000);
+      late.close();
+      await waitUntil(() => s.echo.conns.at(-1)!.closed, 5000, () => "not closed");
       // Half-open handshakes do not disturb the established session.
       await s.roundTrip("after-cap");
     } finally {
       await Promise.all(socks.map((r) => r.close()));
     }
-  }, { maxHandshakes: 3 });
+  }, { maxHandshakes: cap });
+});
+
+Deno.test("a silent cookie-valid flood from one address does not delay a real client", async () => {
+  const attackers = 300;
+  await withSession(async (s) => {
+    const before = snapshot(s.echo.server.stats);
+    // The attacker is 127.0.0.2 (loopback, another address); the real client 127.0.0.1.
+    const socks = Array.from({ length: attackers }, () => new Raw("127.0.0.2"));
+    try {
+      const rnd = mulberry32(11);
+      const t0 = performance.now();
+      for (let i = 0; i < attackers; i += 20) {
+        await Promise.all(socks.slice(i, i + 20).map((r) => cookieValidStart(r, s.echo.port, rnd)));
+      }
+      await waitUntil(
+        () => s.echo.server.stats.handshakesStarted - before.handshakesStarted >= attackers,
+        5000,
+        () => "the cookie-valid ClientHellos were not all handled",
+      );
+      const floodMs = performance.now() - t0;
+      const t1 = performance.now();
+      const client = await dtlsConnect({
+        hostname: "127.0.0.1",
+        port: s.echo.port,
+        identity: IDENTITY,
+        psk: PSK,
+        handshakeTimeoutMs: 5000,
+      });
+      const clientMs = performance.now() - t1;
+      client.close();
+      await waitUntil(() => s.echo.conns.at(-1)!.closed, 5000, () => "not closed");
+      const after = s.echo.server.stats;
+      console.log(
+        `${attackers} cookie-valid hellos in ${floodMs.toFixed(0)} ms; the real client ` +
+          `connected in ${clientMs.toFixed(0)} ms; evicted ` +
+          `${after.handshakesEvicted.addressCap - before.handshakesEvicted.addressCap}`,
+      );
+      assert.ok(clientMs < 1000, `the real client took ${clientMs} ms`);
+      assert.equal(
+        after.handshakesEvicted.addressCap - before.handshakesEvicted.addressCap,
+        attackers - 16,
+      );
+      assert.equal(s.echo.server.handshakesInProgress, 16);
+      await s.roundTrip("after-silent-flood");
+    } finally {
+      await Promise.all(socks.map((r) => r.close()));
+    }
+  });
 });

@@ -58,6 +58,11 @@ export interface ConnectionOptions {
   stats: DtlsStats;
   /** Called once when the connection closes, for the owner's bookkeeping. */
   onClosed?: (conn: Connection) => void;
+  /**
+   * Asked before a handshake flight of `bytes` is sent again; false withholds it
+   * (the server's anti-amplification budget). Default: always allowed.
+   */
+  retransmitAllowed?: (bytes: number) => boolean;
 }
 
 export class Connection implements DtlsConn, RecordIO {
@@ -67,6 +72,7 @@ export class Connection implements DtlsConn, RecordIO {
   readonly stats: DtlsStats;
   readonly #transmit: (d: Uint8Array) => void;
   readonly #onClosed: ((c: Connection) => void) | undefined;
+  readonly #retransmitAllowed: ((bytes: number) => boolean) | undefined;
   #maxDatagramSize: number;
 
   /** `send` seals the datagram into a record of its own: the caller may reuse its buffer. */
@@ -103,6 +109,7 @@ export class Connection implements DtlsConn, RecordIO {
     this.handshakeMtu = opts.handshakeMtu;
     this.stats = opts.stats;
     this.#onClosed = opts.onClosed;
+    this.#retransmitAllowed = opts.retransmitAllowed;
   }
 
   get maxDatagramSize(): number {
@@ -184,8 +191,13 @@ export class Connection implements DtlsConn, RecordIO {
     this.#writeSeq[epoch] = seq;
   }
 
-  onRetransmit(): void {
+  onRetransmit(bytes: number): boolean {
+    if (this.#retransmitAllowed && !this.#retransmitAllowed(bytes)) {
+      this.stats.handshakeRetransmitsWithheld++;
+      return false;
+    }
     this.stats.flightsRetransmitted++;
+    return true;
   }
 
   /** Sets the payload size after the handshake (it depends on the suite's overhead). */

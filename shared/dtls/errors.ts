@@ -5,6 +5,7 @@ export type DtlsErrorCode =
   | "ALERT_RECEIVED" // the peer sent a fatal alert; `alert` says which
   | "HANDSHAKE_TIMEOUT" // no answer within the handshake deadline
   | "HANDSHAKE_FAILED" // we aborted the handshake; `alert` says what we sent
+  | "HANDSHAKE_EVICTED" // (server) a half-open handshake made room for a newer one
   | "CLOSED" // the connection or socket was closed
   | "RESOLVE_FAILED" // the server's host name did not resolve
   | "ABORTED"; // the caller's AbortSignal fired

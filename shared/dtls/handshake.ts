@@ -46,7 +46,11 @@ export interface RecordIO {
   switchWriteEpoch(): void;
   readonly writeEpoch: number;
   readonly writeCipher: RecordCipher | undefined;
-  onRetransmit(): void;
+  /**
+   * Called before a flight is sent again (`bytes`: its size on the wire). False
+   * withholds it: a timer retransmission then stops until the peer sends again.
+   */
+  onRetransmit(bytes: number): boolean;
   /** Forgets the anti-replay state of an epoch (after a stateless HelloVerifyRequest). */
   resetReadWindow(epoch: number): void;
 }
@@ -96,6 +100,8 @@ export abstract class Handshake {
   #timer: unknown;
   #rto: number;
   #lastResendAt = -Infinity;
+  /** Bytes the current flight took on the wire when last sent. */
+  #flightBytes = 0;
   finished = false;
   failed: DtlsError | undefined;
 
@@ -270,7 +276,9 @@ export abstract class Handshake {
     const mtu = this.io.handshakeMtu;
     const datagram: Uint8Array[] = [];
     let size = 0;
+    this.#flightBytes = 0;
     const push = (record: Uint8Array) => {
+      this.#flightBytes += record.length;
       if (size + record.length > mtu && datagram.length) {
         this.io.transmit(joinRecords(datagram, size));
         datagram.length = 0;
@@ -303,7 +311,7 @@ export abstract class Handshake {
     this.#timer = this.#clock.setTimer(() => {
       this.#timer = undefined;
       if (this.finished || this.failed) return;
-      this.io.onRetransmit();
+      if (!this.io.onRetransmit(this.#flightBytes)) return; // withheld: wait for the peer
       this.#transmitFlight();
       this.#rto = Math.min(this.#rto * 2, this.timers.maxRtoMs);
       this.#arm();
@@ -314,8 +322,8 @@ export abstract class Handshake {
     if (this.#flight.length === 0) return;
     const now = this.#clock.now();
     if (now - this.#lastResendAt < 100) return; // one answer per burst of duplicates
+    if (!this.io.onRetransmit(this.#flightBytes)) return;
     this.#lastResendAt = now;
-    this.io.onRetransmit();
     this.#transmitFlight();
   }
 

@@ -3,7 +3,13 @@
  *
  * Before a ClientHello carries a valid cookie the server keeps no state for a
  * peer (it answers with a HelloVerifyRequest computed from the packet alone), so
- * spoofed floods cost it no memory. Concurrent handshakes are capped.
+ * spoofed floods cost it no memory. A valid cookie only proves the peer receives
+ * at its address: half-open handshakes (cookie checked, not finished) are bounded
+ * per source address and in all, and a full cap evicts the oldest half-open
+ * handshake rather than refuse the newcomer, so a peer that opens handshakes and
+ * falls silent can hold slots only until newer handshakes push it out. Toward a
+ * half-open peer the server sends at most `handshakeAmplificationLimit` times the
+ * bytes it received from it; retransmissions beyond that wait for the peer.
  */
 import { AlertLevel, ContentType, HandshakeType, RECORD_HEADER_SIZE } from "./constants.ts";
 import { CookieJar } from "./cookie.ts";
@@ -33,8 +39,24 @@ export interface DtlsServerOptions {
   lookupPsk: PskLookup;
   /** Called for each connection once its handshake completes. */
   onConnection: (conn: DtlsConn) => void;
-  /** Handshakes in progress at once; more are dropped until some finish. Default 1000. */
+  /**
+   * Half-open handshakes (cookie checked, not finished) at once. When full, a new
+   * one evicts the oldest. Default 1000.
+   */
   maxHandshakes?: number;
+  /**
+   * Half-open handshakes per source address (an IPv4 address, an IPv6 /64; the
+   * port does not count). When full, a new one from that address evicts that
+   * address's oldest. Default 16.
+   */
+  maxHandshakesPerAddress?: number;
+  /**
+   * A half-open handshake sends its peer at most this many times the UDP bytes it
+   * received from it (the first flight always goes out): retransmissions beyond
+   * that are withheld until the peer sends again. The factor is QUIC's for
+   * unvalidated addresses (RFC 9000 8.1). Default 3.
+   */
+  handshakeAmplificationLimit?: number;
   /** A handshake not finished in this time is abandoned. Default 30 000 ms. */
   handshakeTimeoutMs?: number;
   /**
@@ -46,7 +68,11 @@ export interface DtlsServerOptions {
   initialRtoMs?: number;
   /** Ceiling for the doubling retransmission timeout. Default 8000 ms. */
   maxRtoMs?: number;
-  /** Called when a handshake fails, with the peer and the reason (for logs). */
+  /**
+   * Called when a handshake fails, with the peer and the reason (for logs). Not
+   * called for evictions, which a flood causes by the thousand: those are counted
+   * in `stats.handshakesEvicted`.
+   */
   onHandshakeError?: (peer: PeerAddr, error: DtlsError) => void;
   /** UDP payload limit for handshake flights (they fragment to fit). Default maxDatagramSize + 37, at least 1237. */
   handshakeMtu?: number;
@@ -54,6 +80,19 @@ export interface DtlsServerOptions {
   socket?: PacketSocketFactory;
   /** Handshake timers and cookie-secret rotation run on this. Default realClock. */
   clock?: Clock;
+}
+
+/** A handshake past the cookie check and not finished: what eviction and the byte budget need. */
+interface HalfOpen {
+  /** The peer's "ip|port", the key of `#conns`. */
+  readonly key: string;
+  readonly conn: Connection;
+  /** The source address group the per-address cap counts (`addressGroup`). */
+  readonly group: string;
+  /** UDP payload bytes received from the peer since (and with) its cookie-bearing ClientHello. */
+  received: number;
+  /** UDP payload bytes sent to the peer for this association. */
+  sent: number;
 }
 
 /** A DTLS 1.2 PSK server: one UDP socket, many peers, stateless cookies before any per-peer state. */
@@ -66,12 +105,17 @@ export class DtlsServer {
   readonly #socket: PacketSocket;
   readonly #conns = new Map<string, Connection>();
   readonly #cookies: CookieJar;
-  #handshaking = 0;
+  /** Half-open handshakes by peer key, oldest first (Map keeps insertion order). */
+  readonly #halfOpen = new Map<string, HalfOpen>();
+  /** The same, per address group, oldest first. */
+  readonly #halfOpenByGroup = new Map<string, Set<HalfOpen>>();
   #closed = false;
 
   private constructor(opts: DtlsServerOptions) {
     this.#opts = {
       maxHandshakes: 1000,
+      maxHandshakesPerAddress: 16,
+      handshakeAmplificationLimit: 3,
       handshakeTimeoutMs: 30_000,
       maxDatagramSize: (peer: PeerAddr) => defaultMaxDatagramSize(peer.hostname),
       initialRtoMs: 500,
@@ -84,6 +128,16 @@ export class DtlsServer {
     this.#cookies = new CookieJar(undefined, () => clock.now());
     if (typeof this.#opts.maxDatagramSize === "number") {
       checkDatagramSize(this.#opts.maxDatagramSize);
+    }
+    for (const k of ["maxHandshakes", "maxHandshakesPerAddress"] as const) {
+      const n = this.#opts[k];
+      if (!Number.isInteger(n) || n < 1) {
+        throw new RangeError(`${k} must be a positive integer, got ${n}`);
+      }
+    }
+    const amp = this.#opts.handshakeAmplificationLimit;
+    if (!(amp >= 1)) {
+      throw new RangeError(`handshakeAmplificationLimit must be at least 1, got ${amp}`);
     }
     this.#socket = this.#opts.socket(
       opts.hostname,
@@ -108,7 +162,7 @@ export class DtlsServer {
   }
   /** Handshakes started (cookie checked) and not yet finished or abandoned. */
   get handshakesInProgress(): number {
-    return this.#handshaking;
+    return this.#halfOpen.size;
   }
 
   #onDatagram(data: Uint8Array, from: Deno.NetAddr): void {
@@ -118,6 +172,10 @@ export class DtlsServer {
     const key = from.hostname + "|" + from.port;
     const conn = this.#conns.get(key);
     if (conn && !(conn.established && isClientHello(data))) {
+      if (!conn.established) {
+        const h = this.#halfOpen.get(key);
+        if (h) h.received += data.length;
+      }
       conn.handleDatagram(data);
       return;
     }
@@ -162,33 +220,45 @@ export class DtlsServer {
       this.#sendHelloVerify(data, from, f.messageSeq, this.#cookies.make(key, ch.value));
       return;
     }
-    if (this.#handshaking >= this.#opts.maxHandshakes) {
-      stats.dropped.handshakeCap++;
-      return;
-    }
     // A new valid handshake from the address of an established session: the client
     // restarted on the same port. The old session is gone for it.
     old?.close("replaced by a new handshake from the same address");
 
     const o = this.#opts;
+    const group = addressGroup(from.hostname);
+    this.#makeRoom(group);
     const to = netAddr(from);
     const peer = { hostname: from.hostname, port: from.port };
     const maxDatagramSize = typeof o.maxDatagramSize === "number"
       ? o.maxDatagramSize
       : checkDatagramSize(o.maxDatagramSize(peer));
-    const conn = new Connection({
+    const conn: Connection = new Connection({
       role: "server",
       remoteAddr: peer,
-      transmit: (d) => this.#socket.send(d, to),
+      transmit: (d) => {
+        half.sent += d.length;
+        this.#socket.send(d, to);
+      },
       maxDatagramSize,
       handshakeMtu: o.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + 37,
       stats,
       onClosed: (c) => {
         if (this.#conns.get(key) === c) this.#conns.delete(key);
+        // Closed mid-handshake (close_notify, shutdown): end the handshake so its slot
+        // and timer go now.
+        if (!c.established) {
+          c.handshake?.fail(new DtlsError("CLOSED", "Connection closed during the handshake"));
+        }
       },
+      retransmitAllowed: (bytes) =>
+        conn.established || half.sent + bytes <= o.handshakeAmplificationLimit * half.received,
     });
+    const half: HalfOpen = { key, conn, group, received: data.length, sent: 0 };
     this.#conns.set(key, conn);
-    this.#handshaking++;
+    this.#halfOpen.set(key, half);
+    let mine = this.#halfOpenByGroup.get(group);
+    if (!mine) this.#halfOpenByGroup.set(group, mine = new Set());
+    mine.add(half);
     stats.handshakesStarted++;
     let settled = false;
     const timeout = o.clock.setTimer(() => {
@@ -202,12 +272,14 @@ export class DtlsServer {
         if (settled) return;
         settled = true;
         o.clock.clearTimer(timeout);
-        this.#handshaking--;
+        this.#forget(half);
         if (err) {
           stats.handshakesFailed++;
           if (err.alert !== undefined) conn.sendAlert(AlertLevel.Fatal, err.alert);
           conn.terminate(err.message);
-          o.onHandshakeError?.(conn.remoteAddr, err);
+          if (err.code !== "HANDSHAKE_EVICTED" && !this.#closed) {
+            o.onHandshakeError?.(conn.remoteAddr, err);
+          }
           return;
         }
         const suite = hs.suite!;
@@ -227,6 +299,37 @@ export class DtlsServer {
       encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body),
       f.messageSeq,
     );
+  }
+
+  /** Evicts the oldest half-open handshakes until a new one from `group` fits both caps. */
+  #makeRoom(group: string): void {
+    const o = this.#opts;
+    const evicted = this.stats.handshakesEvicted;
+    for (;;) {
+      const mine = this.#halfOpenByGroup.get(group);
+      if (!mine || mine.size < o.maxHandshakesPerAddress) break;
+      evicted.addressCap++;
+      this.#evict(mine.values().next().value!, "its address has too many half-open handshakes");
+    }
+    while (this.#halfOpen.size >= o.maxHandshakes) {
+      evicted.globalCap++;
+      this.#evict(this.#halfOpen.values().next().value!, "too many half-open handshakes");
+    }
+  }
+
+  /** Ends a half-open handshake without a word to the peer (it may be the flood). */
+  #evict(half: HalfOpen, why: string): void {
+    half.conn.handshake?.fail(
+      new DtlsError("HANDSHAKE_EVICTED", `Handshake evicted for a newer one: ${why}`),
+    );
+    this.#forget(half); // already done by the handshake's end; this guards the loops above
+    half.conn.terminate("handshake evicted");
+  }
+
+  #forget(half: HalfOpen): void {
+    if (this.#halfOpen.get(half.key) === half) this.#halfOpen.delete(half.key);
+    const mine = this.#halfOpenByGroup.get(half.group);
+    if (mine?.delete(half) && mine.size === 0) this.#halfOpenByGroup.delete(half.group);
   }
 
   #sendHelloVerify(
@@ -254,6 +357,24 @@ export class DtlsServer {
     this.#socket.close();
     await this.#socket.done;
   }
+}
+
+/**
+ * The source address the per-address cap counts: an IPv4 address as is (also when
+ * IPv4-mapped), an IPv6 address by its /64, which one host usually holds whole.
+ */
+export function addressGroup(ip: string): string {
+  const bare = ip.startsWith("[") && ip.endsWith("]") ? ip.slice(1, -1) : ip;
+  if (!bare.includes(":")) return bare;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare);
+  if (mapped) return mapped[1]!;
+  const noZone = bare.split("%")[0]!.toLowerCase();
+  const [head = "", tail] = noZone.split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === undefined || tail === "" ? [] : tail.split(":");
+  const zeros = tail === undefined ? 0 : Math.max(0, 8 - left.length - right.length);
+  const words = [...left, ...Array<string>(zeros).fill("0"), ...right];
+  return words.slice(0, 4).map((w) => (parseInt(w, 16) || 0).toString(16)).join(":") + "::/64";
 }
 
 function readU48(d: Uint8Array, o: number): number {

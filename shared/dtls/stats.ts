@@ -16,8 +16,19 @@ export interface DtlsStats {
   handshakesCompleted: number;
   /** Handshakes that ended in an alert or a timeout. */
   handshakesFailed: number;
-  /** Handshake flights sent again after their timer fired. */
+  /** Handshake flights sent again (their timer fired, or the peer resent its own). */
   flightsRetransmitted: number;
+  /**
+   * Handshake flights not sent again because the handshake had already sent its
+   * peer `handshakeAmplificationLimit` times what it received (server).
+   */
+  handshakeRetransmitsWithheld: number;
+  /**
+   * Half-open handshakes ended to make room for a newer one (server), by the cap
+   * that was full: the source address's (`maxHandshakesPerAddress`) or the
+   * server's (`maxHandshakes`). Also counted in `handshakesFailed`.
+   */
+  handshakesEvicted: { addressCap: number; globalCap: number };
   /** Alerts sent. */
   alertsSent: number;
   /** Alerts received. */
@@ -36,8 +47,6 @@ export interface DtlsStats {
     noSession: number;
     /** ClientHello with a missing or wrong cookie (answered with HelloVerifyRequest). */
     badCookie: number;
-    /** ClientHello refused because the concurrent-handshake cap was reached. */
-    handshakeCap: number;
     /** A well-formed record that is not valid in the current state. */
     unexpected: number;
     /** Application data we could not deliver (no handler queue room, or not established). */
@@ -57,6 +66,8 @@ export function newStats(): DtlsStats {
     handshakesCompleted: 0,
     handshakesFailed: 0,
     flightsRetransmitted: 0,
+    handshakeRetransmitsWithheld: 0,
+    handshakesEvicted: { addressCap: 0, globalCap: 0 },
     alertsSent: 0,
     alertsReceived: 0,
     dropped: {
@@ -66,7 +77,6 @@ export function newStats(): DtlsStats {
       wrongEpoch: 0,
       noSession: 0,
       badCookie: 0,
-      handshakeCap: 0,
       unexpected: 0,
       undeliverable: 0,
     },
