@@ -1,7 +1,7 @@
 /**
  * shared/mux — reliable, ordered, flow-controlled streams multiplexed over any
  * DatagramConn (in-memory link, plain UDP, DTLS). QUIC's design (RFC 9000
- * streams, RFC 9002 loss recovery and NewReno), kept small.
+ * streams, RFC 9002 loss recovery; NewReno, or BBR by `congestionControl`), kept small.
  *
  * ```ts
  * const session = new MuxSession(conn, { role: "client" });
@@ -21,5 +21,10 @@ export {
   streamCodeName,
   StreamErrorCode,
 } from "./errors.ts";
-export { defaultParams, type MuxParams, resolveParams } from "./params.ts";
+export {
+  type CongestionControlName,
+  defaultParams,
+  type MuxParams,
+  resolveParams,
+} from "./params.ts";
 export { type Clock, realClock } from "./clock.ts";

@@ -185,7 +185,11 @@ export class Packer {
       this.lastSendTime = now;
       this.#p.conn.send(pkt);
     }
-    if (this.#queue.length === 0) rec.cwndLimited = false;
+    if (this.#queue.length === 0) {
+      // Nothing left to send (or flow control holds it): the application limits us.
+      rec.cwndLimited = false;
+      rec.onAppLimited();
+    }
   }
 
   /** Sends a PMTU probe (PING + PADDING of the probe size) if one is due and may go now. */

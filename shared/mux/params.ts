@@ -4,6 +4,10 @@
  * names the bad field.
  */
 
+/** The congestion controllers `congestionControl` names (congestion.ts, bbr.ts). */
+export type CongestionControlName = "newreno" | "bbr";
+export const CONGESTION_CONTROLS: readonly CongestionControlName[] = ["newreno", "bbr"];
+
 /** The mux's tunables (`defaultParams` holds their defaults); every field is required. */
 export interface MuxParams {
   /** RTT assumed before the first sample (RFC 9002 §6.2.2 says 333; we target LAN/WAN tunnels). */
@@ -30,36 +34,74 @@ export interface MuxParams {
   timeThresholdRatio: number;
   /** Timer granularity (RFC 9002 §6.1.2: 1 ms). */
   timerGranularityMs: number;
+  /**
+   * The congestion controller (congestion.ts; docs/congestion.md compares them):
+   * "newreno" (RFC 9002 §7 with the loss tolerance and window cap below) or "bbr"
+   * (bbr.ts: paces at the measured bottleneck rate, keeps its rate under random loss).
+   * Both ends choose their own: it decides only how this side sends.
+   */
+  congestionControl: CongestionControlName;
   /** Initial congestion window, in packets (RFC 9002 §7.2: 10). */
   initialWindowPackets: number;
-  /** Minimum congestion window, in packets (RFC 9002 §7.2: 2). */
+  /** Minimum congestion window, in packets (RFC 9002 §7.2: 2; BBR never goes below 4). */
   minimumWindowPackets: number;
   /** Upper bound on the congestion window; caps memory in flight. */
   maxCongestionWindowBytes: number;
-  /** Multiplicative decrease on loss (RFC 9002 §7.3.2: 0.5). */
+  /** NewReno: multiplicative decrease on loss (RFC 9002 §7.3.2: 0.5). */
   lossReductionRatio: number;
   /**
-   * Losses per round trip up to this fraction of the window are taken as random,
-   * not congestion: no reduction (BBRv2 uses 2 %). 0 gives classic NewReno.
+   * NewReno: losses up to this fraction of the packets recently seen are taken as
+   * random, not congestion: no reduction (BBRv2 uses 2 %). 0 gives classic NewReno.
+   * BBR tolerates as much at a standing queue (`bbrQueueDelayRatio`).
    */
   lossToleranceRatio: number;
   /** Packets over which that loss rate is measured (decaying counts). */
   lossToleranceWindowPackets: number;
   /**
-   * The congestion window stops growing at 2 x the measured bandwidth-delay product plus
-   * this many bytes of queue; 0 disables the cap. Keep it well under a receiver's socket
-   * buffer (Linux default 208 KiB), which loss-based growth alone overflows.
+   * NewReno: the congestion window stops growing at 2 x the measured bandwidth-delay
+   * product plus this many bytes of queue; 0 disables the cap. Keep it well under a
+   * receiver's socket buffer (Linux default 208 KiB), which loss-based growth alone
+   * overflows.
    */
   queueLimitBytes: number;
-  /** The BDP's RTT is the smallest sample within this window (a longer path is learned). */
+  /**
+   * The BDP's RTT is the smallest sample within this window (a longer path is learned).
+   * Also BBR's min_rtt window: when it was not seen again for this long, ProbeRTT.
+   */
   queueBaseRttWindowMs: number;
-  /** The BDP's bandwidth is the largest delivery rate of this many window-limited rounds. */
+  /**
+   * The BDP's bandwidth is the largest delivery rate of this many window-limited rounds
+   * (BBR: of this many rounds, app-limited samples counting only when they raise it).
+   */
   bandwidthWindowRounds: number;
+  /**
+   * BBR: losing more than this fraction of the packets (judged over at least 200 packets
+   * and a round trip) is congestion whatever the RTT. Well above random loss (a path that
+   * loses 15 % at random is unusable anyway), below a queue overflowing under BBR's own
+   * rate (a bottleneck that halved loses ~50 %).
+   */
+  bbrLossThresholdRatio: number;
+  /**
+   * BBR: losses detected while the RTT (the latest sample and a short average) stands
+   * more than this fraction above min_rtt are congestion once the recent loss rate passes
+   * `lossToleranceRatio`: a full queue. BBR's own probing queues ~0.25; a loss-based flow
+   * sharing the bottleneck fills the queue before it drops. A queue standing through two
+   * whole rounds makes BBR's window loss-based (AIMD) until it drains.
+   */
+  bbrQueueDelayRatio: number;
+  /** BBR: how long ProbeRTT holds the window at half a BDP (and at least a round trip). */
+  bbrProbeRttMs: number;
   /** Durations of PTO-equivalents without an ack that mean persistent congestion (RFC 9002 §7.6: 3). */
   persistentCongestionThresholdPtos: number;
-  /** Pacing rate = this ratio x cwnd / srtt (RFC 9002 §7.7 suggests 1.25). */
+  /**
+   * NewReno: pacing rate = this ratio x cwnd / srtt (RFC 9002 §7.7 suggests 1.25). BBR
+   * paces at its phase's gain x its bandwidth estimate.
+   */
   pacingGainRatio: number;
-  /** Packets the pacer may send back to back (sub-ms pacing gaps run on setImmediate). */
+  /**
+   * Packets the pacer may send back to back (sub-ms pacing gaps run on setImmediate).
+   * BBR's bursts are 4 ms at its pacing rate (at least 2 packets), at most this.
+   */
   pacingBurstPackets: number;
   /** ... and at most this many bytes: well under a receiver's socket buffer (Linux: 208 KiB). */
   pacingMaxBurstBytes: number;
@@ -140,6 +182,9 @@ export interface MuxParams {
   closingPeriodPtos: number;
 }
 
+/** The tunables that are numbers (all but `congestionControl`). */
+type NumericParam = Exclude<keyof MuxParams, "congestionControl">;
+
 /** The default value of every tunable (frozen); `resolveParams` starts from it. */
 export const defaultParams: Readonly<MuxParams> = Object.freeze({
   initialRttMs: 100,
@@ -152,6 +197,7 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   maxPacketThresholdPackets: 32,
   timeThresholdRatio: 9 / 8,
   timerGranularityMs: 1,
+  congestionControl: "newreno",
   initialWindowPackets: 10,
   minimumWindowPackets: 2,
   maxCongestionWindowBytes: 16 * 1024 * 1024,
@@ -161,6 +207,9 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   queueLimitBytes: 64 * 1024,
   queueBaseRttWindowMs: 10_000,
   bandwidthWindowRounds: 10,
+  bbrLossThresholdRatio: 0.15,
+  bbrQueueDelayRatio: 0.5,
+  bbrProbeRttMs: 200,
   persistentCongestionThresholdPtos: 3,
   pacingGainRatio: 1.25,
   pacingBurstPackets: 16,
@@ -189,12 +238,20 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
 /** Merges overrides onto the defaults and validates; throws a TypeError naming the field. */
 export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
   const p: MuxParams = { ...defaultParams, ...overrides };
+  if (!CONGESTION_CONTROLS.includes(p.congestionControl)) {
+    throw new TypeError(
+      `Invalid mux param congestionControl: expected one of ${
+        CONGESTION_CONTROLS.join(", ")
+      }, got ${p.congestionControl}`,
+    );
+  }
   for (const [k, v] of Object.entries(p)) {
+    if (k === "congestionControl") continue;
     if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
       throw new TypeError(`Invalid mux param ${k}: expected a finite number >= 0, got ${v}`);
     }
   }
-  const positive: (keyof MuxParams)[] = [
+  const positive: NumericParam[] = [
     "initialRttMs",
     "ackElicitingThresholdPackets",
     "ackFrequencyCwndDivisor",
@@ -210,6 +267,8 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
     "lossToleranceWindowPackets",
     "queueBaseRttWindowMs",
     "bandwidthWindowRounds",
+    "bbrLossThresholdRatio",
+    "bbrQueueDelayRatio",
     "pmtudMaxProbes",
     "pmtudGranularityBytes",
     "pmtudBlackHoleLostPackets",
@@ -234,7 +293,13 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
       `Invalid mux param maxSessionWindowBytes: expected >= initialSessionWindowBytes (${p.initialSessionWindowBytes}), got ${p.maxSessionWindowBytes}`,
     );
   }
-  for (const k of ["streamWindowShareRatio", "streamWindowReserveRatio"] as const) {
+  for (
+    const k of [
+      "streamWindowShareRatio",
+      "streamWindowReserveRatio",
+      "bbrLossThresholdRatio",
+    ] as const
+  ) {
     if (p[k] > 1) throw new TypeError(`Invalid mux param ${k}: expected <= 1, got ${p[k]}`);
   }
   if (p.keepAliveIntervalMs >= p.idleTimeoutMs) {
@@ -242,7 +307,7 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
       `Invalid mux param keepAliveIntervalMs: expected < idleTimeoutMs (${p.idleTimeoutMs}), got ${p.keepAliveIntervalMs}`,
     );
   }
-  const wire: [keyof MuxParams, number][] = [
+  const wire: [NumericParam, number][] = [
     ["initialStreamWindowBytes", WIRE_INITIAL_STREAM_WINDOW_BYTES],
     ["initialSessionWindowBytes", WIRE_INITIAL_SESSION_WINDOW_BYTES],
     ["maxIncomingStreams", WIRE_INITIAL_MAX_STREAMS],

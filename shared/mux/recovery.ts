@@ -1,19 +1,36 @@
 /**
- * Loss detection and congestion control per RFC 9002: RTT estimation (§5),
- * packet- and time-threshold loss (§6.1), probe timeout (§6.2), NewReno (§7)
- * and a token-bucket pacer (§7.7). Frames ride along as opaque `F` values so
- * the session can retransmit lost *frames*, not packets.
+ * Loss detection per RFC 9002: RTT estimation (§5), packet- and time-threshold loss
+ * (§6.1), probe timeout (§6.2), delivery-rate samples (delivery_rate.ts) and a
+ * token-bucket pacer (§7.7). The congestion controller (congestion.ts: NewReno, or BBR in
+ * bbr.ts, by `MuxParams.congestionControl`) decides the window and the pacing rate.
+ * Frames ride along as opaque `F` values so the session can retransmit lost *frames*,
+ * not packets.
  */
+import { Bbr } from "./bbr.ts";
+import { type CongestionController, NewReno } from "./congestion.ts";
+import { DeliveryRate, type RateSnapshot } from "./delivery_rate.ts";
 import type { MuxParams } from "./params.ts";
 
-export interface SentPacket<F> {
+export interface SentPacket<F> extends RateSnapshot {
   pn: number;
   timeSent: number;
   size: number;
   ackEliciting: boolean;
   /** A PMTU probe: its loss is not congestion (RFC 9000 §14.4). */
   mtuProbe: boolean;
+  /** Bytes in flight once this packet was sent. */
+  txInFlight: number;
   frames: F[];
+}
+
+/** The controller `params.congestionControl` names. */
+export function createCongestionController(
+  params: MuxParams,
+  maxDatagramSize: number,
+): CongestionController {
+  return params.congestionControl === "bbr"
+    ? new Bbr(params, maxDatagramSize)
+    : new NewReno(params, maxDatagramSize);
 }
 
 export interface RecoveryHooks<F> {
@@ -31,11 +48,13 @@ export class Recovery<F> {
   rttVar: number;
   minRtt = Infinity;
   hasRttSample = false;
-  // Congestion control (§7), bytes.
-  cwnd: number;
-  ssthresh = Infinity;
+  /** The latest sample with the peer's ack delay removed (§5.3), -1 before the first. */
+  latestAdjustedRtt = -1;
+  /** The congestion controller: window, pacing rate, response to loss. */
+  readonly cc: CongestionController;
+  /** Delivery-rate samples for the controller. */
+  readonly rate = new DeliveryRate();
   bytesInFlight = 0;
-  recoveryStartTime = -Infinity;
   // Loss detection (§6).
   largestAcked = -1;
   ptoCount = 0;
@@ -68,44 +87,55 @@ export class Recovery<F> {
    * Packets recently declared lost (pn → loss record), so a later ACK of one reveals
    * a spurious loss. Bounded; oldest forgotten first.
    */
-  #lostRecent = new Map<number, { epoch: number; distance: number; at: number }>();
-  // Loss per round trip (a round ends when a packet sent after it began is acked).
+  #lostRecent = new Map<number, { epoch: number; distance: number; at: number; size: number }>();
+  // Round trips (a round ends when a packet sent after it began is acked).
   #lastSentPn = -1;
   #roundEndPn = -1;
-  #roundDelivered = 0;
-  #roundLost = 0;
-  /** Acks on which the window did not grow because it reached `windowCapBytes`. */
-  capHeldAcks = 0;
-  // Window cap (see windowCapBytes): a windowed minimum RTT and the largest recent
-  // delivery rate (bytes/ms) of a round in which the window was the limit.
-  #baseRtt = Infinity;
-  #baseRttAt = -Infinity;
-  #maxBw = 0;
-  readonly #bwSamples: number[] = [];
-  #roundStart = -1;
-  #roundAckedBytes = 0;
-  #roundCwndLimited = false;
   /** Congestion epoch: counts reductions; lost packets remember theirs. */
   #epoch = 0;
   #epochLost = 0;
   #epochSpurious = 0;
-  #undoCwnd = 0;
-  #undoSsthresh = Infinity;
   readonly #hooks: RecoveryHooks<F>;
 
-  constructor(params: MuxParams, maxDatagramSize: number, hooks: RecoveryHooks<F>) {
+  constructor(
+    params: MuxParams,
+    maxDatagramSize: number,
+    hooks: RecoveryHooks<F>,
+    cc: CongestionController = createCongestionController(params, maxDatagramSize),
+  ) {
     this.#p = params;
     this.#mds = maxDatagramSize;
     this.#hooks = hooks;
+    this.cc = cc;
     this.smoothedRtt = params.initialRttMs;
     this.rttVar = params.initialRttMs / 2;
-    this.cwnd = params.initialWindowPackets * maxDatagramSize;
     this.packetThreshold = params.packetThresholdPackets;
     this.#tokens = params.pacingBurstPackets * maxDatagramSize;
   }
 
+  /** The congestion window in bytes (the controller's). */
+  get cwnd(): number {
+    return this.cc.cwnd;
+  }
+
+  // NewReno's own figures (recovery_test.ts reads them); neutral values under BBR.
+  get ssthresh(): number {
+    return this.cc instanceof NewReno ? this.cc.ssthresh : Infinity;
+  }
+  get recoveryStartTime(): number {
+    return this.cc instanceof NewReno ? this.cc.recoveryStartTime : -Infinity;
+  }
+  /** Acks on which NewReno's window did not grow because it reached `windowCapBytes`. */
+  get capHeldAcks(): number {
+    return this.cc instanceof NewReno ? this.cc.capHeldAcks : 0;
+  }
+  /** NewReno's window cap (congestion.ts), Infinity under BBR. */
+  get windowCapBytes(): number {
+    return this.cc instanceof NewReno ? this.cc.windowCapBytes : Infinity;
+  }
+  /** The smallest the window gets (the controller's). */
   get minWindow(): number {
-    return this.#p.minimumWindowPackets * this.#mds;
+    return this.cc.minWindow;
   }
 
   /**
@@ -114,7 +144,15 @@ export class Recovery<F> {
    */
   setMaxDatagramSize(size: number): void {
     this.#mds = size;
-    if (this.cwnd < this.minWindow) this.cwnd = this.minWindow;
+    this.cc.setMaxDatagramSize(size);
+  }
+
+  /**
+   * The sender ran out of data to send (or flow control stopped it) with room in the
+   * window: delivery-rate samples of what is in flight now are app-limited.
+   */
+  onAppLimited(): void {
+    if (this.bytesInFlight < this.cc.cwnd) this.rate.markAppLimited(this.bytesInFlight);
   }
 
   /** Records a sent packet. Packets must be recorded in pn order (gaps allowed). */
@@ -133,12 +171,30 @@ export class Recovery<F> {
     }
     this.#lastSentPn = pn;
     const idx = pn - this.#base;
-    this.#sent[idx] = { pn, timeSent: now, size, ackEliciting, mtuProbe, frames };
+    const p: SentPacket<F> = {
+      pn,
+      timeSent: now,
+      size,
+      ackEliciting,
+      mtuProbe,
+      txInFlight: 0,
+      frames,
+      delivered: 0,
+      deliveredTime: 0,
+      firstSentTime: 0,
+      appLimited: false,
+    };
+    this.#sent[idx] = p;
     this.#outstanding++;
     if (ackEliciting) {
+      const prior = this.bytesInFlight;
+      if (this.cc.holdingBack) this.rate.markAppLimited(prior);
+      this.rate.onPacketSent(p, now, prior);
       this.timeOfLastAckElicitingSent = now;
       this.bytesInFlight += size;
+      p.txInFlight = this.bytesInFlight;
       if (this.probesPending > 0) this.probesPending--;
+      this.cc.onPacketSent(now, size, prior, p.appLimited);
     }
     this.#consumeTokens(size, now);
   }
@@ -152,10 +208,14 @@ export class Recovery<F> {
     let newlyAcked = false;
     let largestNewlyAcked: SentPacket<F> | undefined;
     let ackedEliciting = false;
+    let ackedBytes = 0;
+    const priorInFlight = this.bytesInFlight;
     const sent = this.#sent;
     const firstPn = this.#base + this.#head;
     const lastPn = this.#base + sent.length - 1;
+    const cc = this.cc;
     if (this.#lostRecent.size > 0) this.#checkSpurious(ranges, now);
+    this.rate.beginAck();
     for (let i = 0; i < ranges.length; i += 2) {
       const hi = Math.min(ranges[i]!, lastPn);
       const lo = Math.max(ranges[i + 1]!, firstPn);
@@ -166,15 +226,14 @@ export class Recovery<F> {
         sent[idx] = undefined;
         this.#outstanding--;
         newlyAcked = true;
-        this.#roundDelivered++;
         this.#recentDelivered++;
         if (largestNewlyAcked === undefined) largestNewlyAcked = p;
         if (p.ackEliciting) {
           ackedEliciting = true;
+          ackedBytes += p.size;
           this.bytesInFlight -= p.size;
-          this.#roundAckedBytes += p.size;
-          if (this.cwndLimited) this.#roundCwndLimited = true;
-          this.#onCongestionAck(p);
+          this.rate.onPacketAcked(p, p.timeSent, p.size, now);
+          cc.onPacketAcked(p, this.bytesInFlight, this.cwndLimited);
           if (!p.mtuProbe) this.#hooks.onPacketAcked?.(p.size);
         }
         for (let f = 0; f < p.frames.length; f++) this.#hooks.onFrameAcked(p.frames[f]!);
@@ -182,15 +241,28 @@ export class Recovery<F> {
     }
     if (!newlyAcked) return false;
     if (largest > this.largestAcked) this.largestAcked = largest;
+    let rtt = -1;
     if (largestNewlyAcked !== undefined && largestNewlyAcked.pn === largest && ackedEliciting) {
-      this.#updateRtt(now - largestNewlyAcked.timeSent, ackDelayMs, now);
+      this.#updateRtt(now - largestNewlyAcked.timeSent, ackDelayMs);
+      rtt = this.latestRtt;
     }
-    if (this.largestAcked >= this.#roundEndPn) {
-      this.#roundEndPn = this.#lastSentPn;
-      this.#roundDelivered = 0;
-      this.#roundLost = 0;
-      this.#onRoundEnd(now);
-    }
+    const newRound = this.largestAcked >= this.#roundEndPn;
+    if (newRound) this.#roundEndPn = this.#lastSentPn;
+    const rs = this.rate.endAck(now, this.minRtt === Infinity ? 0 : this.minRtt);
+    cc.onAck({
+      now,
+      ackedBytes,
+      deliveredBytes: rs.deliveredBytes,
+      intervalMs: rs.intervalMs,
+      appLimited: rs.appLimited,
+      totalDelivered: this.rate.delivered,
+      rttMs: rtt,
+      adjustedRttMs: rtt < 0 ? -1 : this.latestAdjustedRtt,
+      newRound,
+      cwndLimited: this.cwndLimited,
+      priorInFlight,
+      bytesInFlight: this.bytesInFlight,
+    });
     this.#detectLoss(now);
     this.ptoCount = 0;
     this.#compact();
@@ -211,24 +283,22 @@ export class Recovery<F> {
         if (pn < ranges[i + 1]!) continue;
         this.#lostRecent.delete(pn);
         this.spuriousLosses++;
+        // It was delivered after all: the delivery rate counts it (reordering is not loss).
+        this.rate.delivered += rec.size;
+        this.cc.onSpuriousLoss(rec.size);
         // Tolerate this much reordering from now on (bounded).
         if (rec.distance >= this.packetThreshold) {
           this.packetThreshold = Math.min(rec.distance + 1, this.#p.maxPacketThresholdPackets);
         }
         if (rec.epoch === this.#epoch && ++this.#epochSpurious === this.#epochLost) {
-          if (this.#undoCwnd > this.cwnd) {
-            this.cwnd = this.#undoCwnd;
-            this.ssthresh = this.#undoSsthresh;
-            this.undoneReductions++;
-          }
-          this.#undoCwnd = 0;
+          if (this.cc.undo()) this.undoneReductions++;
         }
         break;
       }
     }
   }
 
-  #updateRtt(sample: number, ackDelayMs: number, now: number): void {
+  #updateRtt(sample: number, ackDelayMs: number): void {
     const latest = Math.max(sample, 0.001);
     this.latestRtt = latest;
     if (!this.hasRttSample) {
@@ -236,65 +306,15 @@ export class Recovery<F> {
       this.minRtt = latest;
       this.smoothedRtt = latest;
       this.rttVar = latest / 2;
-      this.#baseRtt = latest;
-      this.#baseRttAt = now;
+      this.latestAdjustedRtt = latest;
       return;
     }
     this.minRtt = Math.min(this.minRtt, latest);
     const delay = Math.min(ackDelayMs, this.#p.maxAckDelayMs);
     const adjusted = latest >= this.minRtt + delay ? latest - delay : latest;
-    // Windowed minimum (BBR's min_rtt filter): a longer path is learned within the window.
-    if (adjusted <= this.#baseRtt || now - this.#baseRttAt > this.#p.queueBaseRttWindowMs) {
-      this.#baseRtt = adjusted;
-      this.#baseRttAt = now;
-    }
+    this.latestAdjustedRtt = adjusted;
     this.rttVar = 0.75 * this.rttVar + 0.25 * Math.abs(this.smoothedRtt - adjusted);
     this.smoothedRtt = 0.875 * this.smoothedRtt + 0.125 * adjusted;
-  }
-
-  /**
-   * The window does not grow past twice the measured bandwidth-delay product (BBR's
-   * inflight cap) plus `queueLimitBytes`. Loss-based growth alone keeps adding until
-   * something drops, and when the bottleneck is a Deno receiver (its socket buffer,
-   * 208 KiB on Linux by default, and one thread draining it) those drops came at ~2 %
-   * of packets all the time, each one a retransmission and, past the loss tolerance, a
-   * halved window. Infinity until a round limited by the window was measured.
-   */
-  get windowCapBytes(): number {
-    const limit = this.#p.queueLimitBytes;
-    if (limit === 0 || this.#maxBw === 0 || this.#baseRtt === Infinity) return Infinity;
-    return 2 * this.#maxBw * this.#baseRtt + limit;
-  }
-
-  /** A round trip ended: its delivery rate counts if the window limited it (not the app). */
-  #onRoundEnd(now: number): void {
-    if (this.#roundStart >= 0 && now > this.#roundStart && this.#roundCwndLimited) {
-      const b = this.#bwSamples;
-      b.push(this.#roundAckedBytes / (now - this.#roundStart));
-      if (b.length > this.#p.bandwidthWindowRounds) b.shift();
-      let m = 0;
-      for (const x of b) if (x > m) m = x;
-      this.#maxBw = m;
-    }
-    this.#roundStart = now;
-    this.#roundAckedBytes = 0;
-    this.#roundCwndLimited = this.cwndLimited;
-  }
-
-  #onCongestionAck(p: SentPacket<F>): void {
-    if (p.timeSent <= this.recoveryStartTime) return;
-    // App-limited: do not grow (RFC 9002 §7.8).
-    if (!this.cwndLimited && this.bytesInFlight * 2 < this.cwnd) return;
-    if (this.cwnd >= this.windowCapBytes) {
-      // Hold (and leave slow start) rather than grow into the receiver's drops. The cap
-      // only stops growth: it never shrinks the window, loss still does.
-      this.capHeldAcks++;
-      if (this.cwnd < this.ssthresh) this.ssthresh = this.cwnd;
-      return;
-    }
-    if (this.cwnd < this.ssthresh) this.cwnd += p.size;
-    else this.cwnd += (this.#mds * p.size) / this.cwnd;
-    if (this.cwnd > this.#p.maxCongestionWindowBytes) this.cwnd = this.#p.maxCongestionWindowBytes;
   }
 
   #lossDelay(): number {
@@ -313,6 +333,9 @@ export class Recovery<F> {
     let largestLostTime = -Infinity;
     let firstLostTime = Infinity;
     let lost = 0;
+    let lostBytes = 0;
+    let lostPackets = 0;
+    let txInFlight = 0;
     for (let idx = this.#head; idx <= end; idx++) {
       const p = sent[idx];
       if (p === undefined) continue;
@@ -331,8 +354,11 @@ export class Recovery<F> {
           if (p.ackEliciting) {
             if (p.timeSent > largestLostTime) largestLostTime = p.timeSent;
             if (p.timeSent < firstLostTime) firstLostTime = p.timeSent;
+            lostBytes += p.size;
+            lostPackets++;
+            if (p.txInFlight > txInFlight) txInFlight = p.txInFlight;
             this.#hooks.onPacketLost?.(p.size);
-            this.#rememberLost(p.pn, this.largestAcked - p.pn, now);
+            this.#rememberLost(p.pn, this.largestAcked - p.pn, now, p.size);
           }
         }
         for (let f = 0; f < p.frames.length; f++) this.#hooks.onFrameLost(p.frames[f]!);
@@ -341,16 +367,27 @@ export class Recovery<F> {
         if (t < this.lossTime) this.lossTime = t;
       }
     }
-    if (lost > 0) {
-      this.#roundLost += lost;
-      this.#recentLost += lost;
-    }
+    if (lost > 0) this.#recentLost += lost;
     this.#decayRecent();
     if (lost > 0 && largestLostTime > -Infinity) {
-      if (this.#tolerable()) {
-        // Loss rate within lossToleranceRatio: tolerated, no congestion reduction.
-        if (this.cwnd < this.ssthresh) this.ssthresh = this.cwnd; // leave slow start, gently
-      } else this.#onCongestionEvent(largestLostTime, now);
+      const reduced = this.cc.onPacketsLost({
+        now,
+        lostBytes,
+        lostPackets,
+        largestLostSentTime: largestLostTime,
+        firstLostSentTime: firstLostTime,
+        txInFlight,
+        bytesInFlight: this.bytesInFlight,
+        recentLost: this.#recentLost,
+        recentSeen: this.#recentDelivered + this.#recentLost,
+        latestRttMs: this.latestAdjustedRtt,
+      });
+      if (reduced) {
+        // A new congestion epoch: undone if all of its losses prove spurious.
+        this.#epoch++;
+        this.#epochLost = 0;
+        this.#epochSpurious = 0;
+      }
     }
     if (lost > 0) this.#tagLost();
     if (
@@ -358,26 +395,11 @@ export class Recovery<F> {
       largestLostTime - firstLostTime > this.#ptoBase() * this.#p.persistentCongestionThresholdPtos
     ) {
       // Persistent congestion (§7.6, simplified: span of one loss episode).
-      this.cwnd = this.minWindow;
-      this.#undoCwnd = 0;
+      this.cc.onPersistentCongestion(now);
     }
   }
 
-  /**
-   * Random loss is not congestion (BBRv2's loss_thresh idea): losses in this round
-   * trip up to lossToleranceRatio of the window (in packets) or of the packets
-   * delivered, whichever is larger, do not cut the window. A small window
-   * tolerates no loss at all; an overflowing queue loses far more than 2 %.
-   */
-  #tolerable(): boolean {
-    const ratio = this.#p.lossToleranceRatio;
-    if (ratio <= 0) return false;
-    // Over the last ~lossToleranceWindowPackets packets (decaying counts), not one round:
-    // a window of 12 packets would otherwise tolerate nothing and never grow past ~16.
-    const seen = this.#recentDelivered + this.#recentLost;
-    if (seen < this.#p.lossToleranceWindowPackets / 2) return false;
-    return this.#recentLost <= ratio * seen;
-  }
+  // Packets acked and lost recently (decaying counts over ~lossToleranceWindowPackets).
   #recentDelivered = 0;
   #recentLost = 0;
   #decayRecent(): void {
@@ -388,10 +410,10 @@ export class Recovery<F> {
   }
 
   #pendingTag: number[] = [];
-  #rememberLost(pn: number, distance: number, now: number): void {
+  #rememberLost(pn: number, distance: number, now: number, size: number): void {
     const m = this.#lostRecent;
     if (m.size >= 1024) m.delete(m.keys().next().value!);
-    m.set(pn, { epoch: -1, distance, at: now });
+    m.set(pn, { epoch: -1, distance, at: now, size });
     this.#pendingTag.push(pn);
   }
   /** Attributes the packets just declared lost to the current epoch (after any new reduction). */
@@ -404,19 +426,6 @@ export class Recovery<F> {
       }
     }
     this.#pendingTag.length = 0;
-  }
-
-  #onCongestionEvent(sentTime: number, now: number): void {
-    if (sentTime <= this.recoveryStartTime) return;
-    // Remember what to restore if every loss of this epoch proves spurious.
-    this.#epoch++;
-    this.#epochLost = 0;
-    this.#epochSpurious = 0;
-    this.#undoCwnd = this.cwnd;
-    this.#undoSsthresh = this.ssthresh;
-    this.recoveryStartTime = now;
-    this.cwnd = Math.max(this.cwnd * this.#p.lossReductionRatio, this.minWindow);
-    this.ssthresh = this.cwnd;
   }
 
   #ptoBase(): number {
@@ -477,29 +486,23 @@ export class Recovery<F> {
 
   /** Room in the congestion window for a packet of `size` bytes (or a probe is due). */
   canSend(size: number): boolean {
-    return this.probesPending > 0 || this.bytesInFlight + size <= this.cwnd;
+    return this.probesPending > 0 || this.cc.canSend(this.bytesInFlight, size);
   }
 
-  // Pacer: tokens refill at gain x cwnd / srtt, capped at a burst.
-  #rateBytesPerMs(): number {
-    const rtt = Math.max(this.smoothedRtt, 0.05);
-    let rate = (this.#p.pacingGainRatio * this.cwnd) / rtt;
+  /** The pacing rate in bytes/ms: the controller's, under `maxSendRatePacketsPerSecond`. */
+  get pacingRate(): number {
+    let rate = this.cc.pacingRate(this.smoothedRtt);
     const cap = this.#p.maxSendRatePacketsPerSecond;
     if (cap > 0) rate = Math.min(rate, (cap * this.#mds) / 1000);
     return rate;
   }
-  #burstBytes(): number {
-    // Small bursts: a Deno receiver's socket buffer (~200 KB) holds ~10 packets of 16 KiB.
-    return Math.max(
-      Math.min(this.#p.pacingBurstPackets * this.#mds, this.#p.pacingMaxBurstBytes),
-      this.#mds,
-    );
-  }
+
+  // Pacer: tokens refill at the pacing rate, capped at the controller's burst.
   #refill(now: number): void {
     const dt = now - this.#lastRefill;
     this.#lastRefill = now;
     if (dt > 0) {
-      this.#tokens = Math.min(this.#burstBytes(), this.#tokens + dt * this.#rateBytesPerMs());
+      this.#tokens = Math.min(this.cc.pacingBurstBytes(), this.#tokens + dt * this.pacingRate);
     }
   }
   #consumeTokens(size: number, now: number): void {
@@ -512,7 +515,7 @@ export class Recovery<F> {
     this.#refill(now);
     if (this.#tokens >= size) return now;
     // Sub-millisecond waits are fine: the real clock runs them with setImmediate.
-    return now + (size - this.#tokens) / this.#rateBytesPerMs();
+    return now + (size - this.#tokens) / this.pacingRate;
   }
 
   /** Drops all state (session closed). Frames are not reported lost. */

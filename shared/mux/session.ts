@@ -6,7 +6,8 @@
  * - conn_flow.ts: session flow control, and the checks incoming stream frames pass;
  * - control_frames.ts: the retransmittable control frames (encode, ACK, loss);
  * - packer.ts: the send loop: ACKs, control frames, stream data, PMTU probes;
- * - recovery.ts, ack_tracker.ts, pmtud.ts: loss recovery, when to ACK, packet size.
+ * - recovery.ts, ack_tracker.ts, pmtud.ts: loss recovery, when to ACK, packet size;
+ * - congestion.ts (NewReno), bbr.ts, delivery_rate.ts: the congestion controller.
  *
  * See mod.ts for the public API, and docs/architecture.md ("Why we own the mux") for why
  * HopGate has its own stream layer over DTLS.
@@ -277,12 +278,22 @@ export class MuxSession {
     const r = this.#recovery;
     const pm = this.#pmtu;
     const { send: sendBuf, recv: recvBuf } = this.#streams.bufferedBytes();
+    const cc = r.cc.stats();
     return {
       ...this.#stats,
       packetsLost: r.packetsLost,
       srttMs: r.smoothedRtt,
       minRttMs: r.minRtt === Infinity ? 0 : r.minRtt,
       cwndBytes: r.cwnd,
+      congestionControl: r.cc.name,
+      congestionState: cc.state,
+      pacingRateBytesPerSecond: r.pacingRate * 1000,
+      pacingGain: cc.pacingGain,
+      maxBandwidthBytesPerSecond: cc.maxBwBytesPerMs * 1000,
+      modelMinRttMs: cc.modelMinRttMs,
+      inflightHiBytes: cc.inflightHiBytes,
+      probeRttCount: cc.probeRttCount,
+      congestionEvents: cc.congestionEvents,
       bytesInFlight: r.bytesInFlight,
       bufferedBytes: sendBuf + recvBuf,
       sendBufferedBytes: sendBuf,

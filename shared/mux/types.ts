@@ -3,7 +3,7 @@
  * how it ended and its counters.
  */
 import type { Clock } from "./clock.ts";
-import type { MuxParams } from "./params.ts";
+import type { CongestionControlName, MuxParams } from "./params.ts";
 
 /** What `new MuxSession(conn, options)` takes: the side it plays, and optional overrides. */
 export interface MuxSessionOptions {
@@ -55,6 +55,30 @@ export interface MuxStats {
   minRttMs: number;
   /** Congestion window: bytes that may be in flight. */
   cwndBytes: number;
+  /** The congestion controller sending with (`MuxParams.congestionControl`). */
+  congestionControl: CongestionControlName;
+  /**
+   * Its state: NewReno "slow_start" | "avoidance"; BBR "startup" | "drain" | "probe_bw" |
+   * "probe_rtt".
+   */
+  congestionState: string;
+  /** The pacer's rate in bytes per second. */
+  pacingRateBytesPerSecond: number;
+  /** The pacing gain in use (BBR's phase gain; NewReno's pacingGainRatio). */
+  pacingGain: number;
+  /**
+   * The bottleneck bandwidth estimate in bytes per second: BBR's windowed max delivery
+   * rate, NewReno's window-cap rate; 0 before one is measured.
+   */
+  maxBandwidthBytesPerSecond: number;
+  /** The RTT the controller's model uses (BBR's windowed min_rtt), 0 before a sample. */
+  modelMinRttMs: number;
+  /** BBR's loss-derived bound on bytes in flight, 0 when none holds (always 0 for NewReno). */
+  inflightHiBytes: number;
+  /** Times BBR entered ProbeRTT. */
+  probeRttCount: number;
+  /** Congestion responses: NewReno's window reductions, BBR's rounds whose loss was congestion. */
+  congestionEvents: number;
   /** Bytes of ack-eliciting packets sent and neither acked nor declared lost. */
   bytesInFlight: number;
   /** Bytes held in all streams' send and receive buffers. */

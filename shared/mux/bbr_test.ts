@@ -1,0 +1,529 @@
+/**
+ * The BBR congestion controller (bbr.ts) on fake time: real session pairs pumping bulk data
+ * through a simulated bottleneck (shared/testing/sim_path.ts), each test printing the
+ * figure it asserts; and the model's filters fed directly. NewReno runs alongside where a
+ * comparison says something. docs/congestion.md discusses the figures.
+ */
+import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { Bbr } from "./bbr.ts";
+import type { AckSample, LossEvent } from "./congestion.ts";
+import { DeliveryRate, type RateSnapshot } from "./delivery_rate.ts";
+import { type MuxParams, resolveParams } from "./params.ts";
+import { FakeClock } from "./testing/fake_clock.ts";
+import { type SessionPair, sessionPair } from "./testing/harness.ts";
+import { createLinkPair, type LinkOptions } from "./testing/lossy_link.ts";
+import { createSharedBottleneck } from "./testing/shared_bottleneck.ts";
+
+/** 20 Mbit/s in bytes per ms, the bottleneck of most tests here. */
+const RATE = 2500;
+const RTT = 50;
+const BDP = RATE * RTT;
+
+/**
+ * Keeps a client stream busy with 64 KiB writes (or `trickle` bytes every `trickleMs`
+ * while `mode` says so) and counts what the server reads.
+ */
+function pump(p: SessionPair, clock: FakeClock) {
+  const state = { got: 0, mode: "bulk" as "bulk" | "trickle", stopped: false };
+  const chunk = new Uint8Array(64 * 1024);
+  const small = new Uint8Array(12_000);
+  const tick = () => new Promise<void>((r) => clock.setTimer(r, 200));
+  const s = p.client.openStream();
+  const writing = (async () => {
+    const w = s.writable.getWriter();
+    while (!state.stopped) {
+      if (state.mode === "bulk") await w.write(chunk);
+      else {
+        await w.write(small);
+        await tick();
+      }
+    }
+  })().catch(() => {});
+  const reading = (async () => {
+    const ss = await p.server.acceptStream();
+    if (ss === null) return;
+    for await (const c of ss.readable) state.got += c.length;
+  })().catch(() => {});
+  return {
+    state,
+    async stop() {
+      state.stopped = true;
+      await p.dispose();
+      await Promise.all([writing, reading]);
+    },
+  };
+}
+
+interface BulkResult {
+  /** Application bytes read per ms over the window, as a fraction of the bottleneck. */
+  fraction: number;
+  /** Packets declared lost / sent by the client over the window. */
+  lossRate: number;
+  /** RTT samples (the client's latest, every 50 ms of the window): median and 90th. */
+  rttMedian: number;
+  rttP90: number;
+  pair: SessionPair;
+  /** Datagrams the bottleneck queue dropped over the window. */
+  queueDrops: number;
+}
+
+/** One bulk transfer over a bottleneck of RATE, measured from `fromMs` to `toMs`. */
+async function bulk(
+  cc: MuxParams["congestionControl"],
+  link: Omit<LinkOptions, "clock">,
+  fromMs: number,
+  toMs: number,
+): Promise<BulkResult> {
+  const clock = new FakeClock();
+  const l = createLinkPair({ clock, delayMs: RTT / 2, rateBytesPerMs: RATE, ...link });
+  const p = sessionPair(l.a, l.b, { clock, params: { congestionControl: cc } });
+  const run = pump(p, clock);
+  await p.sleep(fromMs);
+  const got0 = run.state.got;
+  const st0 = p.client.stats;
+  const drops0 = l.ab.stats.queueDrops;
+  const t0 = clock.now();
+  const rtts: number[] = [];
+  while (clock.now() - t0 < toMs - fromMs) {
+    await p.sleep(50);
+    rtts.push(p.client.rtt.latestMs);
+  }
+  const st = p.client.stats;
+  const fraction = (run.state.got - got0) / (clock.now() - t0) / RATE;
+  const lossRate = (st.packetsLost - st0.packetsLost) / (st.packetsSent - st0.packetsSent);
+  rtts.sort((a, b) => a - b);
+  const result = {
+    fraction,
+    lossRate,
+    rttMedian: rtts[rtts.length >> 1]!,
+    rttP90: rtts[Math.floor(rtts.length * 0.9)]!,
+    pair: p,
+    queueDrops: l.ab.stats.queueDrops - drops0,
+  };
+  await run.stop();
+  return result;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+
+Deno.test("bbr: clean 20 Mbit/s, 50 ms path (queue 1.5 BDP): >= 90 % of the bottleneck, RTT near the min", async () => {
+  const r = await bulk("bbr", { queueBytes: 1.5 * BDP }, 5000, 15_000);
+  const st = r.pair.client.stats;
+  console.log(
+    `bbr clean: ${pct(r.fraction)} of 20 Mbit/s; RTT median ${r.rttMedian.toFixed(1)} ms, ` +
+      `p90 ${r.rttP90.toFixed(1)} ms (path ${RTT} ms); queue drops ${r.queueDrops}; ` +
+      `state ${st.congestionState}, max bw ${(st.maxBandwidthBytesPerSecond * 8e-6).toFixed(2)} ` +
+      `Mbit/s, min RTT ${st.modelMinRttMs.toFixed(1)} ms`,
+  );
+  ok(r.fraction >= 0.9, `throughput ${pct(r.fraction)}`);
+  ok(r.rttMedian <= RTT * 1.1, `median RTT ${r.rttMedian}: a queue stands`);
+  ok(r.rttP90 <= RTT * 1.35, `p90 RTT ${r.rttP90}`);
+  equal(r.queueDrops, 0);
+  // What the server's metrics can read.
+  equal(st.congestionControl, "bbr");
+  equal(st.congestionState, "probe_bw");
+  ok(Math.abs(st.maxBandwidthBytesPerSecond / 1000 / RATE - 1) < 0.05, "max bw is the bottleneck");
+  ok(st.modelMinRttMs >= RTT && st.modelMinRttMs < RTT + 2, `min RTT ${st.modelMinRttMs}`);
+  ok(st.pacingRateBytesPerSecond > 0 && st.pacingGain > 0);
+  equal(st.congestionEvents, 0, "no loss, no congestion");
+});
+
+Deno.test("bbr vs newreno at 1 / 3 / 5 / 10 % random loss (20 Mbit/s, 50 ms, queue 1 BDP)", async () => {
+  const floor: Record<number, number> = { 0.01: 0.9, 0.03: 0.6, 0.05: 0.5, 0.1: 0.3 };
+  const lines: string[] = [];
+  for (const loss of [0.01, 0.03, 0.05, 0.1]) {
+    const link = { queueBytes: BDP, loss, seed: 11 };
+    const b = await bulk("bbr", link, 4000, 12_000);
+    const n = await bulk("newreno", link, 4000, 12_000);
+    lines.push(
+      `loss ${pct(loss)}: bbr ${pct(b.fraction)} (lost ${pct(b.lossRate)}), ` +
+        `newreno ${pct(n.fraction)} (lost ${pct(n.lossRate)})`,
+    );
+    ok(b.fraction >= floor[loss]!, `bbr at ${pct(loss)} loss: ${pct(b.fraction)}`);
+    ok(b.fraction >= n.fraction, `bbr ${pct(b.fraction)} below newreno ${pct(n.fraction)}`);
+    // Sending faster does not make the path lose more: the loss seen is the path's.
+    ok(b.lossRate <= loss * 1.3 + 0.005, `bbr's loss rate ${pct(b.lossRate)} at ${pct(loss)}`);
+    equal(b.queueDrops, 0, "past Startup, bbr never overflows the queue");
+  }
+  console.log(`throughput as a fraction of the bottleneck:\n  ${lines.join("\n  ")}`);
+});
+
+Deno.test("bbr with 10 ms jitter (heavy reordering) and 3 % loss: spurious losses are not congestion", async () => {
+  // Packets 0.5 ms apart, each delayed by up to 10 ms more each way: many are declared lost
+  // by the time threshold (9/8 RTT) and acked after all. They count as delivered and leave
+  // the loss-rate sample, so only the path's 3 % is left.
+  const link = { queueBytes: BDP, loss: 0.03, jitterMs: 10, seed: 12 };
+  const b = await bulk("bbr", link, 4000, 12_000);
+  const n = await bulk("newreno", link, 4000, 12_000);
+  const st = b.pair.client.stats;
+  console.log(
+    `jitter 10 ms, 3 % loss: bbr ${pct(b.fraction)} (declared lost ${pct(b.lossRate)}, ` +
+      `${st.spuriousLosses} spurious), newreno ${pct(n.fraction)} (declared lost ${
+        pct(n.lossRate)
+      })`,
+  );
+  ok(b.fraction >= 0.7, `bbr ${pct(b.fraction)}`);
+  ok(st.spuriousLosses > 0, "the jitter did reorder");
+});
+
+Deno.test("bbr: a bottleneck that halves mid-transfer overflows its queue: that is congestion", async () => {
+  // The same run with loss never taken for congestion (BBRv1's stance) shows what the
+  // loss rule saves: max_bw keeps the old rate for 10 rounds, twice what the path takes.
+  const deaf = { bbrLossThresholdRatio: 1, bbrQueueDelayRatio: 100 };
+  const lines: string[] = [];
+  for (const queueBdp of [0.25, 1]) {
+    const drops: number[] = [];
+    for (const params of [{}, deaf]) {
+      const clock = new FakeClock();
+      const link = { clock, delayMs: RTT / 2, rateBytesPerMs: RATE, queueBytes: queueBdp * BDP };
+      const l = createLinkPair(link);
+      const p = sessionPair(l.a, l.b, { clock, params: { congestionControl: "bbr", ...params } });
+      const run = pump(p, clock);
+      await p.sleep(6000);
+      link.rateBytesPerMs = RATE / 2;
+      const d0 = l.ab.stats.queueDrops;
+      const sent0 = l.ab.stats.sent;
+      const got0 = run.state.got;
+      await p.sleep(2000);
+      const dropped = l.ab.stats.queueDrops - d0;
+      const rate = dropped / (l.ab.stats.sent - sent0);
+      const fraction = (run.state.got - got0) / 2000 / (RATE / 2);
+      const st = p.client.stats;
+      lines.push(
+        `queue ${queueBdp} BDP, ${params === deaf ? "loss ignored" : "loss rule   "}: ` +
+          `${dropped} drops (${pct(rate)} of sent) in 2 s, ${pct(fraction)} of the new rate, ` +
+          `${st.congestionEvents} congested rounds`,
+      );
+      drops.push(dropped);
+      if (params !== deaf) {
+        ok(st.congestionEvents >= 1, "the overflow counted as congestion");
+        ok(fraction >= 0.9, `${pct(fraction)} of the halved bottleneck`);
+        ok(rate <= 0.15, `drop rate ${pct(rate)}`);
+      }
+      await run.stop();
+    }
+    ok(drops[0]! * 2 <= drops[1]!, `${drops[0]} drops vs ${drops[1]} with loss ignored`);
+  }
+  console.log(lines.join("\n"));
+});
+
+/** A bbr pair on the RATE bottleneck whose one-way delay `opts.delayMs` a test may change. */
+async function rttRun(
+  delayMs: number,
+  totalMs: number,
+  step: (elapsed: number, link: { delayMs: number }) => void,
+) {
+  const clock = new FakeClock();
+  const link = { clock, delayMs, rateBytesPerMs: RATE, queueBytes: 1.5 * BDP };
+  const l = createLinkPair(link);
+  const p = sessionPair(l.a, l.b, { clock, params: { congestionControl: "bbr" } });
+  const run = pump(p, clock);
+  const t0 = clock.now();
+  const probeRttAt: number[] = [];
+  let inProbeRtt = 0;
+  const minRtt: { at: number; ms: number }[] = [];
+  let count = 0;
+  while (clock.now() - t0 < totalMs) {
+    await p.sleep(10);
+    const el = clock.now() - t0;
+    step(el, link);
+    const st = p.client.stats;
+    if (st.probeRttCount > count) {
+      count = st.probeRttCount;
+      probeRttAt.push(el);
+    }
+    if (st.congestionState === "probe_rtt") inProbeRtt += 10;
+    if (minRtt.length === 0 || minRtt[minRtt.length - 1]!.ms !== st.modelMinRttMs) {
+      minRtt.push({ at: el, ms: st.modelMinRttMs });
+    }
+  }
+  await run.stop();
+  return { probeRttAt, inProbeRtt, minRtt };
+}
+
+Deno.test("bbr: ProbeRTT about every 10 s while the min RTT is not seen again (path delay creeping up)", async () => {
+  // +1 ms of RTT per second: no sample ever matches the min, so it expires every 10 s.
+  const r = await rttRun(RTT / 2, 32_000, (el, link) => link.delayMs = RTT / 2 + el / 2000);
+  const gaps = r.probeRttAt.slice(1).map((t, i) => t - r.probeRttAt[i]!);
+  console.log(
+    `ProbeRTT at ${r.probeRttAt.map((t) => `${(t / 1000).toFixed(2)} s`).join(", ")}; ` +
+      `gaps ${gaps.map((g) => `${(g / 1000).toFixed(2)} s`).join(", ")}; ` +
+      `${r.inProbeRtt} ms in ProbeRTT (${(r.inProbeRtt / r.probeRttAt.length).toFixed(0)} ms each)`,
+  );
+  equal(r.probeRttAt.length, 3);
+  ok(r.probeRttAt[0]! >= 10_000 && r.probeRttAt[0]! <= 10_500, `first at ${r.probeRttAt[0]}`);
+  for (const g of gaps) ok(g >= 10_000 && g <= 10_800, `gap ${g} ms`);
+  // Brief: 200 ms plus about two round trips each.
+  const each = r.inProbeRtt / r.probeRttAt.length;
+  ok(each >= 200 && each <= 500, `${each} ms per ProbeRTT`);
+});
+
+Deno.test("bbr: a longer path is learned within ~10 s (ProbeRTT), a shorter one at once", async () => {
+  const up = await rttRun(RTT / 2, 30_000, (el, link) => {
+    if (el >= 12_000) link.delayMs = RTT; // RTT 50 → 100 ms
+  });
+  const learned = up.minRtt.find((m) => m.at >= 12_000 && m.ms >= 2 * RTT);
+  ok(learned !== undefined, `never learned: ${JSON.stringify(up.minRtt)}`);
+  const upAfter = learned.at - 12_000;
+  const down = await rttRun(RTT, 12_000, (el, link) => {
+    if (el >= 5000) link.delayMs = RTT / 2; // RTT 100 → 50 ms
+  });
+  const fell = down.minRtt.find((m) => m.at >= 5000 && m.ms < 1.1 * RTT);
+  ok(fell !== undefined, `never learned: ${JSON.stringify(down.minRtt)}`);
+  const downAfter = fell.at - 5000;
+  console.log(
+    `RTT 50 → 100 ms: min RTT ${learned.ms.toFixed(1)} ms learned after ${
+      (upAfter / 1000).toFixed(2)
+    } s (ProbeRTT at ${up.probeRttAt.map((t) => `${(t / 1000).toFixed(2)} s`).join(", ")}); ` +
+      `RTT 100 → 50 ms: learned after ${downAfter} ms`,
+  );
+  ok(upAfter <= 10_800, `${upAfter} ms to learn the longer path`);
+  ok(downAfter <= 2 * RTT, `${downAfter} ms to learn the shorter path`);
+});
+
+Deno.test("bbr: an app-limited stretch keeps the bandwidth estimate; full rate again at once", async () => {
+  const clock = new FakeClock();
+  const l = createLinkPair({
+    clock,
+    delayMs: RTT / 2,
+    rateBytesPerMs: RATE,
+    queueBytes: 1.5 * BDP,
+  });
+  const p = sessionPair(l.a, l.b, { clock, params: { congestionControl: "bbr" } });
+  const run = pump(p, clock);
+  await p.sleep(3000);
+  const before = p.client.stats.maxBandwidthBytesPerSecond;
+  // 12 KB every 200 ms (0.5 Mbit/s) for 6 s: ~60 round trips of slow, app-limited samples.
+  run.state.mode = "trickle";
+  await p.sleep(1000);
+  const trickle0 = run.state.got;
+  await p.sleep(5000);
+  const trickleRate = (run.state.got - trickle0) / 5000;
+  const during = p.client.stats.maxBandwidthBytesPerSecond;
+  run.state.mode = "bulk";
+  const got0 = run.state.got;
+  await p.sleep(500);
+  const resumed = (run.state.got - got0) / 500 / RATE;
+  console.log(
+    `max bw ${(before * 8e-6).toFixed(2)} Mbit/s before, ${(during * 8e-6).toFixed(2)} after 6 s ` +
+      `at ${(trickleRate * 8e-3).toFixed(2)} Mbit/s; first 500 ms after: ${
+        pct(resumed)
+      } of the bottleneck`,
+  );
+  ok(trickleRate < 0.05 * RATE, "the trickle was slow");
+  ok(during >= 0.95 * before, `estimate fell to ${during} from ${before}`);
+  ok(resumed >= 0.8, `resumed at ${pct(resumed)}`);
+  await run.stop();
+});
+
+Deno.test("bbr and newreno share a bottleneck (20 Mbit/s, 50 ms, queue 1.5 BDP): neither starves", async () => {
+  for (const newRenoFirstMs of [0, 5000]) {
+    const clock = new FakeClock();
+    const sb = createSharedBottleneck({
+      pairs: 2,
+      forward: { clock, delayMs: RTT / 2, rateBytesPerMs: RATE, queueBytes: 1.5 * BDP },
+      reverse: { clock, delayMs: RTT / 2 },
+    });
+    const ccs = ["bbr", "newreno"] as const;
+    const pairs = sb.pairs.map((c, i) =>
+      sessionPair(c.a, c.b, { clock, params: { congestionControl: ccs[i]! } })
+    );
+    const reno = pump(pairs[1]!, clock);
+    await pairs[0]!.sleep(newRenoFirstMs);
+    const bbr = pump(pairs[0]!, clock);
+    await pairs[0]!.sleep(10_000);
+    const got0 = [bbr.state.got, reno.state.got];
+    await pairs[0]!.sleep(20_000);
+    const shares = [bbr.state.got - got0[0]!, reno.state.got - got0[1]!].map((g) =>
+      g / 20_000 / RATE
+    );
+    const st = pairs.map((p) => p.client.stats);
+    console.log(
+      `${newRenoFirstMs ? `newreno ${newRenoFirstMs / 1000} s ahead` : "started together"}: ` +
+        `bbr ${pct(shares[0]!)}, newreno ${pct(shares[1]!)} of 20 Mbit/s over 20 s ` +
+        `(bbr congested rounds ${st[0]!.congestionEvents}, newreno reductions ${
+          st[1]!.congestionEvents
+        }, queue drops ${sb.forward.stats.queueDrops})`,
+    );
+    for (const [i, s] of shares.entries()) ok(s >= 0.2, `${ccs[i]} got ${pct(s)}`);
+    ok(shares[0]! + shares[1]! >= 0.9, "the bottleneck stays busy");
+    await Promise.all([bbr.stop(), reno.stop()]);
+  }
+});
+
+// ---------------------------------------------------------------- the model, fed directly
+
+function ack(over: Partial<AckSample>): AckSample {
+  return {
+    now: 0,
+    ackedBytes: 1200,
+    deliveredBytes: 0,
+    intervalMs: 0,
+    appLimited: false,
+    totalDelivered: 1e6,
+    rttMs: -1,
+    adjustedRttMs: -1,
+    newRound: false,
+    cwndLimited: true,
+    priorInFlight: 0,
+    bytesInFlight: 0,
+    ...over,
+  };
+}
+
+Deno.test("bbr model: app-limited samples never lower max_bw; others do once the window passed", () => {
+  const run = (appLimited: boolean) => {
+    const b = new Bbr(resolveParams({ congestionControl: "bbr" }), 1200);
+    b.onAck(ack({ now: 10, newRound: true, deliveredBytes: 50_000, intervalMs: 20, rttMs: 20 }));
+    equal(b.maxBw, 2500);
+    for (let i = 1; i <= 30; i++) {
+      b.onAck(
+        ack({ now: 10 + 20 * i, newRound: true, deliveredBytes: 5000, intervalMs: 20, appLimited }),
+      );
+    }
+    return b.maxBw;
+  };
+  equal(run(true), 2500, "30 rounds of app-limited samples at a tenth of the rate");
+  equal(run(false), 250, "the same samples, window-limited: the path got slower");
+});
+
+Deno.test("bbr model: ProbeRTT is skipped while the min RTT is seen again, entered 10 s after it was last seen", () => {
+  const params = resolveParams({ congestionControl: "bbr" });
+  const feed = (rttAfterStart: number) => {
+    const b = new Bbr(params, 1200);
+    b.onAck(
+      ack({
+        now: 0,
+        newRound: true,
+        rttMs: 50,
+        adjustedRttMs: 50,
+        deliveredBytes: 1e5,
+        intervalMs: 50,
+      }),
+    );
+    for (let t = 100; t <= 30_000; t += 100) {
+      b.onAck(ack({ now: t, rttMs: rttAfterStart, adjustedRttMs: rttAfterStart }));
+      if (b.probeRttCount > 0) return { at: t, b };
+    }
+    return { at: Infinity, b };
+  };
+  equal(feed(50).at, Infinity, "samples equal to the min refresh it: no ProbeRTT in 30 s");
+  const late = feed(60);
+  equal(late.at, 10_100, "first ack past 10 s without the min");
+  equal(late.b.mode, "probe_rtt");
+  equal(late.b.minRtt, 60, "the expired min takes the current sample");
+});
+
+Deno.test("bbr model: loss is congestion only above the threshold or at a standing queue", () => {
+  const params = resolveParams({ congestionControl: "bbr" });
+  const lost = (b: Bbr, over: Partial<LossEvent>) =>
+    b.onPacketsLost({
+      now: 0,
+      lostBytes: 1200,
+      lostPackets: 1,
+      largestLostSentTime: 0,
+      firstLostSentTime: 0,
+      txInFlight: 120_000,
+      bytesInFlight: 120_000,
+      recentLost: 30,
+      recentSeen: 1000,
+      latestRttMs: 50,
+      ...over,
+    });
+  const fresh = () => {
+    const b = new Bbr(params, 1200);
+    b.onAck(
+      ack({
+        now: 0,
+        newRound: true,
+        rttMs: 50,
+        adjustedRttMs: 50,
+        deliveredBytes: 1e5,
+        intervalMs: 50,
+      }),
+    );
+    return b;
+  };
+  // 3 % random loss at the min RTT: nothing happens.
+  let b = fresh();
+  for (let i = 0; i < 97; i++) b.onPacketAcked({ size: 1200, timeSent: 0 });
+  for (let i = 0; i < 3; i++) equal(lost(b, {}), false);
+  equal(b.inflightHi, Infinity);
+  // The same loss at a queue (RTT 2 x the min, above lossToleranceRatio): congestion, once a round.
+  const queue = (b: Bbr) => {
+    for (let t = 1; t <= 5; t++) b.onAck(ack({ now: t, rttMs: 100, adjustedRttMs: 100 }));
+  };
+  b = fresh();
+  queue(b);
+  // One high sample is jitter, not a queue: the recent average must be high too.
+  const once = fresh();
+  once.onAck(ack({ now: 1, rttMs: 100, adjustedRttMs: 100 }));
+  equal(lost(once, { latestRttMs: 100 }), false);
+  equal(lost(b, { latestRttMs: 100 }), true);
+  equal(b.inflightHi, 0.7 * 120_000);
+  equal(b.fullBwReached, true, "congestion ends Startup");
+  equal(lost(b, { latestRttMs: 100 }), false, "one response per round");
+  // At a queue but below lossToleranceRatio: tolerated, as NewReno would.
+  b = fresh();
+  queue(b);
+  equal(lost(b, { latestRttMs: 100, recentLost: 10 }), false);
+  // 20 % of 200 packets lost at the min RTT: congestion by rate alone.
+  b = fresh();
+  for (let i = 0; i < 160; i++) b.onPacketAcked({ size: 1200, timeSent: 0 });
+  deepEqual([lost(b, { lostPackets: 39 }), b.inflightHi], [false, Infinity], "199 seen: too few");
+  equal(lost(b, { lostPackets: 1 }), true);
+  equal(b.congestionRounds, 1);
+  // A spurious loss undoes it.
+  equal(b.undo(), true);
+  equal(b.inflightHi, Infinity);
+});
+
+Deno.test("delivery rate: samples follow the newest acked packet, over max(send, ack) elapsed", () => {
+  const r = new DeliveryRate();
+  const snap = (): RateSnapshot => ({
+    delivered: 0,
+    deliveredTime: 0,
+    firstSentTime: 0,
+    appLimited: false,
+  });
+  const p = Array.from({ length: 10 }, snap);
+  // Ten packets of 1000 bytes, sent 1 ms apart from t = 0; acked at 50..59 ms.
+  for (let i = 0; i < 10; i++) r.onPacketSent(p[i]!, i, i * 1000);
+  r.beginAck();
+  r.onPacketAcked(p[0]!, 0, 1000, 50);
+  let s = r.endAck(50, 10);
+  deepEqual(s, { deliveredBytes: 1000, intervalMs: 50, appLimited: false });
+  for (let i = 1; i < 10; i++) {
+    r.beginAck();
+    r.onPacketAcked(p[i]!, i, 1000, 50 + i);
+    s = r.endAck(50 + i, 10);
+  }
+  // The last: 10 000 bytes since the flight began, over 59 ms of acks.
+  deepEqual(s, { deliveredBytes: 10_000, intervalMs: 59, appLimited: false });
+  // Nothing more to send: the next flight's samples are app-limited until it is delivered.
+  r.markAppLimited(0);
+  const q = snap();
+  r.onPacketSent(q, 100, 0);
+  equal(q.appLimited, true);
+  r.beginAck();
+  r.onPacketAcked(q, 100, 1000, 150);
+  equal(r.endAck(150, 10).appLimited, true);
+  equal(r.appLimited, false, "cleared once the marked bytes were delivered");
+  // A flight delivered faster than a round trip is an artefact: no sample.
+  const f = snap();
+  r.onPacketSent(f, 200, 0);
+  r.beginAck();
+  r.onPacketAcked(f, 200, 1000, 205);
+  equal(r.endAck(205, 10).intervalMs, 0);
+});
+
+Deno.test("params: congestionControl is validated, and the default stays newreno", () => {
+  equal(resolveParams().congestionControl, "newreno");
+  equal(resolveParams({ congestionControl: "bbr" }).congestionControl, "bbr");
+  throws(
+    () => resolveParams({ congestionControl: "cubic" as MuxParams["congestionControl"] }),
+    /congestionControl/,
+  );
+  throws(() => resolveParams({ bbrLossThresholdRatio: 1.5 }), /bbrLossThresholdRatio/);
+  throws(() => resolveParams({ bbrQueueDelayRatio: 0 }), /bbrQueueDelayRatio/);
+});
