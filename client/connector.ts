@@ -10,15 +10,16 @@
  */
 import { AlertDescription, alertName, DtlsError } from "../shared/dtls/mod.ts";
 import { type Clock, realClock } from "../shared/clock.ts";
-import { HelloRejectedError, sayHello } from "../shared/handshake/mod.ts";
+import { HelloRejectedError, sayHello, sendDrain } from "../shared/handshake/mod.ts";
 import { OriginPool } from "./origin/pool.ts";
 import { type MuxParams, MuxSession, MuxSessionError, type MuxStream } from "../shared/mux/mod.ts";
 import { type ForwardOptions, type ForwardOutcome, serveStream } from "./forwarder.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
-import { FEATURE_SPLICE } from "../shared/protocol/mod.ts";
+import { FEATURE_DRAIN, FEATURE_SPLICE, type Welcome } from "../shared/protocol/mod.ts";
 import { formatHostPort } from "../shared/names.ts";
 import { sleep } from "../shared/sleep.ts";
 import { type DialedTunnel, dialerFor, type DtlsEngine, type TunnelDialer } from "./dialer.ts";
+import { type RacedTunnel, RaceError, type RacingDialer } from "./race.ts";
 
 export const CLIENT_VERSION = "hopgate-client/0.1.0";
 
@@ -71,6 +72,7 @@ export type FailureKind =
   | "resolve_failed" // the server's host name did not resolve
   | "bad_api_key" // alert decrypt_error: the key is not this domain's
   | "unknown_domain" // alert unknown_psk_identity: domain not registered
+  | "storage_unavailable" // alert internal_error: the server could not look the key up
   | "handshake_failed" // any other DTLS failure
   | "version_mismatch"
   | "domain_mismatch"
@@ -87,7 +89,11 @@ export type ClientEvent =
     domain: string;
     sessionId: string;
     serverVersion: string;
+    /** Which transport carries the tunnel (a re-probe that moved it sends another). */
+    transport: string;
   }
+  /** A re-probe of the preferred transport failed; the tunnel stays where it is. */
+  | { type: "probe"; transport: string; ok: false; message: string }
   | {
     type: "stats";
     rttMs: number | undefined;
@@ -124,6 +130,14 @@ export class ClientFailure extends Error {
  */
 export function classifyFailure(e: unknown, server: string, domain: string): ClientFailure {
   if (e instanceof ClientFailure) return e;
+  if (e instanceof RaceError) {
+    // Both transports failed: the preferred one's kind leads unless the server
+    // answered over the fallback (a bad key, a busy server…); the line says both.
+    const p = classifyFailure(e.preferred, server, domain);
+    const f = classifyFailure(e.fallback, server, domain);
+    const lead = PERSISTENT.has(f.kind) || f.kind === "server_busy" ? f : p;
+    return new ClientFailure(lead.kind, `${p.message}; over ${e.fallbackTransport}: ${f.message}`);
+  }
   if (e instanceof DtlsError) {
     if (e.code === "HANDSHAKE_TIMEOUT") {
       return new ClientFailure(
@@ -139,6 +153,14 @@ export function classifyFailure(e: unknown, server: string, domain: string): Cli
     }
     if (e.code === "ALERT_RECEIVED" && e.alert === AlertDescription.UnknownPskIdentity) {
       return unknownDomain(domain, server);
+    }
+    if (e.code === "ALERT_RECEIVED" && e.alert === AlertDescription.InternalError) {
+      // The server's PSK lookup failed (its database is down or slow): not a verdict
+      // on the domain or the key, so the usual short backoff applies.
+      return new ClientFailure(
+        "storage_unavailable",
+        `Server storage unavailable: the server at ${server} cannot look up ${domain} right now`,
+      );
     }
     if (e.code === "RESOLVE_FAILED") {
       return new ClientFailure("resolve_failed", `Server address unknown: ${e.message}`);
@@ -219,6 +241,190 @@ export class Backoff {
   }
 }
 
+/** A tunnel that is up: its transport, its mux session and what the server said. */
+interface Up {
+  readonly dialed: DialedTunnel;
+  readonly session: MuxSession;
+  readonly control: MuxStream;
+  readonly welcome: Welcome;
+  /** Which transport carries it (the racing dialer says which one won). */
+  readonly transport: string;
+  readonly since: number;
+  /** Stops listening for the client's own stop signal. */
+  readonly release: () => void;
+}
+
+/** Shared by every session of one `runClient`. */
+interface Ctx {
+  readonly options: ClientOptions;
+  readonly clock: Clock;
+  readonly signal: AbortSignal;
+  readonly server: string;
+  readonly emit: (e: ClientEvent) => void;
+  readonly forward: ForwardOptions;
+  readonly counters: { inFlight: number; served: number; failed: number };
+  readonly serving: Set<Promise<void>>;
+}
+
+/** Dials, starts the mux session and says hello. Cleans up and throws on failure. */
+async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSignal): Promise<Up> {
+  const { options, clock } = ctx;
+  const dialed = await dialer.dial(signal);
+  const session = new MuxSession(dialed.conn, {
+    role: "client",
+    clock,
+    params: { ...TUNNEL_MUX_PARAMS, ...options.muxParams },
+  });
+  const onAbort = () => session.abort(0, "client stopping");
+  signal.addEventListener("abort", onAbort, { once: true });
+  const release = () => signal.removeEventListener("abort", onAbort);
+  try {
+    const { welcome, control } = await sayHello(
+      session,
+      {
+        client: CLIENT_VERSION,
+        domain: options.domain,
+        target: options.target.origin,
+        features: [FEATURE_SPLICE],
+      },
+      options.helloTimeoutMs ?? 10_000,
+      clock,
+    );
+    const transport = (dialed as Partial<RacedTunnel>).transport ?? dialer.transport;
+    return { dialed, session, control, welcome, transport, since: clock.now(), release };
+  } catch (e) {
+    release();
+    session.abort(0, "client giving up on this session");
+    await session.closed;
+    await tearDown(dialed);
+    throw e;
+  }
+}
+
+async function tearDown(dialed: DialedTunnel): Promise<void> {
+  dialed.conn.close();
+  await dialed.closed();
+}
+
+function connectedEvent(up: Up, ctx: Ctx): ClientEvent {
+  return {
+    type: "connected",
+    server: ctx.server,
+    domain: ctx.options.domain,
+    sessionId: up.welcome.session,
+    serverVersion: up.welcome.server,
+    transport: up.transport,
+  };
+}
+
+/**
+ * While the tunnel runs on a racing dialer's fallback: waits the re-probe interval,
+ * then tries the preferred transport. Resolves with a new tunnel, or undefined
+ * (failed, or stopped) for the caller to try again later.
+ */
+async function reprobe(
+  dialer: RacingDialer,
+  ctx: Ctx,
+  signal: AbortSignal,
+): Promise<Up | undefined> {
+  await sleep(dialer.reprobeIntervalMs, signal, ctx.clock);
+  if (signal.aborted) return undefined;
+  try {
+    const up = await bringUp(dialer.preferred, ctx, signal);
+    return { ...up, transport: dialer.preferred.transport };
+  } catch (e) {
+    if (!signal.aborted) {
+      const f = classifyFailure(e, ctx.server, ctx.options.domain);
+      ctx.emit({
+        type: "probe",
+        transport: dialer.preferred.transport,
+        ok: false,
+        message: f.message,
+      });
+    }
+    return undefined;
+  }
+}
+
+/**
+ * Moves off `old` make-before-break: the new tunnel already serves; the server is
+ * asked to send no more requests to the old one and to close it once they are
+ * done (FEATURE_DRAIN), else the old session says GOAWAY and closes gracefully.
+ * Requests in flight on it finish either way.
+ */
+async function retire(old: Up): Promise<void> {
+  if (old.welcome.features?.includes(FEATURE_DRAIN)) {
+    await sendDrain(old.control).catch(() => old.session.goAway());
+  } else {
+    old.session.goAway();
+  }
+  await old.session.closed;
+  old.release();
+  await tearDown(old.dialed);
+}
+
+/**
+ * Serves `first` and, on a racing dialer's fallback, moves to the preferred
+ * transport when a re-probe finds it again. Resolves with why the tunnel in use
+ * ended (its session closed).
+ */
+async function serveTunnel(first: Up, dialer: TunnelDialer, ctx: Ctx): Promise<ClientFailure> {
+  const racing = isRacing(dialer) ? dialer : undefined;
+  const probing = new AbortController();
+  const stopProbing = () => probing.abort();
+  ctx.signal.addEventListener("abort", stopProbing, { once: true });
+  const retiring = new Set<Promise<void>>();
+  let current = first;
+  let probe: Promise<Up | undefined> | undefined;
+  try {
+    for (;;) {
+      const served = serveSession(current.session, current.control, ctx);
+      if (racing && current.transport !== racing.preferred.transport) {
+        probe ??= reprobe(racing, ctx, probing.signal);
+      }
+      const next = await Promise.race([
+        served.then(() => null),
+        probe ?? new Promise<never>(() => {}),
+      ]);
+      if (next === null) break; // the tunnel in use ended
+      probe = undefined;
+      if (next === undefined) continue; // the probe failed: serve on, probe again later
+      const old = current;
+      current = next;
+      ctx.emit(connectedEvent(current, ctx));
+      const r = retire(old).catch(() => {});
+      retiring.add(r);
+      r.finally(() => retiring.delete(r));
+    }
+    const info = await current.session.closed;
+    current.release();
+    return new ClientFailure(
+      "session_lost",
+      `Connection to ${ctx.server} lost: ${info.remote ? "closed by the server" : "closed"}${
+        info.reason ? ` (${info.reason})` : ""
+      }`,
+    );
+  } finally {
+    ctx.signal.removeEventListener("abort", stopProbing);
+    probing.abort();
+    // A probe that connected just as the tunnel ended: it is not used.
+    const late = await probe;
+    if (late) {
+      late.release();
+      late.session.abort(0, "client giving up on this session");
+      await late.session.closed;
+      await tearDown(late.dialed);
+    }
+    await current.session.closed;
+    await tearDown(current.dialed);
+    await Promise.all(retiring);
+  }
+}
+
+function isRacing(d: TunnelDialer): d is RacingDialer {
+  return "preferred" in d && "fallback" in d && "reprobeIntervalMs" in d;
+}
+
 /**
  * Runs the client until `signal` aborts; resolves once everything is closed.
  * Never rejects for network reasons (they are reported as `failure` events).
@@ -240,66 +446,31 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
     timeout ? { connectTimeoutMs: timeout, clock } : { clock },
   );
   const forward: ForwardOptions = { ...options.forward, target: options.target, pool };
-  const counters = { inFlight: 0, served: 0, failed: 0 };
-  const serving = new Set<Promise<void>>();
+  const ctx: Ctx = {
+    options,
+    clock,
+    signal,
+    server,
+    emit,
+    forward,
+    counters: { inFlight: 0, served: 0, failed: 0 },
+    serving: new Set<Promise<void>>(),
+  };
   let attempt = 0;
 
   try {
     while (!signal.aborted) {
       attempt++;
       emit({ type: "connecting", attempt, server, transport: dialer.transport });
-      let connected: DialedTunnel | undefined;
-      let session: MuxSession | undefined;
       let upSince = 0;
       let failure: ClientFailure;
       try {
-        connected = await dialer.dial(signal);
-        session = new MuxSession(connected.conn, {
-          role: "client",
-          clock,
-          params: { ...TUNNEL_MUX_PARAMS, ...options.muxParams },
-        });
-        const s = session;
-        const onAbort = () => s.abort(0, "client stopping");
-        signal.addEventListener("abort", onAbort, { once: true });
-        try {
-          const { welcome, control } = await sayHello(
-            s,
-            {
-              client: CLIENT_VERSION,
-              domain: options.domain,
-              target: options.target.origin,
-              features: [FEATURE_SPLICE],
-            },
-            options.helloTimeoutMs ?? 10_000,
-            clock,
-          );
-          upSince = clock.now();
-          emit({
-            type: "connected",
-            server,
-            domain: options.domain,
-            sessionId: welcome.session,
-            serverVersion: welcome.server,
-          });
-          await serveSession(s, control, forward, counters, serving, emit, options, signal);
-        } finally {
-          signal.removeEventListener("abort", onAbort);
-        }
-        const info = await s.closed;
-        failure = new ClientFailure(
-          "session_lost",
-          `Connection to ${server} lost: ${info.remote ? "closed by the server" : "closed"}${
-            info.reason ? ` (${info.reason})` : ""
-          }`,
-        );
+        const up = await bringUp(dialer, ctx, signal);
+        upSince = up.since;
+        emit(connectedEvent(up, ctx));
+        failure = await serveTunnel(up, dialer, ctx);
       } catch (e) {
-        session?.abort(0, "client giving up on this session");
         failure = classifyFailure(e, server, options.domain);
-      } finally {
-        if (session) await session.closed;
-        connected?.conn.close();
-        await connected?.closed();
       }
       if (signal.aborted) break;
       if (upSince > 0) backoff.sessionEnded(clock.now() - upSince);
@@ -308,23 +479,15 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
       await sleep(retryInMs, signal, clock);
     }
   } finally {
-    await Promise.all(serving);
+    await Promise.all(ctx.serving);
     pool.close();
     emit({ type: "stopped" });
   }
 }
 
 /** Accepts streams until the session ends, serving each concurrently. */
-async function serveSession(
-  session: MuxSession,
-  _control: MuxStream,
-  forward: ForwardOptions,
-  counters: { inFlight: number; served: number; failed: number },
-  serving: Set<Promise<void>>,
-  emit: (e: ClientEvent) => void,
-  options: ClientOptions,
-  signal: AbortSignal,
-): Promise<void> {
+async function serveSession(session: MuxSession, _control: MuxStream, ctx: Ctx): Promise<void> {
+  const { forward, counters, serving, emit, options, signal } = ctx;
   const stats = () => {
     const rtt = session.rtt;
     emit({

@@ -169,7 +169,7 @@ Deno.test("cli: a real run with the task's permissions connects, serves, and sto
   const stderr = new TextDecoder().decode(r.stderr);
   assert.equal(r.code, 0, stderr);
   assert.equal(stderr, "");
-  assert.match(stdout, /connected to 127\.0\.0\.1:\d+ \(test-server\/0, session s1\)/);
+  assert.match(stdout, /connected to 127\.0\.0\.1:\d+ over dtls \(test-server\/0, session s1\)/);
   assert.match(stdout, /GET \/cli → 200/);
   assert.match(stdout, /stopped after 1 requests/);
   assert.ok(!stdout.includes("cli-secret-key"));

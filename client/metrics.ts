@@ -6,7 +6,8 @@
  * | metric                                  | type      | labels  |
  * |-----------------------------------------|-----------|---------|
  * | hopgate_client_connected                | gauge     |         |
- * | hopgate_client_connects_total           | counter   |         |
+ * | hopgate_client_connects_total           | counter   | transport |
+ * | hopgate_client_transport                | gauge     | transport |
  * | hopgate_client_failures_total           | counter   | kind    |
  * | hopgate_client_requests_total           | counter   | outcome |
  * | hopgate_client_request_duration_seconds | histogram | outcome |
@@ -28,6 +29,7 @@ import type { ClientEvent } from "./connector.ts";
 export class ClientMetrics {
   readonly registry = new Registry();
   readonly #connected: Gauge<string>;
+  readonly #transport: Gauge<string>;
   readonly #connects: Counter<string>;
   readonly #failures: Counter<string>;
   readonly #requests: Counter<string>;
@@ -45,9 +47,16 @@ export class ClientMetrics {
       help: "1 while the tunnel is up.",
       registers,
     });
+    this.#transport = new Gauge({
+      name: "hopgate_client_transport",
+      help: "1 for the transport carrying the tunnel now (dtls, or the TCP path).",
+      labelNames: ["transport"],
+      registers,
+    });
     this.#connects = new Counter({
       name: "hopgate_client_connects_total",
-      help: "Tunnels established (first connect and every reconnect).",
+      help: "Tunnels established (first connect, every reconnect, every move between transports).",
+      labelNames: ["transport"],
       registers,
     });
     this.#failures = new Counter({
@@ -98,14 +107,18 @@ export class ClientMetrics {
     switch (event.type) {
       case "connected":
         this.#connected.set(1);
-        this.#connects.inc();
+        this.#transport.reset();
+        this.#transport.labels(event.transport).set(1);
+        this.#connects.labels(event.transport).inc();
         break;
       case "failure":
         this.#connected.set(0);
+        this.#transport.reset();
         this.#failures.labels(event.kind).inc();
         break;
       case "stopped":
         this.#connected.set(0);
+        this.#transport.reset();
         break;
       case "stats":
         this.#inFlight.set(event.inFlight);

@@ -33,7 +33,7 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
   const now = o.now ?? (() => new Date());
   let state:
     | { kind: "connecting"; attempt: number; server: string; transport: string }
-    | { kind: "connected"; server: string; since: number }
+    | { kind: "connected"; server: string; since: number; transport: string }
     | { kind: "waiting"; until: number; why: string }
     | { kind: "stopped" } = { kind: "connecting", attempt: 0, server: "", transport: "" };
   let rttMs: number | undefined;
@@ -50,7 +50,7 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
         return `… connecting to ${state.server} over ${state.transport} (attempt ${state.attempt}) · ${o.domain}`;
       case "connected": {
         const rtt = rttMs === undefined ? "RTT –" : `RTT ${rttMs.toFixed(rttMs < 10 ? 1 : 0)} ms`;
-        return `● connected to ${state.server} · ${o.domain} → ${o.target} · ${rtt} · ${counts}`;
+        return `● connected to ${state.server} over ${state.transport} · ${o.domain} → ${o.target} · ${rtt} · ${counts}`;
       }
       case "waiting": {
         const s = Math.max(0, Math.ceil((state.until - now().getTime()) / 1000));
@@ -89,12 +89,21 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
         draw();
         break;
       case "connected":
-        state = { kind: "connected", server: e.server, since: now().getTime() };
+        state = {
+          kind: "connected",
+          server: e.server,
+          since: now().getTime(),
+          transport: e.transport,
+        };
         rttMs = undefined;
         log(
-          `connected to ${e.server} (${e.serverVersion}, session ${e.sessionId}): ` +
+          `connected to ${e.server} over ${e.transport} (${e.serverVersion}, session ${e.sessionId}): ` +
             `${e.domain} → ${o.target}`,
         );
+        break;
+      case "probe":
+        // The tunnel stays where it is; only worth a line when debugging.
+        if (o.debug) log(`${e.transport} still unusable: ${e.message}`);
         break;
       case "stats":
         rttMs = e.rttMs;

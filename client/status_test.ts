@@ -26,6 +26,7 @@ Deno.test("status: on a terminal, one line rewritten in place with RTT and count
     domain: "app.example.com",
     sessionId: "s1",
     serverVersion: "hopgate-server/0.1.0",
+    transport: "dtls",
   });
   r.onEvent({
     type: "stats",
@@ -41,10 +42,13 @@ Deno.test("status: on a terminal, one line rewritten in place with RTT and count
   // Every redraw starts by clearing the line; permanent lines end with a newline.
   assert.ok(out.every((s) => s.startsWith("\r\x1b[2K") || !s.includes("●")));
   assert.match(text, /\r\x1b\[2K… connecting to hop\.example\.com:443 over dtls \(attempt 1\)/);
-  assert.match(text, /connected to hop\.example\.com:443 \(hopgate-server\/0\.1\.0, session s1\)/);
   assert.match(
     text,
-    /● connected to hop\.example\.com:443 · app\.example\.com → http:\/\/127\.0\.0\.1:3000\/ · RTT – · 0 in flight/,
+    /connected to hop\.example\.com:443 over dtls \(hopgate-server\/0\.1\.0, session s1\)/,
+  );
+  assert.match(
+    text,
+    /● connected to hop\.example\.com:443 over dtls · app\.example\.com → http:\/\/127\.0\.0\.1:3000\/ · RTT – · 0 in flight/,
   );
   assert.match(
     text,
@@ -68,6 +72,7 @@ Deno.test("status: not a terminal → plain timestamped lines, no escapes, reque
       domain: "d",
       sessionId: "s1",
       serverVersion: "v",
+      transport: "dtls",
     });
     r.onEvent({
       type: "stats",

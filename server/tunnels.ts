@@ -17,9 +17,9 @@ import {
 } from "../shared/dtls/mod.ts";
 import { type Clock, realClock } from "../shared/clock.ts";
 import type { DtlsConn } from "../shared/dtls/mod.ts";
-import { awaitHello, HelloRejectedError } from "../shared/handshake/mod.ts";
+import { awaitHello, HelloRejectedError, watchControl } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession, StreamErrorCode } from "../shared/mux/mod.ts";
-import { FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
+import { FEATURE_DRAIN, FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { canonicalDomain, formatHostPort } from "../shared/names.ts";
 import type { Logger } from "./log.ts";
@@ -34,6 +34,8 @@ export class Tunnel implements TunnelSession {
   /** Requests forwarded through this tunnel now, and in all. */
   inFlight = 0;
   served = 0;
+  /** The client asked for this session to be drained: no new requests go to it. */
+  draining = false;
 
   constructor(
     readonly id: string,
@@ -51,7 +53,7 @@ export class Tunnel implements TunnelSession {
   }
 
   get usable(): boolean {
-    return !this.session.isClosed;
+    return !this.session.isClosed && !this.draining;
   }
 
   close(reason: string): void {
@@ -76,6 +78,11 @@ export interface TunnelHubOptions {
    * Default 8 (`DEFAULT_MAX_TUNNELS_PER_DOMAIN`).
    */
   maxTunnelsPerDomain?: number;
+  /**
+   * A tunnel the client asked to drain closes once idle, or after this long at
+   * most. Default 300 000 ms.
+   */
+  drainTimeoutMs?: number;
   /** Called for every mux session as it starts, greeted or not (metrics). */
   onSession?: (session: MuxSession) => void;
   /** DTLS, mux and hello timers run on this (tests pass a fake one). Default realClock. */
@@ -165,6 +172,30 @@ export class TunnelHub {
     let n = this.#welcoming.get(domain) ?? 0;
     for (const _ of this.#registry.sessionsOf(domain)) n++;
     return n;
+  }
+
+  /**
+   * The client moved to another tunnel (make-before-break): no new requests go
+   * to this one, and it closes once its requests in flight are done (at most
+   * `drainTimeoutMs`; a long WebSocket is cut then).
+   */
+  #drain(tunnel: Tunnel): void {
+    if (tunnel.draining || tunnel.session.isClosed) return;
+    tunnel.draining = true;
+    const clock = this.#opts.clock ?? realClock;
+    const until = clock.now() + (this.#opts.drainTimeoutMs ?? 300_000);
+    this.#log.info("tunnel draining", {
+      component: "tunnel",
+      domain: tunnel.domain,
+      session_id: tunnel.id,
+      in_flight: tunnel.inFlight,
+    });
+    const check = () => {
+      if (tunnel.session.isClosed) return;
+      if (tunnel.inFlight > 0 && clock.now() < until) return void clock.setTimer(check, 100);
+      tunnel.close("drained: the client moved to another tunnel");
+    };
+    check();
   }
 
   /** The next usable tunnel for a domain, round robin; undefined if none. */
@@ -268,11 +299,11 @@ export class TunnelHub {
         }
         reserved = true;
         this.#welcoming.set(domain, (this.#welcoming.get(domain) ?? 0) + 1);
-        return { t: "welcome", session: id, server: SERVER_VERSION };
+        return { t: "welcome", session: id, server: SERVER_VERSION, features: [FEATURE_DRAIN] };
       },
       helloMs,
       clock,
-    ).then(({ hello }) => {
+    ).then(({ hello, after }) => {
       clock.clearTimer(deadline);
       doneWaiting();
       unreserve();
@@ -280,6 +311,7 @@ export class TunnelHub {
       const splice = hello.features?.includes(FEATURE_SPLICE) ?? false;
       const tunnel = new Tunnel(id, domain, session, conn.remoteAddr, hello.client, splice);
       const remove = this.#registry.add(domain, tunnel);
+      void watchControl(after, () => this.#drain(tunnel));
       // The client opens only the control stream: any other stream it opens is refused
       // at once (left in the accept queue, each would hold up to a stream window of data
       // for the whole session).

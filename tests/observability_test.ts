@@ -192,7 +192,8 @@ Deno.test("observability: /metrics (promtool, counters move), JSON request logs 
       const r = await curl([`http://127.0.0.1:${clientMetricsPort}/metrics`]);
       equal(r.status, 200);
       equal(sample(r.body, "hopgate_client_connected"), 1);
-      equal(sample(r.body, "hopgate_client_connects_total"), 1);
+      equal(sample(r.body, 'hopgate_client_connects_total{transport="dtls"}'), 1);
+      equal(sample(r.body, 'hopgate_client_transport{transport="dtls"}'), 1);
       ok(sample(r.body, 'hopgate_client_requests_total{outcome="2xx"}') >= 5, r.body);
       equal(sample(r.body, 'hopgate_client_requests_total{outcome="4xx"}'), 1);
       // Connections to the origin come with the next status report (every second).

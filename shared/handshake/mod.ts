@@ -109,7 +109,7 @@ export async function awaitHello<S extends ControlStream>(
   decide: (hello: Hello) => Welcome | Reject,
   timeoutMs = 10_000,
   clock: Clock = realClock,
-): Promise<{ hello: Hello; welcome: Welcome; control: S }> {
+): Promise<{ hello: Hello; welcome: Welcome; control: S; after: ReadableStream<Uint8Array> }> {
   const control = await withTimeout(
     session.acceptStream(),
     timeoutMs,
@@ -118,8 +118,9 @@ export async function awaitHello<S extends ControlStream>(
   );
   if (!control) throw new HelloRejectedError("protocol_error", "Session closed before the hello");
   let hello: Hello;
+  let after: ReadableStream<Uint8Array>;
   try {
-    const { head } = await withTimeout(
+    const { head, body } = await withTimeout(
       readHead(control.readable),
       timeoutMs,
       "Waiting for the client's hello",
@@ -129,6 +130,7 @@ export async function awaitHello<S extends ControlStream>(
       throw new HelloRejectedError("bad_hello", `Expected hello, got "${head.t}"`);
     }
     hello = head;
+    after = body;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     await writeHead(control, { t: "reject", code: "bad_hello", message }).catch(() => {});
@@ -137,5 +139,32 @@ export async function awaitHello<S extends ControlStream>(
   const answer = decide(hello);
   await writeHead(control, answer);
   if (answer.t === "reject") throw new HelloRejectedError(answer.code, answer.message);
-  return { hello, welcome: answer, control };
+  return { hello, welcome: answer, control, after };
+}
+
+/**
+ * Server side, after the welcome: reads the heads the client sends on the control
+ * stream (`after`, from `awaitHello`) and calls `onDrain` at the first `Drain`.
+ * Resolves when the stream ends or holds something else (nothing else is defined).
+ */
+export async function watchControl(
+  after: ReadableStream<Uint8Array>,
+  onDrain: () => void,
+): Promise<void> {
+  let rest = after;
+  for (;;) {
+    let head;
+    try {
+      ({ head, body: rest } = await readHead(rest));
+    } catch {
+      return; // ended (the session closed), or not a head
+    }
+    if (head.t !== "drain") return;
+    onDrain();
+  }
+}
+
+/** Client side: asks the server to drain this session (it has FEATURE_DRAIN). */
+export function sendDrain(control: ControlStream): Promise<void> {
+  return writeHead(control, { t: "drain" });
 }

@@ -20,6 +20,11 @@ export const MAX_HEAD_BYTES = 64 * 1024;
  * instead of bridging WebSocket messages (RequestHead.ws).
  */
 export const FEATURE_SPLICE = "splice";
+/**
+ * Welcome.features: the server reads `Drain` on the control stream after the
+ * welcome (a client moving to a new tunnel asks the old one to be drained).
+ */
+export const FEATURE_DRAIN = "drain";
 
 /** Header fields as name/value pairs, in order, repeats kept apart. */
 export type HeaderList = [string, string][];
@@ -48,6 +53,18 @@ export interface Welcome {
   session: string;
   /** Server software version, e.g. "hopgate-server/0.1.0". */
   server: string;
+  /** What this server can do beyond the protocol, e.g. FEATURE_DRAIN; absent from old servers. */
+  features?: string[];
+}
+
+/**
+ * Client → server on the control stream, after the welcome (FEATURE_DRAIN): this
+ * client has another tunnel now. The server opens no more request streams on this
+ * session and closes it once the requests in flight on it are done.
+ */
+export interface Drain {
+  /** Head type tag. */
+  t: "drain";
 }
 
 /** Why the server refused a client; stable codes the CLI explains. */
@@ -128,7 +145,7 @@ export interface ForwardError {
 }
 
 /** Any head a stream can start with, told apart by `t`. */
-export type Head = Hello | Welcome | Reject | RequestHead | ResponseHead | ForwardError;
+export type Head = Hello | Welcome | Drain | Reject | RequestHead | ResponseHead | ForwardError;
 /** A decoder's result: the value, or an error message. */
 export type Decoded<T> = { value: T; error?: undefined } | { value?: undefined; error: string };
 
@@ -194,7 +211,10 @@ export function validateHead(v: unknown): Decoded<Head> {
       return { value: o as unknown as Hello };
     case "welcome":
       if (!isStr(o.session) || !isStr(o.server)) return bad("session/server");
+      if (o.features !== undefined && !isStrList(o.features)) return bad("features");
       return { value: o as unknown as Welcome };
+    case "drain":
+      return { value: o as unknown as Drain };
     case "reject":
       if (!isStr(o.code) || !isStr(o.message)) return bad("code/message");
       return { value: o as unknown as Reject };
