@@ -6,6 +6,7 @@
  */
 import { and, eq, gt, lt } from "drizzle-orm";
 import type { Database } from "./database.ts";
+import { QueryGuard } from "./guard.ts";
 import { acmeAccounts, acmeChallenges, certificates } from "./schema.ts";
 import type { SecretBox } from "./secret_box.ts";
 
@@ -36,27 +37,40 @@ const accountContext = (directoryUrl: string) => `acme-account:${directoryUrl}`;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** The `certificates`, `acme_challenges` and `acme_accounts` tables, secrets sealed. */
+/**
+ * The `certificates`, `acme_challenges` and `acme_accounts` tables, secrets sealed.
+ * Database failures are `StoreError`s; a database that does not answer in time or
+ * cannot be reached, `StorageUnavailableError` (`db/guard.ts`).
+ */
 export class CertificateStore {
   readonly #db: Database;
   readonly #box: SecretBox;
+  readonly #guard: QueryGuard;
 
-  /** A store over `db`, sealing private keys with `box`. */
-  constructor(db: Database, box: SecretBox) {
+  /** A store over `db`, sealing private keys with `box`; `guard` bounds each query (default 5 s). */
+  constructor(db: Database, box: SecretBox, guard: QueryGuard = new QueryGuard()) {
     this.#db = db;
     this.#box = box;
+    this.#guard = guard;
   }
 
   /** Every row, or those updated after `since`. */
   async list(since?: Date): Promise<StoredCertificate[]> {
-    const rows = await this.#db.select().from(certificates)
-      .where(since ? gt(certificates.updatedAt, since) : undefined);
+    const rows = await this.#guard.run(
+      "list certificates",
+      () =>
+        this.#db.select().from(certificates)
+          .where(since ? gt(certificates.updatedAt, since) : undefined),
+    );
     return rows.map((r) => this.#open(r));
   }
 
   /** The row for `domain`, if any. */
   async get(domain: string): Promise<StoredCertificate | undefined> {
-    const [row] = await this.#db.select().from(certificates).where(eq(certificates.domain, domain));
+    const [row] = await this.#guard.run(
+      "read certificate",
+      () => this.#db.select().from(certificates).where(eq(certificates.domain, domain)),
+    );
     return row ? this.#open(row) : undefined;
   }
 
@@ -78,8 +92,12 @@ export class CertificateStore {
       nextAttemptAt: null,
       updatedAt: now,
     };
-    await this.#db.insert(certificates).values({ domain, ...values })
-      .onConflictDoUpdate({ target: certificates.domain, set: values });
+    await this.#guard.run(
+      "save certificate",
+      () =>
+        this.#db.insert(certificates).values({ domain, ...values })
+          .onConflictDoUpdate({ target: certificates.domain, set: values }),
+    );
   }
 
   /** Records a failed attempt; the certificate in place (if any) stays. */
@@ -95,13 +113,20 @@ export class CertificateStore {
       nextAttemptAt: f.nextAttemptAt,
       updatedAt: now,
     };
-    await this.#db.insert(certificates).values({ domain, ...values })
-      .onConflictDoUpdate({ target: certificates.domain, set: values });
+    await this.#guard.run(
+      "save certificate failure",
+      () =>
+        this.#db.insert(certificates).values({ domain, ...values })
+          .onConflictDoUpdate({ target: certificates.domain, set: values }),
+    );
   }
 
   /** Forgets `domain`'s certificate and issuance state. */
   async delete(domain: string): Promise<void> {
-    await this.#db.delete(certificates).where(eq(certificates.domain, domain));
+    await this.#guard.run(
+      "delete certificate",
+      () => this.#db.delete(certificates).where(eq(certificates.domain, domain)),
+    );
   }
 
   /** Publishes an HTTP-01 key authorization until `expiresAt`. */
@@ -111,29 +136,43 @@ export class CertificateStore {
     keyAuthorization: string,
     expiresAt: Date,
   ): Promise<void> {
-    await this.#db.insert(acmeChallenges).values({ token, domain, keyAuthorization, expiresAt })
-      .onConflictDoUpdate({
-        target: acmeChallenges.token,
-        set: { domain, keyAuthorization, expiresAt },
-      });
+    await this.#guard.run(
+      "publish ACME challenge",
+      () =>
+        this.#db.insert(acmeChallenges).values({ token, domain, keyAuthorization, expiresAt })
+          .onConflictDoUpdate({
+            target: acmeChallenges.token,
+            set: { domain, keyAuthorization, expiresAt },
+          }),
+    );
   }
 
   /** The key authorization for `token`, unless expired. */
   async getChallenge(token: string, now: Date): Promise<string | undefined> {
-    const [row] = await this.#db.select({ k: acmeChallenges.keyAuthorization })
-      .from(acmeChallenges)
-      .where(and(eq(acmeChallenges.token, token), gt(acmeChallenges.expiresAt, now)));
+    const [row] = await this.#guard.run(
+      "read ACME challenge",
+      () =>
+        this.#db.select({ k: acmeChallenges.keyAuthorization })
+          .from(acmeChallenges)
+          .where(and(eq(acmeChallenges.token, token), gt(acmeChallenges.expiresAt, now))),
+    );
     return row?.k;
   }
 
   /** Withdraws the challenge for `token`. */
   async deleteChallenge(token: string): Promise<void> {
-    await this.#db.delete(acmeChallenges).where(eq(acmeChallenges.token, token));
+    await this.#guard.run(
+      "delete ACME challenge",
+      () => this.#db.delete(acmeChallenges).where(eq(acmeChallenges.token, token)),
+    );
   }
 
   /** Removes challenges left behind by a node that stopped mid-order. */
   async deleteExpiredChallenges(now: Date): Promise<void> {
-    await this.#db.delete(acmeChallenges).where(lt(acmeChallenges.expiresAt, now));
+    await this.#guard.run(
+      "delete expired ACME challenges",
+      () => this.#db.delete(acmeChallenges).where(lt(acmeChallenges.expiresAt, now)),
+    );
   }
 
   /**
@@ -145,17 +184,23 @@ export class CertificateStore {
     create: () => Promise<string>,
   ): Promise<{ key: string; accountUrl: string | undefined }> {
     const read = async () => {
-      const [row] = await this.#db.select().from(acmeAccounts)
-        .where(eq(acmeAccounts.directoryUrl, directoryUrl));
+      const [row] = await this.#guard.run(
+        "read ACME account",
+        () =>
+          this.#db.select().from(acmeAccounts)
+            .where(eq(acmeAccounts.directoryUrl, directoryUrl)),
+      );
       return row;
     };
     let row = await read();
     if (!row) {
       const key = await create();
-      await this.#db.insert(acmeAccounts).values({
-        directoryUrl,
-        keySealed: this.#box.seal(enc.encode(key), accountContext(directoryUrl)),
-      }).onConflictDoNothing();
+      const keySealed = this.#box.seal(enc.encode(key), accountContext(directoryUrl));
+      await this.#guard.run(
+        "store ACME account",
+        () =>
+          this.#db.insert(acmeAccounts).values({ directoryUrl, keySealed }).onConflictDoNothing(),
+      );
       row = await read();
       if (!row) throw new Error("Cannot store ACME account key");
     }
@@ -165,8 +210,12 @@ export class CertificateStore {
 
   /** Records the account URL the CA gave the account for `directoryUrl`. */
   async setAccountUrl(directoryUrl: string, accountUrl: string): Promise<void> {
-    await this.#db.update(acmeAccounts).set({ accountUrl })
-      .where(eq(acmeAccounts.directoryUrl, directoryUrl));
+    await this.#guard.run(
+      "update ACME account",
+      () =>
+        this.#db.update(acmeAccounts).set({ accountUrl })
+          .where(eq(acmeAccounts.directoryUrl, directoryUrl)),
+    );
   }
 
   #open(r: typeof certificates.$inferSelect): StoredCertificate {

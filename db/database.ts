@@ -38,6 +38,8 @@ export type DatabaseOptions =
     dsn: string;
     /** Pool size (`HOP_DB_MAX_OPEN_CONNS`); default 10. */
     maxConnections?: number;
+    /** Longest wait for a new connection, in ms (rounded up to seconds); default 30 000. */
+    connectTimeoutMs?: number;
   }
   | {
     /** Embedded PGlite stored in `<dataDir>/pglite`, locked against a second process. */
@@ -65,7 +67,10 @@ export interface DatabaseHandle {
  * query (e.g. `migrate()`), as a `StoreError`.
  */
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
-  if ("dsn" in options) return openPostgres(options.dsn, options.maxConnections ?? 10);
+  if ("dsn" in options) {
+    const connectTimeout = Math.max(1, Math.ceil((options.connectTimeoutMs ?? 30_000) / 1000));
+    return openPostgres(options.dsn, options.maxConnections ?? 10, connectTimeout);
+  }
   if ("dataDir" in options) {
     const lock = await lockDataDir(options.dataDir);
     try {
@@ -119,9 +124,10 @@ export async function initPgliteDataDir(dir: string): Promise<void> {
   }
 }
 
-function openPostgres(dsn: string, max: number): DatabaseHandle {
+function openPostgres(dsn: string, max: number, connectTimeoutS: number): DatabaseHandle {
   const client = postgres(dsn, {
     max,
+    connect_timeout: connectTimeoutS,
     onnotice: () => {}, // "schema already exists, skipping" from migrate()
     connection: { application_name: "hopgate" },
   });

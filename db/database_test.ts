@@ -3,7 +3,7 @@ import { sql } from "drizzle-orm";
 import { initPgliteDataDir, openDatabase, PGLITE_SUBDIR } from "./database.ts";
 import { derivePsk } from "../shared/credentials.ts";
 import { openStorage } from "./storage.ts";
-import { SecretKeyMismatchError, StoreError } from "./errors.ts";
+import { SecretKeyMismatchError, StorageUnavailableError, StoreError } from "./errors.ts";
 import { DataDirLockedError, lockDataDir } from "./lock.ts";
 import { domains } from "./schema.ts";
 import { openTestDatabase, TEST_BACKENDS } from "./testing.ts";
@@ -99,7 +99,13 @@ Deno.test("PostgreSQL: an unreachable server fails migrate with a StoreError", a
   try {
     const err = await handle.migrate().then(() => undefined, (e) => e);
     assert.ok(err instanceof StoreError, String(err));
-    assert.match(err.message, /^Cannot apply database migrations: database error/);
+    // Nobody listening is "unavailable", not a query error.
+    assert.ok(err instanceof StorageUnavailableError, String(err));
+    assert.equal(err.reason, "unreachable");
+    assert.match(
+      err.message,
+      /^Cannot apply database migrations: database unavailable ECONNREFUSED/,
+    );
   } finally {
     await handle.close();
   }

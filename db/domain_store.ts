@@ -17,6 +17,7 @@ import {
   sqlStateOf,
   StoreError,
 } from "./errors.ts";
+import { QueryGuard } from "./guard.ts";
 import { type DomainRow, domains } from "./schema.ts";
 import type { SecretBox } from "./secret_box.ts";
 
@@ -72,18 +73,29 @@ export function hashApiKey(apiKey: string): string {
 /**
  * Queries over the `domains` table. Every method accepts a domain in any form
  * `normalizeDomain` accepts and throws `InvalidDomainError` for others; database
- * failures become `StoreError` (no SQL parameters in it).
+ * failures become `StoreError` (no SQL parameters in it), and a database that does
+ * not answer within the guard's timeout or cannot be reached `StorageUnavailableError`:
+ * never "not found".
  */
 export class DomainStore {
   readonly #db: Database;
   readonly #box: SecretBox;
   readonly #newKey: () => string;
+  readonly #guard: QueryGuard;
 
-  /** A store over `db`, sealing PSKs with `box`; `generateApiKey` replaces the key generator (tests). */
-  constructor(db: Database, box: SecretBox, options: { generateApiKey?: () => string } = {}) {
+  /**
+   * A store over `db`, sealing PSKs with `box`; `generateApiKey` replaces the key
+   * generator (tests); `guard` bounds and reports each query (default: 5 s, unreported).
+   */
+  constructor(
+    db: Database,
+    box: SecretBox,
+    options: { generateApiKey?: () => string; guard?: QueryGuard } = {},
+  ) {
     this.#db = db;
     this.#box = box;
     this.#newKey = options.generateApiKey ?? generateApiKey;
+    this.#guard = options.guard ?? new QueryGuard();
   }
 
   /**
@@ -94,19 +106,19 @@ export class DomainStore {
     const domain = normalizeDomain(domainInput);
     checkMemo(memo);
     const apiKey = this.#newKey();
-    try {
-      const [row] = await this.#db.insert(domains).values({
-        domain,
-        memo,
-        apiKeySha256: hashApiKey(apiKey),
-        pskSealed: this.#box.seal(derivePsk(apiKey), domain),
-      }).returning();
-      if (!row) throw new Error("insert returned no row");
-      return { domain: toInfo(row), apiKey };
-    } catch (err) {
-      if (sqlStateOf(err) === UNIQUE_VIOLATION) throw new DomainExistsError(domain);
-      throw StoreError.from("register domain", err);
-    }
+    const [row] = await this.#guard.run(
+      "register domain",
+      () =>
+        this.#db.insert(domains).values({
+          domain,
+          memo,
+          apiKeySha256: hashApiKey(apiKey),
+          pskSealed: this.#box.seal(derivePsk(apiKey), domain),
+        }).returning(),
+      (err) => sqlStateOf(err) === UNIQUE_VIOLATION ? new DomainExistsError(domain) : undefined,
+    );
+    if (!row) throw new StoreError("register domain", undefined, "insert returned no row");
+    return { domain: toInfo(row), apiKey };
   }
 
   /** The domain's public record, or undefined if it is not registered. */
@@ -126,17 +138,14 @@ export class DomainStore {
     if (!(limit >= 1 && limit <= MAX_PAGE_SIZE)) {
       throw new RangeError(`limit must be between 1 and ${MAX_PAGE_SIZE}`);
     }
-    try {
-      const rows = await this.#db.select().from(domains)
+    const rows = await this.#guard.run("list domains", () =>
+      this.#db.select().from(domains)
         .where(options.after === undefined ? undefined : gt(domains.domain, options.after))
         .orderBy(asc(domains.domain))
-        .limit(limit + 1);
-      const page = rows.slice(0, limit).map(toInfo);
-      const more = rows.length > limit;
-      return { domains: page, nextCursor: more ? page[page.length - 1]?.domain : undefined };
-    } catch (err) {
-      throw StoreError.from("list domains", err);
-    }
+        .limit(limit + 1));
+    const page = rows.slice(0, limit).map(toInfo);
+    const more = rows.length > limit;
+    return { domains: page, nextCursor: more ? page[page.length - 1]?.domain : undefined };
   }
 
   /**
@@ -244,12 +253,8 @@ export class DomainStore {
     return row;
   }
 
-  async #run<T>(operation: string, query: () => Promise<T>): Promise<T> {
-    try {
-      return await query();
-    } catch (err) {
-      throw StoreError.from(operation, err);
-    }
+  #run<T>(operation: string, query: () => PromiseLike<T>): Promise<T> {
+    return this.#guard.run(operation, query);
   }
 }
 

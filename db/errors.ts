@@ -63,15 +63,23 @@ export class SecretKeyMismatchError extends Error {
  */
 export class StoreError extends Error {
   /** The error's name, for logs. */
-  override name = "StoreError";
-  /** Stable code. */
-  readonly code = "STORE_FAILED";
+  override name: string = "StoreError";
+  /** Stable code: `STORAGE_UNAVAILABLE` for a `StorageUnavailableError`. */
+  readonly code: "STORE_FAILED" | "STORAGE_UNAVAILABLE" = "STORE_FAILED";
   /** An error for `operation` (e.g. "register domain") with the driver's SQLSTATE and a masked detail. */
-  constructor(readonly operation: string, readonly sqlState: string | undefined, detail: string) {
-    super(`Cannot ${operation}: database error${sqlState ? ` ${sqlState}` : ""}: ${detail}`);
+  constructor(
+    readonly operation: string,
+    readonly sqlState: string | undefined,
+    detail: string,
+    what = "database error",
+  ) {
+    super(`Cannot ${operation}: ${what}${sqlState ? ` ${sqlState}` : ""}: ${detail}`);
   }
 
-  /** Builds a `StoreError` from anything a driver threw. */
+  /**
+   * Builds a `StoreError` from anything a driver threw: a `StorageUnavailableError`
+   * when the database could not be reached or went away (`isUnavailable`).
+   */
   static from(operation: string, err: unknown): StoreError {
     if (err instanceof StoreError) return err;
     // drizzle wraps driver errors: DrizzleQueryError { query, params, cause }.
@@ -81,8 +89,51 @@ export class StoreError extends Error {
     const message = isRecord(inner) && typeof inner.message === "string"
       ? maskMessage(inner.message)
       : "unknown error";
+    if (isUnavailable(code)) {
+      return new StorageUnavailableError(operation, "unreachable", code, message);
+    }
     return new StoreError(operation, code, message);
   }
+}
+
+/**
+ * The database did not answer in time (`reason` "timeout") or could not be reached
+ * or dropped the connection ("unreachable"). It says nothing about the data: a
+ * lookup that fails with it must never be read as "not found", and a write that
+ * fails with it may or may not have been applied. The admin API answers 503, the
+ * DTLS handshake an `internal_error` alert. A `StoreError`, so code that handles
+ * database failures in general still catches it.
+ */
+export class StorageUnavailableError extends StoreError {
+  /** The error's name, for logs. */
+  override name = "StorageUnavailableError";
+  /** Stable code. */
+  override readonly code = "STORAGE_UNAVAILABLE";
+  /** An error for `operation`: a timeout, or the driver's connection failure (code, masked detail). */
+  constructor(
+    operation: string,
+    readonly reason: "timeout" | "unreachable",
+    sqlState: string | undefined,
+    detail: string,
+  ) {
+    super(operation, sqlState, detail, "database unavailable");
+  }
+}
+
+/**
+ * Driver error codes that mean "the database is not there" rather than "the
+ * query is wrong": system errors (ECONNREFUSED, ECONNRESET, ETIMEDOUT, EPIPE…),
+ * npm:postgres' own connection codes (CONNECTION_CLOSED, CONNECT_TIMEOUT…), and
+ * the SQLSTATE classes 08 (connection exception), 53 (insufficient resources,
+ * e.g. too many connections), 57P01-57P05 (shutdown, crash, starting up) and
+ * 57014 (statement cancelled, e.g. by statement_timeout).
+ */
+export function isUnavailable(code: string | undefined): boolean {
+  if (code === undefined) return false;
+  if (/^E[A-Z0-9_]+$/.test(code)) return true; // errno names
+  if (/^(CONNECTION_|CONNECT_)/.test(code)) return true;
+  return /^08[0-9A-Z]{3}$/.test(code) || /^53[0-9A-Z]{3}$/.test(code) ||
+    /^57P0[1-5]$/.test(code) || code === "57014";
 }
 
 /** The SQLSTATE of a driver error (inside drizzle's wrapper), if any. */

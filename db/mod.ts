@@ -40,7 +40,14 @@ export {
   DomainExistsError,
   DomainNotFoundError,
   SecretKeyMismatchError,
+  StorageUnavailableError,
   StoreError,
 } from "./errors.ts";
+export {
+  DEFAULT_QUERY_TIMEOUT_MS,
+  QueryGuard,
+  type QueryGuardOptions,
+  type StorageFailure,
+} from "./guard.ts";
 export { type DataDirLock, DataDirLockedError, LOCK_FILE, lockDataDir } from "./lock.ts";
 export { keyFromSecret, loadSecretKey, SECRET_KEY_FILE, SecretBox } from "./secret_box.ts";

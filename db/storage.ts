@@ -7,6 +7,7 @@ import { sql } from "drizzle-orm";
 import { CertificateStore } from "./cert_store.ts";
 import { type Database, type DatabaseHandle, openDatabase } from "./database.ts";
 import { DomainStore } from "./domain_store.ts";
+import { QueryGuard, type StorageFailure } from "./guard.ts";
 import { loadSecretKey, SecretBox } from "./secret_box.ts";
 
 /** Where `openStorage` finds the database and the secret-box key. */
@@ -19,6 +20,14 @@ export interface StorageOptions {
   dataDir: string;
   /** `HOP_SECRET_KEY`; unset means `<dataDir>/secret.key`. */
   secretKey?: string | undefined;
+  /**
+   * `HOP_DB_TIMEOUT_SECONDS` in ms: the bound on each store query and `ping()`
+   * (and on each PostgreSQL connection attempt); default 5000. Not applied to
+   * opening and migrating.
+   */
+  queryTimeoutMs?: number | undefined;
+  /** Told about every failed store query (metrics). */
+  onFailure?: ((failure: StorageFailure) => void) | undefined;
 }
 
 /** Open storage: the stores, the database behind them, and how to close it. */
@@ -29,7 +38,10 @@ export interface Storage {
   readonly certs: CertificateStore;
   /** Which backend is open ("postgres" or "pglite"). */
   readonly backend: DatabaseHandle["backend"];
-  /** Runs a trivial query: resolves if the database answers (readiness checks). */
+  /**
+   * Runs a trivial query: resolves if the database answers (readiness checks);
+   * rejects with `StorageUnavailableError` when it does not, within the query timeout.
+   */
   ping(): Promise<void>;
   /** The database itself, for tests that inspect rows (server code uses the stores). */
   readonly db: Database;
@@ -53,6 +65,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
       ? {
         dsn: options.dsn,
         ...(options.maxConnections ? { maxConnections: options.maxConnections } : {}),
+        ...(options.queryTimeoutMs ? { connectTimeoutMs: options.queryTimeoutMs } : {}),
       }
       : { dataDir: options.dataDir },
   );
@@ -63,15 +76,19 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
       dataDir: options.dataDir,
     });
     const secretBox = new SecretBox(key);
-    const store = new DomainStore(handle.db, secretBox);
+    const guard = new QueryGuard({
+      ...(options.queryTimeoutMs !== undefined ? { timeoutMs: options.queryTimeoutMs } : {}),
+      ...(options.onFailure ? { onFailure: options.onFailure } : {}),
+    });
+    const store = new DomainStore(handle.db, secretBox, { guard });
     await store.verifySecretKey();
     const db = handle.db;
     return {
       store,
-      certs: new CertificateStore(db, secretBox),
+      certs: new CertificateStore(db, secretBox, guard),
       backend: handle.backend,
       ping: async () => {
-        await db.execute(sql`select 1`);
+        await guard.run("check database", () => db.execute(sql`select 1`));
       },
       db,
       secretBox,

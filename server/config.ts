@@ -20,6 +20,8 @@
  * | HOP_ADMIN_ALLOWED_IPS             | any (comma-separated CIDRs or addresses) |
  * | HOP_DB_DSN                        | unset: embedded PGlite in HOP_DATA_DIR   |
  * | HOP_DB_MAX_OPEN_CONNS             | 10                                       |
+ * | HOP_DB_TIMEOUT_SECONDS            | 5 (one query for a request or handshake) |
+ * | HOP_PSK_OUTAGE_CACHE_SECONDS      | 3600 (PSKs usable while the DB fails; 0) |
  * | HOP_DATA_DIR                      | `./data`                                 |
  * | HOP_SECRET_KEY                    | unset: key file in HOP_DATA_DIR (≥ 32)   |
  * | HOP_LOG_LEVEL                     | `info` (debug, info, warn, error)        |
@@ -96,6 +98,17 @@ export interface ServerConfig {
   /** Undefined: embedded PGlite in `dataDir`. A DSN may hold a password, hence Secret. */
   dbDsn: Secret | undefined;
   dbMaxOpenConns: number;
+  /**
+   * Bound on each database query made for a request, a handshake or certificate
+   * work (`HOP_DB_TIMEOUT_SECONDS`), in ms: past it the caller gets "storage
+   * unavailable" (admin 503, DTLS `internal_error`), never "not found".
+   */
+  dbTimeoutMs: number;
+  /**
+   * How long a PSK read from the database stays usable for handshakes while the
+   * database fails (`HOP_PSK_OUTAGE_CACHE_SECONDS`), in ms; 0: not at all.
+   */
+  pskOutageCacheMs: number;
   dataDir: string;
   /** Undefined: the secret-box key comes from a key file in `dataDir`. */
   secretKey: Secret | undefined;
@@ -163,6 +176,8 @@ export const SERVER_ENV_NAMES = [
   "HOP_ADMIN_ALLOWED_IPS",
   "HOP_DB_DSN",
   "HOP_DB_MAX_OPEN_CONNS",
+  "HOP_DB_TIMEOUT_SECONDS",
+  "HOP_PSK_OUTAGE_CACHE_SECONDS",
   "HOP_DATA_DIR",
   "HOP_SECRET_KEY",
   "HOP_LOG_LEVEL",
@@ -263,6 +278,12 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     return new Secret(v);
   }, true);
   const dbMaxOpenConns = parse("HOP_DB_MAX_OPEN_CONNS", 10, (v) => parseInteger(v, 1, 1000));
+  const dbTimeoutMs = parse("HOP_DB_TIMEOUT_SECONDS", 5, (v) => parseSeconds(v, 0.1, 300)) * 1000;
+  const pskOutageCacheMs = parse(
+    "HOP_PSK_OUTAGE_CACHE_SECONDS",
+    3600,
+    (v) => parseInteger(v, 0, 7 * 86_400),
+  ) * 1000;
   const dataDir = get("HOP_DATA_DIR") ?? "./data";
   const errorPagesDir = get("HOP_SERVER_ERROR_PAGES_DIR");
   const secretKey = parse("HOP_SECRET_KEY", undefined, (v) => {
@@ -389,6 +410,8 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     adminAllowedIps,
     dbDsn,
     dbMaxOpenConns,
+    dbTimeoutMs,
+    pskOutageCacheMs,
     dataDir,
     secretKey,
     logLevel,

@@ -252,3 +252,27 @@ Deno.test("loadServerConfig: HOP_PROXY_PROTOCOL needs HOP_TRUSTED_PROXIES", () =
     /HOP_PROXY_PROTOCOL: expected true or false/,
   );
 });
+
+Deno.test("loadServerConfig: the database timeout and the PSK outage cache", () => {
+  const base = { HOP_SERVER_DEBUG: "true" };
+  const d = loadServerConfig(base);
+  assert.equal(d.dbTimeoutMs, 5000);
+  assert.equal(d.pskOutageCacheMs, 3_600_000);
+  const c = loadServerConfig({
+    ...base,
+    HOP_DB_TIMEOUT_SECONDS: "1.5",
+    HOP_PSK_OUTAGE_CACHE_SECONDS: "0",
+  });
+  assert.equal(c.dbTimeoutMs, 1500);
+  assert.equal(c.pskOutageCacheMs, 0);
+  assert.throws(
+    () =>
+      loadServerConfig({
+        ...base,
+        HOP_DB_TIMEOUT_SECONDS: "0",
+        HOP_PSK_OUTAGE_CACHE_SECONDS: "-1",
+      }),
+    (e: Error) =>
+      /HOP_DB_TIMEOUT_SECONDS/.test(e.message) && /HOP_PSK_OUTAGE_CACHE_SECONDS/.test(e.message),
+  );
+});

@@ -41,6 +41,8 @@
  * | hopgate_certificate_expiry_seconds            | gauge     | (domain)               |
  * | hopgate_certificates                          | gauge     |                        |
  * | hopgate_database_up                           | gauge     |                        |
+ * | hopgate_database_failures_total               | counter   | operation, reason      |
+ * | hopgate_dtls_psk_outage_cache_hits_total      | counter   |                        |
  *
  * `hopgate_tunnel_srtt_seconds` gets one observation per live session per scrape
  * (the smoothed RTT at that moment): its quantiles describe the sessions' RTT
@@ -134,6 +136,8 @@ export class ServerMetrics {
   readonly #tlsFailures: Counter<string>;
   readonly #challengeShed: Counter<string>;
   readonly #acme: Counter<string>;
+  readonly #dbFailures: Counter<string>;
+  readonly #pskOutageHits: Counter<string>;
 
   constructor(options: ServerMetricsOptions = {}) {
     this.domainLabels = options.domainLabels ?? false;
@@ -387,6 +391,19 @@ export class ServerMetrics {
       labelNames: ["kind", "result"],
       registers,
     });
+    this.#dbFailures = new Counter({
+      name: "hopgate_database_failures_total",
+      help: "Database calls that failed, by operation (read_domain_psk, register_domain, " +
+        "check_database…) and reason (timeout: no answer within HOP_DB_TIMEOUT_SECONDS; " +
+        "unreachable: no connection; error: the query failed).",
+      labelNames: ["operation", "reason"],
+      registers,
+    });
+    this.#pskOutageHits = new Counter({
+      name: "hopgate_dtls_psk_outage_cache_hits_total",
+      help: "DTLS handshakes that used a PSK read before because the database failed.",
+      registers,
+    });
     for (const kind of ["issue", "renew"]) {
       for (const result of ["success", "failure"]) this.#acme.labels(kind, result).inc(0);
     }
@@ -488,6 +505,17 @@ export class ServerMetrics {
       acceptError: () => this.#acceptErrors.labels(listener).inc(),
       connections: (delta) => open.inc(delta),
     };
+  }
+
+  /** A database call failed; `operation` is one of the stores' fixed operation names. */
+  databaseFailure(operation: string, reason: "timeout" | "unreachable" | "error"): void {
+    const op = operation.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "");
+    this.#dbFailures.labels(op, reason).inc();
+  }
+
+  /** A handshake's PSK came from the outage cache. */
+  pskOutageCacheHit(): void {
+    this.#pskOutageHits.inc();
   }
 
   /** An ACME challenge lookup shed by the database bound. */

@@ -3,6 +3,15 @@
  * with a short cache so a burst of handshakes costs one query. Unregister, delete
  * and rotation call `invalidate(domain)`; other nodes sharing the database see a
  * change at the latest after `cacheTtlMs`.
+ *
+ * A failed lookup is never "not found": the lookup rejects, and the DTLS server
+ * answers the handshake with an `internal_error` alert (the client reports the
+ * server's storage as unavailable and retries soon), not `unknown_psk_identity`
+ * (which the client reports as an unregistered domain and retries late). While
+ * the database fails, a PSK this process read within `outageTtlMs` is still used,
+ * so domains that were connected before an outage reconnect during it. What is
+ * kept is the derived PSK (HMAC of the client API key, the value the handshake
+ * needs), never the key.
  */
 import { tryNormalizeDomain } from "../db/mod.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -16,8 +25,10 @@ export interface PskSource {
 export interface PskLookup {
   /**
    * The PSK for a DTLS PSK identity (the domain, lowercase ASCII), or undefined when
-   * no such domain is registered. Never throws: a store failure is logged and
-   * answers undefined (the handshake fails) without being cached.
+   * no such domain is registered. When the store fails (database down, hung, or any
+   * other error) it answers the PSK last read within `outageTtlMs`, if any, and
+   * otherwise rejects with the store's error (logged, not cached): the DTLS
+   * handshake then fails with `internal_error`.
    */
   lookupPsk(identity: string): Promise<Uint8Array | undefined>;
   /** Forgets what is cached for `domain` (and any lookup in flight for it). */
@@ -27,16 +38,31 @@ export interface PskLookup {
 export interface PskLookupOptions {
   /** How long an answer (found or not found) is reused; default 5000 ms. 0 disables the cache. */
   cacheTtlMs?: number;
+  /**
+   * How long after it was last read a PSK may still be used while the store fails
+   * (`HOP_PSK_OUTAGE_CACHE_SECONDS`); default 3,600,000 ms (1 h). 0: never.
+   */
+  outageTtlMs?: number;
   /** Most identities cached at once; the oldest entry goes first. Default 10,000. */
   maxEntries?: number;
   /** Clock, in milliseconds. */
   now?: () => number;
   logger?: Logger;
+  /** A handshake got a PSK from the outage cache because the store failed (metrics). */
+  onOutageHit?: () => void;
 }
+
+/** Default `outageTtlMs`. */
+export const DEFAULT_PSK_OUTAGE_TTL_MS = 3_600_000;
 
 interface Entry {
   psk: Uint8Array | undefined;
+  /** Until then the answer is used without asking the store. */
   expiresAt: number;
+  /** Until then a found PSK is used when the store fails. */
+  usableInOutageUntil: number;
+  /** Logged once per outage and domain. */
+  outageLogged: boolean;
 }
 
 /** Longest identity looked up at all; longer ones cannot be domains. */
@@ -44,6 +70,7 @@ const MAX_IDENTITY_CHARS = 253;
 
 export function createPskLookup(source: PskSource, options: PskLookupOptions = {}): PskLookup {
   const ttl = options.cacheTtlMs ?? 5000;
+  const outageTtl = options.outageTtlMs ?? DEFAULT_PSK_OUTAGE_TTL_MS;
   const maxEntries = options.maxEntries ?? 10_000;
   const now = options.now ?? (() => performance.now());
   const logger = options.logger ?? silentLogger;
@@ -52,21 +79,46 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
   // Bumped by invalidate(): a query that started before it must not refill the cache.
   const generation = new Map<string, number>();
 
+  function remember(domain: string, psk: Uint8Array | undefined): void {
+    const t = now();
+    const keepForOutage = psk !== undefined && outageTtl > 0;
+    cache.delete(domain); // re-inserted last: the Map's order is the eviction order
+    if (ttl <= 0 && !keepForOutage) return;
+    if (cache.size >= maxEntries) {
+      const oldest = cache.keys().next();
+      if (!oldest.done) cache.delete(oldest.value);
+    }
+    cache.set(domain, {
+      psk: psk?.slice(),
+      expiresAt: t + ttl,
+      usableInOutageUntil: keepForOutage ? t + outageTtl : 0,
+      outageLogged: false,
+    });
+  }
+
   async function load(domain: string): Promise<Uint8Array | undefined> {
     const gen = generation.get(domain) ?? 0;
     try {
       const psk = await source.getPsk(domain);
-      if (ttl > 0 && (generation.get(domain) ?? 0) === gen) {
-        if (cache.size >= maxEntries) {
-          const oldest = cache.keys().next();
-          if (!oldest.done) cache.delete(oldest.value);
-        }
-        cache.set(domain, { psk, expiresAt: now() + ttl });
-      }
+      if ((generation.get(domain) ?? 0) === gen) remember(domain, psk);
       return psk;
     } catch (err) {
+      const kept = cache.get(domain);
+      if (
+        kept?.psk && kept.usableInOutageUntil > now() && (generation.get(domain) ?? 0) === gen
+      ) {
+        if (!kept.outageLogged) {
+          kept.outageLogged = true;
+          logger.warn("PSK lookup failed; using the PSK read before", {
+            domain,
+            error: err,
+          });
+        }
+        options.onOutageHit?.();
+        return kept.psk.slice();
+      }
       logger.error("PSK lookup failed", { domain, error: err });
-      return undefined;
+      throw err;
     } finally {
       if ((generation.get(domain) ?? 0) === gen) inFlight.delete(domain);
     }
@@ -79,7 +131,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
       if (domain === undefined) return undefined;
       const hit = cache.get(domain);
       if (hit && hit.expiresAt > now()) return hit.psk?.slice();
-      if (hit) cache.delete(domain);
+      if (hit && !(hit.psk && hit.usableInOutageUntil > now())) cache.delete(domain);
       let pending = inFlight.get(domain);
       if (!pending) {
         pending = load(domain);

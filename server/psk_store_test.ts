@@ -87,7 +87,7 @@ Deno.test("lookupPsk: concurrent lookups share one query; invalidate beats a que
   assert.equal(source.calls, 2);
 });
 
-Deno.test("lookupPsk: invalid identities never reach the store; failures are logged, not cached", async () => {
+Deno.test("lookupPsk: invalid identities never reach the store; failures reject, are logged, not cached", async () => {
   const source = new CountingSource();
   const logger = new MemoryLogger();
   const psk = createPskLookup(source, { logger });
@@ -96,7 +96,8 @@ Deno.test("lookupPsk: invalid identities never reach the store; failures are log
   }
   assert.equal(source.calls, 0);
   source.fail = true;
-  assert.equal(await psk.lookupPsk("a.example.com"), undefined);
+  // A store failure is not "not found": the DTLS server turns the rejection into internal_error.
+  await assert.rejects(psk.lookupPsk("a.example.com"), /db down/);
   source.fail = false;
   source.keys.set("a.example.com", new Uint8Array([9]));
   assert.deepEqual(await psk.lookupPsk("a.example.com"), new Uint8Array([9]));
@@ -116,4 +117,50 @@ Deno.test("lookupPsk: cacheTtlMs 0 disables the cache; maxEntries bounds it", as
     await small.lookupPsk(d);
   }
   assert.equal(source.calls, 4, "a.example.com was evicted as the oldest");
+});
+
+Deno.test("lookupPsk: while the store fails, a PSK read within outageTtlMs is used; others reject", async () => {
+  let clock = 0;
+  const source = new CountingSource();
+  source.keys.set("up.example.com", new Uint8Array([7]));
+  const logger = new MemoryLogger();
+  let hits = 0;
+  const psk = createPskLookup(source, {
+    cacheTtlMs: 1000,
+    outageTtlMs: 60_000,
+    now: () => clock,
+    logger,
+    onOutageHit: () => hits++,
+  });
+  assert.deepEqual(await psk.lookupPsk("up.example.com"), new Uint8Array([7]));
+  assert.equal(await psk.lookupPsk("gone.example.com"), undefined);
+  source.fail = true;
+  clock = 5000; // both fresh entries expired
+  assert.deepEqual(await psk.lookupPsk("up.example.com"), new Uint8Array([7]));
+  assert.deepEqual(await psk.lookupPsk("up.example.com"), new Uint8Array([7]));
+  assert.equal(hits, 2);
+  assert.equal(source.calls, 4, "the store is still asked first");
+  // A cached "not found" is not kept for outages, nor is an identity never looked up.
+  await assert.rejects(psk.lookupPsk("gone.example.com"), /db down/);
+  await assert.rejects(psk.lookupPsk("new.example.com"), /db down/);
+  // One warning per domain and outage, whatever the number of handshakes.
+  assert.equal(logger.entries.filter((e) => e.level === "warn").length, 1);
+  // Past outageTtlMs since it was last read: no longer used.
+  clock = 61_000;
+  await assert.rejects(psk.lookupPsk("up.example.com"), /db down/);
+  // Invalidation (unregister, rotation, an unanswered key write) drops it at once.
+  source.fail = false;
+  clock = 70_000;
+  await psk.lookupPsk("up.example.com");
+  psk.invalidate("up.example.com");
+  source.fail = true;
+  clock = 80_000;
+  await assert.rejects(psk.lookupPsk("up.example.com"), /db down/);
+  // outageTtlMs 0: nothing is kept for outages.
+  source.fail = false;
+  const strict = createPskLookup(source, { cacheTtlMs: 1000, outageTtlMs: 0, now: () => clock });
+  await strict.lookupPsk("up.example.com");
+  source.fail = true;
+  clock = 90_000;
+  await assert.rejects(strict.lookupPsk("up.example.com"), /db down/);
 });

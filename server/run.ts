@@ -65,6 +65,12 @@ export async function runServer(
   options: RunOptions = {},
 ): Promise<RunningServer> {
   const logger = options.logger ?? createJsonLogger({ level: config.logLevel });
+  const metrics = new ServerMetrics({
+    domainLabels: config.metrics.domainLabels,
+    version: SERVER_VERSION,
+  });
+  /** Set once storage is open: a query that finds the database gone re-checks it for /readyz. */
+  let checkDatabase: Readiness | undefined;
   // The database may come up after us (a container started first): retry.
   let storage: Storage;
   try {
@@ -74,6 +80,11 @@ export async function runServer(
         maxConnections: config.dbMaxOpenConns,
         dataDir: config.dataDir,
         secretKey: config.secretKey?.reveal(),
+        queryTimeoutMs: config.dbTimeoutMs,
+        onFailure: ({ operation, kind }) => {
+          metrics.databaseFailure(operation, kind);
+          if (kind !== "error" && checkDatabase?.databaseUp) void checkDatabase.check();
+        },
       }), {
       logger,
       signal: options.signal,
@@ -94,21 +105,22 @@ export async function runServer(
     for (const c of cleanups.reverse()) await c();
   };
   try {
-    const metrics = new ServerMetrics({
-      domainLabels: config.metrics.domainLabels,
-      version: SERVER_VERSION,
-    });
     const readiness = new Readiness({
       ping: () => storage.ping(),
       logger,
       ...(options.health?.intervalMs ? { intervalMs: options.health.intervalMs } : {}),
     });
+    checkDatabase = readiness;
     metrics.bindDatabase(() => readiness.databaseUp);
     // A signal while start-up finishes: not ready from that moment (main.ts then closes).
     if (options.signal?.aborted) readiness.shuttingDown();
     options.signal?.addEventListener("abort", () => readiness.shuttingDown(), { once: true });
     cleanups.push(() => readiness.stop());
-    const pskLookup = createPskLookup(storage.store, { logger });
+    const pskLookup = createPskLookup(storage.store, {
+      logger,
+      outageTtlMs: config.pskOutageCacheMs,
+      onOutageHit: () => metrics.pskOutageCacheHit(),
+    });
     const registry = new TunnelRegistry<Tunnel>();
     const hub = new TunnelHub({
       hostname: config.dtlsListen.hostname,

@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import assert from "node:assert/strict";
 import type { Hono } from "hono";
 import { derivePsk } from "../../shared/credentials.ts";
@@ -476,14 +477,39 @@ Deno.test("createAdminHandler and isAdminRequest route by Host and path", async 
 Deno.test("admin API: a database failure is a 500 with no details, logged sanitized", async () => {
   const fx = await openAdminFixture("postgres");
   const app = fx.app();
-  await fx.close(); // every query now fails
+  try {
+    // A query that fails in the database itself (not a lost connection): 500.
+    await fx.db.db.execute(sql`ALTER TABLE domains RENAME TO domains_gone`);
+    const r = await call(app, "POST", "/domains/register", {
+      body: { domain: "down.example.com", memo: "sk_secret_memo_value" },
+    });
+    assertError(r, 500, /^database error$/);
+    const logged = fx.logger.lines().join("\n");
+    assert.match(logged, /admin request failed/);
+    assert.match(logged, /Cannot register domain: database error/);
+    assert.ok(!logged.includes("sk_secret_memo_value"), logged);
+    assert.ok(!logged.includes('psk_sealed":"v1.'), logged);
+  } finally {
+    await fx.close();
+  }
+});
+
+Deno.test("admin API: a database that is gone is a 503 storage_unavailable, never 'not found'", async () => {
+  const fx = await openAdminFixture("postgres");
+  const app = fx.app();
+  await fx.close(); // every query now fails to reach the database
   const r = await call(app, "POST", "/domains/register", {
     body: { domain: "down.example.com", memo: "sk_secret_memo_value" },
   });
-  assertError(r, 500, /^database error$/);
+  assertError(r, 503, /^storage_unavailable$/);
+  assert.equal((r.json as { reason: string }).reason, "unreachable");
+  for (
+    const path of ["/domains/status?domain=a.example.com", "/domains/exists?domain=a.example.com"]
+  ) {
+    const q = await call(app, "GET", path);
+    assertError(q, 503, /^storage_unavailable$/);
+  }
   const logged = fx.logger.lines().join("\n");
-  assert.match(logged, /admin request failed/);
-  assert.match(logged, /Cannot register domain: database error/);
+  assert.match(logged, /Cannot register domain: database unavailable/);
   assert.ok(!logged.includes("sk_secret_memo_value"), logged);
-  assert.ok(!logged.includes('psk_sealed":"v1.'), logged);
 });

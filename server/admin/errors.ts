@@ -1,6 +1,9 @@
 /**
  * The admin API's error responses: always `{"success":false,"error":"..."}` with a
- * 4xx status for client mistakes; only server faults are 5xx.
+ * 4xx status for client mistakes; only server faults are 5xx. A database that is
+ * down or does not answer within `HOP_DB_TIMEOUT_SECONDS` is a 503 with
+ * `"error":"storage_unavailable"`, a `reason` ("timeout" or "unreachable") and
+ * `Retry-After`: the request may be repeated (a write may or may not have been applied).
  */
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
@@ -10,6 +13,7 @@ import {
   DomainExistsError,
   DomainNotFoundError,
   InvalidDomainError,
+  StorageUnavailableError,
   StoreError,
 } from "../../db/mod.ts";
 import type { Logger } from "../log.ts";
@@ -28,8 +32,13 @@ export class AdminHttpError extends HTTPException {
 
 export const badRequest = (message: string): AdminHttpError => new AdminHttpError(400, message);
 
-/** Status and client-safe message for anything a handler threw. */
-export function describeError(err: unknown): { status: ContentfulStatusCode; message: string } {
+/** Seconds a client is told to wait after a 503 storage_unavailable. */
+export const STORAGE_RETRY_AFTER_SECONDS = 5;
+
+/** Status and client-safe message (and extra JSON fields) for anything a handler threw. */
+export function describeError(
+  err: unknown,
+): { status: ContentfulStatusCode; message: string; extra?: Record<string, string> } {
   if (err instanceof HTTPException) {
     return { status: err.status as ContentfulStatusCode, message: err.message || "error" };
   }
@@ -37,6 +46,18 @@ export function describeError(err: unknown): { status: ContentfulStatusCode; mes
   if (err instanceof DomainExistsError) return { status: 409, message: err.message };
   if (err instanceof DomainNotFoundError) return { status: 404, message: err.message };
   if (err instanceof ApiKeyMismatchError) return { status: 403, message: err.message };
+  if (err instanceof StorageUnavailableError) {
+    return {
+      status: 503,
+      message: "storage_unavailable",
+      extra: {
+        reason: err.reason,
+        detail: err.reason === "timeout"
+          ? "the database did not answer in time"
+          : "the database cannot be reached",
+      },
+    };
+  }
   if (err instanceof StoreError) return { status: 500, message: "database error" };
   return { status: 500, message: "internal error" };
 }
@@ -44,7 +65,7 @@ export function describeError(err: unknown): { status: ContentfulStatusCode; mes
 /** The app's one `onError`: JSON for every error; 5xx are logged (sanitized). */
 export function errorHandler(logger: Logger) {
   return function onAdminError(err: Error, c: Context<AdminEnv>): Response {
-    const { status, message } = describeError(err);
+    const { status, message, extra } = describeError(err);
     if (status >= 500) {
       // StoreError messages carry no SQL parameters; other errors: name and message only.
       logger.error("admin request failed", {
@@ -53,7 +74,11 @@ export function errorHandler(logger: Logger) {
         error: { name: err.name, message: err.message },
       });
     }
-    const headers = err instanceof AdminHttpError ? err.headers : {};
-    return c.json({ success: false, error: message }, status, headers);
+    const headers = err instanceof AdminHttpError
+      ? err.headers
+      : err instanceof StorageUnavailableError
+      ? { "Retry-After": String(STORAGE_RETRY_AFTER_SECONDS) }
+      : {};
+    return c.json({ success: false, error: message, ...extra }, status, headers);
   };
 }

@@ -4,7 +4,7 @@
  * delete). Responses that carry a client API key are `Cache-Control: no-store`.
  */
 import { Hono } from "hono";
-import type { DomainInfo } from "../../../db/mod.ts";
+import { type DomainInfo, StorageUnavailableError } from "../../../db/mod.ts";
 import type { AdminDeps, AdminEnv } from "../env.ts";
 import { AdminHttpError } from "../errors.ts";
 import { apiKeyField, domainField, limitParam, memoField } from "../fields.ts";
@@ -21,6 +21,19 @@ export function domainRoutes(deps: AdminDeps): Hono<AdminEnv> {
   const afterKeyChange = (domain: string, reason: string): number => {
     pskLookup.invalidate(domain);
     return registry.closeDomain(domain, reason);
+  };
+  /**
+   * Runs a write that changes or removes a domain's key. When the database gives
+   * no answer, the write may still be applied: the cached PSK (kept for outages)
+   * is dropped all the same, so an old key is not let in on this node's word.
+   */
+  const keyWrite = async <T>(domain: string, write: () => Promise<T>): Promise<T> => {
+    try {
+      return await write();
+    } catch (e) {
+      if (e instanceof StorageUnavailableError) pskLookup.invalidate(domain);
+      throw e;
+    }
   };
 
   app.post(
@@ -52,7 +65,7 @@ export function domainRoutes(deps: AdminDeps): Hono<AdminEnv> {
       const { domain, apiKey } = c.req.valid("json");
       c.set("auditAction", "domains.unregister");
       c.set("auditDomain", domain);
-      await store.unregister(domain, apiKey);
+      await keyWrite(domain, () => store.unregister(domain, apiKey));
       const closed = afterKeyChange(domain, "domain unregistered");
       return c.json({ success: true, closed_sessions: closed });
     },
@@ -110,7 +123,7 @@ export function domainRoutes(deps: AdminDeps): Hono<AdminEnv> {
       const { domain } = c.req.valid("json");
       c.set("auditAction", "domains.rotate");
       c.set("auditDomain", domain);
-      const issued = await store.rotate(domain);
+      const issued = await keyWrite(domain, () => store.rotate(domain));
       const closed = afterKeyChange(domain, "client API key rotated");
       return c.json(
         {
@@ -133,7 +146,7 @@ export function domainRoutes(deps: AdminDeps): Hono<AdminEnv> {
       const { domain } = c.req.valid("json");
       c.set("auditAction", "domains.delete");
       c.set("auditDomain", domain);
-      await store.delete(domain);
+      await keyWrite(domain, () => store.delete(domain));
       const closed = afterKeyChange(domain, "domain deleted by admin");
       return c.json({ success: true, closed_sessions: closed });
     },
