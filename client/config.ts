@@ -9,7 +9,8 @@
  */
 import { ConfigError, ConfigProblems, parseBool, Secret } from "../shared/config.ts";
 import { type HostPort, normalizeDomain, parseHostPort } from "../shared/names.ts";
-import { DTLS_ENGINES, type DtlsEngine } from "./dialer.ts";
+import { DTLS_ENGINES, type DtlsEngine, type Transport, TRANSPORTS } from "./dialer.ts";
+import { parseProxyUrl } from "./tcp_dialer.ts";
 
 /** The environment variables the client reads (and nothing else). */
 export const CLIENT_ENV = {
@@ -21,7 +22,14 @@ export const CLIENT_ENV = {
   debug: "HOP_CLIENT_DEBUG",
   dtlsEngine: "HOP_CLIENT_DTLS_ENGINE",
   metricsListen: "HOP_CLIENT_METRICS_LISTEN",
+  transport: "HOP_CLIENT_TRANSPORT",
+  serverTcpAddr: "HOP_CLIENT_SERVER_TCP_ADDR",
+  serverName: "HOP_CLIENT_SERVER_NAME",
+  tcpCaFile: "HOP_CLIENT_TCP_CA_FILE",
+  proxy: "HOP_CLIENT_PROXY",
 } as const;
+/** The conventional proxy variables, read when HOP_CLIENT_PROXY / --proxy is not set. */
+export const PROXY_ENV_NAMES: readonly string[] = ["HTTPS_PROXY", "https_proxy"];
 export type ConfigKey = keyof typeof CLIENT_ENV;
 export const CLIENT_ENV_NAMES: readonly string[] = Object.values(CLIENT_ENV);
 
@@ -35,7 +43,26 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
   debug: "--debug",
   dtlsEngine: "--dtls-engine",
   metricsListen: "--metrics-listen",
+  transport: "--transport",
+  serverTcpAddr: "--server-tcp-addr",
+  serverName: "--server-name",
+  tcpCaFile: "--tcp-ca-file",
+  proxy: "--proxy",
 };
+
+/** Where the TCP/TLS path (docs/tcp-fallback.md) connects, and how. */
+export interface TcpPathConfig {
+  /** The server's HTTPS listener (or HTTP with `tls: false`). */
+  server: HostPort;
+  tls: boolean;
+  /** TLS SNI and Host: the server's own domain. */
+  serverName: string;
+  /** PEM read from `--tcp-ca-file`, trusted besides Deno's roots. */
+  caCerts?: string[];
+  caFile?: string;
+  /** HTTP CONNECT proxy (may hold credentials: never print it whole). */
+  proxy?: URL;
+}
 
 export interface ClientConfig {
   server: HostPort;
@@ -51,6 +78,9 @@ export interface ClientConfig {
   apiKeySource: { kind: "flag" | "env" | "dotenv" } | { kind: "file"; path: string };
   target: URL;
   engine: DtlsEngine;
+  /** dtls (UDP), tcp (TLS + WebSocket), auto (DTLS first, then TCP). Default dtls. */
+  transport: Transport;
+  tcp: TcpPathConfig;
   debug: boolean;
   /** Where to serve Prometheus metrics (opt-in); a bare port means 127.0.0.1. */
   metricsListen?: HostPort;
@@ -91,7 +121,7 @@ export function parseLocalTarget(s: string): URL | string {
 export interface ConfigSources {
   /** Parsed CLI flags (commander's opts()), by key. */
   flags: Partial<Record<ConfigKey, string | boolean>>;
-  /** The real environment's HOP_CLIENT_* values. */
+  /** The real environment's HOP_CLIENT_* values (and HTTPS_PROXY). */
   env: Record<string, string | undefined>;
   /** The `.env` file's values. */
   dotenv: Record<string, string>;
@@ -220,6 +250,87 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     },
   );
 
+  const transport = problems.read(
+    `Invalid ${where("transport")}`,
+    String(get("transport") ?? ""),
+    "dtls" as Transport,
+    (v) => {
+      if (!(TRANSPORTS as readonly string[]).includes(v)) {
+        throw new Error(`expected ${TRANSPORTS.join(", ")}`);
+      }
+      return v as Transport;
+    },
+  );
+  let tcp: TcpPathConfig | undefined;
+  if (server) {
+    const raw = get("serverTcpAddr");
+    let tcpServer: HostPort | undefined = { hostname: server.hostname, port: 443 };
+    let tls = true;
+    if (typeof raw === "string" && raw.trim() !== "") {
+      const v = raw.trim();
+      const url = /^https?:\/\//i.exec(v);
+      if (url) {
+        try {
+          const u = new URL(v);
+          tls = u.protocol === "https:";
+          if (u.pathname !== "/" || u.search || u.username) throw new Error();
+          tcpServer = { hostname: u.hostname, port: Number(u.port || (tls ? 443 : 80)) };
+        } catch {
+          problems.add(
+            `Invalid ${where("serverTcpAddr")}: expected host:port or http(s)://host:port`,
+          );
+          tcpServer = undefined;
+        }
+      } else tcpServer = checked("serverTcpAddr", parseServerAddr(v));
+    }
+    const name = get("serverName");
+    const serverName = typeof name === "string" && name.trim() !== ""
+      ? problems.read(`Invalid ${where("serverName")}`, name.trim(), "", (v) => {
+        try {
+          return normalizeDomain(v, { allowSingleLabel: true });
+        } catch {
+          throw new Error("expected a domain name");
+        }
+      })
+      : tcpServer?.hostname.replace(/^\[|\]$/g, "") ?? "";
+    let caCerts: string[] | undefined;
+    const caFile = get("tcpCaFile");
+    if (typeof caFile === "string" && caFile.trim() !== "") {
+      try {
+        const pem = (src.readFile ?? Deno.readTextFileSync)(caFile.trim());
+        if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+          throw new Error("no PEM certificate in it");
+        }
+        caCerts = [pem];
+      } catch (e) {
+        const why = e instanceof Deno.errors.NotCapable
+          ? `Deno may not read ${caFile}: add --allow-read=${caFile} to the deno run line`
+          : e instanceof Deno.errors.NotFound
+          ? `no such file: ${caFile}`
+          : `cannot read ${caFile}: ${e instanceof Error ? e.message : e}`;
+        problems.add(`Invalid ${where("tcpCaFile")}: ${why}`);
+      }
+    }
+    let proxy: URL | undefined;
+    // HTTPS_PROXY is everyone's variable: it counts only when the TCP path may be used.
+    const rawProxy = get("proxy") ??
+      (transport === "dtls" ? undefined : PROXY_ENV_NAMES.map((n) => src.env[n]).find((v) => v));
+    if (typeof rawProxy === "string" && rawProxy.trim() !== "") {
+      const r = parseProxyUrl(rawProxy.trim());
+      if (typeof r === "string") problems.add(`Invalid ${where("proxy")} (or HTTPS_PROXY): ${r}`);
+      else proxy = r;
+    }
+    if (tcpServer) {
+      tcp = {
+        server: tcpServer,
+        tls,
+        serverName,
+        ...(caCerts ? { caCerts, caFile: String(caFile).trim() } : {}),
+        ...(proxy ? { proxy } : {}),
+      };
+    }
+  }
+
   const rawDebug = get("debug");
   const debug = typeof rawDebug === "boolean"
     ? rawDebug
@@ -236,7 +347,7 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
   }
 
   problems.throwIfAny();
-  if (!server || !domain || !apiKey || !apiKeySource || !target) {
+  if (!server || !domain || !apiKey || !apiKeySource || !target || !tcp) {
     throw new ConfigError(problems.list);
   }
   return {
@@ -246,6 +357,8 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     apiKeySource,
     target,
     engine,
+    transport,
+    tcp,
     debug,
     ...(metricsListen ? { metricsListen } : {}),
   };

@@ -377,9 +377,11 @@ async function serveTunnel(first: Up, dialer: TunnelDialer, ctx: Ctx): Promise<C
   let current = first;
   let probe: Promise<Up | undefined> | undefined;
   try {
+    let served = serveSession(current.session, current.control, ctx);
     for (;;) {
-      const served = serveSession(current.session, current.control, ctx);
-      if (racing && current.transport !== racing.preferred.transport) {
+      if (
+        racing && current.transport !== racing.preferred.transport && !probing.signal.aborted
+      ) {
         probe ??= reprobe(racing, ctx, probing.signal);
       }
       const next = await Promise.race([
@@ -388,9 +390,11 @@ async function serveTunnel(first: Up, dialer: TunnelDialer, ctx: Ctx): Promise<C
       ]);
       if (next === null) break; // the tunnel in use ended
       probe = undefined;
-      if (next === undefined) continue; // the probe failed: serve on, probe again later
+      // The probe failed (serve on, probe again later) or was stopped (serve until the end).
+      if (next === undefined) continue;
       const old = current;
       current = next;
+      served = serveSession(current.session, current.control, ctx);
       ctx.emit(connectedEvent(current, ctx));
       const r = retire(old).catch(() => {});
       retiring.add(r);

@@ -100,6 +100,11 @@ export function nodeDtlsDialer(o: DtlsDialerOptions): TunnelDialer {
   };
 }
 
+/** How the client reaches the server (the CLI's `--transport`). */
+export type Transport = "dtls" | "tcp" | "auto";
+/** Every Transport, for the CLI's choices. */
+export const TRANSPORTS: readonly Transport[] = ["dtls", "tcp", "auto"];
+
 /** The dialer for a DTLS engine name (the CLI's `--dtls-engine`). */
 export function dialerFor(engine: DtlsEngine, o: DtlsDialerOptions): TunnelDialer {
   return engine === "node-dtls-client" ? nodeDtlsDialer(o) : dtlsDialer(o);

@@ -13,10 +13,13 @@ import {
   ConfigError,
   type ConfigKey,
   maskSecret,
+  PROXY_ENV_NAMES,
   resolveConfig,
 } from "./config.ts";
 import { CLIENT_VERSION, runClient } from "./connector.ts";
-import { DTLS_ENGINES } from "./dialer.ts";
+import { dialerFor, DTLS_ENGINES, TRANSPORTS, type TunnelDialer } from "./dialer.ts";
+import { racingDialer } from "./race.ts";
+import { redactProxy, tcpDialer } from "./tcp_dialer.ts";
 import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
 import { readDotEnv } from "../shared/dotenv.ts";
@@ -36,6 +39,12 @@ the working directory (read, never overriding the real environment).
                                          needs --allow-read for its path)
   --local-target  ${CLIENT_ENV.localTarget}
   --dtls-engine   ${CLIENT_ENV.dtlsEngine}
+  --transport     ${CLIENT_ENV.transport}
+  --server-tcp-addr ${CLIENT_ENV.serverTcpAddr}
+  --server-name   ${CLIENT_ENV.serverName}
+  --tcp-ca-file   ${CLIENT_ENV.tcpCaFile} (Deno needs --allow-read for it)
+  --proxy         ${CLIENT_ENV.proxy}, else HTTPS_PROXY (Deno needs
+                                         --allow-env=HTTPS_PROXY to see it)
   --debug         ${CLIENT_ENV.debug}       (true/false)
   --metrics-listen ${CLIENT_ENV.metricsListen} (host:port or a port on
                                          127.0.0.1; off by default)
@@ -52,6 +61,19 @@ DTLS engines:
                     50 µs of CPU per 1200-byte record (~19 MB/s). It reads the
                     whole environment when it loads, so it needs an unscoped
                     --allow-env permission.
+
+Transports (docs/tcp-fallback.md):
+  dtls  DTLS over UDP to --server-addr (default).
+  tcp   TCP + TLS to --server-tcp-addr (default: the --server-addr host, port
+        443), a WebSocket to /.well-known/hopgate/tunnel, and the same DTLS
+        over it: for networks that drop UDP. Works through an HTTP proxy
+        (--proxy http://[user:pass@]host:port, CONNECT). The server's
+        certificate is verified (Deno's roots, or --tcp-ca-file); DTLS-PSK
+        still authenticates both ends. --server-tcp-addr http://host:port
+        speaks plain HTTP (a TLS-terminating proxy in front of the server).
+  auto  DTLS and TCP raced: DTLS starts, TCP 1.5 s later (at once if DTLS
+        fails unanswered); the first to connect carries the tunnel. While on
+        TCP, DTLS is tried again every 5 minutes and the tunnel moves back.
 
 Local service: HTTP/1.1 over kept-alive connections (closed after 4 s idle).
 An https:// target's certificate is checked against Deno's trust store; for a
@@ -98,6 +120,23 @@ function buildProgram(): Command {
         DTLS_ENGINES,
       ),
     )
+    .addOption(
+      new Option("--transport <transport>", "how to reach the server (see below)").choices(
+        TRANSPORTS,
+      ),
+    )
+    .option(
+      "--server-tcp-addr <addr>",
+      "the server's HTTPS address for --transport tcp: host:port, https://host:port or " +
+        "http://host:port (default: the --server-addr host, port 443)",
+    )
+    .option(
+      "--server-name <domain>",
+      "the server's own domain for TLS and Host on the TCP path (default: the " +
+        "--server-tcp-addr host)",
+    )
+    .option("--tcp-ca-file <path>", "PEM certificate(s) to trust for the TCP path's TLS")
+    .option("--proxy <url>", "HTTP proxy for the TCP path (CONNECT): http://[user:pass@]host:port")
     .option("--debug", "log every request and connection attempt")
     .option(
       "--metrics-listen <host:port>",
@@ -111,7 +150,7 @@ function buildProgram(): Command {
 
 function readEnv(): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = {};
-  for (const name of CLIENT_ENV_NAMES) {
+  for (const name of [...CLIENT_ENV_NAMES, ...PROXY_ENV_NAMES]) {
     try {
       env[name] = Deno.env.get(name);
     } catch {
@@ -129,9 +168,42 @@ function describe(c: ClientConfig): string {
     (c.apiKeySource.kind === "file" ? ` (from ${c.apiKeySource.path})` : ""),
     `local-target  ${c.target.href}`,
     `dtls-engine   ${c.engine}`,
+    // Shown when not the default (dtls), so --check output stays as it was for UDP.
+    ...(c.transport === "dtls" ? [] : [
+      `transport     ${c.transport}`,
+      `tcp-addr      ${c.tcp.tls ? "https" : "http"}://${formatHostPort(c.tcp.server)}` +
+      ` (name ${c.tcp.serverName})`,
+      ...(c.tcp.caFile ? [`tcp-ca-file   ${c.tcp.caFile}`] : []),
+      ...(c.tcp.proxy ? [`proxy         ${redactProxy(c.tcp.proxy)}`] : []),
+    ]),
     `debug         ${c.debug}`,
     ...(c.metricsListen ? [`metrics       ${formatHostPort(c.metricsListen)}`] : []),
   ].join("\n");
+}
+
+/** The dialer `--transport` asks for. */
+export function makeDialer(c: ClientConfig): TunnelDialer {
+  const apiKey = c.apiKey.reveal();
+  const tcp = () =>
+    tcpDialer({
+      server: c.tcp.server,
+      tls: c.tcp.tls,
+      serverName: c.tcp.serverName,
+      ...(c.tcp.caCerts ? { caCerts: c.tcp.caCerts } : {}),
+      ...(c.tcp.proxy ? { proxy: c.tcp.proxy } : {}),
+      domain: c.domain,
+      apiKey,
+    });
+  const dtls = (handshakeTimeoutMs: number) =>
+    dialerFor(c.engine, { server: c.server, domain: c.domain, apiKey, handshakeTimeoutMs });
+  switch (c.transport) {
+    case "tcp":
+      return tcp();
+    case "auto":
+      return racingDialer({ preferred: dtls(10_000), fallback: tcp() });
+    default:
+      return dtls(10_000);
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -197,7 +269,11 @@ export async function main(argv: string[]): Promise<number> {
   });
   status.log(
     `${CLIENT_VERSION}: ${config.domain} → ${config.target.href} via ` +
-      `${formatHostPort(config.server)} (DTLS engine ${config.engine}, ` +
+      (config.transport === "tcp"
+        ? `${config.tcp.tls ? "https" : "http"}://${formatHostPort(config.tcp.server)} (TCP, `
+        : `${formatHostPort(config.server)} (${
+          config.transport === "auto" ? "DTLS, else TCP; " : ""
+        }DTLS engine ${config.engine}, `) +
       `API key ${maskSecret(config.apiKey)})`,
   );
 
@@ -237,6 +313,7 @@ export async function main(argv: string[]): Promise<number> {
       apiKey: config.apiKey.reveal(),
       target: config.target,
       engine: config.engine,
+      dialer: makeDialer(config),
       onEvent,
     }, ac.signal);
     await metricsServer?.finished;

@@ -45,6 +45,7 @@
  * | HOP_SERVER_MAX_TUNNELS_PER_DOMAIN | 8 (client sessions per domain at once)   |
  * | HOP_TRUSTED_PROXIES               | none (CIDRs whose X-Forwarded-For counts)|
  * | HOP_PROXY_PROTOCOL                | false (trusted peers send PROXY headers)  |
+ * | HOP_SERVER_TCP_TUNNEL             | true (tunnels over WebSocket on HTTP(S))  |
  *
  * HTTPS redirect: plain HTTP to a host that has a certificate gets a 308 to HTTPS
  * (ACME challenge paths never). HOP_ACME_CA_CERT: a CA that signs the ACME
@@ -131,6 +132,11 @@ export interface ServerConfig {
    * its hello with `server_busy` (`HOP_SERVER_MAX_TUNNELS_PER_DOMAIN`).
    */
   maxTunnelsPerDomain: number;
+  /**
+   * Clients may reach the tunnel over TCP/TLS: a WebSocket to
+   * `/.well-known/hopgate/tunnel` on `serverDomain` (docs/tcp-fallback.md). Default true.
+   */
+  tcpTunnel: boolean;
 }
 
 export interface FrontConfig {
@@ -202,6 +208,7 @@ export const SERVER_ENV_NAMES = [
   "HOP_TRUSTED_PROXIES",
   "HOP_PROXY_PROTOCOL",
   "HOP_SERVER_MAX_TUNNELS_PER_DOMAIN",
+  "HOP_SERVER_TCP_TUNNEL",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -395,6 +402,8 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     (v) => parseInteger(v, 1, 10_000),
   );
 
+  const tcpTunnel = parse("HOP_SERVER_TCP_TUNNEL", true, parseBool);
+
   problems.throwIfAny();
   return {
     debug,
@@ -422,6 +431,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     trustedProxies,
     proxyProtocol,
     maxTunnelsPerDomain,
+    tcpTunnel,
   };
 }
 

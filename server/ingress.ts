@@ -32,6 +32,7 @@ import {
   type ResponseHead,
 } from "../shared/protocol/mod.ts";
 import { Deadlines } from "./deadlines.ts";
+import { isTunnelUpgrade } from "./tunnel_ws.ts";
 import type { ErrorPages, GatewayErrorKind } from "./error_pages.ts";
 import {
   type FrontHandler,
@@ -53,6 +54,13 @@ export interface IngressOptions {
   logger: Logger;
   /** Requests for the server domain itself (admin API, health); default 404. */
   serverHandler?: FetchHandler;
+  /**
+   * The tunnel's TCP/TLS way in (server/tunnel_ws.ts): called instead of
+   * `serverHandler` for a WebSocket upgrade to `/.well-known/hopgate/tunnel` on the
+   * server domain (`isTunnelUpgrade`), with the caller's address; resolves when the
+   * connection is over.
+   */
+  tunnelUpgrade?: (req: FrontRequest, res: Responder, client: string) => Promise<void>;
   /** Whether a peer is a proxy whose X-Forwarded-* headers are believed. Default: none. */
   trustedProxy?: (ip: string) => boolean;
   /** Called once per answered request, with what its log line says (metrics). */
@@ -207,6 +215,10 @@ class Exchange {
     const host = this.#host;
     if (!host) return this.#fail("bad_request", "The request has no valid Host header.");
     if (host === opts.serverDomain) {
+      if (opts.tunnelUpgrade && isTunnelUpgrade(req, opts.serverDomain)) {
+        this.#state = State.Done;
+        return opts.tunnelUpgrade(req, this.#res, this.#client);
+      }
       if (!opts.serverHandler) return this.#fail("no_tunnel", "Nothing is served here.");
       this.#state = State.Done;
       // Behind a trusted proxy that terminates TLS, its X-Forwarded-Proto says the scheme.

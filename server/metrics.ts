@@ -27,6 +27,12 @@
  * | hopgate_dtls_handshakes_evicted_total         | counter   | reason                 |
  * | hopgate_dtls_handshake_retransmits_withheld_total | counter |                      |
  * | hopgate_tunnel_sessions_refused_total         | counter   | reason                 |
+ * | hopgate_tunnel_ws_connections                 | gauge     |                        |
+ * | hopgate_tunnel_ws_queued_bytes                | gauge     |                        |
+ * | hopgate_tunnel_ws_upgrades_total              | counter   | result                 |
+ * | hopgate_tunnel_ws_datagrams_total             | counter   | direction              |
+ * | hopgate_tunnel_ws_datagrams_dropped_total     | counter   | reason                 |
+ * | hopgate_tunnel_ws_closed_total                | counter   | reason                 |
  * | hopgate_http_requests_total                   | counter   | code_class, method, (domain) |
  * | hopgate_http_request_duration_seconds         | histogram | code_class, method     |
  * | hopgate_http_requests_in_flight               | gauge     |                        |
@@ -73,6 +79,20 @@ const ADMIN_ROUTES = new Set([
   "GET /sessions",
 ]);
 
+/** What metrics read from the tunnel's WebSocket way in (`WsTunnelEndpoint`). */
+export interface TunnelWsSource {
+  readonly stats: {
+    readonly accepted: number;
+    readonly refused: number;
+    readonly datagramsIn: number;
+    readonly datagramsOut: number;
+    readonly dropped: Readonly<Record<string, number>>;
+    readonly closed: Readonly<Record<string, number>>;
+  };
+  readonly size: number;
+  readonly queuedBytes: number;
+}
+
 /** What metrics read from the tunnel side at scrape time. */
 export interface TunnelSource {
   readonly dtlsStats: DtlsStats;
@@ -116,6 +136,7 @@ export class ServerMetrics {
   readonly registry = new Registry();
   readonly domainLabels: boolean;
   #tunnels: TunnelSource | undefined;
+  #tunnelWs: TunnelWsSource | undefined;
   /** Sessions seen (greeted or not) and not yet closed; their stats count live. */
   readonly #sessions = new Set<MuxSession>();
   /** Totals of sessions that have closed. */
@@ -328,6 +349,73 @@ export class ServerMetrics {
       },
     });
 
+    new Gauge({
+      name: "hopgate_tunnel_ws_connections",
+      help: "Open tunnel WebSocket connections (the TCP/TLS path).",
+      registers,
+      collect() {
+        this.set(self.#tunnelWs?.size ?? 0);
+      },
+    });
+    new Gauge({
+      name: "hopgate_tunnel_ws_queued_bytes",
+      help: "Bytes waiting to be written to tunnel WebSocket connections, all together.",
+      registers,
+      collect() {
+        this.set(self.#tunnelWs?.queuedBytes ?? 0);
+      },
+    });
+    new Counter({
+      name: "hopgate_tunnel_ws_upgrades_total",
+      help: "Requests to the tunnel WebSocket path, by result (accepted, refused).",
+      labelNames: ["result"],
+      registers,
+      collect() {
+        const s = self.#tunnelWs?.stats;
+        this.reset();
+        this.labels("accepted").inc(s?.accepted ?? 0);
+        this.labels("refused").inc(s?.refused ?? 0);
+      },
+    });
+    new Counter({
+      name: "hopgate_tunnel_ws_datagrams_total",
+      help: "DTLS datagrams carried over tunnel WebSockets, by direction (in, out).",
+      labelNames: ["direction"],
+      registers,
+      collect() {
+        const s = self.#tunnelWs?.stats;
+        this.reset();
+        this.labels("in").inc(s?.datagramsIn ?? 0);
+        this.labels("out").inc(s?.datagramsOut ?? 0);
+      },
+    });
+    new Counter({
+      name: "hopgate_tunnel_ws_datagrams_dropped_total",
+      help: "DTLS datagrams not sent over a tunnel WebSocket, by reason (queue_full: the peer " +
+        "reads slower than the tunnel sends).",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        const s = self.#tunnelWs?.stats;
+        this.reset();
+        if (!s) return;
+        for (const [reason, n] of Object.entries(s.dropped)) this.labels(snake(reason)).inc(n);
+      },
+    });
+    new Counter({
+      name: "hopgate_tunnel_ws_closed_total",
+      help: "Tunnel WebSocket connections closed, by reason (handshake_timeout: no DTLS " +
+        "session in time).",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        const s = self.#tunnelWs?.stats;
+        this.reset();
+        if (!s) return;
+        for (const [reason, n] of Object.entries(s.closed)) this.labels(snake(reason)).inc(n);
+      },
+    });
+
     const requestLabels = ["code_class", "method", ...domainLabel];
     this.#requests = new Counter({
       name: "hopgate_http_requests_total",
@@ -446,6 +534,11 @@ export class ServerMetrics {
   /** Where scrape-time tunnel values come from (the hub and registry). */
   bindTunnels(source: TunnelSource): void {
     this.#tunnels = source;
+  }
+
+  /** Where the `hopgate_tunnel_ws_*` values come from (the WebSocket endpoint). */
+  bindTunnelWs(source: TunnelWsSource): void {
+    this.#tunnelWs = source;
   }
 
   /** Where `hopgate_database_up` comes from. */

@@ -26,6 +26,12 @@ import { createPskLookup } from "./psk_store.ts";
 import { TunnelRegistry } from "./registry.ts";
 import { SERVER_VERSION, type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
+import {
+  isTunnelUpgrade,
+  MAX_TUNNEL_WS_DATAGRAM,
+  WsTunnelEndpoint,
+  type WsTunnelOptions,
+} from "./tunnel_ws.ts";
 
 export interface RunningServer {
   readonly httpAddr: Deno.NetAddr;
@@ -34,6 +40,8 @@ export interface RunningServer {
   readonly dtlsAddr: { hostname: string; port: number };
   readonly registry: TunnelRegistry<Tunnel>;
   readonly hub: TunnelHub;
+  /** The tunnel's TCP/TLS way in (WebSocket), unless HOP_SERVER_TCP_TUNNEL=false. */
+  readonly wsTunnel: WsTunnelEndpoint | undefined;
   readonly storage: Storage;
   readonly metrics: ServerMetrics;
   readonly readiness: Readiness;
@@ -52,6 +60,8 @@ export interface RunOptions {
   logger?: Logger;
   /** Extra tunnel options (mux params, DTLS limits), mostly for tests. */
   tunnel?: Partial<Pick<TunnelHubOptions, "muxParams" | "dtls" | "helloTimeoutMs">>;
+  /** The WebSocket tunnel endpoint's timeouts and queue, mostly for tests. */
+  tunnelWs?: Omit<WsTunnelOptions, "logger">;
   /** Certificate timing (clock, check interval, retry delays), mostly for tests. */
   certificates?: CertificateTuning;
   /** Aborts start-up (e.g. SIGTERM while the database is still being retried). */
@@ -122,9 +132,26 @@ export async function runServer(
       onOutageHit: () => metrics.pskOutageCacheHit(),
     });
     const registry = new TunnelRegistry<Tunnel>();
+    const wsTunnel = config.tcpTunnel
+      ? new WsTunnelEndpoint({ logger, ...options.tunnelWs })
+      : undefined;
     const hub = new TunnelHub({
       hostname: config.dtlsListen.hostname,
       port: config.dtlsListen.port,
+      ...(wsTunnel
+        ? {
+          listeners: [{
+            name: "ws",
+            socket: wsTunnel.socket,
+            dtls: {
+              // TCP carries whole 16 KiB records: no path MTU to respect.
+              maxDatagramSize: MAX_TUNNEL_WS_DATAGRAM,
+              handshakeTimeoutMs: options.tunnelWs?.handshakeTimeoutMs ?? 10_000,
+            },
+            onConnection: (conn) => wsTunnel.established(conn),
+          }],
+        }
+        : {}),
       lookupPsk: pskLookup.lookupPsk,
       registry,
       logger,
@@ -143,6 +170,7 @@ export async function runServer(
       },
       live: () => registry.live(),
     });
+    if (wsTunnel) metrics.bindTunnelWs(wsTunnel);
     const serveMetrics = createMetricsHandler(() => metrics.render(), config.metrics.token);
     let refreshHttps = () => {}; // set once the HTTPS listener exists
     const certificates = createCertificateManager({
@@ -188,6 +216,7 @@ export async function runServer(
       pages,
       logger,
       serverHandler,
+      ...(wsTunnel ? { tunnelUpgrade: wsTunnel.upgrade } : {}),
       ...(trusted.length ? { trustedProxy: (ip: string) => ipInRanges(ip, trusted) } : {}),
       onRequest: (r) => metrics.request(r),
     };
@@ -251,19 +280,27 @@ export async function runServer(
     const httpsServing = h2.serve(tls, httpsFront);
     cleanups.push(() => httpsFront.shutdown());
     cleanups.push(() => h2.shutdown());
+    const httpHandler = withHttpFront(tunnelHandler, {
+      challenge: (token) => certificates.challenge(token),
+      ...(config.httpsRedirect
+        ? {
+          redirect: {
+            hasCertificate: (host: string) => certificates.hasCertificate(host),
+            httpsPort: tls.addr.port,
+          },
+        }
+        : {}),
+    });
     const httpFront = new FrontServer({
       scheme: "http",
-      handler: withHttpFront(tunnelHandler, {
-        challenge: (token) => certificates.challenge(token),
-        ...(config.httpsRedirect
-          ? {
-            redirect: {
-              hasCertificate: (host: string) => certificates.hasCertificate(host),
-              httpsPort: tls.addr.port,
-            },
-          }
-          : {}),
-      }),
+      // The tunnel's WebSocket is not redirected to HTTPS: DTLS protects it either way,
+      // and a TLS-terminating proxy in front forwards it as plain HTTP.
+      handler: wsTunnel
+        ? (req, res) =>
+          isTunnelUpgrade(req, config.serverDomain)
+            ? tunnelHandler(req, res)
+            : httpHandler(req, res)
+        : httpHandler,
       limits,
       events: frontEvents("http"),
       ...proxyProtocol,
@@ -312,6 +349,7 @@ export async function runServer(
       http: `${httpAddr.hostname}:${httpAddr.port}`,
       https: `${tls.addr.hostname}:${tls.addr.port}`,
       dtls: `${hub.addr.hostname}:${hub.addr.port}/udp`,
+      tcp_tunnel: config.tcpTunnel,
       domain: config.serverDomain,
       ...(metricsAddr ? { metrics: `${metricsAddr.hostname}:${metricsAddr.port}` } : {}),
       database: storage.backend,
@@ -338,7 +376,16 @@ export async function runServer(
         h2.shutdown(),
       ]);
       hub.goAway();
-      const drained = await withinDeadline(listenersDone, config.shutdownTimeoutSeconds * 1000);
+      // Tunnel WebSockets are front connections too, but they carry the tunnels the
+      // requests in flight need: wait for every other connection, then close the hub
+      // (which closes the WebSockets).
+      const requestsDone = wsTunnel
+        ? Promise.all([
+          h2.shutdown(),
+          until(() => httpFront.size + httpsFront.size <= wsTunnel.size, listenersDone),
+        ])
+        : listenersDone;
+      const drained = await withinDeadline(requestsDone, config.shutdownTimeoutSeconds * 1000);
       if (!drained) {
         logger.warn("shutdown deadline passed, cutting requests in flight", {
           component: "server",
@@ -349,6 +396,9 @@ export async function runServer(
         httpsFront.abortAll();
         h2.abortAll();
         await hub.close({ abort: true });
+        await withinDeadline(listenersDone, 5000);
+      } else if (wsTunnel) {
+        await hub.close();
         await withinDeadline(listenersDone, 5000);
       }
       await closeAll();
@@ -361,6 +411,7 @@ export async function runServer(
       dtlsAddr: hub.addr,
       registry,
       hub,
+      wsTunnel,
       storage,
       metrics,
       readiness,
@@ -371,4 +422,21 @@ export async function runServer(
     await closeAll();
     throw e;
   }
+}
+
+/** Resolves once `done()` holds (checked every 50 ms) or `stop` settles. */
+function until(done: () => boolean, stop: Promise<unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    let over = false;
+    stop.finally(() => {
+      over = true;
+      resolve();
+    });
+    const check = () => {
+      if (over) return;
+      if (done()) return resolve();
+      setTimeout(check, 50);
+    };
+    check();
+  });
 }

@@ -1,6 +1,13 @@
 /**
- * The tunnel listener: DTLS server -> one mux session per client -> hello on the
- * control stream -> a live `Tunnel` in the registry, until the session ends.
+ * The tunnel hub: DTLS sessions from its listeners -> one mux session per client
+ * -> hello on the control stream -> a live `Tunnel` in the registry, until the
+ * session ends.
+ *
+ * A `TunnelListener` is one way in: a `DtlsServer` on a packet socket. The hub
+ * always has the UDP one (`hostname`/`port`); `listeners` adds more, e.g. the
+ * WebSocket endpoint of the TCP/TLS path (`server/tunnel_ws.ts`, a virtual packet
+ * socket over many WebSocket connections; docs/tcp-fallback.md). Every listener
+ * feeds the same hub: the same PSK lookup, caps, hello and registry.
  *
  * Several clients of one domain may be connected at once: `pick(domain)` spreads
  * requests across them (round robin), skipping any that is closing. At most
@@ -13,6 +20,8 @@ import {
   DtlsServer,
   type DtlsServerOptions,
   type DtlsStats,
+  newStats,
+  type PacketSocketFactory,
   type PeerAddr,
 } from "../shared/dtls/mod.ts";
 import { type Clock, realClock } from "../shared/clock.ts";
@@ -48,6 +57,8 @@ export class Tunnel implements TunnelSession {
      * RequestHead.upgrade (raw bytes), never RequestHead.ws (WebSocket messages).
      */
     readonly splice: boolean = false,
+    /** The listener it came through: "udp", or "ws" for the TCP/TLS path. */
+    readonly transport: string = "udp",
   ) {
     this.remoteAddr = formatHostPort(peer);
   }
@@ -61,9 +72,42 @@ export class Tunnel implements TunnelSession {
   }
 }
 
+/** DTLS server options a listener may set (the hub sets the rest). */
+export type ListenerDtlsOptions = Partial<
+  Omit<DtlsServerOptions, "hostname" | "port" | "lookupPsk" | "onConnection" | "socket">
+>;
+
+/** One more way in for tunnel sessions, besides the UDP socket. */
+export interface TunnelListenerSpec {
+  /** Its name in logs, metrics and `Tunnel.transport`, e.g. "ws". */
+  name: string;
+  /** The packet socket the listener's DtlsServer runs on. */
+  socket: PacketSocketFactory;
+  /** Passed to `socket` (a virtual socket may ignore them). Default "0.0.0.0", 0. */
+  hostname?: string;
+  port?: number;
+  /** DTLS options for this listener; the hub's `dtls` apply first. */
+  dtls?: ListenerDtlsOptions;
+  /** Called with each established connection before the hub takes it. */
+  onConnection?: (conn: DtlsConn) => void;
+}
+
+/** A running listener: one DtlsServer and what it counts. */
+export interface TunnelListener {
+  readonly name: string;
+  readonly addr: PeerAddr;
+  readonly stats: DtlsStats;
+  /** Established connections and handshakes in progress. */
+  readonly connectionCount: number;
+  close(): Promise<void>;
+}
+
 export interface TunnelHubOptions {
+  /** The UDP listener's address. */
   hostname: string;
   port: number;
+  /** More listeners (the WebSocket endpoint). */
+  listeners?: TunnelListenerSpec[];
   lookupPsk: (identity: string) => Promise<Uint8Array | undefined>;
   registry: TunnelRegistry<Tunnel>;
   logger: Logger;
@@ -109,7 +153,8 @@ export interface TunnelRefusals {
 }
 
 export class TunnelHub {
-  readonly #dtls: DtlsServer;
+  readonly #udp: DtlsServer;
+  readonly #listeners: { name: string; server: DtlsServer }[] = [];
   readonly #registry: TunnelRegistry<Tunnel>;
   readonly #log: Logger;
   readonly #opts: TunnelHubOptions;
@@ -140,27 +185,87 @@ export class TunnelHub {
     }
     this.#registry = opts.registry;
     this.#log = opts.logger;
-    this.#dtls = DtlsServer.listen({
-      ...opts.dtls,
-      clock: opts.clock ?? realClock,
+    this.#udp = this.#listen("udp", {
       hostname: opts.hostname,
       port: opts.port,
-      lookupPsk: opts.lookupPsk,
-      onConnection: (conn) => this.#onConnection(conn),
+      socket: opts.dtls?.socket,
+    });
+    try {
+      for (const l of opts.listeners ?? []) {
+        this.#listen(l.name, {
+          hostname: l.hostname ?? "0.0.0.0",
+          port: l.port ?? 0,
+          socket: l.socket,
+          dtls: l.dtls,
+          onConnection: l.onConnection,
+        });
+      }
+    } catch (e) {
+      for (const l of this.#listeners) void l.server.close();
+      throw e;
+    }
+  }
+
+  #listen(
+    name: string,
+    l: {
+      hostname: string;
+      port: number;
+      socket: PacketSocketFactory | undefined;
+      dtls?: ListenerDtlsOptions | undefined;
+      onConnection?: ((conn: DtlsConn) => void) | undefined;
+    },
+  ): DtlsServer {
+    const server = DtlsServer.listen({
+      ...this.#opts.dtls,
+      ...l.dtls,
+      clock: this.#opts.clock ?? realClock,
+      hostname: l.hostname,
+      port: l.port,
+      ...(l.socket ? { socket: l.socket } : {}),
+      lookupPsk: this.#opts.lookupPsk,
+      onConnection: (conn) => {
+        l.onConnection?.(conn);
+        this.#onConnection(conn, name);
+      },
       onHandshakeError: (peer, err) =>
         this.#log.info("tunnel handshake failed", {
           component: "tunnel",
+          transport: name,
           peer: formatHostPort(peer),
           error: err.message,
         }),
     });
+    this.#listeners.push({ name, server });
+    return server;
   }
 
+  /** The UDP listener's address. */
   get addr(): PeerAddr {
-    return this.#dtls.addr;
+    return this.#udp.addr;
   }
+  /** Every listener, UDP first. */
+  get listeners(): readonly TunnelListener[] {
+    return this.#listeners.map(({ name, server }) => ({
+      name,
+      get addr() {
+        return server.addr;
+      },
+      get stats() {
+        return server.stats;
+      },
+      get connectionCount() {
+        return server.connectionCount;
+      },
+      close: () => server.close(),
+    }));
+  }
+  /** DTLS counters summed over every listener. */
   get dtlsStats(): DtlsStats {
-    return this.#dtls.stats;
+    if (this.#listeners.length === 1) return this.#udp.stats;
+    const sum = newStats();
+    for (const { server } of this.#listeners) addStats(sum, server.stats);
+    return sum;
   }
   /** Sessions turned away after their DTLS handshake, by reason (metrics read it). */
   get sessionsRefused(): Readonly<TunnelRefusals> {
@@ -210,7 +315,7 @@ export class TunnelHub {
     return undefined;
   }
 
-  #onConnection(conn: DtlsConn): void {
+  #onConnection(conn: DtlsConn, transport: string): void {
     // The PSK lookup accepted the identity as a spelling of a registered domain;
     // the tunnel goes under that domain's canonical form, which requests route by.
     const domain = canonicalDomain(conn.identity);
@@ -309,7 +414,15 @@ export class TunnelHub {
       unreserve();
       if (this.#closing || session.isClosed) return;
       const splice = hello.features?.includes(FEATURE_SPLICE) ?? false;
-      const tunnel = new Tunnel(id, domain, session, conn.remoteAddr, hello.client, splice);
+      const tunnel = new Tunnel(
+        id,
+        domain,
+        session,
+        conn.remoteAddr,
+        hello.client,
+        splice,
+        transport,
+      );
       const remove = this.#registry.add(domain, tunnel);
       void watchControl(after, () => this.#drain(tunnel));
       // The client opens only the control stream: any other stream it opens is refused
@@ -327,6 +440,7 @@ export class TunnelHub {
         peer: tunnel.remoteAddr,
         client_version: hello.client,
         suite: conn.suite,
+        transport,
       });
       session.closed.then((info) => {
         remove();
@@ -384,6 +498,20 @@ export class TunnelHub {
     this.#closing = true;
     for (const s of this.#pending) s.abort(undefined, "server shutting down");
     await Promise.all(tunnels.map((t) => t.session.close("server shutting down").catch(() => {})));
-    await this.#dtls.close();
+    await Promise.all(this.#listeners.map((l) => l.server.close()));
   }
+}
+
+/** Adds `b`'s counters into `a`. */
+function addStats(a: DtlsStats, b: DtlsStats): void {
+  const add = (x: Record<string, unknown>, y: Record<string, unknown>) => {
+    for (const k of Object.keys(y)) {
+      const v = y[k];
+      if (typeof v === "number") x[k] = (x[k] as number) + v;
+      else if (v && typeof v === "object") {
+        add(x[k] as Record<string, unknown>, v as Record<string, unknown>);
+      }
+    }
+  };
+  add(a as unknown as Record<string, unknown>, b as unknown as Record<string, unknown>);
 }

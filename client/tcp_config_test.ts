@@ -1,0 +1,101 @@
+/** The TCP path's configuration: defaults, address forms, proxy, CA file, mistakes named. */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { ConfigError, resolveConfig } from "./config.ts";
+import { makeDialer } from "./main.ts";
+
+const base = {
+  HOP_CLIENT_SERVER_ADDR: "hop.example.com:4433",
+  HOP_CLIENT_DOMAIN: "app.example.com",
+  HOP_CLIENT_API_KEY: "k-0123456789",
+  HOP_CLIENT_LOCAL_TARGET: "3000",
+};
+
+function resolve(
+  flags: Record<string, string> = {},
+  env: Record<string, string> = {},
+  readFile?: (p: string) => string,
+) {
+  return resolveConfig({
+    flags,
+    env: { ...base, ...env },
+    dotenv: {},
+    ...(readFile ? { readFile } : {}),
+  });
+}
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  throw new Error("no ConfigError");
+}
+
+Deno.test("tcp path defaults: dtls transport; TLS to the server-addr host on 443, its name as SNI", () => {
+  const c = resolve();
+  equal(c.transport, "dtls");
+  deepEqual(c.tcp, {
+    server: { hostname: "hop.example.com", port: 443 },
+    tls: true,
+    serverName: "hop.example.com",
+  });
+  equal(makeDialer(c).transport, "dtls");
+  equal(makeDialer(resolve({ transport: "tcp" })).transport, "tcp (tls+websocket)");
+  equal(makeDialer(resolve({ transport: "auto" })).transport, "dtls, else tcp (tls+websocket)");
+});
+
+Deno.test("tcp path address forms and the server name", () => {
+  deepEqual(resolve({ serverTcpAddr: "edge.example.com:8443" }).tcp.server, {
+    hostname: "edge.example.com",
+    port: 8443,
+  });
+  const plain = resolve({ serverTcpAddr: "http://10.0.0.5:8080", serverName: "Hop.Example.com" });
+  deepEqual(plain.tcp.server, { hostname: "10.0.0.5", port: 8080 });
+  equal(plain.tcp.tls, false);
+  equal(plain.tcp.serverName, "hop.example.com");
+  const https = resolve({}, { HOP_CLIENT_SERVER_TCP_ADDR: "https://edge.example.com" });
+  deepEqual(https.tcp.server, { hostname: "edge.example.com", port: 443 });
+  equal(https.tcp.tls, true);
+  const p = problems(() => resolve({ serverTcpAddr: "ftp://x:1", transport: "udp" }));
+  ok(p.some((m) => m.includes("--server-tcp-addr / HOP_CLIENT_SERVER_TCP_ADDR")), p.join("\n"));
+  ok(p.some((m) => m.includes("--transport / HOP_CLIENT_TRANSPORT")), p.join("\n"));
+});
+
+Deno.test("proxy: flag or variable; HTTPS_PROXY only when TCP may be used; credentials never shown", () => {
+  const c = resolve({ proxy: "http://u:pw-secret@proxy.local:3128", transport: "tcp" });
+  equal(c.tcp.proxy?.host, "proxy.local:3128");
+  equal(resolve({}, { HTTPS_PROXY: "http://proxy.local:3128" }).tcp.proxy, undefined);
+  equal(
+    resolve({ transport: "auto" }, { HTTPS_PROXY: "proxy.local:3128" }).tcp.proxy?.href,
+    "http://proxy.local:3128/",
+  );
+  // An https:// HTTPS_PROXY does not break a DTLS-only client.
+  equal(resolve({}, { HTTPS_PROXY: "https://p:1" }).transport, "dtls");
+  const p = problems(() => resolve({ transport: "tcp", proxy: "https://u:pw-secret@p:1" }));
+  ok(p.length === 1 && p[0]!.includes("only http://"), p.join("\n"));
+  ok(!p[0]!.includes("pw-secret"));
+});
+
+Deno.test("CA file: read through readFile; a missing or empty one is named", () => {
+  const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const c = resolve({ tcpCaFile: "/etc/ca.pem" }, {}, (p) => {
+    equal(p, "/etc/ca.pem");
+    return pem;
+  });
+  deepEqual(c.tcp.caCerts, [pem]);
+  const missing = problems(() =>
+    resolve({ tcpCaFile: "/nope.pem" }, {}, () => {
+      throw new Deno.errors.NotFound("x");
+    })
+  );
+  ok(missing[0]!.includes("no such file: /nope.pem"), missing.join("\n"));
+  const empty = problems(() => resolve({ tcpCaFile: "/e.pem" }, {}, () => "nothing"));
+  ok(empty[0]!.includes("--tcp-ca-file / HOP_CLIENT_TCP_CA_FILE"), empty.join("\n"));
+});
+
+Deno.test("problems never show the API key", () => {
+  const p = problems(() => resolve({ transport: "nope" }));
+  ok(!p.join("\n").includes(base.HOP_CLIENT_API_KEY));
+});
