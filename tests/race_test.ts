@@ -11,7 +11,8 @@ import { dtlsDialer, type TunnelDialer } from "../client/dialer.ts";
 import { racingDialer } from "../client/race.ts";
 import { derivePsk } from "../shared/dtls/mod.ts";
 import { encodeHead, readHead, type RequestHead } from "../shared/protocol/mod.ts";
-import { FakeClock, runUntil, settle } from "../shared/testing/fake_clock.ts";
+import { FakeClock, runUntil } from "../shared/testing/fake_clock.ts";
+import { pump, pumped } from "./helpers/fake_pump.ts";
 import { SimNet } from "../shared/testing/sim_net.ts";
 import { TunnelRegistry } from "../server/registry.ts";
 import { type Tunnel, TunnelHub } from "../server/tunnels.ts";
@@ -23,24 +24,6 @@ const HOST = "10.0.0.1";
 const UDP = { hostname: HOST, port: 443 };
 const TCP = { hostname: HOST, port: 8443 };
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-
-async function pump(clock: FakeClock, done: () => boolean, maxMs: number, what: string) {
-  const limit = clock.now() + maxMs;
-  for (;;) {
-    await settle();
-    if (done()) return;
-    if (clock.now() >= limit) throw new Error(`${what}: not done after ${maxMs} ms of fake time`);
-    clock.advance(1);
-  }
-}
-
-async function pumped<T>(clock: FakeClock, p: Promise<T>, maxMs: number, what: string) {
-  let r: { v: T } | { e: unknown } | undefined;
-  p.then((v) => r = { v }, (e) => r = { e });
-  await pump(clock, () => r !== undefined, maxMs, what);
-  if ("e" in r!) throw r.e;
-  return r!.v;
-}
 
 /** Plays the ingress: picks a usable tunnel, counts the request in flight on it. */
 async function get(registry: TunnelRegistry<Tunnel>, url: string) {

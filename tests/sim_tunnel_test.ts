@@ -17,7 +17,8 @@ import { derivePsk } from "../shared/dtls/mod.ts";
 import { sayHello } from "../shared/handshake/mod.ts";
 import { MuxSession, MuxStreamError, StreamErrorCode } from "../shared/mux/mod.ts";
 import { encodeHead, readHead, type RequestHead } from "../shared/protocol/mod.ts";
-import { FakeClock, runUntil, settle } from "../shared/testing/fake_clock.ts";
+import { FakeClock, runUntil } from "../shared/testing/fake_clock.ts";
+import { pump, pumped } from "./helpers/fake_pump.ts";
 import { SimNet } from "../shared/testing/sim_net.ts";
 import { TunnelRegistry } from "../server/registry.ts";
 import { type Tunnel, TunnelHub } from "../server/tunnels.ts";
@@ -28,26 +29,6 @@ const API_KEY = "sim-api-key-0123456789abcdef";
 const SERVER = { hostname: "10.0.0.1", port: 443 };
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-
-/** Moves fake time 1 ms per event-loop turn (real I/O keeps up) until `done()`. */
-async function pump(clock: FakeClock, done: () => boolean, maxMs: number, what: string) {
-  const limit = clock.now() + maxMs;
-  for (;;) {
-    await settle();
-    if (done()) return;
-    if (clock.now() >= limit) throw new Error(`${what}: not done after ${maxMs} ms of fake time`);
-    clock.advance(1);
-  }
-}
-
-/** Waits for a promise while pumping fake time. */
-async function pumped<T>(clock: FakeClock, p: Promise<T>, maxMs: number, what: string) {
-  let r: { v: T } | { e: unknown } | undefined;
-  p.then((v) => r = { v }, (e) => r = { e });
-  await pump(clock, () => r !== undefined, maxMs, what);
-  if ("e" in r!) throw r.e;
-  return r!.v;
-}
 
 function requestHead(id: string, url: string): RequestHead {
   return {
