@@ -7,7 +7,7 @@
  * The reading itself (problems, secrets, value parsers) is `shared/config.ts`,
  * shared with the server; names and addresses are `shared/names.ts`.
  */
-import { ConfigError, ConfigProblems, parseBool, Secret } from "../shared/config.ts";
+import { ConfigError, ConfigProblems, parseBool, parseInteger, Secret } from "../shared/config.ts";
 import { type HostPort, normalizeDomain, parseHostPort } from "../shared/names.ts";
 import { DTLS_ENGINES, type DtlsEngine, type Transport, TRANSPORTS } from "./dialer.ts";
 import { parseProxyUrl } from "./tcp_dialer.ts";
@@ -27,7 +27,11 @@ export const CLIENT_ENV = {
   serverName: "HOP_CLIENT_SERVER_NAME",
   tcpCaFile: "HOP_CLIENT_TCP_CA_FILE",
   proxy: "HOP_CLIENT_PROXY",
+  maxDatagramBytes: "HOP_CLIENT_MAX_DATAGRAM_BYTES",
 } as const;
+/** The range `--max-datagram-bytes` accepts: an old IPv4 minimum MTU's worth up to a whole record. */
+const MIN_DATAGRAM_BYTES = 512;
+const MAX_DATAGRAM_BYTES = 16_384;
 /** The conventional proxy variables, read when HOP_CLIENT_PROXY / --proxy is not set. */
 export const PROXY_ENV_NAMES: readonly string[] = ["HTTPS_PROXY", "https_proxy"];
 export type ConfigKey = keyof typeof CLIENT_ENV;
@@ -48,6 +52,7 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
   serverName: "--server-name",
   tcpCaFile: "--tcp-ca-file",
   proxy: "--proxy",
+  maxDatagramBytes: "--max-datagram-bytes",
 };
 
 /** Where the TCP/TLS path (docs/tcp-fallback.md) connects, and how. */
@@ -84,6 +89,11 @@ export interface ClientConfig {
   debug: boolean;
   /** Where to serve Prometheus metrics (opt-in); a bare port means 127.0.0.1. */
   metricsListen?: HostPort;
+  /**
+   * Largest DTLS record payload toward a non-loopback server; the default fits a
+   * 1280-byte MTU (shared/dtls/path.ts). Raise it only for a path known to carry it.
+   */
+  maxDatagramBytes?: number;
 }
 
 export { ConfigError, maskSecret, Secret } from "../shared/config.ts";
@@ -346,6 +356,17 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     );
   }
 
+  const rawDatagram = get("maxDatagramBytes");
+  let maxDatagramBytes: number | undefined;
+  if (typeof rawDatagram === "string" && rawDatagram.trim() !== "") {
+    maxDatagramBytes = problems.read(
+      `Invalid ${where("maxDatagramBytes")}`,
+      rawDatagram.trim(),
+      undefined,
+      (v) => parseInteger(v, MIN_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES),
+    );
+  }
+
   problems.throwIfAny();
   if (!server || !domain || !apiKey || !apiKeySource || !target || !tcp) {
     throw new ConfigError(problems.list);
@@ -361,5 +382,6 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     tcp,
     debug,
     ...(metricsListen ? { metricsListen } : {}),
+    ...(maxDatagramBytes !== undefined ? { maxDatagramBytes } : {}),
   };
 }

@@ -48,6 +48,11 @@ export interface DtlsDialerOptions {
   handshakeTimeoutMs?: number;
   /** Timers run on this (tests pass a fake clock). Default realClock. Ours only. */
   clock?: Clock;
+  /**
+   * Largest record payload (one tunnel packet) toward the server. Default: 16 KiB on
+   * loopback, else what a 1280-byte MTU carries (shared/dtls/path.ts).
+   */
+  maxDatagramSize?: number;
   /** Socket factory (tests pass a simulated network's). Default real UDP. Ours only. */
   socket?: PacketSocketFactory;
 }
@@ -70,6 +75,7 @@ export function dtlsDialer(o: DtlsDialerOptions): TunnelDialer {
         maxRtoMs: 2000,
         signal,
         clock: o.clock ?? realClock,
+        ...(o.maxDatagramSize ? { maxDatagramSize: o.maxDatagramSize } : {}),
         ...(o.socket ? { socket: o.socket } : {}),
       });
       return { conn, closed: () => Promise.resolve() };
@@ -94,6 +100,7 @@ export function nodeDtlsDialer(o: DtlsDialerOptions): TunnelDialer {
         psk,
         timeoutMs: o.handshakeTimeoutMs ?? 10_000,
         signal,
+        ...(o.maxDatagramSize ? { maxDatagramSize: o.maxDatagramSize } : {}),
       });
       return { conn, closed: () => conn.whenClosed };
     },

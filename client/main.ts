@@ -48,6 +48,8 @@ the working directory (read, never overriding the real environment).
   --debug         ${CLIENT_ENV.debug}       (true/false)
   --metrics-listen ${CLIENT_ENV.metricsListen} (host:port or a port on
                                          127.0.0.1; off by default)
+  --max-datagram-bytes ${CLIENT_ENV.maxDatagramBytes} (default: what a
+                                         1280-byte MTU carries, 1215 over IPv4)
 
 DTLS engines:
   hopgate           HopGate's own DTLS 1.2 client (default): ECDHE-PSK with
@@ -142,6 +144,11 @@ function buildProgram(): Command {
       "--metrics-listen <host:port>",
       "serve Prometheus metrics at http://host:port/metrics (a bare port means 127.0.0.1)",
     )
+    .option(
+      "--max-datagram-bytes <n>",
+      "largest tunnel packet toward a non-loopback server (default fits a 1280-byte MTU; " +
+        "raise only for a path known to carry more, and on the server too)",
+    )
     .option("--check", "validate the configuration, print it (API key masked) and exit")
     .addHelpText("after", HELP_AFTER)
     .showHelpAfterError("(run hopgate-client --help for usage)")
@@ -178,6 +185,7 @@ function describe(c: ClientConfig): string {
     ]),
     `debug         ${c.debug}`,
     ...(c.metricsListen ? [`metrics       ${formatHostPort(c.metricsListen)}`] : []),
+    ...(c.maxDatagramBytes ? [`max-datagram  ${c.maxDatagramBytes}`] : []),
   ].join("\n");
 }
 
@@ -195,7 +203,13 @@ export function makeDialer(c: ClientConfig): TunnelDialer {
       apiKey,
     });
   const dtls = (handshakeTimeoutMs: number) =>
-    dialerFor(c.engine, { server: c.server, domain: c.domain, apiKey, handshakeTimeoutMs });
+    dialerFor(c.engine, {
+      server: c.server,
+      domain: c.domain,
+      apiKey,
+      handshakeTimeoutMs,
+      ...(c.maxDatagramBytes ? { maxDatagramSize: c.maxDatagramBytes } : {}),
+    });
   switch (c.transport) {
     case "tcp":
       return tcp();

@@ -46,6 +46,7 @@
  * | HOP_TRUSTED_PROXIES               | none (CIDRs whose X-Forwarded-For counts)|
  * | HOP_PROXY_PROTOCOL                | false (trusted peers send PROXY headers)  |
  * | HOP_SERVER_TCP_TUNNEL             | true (tunnels over WebSocket on HTTP(S))  |
+ * | HOP_TUNNEL_MAX_DATAGRAM_BYTES     | what a 1280-byte MTU carries (1215 IPv4)  |
  *
  * HTTPS redirect: plain HTTP to a host that has a certificate gets a 308 to HTTPS
  * (ACME challenge paths never). HOP_ACME_CA_CERT: a CA that signs the ACME
@@ -133,6 +134,12 @@ export interface ServerConfig {
    */
   maxTunnelsPerDomain: number;
   /**
+   * Largest DTLS record payload (one tunnel packet) toward a non-loopback client;
+   * undefined: what a 1280-byte MTU carries (shared/dtls/path.ts)
+   * (`HOP_TUNNEL_MAX_DATAGRAM_BYTES`).
+   */
+  tunnelMaxDatagramBytes: number | undefined;
+  /**
    * Clients may reach the tunnel over TCP/TLS: a WebSocket to
    * `/.well-known/hopgate/tunnel` on `serverDomain` (docs/tcp-fallback.md). Default true.
    */
@@ -209,6 +216,7 @@ export const SERVER_ENV_NAMES = [
   "HOP_PROXY_PROTOCOL",
   "HOP_SERVER_MAX_TUNNELS_PER_DOMAIN",
   "HOP_SERVER_TCP_TUNNEL",
+  "HOP_TUNNEL_MAX_DATAGRAM_BYTES",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -403,6 +411,11 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
   );
 
   const tcpTunnel = parse("HOP_SERVER_TCP_TUNNEL", true, parseBool);
+  const tunnelMaxDatagramBytes = parse<number | undefined>(
+    "HOP_TUNNEL_MAX_DATAGRAM_BYTES",
+    undefined,
+    (v) => parseInteger(v, 512, 16_384),
+  );
 
   problems.throwIfAny();
   return {
@@ -431,6 +444,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     trustedProxies,
     proxyProtocol,
     maxTunnelsPerDomain,
+    tunnelMaxDatagramBytes,
     tcpTunnel,
   };
 }

@@ -26,6 +26,7 @@ import { createPskLookup } from "./psk_store.ts";
 import { TunnelRegistry } from "./registry.ts";
 import { SERVER_VERSION, type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
+import { defaultMaxDatagramSize, isLoopbackAddress } from "../shared/dtls/mod.ts";
 import {
   isTunnelUpgrade,
   MAX_TUNNEL_WS_DATAGRAM,
@@ -156,6 +157,9 @@ export async function runServer(
       registry,
       logger,
       maxTunnelsPerDomain: config.maxTunnelsPerDomain,
+      ...(config.tunnelMaxDatagramBytes
+        ? { dtls: { maxDatagramSize: datagramCeiling(config.tunnelMaxDatagramBytes) } }
+        : {}),
       onSession: (session) => metrics.trackSession(session),
       ...options.tunnel,
     });
@@ -439,4 +443,9 @@ function until(done: () => boolean, stop: Promise<unknown>): Promise<void> {
     };
     check();
   });
+}
+
+/** The operator's ceiling for UDP peers off loopback; loopback keeps whole records. */
+function datagramCeiling(bytes: number): (peer: { hostname: string }) => number {
+  return (peer) => isLoopbackAddress(peer.hostname) ? defaultMaxDatagramSize(peer.hostname) : bytes;
 }

@@ -34,7 +34,7 @@ export interface DtlsClientOptions {
   maxRtoMs?: number;
   /**
    * Largest application payload per datagram (the mux probes up to it). Default
-   * `defaultMaxDatagramSize(server ip)`: 16 KiB on loopback, 1400 elsewhere.
+   * `defaultMaxDatagramSize(server ip)`: 16 KiB on loopback, else what fits a 1280-byte MTU (path.ts).
    */
   maxDatagramSize?: number;
   /** Aborts the handshake (rejects with code ABORTED). */

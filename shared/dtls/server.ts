@@ -61,7 +61,7 @@ export interface DtlsServerOptions {
   handshakeTimeoutMs?: number;
   /**
    * Largest application payload per datagram, per peer (the mux probes up to it).
-   * Default `defaultMaxDatagramSize(peer)`: 16 KiB on loopback, 1400 elsewhere.
+   * Default `defaultMaxDatagramSize(peer)`: 16 KiB on loopback, else what fits a 1280-byte MTU (path.ts).
    */
   maxDatagramSize?: number | ((peer: PeerAddr) => number);
   /** First handshake retransmission timeout; doubles up to `maxRtoMs`. Default 500 ms. */
