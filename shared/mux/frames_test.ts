@@ -134,3 +134,20 @@ Deno.test("mux ack tracker: ACK_FREQUENCY raises the threshold; gaps still ack a
   t.onPacket(12, true, 2000);
   assert.equal(t.ackDeadline, 2025);
 });
+
+Deno.test("mux ack tracker: an ACK due within the timer granularity goes with the packet leaving now", () => {
+  const t = new AckTracker(32, 2, 25);
+  t.setFrequency(0, 10, 1, 25); // 1 ms delay, as ACK_FREQUENCY asks on a short path
+  assert.equal(t.due(1000, 1), false, "nothing received: nothing due");
+  t.onPacket(0, true, 1000);
+  assert.equal(t.ackDeadline, 1001);
+  assert.equal(t.due(1000.2, 0), false, "0.8 ms early without slack");
+  assert.equal(
+    t.due(1000.2, 1),
+    true,
+    "within the 1 ms granularity: sent now, never busy-waited for",
+  );
+  assert.equal(t.due(999, 1), false, "more than the granularity early: the timer waits");
+  t.onAckSent();
+  assert.equal(t.due(1001, 1), false, "sent: nothing pending");
+});

@@ -52,6 +52,8 @@ export interface PackerParts {
   stats: SendCounters;
   /** PTOs in a row, sending packets above the base size, that mean a PMTU black hole. */
   blackHolePtos: number;
+  /** ACK deadlines this close are met at once (params.timerGranularityMs). */
+  timerGranularityMs: number;
   /** After each flush: the session re-arms its timer (pacing, ACK delay, PTO). */
   onFlushed(): void;
 }
@@ -137,7 +139,7 @@ export class Packer {
       control.queue(FrameKind.ACK_FREQUENCY);
     }
     for (let guard = 0; guard < 10_000; guard++) {
-      const ackDue = ack.ackNow || (ack.pending && ack.ackDeadline <= now);
+      const ackDue = ack.due(now, this.#p.timerGranularityMs);
       const hasControl = control.pending;
       const probe = rec.probesPending > 0;
       let dataOk = false;

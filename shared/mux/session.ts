@@ -175,6 +175,7 @@ export class MuxSession {
       flow,
       stats: this.#stats,
       blackHolePtos: p.pmtudBlackHolePtos,
+      timerGranularityMs: p.timerGranularityMs,
       onFlushed: () => this.#armTimer(),
     }, now);
     this.#lastReceiveTime = now;
