@@ -202,6 +202,8 @@ async function openTunnelWebSocket(
       Deno.connect({ ...hop, signal: ac.signal }),
     );
     conn = tcp;
+    // Datagrams go out as small writes: Nagle would hold each behind the peer's delayed ACK.
+    tcp.setNoDelay(true);
     if (o.proxy) {
       await step(`proxy ${redactProxy(o.proxy)} refused CONNECT ${target}`, connectThrough(tcp, o));
     }

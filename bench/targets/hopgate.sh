@@ -10,6 +10,9 @@ SERVER_PORT=18090
 PUBLIC_HOST=app.localhost
 HOPGATE_ADMIN_KEY=bench-admin-key-0123456789
 HOPGATE_ENGINE=${HOPGATE_ENGINE:-hopgate}
+# HOPGATE_TRANSPORT=tcp: the tunnel over the TCP path (a WebSocket on the plain HTTP listener,
+# docs/tcp-fallback.md) instead of DTLS over UDP.
+HOPGATE_TRANSPORT=${HOPGATE_TRANSPORT:-dtls}
 READY_TIMEOUT=60
 
 setup() {
@@ -36,5 +39,6 @@ client_cmd() {
   [ -n "$key" ] || { echo "could not register $PUBLIC_HOST" >&2; exit 1; }
   exec deno run --allow-net --allow-read --allow-env client/main.ts \
     --server-addr 127.0.0.1:18091 --domain "$PUBLIC_HOST" --api-key "$key" \
-    --local-target "127.0.0.1:$ORIGIN_PORT" --dtls-engine "$HOPGATE_ENGINE"
+    --local-target "127.0.0.1:$ORIGIN_PORT" --dtls-engine "$HOPGATE_ENGINE" \
+    --transport "$HOPGATE_TRANSPORT" --server-tcp-addr http://127.0.0.1:18090 --server-name localhost
 }

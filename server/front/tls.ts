@@ -66,7 +66,7 @@ import process from "node:process";
 import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
 import { MAX_CLIENT_HELLO_READ, parseClientHello } from "./tls_client_hello.ts";
 import { ProxyHeaderError, ProxyHeaderParser } from "./proxy_protocol.ts";
-import { resetBeforeAccept } from "./http1.ts";
+import { noDelay, resetBeforeAccept } from "./http1.ts";
 
 /** Certificate chain and private key, PEM. */
 export interface CertifiedKey {
@@ -325,6 +325,7 @@ export class TlsAcceptor {
         await new Promise((r) => setTimeout(r, ACCEPT_BACKOFF_MS));
         continue;
       }
+      noDelay(conn);
       if (this.#pending.size >= this.#maxHandshakes) {
         this.#fail(
           new HandshakeFailure("too_many_handshakes", `${this.#pending.size} in progress`),
