@@ -231,6 +231,23 @@ export class ServerMetrics {
           this.inc(value(self.#totals()));
         },
       });
+    /** A counter read at scrape time from a record of counts, one label value per key (snake_case). */
+    const byLabel = (
+      name: string,
+      help: string,
+      label: string,
+      read: () => Readonly<Record<string, number>> | undefined,
+    ) =>
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers,
+        collect() {
+          this.reset();
+          for (const [k, n] of Object.entries(read() ?? {})) this.labels(snake(k)).inc(n);
+        },
+      });
     const byDirection = (name: string, help: string, sent: keyof Totals, received: keyof Totals) =>
       new Counter({
         name,
@@ -286,46 +303,32 @@ export class ServerMetrics {
       },
     });
 
-    new Counter({
-      name: "hopgate_dtls_handshakes_total",
-      help: "DTLS handshakes by result (started, completed, failed).",
-      labelNames: ["result"],
-      registers,
-      collect() {
+    byLabel(
+      "hopgate_dtls_handshakes_total",
+      "DTLS handshakes by result (started, completed, failed).",
+      "result",
+      () => {
         const s = self.#tunnels?.dtlsStats;
-        this.reset();
-        this.labels("started").inc(s?.handshakesStarted ?? 0);
-        this.labels("completed").inc(s?.handshakesCompleted ?? 0);
-        this.labels("failed").inc(s?.handshakesFailed ?? 0);
+        return {
+          started: s?.handshakesStarted ?? 0,
+          completed: s?.handshakesCompleted ?? 0,
+          failed: s?.handshakesFailed ?? 0,
+        };
       },
-    });
-    new Counter({
-      name: "hopgate_dtls_dropped_records_total",
-      help: "Inbound DTLS datagrams or records discarded, by reason.",
-      labelNames: ["reason"],
-      registers,
-      collect() {
-        const s = self.#tunnels?.dtlsStats;
-        this.reset();
-        if (!s) return;
-        for (const [reason, n] of Object.entries(s.dropped)) this.labels(snake(reason)).inc(n);
-      },
-    });
-    new Counter({
-      name: "hopgate_dtls_handshakes_evicted_total",
-      help: "Half-open DTLS handshakes ended to make room for a newer one, by the cap that was " +
+    );
+    byLabel(
+      "hopgate_dtls_dropped_records_total",
+      "Inbound DTLS datagrams or records discarded, by reason.",
+      "reason",
+      () => self.#tunnels?.dtlsStats.dropped,
+    );
+    byLabel(
+      "hopgate_dtls_handshakes_evicted_total",
+      "Half-open DTLS handshakes ended to make room for a newer one, by the cap that was " +
         "full (address_cap: the source address's; global_cap: the server's).",
-      labelNames: ["reason"],
-      registers,
-      collect() {
-        const s = self.#tunnels?.dtlsStats;
-        this.reset();
-        if (!s) return;
-        for (const [reason, n] of Object.entries(s.handshakesEvicted)) {
-          this.labels(snake(reason)).inc(n);
-        }
-      },
-    });
+      "reason",
+      () => self.#tunnels?.dtlsStats.handshakesEvicted,
+    );
     new Counter({
       name: "hopgate_dtls_handshake_retransmits_withheld_total",
       help: "DTLS handshake flights not sent again: the peer had been sent 3x what it sent.",
@@ -335,19 +338,13 @@ export class ServerMetrics {
         this.inc(self.#tunnels?.dtlsStats.handshakeRetransmitsWithheld ?? 0);
       },
     });
-    new Counter({
-      name: "hopgate_tunnel_sessions_refused_total",
-      help: "Sessions turned away after their DTLS handshake, by reason (tunnels_per_domain: " +
+    byLabel(
+      "hopgate_tunnel_sessions_refused_total",
+      "Sessions turned away after their DTLS handshake, by reason (tunnels_per_domain: " +
         "the domain had HOP_SERVER_MAX_TUNNELS_PER_DOMAIN tunnels).",
-      labelNames: ["reason"],
-      registers,
-      collect() {
-        const r = self.#tunnels?.sessionsRefused;
-        this.reset();
-        if (!r) return;
-        for (const [reason, n] of Object.entries(r)) this.labels(snake(reason)).inc(n);
-      },
-    });
+      "reason",
+      () => self.#tunnels?.sessionsRefused as Readonly<Record<string, number>> | undefined,
+    );
 
     new Gauge({
       name: "hopgate_tunnel_ws_connections",
@@ -365,56 +362,38 @@ export class ServerMetrics {
         this.set(self.#tunnelWs?.queuedBytes ?? 0);
       },
     });
-    new Counter({
-      name: "hopgate_tunnel_ws_upgrades_total",
-      help: "Requests to the tunnel WebSocket path, by result (accepted, refused).",
-      labelNames: ["result"],
-      registers,
-      collect() {
+    byLabel(
+      "hopgate_tunnel_ws_upgrades_total",
+      "Requests to the tunnel WebSocket path, by result (accepted, refused).",
+      "result",
+      () => {
         const s = self.#tunnelWs?.stats;
-        this.reset();
-        this.labels("accepted").inc(s?.accepted ?? 0);
-        this.labels("refused").inc(s?.refused ?? 0);
+        return { accepted: s?.accepted ?? 0, refused: s?.refused ?? 0 };
       },
-    });
-    new Counter({
-      name: "hopgate_tunnel_ws_datagrams_total",
-      help: "DTLS datagrams carried over tunnel WebSockets, by direction (in, out).",
-      labelNames: ["direction"],
-      registers,
-      collect() {
+    );
+    byLabel(
+      "hopgate_tunnel_ws_datagrams_total",
+      "DTLS datagrams carried over tunnel WebSockets, by direction (in, out).",
+      "direction",
+      () => {
         const s = self.#tunnelWs?.stats;
-        this.reset();
-        this.labels("in").inc(s?.datagramsIn ?? 0);
-        this.labels("out").inc(s?.datagramsOut ?? 0);
+        return { in: s?.datagramsIn ?? 0, out: s?.datagramsOut ?? 0 };
       },
-    });
-    new Counter({
-      name: "hopgate_tunnel_ws_datagrams_dropped_total",
-      help: "DTLS datagrams not sent over a tunnel WebSocket, by reason (queue_full: the peer " +
+    );
+    byLabel(
+      "hopgate_tunnel_ws_datagrams_dropped_total",
+      "DTLS datagrams not sent over a tunnel WebSocket, by reason (queue_full: the peer " +
         "reads slower than the tunnel sends).",
-      labelNames: ["reason"],
-      registers,
-      collect() {
-        const s = self.#tunnelWs?.stats;
-        this.reset();
-        if (!s) return;
-        for (const [reason, n] of Object.entries(s.dropped)) this.labels(snake(reason)).inc(n);
-      },
-    });
-    new Counter({
-      name: "hopgate_tunnel_ws_closed_total",
-      help: "Tunnel WebSocket connections closed, by reason (handshake_timeout: no DTLS " +
+      "reason",
+      () => self.#tunnelWs?.stats.dropped,
+    );
+    byLabel(
+      "hopgate_tunnel_ws_closed_total",
+      "Tunnel WebSocket connections closed, by reason (handshake_timeout: no DTLS " +
         "session in time).",
-      labelNames: ["reason"],
-      registers,
-      collect() {
-        const s = self.#tunnelWs?.stats;
-        this.reset();
-        if (!s) return;
-        for (const [reason, n] of Object.entries(s.closed)) this.labels(snake(reason)).inc(n);
-      },
-    });
+      "reason",
+      () => self.#tunnelWs?.stats.closed,
+    );
 
     const requestLabels = ["code_class", "method", ...domainLabel];
     this.#requests = new Counter({
