@@ -106,10 +106,11 @@ const host = plainHost;
 
 /** A client process serving DOMAIN from the local service on `originPort`. */
 function tunnelClient(
-  server: { dtlsPort: number },
+  server: { dtlsPort: number; httpPort: number },
   apiKey: string,
   originPort: number,
   engine?: string,
+  transport: "dtls" | "tcp" = "dtls",
 ) {
   return startClientProc({
     dtlsPort: server.dtlsPort,
@@ -117,6 +118,19 @@ function tunnelClient(
     apiKey,
     target: `127.0.0.1:${originPort}`,
     ...(engine ? { engine } : {}),
+    // The TCP path: a WebSocket on the server's plain HTTP listener (docs/tcp-fallback.md).
+    ...(transport === "tcp"
+      ? {
+        args: [
+          "--transport",
+          "tcp",
+          "--server-tcp-addr",
+          `http://127.0.0.1:${server.httpPort}`,
+          "--server-name",
+          "gateway.test",
+        ],
+      }
+      : {}),
   });
 }
 
@@ -127,11 +141,16 @@ function tunnelClient(
  */
 for (const scheme of ["http", "https"] as const) {
   Deno.test(`e2e (${scheme}): methods, bodies, headers, streaming, WebSocket, concurrency and gateway errors`, async (t) => {
-    await e2eSuite(t, scheme);
+    await e2eSuite(t, scheme, "dtls");
   });
 }
 
-async function e2eSuite(t: Deno.TestContext, scheme: "http" | "https") {
+// The same cases with the tunnel on the TCP path (networks that drop UDP).
+Deno.test("e2e (http, tunnel over the TCP path): methods, bodies, headers, streaming, WebSocket, concurrency and gateway errors", async (t) => {
+  await e2eSuite(t, "http", "tcp");
+});
+
+async function e2eSuite(t: Deno.TestContext, scheme: "http" | "https", transport: "dtls" | "tcp") {
   const origin = startOrigin();
   const httpsPort = freePort("tcp");
   const server = await startServerProc({
@@ -140,7 +159,7 @@ async function e2eSuite(t: Deno.TestContext, scheme: "http" | "https") {
     HOP_SERVER_HTTPS_LISTEN: `127.0.0.1:${httpsPort}`,
   });
   const key = await server.register(DOMAIN);
-  const client = tunnelClient(server, key, origin.port);
+  const client = tunnelClient(server, key, origin.port, undefined, transport);
   // curl reaches DOMAIN at 127.0.0.1 with SNI; other Host values ride the same TLS.
   const tls = scheme === "https"
     ? ["-k", "--http2", "--resolve", `${DOMAIN}:${httpsPort}:127.0.0.1`]
@@ -150,7 +169,8 @@ async function e2eSuite(t: Deno.TestContext, scheme: "http" | "https") {
     ? `https://${DOMAIN}:${httpsPort}`
     : `http://127.0.0.1:${server.httpPort}`;
   try {
-    await client.waitFor("connected to");
+    // The status line names the transport carrying the tunnel.
+    await client.waitFor(transport === "tcp" ? "over tcp" : "over dtls");
     if (scheme === "https") {
       // The registered domain's certificate is made in the background.
       const deadline = Date.now() + 15_000;
