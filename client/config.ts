@@ -28,6 +28,7 @@ export const CLIENT_ENV = {
   tcpCaFile: "HOP_CLIENT_TCP_CA_FILE",
   proxy: "HOP_CLIENT_PROXY",
   maxDatagramBytes: "HOP_CLIENT_MAX_DATAGRAM_BYTES",
+  reprobeSeconds: "HOP_CLIENT_REPROBE_SECONDS",
 } as const;
 /** The range `--max-datagram-bytes` accepts: an old IPv4 minimum MTU's worth up to a whole record. */
 const MIN_DATAGRAM_BYTES = 512;
@@ -53,6 +54,7 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
   tcpCaFile: "--tcp-ca-file",
   proxy: "--proxy",
   maxDatagramBytes: "--max-datagram-bytes",
+  reprobeSeconds: "--reprobe-seconds",
 };
 
 /** Where the TCP/TLS path (docs/tcp-fallback.md) connects, and how. */
@@ -94,6 +96,8 @@ export interface ClientConfig {
    * 1280-byte MTU (shared/dtls/path.ts). Raise it only for a path known to carry it.
    */
   maxDatagramBytes?: number;
+  /** With `--transport auto`, on the TCP path: DTLS is tried again this often. Default 300. */
+  reprobeSeconds: number;
 }
 
 export { ConfigError, maskSecret, Secret } from "../shared/config.ts";
@@ -367,6 +371,16 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     );
   }
 
+  const rawReprobe = get("reprobeSeconds");
+  const reprobeSeconds = typeof rawReprobe === "string" && rawReprobe.trim() !== ""
+    ? problems.read(
+      `Invalid ${where("reprobeSeconds")}`,
+      rawReprobe.trim(),
+      300,
+      (v) => parseInteger(v, 1, 86_400),
+    )
+    : 300;
+
   problems.throwIfAny();
   if (!server || !domain || !apiKey || !apiKeySource || !target || !tcp) {
     throw new ConfigError(problems.list);
@@ -383,5 +397,6 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     debug,
     ...(metricsListen ? { metricsListen } : {}),
     ...(maxDatagramBytes !== undefined ? { maxDatagramBytes } : {}),
+    reprobeSeconds,
   };
 }

@@ -50,6 +50,8 @@ the working directory (read, never overriding the real environment).
                                          127.0.0.1; off by default)
   --max-datagram-bytes ${CLIENT_ENV.maxDatagramBytes} (default: what a
                                          1280-byte MTU carries, 1215 over IPv4)
+  --reprobe-seconds ${CLIENT_ENV.reprobeSeconds} (auto transport: DTLS
+                                         retried this often while on TCP; 300)
 
 DTLS engines:
   hopgate           HopGate's own DTLS 1.2 client (default): ECDHE-PSK with
@@ -149,6 +151,10 @@ function buildProgram(): Command {
       "largest tunnel packet toward a non-loopback server (default fits a 1280-byte MTU; " +
         "raise only for a path known to carry more, and on the server too)",
     )
+    .option(
+      "--reprobe-seconds <n>",
+      "with --transport auto, while on the TCP path: try DTLS again this often (default 300)",
+    )
     .option("--check", "validate the configuration, print it (API key masked) and exit")
     .addHelpText("after", HELP_AFTER)
     .showHelpAfterError("(run hopgate-client --help for usage)")
@@ -214,7 +220,11 @@ export function makeDialer(c: ClientConfig): TunnelDialer {
     case "tcp":
       return tcp();
     case "auto":
-      return racingDialer({ preferred: dtls(10_000), fallback: tcp() });
+      return racingDialer({
+        preferred: dtls(10_000),
+        fallback: tcp(),
+        reprobeIntervalMs: c.reprobeSeconds * 1000,
+      });
     default:
       return dtls(10_000);
   }

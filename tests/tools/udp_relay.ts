@@ -85,6 +85,11 @@ export interface UdpRelayOptions {
   /** Keep a `trace` of every decision (bounded to `traceLimit`, default 10,000 entries). */
   trace?: boolean;
   traceLimit?: number;
+  /**
+   * The client is whoever sent last (a client that dials again from a new socket is
+   * followed); default: the first sender only, strangers ignored.
+   */
+  followClient?: boolean;
 }
 
 const DEFAULTS: DirectionSettings = {
@@ -150,6 +155,7 @@ export class UdpRelay {
   readonly #intercept: UdpRelayOptions["intercept"];
   readonly #tracing: boolean;
   readonly #traceLimit: number;
+  readonly #followClient: boolean;
   readonly #start = performance.now();
   readonly #loops: Promise<void>[];
   #closed = false;
@@ -162,6 +168,7 @@ export class UdpRelay {
     this.#intercept = options.intercept;
     this.#tracing = options.trace ?? false;
     this.#traceLimit = options.traceLimit ?? 10_000;
+    this.#followClient = options.followClient ?? false;
     this.#settings = {
       toServer: { ...DEFAULTS },
       toClient: { ...DEFAULTS },
@@ -262,7 +269,8 @@ export class UdpRelay {
       const f = from as Deno.NetAddr;
       if (!this.client) this.client = { hostname: f.hostname, port: f.port };
       else if (this.client.hostname !== f.hostname || this.client.port !== f.port) {
-        continue; // one client only: ignore strangers
+        if (!this.#followClient) continue; // one client only: ignore strangers
+        this.client = { hostname: f.hostname, port: f.port };
       }
       this.#arrive("toServer", view.slice());
     }
