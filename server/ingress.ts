@@ -347,22 +347,36 @@ class Exchange {
 
   /**
    * Copies the request body into the stream as the stream takes it, then FIN and
-   * the proxy timeout starts. A failure (the caller left mid-body, or the stream was
-   * reset) resets the stream, so a head read waiting ends too.
+   * the proxy timeout starts. The caller failing mid-body resets the stream (a head
+   * read waiting ends too). The stream refusing more (the client's service answered
+   * without reading it all: STOP_SENDING, which may arrive before that answer) only
+   * stops the copy: the answer still comes through the head read, and the front
+   * closes the caller's connection after it instead of reading the rest.
    */
   async #pumpBody(s: MuxStream): Promise<void> {
     const req = this.#req;
     try {
       for (;;) {
-        const v = await req.readBody();
+        let v: Uint8Array | null;
+        try {
+          v = await req.readBody();
+        } catch {
+          this.#uploadFailed = true;
+          this.#abandon();
+          return;
+        }
         if (v === null) break;
-        await s.write(v);
+        try {
+          await s.write(v);
+        } catch {
+          this.#startTimer();
+          return;
+        }
       }
-      s.close();
+      try {
+        s.close();
+      } catch { /* the stream was reset meanwhile: the head read says why */ }
       this.#startTimer();
-    } catch {
-      this.#uploadFailed = true;
-      this.#abandon();
     } finally {
       this.#pumpDone = true;
     }

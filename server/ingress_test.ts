@@ -225,3 +225,25 @@ Deno.test("ingress: an upgrade for a client too old to splice is a 502, and its 
     assert.ok(err instanceof MuxStreamError, `the stream was reset: ${err}`);
   });
 });
+
+Deno.test("ingress: a service that answers before reading the upload (413) is answered, even when the client stops the request body first", async () => {
+  const answer: Answer = async (s) => {
+    await readHeadFrom(s);
+    // The client's service will not read the body: it says so before it answers (the
+    // order a lossy path can also produce), then answers.
+    s.stopSending(0);
+    await new Promise((r) => setTimeout(r, 100));
+    await s.write(encodeHead({ t: "res", status: 413, headers: [["content-type", "text/plain"]] }));
+    await s.write(new TextEncoder().encode("too large\n"));
+    s.close();
+  };
+  const logger = new MemoryLogger();
+  await withIngress(answer, async (call) => {
+    const body = new Uint8Array(2 * 1024 * 1024); // far beyond a stream's first window
+    const res = await call(new Request("http://app.test/upload", { method: "POST", body }));
+    assert.equal(res.status, 413);
+    assert.equal(await res.text(), "too large\n");
+  }, logger);
+  const line = logger.entries.find((e) => e.msg === "request");
+  assert.equal(line?.fields.status, 413);
+});
