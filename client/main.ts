@@ -208,12 +208,12 @@ export function makeDialer(c: ClientConfig): TunnelDialer {
       domain: c.domain,
       apiKey,
     });
-  const dtls = (handshakeTimeoutMs: number) =>
+  const dtls = () =>
     dialerFor(c.engine, {
       server: c.server,
       domain: c.domain,
       apiKey,
-      handshakeTimeoutMs,
+      handshakeTimeoutMs: 10_000,
       ...(c.maxDatagramBytes ? { maxDatagramSize: c.maxDatagramBytes } : {}),
     });
   switch (c.transport) {
@@ -221,12 +221,12 @@ export function makeDialer(c: ClientConfig): TunnelDialer {
       return tcp();
     case "auto":
       return racingDialer({
-        preferred: dtls(10_000),
+        preferred: dtls(),
         fallback: tcp(),
         reprobeIntervalMs: c.reprobeSeconds * 1000,
       });
     default:
-      return dtls(10_000);
+      return dtls();
   }
 }
 

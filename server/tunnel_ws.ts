@@ -20,6 +20,7 @@ import type {
 } from "../shared/dtls/mod.ts";
 import { type Clock, realClock } from "../shared/clock.ts";
 import {
+  acceptKeyFor,
   checkUpgradeRequest,
   CloseCode,
   TUNNEL_WS_MAX_MESSAGE,
@@ -27,7 +28,6 @@ import {
   TUNNEL_WS_PROTOCOL,
   WsConn,
 } from "../shared/ws/mod.ts";
-import { acceptKeyFor } from "../shared/ws/mod.ts";
 import type { FrontRequest, Responder } from "./front/http1.ts";
 import type { Logger } from "./log.ts";
 import { hostHeaderName } from "../shared/names.ts";
@@ -192,8 +192,10 @@ export class WsTunnelEndpoint {
     }
     res.head(101, headers, -1);
     const raw = await res.upgrade();
-    const id = this.#nextId++;
-    if (this.#nextId > 0x7fff_ffff) this.#nextId = 1;
+    // A number no open connection has (after wrapping, one may still be in use).
+    let id = this.#nextId;
+    while (this.#peers.has(id)) id = id >= 0x7fff_ffff ? 1 : id + 1;
+    this.#nextId = id >= 0x7fff_ffff ? 1 : id + 1;
     const addr: Deno.NetAddr = { transport: "udp", hostname: client, port: id };
     const handler = (d: Uint8Array) => {
       this.stats.datagramsIn++;
