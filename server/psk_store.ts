@@ -43,7 +43,12 @@ export interface PskLookupOptions {
    * (`HOP_PSK_OUTAGE_CACHE_SECONDS`); default 3,600,000 ms (1 h). 0: never.
    */
   outageTtlMs?: number;
-  /** Most identities cached at once; the oldest entry goes first. Default 10,000. */
+  /**
+   * Most found PSKs kept at once, and apart from them most "not registered" answers;
+   * the oldest of each goes first. Default 10,000. Kept apart so that a stream of
+   * unknown identities (anyone who passes the cookie exchange can send them) cannot
+   * push out the PSKs kept for a database outage.
+   */
   maxEntries?: number;
   /** Clock, in milliseconds. */
   now?: () => number;
@@ -56,7 +61,7 @@ export interface PskLookupOptions {
 export const DEFAULT_PSK_OUTAGE_TTL_MS = 3_600_000;
 
 interface Entry {
-  psk: Uint8Array | undefined;
+  psk: Uint8Array;
   /** Until then the answer is used without asking the store. */
   expiresAt: number;
   /** Until then a found PSK is used when the store fails. */
@@ -74,26 +79,38 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
   const maxEntries = options.maxEntries ?? 10_000;
   const now = options.now ?? (() => performance.now());
   const logger = options.logger ?? silentLogger;
+  // Found PSKs (the outage cache lives here), and "not registered" answers until when.
   const cache = new Map<string, Entry>();
+  const missing = new Map<string, number>();
   const inFlight = new Map<string, Promise<Uint8Array | undefined>>();
   // Bumped by invalidate(): a query that started before it must not refill the cache.
   const generation = new Map<string, number>();
 
   function remember(domain: string, psk: Uint8Array | undefined): void {
     const t = now();
-    const keepForOutage = psk !== undefined && outageTtl > 0;
-    cache.delete(domain); // re-inserted last: the Map's order is the eviction order
-    if (ttl <= 0 && !keepForOutage) return;
-    if (cache.size >= maxEntries) {
-      const oldest = cache.keys().next();
-      if (!oldest.done) cache.delete(oldest.value);
+    // Re-inserted last: a Map's order is the eviction order.
+    cache.delete(domain);
+    missing.delete(domain);
+    if (psk === undefined) {
+      if (ttl > 0) insertBounded(missing, domain, t + ttl);
+      return;
     }
-    cache.set(domain, {
-      psk: psk?.slice(),
+    const keepForOutage = outageTtl > 0;
+    if (ttl <= 0 && !keepForOutage) return;
+    insertBounded(cache, domain, {
+      psk: psk.slice(),
       expiresAt: t + ttl,
       usableInOutageUntil: keepForOutage ? t + outageTtl : 0,
       outageLogged: false,
     });
+  }
+
+  function insertBounded<V>(map: Map<string, V>, key: string, value: V): void {
+    if (map.size >= maxEntries) {
+      const oldest = map.keys().next();
+      if (!oldest.done) map.delete(oldest.value);
+    }
+    map.set(key, value);
   }
 
   async function load(domain: string): Promise<Uint8Array | undefined> {
@@ -104,9 +121,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
       return psk;
     } catch (err) {
       const kept = cache.get(domain);
-      if (
-        kept?.psk && kept.usableInOutageUntil > now() && (generation.get(domain) ?? 0) === gen
-      ) {
+      if (kept && kept.usableInOutageUntil > now() && (generation.get(domain) ?? 0) === gen) {
         if (!kept.outageLogged) {
           kept.outageLogged = true;
           logger.warn("PSK lookup failed; using the PSK read before", {
@@ -129,9 +144,14 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
       if (identity.length > MAX_IDENTITY_CHARS) return undefined;
       const domain = tryNormalizeDomain(identity);
       if (domain === undefined) return undefined;
+      const notRegisteredUntil = missing.get(domain);
+      if (notRegisteredUntil !== undefined) {
+        if (notRegisteredUntil > now()) return undefined;
+        missing.delete(domain);
+      }
       const hit = cache.get(domain);
-      if (hit && hit.expiresAt > now()) return hit.psk?.slice();
-      if (hit && !(hit.psk && hit.usableInOutageUntil > now())) cache.delete(domain);
+      if (hit && hit.expiresAt > now()) return hit.psk.slice();
+      if (hit && !(hit.usableInOutageUntil > now())) cache.delete(domain);
       let pending = inFlight.get(domain);
       if (!pending) {
         pending = load(domain);
@@ -142,6 +162,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
     invalidate(domainInput) {
       const domain = tryNormalizeDomain(domainInput) ?? domainInput;
       cache.delete(domain);
+      missing.delete(domain);
       inFlight.delete(domain);
       generation.set(domain, (generation.get(domain) ?? 0) + 1);
     },

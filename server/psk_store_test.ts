@@ -164,3 +164,26 @@ Deno.test("lookupPsk: while the store fails, a PSK read within outageTtlMs is us
   clock = 90_000;
   await assert.rejects(strict.lookupPsk("up.example.com"), /db down/);
 });
+
+Deno.test("lookupPsk: unknown identities cannot push the PSKs kept for an outage out of the cache", async () => {
+  let clock = 0;
+  const source = new CountingSource();
+  source.keys.set("up.example.com", new Uint8Array([7]));
+  const psk = createPskLookup(source, {
+    cacheTtlMs: 1000,
+    outageTtlMs: 60_000,
+    maxEntries: 2,
+    now: () => clock,
+  });
+  assert.deepEqual(await psk.lookupPsk("up.example.com"), new Uint8Array([7]));
+  // Far more unknown identities than maxEntries (anyone past the cookie can send them).
+  for (let i = 0; i < 50; i++) assert.equal(await psk.lookupPsk(`junk${i}.example.com`), undefined);
+  // Their "not registered" answers are bounded too: the oldest is asked again.
+  source.calls = 0;
+  await psk.lookupPsk("junk0.example.com");
+  assert.equal(source.calls, 1, "junk0 was evicted from the bounded not-registered answers");
+  // The database goes away: the domain read before still gets its PSK.
+  source.fail = true;
+  clock = 5000;
+  assert.deepEqual(await psk.lookupPsk("up.example.com"), new Uint8Array([7]));
+});
