@@ -26,6 +26,7 @@
  * | hopgate_dtls_dropped_records_total            | counter   | reason                 |
  * | hopgate_dtls_handshakes_evicted_total         | counter   | reason                 |
  * | hopgate_dtls_handshake_retransmits_withheld_total | counter |                      |
+ * | hopgate_dtls_path_events_total                | counter   | event                  |
  * | hopgate_tunnel_sessions_refused_total         | counter   | reason                 |
  * | hopgate_tunnel_ws_connections                 | gauge     |                        |
  * | hopgate_tunnel_ws_queued_bytes                | gauge     |                        |
@@ -328,6 +329,14 @@ export class ServerMetrics {
         "full (address_cap: the source address's; global_cap: the server's).",
       "reason",
       () => self.#tunnels?.dtlsStats.handshakesEvicted,
+    );
+    byLabel(
+      "hopgate_dtls_path_events_total",
+      "Address changes of tunnel clients with a DTLS connection ID: changes (the newest " +
+        "record came from another address), challenges_sent, validated, validations_failed, " +
+        "sends_withheld (not sent to an address that had not answered yet: over 3x what it sent).",
+      "event",
+      () => self.#tunnels?.dtlsStats.path,
     );
     new Counter({
       name: "hopgate_dtls_handshake_retransmits_withheld_total",

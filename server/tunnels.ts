@@ -39,7 +39,6 @@ export const SERVER_VERSION = "hopgate-server/0.1.0";
 /** A connected, greeted client. */
 export class Tunnel implements TunnelSession {
   readonly connectedAt = new Date();
-  readonly remoteAddr: string;
   /** Requests forwarded through this tunnel now, and in all. */
   inFlight = 0;
   served = 0;
@@ -50,7 +49,8 @@ export class Tunnel implements TunnelSession {
     readonly id: string,
     readonly domain: string,
     readonly session: MuxSession,
-    peer: PeerAddr,
+    /** The client's address; a DTLS session with a connection ID may move (NAT rebinding). */
+    readonly peer: { readonly remoteAddr: PeerAddr },
     readonly clientVersion: string,
     /**
      * The client announced FEATURE_SPLICE: send it HTTP/1.1 upgrades as
@@ -59,8 +59,10 @@ export class Tunnel implements TunnelSession {
     readonly splice: boolean = false,
     /** The listener it came through: "udp", or "ws" for the TCP/TLS path. */
     readonly transport: string = "udp",
-  ) {
-    this.remoteAddr = formatHostPort(peer);
+  ) {}
+
+  get remoteAddr(): string {
+    return formatHostPort(this.peer.remoteAddr);
   }
 
   get usable(): boolean {
@@ -234,6 +236,13 @@ export class TunnelHub {
           transport: name,
           peer: formatHostPort(peer),
           error: err.message,
+        }),
+      onPathValidated: (conn, to) =>
+        this.#log.info("tunnel client moved", {
+          component: "tunnel",
+          transport: name,
+          domain: conn.identity,
+          peer: formatHostPort(to),
         }),
     });
     this.#listeners.push({ name, server });
@@ -418,7 +427,7 @@ export class TunnelHub {
         id,
         domain,
         session,
-        conn.remoteAddr,
+        conn,
         hello.client,
         splice,
         transport,

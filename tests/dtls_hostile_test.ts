@@ -19,104 +19,14 @@ import {
 import { type Direction, mulberry32, UdpRelay } from "./tools/udp_relay.ts";
 import { waitUntil } from "./tools/dtls_peers.ts";
 import { bytes, type EchoServer, echoText, Inbox, startEchoServer } from "./tools/dtls_echo.ts";
+import { clientHello, helloVerifyCookie, Raw, record } from "./tools/dtls_raw.ts";
 
 const IDENTITY = pskIdentity("hostile.example.test");
 const PSK = derivePsk("hostile-test-api-key");
 const KEYS = { [IDENTITY]: PSK };
 const APPLICATION_DATA = 23;
-
-// ---------------------------------------------------------------------------------------------
-// Raw DTLS bits, written here from RFC 6347 (not with our implementation's code).
-
-function record(type: number, epoch: number, seq: number, body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(13 + body.length);
-  const v = new DataView(out.buffer);
-  out[0] = type;
-  v.setUint16(1, 0xfefd);
-  v.setUint16(3, epoch);
-  v.setUint16(5, Math.floor(seq / 2 ** 32));
-  v.setUint32(7, seq >>> 0);
-  v.setUint16(11, body.length);
-  out.set(body, 13);
-  return out;
-}
-
-function handshake(type: number, messageSeq: number, body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + body.length);
-  const v = new DataView(out.buffer);
-  out[0] = type;
-  v.setUint32(0, (type << 24) | body.length);
-  v.setUint16(4, messageSeq);
-  // fragment_offset 0
-  out[9] = body.length >>> 16;
-  out[10] = (body.length >>> 8) & 0xff;
-  out[11] = body.length & 0xff;
-  out.set(body, 12);
-  return out;
-}
-
-/** A DTLS 1.2 ClientHello record offering PSK-AES128-GCM (no ECDHE, so no groups needed). */
-function clientHello(random: Uint8Array, cookie: Uint8Array, messageSeq: number): Uint8Array {
-  const ext = [0x00, 0x17, 0x00, 0x00]; // extended_master_secret
-  const body = [
-    0xfe,
-    0xfd,
-    ...random,
-    0, // session_id
-    cookie.length,
-    ...cookie,
-    0x00,
-    0x02,
-    0x00,
-    0xa8, // TLS_PSK_WITH_AES_128_GCM_SHA256
-    0x01,
-    0x00, // compression: null
-    0x00,
-    ext.length,
-    ...ext,
-  ];
-  return record(22, 0, messageSeq, handshake(1, messageSeq, new Uint8Array(body)));
-}
-
-/** The cookie of a HelloVerifyRequest record, or undefined if `d` is not one. */
-function helloVerifyCookie(d: Uint8Array): Uint8Array | undefined {
-  if (d.length < 13 + 12 + 3 || d[0] !== 22 || d[13] !== 3) return undefined;
-  const body = d.subarray(25);
-  const len = body[2]!;
-  return body.slice(3, 3 + len);
-}
-
-/** A plain UDP socket with a receive queue. */
-class Raw {
-  readonly sock: Deno.DatagramConn;
-  readonly got: Uint8Array[] = [];
-  #loop: Promise<void>;
-  #closed = false;
-  constructor(hostname = "127.0.0.1") {
-    const sock = this.sock = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
-    this.#loop = (async () => {
-      const buf = new Uint8Array(65536);
-      while (!this.#closed) {
-        try {
-          const [view] = await sock.receive(buf);
-          this.got.push(view.slice());
-        } catch {
-          if (this.#closed) return;
-        }
-      }
-    })();
-  }
-  async send(d: Uint8Array, port: number): Promise<void> {
-    await this.sock.send(d, { transport: "udp", hostname: "127.0.0.1", port });
-  }
-  async close(): Promise<void> {
-    this.#closed = true;
-    this.sock.close();
-    await this.#loop;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
+/** The client's protected records carry the server's connection ID (RFC 9146). */
+const TLS12_CID = 25;
 
 function droppedTotal(s: DtlsStats): number {
   return Object.values(s.dropped).reduce((a, b) => a + b, 0);
@@ -153,7 +63,7 @@ async function withSession(
     upstream: { hostname: "127.0.0.1", port: echo.port },
     trace: true,
     intercept: (dir, d) => {
-      if (d[0] !== APPLICATION_DATA) return d;
+      if (d[0] !== APPLICATION_DATA && d[0] !== TLS12_CID) return d;
       captured[dir].push(d);
       const t = tamper[dir];
       if (!t) return d;

@@ -8,9 +8,16 @@
  *   epoch || sequence, which never repeats) is sent before the ciphertext.
  * TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256 (RFC 7905 2):
  *   nonce = write_IV(12) XOR (0(4) || epoch || sequence); nothing explicit on the wire.
+ *
+ * A record with a connection ID (RFC 9146 5.3) has the same nonce, but its own
+ * additional data, and its plaintext carries the real content type at the end:
+ *
+ *   additional_data = 0xff(8) || 25 || cid_length(1) || 25 || version(2) || epoch(2)
+ *                     || sequence(6) || cid || length_of_inner_plaintext(2)
+ *   inner plaintext = content || real_type(1) || zeros (we send no padding)
  */
 import { createCipheriv, createDecipheriv } from "node:crypto";
-import { RECORD_HEADER_SIZE } from "./constants.ts";
+import { ContentType, RECORD_HEADER_SIZE } from "./constants.ts";
 
 /** A cipher suite's parameters: its id, name, AEAD and key and nonce sizes. */
 export interface CipherSuite {
@@ -101,15 +108,19 @@ function allocRecord(n: number): Uint8Array {
 export class RecordCipher {
   readonly #nonce: Uint8Array;
   readonly #aad = new Uint8Array(13);
+  /** The additional data of connection-ID records; sized to the first CID used. */
+  #cidAad = new Uint8Array(0);
+  /** The real content type that ends a connection-ID record's inner plaintext. */
+  readonly #innerType = new Uint8Array(1);
 
   constructor(readonly suite: CipherSuite, readonly key: Uint8Array, readonly iv: Uint8Array) {
     this.#nonce = new Uint8Array(12);
   }
 
   /**
-   * Writes the AAD (seq_num || type || version || length) and, for ChaCha20, the nonce
-   * (write_IV XOR epoch||seq) for the record whose header starts at `header[0]`. Indexes
-   * bytes directly: a subarray per field costs more than the copy.
+   * Writes the AAD (seq_num || type || version || length) and the nonce for the
+   * record whose header starts at `header[0]`. Indexes bytes directly: a subarray
+   * per field costs more than the copy.
    */
   #prepare(header: Uint8Array, ptLen: number): void {
     const aad = this.#aad;
@@ -119,13 +130,36 @@ export class RecordCipher {
     aad[10] = header[2]!;
     aad[11] = ptLen >>> 8;
     aad[12] = ptLen & 0xff;
+    this.#prepareNonce(header);
+  }
+
+  /** The AAD of a connection-ID record (RFC 9146 5.3), then the nonce. */
+  #prepareCid(header: Uint8Array, cid: Uint8Array, innerLen: number): Uint8Array {
+    const n = cid.length;
+    if (this.#cidAad.length !== 23 + n) this.#cidAad = new Uint8Array(23 + n);
+    const aad = this.#cidAad;
+    aad.fill(0xff, 0, 8);
+    aad[8] = ContentType.Tls12Cid;
+    aad[9] = n;
+    aad[10] = ContentType.Tls12Cid;
+    aad[11] = header[1]!;
+    aad[12] = header[2]!;
+    for (let i = 0; i < 8; i++) aad[13 + i] = header[3 + i]!;
+    aad.set(cid, 21);
+    aad[21 + n] = innerLen >>> 8;
+    aad[22 + n] = innerLen & 0xff;
+    this.#prepareNonce(header);
+    return aad;
+  }
+
+  /** ChaCha20: write_IV XOR epoch||seq. AES-GCM: the salt; the caller adds the explicit part. */
+  #prepareNonce(header: Uint8Array): void {
     const n = this.#nonce, iv = this.iv;
+    for (let i = 0; i < 4; i++) n[i] = iv[i]!;
     if (this.suite.explicitNonceLength === 0) {
-      for (let i = 0; i < 4; i++) n[i] = iv[i]!;
       for (let i = 0; i < 8; i++) n[4 + i] = iv[4 + i]! ^ header[3 + i]!;
     } else {
-      // nonce = salt(4) || explicit(8); the caller writes the explicit part.
-      for (let i = 0; i < 4; i++) n[i] = iv[i]!;
+      for (let i = 0; i < 8; i++) n[4 + i] = header[3 + i]!;
     }
   }
 
@@ -137,9 +171,7 @@ export class RecordCipher {
     const s = this.suite;
     const explicit = s.explicitNonceLength;
     this.#prepare(header, plaintext.length);
-    const n = this.#nonce;
-    if (explicit) { for (let i = 0; i < 8; i++) n[4 + i] = header[3 + i]!; }
-    const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, n, AEAD_OPTIONS);
+    const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, this.#nonce, AEAD_OPTIONS);
     c.setAAD(this.#aad, { plaintextLength: plaintext.length });
     const body = c.update(plaintext);
     c.final();
@@ -160,21 +192,71 @@ export class RecordCipher {
   }
 
   /**
+   * Builds a whole tls12_cid record (RFC 9146 4): `header`'s first 11 bytes (type
+   * 25, version, epoch, sequence) are copied, then `cid`, then the length. The
+   * inner plaintext is `content` followed by `realType`, without padding.
+   */
+  sealCid(header: Uint8Array, cid: Uint8Array, content: Uint8Array, realType: number): Uint8Array {
+    const s = this.suite;
+    const explicit = s.explicitNonceLength;
+    const innerLen = content.length + 1;
+    const aad = this.#prepareCid(header, cid, innerLen);
+    const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, this.#nonce, AEAD_OPTIONS);
+    c.setAAD(aad, { plaintextLength: innerLen });
+    this.#innerType[0] = realType;
+    const body = c.update(content);
+    const last = c.update(this.#innerType);
+    c.final();
+    const tag = c.getAuthTag();
+    const fragLen = explicit + innerLen + tag.length;
+    const headerLen = RECORD_HEADER_SIZE + cid.length;
+    const out = allocRecord(headerLen + fragLen); // every byte is written below
+    for (let i = 0; i < 11; i++) out[i] = header[i]!;
+    out.set(cid, 11);
+    out[headerLen - 2] = fragLen >>> 8;
+    out[headerLen - 1] = fragLen & 0xff;
+    let o = headerLen;
+    if (explicit) {
+      for (let i = 0; i < 8; i++) out[o + i] = header[3 + i]!;
+      o += 8;
+    }
+    out.set(body, o);
+    out.set(last, o + body.length);
+    out.set(tag, o + innerLen);
+    return out;
+  }
+
+  /**
    * Opens a record's fragment. `header` starts with the record's 13-byte header (the whole
    * record will do: only its first 11 bytes are read). Returns the plaintext, or undefined
    * if it does not authenticate (wrong key, tampered, truncated).
    */
   open(header: Uint8Array, fragment: Uint8Array): Uint8Array | undefined {
-    const s = this.suite;
-    const explicit = s.explicitNonceLength;
-    const ptLen = fragment.length - explicit - s.tagLength;
+    const ptLen = fragment.length - this.suite.explicitNonceLength - this.suite.tagLength;
     if (ptLen < 0) return undefined;
     this.#prepare(header, ptLen);
+    return this.#decrypt(this.#aad, fragment, ptLen);
+  }
+
+  /**
+   * Opens a tls12_cid record's fragment (`header`: the record, whose first 11 bytes
+   * are read; `cid`: the connection ID it carried). Returns the inner plaintext
+   * (content, real type, padding), or undefined if it does not authenticate.
+   */
+  openCid(header: Uint8Array, cid: Uint8Array, fragment: Uint8Array): Uint8Array | undefined {
+    const innerLen = fragment.length - this.suite.explicitNonceLength - this.suite.tagLength;
+    if (innerLen < 1) return undefined;
+    return this.#decrypt(this.#prepareCid(header, cid, innerLen), fragment, innerLen);
+  }
+
+  #decrypt(aad: Uint8Array, fragment: Uint8Array, ptLen: number): Uint8Array | undefined {
+    const s = this.suite;
+    const explicit = s.explicitNonceLength;
     const nonce = this.#nonce;
     if (explicit) { for (let i = 0; i < 8; i++) nonce[4 + i] = fragment[i]!; }
     try {
       const d = createDecipheriv(s.algorithm as "aes-128-gcm", this.key, nonce, AEAD_OPTIONS);
-      d.setAAD(this.#aad, { plaintextLength: ptLen });
+      d.setAAD(aad, { plaintextLength: ptLen });
       d.setAuthTag(fragment.subarray(fragment.length - s.tagLength));
       const pt = d.update(fragment.subarray(explicit, fragment.length - s.tagLength));
       d.final();

@@ -10,7 +10,7 @@ import { AlertLevel } from "./constants.ts";
 import { Connection, type DtlsConn } from "./connection.ts";
 import { DtlsError } from "./errors.ts";
 import { type DtlsStats, newStats } from "./stats.ts";
-import { bindUdp, netAddr, type PacketSocketFactory } from "./udp.ts";
+import { bindUdp, type PacketSocketFactory } from "./udp.ts";
 import { type Clock, realClock } from "../clock.ts";
 import { checkDatagramSize, defaultMaxDatagramSize, isLoopbackAddress } from "./path.ts";
 
@@ -47,6 +47,12 @@ export interface DtlsClientOptions {
   socket?: PacketSocketFactory;
   /** Handshake timers run on this. Default realClock. */
   clock?: Clock;
+  /**
+   * Offer a connection ID and the return routability check (RFC 9146, RFC 9853),
+   * so a server that supports them keeps the session when this side's address or
+   * port changes (a NAT rebinding). Default true.
+   */
+  connectionId?: boolean;
 }
 
 /** An established client connection, with its own socket and counters. */
@@ -80,7 +86,6 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
   const ip = await resolve(opts.hostname);
   const maxDatagramSize = opts.maxDatagramSize ?? defaultMaxDatagramSize(ip);
   const stats = opts.stats ?? newStats();
-  const to = netAddr({ hostname: ip, port: opts.port });
   const bindHost = isLoopbackAddress(ip) ? ip : ip.includes(":") ? "::" : "0.0.0.0";
 
   const socket = (opts.socket ?? bindUdp)(bindHost, 0, (d, from) => {
@@ -96,7 +101,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
   const conn: Connection = new Connection({
     role: "client",
     remoteAddr: { hostname: ip, port: opts.port },
-    transmit: (d) => socket.send(d, to),
+    transmit: (d, dest) => socket.send(d, dest),
     maxDatagramSize,
     handshakeMtu: opts.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + 37,
     stats,
@@ -133,6 +138,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
       opts.psk,
       suites,
       finish,
+      opts.connectionId ?? true,
     );
     const timer = clock.setTimer(
       () =>

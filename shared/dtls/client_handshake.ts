@@ -22,6 +22,8 @@ import {
 } from "./handshake.ts";
 import {
   type ClientHello,
+  connectionIdExtension,
+  decodeConnectionId,
   decodeEcdhePskServerKeyExchange,
   decodeHelloVerifyRequest,
   decodePskServerKeyExchange,
@@ -32,6 +34,7 @@ import {
   EXTENDED_MASTER_SECRET,
   hasExtension,
   RENEGOTIATION_INFO,
+  RETURN_ROUTABILITY_CHECK,
   supportedGroupsExtension,
 } from "./messages.ts";
 import { finishedVerifyData, keyBlock, masterSecret, pskPremaster } from "./prf.ts";
@@ -55,6 +58,11 @@ export class ClientHandshake extends Handshake {
     readonly psk: Uint8Array,
     suites: readonly CipherSuite[],
     readonly onDone: (error: DtlsError | undefined) => void,
+    /**
+     * Offer connection_id with an empty CID (we send the server's CID, it sends us
+     * records without one: our address is the one that changes) and rrc.
+     */
+    readonly offerConnectionId = false,
   ) {
     super(io, timers);
     const exts = [];
@@ -62,6 +70,9 @@ export class ClientHandshake extends Handshake {
       exts.push(supportedGroupsExtension(SUPPORTED_GROUPS), EC_POINT_FORMATS);
     }
     exts.push(EXTENDED_MASTER_SECRET, RENEGOTIATION_INFO);
+    if (offerConnectionId) {
+      exts.push(connectionIdExtension(new Uint8Array(0)), RETURN_ROUTABILITY_CHECK);
+    }
     this.#hello = {
       version: DTLS_1_2,
       random: new Uint8Array(randomBytes(32)),
@@ -159,6 +170,30 @@ export class ClientHandshake extends Handshake {
         ),
       );
     }
+    const cid = decodeConnectionId(m.extensions);
+    if (cid?.error !== undefined) {
+      return this.fail(new DtlsError("HANDSHAKE_FAILED", cid.error, AlertDescription.DecodeError));
+    }
+    const rrc = hasExtension(m.extensions, ExtensionType.ReturnRoutabilityCheck);
+    if ((cid || rrc) && !this.offerConnectionId) {
+      return this.fail(
+        new DtlsError(
+          "HANDSHAKE_FAILED",
+          "Server sent connection_id or rrc, which we did not offer",
+          AlertDescription.UnsupportedExtension,
+        ),
+      );
+    }
+    if (rrc && !cid) {
+      return this.fail(
+        new DtlsError(
+          "HANDSHAKE_FAILED",
+          "Server sent rrc without connection_id",
+          AlertDescription.IllegalParameter,
+        ),
+      );
+    }
+    if (cid) this.io.useConnectionIds({ send: cid.value, receive: new Uint8Array(0), rrc });
     this.flightAcknowledged();
     this.#suite = suite;
     this.#ems = hasExtension(m.extensions, ExtensionType.ExtendedMasterSecret);

@@ -1,14 +1,32 @@
 /**
  * One DTLS association: the record layer (epochs, sequence numbers, AEAD, the
- * anti-replay window), alerts, and the established connection as a DatagramConn.
+ * anti-replay window), alerts, connection IDs and path validation, and the
+ * established connection as a DatagramConn.
  *
  *  Record header (13 bytes, RFC 6347 4.1)
  *  +--------+------------+----------+--------------------------+-----------+
  *  | type 1 | version 2  | epoch 2  |   sequence_number 6      | length 2  |
  *  +--------+------------+----------+--------------------------+-----------+
+ *
+ *  With a connection ID (RFC 9146 4): type 25 (tls12_cid), the CID between the
+ *  sequence number and the length, and the real type inside the ciphertext.
+ *  +--------+-----------+---------+-------------------+-------+----------+
+ *  | 25     | version 2 | epoch 2 | sequence_number 6 | cid n | length 2 |
+ *  +--------+-----------+---------+-------------------+-------+----------+
+ *
+ * A server whose client negotiated a CID and the return routability check
+ * (RFC 9853) follows the client to a new address: an authentic record that is the
+ * newest so far, arriving from another address, moves the sending address there at
+ * once (a NAT that rebinds has already dropped the old mapping), but until the
+ * client answers a path_challenge sent to the new address, at most
+ * `PATH_AMPLIFICATION_LIMIT` times the bytes received from it go there. An on-path
+ * attacker that replays a record from a victim's address therefore gets the victim
+ * a few packets at most, and the real client's next record moves the path back to
+ * its validated address.
  */
 import type { DatagramConn, DatagramHandler } from "../datagram.ts";
 import { type CipherSuite, RecordCipher, recordOverhead } from "./cipher.ts";
+import { randomBytes } from "node:crypto";
 import {
   AlertDescription,
   AlertLevel,
@@ -20,9 +38,11 @@ import {
   RECORD_HEADER_SIZE,
 } from "./constants.ts";
 import { DtlsError } from "./errors.ts";
-import type { Handshake, RecordIO } from "./handshake.ts";
+import type { ConnectionIds, Handshake, RecordIO } from "./handshake.ts";
 import { ReplayWindow } from "./replay.ts";
 import type { DtlsStats } from "./stats.ts";
+import { type Clock, realClock } from "../clock.ts";
+import { equalBytes } from "./bytes.ts";
 
 /** A UDP peer: IP address (or host name) and port. */
 export interface PeerAddr {
@@ -46,12 +66,45 @@ export interface DtlsConn extends DatagramConn {
 const MAX_EARLY_DATAGRAMS = 256;
 /** Records of the next epoch kept while the keys are being computed (async PSK lookup). */
 const MAX_DEFERRED_RECORDS = 16;
+/**
+ * Toward an address not yet validated, at most this many times the bytes received
+ * from it are sent (the factor QUIC uses, RFC 9000 8.1).
+ */
+export const PATH_AMPLIFICATION_LIMIT = 3;
+/** First path_challenge retransmission timeout (doubles). */
+const PATH_CHALLENGE_RTO_MS = 250;
+/** path_challenges sent for one address before it is given up. */
+const PATH_CHALLENGE_TRIES = 3;
+/** RFC 9853 5: return_routability_check message types. */
+const RrcType = { PathChallenge: 0, PathResponse: 1, PathDrop: 2 } as const;
+const NO_CID = new Uint8Array(0);
+
+/** An address that sent the newest authentic record but has not answered a path_challenge yet. */
+interface PathProbe {
+  readonly to: Deno.NetAddr;
+  readonly cookie: Uint8Array;
+  /** Authentic bytes received from `to` since it became the sending address. */
+  received: number;
+  /** Bytes sent to `to` since then. */
+  sent: number;
+  tries: number;
+  timer: unknown;
+}
+
+function sameAddr(a: PeerAddr, b: PeerAddr): boolean {
+  return a.port === b.port && a.hostname === b.hostname;
+}
+
+/** A reusable send address (a `Deno.NetAddr` is also a `PeerAddr`). */
+function udpAddr(a: PeerAddr): Deno.NetAddr {
+  return { transport: "udp", hostname: a.hostname, port: a.port };
+}
 
 export interface ConnectionOptions {
   role: "client" | "server";
   remoteAddr: PeerAddr;
-  /** Sends one UDP datagram to the peer. */
-  transmit: (datagram: Uint8Array) => void;
+  /** Sends one UDP datagram to `to` (the peer's address; reused, do not keep it changed). */
+  transmit: (datagram: Uint8Array, to: Deno.NetAddr) => void;
   /** Application payload bytes per datagram. */
   maxDatagramSize: number;
   handshakeMtu: number;
@@ -63,21 +116,43 @@ export interface ConnectionOptions {
    * (the server's anti-amplification budget). Default: always allowed.
    */
   retransmitAllowed?: (bytes: number) => boolean;
+  /**
+   * Called when the peer's address changed and the new one answered a
+   * path_challenge (only with a negotiated CID and return routability check).
+   */
+  onPathValidated?: (conn: Connection, from: PeerAddr) => void;
+  /** Path-challenge timers run on this. Default realClock. */
+  clock?: Clock;
 }
 
 export class Connection implements DtlsConn, RecordIO {
   readonly role: "client" | "server";
-  readonly remoteAddr: PeerAddr;
   readonly handshakeMtu: number;
   readonly stats: DtlsStats;
-  readonly #transmit: (d: Uint8Array) => void;
+  readonly #transmit: (d: Uint8Array, to: Deno.NetAddr) => void;
   readonly #onClosed: ((c: Connection) => void) | undefined;
   readonly #retransmitAllowed: ((bytes: number) => boolean) | undefined;
+  readonly #onPathValidated: ((c: Connection, from: PeerAddr) => void) | undefined;
+  readonly #clock: Clock;
   #maxDatagramSize: number;
+
+  // paths: the last validated address, where records go now, and its probe if unvalidated
+  #validated: Deno.NetAddr;
+  #to: Deno.NetAddr;
+  #probe: PathProbe | undefined;
+  /** epoch * 2^48 + sequence of the newest authentic record. */
+  #newest = -1;
+
+  // connection IDs (RFC 9146), set during the handshake
+  #sendCid: Uint8Array = NO_CID;
+  #receiveCid: Uint8Array = NO_CID;
+  #rrc = false;
 
   /** `send` seals the datagram into a record of its own: the caller may reuse its buffer. */
   readonly sendCopies = true;
   handshake: Handshake | undefined;
+  /** The server's key for this connection's address in its address map ("ip|port"). */
+  key = "";
   identity = "";
   suite = "";
   established = false;
@@ -103,8 +178,10 @@ export class Connection implements DtlsConn, RecordIO {
 
   constructor(opts: ConnectionOptions) {
     this.role = opts.role;
-    this.remoteAddr = opts.remoteAddr;
+    this.#validated = this.#to = udpAddr(opts.remoteAddr);
     this.#transmit = opts.transmit;
+    this.#onPathValidated = opts.onPathValidated;
+    this.#clock = opts.clock ?? realClock;
     this.#maxDatagramSize = opts.maxDatagramSize;
     this.handshakeMtu = opts.handshakeMtu;
     this.stats = opts.stats;
@@ -114,6 +191,15 @@ export class Connection implements DtlsConn, RecordIO {
 
   get maxDatagramSize(): number {
     return this.#maxDatagramSize;
+  }
+  /** The peer's address: where it was last validated (the handshake, or a path_response). */
+  get remoteAddr(): PeerAddr {
+    const v = this.#validated;
+    return { hostname: v.hostname, port: v.port };
+  }
+  /** The CID the peer puts in its records to us (empty: none negotiated). */
+  get receiveCid(): Uint8Array {
+    return this.#receiveCid;
   }
   get closed(): boolean {
     return this.#closed;
@@ -129,9 +215,23 @@ export class Connection implements DtlsConn, RecordIO {
 
   transmit(datagram: Uint8Array): void {
     if (this.#closed) return;
+    const p = this.#probe;
+    if (p && this.#to === p.to) {
+      if (p.sent + datagram.length > PATH_AMPLIFICATION_LIMIT * p.received) {
+        this.stats.path.sendsWithheld++;
+        return;
+      }
+      p.sent += datagram.length;
+    }
     this.stats.datagramsSent++;
     this.stats.bytesSent += datagram.length;
-    this.#transmit(datagram);
+    this.#transmit(datagram, this.#to);
+  }
+
+  useConnectionIds(ids: ConnectionIds): void {
+    this.#sendCid = ids.send;
+    this.#receiveCid = ids.receive;
+    this.#rrc = ids.rrc;
   }
 
   overhead(cipher: RecordCipher | undefined): number {
@@ -148,7 +248,8 @@ export class Connection implements DtlsConn, RecordIO {
     if (seq >= 2 ** 48 - 1) throw new DtlsError("CLOSED", "Sequence numbers exhausted");
     this.#writeSeq[epoch] = seq + 1;
     const h = this.#header;
-    h[0] = type;
+    const cid = cipher && epoch > 0 && this.#sendCid.length > 0;
+    h[0] = cid ? ContentType.Tls12Cid : type;
     h[1] = DTLS_1_2 >>> 8;
     h[2] = DTLS_1_2 & 0xff;
     h[3] = epoch >>> 8;
@@ -160,6 +261,7 @@ export class Connection implements DtlsConn, RecordIO {
     h[8] = (lo >>> 16) & 0xff;
     h[9] = (lo >>> 8) & 0xff;
     h[10] = lo & 0xff;
+    if (cid) return cipher.sealCid(h, this.#sendCid, payload, type);
     if (cipher) return cipher.seal(h, payload);
     const out = new Uint8Array(RECORD_HEADER_SIZE + payload.length);
     out.set(h);
@@ -174,7 +276,7 @@ export class Connection implements DtlsConn, RecordIO {
     this.#pendingWrite = write;
     const deferred = this.#deferred;
     this.#deferred = [];
-    for (const rec of deferred) this.#onRecordBytes(rec);
+    for (const rec of deferred) this.#onRecordBytes(rec, undefined);
   }
 
   switchWriteEpoch(): void {
@@ -203,26 +305,33 @@ export class Connection implements DtlsConn, RecordIO {
   /** Sets the payload size after the handshake (it depends on the suite's overhead). */
   setSuite(suite: CipherSuite, udpPayloadLimit: number): void {
     this.suite = suite.name;
+    // A CID record carries the CID and, inside the ciphertext, the real type.
+    const cid = this.#sendCid.length > 0 ? this.#sendCid.length + 1 : 0;
     this.#maxDatagramSize = Math.min(
       this.#maxDatagramSize,
-      udpPayloadLimit - recordOverhead(suite),
-      MAX_PLAINTEXT,
+      udpPayloadLimit - recordOverhead(suite) - cid,
+      MAX_PLAINTEXT - (cid ? 1 : 0),
     );
   }
 
   // ---- inbound ----
 
-  /** Handles one UDP datagram from the peer: one or more records. */
-  handleDatagram(datagram: Uint8Array): void {
+  /**
+   * Handles one UDP datagram from the peer: one or more records. `from` (the
+   * server passes it) is where it came from, for following an address change.
+   */
+  handleDatagram(datagram: Uint8Array, from?: PeerAddr): void {
     if (this.#closed) return;
+    const cidHeader = RECORD_HEADER_SIZE + this.#receiveCid.length;
     let off = 0;
     while (off < datagram.length) {
-      if (datagram.length - off < RECORD_HEADER_SIZE) {
+      const header = datagram[off] === ContentType.Tls12Cid ? cidHeader : RECORD_HEADER_SIZE;
+      if (datagram.length - off < header) {
         this.stats.dropped.malformed++;
         return;
       }
-      const len = (datagram[off + 11]! << 8) | datagram[off + 12]!;
-      const end = off + RECORD_HEADER_SIZE + len;
+      const len = (datagram[off + header - 2]! << 8) | datagram[off + header - 1]!;
+      const end = off + header + len;
       if (end > datagram.length) {
         this.stats.dropped.malformed++;
         return;
@@ -230,24 +339,38 @@ export class Connection implements DtlsConn, RecordIO {
       // Usually one record per datagram: no view needed for it.
       this.#onRecordBytes(
         off === 0 && end === datagram.length ? datagram : datagram.subarray(off, end),
+        from,
       );
       off = end;
     }
   }
 
-  #onRecordBytes(rec: Uint8Array): void {
-    const type = rec[0]!;
+  #onRecordBytes(rec: Uint8Array, from: PeerAddr | undefined): void {
+    let type = rec[0]!;
     const version = (rec[1]! << 8) | rec[2]!;
     const epoch = (rec[3]! << 8) | rec[4]!;
     if (
-      (version !== DTLS_1_2 && !(version === DTLS_1_0 && epoch === 0)) || type < 20 || type > 23
+      (version !== DTLS_1_2 && !(version === DTLS_1_0 && epoch === 0)) ||
+      !(type >= ContentType.ChangeCipherSpec && type <= ContentType.ApplicationData ||
+        type === ContentType.Tls12Cid || type === ContentType.ReturnRoutabilityCheck)
     ) {
       this.stats.dropped.malformed++;
       return;
     }
+    // With a CID of ours negotiated, every protected record must carry it, and only then.
+    const withCid = type === ContentType.Tls12Cid;
+    if (withCid !== (epoch > 0 && this.#receiveCid.length > 0)) {
+      this.stats.dropped.unexpected++;
+      return;
+    }
+    const cidLength = this.#receiveCid.length;
+    if (withCid && !equalBytes(rec.subarray(11, 11 + cidLength), this.#receiveCid)) {
+      this.stats.dropped.unknownCid++;
+      return;
+    }
     const seq = ((rec[5]! << 8) | rec[6]!) * 0x1_0000_0000 +
       ((rec[7]! << 24) >>> 0) + ((rec[8]! << 16) | (rec[9]! << 8) | rec[10]!);
-    const fragment = rec.subarray(RECORD_HEADER_SIZE);
+    const fragment = rec.subarray(withCid ? RECORD_HEADER_SIZE + cidLength : RECORD_HEADER_SIZE);
 
     let cipher: RecordCipher | undefined;
     if (epoch === this.#readEpoch) {
@@ -282,7 +405,10 @@ export class Connection implements DtlsConn, RecordIO {
     }
     let plaintext: Uint8Array;
     if (cipher) {
-      const pt = cipher.open(rec, fragment); // reads the header from rec's first bytes
+      // Both read the header from rec's first bytes.
+      const pt = withCid
+        ? cipher.openCid(rec, this.#receiveCid, fragment)
+        : cipher.open(rec, fragment);
       if (!pt) {
         this.stats.dropped.badMac++;
         if (epoch === 1 && !this.established) this.handshake?.keysDiffer();
@@ -292,7 +418,20 @@ export class Connection implements DtlsConn, RecordIO {
     } else {
       plaintext = fragment;
     }
+    if (withCid) {
+      // DTLSInnerPlaintext: content, real type, zeros.
+      let i = plaintext.length - 1;
+      while (i >= 0 && plaintext[i] === 0) i--;
+      type = i >= 0 ? plaintext[i]! : 0;
+      if (type === ContentType.Tls12Cid || type === ContentType.ChangeCipherSpec || type === 0) {
+        window.accept(seq);
+        this.stats.dropped.malformed++;
+        return;
+      }
+      plaintext = plaintext.subarray(0, i);
+    }
     window.accept(seq);
+    if (from && this.established) this.#onAuthentic(epoch * 2 ** 48 + seq, rec.length, from);
     if (epoch === 1 && this.#readEpoch === 0) {
       // First authentic record of the new epoch: switch (an implicit ChangeCipherSpec,
       // so a lost CCS never wedges the handshake).
@@ -300,11 +439,130 @@ export class Connection implements DtlsConn, RecordIO {
       this.#readCipher = cipher;
       this.#pendingRead = undefined;
     }
-    this.#onRecord(type, epoch, plaintext);
+    this.#onRecord(type, epoch, plaintext, from);
   }
 
-  #onRecord(type: number, epoch: number, data: Uint8Array): void {
+  // ---- paths (RFC 9146 6, RFC 9853) ----
+
+  /** An authentic record (`number`: epoch and sequence) of `bytes` arrived from `from`. */
+  #onAuthentic(number: number, bytes: number, from: PeerAddr): void {
+    const newest = number > this.#newest;
+    if (newest) this.#newest = number;
+    const to = this.#to;
+    if (from.port === to.port && from.hostname === to.hostname) {
+      const p = this.#probe;
+      if (p && p.to === to) p.received += bytes;
+      return;
+    }
+    // Older records from elsewhere are used but never move the path; without the
+    // return routability check, nor does anything else.
+    if (!newest || !this.#rrc) return;
+    this.stats.path.changes++;
+    this.#stopProbe();
+    if (sameAddr(from, this.#validated)) {
+      this.#to = this.#validated;
+      return;
+    }
+    const p: PathProbe = {
+      to: udpAddr(from),
+      cookie: new Uint8Array(randomBytes(8)),
+      received: bytes,
+      sent: 0,
+      tries: 0,
+      timer: undefined,
+    };
+    this.#to = p.to;
+    this.#probe = p;
+    this.#challenge(p);
+  }
+
+  #challenge(p: PathProbe): void {
+    if (this.#closed || this.#probe !== p) return;
+    if (p.tries === PATH_CHALLENGE_TRIES) {
+      // No answer: the address is not the peer's. Back to the validated one.
+      this.stats.path.validationsFailed++;
+      this.#probe = undefined;
+      if (this.#to === p.to) this.#to = this.#validated;
+      return;
+    }
+    const delay = PATH_CHALLENGE_RTO_MS * 2 ** p.tries;
+    p.tries++;
+    this.stats.path.challengesSent++;
+    const body = new Uint8Array(9);
+    body[0] = RrcType.PathChallenge;
+    body.set(p.cookie, 1);
+    const rec = this.encodeRecord(
+      ContentType.ReturnRoutabilityCheck,
+      this.#writeEpoch,
+      this.#writeCipher,
+      body,
+    );
+    // To the probed address whether or not records go there now, within its budget.
+    const to = this.#to;
+    this.#to = p.to;
+    this.transmit(rec);
+    this.#to = to;
+    p.timer = this.#clock.setTimer(() => this.#challenge(p), delay);
+  }
+
+  #stopProbe(): void {
+    const p = this.#probe;
+    if (!p) return;
+    this.#clock.clearTimer(p.timer);
+    this.#probe = undefined;
+  }
+
+  #onReturnRoutabilityCheck(data: Uint8Array, from: PeerAddr | undefined): void {
+    if (data.length !== 9) {
+      this.stats.dropped.malformed++;
+      return;
+    }
+    const cookie = data.subarray(1);
+    switch (data[0]) {
+      case RrcType.PathChallenge: {
+        // Answered to where it came from (RFC 9853 5); same size, so no amplification.
+        const body = new Uint8Array(9);
+        body[0] = RrcType.PathResponse;
+        body.set(cookie, 1);
+        const rec = this.encodeRecord(
+          ContentType.ReturnRoutabilityCheck,
+          this.#writeEpoch,
+          this.#writeCipher,
+          body,
+        );
+        this.stats.datagramsSent++;
+        this.stats.bytesSent += rec.length;
+        this.#transmit(rec, from ? udpAddr(from) : this.#to);
+        return;
+      }
+      case RrcType.PathResponse: {
+        const p = this.#probe;
+        if (!p || !from || !sameAddr(from, p.to) || !equalBytes(cookie, p.cookie)) {
+          this.stats.dropped.unexpected++;
+          return;
+        }
+        this.#stopProbe();
+        this.#validated = p.to;
+        this.stats.path.validated++;
+        this.#onPathValidated?.(this, p.to);
+        return;
+      }
+      case RrcType.PathDrop:
+        return; // the peer will not use that path again: nothing of ours depends on it
+      default:
+        this.stats.dropped.malformed++;
+    }
+  }
+
+  #onRecord(type: number, epoch: number, data: Uint8Array, from?: PeerAddr): void {
     switch (type) {
+      case ContentType.ReturnRoutabilityCheck:
+        if (!this.established || epoch === 0 || !this.#rrc) {
+          this.stats.dropped.unexpected++;
+          return;
+        }
+        this.#onReturnRoutabilityCheck(data, from);
+        return;
       case ContentType.ApplicationData:
         if (!this.established || epoch === 0) {
           this.stats.dropped.unexpected++;
@@ -417,6 +675,7 @@ export class Connection implements DtlsConn, RecordIO {
     if (notify) this.sendAlert(AlertLevel.Warning, AlertDescription.CloseNotify);
     this.#closed = true;
     this.#closeReason = reason;
+    this.#stopProbe();
     this.handshake?.dispose();
     this.#deferred = [];
     this.#onClosed?.(this);

@@ -11,6 +11,10 @@ export const ContentType = {
   Alert: 21,
   Handshake: 22,
   ApplicationData: 23,
+  /** A record carrying a connection ID; its real type is inside the ciphertext (RFC 9146 4). */
+  Tls12Cid: 25,
+  /** Path validation after an address change (RFC 9853 5). */
+  ReturnRoutabilityCheck: 27,
 } as const;
 
 /** Handshake message types (RFC 5246 7.4, RFC 6347 4.3.2). */
@@ -38,6 +42,7 @@ export const AlertDescription = {
   DecryptError: 51,
   ProtocolVersion: 70,
   InternalError: 80,
+  UnsupportedExtension: 110,
   UnknownPskIdentity: 115,
 } as const;
 
@@ -54,6 +59,8 @@ export const ExtensionType = {
   SupportedGroups: 10, // RFC 8422 5.1.1
   EcPointFormats: 11, // RFC 8422 5.1.2
   ExtendedMasterSecret: 23, // RFC 7627
+  ConnectionId: 54, // RFC 9146 3
+  ReturnRoutabilityCheck: 61, // RFC 9853 4 ("rrc")
   RenegotiationInfo: 0xff01, // RFC 5746
 } as const;
 

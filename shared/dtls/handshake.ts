@@ -25,6 +25,16 @@ import { finishedVerifyData, sha256 } from "./prf.ts";
 import { equalBytes } from "./bytes.ts";
 import { type Clock, realClock } from "../clock.ts";
 
+/** The connection IDs a handshake negotiated (RFC 9146 3). */
+export interface ConnectionIds {
+  /** The peer's CID: every record we protect carries it (empty: records without one). */
+  send: Uint8Array;
+  /** Our CID: every record the peer protects carries it (empty: records without one). */
+  receive: Uint8Array;
+  /** Both ends speak the return routability check (RFC 9853), so an address change is followed. */
+  rrc: boolean;
+}
+
 /** What the handshake needs from the connection's record layer. */
 export interface RecordIO {
   /** Encodes one record in `epoch` (sealed with `cipher` if given), next sequence number. */
@@ -53,6 +63,8 @@ export interface RecordIO {
   onRetransmit(bytes: number): boolean;
   /** Forgets the anti-replay state of an epoch (after a stateless HelloVerifyRequest). */
   resetReadWindow(epoch: number): void;
+  /** Connection IDs for the protected records (from the next epoch on). */
+  useConnectionIds(ids: ConnectionIds): void;
 }
 
 export interface HandshakeMessage {

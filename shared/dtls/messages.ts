@@ -274,3 +274,27 @@ export const RENEGOTIATION_INFO: Extension = {
   type: ExtensionType.RenegotiationInfo,
   data: new Uint8Array([0]),
 };
+
+/** connection_id (RFC 9146 3): `opaque cid<0..2^8-1>`, the CID its sender wants to receive. */
+export function connectionIdExtension(cid: Uint8Array): Extension {
+  return { type: ExtensionType.ConnectionId, data: new Writer().vec(1, cid).finish() };
+}
+
+/**
+ * The CID in a connection_id extension of `exts`: undefined if there is none, an
+ * error if it does not decode (the caller answers decode_error).
+ */
+export function decodeConnectionId(exts: Extension[]): Decoded<Uint8Array> | undefined {
+  const e = exts.find((x) => x.type === ExtensionType.ConnectionId);
+  if (!e) return undefined;
+  const r = new Reader(e.data, "connection_id extension");
+  const cid = r.vec(1, "cid");
+  r.end();
+  return r.error !== undefined ? { error: r.error } : { value: cid };
+}
+
+/** rrc (RFC 9853 4): empty; both hellos carry it when both ends speak the return routability check. */
+export const RETURN_ROUTABILITY_CHECK: Extension = {
+  type: ExtensionType.ReturnRoutabilityCheck,
+  data: new Uint8Array(0),
+};

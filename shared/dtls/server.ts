@@ -10,6 +10,12 @@
  * falls silent can hold slots only until newer handshakes push it out. Toward a
  * half-open peer the server sends at most `handshakeAmplificationLimit` times the
  * bytes it received from it; retransmissions beyond that wait for the peer.
+ *
+ * A client that offers a connection ID and the return routability check gets a
+ * CID of 8 random bytes (RFC 9146, RFC 9853): its records are then found by CID,
+ * not by address, so the session survives the client's NAT rebinding its port;
+ * connection.ts says how the new address is validated. A record whose CID names
+ * no session costs a map lookup.
  */
 import { AlertLevel, ContentType, HandshakeType, RECORD_HEADER_SIZE } from "./constants.ts";
 import { CookieJar } from "./cookie.ts";
@@ -23,9 +29,10 @@ import {
 } from "./messages.ts";
 import { type PskLookup, ServerHandshake } from "./server_handshake.ts";
 import { type DtlsStats, newStats } from "./stats.ts";
-import { bindUdp, netAddr, type PacketSocket, type PacketSocketFactory } from "./udp.ts";
+import { bindUdp, type PacketSocket, type PacketSocketFactory } from "./udp.ts";
 import { type Clock, realClock } from "../clock.ts";
-import { Writer } from "./bytes.ts";
+import { equalBytes, Writer } from "./bytes.ts";
+import { randomBytes } from "node:crypto";
 import { recordOverhead } from "./cipher.ts";
 import { checkDatagramSize, defaultMaxDatagramSize } from "./path.ts";
 
@@ -78,8 +85,15 @@ export interface DtlsServerOptions {
   handshakeMtu?: number;
   /** Socket to use; default a real UDP socket. */
   socket?: PacketSocketFactory;
-  /** Handshake timers and cookie-secret rotation run on this. Default realClock. */
+  /** Handshake timers, path challenges and cookie-secret rotation run on this. Default realClock. */
   clock?: Clock;
+  /**
+   * Negotiate connection IDs with clients that offer them and the return
+   * routability check, and follow their address changes. Default true.
+   */
+  connectionIds?: boolean;
+  /** Called when an established peer moved to a new address and it answered a path_challenge. */
+  onPathValidated?: (conn: DtlsConn, from: PeerAddr) => void;
 }
 
 /** A handshake past the cookie check and not finished: what eviction and the byte budget need. */
@@ -100,10 +114,12 @@ export class DtlsServer {
   /** Counters over every peer (datagrams, handshakes, drops by reason). */
   readonly stats: DtlsStats = newStats();
   readonly #opts:
-    & Required<Omit<DtlsServerOptions, "onHandshakeError" | "handshakeMtu">>
-    & Pick<DtlsServerOptions, "onHandshakeError" | "handshakeMtu">;
+    & Required<Omit<DtlsServerOptions, "onHandshakeError" | "handshakeMtu" | "onPathValidated">>
+    & Pick<DtlsServerOptions, "onHandshakeError" | "handshakeMtu" | "onPathValidated">;
   readonly #socket: PacketSocket;
   readonly #conns = new Map<string, Connection>();
+  /** Connections with a CID, by the CID's first 4 bytes (unique among them). */
+  readonly #byCid = new Map<number, Connection>();
   readonly #cookies: CookieJar;
   /** Half-open handshakes by peer key, oldest first (Map keeps insertion order). */
   readonly #halfOpen = new Map<string, HalfOpen>();
@@ -122,6 +138,7 @@ export class DtlsServer {
       maxRtoMs: 8000,
       socket: bindUdp,
       clock: realClock,
+      connectionIds: true,
       ...opts,
     };
     const clock = this.#opts.clock;
@@ -169,6 +186,19 @@ export class DtlsServer {
     const stats = this.stats;
     stats.datagramsReceived++;
     stats.bytesReceived += data.length;
+    if (data[0] === ContentType.Tls12Cid) {
+      if (data.length < RECORD_HEADER_SIZE + CID_LENGTH) {
+        stats.dropped.malformed++;
+        return;
+      }
+      const conn = this.#byCid.get(readU32(data, 11));
+      if (conn && equalBytes(data.subarray(11, 11 + CID_LENGTH), conn.receiveCid)) {
+        const h = conn.established ? undefined : this.#halfOpen.get(conn.key);
+        if (h) h.received += data.length;
+        conn.handleDatagram(data, from);
+      } else stats.dropped.unknownCid++;
+      return;
+    }
     const key = from.hostname + "|" + from.port;
     const conn = this.#conns.get(key);
     if (conn && !(conn.established && isClientHello(data))) {
@@ -176,7 +206,7 @@ export class DtlsServer {
         const h = this.#halfOpen.get(key);
         if (h) h.received += data.length;
       }
-      conn.handleDatagram(data);
+      conn.handleDatagram(data, from);
       return;
     }
     if (!isClientHello(data)) {
@@ -227,7 +257,6 @@ export class DtlsServer {
     const o = this.#opts;
     const group = addressGroup(from.hostname);
     this.#makeRoom(group);
-    const to = netAddr(from);
     const peer = { hostname: from.hostname, port: from.port };
     const maxDatagramSize = typeof o.maxDatagramSize === "number"
       ? o.maxDatagramSize
@@ -235,15 +264,21 @@ export class DtlsServer {
     const conn: Connection = new Connection({
       role: "server",
       remoteAddr: peer,
-      transmit: (d) => {
+      transmit: (d, to) => {
         half.sent += d.length;
         this.#socket.send(d, to);
       },
+      clock: o.clock,
+      onPathValidated: (c, to) => this.#onPathValidated(c, to),
       maxDatagramSize,
       handshakeMtu: o.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + 37,
       stats,
       onClosed: (c) => {
-        if (this.#conns.get(key) === c) this.#conns.delete(key);
+        if (this.#conns.get(c.key) === c) this.#conns.delete(c.key);
+        const cid = c.receiveCid;
+        if (cid.length === CID_LENGTH && this.#byCid.get(readU32(cid, 0)) === c) {
+          this.#byCid.delete(readU32(cid, 0));
+        }
         // Closed mid-handshake (close_notify, shutdown): end the handshake so its slot
         // and timer go now.
         if (!c.established) {
@@ -253,6 +288,7 @@ export class DtlsServer {
       retransmitAllowed: (bytes) =>
         conn.established || half.sent + bytes <= o.handshakeAmplificationLimit * half.received,
     });
+    conn.key = key;
     const half: HalfOpen = { key, conn, group, received: data.length, sent: 0 };
     this.#conns.set(key, conn);
     this.#halfOpen.set(key, half);
@@ -289,6 +325,7 @@ export class DtlsServer {
         stats.handshakesCompleted++;
         o.onConnection(conn);
       },
+      o.connectionIds ? () => this.#allocateCid(conn) : undefined,
     );
     conn.handshake = hs;
     // Our first records continue from the ClientHello's sequence number, as the
@@ -299,6 +336,27 @@ export class DtlsServer {
       encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body),
       f.messageSeq,
     );
+  }
+
+  /** A CID for `conn` whose first 4 bytes no other connection's CID starts with. */
+  #allocateCid(conn: Connection): Uint8Array {
+    for (;;) {
+      const cid = new Uint8Array(randomBytes(CID_LENGTH));
+      const k = readU32(cid, 0);
+      if (this.#byCid.has(k)) continue;
+      this.#byCid.set(k, conn);
+      return cid;
+    }
+  }
+
+  /** The peer of `conn` answered from `to`: non-CID datagrams from there are its now. */
+  #onPathValidated(conn: Connection, to: PeerAddr): void {
+    if (this.#conns.get(conn.key) === conn) this.#conns.delete(conn.key);
+    const key = to.hostname + "|" + to.port;
+    // An address another session holds stays that session's: this one has its CID.
+    if (!this.#conns.has(key)) this.#conns.set(key, conn);
+    conn.key = key;
+    this.#opts.onPathValidated?.(conn, to);
   }
 
   /** Evicts the oldest half-open handshakes until a new one from `group` fits both caps. */
@@ -375,6 +433,13 @@ export function addressGroup(ip: string): string {
   const zeros = tail === undefined ? 0 : Math.max(0, 8 - left.length - right.length);
   const words = [...left, ...Array<string>(zeros).fill("0"), ...right];
   return words.slice(0, 4).map((w) => (parseInt(w, 16) || 0).toString(16)).join(":") + "::/64";
+}
+
+/** Length of the CIDs this server hands out: 4 bytes to find the session, 4 more to check. */
+const CID_LENGTH = 8;
+
+function readU32(d: Uint8Array, o: number): number {
+  return ((d[o]! << 24) >>> 0) + ((d[o + 1]! << 16) | (d[o + 2]! << 8) | d[o + 3]!);
 }
 
 function readU48(d: Uint8Array, o: number): number {

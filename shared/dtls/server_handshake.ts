@@ -21,7 +21,9 @@ import {
 } from "./handshake.ts";
 import {
   type ClientHello,
+  connectionIdExtension,
   decodeClientKeyExchange,
+  decodeConnectionId,
   decodeSupportedGroups,
   EC_POINT_FORMATS,
   encodeEcdhePskServerKeyExchange,
@@ -30,6 +32,7 @@ import {
   type Extension,
   hasExtension,
   RENEGOTIATION_INFO,
+  RETURN_ROUTABILITY_CHECK,
 } from "./messages.ts";
 import { finishedVerifyData, keyBlock, masterSecret, pskPremaster } from "./prf.ts";
 
@@ -54,6 +57,13 @@ export class ServerHandshake extends Handshake {
     timers: HandshakeTimers,
     readonly lookupPsk: PskLookup,
     readonly onDone: (error: DtlsError | undefined) => void,
+    /**
+     * Gives this connection a CID of its own. When set and the client offers both
+     * connection_id and rrc, the server negotiates a CID (RFC 9146) and follows
+     * the client's address changes (RFC 9853); a client that offers a CID without
+     * rrc gets none, since an address change could not be validated.
+     */
+    readonly allocateCid?: () => Uint8Array,
   ) {
     super(io, timers);
   }
@@ -105,6 +115,20 @@ export class ServerHandshake extends Handshake {
     }
     if (this.#suite.ecdhe && hasExtension(ch.extensions, ExtensionType.EcPointFormats)) {
       exts.push(EC_POINT_FORMATS);
+    }
+    const theirCid = decodeConnectionId(ch.extensions);
+    if (theirCid?.error !== undefined) {
+      return this.fail(
+        new DtlsError("HANDSHAKE_FAILED", theirCid.error, AlertDescription.DecodeError),
+      );
+    }
+    if (
+      theirCid && this.allocateCid &&
+      hasExtension(ch.extensions, ExtensionType.ReturnRoutabilityCheck)
+    ) {
+      const ours = this.allocateCid();
+      exts.push(connectionIdExtension(ours), RETURN_ROUTABILITY_CHECK);
+      this.io.useConnectionIds({ send: theirCid.value, receive: ours, rrc: true });
     }
     const flight = [
       this.message(

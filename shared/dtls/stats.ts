@@ -29,6 +29,21 @@ export interface DtlsStats {
    * server's (`maxHandshakes`). Also counted in `handshakesFailed`.
    */
   handshakesEvicted: { addressCap: number; globalCap: number };
+  /**
+   * Address changes of peers with a connection ID (RFC 9146, RFC 9853): the newest
+   * authentic record came from another address (`changes`); path_challenges sent to
+   * a new address; addresses that answered (`validated`) or did not after every try
+   * (`validationsFailed`); datagrams not sent to an address that had not answered
+   * yet because they would have exceeded `PATH_AMPLIFICATION_LIMIT` times what it
+   * sent (`sendsWithheld`).
+   */
+  path: {
+    changes: number;
+    challengesSent: number;
+    validated: number;
+    validationsFailed: number;
+    sendsWithheld: number;
+  };
   /** Alerts sent. */
   alertsSent: number;
   /** Alerts received. */
@@ -45,6 +60,8 @@ export interface DtlsStats {
     wrongEpoch: number;
     /** From an address with no session, and not a ClientHello. */
     noSession: number;
+    /** A record with a connection ID that names no session. */
+    unknownCid: number;
     /** ClientHello with a missing or wrong cookie (answered with HelloVerifyRequest). */
     badCookie: number;
     /** A well-formed record that is not valid in the current state. */
@@ -68,6 +85,7 @@ export function newStats(): DtlsStats {
     flightsRetransmitted: 0,
     handshakeRetransmitsWithheld: 0,
     handshakesEvicted: { addressCap: 0, globalCap: 0 },
+    path: { changes: 0, challengesSent: 0, validated: 0, validationsFailed: 0, sendsWithheld: 0 },
     alertsSent: 0,
     alertsReceived: 0,
     dropped: {
@@ -76,6 +94,7 @@ export function newStats(): DtlsStats {
       replayed: 0,
       wrongEpoch: 0,
       noSession: 0,
+      unknownCid: 0,
       badCookie: 0,
       unexpected: 0,
       undeliverable: 0,

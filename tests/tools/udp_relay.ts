@@ -15,7 +15,8 @@
  * The PRNGs are seeded (mulberry32, one per direction), so a direction's loss pattern is
  * reproducible for a given arrival order in that direction. `intercept` sees every datagram first and may replace it or drop it (for
  * tampering tests); `inject` sends a datagram of the caller's choosing in one direction
- * (for replay tests); `trace` keeps a log of what happened to each datagram.
+ * (for replay tests); `trace` keeps a log of what happened to each datagram. `rebind` moves
+ * the upstream-facing side to a new socket, as a NAT that rebinds the client's port does.
  *
  * The receive loops reuse one buffer per socket (`receive(buf)`) and copy each datagram out.
  */
@@ -139,7 +140,7 @@ export class UdpRelay {
 
   readonly #upstream: Address;
   readonly #front: Deno.DatagramConn; // faces the client
-  readonly #back: Deno.DatagramConn; // faces the upstream
+  #back: Deno.DatagramConn; // faces the upstream
   readonly #settings: Record<Direction, DirectionSettings>;
   readonly #burst: Record<Direction, number> = { toServer: 0, toClient: 0 };
   readonly #held: Record<
@@ -184,7 +185,29 @@ export class UdpRelay {
     }
     const a = this.#front.addr as Deno.NetAddr;
     this.addr = { hostname: a.hostname, port: a.port };
-    this.#loops = [this.#frontLoop(), this.#backLoop()];
+    this.#loops = [this.#frontLoop(), this.#backLoop(this.#back)];
+  }
+
+  /** The upstream-facing socket's address: the source the upstream sees. */
+  get upstreamFacing(): Address {
+    const a = this.#back.addr as Deno.NetAddr;
+    return { hostname: a.hostname, port: a.port };
+  }
+
+  /**
+   * Moves the upstream-facing side to a new socket (a new source port), as a NAT that
+   * rebinds does: the old socket is closed, so what the upstream still sends to the old
+   * port is lost. Returns the new address.
+   */
+  rebind(): Address {
+    if (this.#closed) throw new Error("relay is closed");
+    const old = this.#back;
+    this.#back = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    try {
+      old.close();
+    } catch { /* already closed */ }
+    this.#loops.push(this.#backLoop(this.#back));
+    return this.upstreamFacing;
   }
 
   /** Changes a direction's impairments from now on (unset fields keep their value). */
@@ -276,18 +299,18 @@ export class UdpRelay {
     }
   }
 
-  async #backLoop(): Promise<void> {
+  async #backLoop(sock: Deno.DatagramConn): Promise<void> {
     const buf = new Uint8Array(65_536);
-    while (!this.#closed) {
+    while (!this.#closed && sock === this.#back) {
       let view: Uint8Array;
       let from: Deno.Addr;
       try {
-        [view, from] = await this.#back.receive(buf);
+        [view, from] = await sock.receive(buf);
       } catch {
-        if (this.#closed) return;
+        if (this.#closed || sock !== this.#back) return;
         continue;
       }
-      if (this.#closed) return;
+      if (this.#closed || sock !== this.#back) return;
       const f = from as Deno.NetAddr;
       if (f.port !== this.#upstream.port) continue; // only the upstream may talk back
       this.#arrive("toClient", view.slice());
