@@ -29,7 +29,9 @@ async function withIngress(
       answer(s).catch(() => {});
     },
   });
-  const tunnel = new Tunnel("t1", "app.test", server, { remoteAddr: { hostname: "127.0.0.1", port: 1 } }, "test");
+  const tunnel = new Tunnel("t1", "app.test", server, {
+    remoteAddr: { hostname: "127.0.0.1", port: 1 },
+  }, "test");
   const front = startFront(createIngressHandler({
     hub: { pick: (d, ex) => d === "app.test" && !ex?.has(tunnel) ? tunnel : undefined },
     serverDomain: "gateway.test",

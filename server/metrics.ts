@@ -50,6 +50,7 @@
  * | hopgate_database_up                           | gauge     |                        |
  * | hopgate_database_failures_total               | counter   | operation, reason      |
  * | hopgate_dtls_psk_outage_cache_hits_total      | counter   |                        |
+ * | hopgate_dtls_psk_lookups_total                | counter   | result                 |
  *
  * `hopgate_tunnel_srtt_seconds` gets one observation per live session per scrape
  * (the smoothed RTT at that moment): its quantiles describe the sessions' RTT
@@ -160,6 +161,7 @@ export class ServerMetrics {
   readonly #acme: Counter<string>;
   readonly #dbFailures: Counter<string>;
   readonly #pskOutageHits: Counter<string>;
+  readonly #pskLookups: Counter<string>;
 
   constructor(options: ServerMetricsOptions = {}) {
     this.domainLabels = options.domainLabels ?? false;
@@ -480,6 +482,25 @@ export class ServerMetrics {
       help: "DTLS handshakes that used a PSK read before because the database failed.",
       registers,
     });
+    this.#pskLookups = new Counter({
+      name: "hopgate_dtls_psk_lookups_total",
+      help: "DTLS handshakes' PSK lookups by result: cached, found, not_registered (asked the " +
+        "database), outage (a PSK read before), failed, rate_limited (the source address " +
+        "asked the database too often), invalid (not a domain).",
+      labelNames: ["result"],
+      registers,
+    });
+    for (
+      const r of [
+        "cached",
+        "found",
+        "not_registered",
+        "outage",
+        "failed",
+        "rate_limited",
+        "invalid",
+      ]
+    ) this.#pskLookups.labels(r).inc(0);
     for (const kind of ["issue", "renew"]) {
       for (const result of ["success", "failure"]) this.#acme.labels(kind, result).inc(0);
     }
@@ -592,6 +613,11 @@ export class ServerMetrics {
   databaseFailure(operation: string, reason: "timeout" | "unreachable" | "error"): void {
     const op = operation.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_|_$/g, "");
     this.#dbFailures.labels(op, reason).inc();
+  }
+
+  /** A handshake's PSK lookup ended (`PskLookupResult`). */
+  pskLookup(result: string): void {
+    this.#pskLookups.labels(result).inc();
   }
 
   /** A handshake's PSK came from the outage cache. */

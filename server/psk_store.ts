@@ -12,9 +12,18 @@
  * so domains that were connected before an outage reconnect during it. What is
  * kept is the derived PSK (HMAC of the client API key, the value the handshake
  * needs), never the key.
+ *
+ * Anyone who passes the DTLS cookie exchange can make the server look identities
+ * up, and an identity nobody registered is a database query every `cacheTtlMs`. So
+ * store queries are also bounded per source address (an IPv4 address, an IPv6
+ * /64): `queriesPerAddress` (default a burst of 20, then 2 per second). Past it the
+ * lookup rejects with `PskLookupLimitedError` and the handshake fails with
+ * `internal_error`, which the client retries soon; cached answers are not limited.
  */
 import { tryNormalizeDomain } from "../db/mod.ts";
 import { type Logger, silentLogger } from "./log.ts";
+import { addressGroup } from "../shared/dtls/mod.ts";
+import { KeyedTokenBuckets } from "./rate_limit.ts";
 
 /** Where PSKs come from (`DomainStore` fits). */
 export interface PskSource {
@@ -30,7 +39,7 @@ export interface PskLookup {
    * otherwise rejects with the store's error (logged, not cached): the DTLS
    * handshake then fails with `internal_error`.
    */
-  lookupPsk(identity: string): Promise<Uint8Array | undefined>;
+  lookupPsk(identity: string, peer?: { hostname: string }): Promise<Uint8Array | undefined>;
   /** Forgets what is cached for `domain` (and any lookup in flight for it). */
   invalidate(domain: string): void;
 }
@@ -55,6 +64,37 @@ export interface PskLookupOptions {
   logger?: Logger;
   /** A handshake got a PSK from the outage cache because the store failed (metrics). */
   onOutageHit?: () => void;
+  /**
+   * Store queries allowed per source address: `burst` at once, refilled at
+   * `perSecond`. Default { burst: 20, perSecond: 2 }. Addresses tracked at once are
+   * bounded by `maxEntries` (the least recently used goes first).
+   */
+  queriesPerAddress?: { burst: number; perSecond: number };
+  /** Each lookup's outcome (metrics). */
+  onLookup?: (result: PskLookupResult) => void;
+}
+
+/**
+ * What a lookup did: `cached` answered from memory (found or not registered);
+ * `found` / `not_registered` asked the store; `outage` used a PSK read before;
+ * `failed` the store failed; `rate_limited` the address had no query left;
+ * `invalid` the identity cannot be a domain.
+ */
+export type PskLookupResult =
+  | "cached"
+  | "found"
+  | "not_registered"
+  | "outage"
+  | "failed"
+  | "rate_limited"
+  | "invalid";
+
+/** A lookup refused because its source address asked the store too often. */
+export class PskLookupLimitedError extends Error {
+  constructor() {
+    super("Too many PSK lookups from this address; retry later");
+    this.name = "PskLookupLimitedError";
+  }
 }
 
 /** Default `outageTtlMs`. */
@@ -85,6 +125,9 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
   const inFlight = new Map<string, Promise<Uint8Array | undefined>>();
   // Bumped by invalidate(): a query that started before it must not refill the cache.
   const generation = new Map<string, number>();
+  const perAddress = options.queriesPerAddress ?? { burst: 20, perSecond: 2 };
+  const buckets = new KeyedTokenBuckets({ ...perAddress, maxKeys: maxEntries, now });
+  const report = options.onLookup ?? (() => {});
 
   function remember(domain: string, psk: Uint8Array | undefined): void {
     const t = now();
@@ -118,6 +161,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
     try {
       const psk = await source.getPsk(domain);
       if ((generation.get(domain) ?? 0) === gen) remember(domain, psk);
+      report(psk ? "found" : "not_registered");
       return psk;
     } catch (err) {
       const kept = cache.get(domain);
@@ -130,8 +174,10 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
           });
         }
         options.onOutageHit?.();
+        report("outage");
         return kept.psk.slice();
       }
+      report("failed");
       logger.error("PSK lookup failed", { domain, error: err });
       throw err;
     } finally {
@@ -140,20 +186,34 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
   }
 
   return {
-    async lookupPsk(identity) {
-      if (identity.length > MAX_IDENTITY_CHARS) return undefined;
-      const domain = tryNormalizeDomain(identity);
-      if (domain === undefined) return undefined;
+    async lookupPsk(identity, peer) {
+      const domain = identity.length > MAX_IDENTITY_CHARS
+        ? undefined
+        : tryNormalizeDomain(identity);
+      if (domain === undefined) {
+        report("invalid");
+        return undefined;
+      }
       const notRegisteredUntil = missing.get(domain);
       if (notRegisteredUntil !== undefined) {
-        if (notRegisteredUntil > now()) return undefined;
+        if (notRegisteredUntil > now()) {
+          report("cached");
+          return undefined;
+        }
         missing.delete(domain);
       }
       const hit = cache.get(domain);
-      if (hit && hit.expiresAt > now()) return hit.psk.slice();
+      if (hit && hit.expiresAt > now()) {
+        report("cached");
+        return hit.psk.slice();
+      }
       if (hit && !(hit.usableInOutageUntil > now())) cache.delete(domain);
       let pending = inFlight.get(domain);
       if (!pending) {
+        if (peer && !buckets.take(addressGroup(peer.hostname))) {
+          report("rate_limited");
+          throw new PskLookupLimitedError();
+        }
         pending = load(domain);
         inFlight.set(domain, pending);
       }

@@ -4,7 +4,7 @@ import { pskIdentity } from "../shared/dtls/psk.ts";
 import { DomainStore } from "../db/mod.ts";
 import { openTestDatabase, testSecretBox } from "../db/testing.ts";
 import { MemoryLogger } from "./log.ts";
-import { createPskLookup, type PskSource } from "./psk_store.ts";
+import { createPskLookup, PskLookupLimitedError, type PskSource } from "./psk_store.ts";
 
 /** What a DTLS server takes as its PSK callback (shared/dtls's PskLookup). */
 type DtlsPskCallback = (identity: string) => Promise<Uint8Array | undefined>;
@@ -186,4 +186,43 @@ Deno.test("lookupPsk: unknown identities cannot push the PSKs kept for an outage
   source.fail = true;
   clock = 5000;
   assert.deepEqual(await psk.lookupPsk("up.example.com"), new Uint8Array([7]));
+});
+
+Deno.test("lookupPsk: store queries are bounded per source address; cached answers and other addresses are not", async () => {
+  let clock = 0;
+  const source = new CountingSource();
+  source.keys.set("known.example.com", new Uint8Array([7]));
+  const results: string[] = [];
+  const psk = createPskLookup(source, {
+    now: () => clock,
+    queriesPerAddress: { burst: 5, perSecond: 1 },
+    onLookup: (r) => results.push(r),
+  });
+  const attacker = { hostname: "198.51.100.7" };
+  // The known domain, once: a query, then cached.
+  assert.deepEqual(await psk.lookupPsk("known.example.com", attacker), new Uint8Array([7]));
+  // Four more made-up identities use the rest of the burst...
+  for (let i = 0; i < 4; i++) {
+    assert.equal(await psk.lookupPsk(`nobody-${i}.example.com`, attacker), undefined);
+  }
+  assert.equal(source.calls, 5);
+  // ...and the next is refused without a query, with an error the handshake maps to internal_error.
+  await assert.rejects(psk.lookupPsk("nobody-5.example.com", attacker), PskLookupLimitedError);
+  assert.equal(source.calls, 5);
+  // Cached answers still work from that address: the known domain reconnects.
+  assert.deepEqual(await psk.lookupPsk("known.example.com", attacker), new Uint8Array([7]));
+  assert.equal(await psk.lookupPsk("nobody-0.example.com", attacker), undefined);
+  // The same /64 is the same address; another address has its own budget.
+  await assert.rejects(psk.lookupPsk("x.example.com", { hostname: "198.51.100.7" }));
+  assert.equal(await psk.lookupPsk("nobody-9.example.com", { hostname: "203.0.113.1" }), undefined);
+  const v6 = { hostname: "2001:db8:1:2::1" };
+  for (let i = 0; i < 5; i++) await psk.lookupPsk(`v6-${i}.example.com`, v6);
+  await assert.rejects(psk.lookupPsk("v6-5.example.com", { hostname: "2001:db8:1:2::ffff" }));
+  // A second later, one more query.
+  clock += 1000;
+  assert.equal(await psk.lookupPsk("nobody-6.example.com", attacker), undefined);
+  await assert.rejects(psk.lookupPsk("nobody-7.example.com", attacker));
+  assert.equal(results.filter((r) => r === "rate_limited").length, 4);
+  assert.equal(results.filter((r) => r === "cached").length, 2);
+  assert.equal(results.filter((r) => r === "found").length, 1);
 });

@@ -131,6 +131,7 @@ export async function runServer(
       logger,
       outageTtlMs: config.pskOutageCacheMs,
       onOutageHit: () => metrics.pskOutageCacheHit(),
+      onLookup: (result) => metrics.pskLookup(result),
     });
     const registry = new TunnelRegistry<Tunnel>();
     const wsTunnel = config.tcpTunnel

@@ -23,6 +23,7 @@ import {
   newStats,
   type PacketSocketFactory,
   type PeerAddr,
+  type PskLookup,
 } from "../shared/dtls/mod.ts";
 import { type Clock, realClock } from "../shared/clock.ts";
 import type { DtlsConn } from "../shared/dtls/mod.ts";
@@ -110,7 +111,7 @@ export interface TunnelHubOptions {
   port: number;
   /** More listeners (the WebSocket endpoint). */
   listeners?: TunnelListenerSpec[];
-  lookupPsk: (identity: string) => Promise<Uint8Array | undefined>;
+  lookupPsk: PskLookup;
   registry: TunnelRegistry<Tunnel>;
   logger: Logger;
   muxParams?: Partial<MuxParams>;

@@ -6,7 +6,7 @@
  * - `dtlsConnect(...)`: a client connection.
  * Both give established connections as `DtlsConn`, a `DatagramConn`.
  */
-export { DtlsServer, type DtlsServerOptions } from "./server.ts";
+export { addressGroup, DtlsServer, type DtlsServerOptions } from "./server.ts";
 export { type DtlsClientConn, type DtlsClientOptions, dtlsConnect } from "./client.ts";
 export type { DtlsConn, PeerAddr } from "./connection.ts";
 export type { DatagramConn, DatagramHandler } from "../datagram.ts";

@@ -303,7 +303,7 @@ export class DtlsServer {
     const hs = new ServerHandshake(
       conn,
       { initialRtoMs: o.initialRtoMs, maxRtoMs: o.maxRtoMs, clock: o.clock },
-      o.lookupPsk,
+      (identity) => o.lookupPsk(identity, peer),
       (err) => {
         if (settled) return;
         settled = true;

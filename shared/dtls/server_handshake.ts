@@ -8,6 +8,7 @@
  *                                  <----     [CCS], Finished
  */
 import { randomBytes } from "node:crypto";
+import type { PeerAddr } from "./connection.ts";
 import { ascii } from "./bytes.ts";
 import { type CipherSuite, RecordCipher, SUITES } from "./cipher.ts";
 import { AlertDescription, DTLS_1_2, ExtensionType, HandshakeType } from "./constants.ts";
@@ -36,8 +37,11 @@ import {
 } from "./messages.ts";
 import { finishedVerifyData, keyBlock, masterSecret, pskPremaster } from "./prf.ts";
 
-/** Finds the PSK for an identity (a domain); undefined if unknown. */
-export type PskLookup = (identity: string) => Promise<Uint8Array | undefined>;
+/**
+ * Finds the PSK for an identity (a domain); undefined if unknown. `peer` is the
+ * handshake's source address (for bounding lookups per address).
+ */
+export type PskLookup = (identity: string, peer: PeerAddr) => Promise<Uint8Array | undefined>;
 
 /** TLS_EMPTY_RENEGOTIATION_INFO_SCSV (RFC 5746 3.3). */
 const EMPTY_RI_SCSV = 0x00ff;
@@ -55,7 +59,7 @@ export class ServerHandshake extends Handshake {
   constructor(
     io: RecordIO,
     timers: HandshakeTimers,
-    readonly lookupPsk: PskLookup,
+    readonly lookupPsk: (identity: string) => Promise<Uint8Array | undefined>,
     readonly onDone: (error: DtlsError | undefined) => void,
     /**
      * Gives this connection a CID of its own. When set and the client offers both
