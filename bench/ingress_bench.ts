@@ -55,7 +55,9 @@ export async function main(args: string[] = []): Promise<void> {
       } catch { /* bench: a failed stream shows as a failed request */ }
     },
   });
-  const tunnel = new Tunnel("t1", "app.test", server, { remoteAddr: { hostname: "127.0.0.1", port: 1 } }, "bench");
+  const tunnel = new Tunnel("t1", "app.test", server, {
+    remoteAddr: { hostname: "127.0.0.1", port: 1 },
+  }, "bench");
   const handler = createIngressHandler({
     hub: { pick: (d, ex) => d === "app.test" && !ex?.has(tunnel) ? tunnel : undefined },
     serverDomain: "gateway.test",

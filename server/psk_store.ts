@@ -23,7 +23,7 @@
 import { tryNormalizeDomain } from "../db/mod.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { addressGroup } from "../shared/dtls/mod.ts";
-import { KeyedTokenBuckets } from "./rate_limit.ts";
+import { KeyedTokenBuckets } from "../shared/rate_limit.ts";
 
 /** Where PSKs come from (`DomainStore` fits). */
 export interface PskSource {

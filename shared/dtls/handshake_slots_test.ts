@@ -23,6 +23,14 @@ const DOMAIN = "app.example.test";
 const PSK = derivePsk("the-api-key");
 const SERVER = { hostname: "10.0.0.1", port: 5684 };
 const SERVER_KEY = `${SERVER.hostname}:${SERVER.port}`;
+/**
+ * Lifts the hello budgets (per address, and for HelloVerifyRequests in all): the tests
+ * that use it are about what happens past them, which floods from many addresses reach.
+ */
+const NO_HELLO_BUDGETS = {
+  helloRatePerAddress: { burst: 1e9, perSecond: 1e9 },
+  helloVerifyRate: { burst: 1e9, perSecond: 1e9 },
+};
 const ONE_WAY_MS = 20;
 
 // ---- raw DTLS 1.2 records (RFC 6347 4.1, 4.2.2) ----
@@ -217,6 +225,7 @@ function flightBytes(t: Traffic): { first: number; again: number; maxPerPeer: nu
 Deno.test("handshake slots: 1000 valid-cookie ClientHellos from one address then silence lock no one out, and draw bounded retransmissions", async () => {
   const { clock, net, server, traffic, silentPeer, timedConnect, echo } = setup(
     (h) => h === "10.6.6.6",
+    NO_HELLO_BUDGETS,
   );
   const attackers = 1000;
   const perAddress = 16; // the default
@@ -318,6 +327,7 @@ Deno.test("handshake slots: a full global cap evicts the oldest half-open handsh
 Deno.test("handshake slots: a per-address cap evicts that address's oldest; other addresses keep theirs", async () => {
   const { clock, net, server, silentPeer } = setup((h) => h.startsWith("10.8."), {
     maxHandshakesPerAddress: 4,
+    ...NO_HELLO_BUDGETS,
   });
   const peers = [];
   for (let i = 0; i < 3; i++) peers.push(silentPeer("10.8.0.2", 30_000 + i)); // a bystander
@@ -379,6 +389,7 @@ Deno.test("handshake slots: a real client whose server flights are lost still ge
 Deno.test("handshake slots: a cookieless ClientHello flood creates no state and leaves an established session alone", async () => {
   const { clock, net, server, accepted, traffic, timedConnect, echo } = setup(
     (h) => h.startsWith("10.9."),
+    NO_HELLO_BUDGETS,
   );
   const r = timedConnect("10.0.0.2");
   await runUntil(clock, () => r.conn !== undefined && accepted.length === 1, 2_000, "session");
@@ -413,6 +424,68 @@ Deno.test("handshake slots: a cookieless ClientHello flood creates no state and 
 
   for (const s of socks) s.close();
   r.conn!.close();
+  await server.close();
+  net.close();
+});
+
+Deno.test("hello budgets: a flood from one address is cut to its budget before decoding; others are served", async () => {
+  const { clock, net, server, accepted, timedConnect, echo } = setup((h) => h === "10.5.5.5");
+  const r = timedConnect("10.0.0.2");
+  await runUntil(clock, () => r.conn !== undefined && accepted.length === 1, 2_000, "session");
+  const flood = net.socket("10.5.5.5", 40_000, () => {});
+  // 10,000 cookieless hellos in 1 s of fake time (100 every 10 ms), echoes meanwhile.
+  for (let round = 0; round < 100; round++) {
+    for (let i = 0; i < 100; i++) {
+      flood.send(clientHello(new Uint8Array(32).fill(i), new Uint8Array(0), 0), {
+        transport: "udp",
+        ...SERVER,
+      });
+    }
+    await runFor(clock, 10);
+    if (round % 20 === 0) await echo(r.conn!, `during ${round}`);
+  }
+  // The flooder got its burst and its rate (64, then 32 per second), no more.
+  const answered = server.stats.helloVerifyRequestsSent - 1; // the client's own
+  ok(answered <= 64 + 32 * 1.2, `${answered} HelloVerifyRequests to the flooder`);
+  // Every other hello that reached the server was dropped and counted (the simulated
+  // network itself loses a few of 100 sent at once).
+  ok(server.stats.dropped.helloRateLimited >= 9_500, `${server.stats.dropped.helloRateLimited}`);
+  // A real client from another address gets in at once.
+  const late = timedConnect("10.0.0.3");
+  await runUntil(clock, () => late.conn !== undefined, 2_000, "the late client");
+  ok(late.ms! <= 6 * ONE_WAY_MS + 10, `the late client took ${late.ms} ms (three round trips)`);
+  await echo(r.conn!, "after");
+  flood.close();
+  late.conn!.close();
+  r.conn!.close();
+  await server.close();
+  net.close();
+});
+
+Deno.test("hello budgets: HelloVerifyRequests to a flood from many addresses are bounded in all", async () => {
+  const { clock, net, server, traffic } = setup((h) => h.startsWith("10.4."), {
+    helloVerifyRate: { burst: 200, perSecond: 1000 },
+  });
+  // 200 addresses (as a spoofed flood looks), 10 hellos each, within 100 ms.
+  const socks = Array.from(
+    { length: 200 },
+    (_, a) => net.socket(`10.4.${a >> 8}.${a & 0xff}`, 40_000, () => {}),
+  );
+  for (let round = 0; round < 10; round++) {
+    for (const sock of socks) {
+      sock.send(clientHello(new Uint8Array(32).fill(round), new Uint8Array(0), 0), {
+        transport: "udp",
+        ...SERVER,
+      });
+    }
+    await runFor(clock, 10);
+  }
+  await runFor(clock, 3 * ONE_WAY_MS);
+  const sent = server.stats.helloVerifyRequestsSent;
+  ok(sent <= 200 + 1000 * 0.1 + 5, `${sent} HelloVerifyRequests for 2000 hellos in 100 ms`);
+  equal(sent + server.stats.dropped.helloRateLimited, 2000);
+  console.log(`${sent} HelloVerifyRequests (${traffic.helloVerify} B) for 2000 hellos`);
+  for (const sock of socks) sock.close();
   await server.close();
   net.close();
 });

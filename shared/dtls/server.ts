@@ -16,6 +16,12 @@
  * not by address, so the session survives the client's NAT rebinding its port;
  * connection.ts says how the new address is validated. A record whose CID names
  * no session costs a map lookup.
+ *
+ * Every datagram shares one socket, so a flood of ClientHellos must not take the
+ * time established sessions need: ClientHellos are budgeted per source address
+ * (`helloRatePerAddress`) before anything is decoded, and HelloVerifyRequests in
+ * all (`helloVerifyRate`, for floods from spoofed addresses); what is over budget
+ * is dropped and counted (`dropped.helloRateLimited`).
  */
 import { AlertLevel, ContentType, HandshakeType, RECORD_HEADER_SIZE } from "./constants.ts";
 import { CookieJar } from "./cookie.ts";
@@ -33,6 +39,7 @@ import { bindUdp, type PacketSocket, type PacketSocketFactory } from "./udp.ts";
 import { type Clock, realClock } from "../clock.ts";
 import { equalBytes, Writer } from "./bytes.ts";
 import { randomBytes } from "node:crypto";
+import { KeyedTokenBuckets, TokenBucket } from "../rate_limit.ts";
 import { recordOverhead } from "./cipher.ts";
 import { checkDatagramSize, defaultMaxDatagramSize } from "./path.ts";
 
@@ -92,6 +99,14 @@ export interface DtlsServerOptions {
    * routability check, and follow their address changes. Default true.
    */
   connectionIds?: boolean;
+  /**
+   * ClientHellos handled per source address (an IPv4 address, an IPv6 /64):
+   * `burst`, then `perSecond`. A real client sends two or three per handshake.
+   * Default { burst: 64, perSecond: 32 }.
+   */
+  helloRatePerAddress?: { burst: number; perSecond: number };
+  /** HelloVerifyRequests sent in all. Default { burst: 4000, perSecond: 4000 }. */
+  helloVerifyRate?: { burst: number; perSecond: number };
   /** Called when an established peer moved to a new address and it answered a path_challenge. */
   onPathValidated?: (conn: DtlsConn, from: PeerAddr) => void;
 }
@@ -120,6 +135,8 @@ export class DtlsServer {
   readonly #conns = new Map<string, Connection>();
   /** Connections with a CID, by the CID's first 4 bytes (unique among them). */
   readonly #byCid = new Map<number, Connection>();
+  readonly #helloBudget: KeyedTokenBuckets;
+  readonly #helloVerifyBudget: TokenBucket;
   readonly #cookies: CookieJar;
   /** Half-open handshakes by peer key, oldest first (Map keeps insertion order). */
   readonly #halfOpen = new Map<string, HalfOpen>();
@@ -139,9 +156,14 @@ export class DtlsServer {
       socket: bindUdp,
       clock: realClock,
       connectionIds: true,
+      helloRatePerAddress: { burst: 64, perSecond: 32 },
+      helloVerifyRate: { burst: 4000, perSecond: 4000 },
       ...opts,
     };
     const clock = this.#opts.clock;
+    const now = () => clock.now();
+    this.#helloBudget = new KeyedTokenBuckets({ ...this.#opts.helloRatePerAddress, now });
+    this.#helloVerifyBudget = new TokenBucket({ ...this.#opts.helloVerifyRate, now });
     this.#cookies = new CookieJar(undefined, () => clock.now());
     if (typeof this.#opts.maxDatagramSize === "number") {
       checkDatagramSize(this.#opts.maxDatagramSize);
@@ -214,7 +236,12 @@ export class DtlsServer {
       else stats.dropped.noSession++;
       return;
     }
-    this.#onClientHello(data, from, key, conn);
+    const group = addressGroup(from.hostname);
+    if (!this.#helloBudget.take(group)) {
+      stats.dropped.helloRateLimited++;
+      return;
+    }
+    this.#onClientHello(data, from, key, conn, group);
   }
 
   /** Stateless ClientHello processing: cookie check, then a new association. */
@@ -223,6 +250,7 @@ export class DtlsServer {
     from: Deno.NetAddr,
     key: string,
     old: Connection | undefined,
+    group: string,
   ): void {
     const stats = this.stats;
     const recLen = (data[11]! << 8) | data[12]!;
@@ -247,6 +275,10 @@ export class DtlsServer {
     }
     if (!this.#cookies.verify(key, ch.value)) {
       if (ch.value.cookie.length > 0) stats.dropped.badCookie++;
+      if (!this.#helloVerifyBudget.take()) {
+        stats.dropped.helloRateLimited++;
+        return;
+      }
       this.#sendHelloVerify(data, from, f.messageSeq, this.#cookies.make(key, ch.value));
       return;
     }
@@ -255,7 +287,6 @@ export class DtlsServer {
     old?.close("replaced by a new handshake from the same address");
 
     const o = this.#opts;
-    const group = addressGroup(from.hostname);
     this.#makeRoom(group);
     const peer = { hostname: from.hostname, port: from.port };
     const maxDatagramSize = typeof o.maxDatagramSize === "number"

@@ -64,6 +64,11 @@ export interface DtlsStats {
     unknownCid: number;
     /** ClientHello with a missing or wrong cookie (answered with HelloVerifyRequest). */
     badCookie: number;
+    /**
+     * ClientHello over its source address's budget, or one a HelloVerifyRequest would
+     * have answered past the server's budget for those (server).
+     */
+    helloRateLimited: number;
     /** A well-formed record that is not valid in the current state. */
     unexpected: number;
     /** Application data we could not deliver (no handler queue room, or not established). */
@@ -96,6 +101,7 @@ export function newStats(): DtlsStats {
       noSession: 0,
       unknownCid: 0,
       badCookie: 0,
+      helloRateLimited: 0,
       unexpected: 0,
       undeliverable: 0,
     },

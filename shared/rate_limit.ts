@@ -1,5 +1,5 @@
 /**
- * Token buckets by key (a source address, say), for bounding what outsiders can make
+ * Token buckets, alone or by key (a source address, say), for bounding what outsiders can make
  * the server do. Each key's bucket holds up to `burst` tokens and refills at
  * `perSecond`; the map of buckets is bounded by `maxKeys`, the least recently used
  * key going first (a forgotten key starts again with a full bucket, so the bound
@@ -18,6 +18,41 @@ export interface KeyedTokenBucketsOptions {
   now?: () => number;
 }
 
+/** One token bucket: `burst` tokens at most (and at first), refilled at `perSecond`. */
+export class TokenBucket {
+  readonly #burst: number;
+  readonly #perMs: number;
+  readonly #now: () => number;
+  #tokens: number;
+  #at: number;
+
+  constructor(o: Omit<KeyedTokenBucketsOptions, "maxKeys">) {
+    checkRate(o);
+    this.#burst = this.#tokens = o.burst;
+    this.#perMs = o.perSecond / 1000;
+    this.#now = o.now ?? (() => performance.now());
+    this.#at = this.#now();
+  }
+
+  /** Takes a token: false when the bucket is empty. */
+  take(): boolean {
+    const now = this.#now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#at) * this.#perMs);
+    this.#at = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens--;
+    return true;
+  }
+}
+
+function checkRate(o: { burst: number; perSecond: number }): void {
+  if (!(o.burst >= 1) || !(o.perSecond > 0)) {
+    throw new RangeError(
+      `A token bucket needs burst >= 1 and perSecond > 0, got ${o.burst} and ${o.perSecond}`,
+    );
+  }
+}
+
 /** Per-key token buckets in one bounded map. */
 export class KeyedTokenBuckets {
   readonly #burst: number;
@@ -28,11 +63,7 @@ export class KeyedTokenBuckets {
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
 
   constructor(o: KeyedTokenBucketsOptions) {
-    if (!(o.burst >= 1) || !(o.perSecond > 0)) {
-      throw new RangeError(
-        `A token bucket needs burst >= 1 and perSecond > 0, got ${o.burst} and ${o.perSecond}`,
-      );
-    }
+    checkRate(o);
     this.#burst = o.burst;
     this.#perMs = o.perSecond / 1000;
     this.#maxKeys = o.maxKeys ?? 10_000;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { KeyedTokenBuckets } from "./rate_limit.ts";
+import { KeyedTokenBuckets, TokenBucket } from "./rate_limit.ts";
 
 Deno.test("KeyedTokenBuckets: a burst, then the refill rate, per key", () => {
   let clock = 0;
@@ -29,4 +29,15 @@ Deno.test("KeyedTokenBuckets: the map is bounded; the least recently used key go
 Deno.test("KeyedTokenBuckets: bad settings are refused with a clear error", () => {
   assert.throws(() => new KeyedTokenBuckets({ burst: 0, perSecond: 1 }), /burst >= 1/);
   assert.throws(() => new KeyedTokenBuckets({ burst: 1, perSecond: 0 }), /perSecond > 0/);
+});
+
+Deno.test("TokenBucket: a burst, then the refill rate, never above the burst", () => {
+  let clock = 0;
+  const b = new TokenBucket({ burst: 2, perSecond: 10, now: () => clock });
+  assert.deepEqual([b.take(), b.take(), b.take()], [true, true, false]);
+  clock += 100;
+  assert.deepEqual([b.take(), b.take()], [true, false]);
+  clock += 10_000;
+  assert.deepEqual([b.take(), b.take(), b.take()], [true, true, false]);
+  assert.throws(() => new TokenBucket({ burst: 0.5, perSecond: 1 }), /burst >= 1/);
 });
