@@ -16,7 +16,7 @@
  * Anyone who passes the DTLS cookie exchange can make the server look identities
  * up, and an identity nobody registered is a database query every `cacheTtlMs`. So
  * store queries are also bounded per source address (an IPv4 address, an IPv6
- * /64): `queriesPerAddress` (default a burst of 20, then 2 per second). Past it the
+ * /64): `queriesPerAddress` (default a burst of 100, then 10 per second). Past it the
  * lookup rejects with `PskLookupLimitedError` and the handshake fails with
  * `internal_error`, which the client retries soon; cached answers are not limited.
  */
@@ -66,7 +66,7 @@ export interface PskLookupOptions {
   onOutageHit?: () => void;
   /**
    * Store queries allowed per source address: `burst` at once, refilled at
-   * `perSecond`. Default { burst: 20, perSecond: 2 }. Addresses tracked at once are
+   * `perSecond`. Default { burst: 100, perSecond: 10 }. Addresses tracked at once are
    * bounded by `maxEntries` (the least recently used goes first).
    */
   queriesPerAddress?: { burst: number; perSecond: number };
@@ -125,7 +125,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
   const inFlight = new Map<string, Promise<Uint8Array | undefined>>();
   // Bumped by invalidate(): a query that started before it must not refill the cache.
   const generation = new Map<string, number>();
-  const perAddress = options.queriesPerAddress ?? { burst: 20, perSecond: 2 };
+  const perAddress = options.queriesPerAddress ?? { burst: 100, perSecond: 10 };
   const buckets = new KeyedTokenBuckets({ ...perAddress, maxKeys: maxEntries, now });
   const report = options.onLookup ?? (() => {});
 

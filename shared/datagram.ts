@@ -13,6 +13,12 @@ export interface DatagramHandler {
   onDatagram(datagram: Uint8Array): void;
   /** The transport closed (locally, by the peer, or on error). Called at most once. */
   onClose(reason: string): void;
+  /**
+   * The peer is now reached at another address (DTLS with a connection ID followed
+   * a NAT rebinding, and the new address answered): what was sent before may have
+   * gone to an address that no longer reaches it, so it is worth sending again now.
+   */
+  onPathChanged?(): void;
 }
 
 /** An established, unreliable, message-oriented connection to one peer. */

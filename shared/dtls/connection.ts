@@ -461,6 +461,7 @@ export class Connection implements DtlsConn, RecordIO {
     this.#stopProbe();
     if (sameAddr(from, this.#validated)) {
       this.#to = this.#validated;
+      this.#handler?.onPathChanged?.();
       return;
     }
     const p: PathProbe = {
@@ -482,7 +483,10 @@ export class Connection implements DtlsConn, RecordIO {
       // No answer: the address is not the peer's. Back to the validated one.
       this.stats.path.validationsFailed++;
       this.#probe = undefined;
-      if (this.#to === p.to) this.#to = this.#validated;
+      if (this.#to === p.to) {
+        this.#to = this.#validated;
+        this.#handler?.onPathChanged?.();
+      }
       return;
     }
     const delay = PATH_CHALLENGE_RTO_MS * 2 ** p.tries;
@@ -545,6 +549,7 @@ export class Connection implements DtlsConn, RecordIO {
         this.#validated = p.to;
         this.stats.path.validated++;
         this.#onPathValidated?.(this, p.to);
+        this.#handler?.onPathChanged?.();
         return;
       }
       case RrcType.PathDrop:

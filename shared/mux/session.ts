@@ -183,6 +183,7 @@ export class MuxSession {
     this.goAwayReceived = new Promise((r) => (this.#resolveGoAway = r));
     conn.attach({
       onDatagram: (d) => this.#onDatagram(d),
+      onPathChanged: () => this.#onPathChanged(),
       onClose: (reason) =>
         this.#closeNow(SessionErrorCode.TRANSPORT_CLOSED, reason || "transport closed", {
           notifyPeer: false,
@@ -459,6 +460,22 @@ export class MuxSession {
     if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
     this.#timerAt = t;
     this.#timer = this.#clock.setTimer(this.#timerBound, Math.max(0, t - this.#clock.now()));
+  }
+
+  /**
+   * The transport reaches the peer at a new address. The PTO backoff measured the old
+   * one, and what is in flight may have gone there: probe now, as a PTO would, and
+   * start the backoff again (RFC 9000 9.4 resets recovery on a new path; a NAT
+   * rebinding keeps the same route, so the RTT and congestion state are kept).
+   */
+  #onPathChanged(): void {
+    if (this.#state === "closed") return;
+    const r = this.#recovery;
+    r.ptoCount = 0;
+    if (r.bytesInFlight > 0) this.#packer.onLossDetectionTimeout(this.#clock.now());
+    r.ptoCount = 0;
+    this.#packer.flush();
+    this.#armTimer();
   }
 
   #onTimer(): void {
