@@ -70,7 +70,7 @@ Deno.test("config: flags over environment over .env", () => {
     env: { HOP_CLIENT_DOMAIN: "Env.Example.COM", HOP_CLIENT_API_KEY: "env-key" },
     dotenv,
   });
-  assert.deepEqual(c.server, { hostname: "dot.example.com", port: 2 }); // only in .env
+  assert.deepEqual(c.servers, [{ hostname: "dot.example.com", port: 2 }]); // only in .env
   assert.equal(c.domain, "env.example.com"); // env beats .env, lowercased
   assert.equal(c.apiKey.reveal(), "flag-key"); // flag beats env
   assert.equal(c.target.href, "http://127.0.0.1:3/");

@@ -1,7 +1,14 @@
 /**
  * The client's main loop: connect (DTLS) → mux session → hello → serve every stream
  * the server opens, concurrently → when the session ends, reconnect with exponential
- * backoff and jitter (`Backoff`). Runs until `signal` aborts.
+ * backoff and jitter (`Backoff`). Runs until `signal` aborts, then drains its tunnels.
+ *
+ * Several nodes (docs/client-failover.md): the server entries resolve to nodes
+ * (client/nodes.ts); the client keeps tunnels to `redundancy` distinct nodes at
+ * once (default 2), each node with its own backoff. A lost tunnel is replaced by
+ * a node that has not failed lately, else by the same one once its backoff
+ * allows. A bad key or an unknown domain is every node's verdict (they share one
+ * database): no node is tried again before that failure's long wait is over.
  *
  * Each failed attempt is reported once, as a `failure` with a stable `kind` and a
  * one-line message the CLI prints as is. Failures that retrying cannot fix soon (bad
@@ -16,10 +23,17 @@ import { type MuxParams, MuxSession, MuxSessionError, type MuxStream } from "../
 import { type ForwardOptions, type ForwardOutcome, serveStream } from "./forwarder.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { FEATURE_DRAIN, FEATURE_SPLICE, type Welcome } from "../shared/protocol/mod.ts";
-import { formatHostPort } from "../shared/names.ts";
+import { formatHostPort, type HostPort } from "../shared/names.ts";
 import { sleep } from "../shared/sleep.ts";
 import { type DialedTunnel, dialerFor, type DtlsEngine, type TunnelDialer } from "./dialer.ts";
 import { type RacedTunnel, RaceError, type RacingDialer } from "./race.ts";
+import {
+  type Resolution,
+  resolveDnsAll,
+  resolveNodes,
+  type Resolver,
+  type ServerNode,
+} from "./nodes.ts";
 
 export const CLIENT_VERSION = "hopgate-client/0.1.0";
 
@@ -33,8 +47,32 @@ export interface BackoffOptions {
 }
 
 export interface ClientOptions {
-  /** The HopGate server's DTLS address. */
-  server: { hostname: string; port: number };
+  /** The HopGate server's DTLS address (one entry; `servers` lists several). */
+  server?: HostPort;
+  /**
+   * The servers' DTLS addresses (`--server-addr a,b`): IP addresses or names, a
+   * name standing for all its addresses. Either this or `server` is required.
+   */
+  servers?: readonly HostPort[];
+  /**
+   * Tunnels kept at once to distinct nodes, when that many are known. Default 2;
+   * 1 is single-homed (a lost tunnel moves to the next node).
+   */
+  redundancy?: number;
+  /** Host name resolution (A and AAAA). Default `resolveDnsAll` (Deno.resolveDns). */
+  resolve?: Resolver;
+  /** A name that does not resolve is dialled by name (the TCP path through a proxy). */
+  keepUnresolved?: boolean;
+  /**
+   * The dialer for one node. Default: a DTLS dialer for `engine` to the node's
+   * address. main.ts passes one that also knows the node's TCP path.
+   */
+  dialerForNode?: (node: ServerNode) => TunnelDialer;
+  /**
+   * On stop: how long a tunnel may take to finish its requests in flight after
+   * the server was asked to drain it, before it is cut. Default 10 000 ms.
+   */
+  drainTimeoutMs?: number;
   /** The domain this client serves (the PSK identity). */
   domain: string;
   /** The domain's client API key (only its HMAC-derived PSK is used). */
@@ -44,8 +82,8 @@ export interface ClientOptions {
   /** DTLS client implementation, when no `dialer` is given. Default "hopgate". */
   engine?: DtlsEngine;
   /**
-   * How tunnels are dialled. Default: a DTLS dialer for `engine` to `server`.
-   * Tests pass one on a simulated network.
+   * How tunnels are dialled, when there is one fixed server (`server`, never
+   * resolved here). Tests pass one on a simulated network.
    */
   dialer?: TunnelDialer;
   /** Timers (backoff, hello, mux, local connects, stats) run on this. Default realClock. */
@@ -81,22 +119,43 @@ export type FailureKind =
   | "protocol_error"
   | "session_lost"; // the session ended after it was up
 
+/** A tunnel that is up, as events list them. */
+export interface TunnelInfo {
+  /** The node's `ip:port` (`ServerNode.key`). */
+  readonly node: string;
+  /** The node for people (`ServerNode.label`). */
+  readonly server: string;
+  readonly transport: string;
+}
+
 export type ClientEvent =
-  | { type: "connecting"; attempt: number; server: string; transport: string }
+  | { type: "connecting"; attempt: number; server: string; node: string; transport: string }
   | {
     type: "connected";
     server: string;
+    node: string;
     domain: string;
     sessionId: string;
     serverVersion: string;
     /** Which transport carries the tunnel (a re-probe that moved it sends another). */
     transport: string;
+    /** Every tunnel up now, this one included. */
+    tunnels: TunnelInfo[];
+    /** Tunnels the client aims for: `redundancy`, or fewer when fewer nodes are known. */
+    wanted: number;
   }
+  /** A tunnel that was up ended (lost, or drained on stop). */
+  | { type: "disconnected"; server: string; node: string; tunnels: TunnelInfo[]; wanted: number }
+  /** The nodes the server entries resolve to, when that changes. */
+  | { type: "nodes"; nodes: string[]; problems: string[]; dropped: number }
   /** A re-probe of the preferred transport failed; the tunnel stays where it is. */
   | { type: "probe"; transport: string; ok: false; message: string }
   | {
     type: "stats";
+    /** The lowest smoothed RTT of the tunnels up (undefined: none measured). */
     rttMs: number | undefined;
+    /** Tunnels up. */
+    tunnels: number;
     inFlight: number;
     served: number;
     failed: number;
@@ -104,8 +163,27 @@ export type ClientEvent =
     local: { open: number; idle: number; opened: number };
   }
   | { type: "request"; outcome: ForwardOutcome; durationMs: number }
-  | { type: "failure"; kind: FailureKind; message: string; retryInMs: number }
+  | {
+    type: "failure";
+    kind: FailureKind;
+    message: string;
+    /** When this node (or, without a node, the resolution) is tried again. */
+    retryInMs: number;
+    /** The node that failed (absent: no entry resolved to any node). */
+    server?: string;
+    node?: string;
+    /** The tunnels still up, serving meanwhile. */
+    tunnels: TunnelInfo[];
+    /** Nodes known: with more than one, another may be tried sooner. */
+    nodes: number;
+  }
   | { type: "stopped" };
+
+/**
+ * Verdicts on the credentials, which every node shares (one database): after
+ * one, no node is tried before its long wait is over.
+ */
+const CLIENT_WIDE: ReadonlySet<FailureKind> = new Set(["bad_api_key", "unknown_domain"]);
 
 /** Failures that retrying soon cannot fix. */
 const PERSISTENT: ReadonlySet<FailureKind> = new Set([
@@ -250,8 +328,6 @@ interface Up {
   /** Which transport carries it (the racing dialer says which one won). */
   readonly transport: string;
   readonly since: number;
-  /** Stops listening for the client's own stop signal. */
-  readonly release: () => void;
 }
 
 /** Shared by every session of one `runClient`. */
@@ -259,11 +335,14 @@ interface Ctx {
   readonly options: ClientOptions;
   readonly clock: Clock;
   readonly signal: AbortSignal;
-  readonly server: string;
   readonly emit: (e: ClientEvent) => void;
   readonly forward: ForwardOptions;
   readonly counters: { inFlight: number; served: number; failed: number };
   readonly serving: Set<Promise<void>>;
+  /** The tunnels up, by node key, and their sessions (for the stats). */
+  readonly up: Map<string, { info: TunnelInfo; session: MuxSession }>;
+  /** Tunnels aimed for now (`redundancy`, or fewer when fewer nodes are known). */
+  wanted: number;
 }
 
 /** Dials, starts the mux session and says hello. Cleans up and throws on failure. */
@@ -277,7 +356,6 @@ async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSignal): Pro
   });
   const onAbort = () => session.abort(0, "client stopping");
   signal.addEventListener("abort", onAbort, { once: true });
-  const release = () => signal.removeEventListener("abort", onAbort);
   try {
     const { welcome, control } = await sayHello(
       session,
@@ -291,13 +369,15 @@ async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSignal): Pro
       clock,
     );
     const transport = (dialed as Partial<RacedTunnel>).transport ?? dialer.transport;
-    return { dialed, session, control, welcome, transport, since: clock.now(), release };
+    return { dialed, session, control, welcome, transport, since: clock.now() };
   } catch (e) {
-    release();
     session.abort(0, "client giving up on this session");
     await session.closed;
     await tearDown(dialed);
     throw e;
+  } finally {
+    // From here on, stopping drains the tunnel (serveTunnel), it does not cut it.
+    signal.removeEventListener("abort", onAbort);
   }
 }
 
@@ -306,15 +386,25 @@ async function tearDown(dialed: DialedTunnel): Promise<void> {
   await dialed.closed();
 }
 
-function connectedEvent(up: Up, ctx: Ctx): ClientEvent {
-  return {
+function tunnelList(ctx: Ctx): TunnelInfo[] {
+  return [...ctx.up.values()].map((t) => t.info);
+}
+
+/** Records `up` as the node's tunnel and says so. */
+function announce(up: Up, node: ServerNode, ctx: Ctx): void {
+  const info: TunnelInfo = { node: node.key, server: node.label, transport: up.transport };
+  ctx.up.set(node.key, { info, session: up.session });
+  ctx.emit({
     type: "connected",
-    server: ctx.server,
+    server: node.label,
+    node: node.key,
     domain: ctx.options.domain,
     sessionId: up.welcome.session,
     serverVersion: up.welcome.server,
     transport: up.transport,
-  };
+    tunnels: tunnelList(ctx),
+    wanted: ctx.wanted,
+  });
 }
 
 /**
@@ -324,6 +414,7 @@ function connectedEvent(up: Up, ctx: Ctx): ClientEvent {
  */
 async function reprobe(
   dialer: RacingDialer,
+  node: ServerNode,
   ctx: Ctx,
   signal: AbortSignal,
 ): Promise<Up | undefined> {
@@ -334,7 +425,7 @@ async function reprobe(
     return { ...up, transport: dialer.preferred.transport };
   } catch (e) {
     if (!signal.aborted) {
-      const f = classifyFailure(e, ctx.server, ctx.options.domain);
+      const f = classifyFailure(e, node.label, ctx.options.domain);
       ctx.emit({
         type: "probe",
         transport: dialer.preferred.transport,
@@ -359,30 +450,57 @@ async function retire(old: Up): Promise<void> {
     old.session.goAway();
   }
   await old.session.closed;
-  old.release();
   await tearDown(old.dialed);
+}
+
+/**
+ * The client is stopping: a server that drains (FEATURE_DRAIN) is asked to send
+ * no more requests on `up` and to close it once those in flight are done; it is
+ * cut after `drainTimeoutMs` all the same. An older server's tunnel is cut at once.
+ */
+function drainOnStop(up: Up, ctx: Ctx): void {
+  if (up.session.isClosed) return;
+  if (!up.welcome.features?.includes(FEATURE_DRAIN)) {
+    up.session.abort(0, "client stopping");
+    return;
+  }
+  const timer = ctx.clock.setTimer(
+    () => up.session.abort(0, "client stopping: drain took too long"),
+    ctx.options.drainTimeoutMs ?? 10_000,
+  );
+  up.session.closed.then(() => ctx.clock.clearTimer(timer));
+  sendDrain(up.control).catch(() => up.session.abort(0, "client stopping"));
 }
 
 /**
  * Serves `first` and, on a racing dialer's fallback, moves to the preferred
  * transport when a re-probe finds it again. Resolves with why the tunnel in use
- * ended (its session closed).
+ * ended (its session closed). On stop, drains it (`drainOnStop`).
  */
-async function serveTunnel(first: Up, dialer: TunnelDialer, ctx: Ctx): Promise<ClientFailure> {
+async function serveTunnel(
+  first: Up,
+  dialer: TunnelDialer,
+  node: ServerNode,
+  ctx: Ctx,
+): Promise<ClientFailure> {
   const racing = isRacing(dialer) ? dialer : undefined;
   const probing = new AbortController();
-  const stopProbing = () => probing.abort();
-  ctx.signal.addEventListener("abort", stopProbing, { once: true });
-  const retiring = new Set<Promise<void>>();
   let current = first;
+  const onStop = () => {
+    probing.abort();
+    drainOnStop(current, ctx);
+  };
+  ctx.signal.addEventListener("abort", onStop, { once: true });
+  if (ctx.signal.aborted) onStop();
+  const retiring = new Set<Promise<void>>();
   let probe: Promise<Up | undefined> | undefined;
   try {
-    let served = serveSession(current.session, current.control, ctx);
+    let served = serveSession(current.session, ctx);
     for (;;) {
       if (
         racing && current.transport !== racing.preferred.transport && !probing.signal.aborted
       ) {
-        probe ??= reprobe(racing, ctx, probing.signal);
+        probe ??= reprobe(racing, node, ctx, probing.signal);
       }
       const next = await Promise.race([
         served.then(() => null),
@@ -394,27 +512,25 @@ async function serveTunnel(first: Up, dialer: TunnelDialer, ctx: Ctx): Promise<C
       if (next === undefined) continue;
       const old = current;
       current = next;
-      served = serveSession(current.session, current.control, ctx);
-      ctx.emit(connectedEvent(current, ctx));
+      served = serveSession(current.session, ctx);
+      announce(current, node, ctx);
       const r = retire(old).catch(() => {});
       retiring.add(r);
       r.finally(() => retiring.delete(r));
     }
     const info = await current.session.closed;
-    current.release();
     return new ClientFailure(
       "session_lost",
-      `Connection to ${ctx.server} lost: ${info.remote ? "closed by the server" : "closed"}${
+      `Connection to ${node.label} lost: ${info.remote ? "closed by the server" : "closed"}${
         info.reason ? ` (${info.reason})` : ""
       }`,
     );
   } finally {
-    ctx.signal.removeEventListener("abort", stopProbing);
+    ctx.signal.removeEventListener("abort", onStop);
     probing.abort();
     // A probe that connected just as the tunnel ended: it is not used.
     const late = await probe;
     if (late) {
-      late.release();
       late.session.abort(0, "client giving up on this session");
       await late.session.closed;
       await tearDown(late.dialed);
@@ -429,21 +545,40 @@ function isRacing(d: TunnelDialer): d is RacingDialer {
   return "preferred" in d && "fallback" in d && "reprobeIntervalMs" in d;
 }
 
+/** What the client keeps per node: its dialer, backoff and when it may be tried. */
+interface NodeState {
+  node: ServerNode;
+  readonly dialer: TunnelDialer;
+  readonly backoff: Backoff;
+  /** Not tried before this time (its backoff). */
+  retryAt: number;
+  /** When it last failed (-Infinity: never); the least recent is tried first. */
+  failedAt: number;
+  /** A tunnel attempt or session on it is running. */
+  busy: boolean;
+}
+
 /**
  * Runs the client until `signal` aborts; resolves once everything is closed.
  * Never rejects for network reasons (they are reported as `failure` events).
  */
 export async function runClient(options: ClientOptions, signal: AbortSignal): Promise<void> {
   const emit = options.onEvent ?? (() => {});
-  const server = formatHostPort(options.server);
   const clock = options.clock ?? realClock;
-  const dialer = options.dialer ?? dialerFor(options.engine ?? "hopgate", {
-    server: options.server,
-    domain: options.domain,
-    apiKey: options.apiKey,
-    handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
-  });
-  const backoff = new Backoff(options.backoff, options.random);
+  const entries = options.servers ?? (options.server ? [options.server] : []);
+  if (entries.length === 0) throw new TypeError("runClient needs `server` or `servers`");
+  const fixed = options.dialer;
+  if (fixed && entries.length !== 1) {
+    throw new TypeError("a fixed `dialer` goes with one `server`, not several");
+  }
+  const makeDialer = (node: ServerNode): TunnelDialer =>
+    fixed ?? options.dialerForNode?.(node) ?? dialerFor(options.engine ?? "hopgate", {
+      server: node.address,
+      domain: options.domain,
+      apiKey: options.apiKey,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+    });
+  const redundancy = Math.max(1, options.redundancy ?? 2);
   const timeout = options.forward?.connectTimeoutMs;
   const pool = new OriginPool(
     options.target,
@@ -454,68 +589,234 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
     options,
     clock,
     signal,
-    server,
     emit,
     forward,
     counters: { inFlight: 0, served: 0, failed: 0 },
     serving: new Set<Promise<void>>(),
+    up: new Map(),
+    wanted: 1,
   };
+  const states = new Map<string, NodeState>();
+  const running = new Set<Promise<void>>();
+  const resolveBackoff = new Backoff(options.backoff, options.random);
+  let resolution: Resolution | undefined;
+  let resolvedAt = -Infinity;
   let attempt = 0;
+  /** A credentials verdict (CLIENT_WIDE): no node is tried before this. */
+  let holdUntil = -Infinity;
+  let wake = Promise.withResolvers<void>();
+  const stopStats = startStats(ctx);
+
+  /** Entries to nodes (at most once a second); says when the set changes. */
+  const refresh = async (): Promise<void> => {
+    if (fixed) {
+      const node: ServerNode = {
+        key: formatHostPort(entries[0]!),
+        address: entries[0]!,
+        entry: entries[0]!,
+        index: 0,
+        label: formatHostPort(entries[0]!),
+      };
+      resolution = { nodes: [node], problems: [], dropped: 0 };
+    } else {
+      if (clock.now() - resolvedAt < 1000) return;
+      const before = resolution?.nodes.map((n) => n.key).join(",");
+      resolution = await resolveNodes(entries, {
+        resolve: options.resolve ?? resolveDnsAll,
+        signal,
+        ...(resolution ? { previous: resolution } : {}),
+        ...(options.keepUnresolved ? { keepUnresolved: true } : {}),
+      });
+      resolvedAt = clock.now();
+      const nodes = resolution.nodes.map((n) => n.key);
+      if (nodes.join(",") !== before || resolution.problems.length > 0) {
+        emit({ type: "nodes", nodes, problems: resolution.problems, dropped: resolution.dropped });
+      }
+    }
+    for (const node of resolution.nodes) {
+      const s = states.get(node.key);
+      if (s) s.node = node;
+      else {
+        states.set(node.key, {
+          node,
+          dialer: makeDialer(node),
+          backoff: new Backoff(options.backoff, options.random),
+          retryAt: -Infinity,
+          failedAt: -Infinity,
+          busy: false,
+        });
+      }
+    }
+    // Nodes no entry names any more are forgotten once idle.
+    const current = new Set(resolution.nodes.map((n) => n.key));
+    for (const [key, s] of states) if (!current.has(key) && !s.busy) states.delete(key);
+  };
+
+  /** One attempt on a node: dial, serve until the tunnel ends, back off that node. */
+  const attemptOn = async (s: NodeState): Promise<void> => {
+    const { node, dialer } = s;
+    emit({
+      type: "connecting",
+      attempt: ++attempt,
+      server: node.label,
+      node: node.key,
+      transport: dialer.transport,
+    });
+    let upSince = 0;
+    let failure: ClientFailure;
+    try {
+      const up = await bringUp(dialer, ctx, signal);
+      upSince = up.since;
+      announce(up, node, ctx);
+      try {
+        failure = await serveTunnel(up, dialer, node, ctx);
+      } finally {
+        ctx.up.delete(node.key);
+        emit({
+          type: "disconnected",
+          server: node.label,
+          node: node.key,
+          tunnels: tunnelList(ctx),
+          wanted: ctx.wanted,
+        });
+      }
+    } catch (e) {
+      failure = classifyFailure(e, node.label, options.domain);
+    }
+    if (signal.aborted) return;
+    const now = clock.now();
+    if (upSince > 0) s.backoff.sessionEnded(now - upSince);
+    const retryInMs = s.backoff.next(failure.kind);
+    s.retryAt = now + retryInMs;
+    s.failedAt = now;
+    if (CLIENT_WIDE.has(failure.kind)) holdUntil = Math.max(holdUntil, s.retryAt);
+    emit({
+      type: "failure",
+      kind: failure.kind,
+      message: failure.message,
+      retryInMs,
+      server: node.label,
+      node: node.key,
+      tunnels: tunnelList(ctx),
+      nodes: resolution?.nodes.length ?? 1,
+    });
+  };
+
+  /** The node to dial next: idle, its backoff over, the least recently failed first. */
+  const pick = (now: number): NodeState | undefined => {
+    if (now < holdUntil) return undefined;
+    let best: NodeState | undefined;
+    for (const node of resolution?.nodes ?? []) {
+      const s = states.get(node.key)!;
+      if (s.busy || s.retryAt > now) continue;
+      if (!best || s.failedAt < best.failedAt) best = s;
+    }
+    return best;
+  };
 
   try {
     while (!signal.aborted) {
-      attempt++;
-      emit({ type: "connecting", attempt, server, transport: dialer.transport });
-      let upSince = 0;
-      let failure: ClientFailure;
-      try {
-        const up = await bringUp(dialer, ctx, signal);
-        upSince = up.since;
-        emit(connectedEvent(up, ctx));
-        failure = await serveTunnel(up, dialer, ctx);
-      } catch (e) {
-        failure = classifyFailure(e, server, options.domain);
-      }
+      const busy = [...states.values()].filter((s) => s.busy).length;
+      if (busy < redundancy) await refresh();
       if (signal.aborted) break;
-      if (upSince > 0) backoff.sessionEnded(clock.now() - upSince);
-      const retryInMs = backoff.next(failure.kind);
-      emit({ type: "failure", kind: failure.kind, message: failure.message, retryInMs });
-      await sleep(retryInMs, signal, clock);
+      const known = resolution?.nodes.length ?? 0;
+      ctx.wanted = Math.max(1, Math.min(redundancy, known));
+      if (known === 0) {
+        // No entry resolved to any address: retry the resolution with the backoff.
+        const retryInMs = resolveBackoff.next("resolve_failed");
+        emit({
+          type: "failure",
+          kind: "resolve_failed",
+          message: `Server address unknown: ${resolution?.problems.join("; ") ?? "no address"}`,
+          retryInMs,
+          tunnels: [],
+          nodes: 0,
+        });
+        resolvedAt = -Infinity;
+        await sleep(retryInMs, signal, clock);
+        continue;
+      }
+      resolveBackoff.sessionEnded(Infinity);
+      for (let n = busy; n < ctx.wanted; n++) {
+        const s = pick(clock.now());
+        if (!s) break;
+        s.busy = true;
+        const p = attemptOn(s).finally(() => {
+          s.busy = false;
+          running.delete(p);
+          wake.resolve();
+        });
+        running.add(p);
+      }
+      // Sleep until an attempt ends, a node's backoff is over, or the client stops.
+      let nextAt = Infinity;
+      for (const s of states.values()) if (!s.busy) nextAt = Math.min(nextAt, s.retryAt);
+      const inUse = [...states.values()].filter((s) => s.busy).length;
+      if (inUse >= ctx.wanted) nextAt = Infinity;
+      nextAt = Math.max(nextAt, holdUntil);
+      const stop = new AbortController();
+      const onAbort = () => stop.abort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      const waits: Promise<void>[] = [wake.promise];
+      if (nextAt !== Infinity) {
+        waits.push(sleep(Math.max(0, nextAt - clock.now()), stop.signal, clock));
+      }
+      waits.push(
+        new Promise((r) => stop.signal.addEventListener("abort", () => r(), { once: true })),
+      );
+      await Promise.race(waits);
+      stop.abort();
+      signal.removeEventListener("abort", onAbort);
+      wake = Promise.withResolvers<void>();
     }
   } finally {
+    await Promise.all(running);
     await Promise.all(ctx.serving);
+    stopStats();
     pool.close();
     emit({ type: "stopped" });
   }
 }
 
-/** Accepts streams until the session ends, serving each concurrently. */
-async function serveSession(session: MuxSession, _control: MuxStream, ctx: Ctx): Promise<void> {
-  const { forward, counters, serving, emit, options, signal } = ctx;
-  const stats = () => {
-    const rtt = session.rtt;
-    emit({
-      type: "stats",
-      rttMs: rtt.minMs > 0 ? rtt.smoothedMs : undefined,
-      ...counters,
-      local: { open: forward.pool.size, idle: forward.pool.idleCount, opened: forward.pool.opened },
-    });
-  };
-  const clock = options.clock ?? realClock;
-  const every = options.statsIntervalMs ?? 1000;
+/** Emits a `stats` event every `statsIntervalMs` until the returned function is called. */
+function startStats(ctx: Ctx): () => void {
+  const every = ctx.options.statsIntervalMs ?? 1000;
   let timer: unknown;
   const tick = () => {
-    stats();
-    timer = clock.setTimer(tick, every);
+    emitStats(ctx);
+    timer = ctx.clock.setTimer(tick, every);
   };
-  timer = clock.setTimer(tick, every);
+  timer = ctx.clock.setTimer(tick, every);
+  return () => ctx.clock.clearTimer(timer);
+}
+
+function emitStats(ctx: Ctx): void {
+  const { forward, counters } = ctx;
+  let rttMs: number | undefined;
+  for (const { session } of ctx.up.values()) {
+    const rtt = session.rtt;
+    if (rtt.minMs > 0 && (rttMs === undefined || rtt.smoothedMs < rttMs)) rttMs = rtt.smoothedMs;
+  }
+  ctx.emit({
+    type: "stats",
+    rttMs,
+    tunnels: ctx.up.size,
+    ...counters,
+    local: { open: forward.pool.size, idle: forward.pool.idleCount, opened: forward.pool.opened },
+  });
+}
+
+/**
+ * Accepts streams until the session ends, serving each concurrently. Streams
+ * that arrive while the client stops are still served: the server sent them
+ * before it read the drain.
+ */
+async function serveSession(session: MuxSession, ctx: Ctx): Promise<void> {
+  const { forward, counters, serving, emit, clock } = ctx;
   try {
     for (;;) {
       const stream = await session.acceptStream();
-      if (!stream || signal.aborted) {
-        if (stream) stream.reset(0);
-        break;
-      }
+      if (!stream) break;
       counters.inFlight++;
       const started = clock.now();
       const p = serveStream(stream, forward).then((outcome) => {
@@ -528,7 +829,6 @@ async function serveSession(session: MuxSession, _control: MuxStream, ctx: Ctx):
       p.finally(() => serving.delete(p));
     }
   } finally {
-    clock.clearTimer(timer);
-    stats();
+    emitStats(ctx);
   }
 }

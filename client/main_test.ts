@@ -122,6 +122,7 @@ Deno.test("cli: flags over environment over .env; the key is masked", async () =
     r.stdout,
     [
       "server-addr   env.example.com:2222",
+      "redundancy    2",
       "domain        env.example.com",
       "api-key       ****(17 chars)",
       "local-target  https://127.0.0.1:3333/",

@@ -19,24 +19,50 @@ function reporter(terminal: boolean, debug = false) {
 
 Deno.test("status: on a terminal, one line rewritten in place with RTT and counts", () => {
   const { r, out } = reporter(true);
-  r.onEvent({ type: "connecting", attempt: 1, server: "hop.example.com:443", transport: "dtls" });
+  r.onEvent({
+    type: "connecting",
+    attempt: 1,
+    server: "hop.example.com:443",
+    node: "203.0.113.10:443",
+    transport: "dtls",
+  });
   r.onEvent({
     type: "connected",
     server: "hop.example.com:443",
+    node: "203.0.113.10:443",
     domain: "app.example.com",
     sessionId: "s1",
     serverVersion: "hopgate-server/0.1.0",
     transport: "dtls",
+    tunnels: [{ node: "203.0.113.10:443", server: "hop.example.com:443", transport: "dtls" }],
+    wanted: 1,
   });
   r.onEvent({
     type: "stats",
     rttMs: 12.4,
+    tunnels: 1,
     inFlight: 2,
     served: 7,
     failed: 1,
     local: { open: 1, idle: 0, opened: 1 },
   });
-  r.onEvent({ type: "failure", kind: "session_lost", message: "Connection lost", retryInMs: 1500 });
+  r.onEvent({
+    type: "disconnected",
+    server: "hop.example.com:443",
+    node: "203.0.113.10:443",
+    tunnels: [],
+    wanted: 1,
+  });
+  r.onEvent({
+    type: "failure",
+    kind: "session_lost",
+    message: "Connection lost",
+    retryInMs: 1500,
+    server: "hop.example.com:443",
+    node: "203.0.113.10:443",
+    tunnels: [],
+    nodes: 1,
+  });
   r.close();
   const text = out.join("");
   // Every redraw starts by clearing the line; permanent lines end with a newline.
@@ -65,18 +91,22 @@ Deno.test("status: on a terminal, one line rewritten in place with RTT and count
 Deno.test("status: not a terminal → plain timestamped lines, no escapes, requests only in debug", () => {
   for (const debug of [false, true]) {
     const { r, out } = reporter(false, debug);
-    r.onEvent({ type: "connecting", attempt: 1, server: "h:1", transport: "dtls" });
+    r.onEvent({ type: "connecting", attempt: 1, server: "h:1", node: "h:1", transport: "dtls" });
     r.onEvent({
       type: "connected",
       server: "h:1",
+      node: "h:1",
       domain: "d",
       sessionId: "s1",
       serverVersion: "v",
       transport: "dtls",
+      tunnels: [{ node: "h:1", server: "h:1", transport: "dtls" }],
+      wanted: 1,
     });
     r.onEvent({
       type: "stats",
       rttMs: 3,
+      tunnels: 1,
       inFlight: 1,
       served: 0,
       failed: 0,
@@ -92,6 +122,10 @@ Deno.test("status: not a terminal → plain timestamped lines, no escapes, reque
       kind: "bad_api_key",
       message: "Bad API key: no",
       retryInMs: 20_000,
+      server: "h:1",
+      node: "h:1",
+      tunnels: [],
+      nodes: 1,
     });
     r.onEvent({ type: "stopped" });
     r.close();

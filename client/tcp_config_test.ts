@@ -37,9 +37,11 @@ Deno.test("tcp path defaults: dtls transport; TLS to the server-addr host on 443
   const c = resolve();
   equal(c.transport, "dtls");
   deepEqual(c.tcp, {
-    server: { hostname: "hop.example.com", port: 443 },
-    tls: true,
-    serverName: "hop.example.com",
+    targets: [{
+      server: { hostname: "hop.example.com", port: 443 },
+      tls: true,
+      serverName: "hop.example.com",
+    }],
   });
   equal(makeDialer(c).transport, "dtls");
   equal(makeDialer(resolve({ transport: "tcp" })).transport, "tcp (tls+websocket)");
@@ -47,17 +49,17 @@ Deno.test("tcp path defaults: dtls transport; TLS to the server-addr host on 443
 });
 
 Deno.test("tcp path address forms and the server name", () => {
-  deepEqual(resolve({ serverTcpAddr: "edge.example.com:8443" }).tcp.server, {
+  deepEqual(resolve({ serverTcpAddr: "edge.example.com:8443" }).tcp.targets[0]!.server, {
     hostname: "edge.example.com",
     port: 8443,
   });
   const plain = resolve({ serverTcpAddr: "http://10.0.0.5:8080", serverName: "Hop.Example.com" });
-  deepEqual(plain.tcp.server, { hostname: "10.0.0.5", port: 8080 });
-  equal(plain.tcp.tls, false);
-  equal(plain.tcp.serverName, "hop.example.com");
+  deepEqual(plain.tcp.targets[0]!.server, { hostname: "10.0.0.5", port: 8080 });
+  equal(plain.tcp.targets[0]!.tls, false);
+  equal(plain.tcp.targets[0]!.serverName, "hop.example.com");
   const https = resolve({}, { HOP_CLIENT_SERVER_TCP_ADDR: "https://edge.example.com" });
-  deepEqual(https.tcp.server, { hostname: "edge.example.com", port: 443 });
-  equal(https.tcp.tls, true);
+  deepEqual(https.tcp.targets[0]!.server, { hostname: "edge.example.com", port: 443 });
+  equal(https.tcp.targets[0]!.tls, true);
   const p = problems(() => resolve({ serverTcpAddr: "ftp://x:1", transport: "udp" }));
   ok(p.some((m) => m.includes("--server-tcp-addr / HOP_CLIENT_SERVER_TCP_ADDR")), p.join("\n"));
   ok(p.some((m) => m.includes("--transport / HOP_CLIENT_TRANSPORT")), p.join("\n"));
