@@ -545,6 +545,9 @@ function isRacing(d: TunnelDialer): d is RacingDialer {
   return "preferred" in d && "fallback" in d && "reprobeIntervalMs" in d;
 }
 
+/** With fewer nodes known than `redundancy`, the entries are resolved again this often. */
+const RESOLVE_AGAIN_MS = 60_000;
+
 /** What the client keeps per node: its dialer, backoff and when it may be tried. */
 interface NodeState {
   node: ServerNode;
@@ -607,7 +610,10 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
   let wake = Promise.withResolvers<void>();
   const stopStats = startStats(ctx);
 
-  /** Entries to nodes (at most once a second); says when the set changes. */
+  /**
+   * Entries to nodes, resolving names again; says when the set changes. Called
+   * only before dialling, so as often as the backoff lets attempts start.
+   */
   const refresh = async (): Promise<void> => {
     if (fixed) {
       const node: ServerNode = {
@@ -619,15 +625,14 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
       };
       resolution = { nodes: [node], problems: [], dropped: 0 };
     } else {
-      if (clock.now() - resolvedAt < 1000) return;
       const before = resolution?.nodes.map((n) => n.key).join(",");
+      resolvedAt = clock.now();
       resolution = await resolveNodes(entries, {
         resolve: options.resolve ?? resolveDnsAll,
         signal,
         ...(resolution ? { previous: resolution } : {}),
         ...(options.keepUnresolved ? { keepUnresolved: true } : {}),
       });
-      resolvedAt = clock.now();
       const nodes = resolution.nodes.map((n) => n.key);
       if (nodes.join(",") !== before || resolution.problems.length > 0) {
         emit({ type: "nodes", nodes, problems: resolution.problems, dropped: resolution.dropped });
@@ -717,7 +722,10 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
   try {
     while (!signal.aborted) {
       const busy = [...states.values()].filter((s) => s.busy).length;
-      if (busy < redundancy) await refresh();
+      const now = clock.now();
+      const due = !resolution || resolution.nodes.length === 0 || pick(now) !== undefined ||
+        now - resolvedAt >= RESOLVE_AGAIN_MS;
+      if (busy < redundancy && now >= holdUntil && due) await refresh();
       if (signal.aborted) break;
       const known = resolution?.nodes.length ?? 0;
       ctx.wanted = Math.max(1, Math.min(redundancy, known));
@@ -732,7 +740,6 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
           tunnels: [],
           nodes: 0,
         });
-        resolvedAt = -Infinity;
         await sleep(retryInMs, signal, clock);
         continue;
       }
@@ -754,6 +761,8 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
       const inUse = [...states.values()].filter((s) => s.busy).length;
       if (inUse >= ctx.wanted) nextAt = Infinity;
       nextAt = Math.max(nextAt, holdUntil);
+      // Fewer nodes known than wanted: look again now and then (DNS may list more).
+      if (known < redundancy && !fixed) nextAt = Math.min(nextAt, clock.now() + RESOLVE_AGAIN_MS);
       const stop = new AbortController();
       const onAbort = () => stop.abort();
       signal.addEventListener("abort", onAbort, { once: true });
