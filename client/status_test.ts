@@ -138,3 +138,53 @@ Deno.test("status: not a terminal → plain timestamped lines, no escapes, reque
     assert.equal(/connecting to h:1/.test(text), debug);
   }
 });
+
+Deno.test("status: two tunnels; one lost keeps the line connected and names the one serving", () => {
+  const { r, out } = reporter(true);
+  const a = { node: "10.0.0.1:443", server: "10.0.0.1:443", transport: "dtls" };
+  const b = { node: "10.0.0.2:443", server: "10.0.0.2:443", transport: "dtls" };
+  const connected = (t: typeof a, tunnels: (typeof a)[]) =>
+    r.onEvent({
+      type: "connected",
+      server: t.server,
+      node: t.node,
+      domain: "app.example.com",
+      sessionId: "s1",
+      serverVersion: "v",
+      transport: "dtls",
+      tunnels,
+      wanted: 2,
+    });
+  connected(a, [a]);
+  connected(b, [a, b]);
+  r.onEvent({ type: "disconnected", server: b.server, node: b.node, tunnels: [a], wanted: 2 });
+  r.onEvent({
+    type: "failure",
+    kind: "session_lost",
+    message: "Connection to 10.0.0.2:443 lost: closed",
+    retryInMs: 400,
+    server: b.server,
+    node: b.node,
+    tunnels: [a],
+    nodes: 2,
+  });
+  r.close();
+  const text = out.join("");
+  assert.match(
+    text,
+    /connected to 10\.0\.0\.1:443 over dtls \(v, session s1\): .* · 1\/2 tunnels up\n/,
+  );
+  assert.match(text, /connected to 10\.0\.0\.2:443 .* · 2\/2 tunnels up\n/);
+  assert.match(
+    text,
+    /● connected to 10\.0\.0\.1:443 over dtls, 10\.0\.0\.2:443 over dtls · 2\/2 tunnels · app/,
+  );
+  assert.match(
+    text,
+    /Connection to 10\.0\.0\.2:443 lost: closed; retrying 10\.0\.0\.2:443 again in 400 ms; still connected to 10\.0\.0\.1:443\n/,
+  );
+  // After the loss the line still says connected, through the one left.
+  const last = out.filter((s) => s.startsWith("\r\x1b[2K●")).at(-1)!;
+  assert.match(last, /● connected to 10\.0\.0\.1:443 over dtls · 1\/2 tunnels · /);
+  assert.ok(!text.includes("○ disconnected"));
+});
