@@ -745,7 +745,7 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
       }
       resolveBackoff.sessionEnded(Infinity);
       for (let n = busy; n < ctx.wanted; n++) {
-        const s = pick(clock.now());
+        const s = pick(now); // the time `due` was judged at: no dial without resolving first
         if (!s) break;
         s.busy = true;
         const p = attemptOn(s).finally(() => {
