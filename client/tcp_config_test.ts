@@ -101,3 +101,40 @@ Deno.test("problems never show the API key", () => {
   const p = problems(() => resolve({ transport: "nope" }));
   ok(!p.join("\n").includes(base.HOP_CLIENT_API_KEY));
 });
+
+Deno.test("tcp path per node: a pair naming the same host dials the node's address, with the name for TLS and Host", async () => {
+  // A listener standing in for node 127.0.0.1's HTTP port: it reads the upgrade request and hangs up.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const heads: string[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      const buf = new Uint8Array(4096);
+      const n = await conn.read(buf);
+      heads.push(new TextDecoder().decode(buf.subarray(0, n ?? 0)));
+      conn.close();
+    }
+  })().catch(() => {});
+  // "pair.invalid" resolves nowhere: only the node's address can reach the listener.
+  const c = resolve({
+    serverAddr: "pair.invalid:4433",
+    transport: "tcp",
+    serverTcpAddr: `http://pair.invalid:${port}`,
+  });
+  const node = {
+    key: "127.0.0.1:4433",
+    address: { hostname: "127.0.0.1", port: 4433 },
+    entry: { hostname: "pair.invalid", port: 4433 },
+    index: 0,
+    label: "pair.invalid:4433 (127.0.0.1)",
+  };
+  const failed = await makeDialer(c, node).dial(new AbortController().signal).then(
+    () => "connected",
+    (e) => String(e),
+  );
+  listener.close();
+  await serving;
+  ok(/WebSocket upgrade/.test(failed), failed);
+  equal(heads.length, 1, "the node's address was dialled");
+  ok(heads[0]!.toLowerCase().includes(`host: pair.invalid:${port}`), heads[0]);
+});
