@@ -90,32 +90,38 @@ export interface ResolveOptions {
   timeoutMs?: number;
 }
 
-/** Every entry's nodes, in entry order; an address that appears twice is one node. */
+/**
+ * Every entry's nodes, taken in turn from each entry (the first address of each,
+ * then the second of each…), so the first nodes tried are on different entries:
+ * two servers each with an A and an AAAA record give both servers before either
+ * server's second address. Within a name, IPv4 addresses come first. An address
+ * that appears twice is one node.
+ */
 export async function resolveNodes(
   entries: readonly HostPort[],
   o: ResolveOptions,
 ): Promise<Resolution> {
   const results = await Promise.all(entries.map((entry) => resolveEntry(entry, o)));
-  const nodes: ServerNode[] = [];
-  const seen = new Set<string>();
   const problems: string[] = [];
   let dropped = 0;
-  for (const [index, r] of results.entries()) {
+  const perEntry = results.map((r, index): HostPort[] => {
     const entry = entries[index]!;
-    let addresses: HostPort[];
     if (typeof r === "string") {
       problems.push(r);
       const before = o.previous?.nodes.filter((n) => n.index === index);
-      if (before?.length) addresses = before.map((n) => n.address);
-      else addresses = o.keepUnresolved ? [entry] : [];
-    } else {
-      if (r.length > MAX_ADDRESSES_PER_NAME) dropped += r.length - MAX_ADDRESSES_PER_NAME;
-      addresses = r.slice(0, MAX_ADDRESSES_PER_NAME).map((ip) => ({
-        hostname: ip,
-        port: entry.port,
-      }));
+      if (before?.length) return before.map((n) => n.address);
+      return o.keepUnresolved ? [entry] : [];
     }
-    for (const address of addresses) {
+    if (r.length > MAX_ADDRESSES_PER_NAME) dropped += r.length - MAX_ADDRESSES_PER_NAME;
+    return r.slice(0, MAX_ADDRESSES_PER_NAME).map((ip) => ({ hostname: ip, port: entry.port }));
+  });
+  const nodes: ServerNode[] = [];
+  const seen = new Set<string>();
+  const rounds = Math.max(0, ...perEntry.map((a) => a.length));
+  for (let round = 0; round < rounds; round++) {
+    for (const [index, addresses] of perEntry.entries()) {
+      const address = addresses[round];
+      if (!address) continue;
       const key = formatHostPort(address);
       if (seen.has(key)) continue;
       if (nodes.length >= MAX_NODES) {
@@ -123,6 +129,7 @@ export async function resolveNodes(
         continue;
       }
       seen.add(key);
+      const entry = entries[index]!;
       const named = !isIpLiteral(entry.hostname) && address.hostname !== entry.hostname;
       nodes.push({
         key,

@@ -34,23 +34,43 @@ Deno.test("nodes: a name with several records is several nodes; literals are not
     signal,
   });
   deepEqual(asked, ["hop.example.com"]);
+  // In turn from each entry: every entry's first address, then the name's others.
   deepEqual(r.nodes.map((n) => n.key), [
     "203.0.113.10:443",
-    "203.0.113.11:443",
-    "[2001:db8::10]:443",
     "10.0.0.9:4433",
     "[2001:db8::9]:443",
+    "203.0.113.11:443",
+    "[2001:db8::10]:443",
   ]);
   deepEqual(r.nodes.map((n) => n.label), [
     "hop.example.com:443 (203.0.113.10)",
-    "hop.example.com:443 (203.0.113.11)",
-    "hop.example.com:443 (2001:db8::10)",
     "10.0.0.9:4433",
     "[2001:db8::9]:443",
+    "hop.example.com:443 (203.0.113.11)",
+    "hop.example.com:443 (2001:db8::10)",
   ]);
-  deepEqual(r.nodes.map((n) => n.index), [0, 0, 0, 1, 2]);
+  deepEqual(r.nodes.map((n) => n.index), [0, 1, 2, 0, 0]);
   deepEqual(r.problems, []);
   equal(r.dropped, 0);
+});
+
+Deno.test("nodes: two dual-stack servers: both servers come before either's second address", async () => {
+  const r = await resolveNodes([
+    { hostname: "hop1.example.com", port: 443 },
+    { hostname: "hop2.example.com", port: 443 },
+  ], {
+    resolve: table({
+      "hop1.example.com": ["203.0.113.1", "2001:db8::1"],
+      "hop2.example.com": ["203.0.113.2", "2001:db8::2"],
+    }),
+    signal,
+  });
+  deepEqual(r.nodes.map((n) => n.key), [
+    "203.0.113.1:443",
+    "203.0.113.2:443",
+    "[2001:db8::1]:443",
+    "[2001:db8::2]:443",
+  ]);
 });
 
 Deno.test("nodes: the same address from two entries is one node", async () => {
