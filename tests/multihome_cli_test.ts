@@ -6,7 +6,8 @@
  *
  * Dual-homed: a tunnel to each server; `kill -9` one while a request loop runs
  * against the other (none may fail); the client shows one tunnel, and two again
- * once the killed server is back on its port; stopping the client drains both.
+ * once the killed server is back on its port; stopping the client drains both,
+ * and a request in flight then is answered.
  * Single-homed (`--server-redundancy 1`): the node in use is killed, the client
  * is connected to the other; the seconds it took are printed. The TCP path:
  * `--transport tcp` with one `--server-tcp-addr` per node reaches both.
@@ -102,7 +103,11 @@ Deno.test("multihome processes: two servers on one database; dual-homed survives
   const originPort = freePort("tcp");
   const origin = Deno.serve(
     { hostname: "127.0.0.1", port: originPort, onListen() {} },
-    (req) => new Response(`hello ${req.headers.get("host")}\n`),
+    async (req) => {
+      // /slow answers after 1.5 s: a request still in flight when the client is stopped.
+      if (new URL(req.url).pathname === "/slow") await new Promise((r) => setTimeout(r, 1500));
+      return new Response(`hello ${req.headers.get("host")}\n`);
+    },
   );
   const servers: ServerProc[] = [];
   const clients: Proc[] = [];
@@ -173,8 +178,19 @@ Deno.test("multihome processes: two servers on one database; dual-homed survives
         `and the client had two tunnels ${(backMs / 1000).toFixed(1)} s after the restart began`,
     );
 
-    // Stopping the client drains both tunnels: each server hears the drain.
+    // Stopping the client drains both tunnels: each server hears the drain, and a request
+    // in flight when the client is told to stop is answered.
+    const inFlight = curl([
+      "-H",
+      `Host: ${DUAL}`,
+      "--max-time",
+      "10",
+      `http://127.0.0.1:${a.httpPort}/slow`,
+    ]);
+    await new Promise((r) => setTimeout(r, 500));
     await dual.stop();
+    const late = await inFlight;
+    equal(late.status, 200, `the request in flight at the stop: ${late.status} ${late.body}`);
     equal((await dual.exited).code, 0, dual.output);
     for (const s of [a, b]) await s.proc.waitFor('"tunnel draining"', 10_000);
     ok(dual.output.includes("stopped after"), dual.output);
