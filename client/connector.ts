@@ -44,6 +44,7 @@ export type { ClientEvent, FailureKind, TunnelInfo } from "./events.ts";
 export { Backoff, type BackoffOptions, classifyFailure, ClientFailure } from "./failure.ts";
 export { CLIENT_VERSION } from "./version.ts";
 
+/** What `runClient` needs: where the servers are, the domain and its key, the local service. */
 export interface ClientOptions {
   /** The HopGate server's DTLS address (one entry; `servers` lists several). */
   server?: HostPort;

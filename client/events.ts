@@ -28,6 +28,7 @@ export interface TunnelInfo {
   readonly transport: string;
 }
 
+/** Everything the connector reports, in the order it happens. */
 export type ClientEvent =
   | { type: "connecting"; attempt: number; server: string; node: string; transport: string }
   | {
