@@ -8,7 +8,7 @@
  * shared with the server; names and addresses are `shared/names.ts`.
  */
 import { ConfigError, ConfigProblems, parseBool, parseInteger, Secret } from "../shared/config.ts";
-import { type HostPort, normalizeDomain, parseHostPort } from "../shared/names.ts";
+import { formatHostPort, type HostPort, normalizeDomain, parseHostPort } from "../shared/names.ts";
 import { DTLS_ENGINES, type DtlsEngine, type Transport, TRANSPORTS } from "./dialer.ts";
 import { parseProxyUrl } from "./tcp_dialer.ts";
 
@@ -29,6 +29,7 @@ export const CLIENT_ENV = {
   proxy: "HOP_CLIENT_PROXY",
   maxDatagramBytes: "HOP_CLIENT_MAX_DATAGRAM_BYTES",
   reprobeSeconds: "HOP_CLIENT_REPROBE_SECONDS",
+  serverRedundancy: "HOP_CLIENT_SERVER_REDUNDANCY",
 } as const;
 /** The range `--max-datagram-bytes` accepts: an old IPv4 minimum MTU's worth up to a whole record. */
 const MIN_DATAGRAM_BYTES = 512;
@@ -55,15 +56,35 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
   proxy: "--proxy",
   maxDatagramBytes: "--max-datagram-bytes",
   reprobeSeconds: "--reprobe-seconds",
+  serverRedundancy: "--server-redundancy",
 };
 
-/** Where the TCP/TLS path (docs/tcp-fallback.md) connects, and how. */
-export interface TcpPathConfig {
+/** At most this many `--server-addr` entries (each may be a name with several addresses). */
+export const MAX_SERVER_ENTRIES = 16;
+/**
+ * `--server-redundancy` range: tunnels kept at once to distinct nodes. The server
+ * allows 8 tunnels per domain by default (HOP_SERVER_MAX_TUNNELS_PER_DOMAIN).
+ */
+export const MAX_SERVER_REDUNDANCY = 8;
+/** Tunnels kept at once when more than one node is known: losing one loses no new request. */
+export const DEFAULT_SERVER_REDUNDANCY = 2;
+
+/** One node's TCP/TLS endpoint (paired by position with a `--server-addr` entry). */
+export interface TcpTarget {
   /** The server's HTTPS listener (or HTTP with `tls: false`). */
   server: HostPort;
   tls: boolean;
   /** TLS SNI and Host: the server's own domain. */
   serverName: string;
+}
+
+/** Where the TCP/TLS path (docs/tcp-fallback.md) connects, and how. */
+export interface TcpPathConfig {
+  /**
+   * One per `--server-addr` entry, in the same order: the TCP path of the node
+   * that entry names (default: its host, port 443, TLS).
+   */
+  targets: TcpTarget[];
   /** PEM read from `--tcp-ca-file`, trusted besides Deno's roots. */
   caCerts?: string[];
   caFile?: string;
@@ -72,7 +93,13 @@ export interface TcpPathConfig {
 }
 
 export interface ClientConfig {
-  server: HostPort;
+  /**
+   * The servers' DTLS addresses as given (`--server-addr a:443,b:443`): IP
+   * addresses or names, which the connector resolves to every address they have.
+   */
+  servers: HostPort[];
+  /** Tunnels kept at once to distinct nodes (`--server-redundancy`, default 2; 1 = single-homed). */
+  redundancy: number;
   /** The canonical form (`normalizeDomain`): lowercase ASCII, IDNs in punycode. */
   domain: string;
   /** Never printed; `maskSecret` shows its length. */
@@ -110,6 +137,36 @@ export function parseServerAddr(s: string): HostPort | string {
   return r.problem === "form"
     ? `expected host:port (e.g. hop.example.com:443), got "${s}"`
     : `port must be 1..65535, got ${r.port}`;
+}
+
+/**
+ * A comma-separated list of `host:port` entries (`parseServerAddr` each): no
+ * empty entry, no entry twice (names compared without case), at most
+ * `MAX_SERVER_ENTRIES`. Returns a problem naming the entry.
+ */
+export function parseServerAddrs(s: string): HostPort[] | string {
+  const parts = s.split(",").map((p) => p.trim());
+  if (parts.length > MAX_SERVER_ENTRIES) {
+    return `at most ${MAX_SERVER_ENTRIES} addresses, got ${parts.length}`;
+  }
+  const out: HostPort[] = [];
+  const seen = new Set<string>();
+  for (const [i, part] of parts.entries()) {
+    if (part === "") {
+      return parts.length === 1
+        ? `expected host:port (e.g. hop.example.com:443), got an empty value`
+        : `entry ${i + 1} of ${parts.length} is empty (a stray comma?) in "${s.trim()}"`;
+    }
+    const r = parseServerAddr(part);
+    if (typeof r === "string") {
+      return parts.length === 1 ? r : `entry ${i + 1} of ${parts.length}: ${r}`;
+    }
+    const key = formatHostPort({ hostname: r.hostname.toLowerCase(), port: r.port });
+    if (seen.has(key)) return `${key} is listed twice`;
+    seen.add(key);
+    out.push(r);
+  }
+  return out;
 }
 
 /** `host:port`, `:port`, a bare port, or an http(s) URL; default scheme http, host 127.0.0.1. */
@@ -201,7 +258,17 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
   };
 
   const addr = required("serverAddr");
-  const server = addr === undefined ? undefined : checked("serverAddr", parseServerAddr(addr));
+  const servers = addr === undefined ? undefined : checked("serverAddr", parseServerAddrs(addr));
+
+  const rawRedundancy = get("serverRedundancy");
+  const redundancy = typeof rawRedundancy === "string" && rawRedundancy.trim() !== ""
+    ? problems.read(
+      `Invalid ${where("serverRedundancy")}`,
+      rawRedundancy.trim(),
+      DEFAULT_SERVER_REDUNDANCY,
+      (v) => parseInteger(v, 1, MAX_SERVER_REDUNDANCY),
+    )
+    : DEFAULT_SERVER_REDUNDANCY;
 
   const rawDomain = required("domain");
   const domain = problems.read(`Invalid ${where("domain")}`, rawDomain, undefined, (v) => {
@@ -276,27 +343,8 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     },
   );
   let tcp: TcpPathConfig | undefined;
-  if (server) {
-    const raw = get("serverTcpAddr");
-    let tcpServer: HostPort | undefined = { hostname: server.hostname, port: 443 };
-    let tls = true;
-    if (typeof raw === "string" && raw.trim() !== "") {
-      const v = raw.trim();
-      const url = /^https?:\/\//i.exec(v);
-      if (url) {
-        try {
-          const u = new URL(v);
-          tls = u.protocol === "https:";
-          if (u.pathname !== "/" || u.search || u.username) throw new Error();
-          tcpServer = { hostname: u.hostname, port: Number(u.port || (tls ? 443 : 80)) };
-        } catch {
-          problems.add(
-            `Invalid ${where("serverTcpAddr")}: expected host:port or http(s)://host:port`,
-          );
-          tcpServer = undefined;
-        }
-      } else tcpServer = checked("serverTcpAddr", parseServerAddr(v));
-    }
+  if (servers) {
+    const targets = tcpTargets(servers, get("serverTcpAddr"), (p) => problems.add(p));
     const name = get("serverName");
     const serverName = typeof name === "string" && name.trim() !== ""
       ? problems.read(`Invalid ${where("serverName")}`, name.trim(), "", (v) => {
@@ -306,7 +354,7 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
           throw new Error("expected a domain name");
         }
       })
-      : tcpServer?.hostname.replace(/^\[|\]$/g, "") ?? "";
+      : undefined;
     let caCerts: string[] | undefined;
     const caFile = get("tcpCaFile");
     if (typeof caFile === "string" && caFile.trim() !== "") {
@@ -334,11 +382,12 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
       if (typeof r === "string") problems.add(`Invalid ${where("proxy")} (or HTTPS_PROXY): ${r}`);
       else proxy = r;
     }
-    if (tcpServer) {
+    if (targets) {
       tcp = {
-        server: tcpServer,
-        tls,
-        serverName,
+        targets: targets.map((t) => ({
+          ...t,
+          serverName: serverName ?? t.server.hostname.replace(/^\[|\]$/g, ""),
+        })),
         ...(caCerts ? { caCerts, caFile: String(caFile).trim() } : {}),
         ...(proxy ? { proxy } : {}),
       };
@@ -382,11 +431,12 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     : 300;
 
   problems.throwIfAny();
-  if (!server || !domain || !apiKey || !apiKeySource || !target || !tcp) {
+  if (!servers || !domain || !apiKey || !apiKeySource || !target || !tcp) {
     throw new ConfigError(problems.list);
   }
   return {
-    server,
+    servers,
+    redundancy,
     domain,
     apiKey,
     apiKeySource,
@@ -399,4 +449,55 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     ...(maxDatagramBytes !== undefined ? { maxDatagramBytes } : {}),
     reprobeSeconds,
   };
+}
+
+/**
+ * The TCP path's endpoint of each `--server-addr` entry: `raw` is unset (each
+ * entry's host on port 443, TLS) or a comma-separated list of `host:port`,
+ * `https://host:port` or `http://host:port`, one per entry in the same order.
+ * Problems go to `problem`; returns undefined then.
+ */
+function tcpTargets(
+  servers: HostPort[],
+  raw: string | boolean | undefined,
+  problem: (p: string) => void,
+): Omit<TcpTarget, "serverName">[] | undefined {
+  const where = `${CLIENT_FLAGS.serverTcpAddr} / ${CLIENT_ENV.serverTcpAddr}`;
+  if (typeof raw !== "string" || raw.trim() === "") {
+    return servers.map((s) => ({ server: { hostname: s.hostname, port: 443 }, tls: true }));
+  }
+  const parts = raw.split(",").map((p) => p.trim());
+  if (parts.length !== servers.length) {
+    problem(
+      `Invalid ${where}: expected one address per ${CLIENT_FLAGS.serverAddr} entry ` +
+        `(${servers.length}), in the same order; got ${parts.length}`,
+    );
+    return undefined;
+  }
+  const out: Omit<TcpTarget, "serverName">[] = [];
+  for (const [i, v] of parts.entries()) {
+    const label = parts.length === 1 ? `Invalid ${where}` : `Invalid ${where}, entry ${i + 1}`;
+    if (/^https?:\/\//i.test(v)) {
+      try {
+        const u = new URL(v);
+        const tls = u.protocol === "https:";
+        if (u.pathname !== "/" || u.search || u.username) throw new Error();
+        out.push({
+          server: { hostname: u.hostname, port: Number(u.port || (tls ? 443 : 80)) },
+          tls,
+        });
+      } catch {
+        problem(`${label}: expected host:port or http(s)://host:port`);
+        return undefined;
+      }
+      continue;
+    }
+    const r = v === "" ? "expected host:port, got an empty value" : parseServerAddr(v);
+    if (typeof r === "string") {
+      problem(`${label}: ${r}`);
+      return undefined;
+    }
+    out.push({ server: r, tls: true });
+  }
+  return out;
 }

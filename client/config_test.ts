@@ -70,7 +70,7 @@ Deno.test("config: flags over environment over .env", () => {
     env: { HOP_CLIENT_DOMAIN: "Env.Example.COM", HOP_CLIENT_API_KEY: "env-key" },
     dotenv,
   });
-  assert.deepEqual(c.server, { hostname: "dot.example.com", port: 2 }); // only in .env
+  assert.deepEqual(c.servers, [{ hostname: "dot.example.com", port: 2 }]); // only in .env
   assert.equal(c.domain, "env.example.com"); // env beats .env, lowercased
   assert.equal(c.apiKey.reveal(), "flag-key"); // flag beats env
   assert.equal(c.target.href, "http://127.0.0.1:3/");
@@ -121,4 +121,122 @@ Deno.test("config: metrics listener is opt-in; a bare port means 127.0.0.1; bad 
     (e: unknown) =>
       e instanceof ConfigError && /--metrics-listen \/ HOP_CLIENT_METRICS_LISTEN/.test(e.message),
   );
+});
+
+Deno.test("config: several server addresses, each checked; the problem names the entry", () => {
+  const c = resolveConfig({
+    flags: { serverAddr: " a.example.com:443, 10.0.0.2:4433 ,[2001:db8::1]:443" },
+    env: full,
+    dotenv: {},
+  });
+  assert.deepEqual(c.servers, [
+    { hostname: "a.example.com", port: 443 },
+    { hostname: "10.0.0.2", port: 4433 },
+    { hostname: "2001:db8::1", port: 443 },
+  ]);
+  assert.equal(c.redundancy, 2);
+  // The TCP path of each entry: its host on 443, in the same order.
+  assert.deepEqual(c.tcp.targets.map((t) => `${t.server.hostname}:${t.server.port}`), [
+    "a.example.com:443",
+    "10.0.0.2:443",
+    "2001:db8::1:443",
+  ]);
+  const cases: [string, RegExp][] = [
+    ["a.example.com:443,", /entry 2 of 2 is empty \(a stray comma\?\)/],
+    [",a.example.com:443", /entry 1 of 2 is empty/],
+    ["a.example.com:443,b.example.com", /entry 2 of 2: expected host:port/],
+    ["a.example.com:443,b.example.com:0", /entry 2 of 2: port must be 1\.\.65535, got 0/],
+    ["a.example.com:443,b.example.com:70000", /port must be 1\.\.65535, got 70000/],
+    ["a.example.com:443,A.Example.com:443", /a\.example\.com:443 is listed twice/],
+    ["[::1]:1,[::1]:1", /\[::1\]:1 is listed twice/],
+    [Array.from({ length: 17 }, (_, i) => `h${i}.example.com:1`).join(","), /at most 16/],
+  ];
+  for (const [value, re] of cases) {
+    assert.throws(
+      () =>
+        resolveConfig({ flags: {}, env: { ...full, HOP_CLIENT_SERVER_ADDR: value }, dotenv: {} }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.problems.some((p) => p.startsWith("Invalid --server-addr / HOP_CLIENT_SERVER_ADDR: ")) &&
+        re.test(e.message),
+      value,
+    );
+  }
+  // The same address on two ports is two nodes, not a duplicate.
+  assert.equal(
+    resolveConfig({
+      flags: { serverAddr: "h.example.com:1,h.example.com:2" },
+      env: full,
+      dotenv: {},
+    })
+      .servers.length,
+    2,
+  );
+});
+
+Deno.test("config: --server-redundancy 1..8 from flag, variable or .env; bad values named", () => {
+  assert.equal(
+    resolveConfig({ flags: { serverRedundancy: "1" }, env: full, dotenv: {} }).redundancy,
+    1,
+  );
+  assert.equal(
+    resolveConfig({ flags: {}, env: { ...full, HOP_CLIENT_SERVER_REDUNDANCY: "3" }, dotenv: {} })
+      .redundancy,
+    3,
+  );
+  assert.equal(
+    resolveConfig({ flags: {}, env: full, dotenv: { HOP_CLIENT_SERVER_REDUNDANCY: "8" } })
+      .redundancy,
+    8,
+  );
+  for (const bad of ["0", "9", "two", "-1", "1.5"]) {
+    assert.throws(
+      () => resolveConfig({ flags: { serverRedundancy: bad }, env: full, dotenv: {} }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        /Invalid --server-redundancy \/ HOP_CLIENT_SERVER_REDUNDANCY: expected an integer from 1 to 8/
+          .test(e.message),
+      bad,
+    );
+  }
+});
+
+Deno.test("config: --server-tcp-addr lists one address per --server-addr entry, in order", () => {
+  const c = resolveConfig({
+    flags: {
+      serverAddr: "a.example.com:443,b.example.com:443",
+      serverTcpAddr: "https://a.example.com:8443, http://10.0.0.9:8080",
+      serverName: "hop.example.com",
+    },
+    env: full,
+    dotenv: {},
+  });
+  assert.deepEqual(c.tcp.targets, [
+    { server: { hostname: "a.example.com", port: 8443 }, tls: true, serverName: "hop.example.com" },
+    { server: { hostname: "10.0.0.9", port: 8080 }, tls: false, serverName: "hop.example.com" },
+  ]);
+  for (
+    const [tcp, re] of [
+      [
+        "a.example.com:443",
+        /expected one address per --server-addr entry \(2\), in the same order; got 1/,
+      ],
+      ["a.example.com:443,", /entry 2: expected host:port, got an empty value/],
+      ["a.example.com:443,ftp://b:1", /entry 2: expected host:port/],
+    ] as const
+  ) {
+    assert.throws(
+      () =>
+        resolveConfig({
+          flags: { serverAddr: "a.example.com:443,b.example.com:443", serverTcpAddr: tcp },
+          env: full,
+          dotenv: {},
+        }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.problems.some((p) => p.includes("--server-tcp-addr / HOP_CLIENT_SERVER_TCP_ADDR")) &&
+        re.test(e.message),
+      tcp,
+    );
+  }
 });

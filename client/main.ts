@@ -19,6 +19,7 @@ import {
 import { CLIENT_VERSION, runClient } from "./connector.ts";
 import { dialerFor, DTLS_ENGINES, TRANSPORTS, type TunnelDialer } from "./dialer.ts";
 import { racingDialer } from "./race.ts";
+import type { ServerNode } from "./nodes.ts";
 import { redactProxy, tcpDialer } from "./tcp_dialer.ts";
 import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
@@ -29,7 +30,8 @@ const HELP_AFTER = `
 Each option overrides its environment variable, which overrides a .env file in
 the working directory (read, never overriding the real environment).
 
-  --server-addr   ${CLIENT_ENV.serverAddr}
+  --server-addr   ${CLIENT_ENV.serverAddr} (host:port[,host:port...])
+  --server-redundancy ${CLIENT_ENV.serverRedundancy} (1-8; default 2)
   --domain        ${CLIENT_ENV.domain}
   --api-key       ${CLIENT_ENV.apiKey}     (never printed; prefer the variable,
                                          .env or a key file to the flag, which
@@ -83,6 +85,14 @@ Local service: HTTP/1.1 over kept-alive connections (closed after 4 s idle).
 An https:// target's certificate is checked against Deno's trust store; for a
 private CA set DENO_CERT=/path/ca.pem (read by Deno itself, no extra permission).
 
+Several servers (docs/client-failover.md): --server-addr takes a comma-separated
+list, and a name stands for all its addresses (A and AAAA records, resolved again
+before each reconnect). With two or more nodes the client keeps tunnels to
+--server-redundancy of them at once (default 2): when one is lost, the other
+serves on while the client replaces it. With 1 it holds one tunnel and moves to
+the next node when it is lost. --server-tcp-addr then lists one address per
+--server-addr entry, in the same order.
+
 On failure the client says why in one line (server unreachable, bad API key,
 domain not registered, version mismatch, ...) and retries with exponential
 backoff and jitter: the first wait is 0.25-0.5 s, each next one twice that
@@ -105,7 +115,13 @@ function buildProgram(): Command {
     .version(CLIENT_VERSION.split("/")[1] ?? CLIENT_VERSION, "-V, --version")
     .option(
       "--server-addr <host:port>",
-      "the HopGate server's DTLS (UDP) address, e.g. hop.example.com:443",
+      "the HopGate server's DTLS (UDP) address, e.g. hop.example.com:443; several " +
+        "servers: a comma-separated list",
+    )
+    .option(
+      "--server-redundancy <n>",
+      "tunnels kept at once to distinct server nodes when several are known (default 2; " +
+        "1 = one tunnel)",
     )
     .option("--domain <domain>", "the domain this client serves, as registered on the server")
     .option(
@@ -173,9 +189,17 @@ function readEnv(): Record<string, string | undefined> {
   return env;
 }
 
+/** `https://host:port (name N)` for each TCP target. */
+function describeTcp(c: ClientConfig): string {
+  return c.tcp.targets.map((t) =>
+    `${t.tls ? "https" : "http"}://${formatHostPort(t.server)} (name ${t.serverName})`
+  ).join(", ");
+}
+
 function describe(c: ClientConfig): string {
   return [
-    `server-addr   ${formatHostPort(c.server)}`,
+    `server-addr   ${c.servers.map(formatHostPort).join(", ")}`,
+    `redundancy    ${c.redundancy}`,
     `domain        ${c.domain}`,
     `api-key       ${maskSecret(c.apiKey)}` +
     (c.apiKeySource.kind === "file" ? ` (from ${c.apiKeySource.path})` : ""),
@@ -184,8 +208,7 @@ function describe(c: ClientConfig): string {
     // Shown when not the default (dtls), so --check output stays as it was for UDP.
     ...(c.transport === "dtls" ? [] : [
       `transport     ${c.transport}`,
-      `tcp-addr      ${c.tcp.tls ? "https" : "http"}://${formatHostPort(c.tcp.server)}` +
-      ` (name ${c.tcp.serverName})`,
+      `tcp-addr      ${describeTcp(c)}`,
       ...(c.tcp.caFile ? [`tcp-ca-file   ${c.tcp.caFile}`] : []),
       ...(c.tcp.proxy ? [`proxy         ${redactProxy(c.tcp.proxy)}`] : []),
     ]),
@@ -195,14 +218,27 @@ function describe(c: ClientConfig): string {
   ].join("\n");
 }
 
-/** The dialer `--transport` asks for. */
-export function makeDialer(c: ClientConfig): TunnelDialer {
+/**
+ * The dialer `--transport` asks for, to one node (default: the first
+ * `--server-addr` entry as given). The TCP path goes to the same node: the
+ * `--server-tcp-addr` entry paired with the node's, at the node's address when
+ * both entries name the same host (by default they do), with that host's name
+ * for TLS.
+ */
+export function makeDialer(c: ClientConfig, node?: ServerNode): TunnelDialer {
   const apiKey = c.apiKey.reveal();
+  const entry = node?.entry ?? c.servers[0]!;
+  const address = node?.address ?? entry;
+  const target = c.tcp.targets[node?.index ?? 0]!;
+  const sameHost = target.server.hostname.toLowerCase() === entry.hostname.toLowerCase();
+  const tcpServer = sameHost
+    ? { hostname: address.hostname, port: target.server.port }
+    : target.server;
   const tcp = () =>
     tcpDialer({
-      server: c.tcp.server,
-      tls: c.tcp.tls,
-      serverName: c.tcp.serverName,
+      server: tcpServer,
+      tls: target.tls,
+      serverName: target.serverName,
       ...(c.tcp.caCerts ? { caCerts: c.tcp.caCerts } : {}),
       ...(c.tcp.proxy ? { proxy: c.tcp.proxy } : {}),
       domain: c.domain,
@@ -210,7 +246,7 @@ export function makeDialer(c: ClientConfig): TunnelDialer {
     });
   const dtls = () =>
     dialerFor(c.engine, {
-      server: c.server,
+      server: address,
       domain: c.domain,
       apiKey,
       handshakeTimeoutMs: 10_000,
@@ -291,21 +327,25 @@ export async function main(argv: string[]): Promise<number> {
     target: config.target.href,
     debug: config.debug,
   });
+  const several = config.servers.length > 1 ? `; up to ${config.redundancy} tunnels at once` : "";
   status.log(
     `${CLIENT_VERSION}: ${config.domain} → ${config.target.href} via ` +
       (config.transport === "tcp"
-        ? `${config.tcp.tls ? "https" : "http"}://${formatHostPort(config.tcp.server)} (TCP, `
-        : `${formatHostPort(config.server)} (${
+        ? `${
+          config.tcp.targets.map((t) => `${t.tls ? "https" : "http"}://${formatHostPort(t.server)}`)
+            .join(", ")
+        } (TCP, `
+        : `${config.servers.map(formatHostPort).join(", ")} (${
           config.transport === "auto" ? "DTLS, else TCP; " : ""
         }DTLS engine ${config.engine}, `) +
-      `API key ${maskSecret(config.apiKey)})`,
+      `API key ${maskSecret(config.apiKey)}${several})`,
   );
 
   const ac = new AbortController();
   let signals = 0;
   const onSignal = () => {
     if (++signals > 1) Deno.exit(130); // a second Ctrl-C: do not wait
-    status.log("stopping...");
+    status.log("stopping: draining the tunnels (Ctrl-C again to quit at once)...");
     ac.abort();
   };
   const names: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
@@ -332,12 +372,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     await runClient({
-      server: config.server,
+      servers: config.servers,
+      redundancy: config.redundancy,
       domain: config.domain,
       apiKey: config.apiKey.reveal(),
       target: config.target,
       engine: config.engine,
-      dialer: makeDialer(config),
+      dialerForNode: (node) => makeDialer(config, node),
+      // Through a proxy, the proxy resolves what the client cannot.
+      keepUnresolved: config.transport !== "dtls" && config.tcp.proxy !== undefined,
       onEvent,
     }, ac.signal);
     await metricsServer?.finished;

@@ -122,6 +122,7 @@ Deno.test("cli: flags over environment over .env; the key is masked", async () =
     r.stdout,
     [
       "server-addr   env.example.com:2222",
+      "redundancy    2",
       "domain        env.example.com",
       "api-key       ****(17 chars)",
       "local-target  https://127.0.0.1:3333/",
@@ -174,4 +175,37 @@ Deno.test("cli: a real run with the task's permissions connects, serves, and sto
   assert.match(stdout, /stopped after 1 requests/);
   assert.ok(!stdout.includes("cli-secret-key"));
   assert.match(stdout, /API key \*\*\*\*\(14 chars\)/);
+});
+
+Deno.test("cli: --check with several server addresses and --server-redundancy; mistakes exit 2 naming them", async () => {
+  const env = {
+    HOP_CLIENT_DOMAIN: "app.example.com",
+    HOP_CLIENT_API_KEY: "the-secret-key",
+    HOP_CLIENT_LOCAL_TARGET: "3000",
+  };
+  const ok = await run(
+    ["--server-addr", "a.example.com:443,10.0.0.2:4433", "--server-redundancy", "1", "--check"],
+    { env },
+  );
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(
+    ok.stdout,
+    /^server-addr {3}a\.example\.com:443, 10\.0\.0\.2:4433\nredundancy {4}1\n/,
+  );
+  const bad = await run(["--server-addr", "a.example.com:443,,b:1", "--server-redundancy", "9"], {
+    env,
+  });
+  assert.equal(bad.code, 2);
+  assert.match(
+    bad.stderr,
+    /Invalid --server-addr \/ HOP_CLIENT_SERVER_ADDR: entry 2 of 3 is empty/,
+  );
+  assert.match(
+    bad.stderr,
+    /Invalid --server-redundancy \/ HOP_CLIENT_SERVER_REDUNDANCY: expected an integer from 1 to 8/,
+  );
+  assert.ok(!bad.stderr.includes("the-secret-key"));
+  const help = await run(["--help"]);
+  assert.match(help.stdout, /--server-redundancy <n>/);
+  assert.match(help.stdout, /HOP_CLIENT_SERVER_REDUNDANCY/);
 });

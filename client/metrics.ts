@@ -6,6 +6,10 @@
  * | metric                                  | type      | labels  |
  * |-----------------------------------------|-----------|---------|
  * | hopgate_client_connected                | gauge     |         |
+ * | hopgate_client_tunnels                  | gauge     | node, transport |
+ * | hopgate_client_tunnels_wanted           | gauge     |         |
+ * | hopgate_client_nodes                    | gauge     |         |
+ * | hopgate_client_nodes_dropped            | gauge     |         |
  * | hopgate_client_connects_total           | counter   | transport |
  * | hopgate_client_transport                | gauge     | transport |
  * | hopgate_client_failures_total           | counter   | kind    |
@@ -17,6 +21,9 @@
  * | hopgate_client_local_connects_total     | counter   |         |
  * | hopgate_client_process_memory_bytes     | gauge     | kind    |
  *
+ * `node`: a server node's `ip:port` (docs/client-failover.md); one series per tunnel
+ * up, so `sum(hopgate_client_tunnels) < hopgate_client_tunnels_wanted` says a node
+ * is missing. Nodes are bounded (client/nodes.ts `MAX_NODES`).
  * `outcome`: the status class of the local service's answer (`2xx`...), `websocket`,
  * `aborted` (the caller went away), or the forwarder's error code (`refused`...).
  * `state`: `busy` or `idle` connections to the local service. The connects counter
@@ -24,12 +31,16 @@
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { processMemoryGauge, REQUEST_DURATION_BUCKETS_SECONDS } from "../shared/process_metrics.ts";
-import type { ClientEvent } from "./connector.ts";
+import type { ClientEvent, TunnelInfo } from "./connector.ts";
 
 export class ClientMetrics {
   readonly registry = new Registry();
   readonly #connected: Gauge<string>;
   readonly #transport: Gauge<string>;
+  readonly #tunnels: Gauge<string>;
+  readonly #wanted: Gauge<string>;
+  readonly #nodes: Gauge<string>;
+  readonly #nodesDropped: Gauge<string>;
   readonly #connects: Counter<string>;
   readonly #failures: Counter<string>;
   readonly #requests: Counter<string>;
@@ -44,13 +55,36 @@ export class ClientMetrics {
     const registers = [this.registry];
     this.#connected = new Gauge({
       name: "hopgate_client_connected",
-      help: "1 while the tunnel is up.",
+      help: "1 while at least one tunnel is up.",
       registers,
     });
+    this.#connected.set(0);
     this.#transport = new Gauge({
       name: "hopgate_client_transport",
-      help: "1 for the transport carrying the tunnel now (dtls, or the TCP path).",
+      help: "Tunnels up on each transport (dtls, or the TCP path): 1 with one tunnel.",
       labelNames: ["transport"],
+      registers,
+    });
+    this.#tunnels = new Gauge({
+      name: "hopgate_client_tunnels",
+      help: "1 for each tunnel up, by server node (ip:port) and transport.",
+      labelNames: ["node", "transport"],
+      registers,
+    });
+    this.#wanted = new Gauge({
+      name: "hopgate_client_tunnels_wanted",
+      help:
+        "Tunnels the client aims for: --server-redundancy, or fewer when fewer nodes are known.",
+      registers,
+    });
+    this.#nodes = new Gauge({
+      name: "hopgate_client_nodes",
+      help: "Server nodes the --server-addr entries resolved to at the last resolution.",
+      registers,
+    });
+    this.#nodesDropped = new Gauge({
+      name: "hopgate_client_nodes_dropped",
+      help: "Addresses left out at the last resolution (over the per-name or total cap).",
       registers,
     });
     this.#connects = new Counter({
@@ -106,19 +140,24 @@ export class ClientMetrics {
   onEvent(event: ClientEvent): void {
     switch (event.type) {
       case "connected":
-        this.#connected.set(1);
-        this.#transport.reset();
-        this.#transport.labels(event.transport).set(1);
+        this.#setTunnels(event.tunnels);
+        this.#wanted.set(event.wanted);
         this.#connects.labels(event.transport).inc();
         break;
+      case "disconnected":
+        this.#setTunnels(event.tunnels);
+        this.#wanted.set(event.wanted);
+        break;
+      case "nodes":
+        this.#nodes.set(event.nodes.length);
+        this.#nodesDropped.set(event.dropped);
+        break;
       case "failure":
-        this.#connected.set(0);
-        this.#transport.reset();
+        this.#setTunnels(event.tunnels);
         this.#failures.labels(event.kind).inc();
         break;
       case "stopped":
-        this.#connected.set(0);
-        this.#transport.reset();
+        this.#setTunnels([]);
         break;
       case "stats":
         this.#inFlight.set(event.inFlight);
@@ -143,6 +182,16 @@ export class ClientMetrics {
         this.#duration.labels(outcome).observe(event.durationMs / 1000);
         break;
       }
+    }
+  }
+
+  #setTunnels(tunnels: readonly TunnelInfo[]): void {
+    this.#connected.set(tunnels.length > 0 ? 1 : 0);
+    this.#transport.reset();
+    this.#tunnels.reset();
+    for (const t of tunnels) {
+      this.#transport.labels(t.transport).inc();
+      this.#tunnels.labels(t.node, t.transport).set(1);
     }
   }
 

@@ -2,8 +2,12 @@
  * What the user sees. On a terminal: one status line rewritten in place
  * (connected to, domain, RTT, requests in flight / served), with failures and
  * other events printed above it. Otherwise: plain timestamped log lines.
+ *
+ * With several tunnels (docs/client-failover.md) the line names every node with
+ * a tunnel up and says how many of the tunnels aimed for are up ("1/2 tunnels");
+ * a lost tunnel while another serves keeps the line "connected".
  */
-import type { ClientEvent } from "./connector.ts";
+import type { ClientEvent, TunnelInfo } from "./connector.ts";
 
 export interface StatusOptions {
   /** True to draw a live status line (Deno.stdout.isTerminal()). */
@@ -33,10 +37,12 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
   const now = o.now ?? (() => new Date());
   let state:
     | { kind: "connecting"; attempt: number; server: string; transport: string }
-    | { kind: "connected"; server: string; since: number; transport: string }
+    | { kind: "connected"; since: number }
     | { kind: "waiting"; until: number; why: string }
     | { kind: "stopped" } = { kind: "connecting", attempt: 0, server: "", transport: "" };
   let rttMs: number | undefined;
+  let tunnels: TunnelInfo[] = [];
+  let wanted = 1;
   let inFlight = 0;
   let served = 0;
   let failed = 0;
@@ -50,7 +56,11 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
         return `… connecting to ${state.server} over ${state.transport} (attempt ${state.attempt}) · ${o.domain}`;
       case "connected": {
         const rtt = rttMs === undefined ? "RTT –" : `RTT ${rttMs.toFixed(rttMs < 10 ? 1 : 0)} ms`;
-        return `● connected to ${state.server} over ${state.transport} · ${o.domain} → ${o.target} · ${rtt} · ${counts}`;
+        const to = tunnels.map((t) => `${t.server} over ${t.transport}`).join(", ");
+        const count = wanted > 1 || tunnels.length > 1
+          ? ` · ${tunnels.length}/${wanted} tunnels`
+          : "";
+        return `● connected to ${to}${count} · ${o.domain} → ${o.target} · ${rtt} · ${counts}`;
       }
       case "waiting": {
         const s = Math.max(0, Math.ceil((state.until - now().getTime()) / 1000));
@@ -77,29 +87,50 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
   const onEvent = (e: ClientEvent) => {
     switch (e.type) {
       case "connecting":
-        state = {
-          kind: "connecting",
-          attempt: e.attempt,
-          server: e.server,
-          transport: e.transport,
-        };
+        // While another tunnel serves, the line stays "connected".
+        if (tunnels.length === 0) {
+          state = {
+            kind: "connecting",
+            attempt: e.attempt,
+            server: e.server,
+            transport: e.transport,
+          };
+        }
         if (o.debug && !o.terminal) {
           log(`connecting to ${e.server} over ${e.transport} (attempt ${e.attempt})`);
         }
         draw();
         break;
-      case "connected":
-        state = {
-          kind: "connected",
-          server: e.server,
-          since: now().getTime(),
-          transport: e.transport,
-        };
-        rttMs = undefined;
+      case "connected": {
+        if (state.kind !== "connected") {
+          state = { kind: "connected", since: now().getTime() };
+          rttMs = undefined;
+        }
+        tunnels = e.tunnels;
+        wanted = e.wanted;
+        const count = e.wanted > 1 || e.tunnels.length > 1
+          ? ` · ${e.tunnels.length}/${e.wanted} tunnels up`
+          : "";
         log(
           `connected to ${e.server} over ${e.transport} (${e.serverVersion}, session ${e.sessionId}): ` +
-            `${e.domain} → ${o.target}`,
+            `${e.domain} → ${o.target}${count}`,
         );
+        break;
+      }
+      case "disconnected":
+        // The failure event that follows says why; this only updates the line.
+        tunnels = e.tunnels;
+        wanted = e.wanted;
+        draw();
+        break;
+      case "nodes":
+        if (e.nodes.length > 1 || e.problems.length > 0 || e.dropped > 0 || o.debug) {
+          log(
+            `server nodes: ${e.nodes.join(", ") || "none"}` +
+              (e.dropped > 0 ? ` (${e.dropped} more addresses left out)` : "") +
+              e.problems.map((p) => `; ${p}`).join(""),
+          );
+        }
         break;
       case "probe":
         // The tunnel stays where it is; only worth a line when debugging.
@@ -120,13 +151,22 @@ export function createStatusReporter(o: StatusOptions): StatusReporter {
         const retry = e.retryInMs >= 1000
           ? `${Math.round(e.retryInMs / 1000)} s`
           : `${e.retryInMs} ms`;
-        log(`${e.message}; retrying in ${retry}`);
-        state = { kind: "waiting", until: now().getTime() + e.retryInMs, why: e.kind };
+        // With other nodes, another may be tried sooner: the wait is this node's.
+        const which = e.nodes > 1 && e.server ? `${e.server} again` : "";
+        tunnels = e.tunnels;
+        const serving = tunnels.length > 0
+          ? `; still connected to ${tunnels.map((t) => t.server).join(", ")}`
+          : "";
+        log(`${e.message}; retrying ${which ? `${which} ` : ""}in ${retry}${serving}`);
+        if (tunnels.length === 0) {
+          state = { kind: "waiting", until: now().getTime() + e.retryInMs, why: e.kind };
+        }
         draw();
         break;
       }
       case "stopped":
         state = { kind: "stopped" };
+        tunnels = [];
         log(`stopped after ${served} requests`);
         break;
     }

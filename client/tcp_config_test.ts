@@ -37,9 +37,11 @@ Deno.test("tcp path defaults: dtls transport; TLS to the server-addr host on 443
   const c = resolve();
   equal(c.transport, "dtls");
   deepEqual(c.tcp, {
-    server: { hostname: "hop.example.com", port: 443 },
-    tls: true,
-    serverName: "hop.example.com",
+    targets: [{
+      server: { hostname: "hop.example.com", port: 443 },
+      tls: true,
+      serverName: "hop.example.com",
+    }],
   });
   equal(makeDialer(c).transport, "dtls");
   equal(makeDialer(resolve({ transport: "tcp" })).transport, "tcp (tls+websocket)");
@@ -47,17 +49,17 @@ Deno.test("tcp path defaults: dtls transport; TLS to the server-addr host on 443
 });
 
 Deno.test("tcp path address forms and the server name", () => {
-  deepEqual(resolve({ serverTcpAddr: "edge.example.com:8443" }).tcp.server, {
+  deepEqual(resolve({ serverTcpAddr: "edge.example.com:8443" }).tcp.targets[0]!.server, {
     hostname: "edge.example.com",
     port: 8443,
   });
   const plain = resolve({ serverTcpAddr: "http://10.0.0.5:8080", serverName: "Hop.Example.com" });
-  deepEqual(plain.tcp.server, { hostname: "10.0.0.5", port: 8080 });
-  equal(plain.tcp.tls, false);
-  equal(plain.tcp.serverName, "hop.example.com");
+  deepEqual(plain.tcp.targets[0]!.server, { hostname: "10.0.0.5", port: 8080 });
+  equal(plain.tcp.targets[0]!.tls, false);
+  equal(plain.tcp.targets[0]!.serverName, "hop.example.com");
   const https = resolve({}, { HOP_CLIENT_SERVER_TCP_ADDR: "https://edge.example.com" });
-  deepEqual(https.tcp.server, { hostname: "edge.example.com", port: 443 });
-  equal(https.tcp.tls, true);
+  deepEqual(https.tcp.targets[0]!.server, { hostname: "edge.example.com", port: 443 });
+  equal(https.tcp.targets[0]!.tls, true);
   const p = problems(() => resolve({ serverTcpAddr: "ftp://x:1", transport: "udp" }));
   ok(p.some((m) => m.includes("--server-tcp-addr / HOP_CLIENT_SERVER_TCP_ADDR")), p.join("\n"));
   ok(p.some((m) => m.includes("--transport / HOP_CLIENT_TRANSPORT")), p.join("\n"));
@@ -98,4 +100,41 @@ Deno.test("CA file: read through readFile; a missing or empty one is named", () 
 Deno.test("problems never show the API key", () => {
   const p = problems(() => resolve({ transport: "nope" }));
   ok(!p.join("\n").includes(base.HOP_CLIENT_API_KEY));
+});
+
+Deno.test("tcp path per node: a pair naming the same host dials the node's address, with the name for TLS and Host", async () => {
+  // A listener standing in for node 127.0.0.1's HTTP port: it reads the upgrade request and hangs up.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const heads: string[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      const buf = new Uint8Array(4096);
+      const n = await conn.read(buf);
+      heads.push(new TextDecoder().decode(buf.subarray(0, n ?? 0)));
+      conn.close();
+    }
+  })().catch(() => {});
+  // "pair.invalid" resolves nowhere: only the node's address can reach the listener.
+  const c = resolve({
+    serverAddr: "pair.invalid:4433",
+    transport: "tcp",
+    serverTcpAddr: `http://pair.invalid:${port}`,
+  });
+  const node = {
+    key: "127.0.0.1:4433",
+    address: { hostname: "127.0.0.1", port: 4433 },
+    entry: { hostname: "pair.invalid", port: 4433 },
+    index: 0,
+    label: "pair.invalid:4433 (127.0.0.1)",
+  };
+  const failed = await makeDialer(c, node).dial(new AbortController().signal).then(
+    () => "connected",
+    (e) => String(e),
+  );
+  listener.close();
+  await serving;
+  ok(/WebSocket upgrade/.test(failed), failed);
+  equal(heads.length, 1, "the node's address was dialled");
+  ok(heads[0]!.toLowerCase().includes(`host: pair.invalid:${port}`), heads[0]);
 });

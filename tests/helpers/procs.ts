@@ -64,7 +64,8 @@ export function freePort(transport: "tcp" | "udp"): number {
   return tryBind(0)!;
 }
 
-class Proc {
+/** A child `deno run` process whose output the test reads. */
+export class Proc {
   readonly child: Deno.ChildProcess;
   output = "";
   /** Standard output alone (the server's JSON log lines). */
@@ -137,12 +138,22 @@ export interface ServerProc {
   stop(): Promise<void>;
 }
 
-export async function startServerProc(env: Record<string, string> = {}): Promise<ServerProc> {
+/**
+ * Starts a server process. With `o.dsn`, it uses that database (which several
+ * servers may share) and neither creates nor drops one.
+ */
+export async function startServerProc(
+  env: Record<string, string> = {},
+  o: { dsn?: string } = {},
+): Promise<ServerProc> {
   const dbName = `hopgate_p_${randomBytes(6).toString("hex")}`;
-  const sql = postgres(ADMIN_DSN, { max: 1, onnotice: () => {} });
-  await sql.unsafe(`CREATE DATABASE ${dbName}`).finally(() => sql.end());
-  const dsn = new URL(ADMIN_DSN);
-  dsn.pathname = `/${dbName}`;
+  const own = o.dsn === undefined;
+  if (own) {
+    const sql = postgres(ADMIN_DSN, { max: 1, onnotice: () => {} });
+    await sql.unsafe(`CREATE DATABASE ${dbName}`).finally(() => sql.end());
+  }
+  const dsn = new URL(o.dsn ?? ADMIN_DSN);
+  if (own) dsn.pathname = `/${dbName}`;
   const httpPort = freePort("tcp");
   const dtlsPort = freePort("udp");
   // Every listener on a port of its own: debug mode's default HTTPS listener
@@ -187,6 +198,7 @@ export async function startServerProc(env: Record<string, string> = {}): Promise
     },
     stop: async () => {
       await self.proc.stop();
+      if (!own) return;
       const sql = postgres(ADMIN_DSN, { max: 1, onnotice: () => {} });
       await sql.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).finally(() => sql.end());
     },
