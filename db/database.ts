@@ -50,12 +50,25 @@ export type DatabaseOptions =
     memory: true;
   };
 
+/**
+ * LISTEN on `channel` through a dedicated connection: `onNotify` gets each payload,
+ * `onListen` runs every time the listen connection is (re)established (the driver
+ * reconnects by itself). Resolves once listening the first time.
+ */
+export type Listener = (
+  channel: string,
+  onNotify: (payload: string) => void,
+  onListen: () => void,
+) => Promise<{ unlisten(): Promise<void> }>;
+
 /** An open database. `close()` is idempotent and releases the data directory lock. */
 export interface DatabaseHandle {
   /** The drizzle handle queries run against. */
   readonly db: Database;
   /** Which backend is open. */
   readonly backend: "postgres" | "pglite";
+  /** LISTEN/NOTIFY (PostgreSQL only: the cluster needs it; PGlite is single-node). */
+  readonly listen: Listener | undefined;
   /** Applies pending migrations (drizzle's `migrate()`). */
   migrate(): Promise<void>;
   /** Closes the connections (and releases the data directory lock). */
@@ -132,11 +145,16 @@ function openPostgres(dsn: string, max: number, connectTimeoutS: number): Databa
     connection: { application_name: "hopgate" },
   });
   const db = drizzlePostgres(client, { schema });
+  const listen: Listener = async (channel, onNotify, onListen) => {
+    const { unlisten } = await client.listen(channel, onNotify, onListen);
+    return { unlisten: () => unlisten() };
+  };
   return handle(
     db,
     "postgres",
     () => migratePostgres(db, { migrationsFolder: MIGRATIONS_DIR }),
     () => client.end({ timeout: 5 }),
+    listen,
   );
 }
 
@@ -162,11 +180,13 @@ function handle(
   backend: DatabaseHandle["backend"],
   migrate: () => Promise<unknown>,
   close: () => Promise<unknown>,
+  listen?: Listener,
 ): DatabaseHandle {
   let closed = false;
   return {
     db,
     backend,
+    listen,
     async migrate() {
       try {
         await migrate();

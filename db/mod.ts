@@ -19,6 +19,7 @@ export {
   type Database,
   type DatabaseHandle,
   type DatabaseOptions,
+  type Listener,
   MIGRATIONS_DIR,
   openDatabase,
 } from "./database.ts";
@@ -34,6 +35,14 @@ export {
 } from "./domain_store.ts";
 export { openStorage, type Storage, type StorageOptions } from "./storage.ts";
 export { CertificateStore, type StoredCertificate } from "./cert_store.ts";
+export {
+  CLUSTER_CHANNEL,
+  type ClusterMessage,
+  type ClusterNode,
+  ClusterStore,
+  decodeClusterMessage,
+  type Placement,
+} from "./cluster_store.ts";
 export { InvalidDomainError, normalizeDomain, tryNormalizeDomain } from "./domain_name.ts";
 export {
   ApiKeyMismatchError,

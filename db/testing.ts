@@ -65,6 +65,7 @@ function withReset(handle: DatabaseHandle, close: () => Promise<void>): TestData
   return {
     db: handle.db,
     backend: handle.backend,
+    listen: handle.listen,
     migrate: () => handle.migrate(),
     close,
     async reset() {

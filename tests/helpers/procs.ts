@@ -64,7 +64,8 @@ export function freePort(transport: "tcp" | "udp"): number {
   return tryBind(0)!;
 }
 
-class Proc {
+/** A child process whose output is collected (`waitFor`), stopped by its own id. */
+export class Proc {
   readonly child: Deno.ChildProcess;
   output = "";
   /** Standard output alone (the server's JSON log lines). */

@@ -1,0 +1,267 @@
+/**
+ * The sending side of the relay: a request for a domain whose tunnel is on another
+ * node goes to that node's relay listener as a `RelayStream`, which the ingress
+ * uses exactly like a mux stream on a local tunnel (same head, body, FIN, reset).
+ * The connection is opened lazily (the first write or read waits for it), so
+ * routing stays synchronous; every failure to reach the node, or a refusal, is a
+ * `RelayError` the ingress answers with 503.
+ */
+import { ConnReader, line, RELAY_MAGIC, relayProof, writeAll } from "./relay_wire.ts";
+
+/** Why a relay failed (the `reason` label of `hopgate_cluster_relay_errors_total`). */
+export type RelayErrorReason =
+  | "connect_failed"
+  | "connect_timeout"
+  | "max_relays"
+  | "wrong_node"
+  | "bad_greeting"
+  | "refused_auth_failed"
+  | "refused_no_tunnel"
+  | "refused_busy"
+  | "refused_bad_greeting"
+  | "connection_lost";
+
+/** The relay to another node failed; `message` is fit for the caller's error page. */
+export class RelayError extends Error {
+  override name = "RelayError";
+  constructor(readonly reason: RelayErrorReason, message: string) {
+    super(message);
+  }
+}
+
+/** Where a relay goes and who sends it. */
+export interface RelayTarget {
+  nodeId: string;
+  /** `host:port` of its relay listener. */
+  relayAddr: string;
+}
+
+/** What every relay from this node shares. */
+export interface RelayDialer {
+  /** This node's id. */
+  readonly nodeId: string;
+  /** The relay key (`relay_wire.ts`). */
+  readonly key: Uint8Array;
+  /** Longest wait for the TCP connection and the receiver's greeting. Default 3000 ms. */
+  readonly connectTimeoutMs: number;
+  /** Takes a slot for an outgoing relay connection; false when at the cap. */
+  acquire(): boolean;
+  /** Gives the slot back (once per successful `acquire`). */
+  release(): void;
+  /** A relay failed, by reason (metrics). */
+  failed(reason: RelayErrorReason): void;
+  /** A relay connection was accepted by the receiver (metrics). */
+  relayed(): void;
+}
+
+/** One relayed request: the stream the ingress reads and writes. */
+export class RelayStream {
+  readonly #dialer: RelayDialer;
+  readonly #target: RelayTarget;
+  readonly #domain: string;
+  #conn: Deno.TcpConn | undefined;
+  #reader: ConnReader | undefined;
+  readonly #ready: Promise<void>;
+  #answered = false;
+  #closed = false;
+  #writeDone = false;
+  #readDone = false;
+  #slot = false;
+  #failure: RelayError | undefined;
+
+  constructor(dialer: RelayDialer, target: RelayTarget, domain: string) {
+    this.#dialer = dialer;
+    this.#target = target;
+    this.#domain = domain;
+    this.#ready = this.#open();
+    this.#ready.catch(() => {});
+  }
+
+  /** Set once the relay failed (a connection error, a refusal). */
+  get failure(): RelayError | undefined {
+    return this.#failure;
+  }
+
+  async #open(): Promise<void> {
+    const d = this.#dialer;
+    if (!d.acquire()) {
+      throw this.#fail(
+        "max_relays",
+        "This node relays too many requests at once (HOP_CLUSTER_MAX_RELAYS).",
+      );
+    }
+    this.#slot = true;
+    const [hostname, port] = splitAddr(this.#target.relayAddr);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new RelayError("connect_timeout", "The node holding the tunnel is not answering."),
+          ),
+        d.connectTimeoutMs,
+      );
+    });
+    try {
+      const connecting = Deno.connect({ hostname, port, transport: "tcp" });
+      let conn: Deno.TcpConn;
+      try {
+        conn = await Promise.race([connecting, timeout]);
+      } catch (e) {
+        if (e instanceof RelayError) {
+          // A connection that arrives after the timeout is closed, not leaked.
+          connecting.then((c) => c.close(), () => {});
+          throw e;
+        }
+        throw new RelayError("connect_failed", "The node holding the tunnel cannot be reached.");
+      }
+      this.#conn = conn;
+      if (this.#closed) throw new RelayError("connection_lost", "The relay was cancelled.");
+      conn.setNoDelay(true);
+      conn.setKeepAlive(true);
+      const reader = new ConnReader(conn);
+      this.#reader = reader;
+      let greeting: string;
+      try {
+        greeting = await Promise.race([reader.readLine(), timeout]);
+      } catch (e) {
+        if (e instanceof RelayError) throw e;
+        throw new RelayError(
+          "bad_greeting",
+          "The node holding the tunnel did not greet the relay.",
+        );
+      }
+      const [magic, challenge, receiver] = greeting.split(" ");
+      if (magic !== RELAY_MAGIC || !challenge || !/^[0-9a-f]{32}$/.test(challenge)) {
+        throw new RelayError("bad_greeting", "The relay peer is not a HopGate node.");
+      }
+      if (receiver !== this.#target.nodeId) {
+        // The address now belongs to another node (a restart): the placement is stale.
+        throw new RelayError("wrong_node", "The node that held the tunnel has restarted.");
+      }
+      const proof = relayProof(d.key, challenge, receiver, d.nodeId, this.#domain);
+      await writeAll(conn, line(`${d.nodeId} ${this.#domain} ${proof}`));
+    } catch (e) {
+      const err = e instanceof RelayError
+        ? e
+        : new RelayError("connection_lost", "The relay to the node holding the tunnel failed.");
+      throw this.#fail(err.reason, err.message);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #fail(reason: RelayErrorReason, message: string): RelayError {
+    if (!this.#failure) {
+      this.#failure = new RelayError(reason, message);
+      this.#dialer.failed(reason);
+    }
+    this.#shut();
+    return this.#failure;
+  }
+
+  /** Sends request bytes (the head first); waits for the connection first. */
+  async write(chunk: Uint8Array): Promise<void> {
+    await this.#ready;
+    try {
+      await writeAll(this.#conn!, chunk);
+    } catch {
+      // The receiver refused (and closed) or went away: its answer says which.
+      if (!this.#answered && !this.#failure) await this.read();
+      throw this.#failure ?? this.#fail("connection_lost", "The relay connection was lost.");
+    }
+  }
+
+  /** The request is complete: half-close (the receiver's tunnel stream gets FIN). */
+  close(): void {
+    this.#ready.then(async () => {
+      await this.#conn?.closeWrite();
+      this.#writeDone = true;
+      if (this.#readDone) this.#shut();
+    }).catch(() => {});
+  }
+
+  /** The next response bytes (the head first), or null at the end. */
+  async read(): Promise<Uint8Array | null> {
+    await this.#ready;
+    const reader = this.#reader!;
+    if (!this.#answered) {
+      let answer: string;
+      try {
+        answer = await reader.readLine();
+      } catch {
+        throw this.#fail("connection_lost", "The relay connection was lost.");
+      }
+      if (answer === "OK") {
+        this.#answered = true;
+        this.#dialer.relayed();
+      } else {
+        const m = /^ERR ([a-z_]{1,32}) ?(.*)$/.exec(answer);
+        const code = m?.[1] ?? "bad_greeting";
+        const reason = (["auth_failed", "no_tunnel", "busy", "bad_greeting"].includes(code)
+          ? `refused_${code}`
+          : "bad_greeting") as RelayErrorReason;
+        throw this.#fail(reason, refusalMessage(code));
+      }
+    }
+    let chunk: Uint8Array | null;
+    try {
+      chunk = await reader.read();
+    } catch {
+      throw this.#fail("connection_lost", "The relay connection was lost.");
+    }
+    if (chunk === null) {
+      // Both halves done: the connection closes and its slot is free.
+      this.#readDone = true;
+      if (this.#writeDone) this.#shut();
+    }
+    return chunk;
+  }
+
+  /** Never whole in advance: the ingress streams. */
+  readRest(): Uint8Array | null {
+    return null;
+  }
+
+  /** Gives up the request: the connection closes (the receiver resets its tunnel stream). */
+  reset(_code: number): void {
+    this.#closed = true;
+    this.#shut();
+  }
+
+  /** As `reset`: one TCP connection carries both halves. */
+  stopSending(_code: number): void {
+    this.reset(0);
+  }
+
+  /** Closes the socket and frees the slot, once. */
+  #shut(): void {
+    try {
+      this.#conn?.close();
+    } catch { /* already closed */ }
+    if (this.#slot) {
+      this.#slot = false;
+      this.#dialer.release();
+    }
+  }
+}
+
+function refusalMessage(code: string): string {
+  switch (code) {
+    case "no_tunnel":
+      return "The node that held the tunnel no longer has it; the client is reconnecting.";
+    case "auth_failed":
+      return "The cluster relay was refused: the nodes do not share HOP_SECRET_KEY.";
+    case "busy":
+      return "The node holding the tunnel has too many relays open.";
+    default:
+      return "The node holding the tunnel refused the relay.";
+  }
+}
+
+/** `host:port` or `[v6]:port` → [host, port]. */
+function splitAddr(addr: string): [string, number] {
+  const i = addr.lastIndexOf(":");
+  const host = addr.slice(0, i).replace(/^\[(.*)\]$/, "$1");
+  return [host, Number(addr.slice(i + 1))];
+}
