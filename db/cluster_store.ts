@@ -83,10 +83,16 @@ export class ClusterStore {
   /**
    * Records this node's heartbeat (creating its row if it is missing: first
    * start, or another node removed it while this one could not reach the
-   * database), and removes every node whose heartbeat is older than `staleMs`
-   * (their placements go with them). Returns whether the own row was created.
+   * database), and, with `removeStale`, removes every node whose heartbeat is
+   * older than `staleMs` (their placements go with them). Returns whether the own
+   * row was created.
    */
-  heartbeat(nodeId: string, relayAddr: string, staleMs: number): Promise<{ created: boolean }> {
+  heartbeat(
+    nodeId: string,
+    relayAddr: string,
+    staleMs: number,
+    removeStale = true,
+  ): Promise<{ created: boolean }> {
     return this.#guard.run("cluster heartbeat", () =>
       this.#db.transaction(async (tx) => {
         const [row] = await tx.insert(clusterNodes).values({ id: nodeId, relayAddr })
@@ -95,7 +101,7 @@ export class ClusterStore {
             set: { heartbeatAt: sql`now()`, relayAddr },
           })
           .returning({ created: sql<boolean>`(xmax = 0)` });
-        const gone = await tx.delete(clusterNodes)
+        const gone = !removeStale ? [] : await tx.delete(clusterNodes)
           .where(
             sql`${clusterNodes.heartbeatAt} < now() - make_interval(secs => ${staleMs / 1000})`,
           )

@@ -84,6 +84,12 @@ export class ClusterMembership {
   /** The own row or placements may be missing from the database (a failure, a removal). */
   #needsSync = true;
   #dbOk = true;
+  /**
+   * Start, or the database coming back after an outage: for one staleness period
+   * from then, no node is removed and a node known to be live stays live, because
+   * every node's heartbeat is as old as the outage until each writes its next one.
+   */
+  #graceFrom: number;
   #closed = false;
   /** Counters for metrics. */
   readonly stats = { heartbeatFailures: 0, reloads: 0, evictionsReceived: 0 };
@@ -92,6 +98,7 @@ export class ClusterMembership {
     this.#o = o;
     this.nodeId = o.nodeId;
     this.#now = o.now ?? (() => performance.now());
+    this.#graceFrom = this.#now();
   }
 
   /** Joins: heartbeat, LISTEN (which loads everything), own placements; then the timer. */
@@ -198,8 +205,15 @@ export class ClusterMembership {
   async #heartbeat(): Promise<void> {
     const staleMs = this.#o.staleMs ?? STALE_MS;
     try {
-      const { created } = await this.#o.store.heartbeat(this.nodeId, this.#o.relayAddr, staleMs);
+      const removeStale = !this.#inGrace();
+      const { created } = await this.#o.store.heartbeat(
+        this.nodeId,
+        this.#o.relayAddr,
+        staleMs,
+        removeStale,
+      );
       if (!this.#dbOk) {
+        this.#graceFrom = this.#now();
         this.#o.logger.info("cluster database reachable again: reconciling", {
           component: "cluster",
         });
@@ -314,10 +328,12 @@ export class ClusterMembership {
   /** Takes a fresh node list; placements of nodes that died are dropped (their domains "lost"). */
   #setNodes(nodes: ClusterNode[]): void {
     const seen = new Set<string>();
+    const grace = this.#inGrace();
     for (const n of nodes) {
       seen.add(n.id);
-      if (!n.fresh) this.#dropNode(n.id);
-      this.#nodes.set(n.id, { relayAddr: n.relayAddr, startedAt: n.startedAt, fresh: n.fresh });
+      const fresh = n.fresh || (grace && this.#nodes.get(n.id)?.fresh === true);
+      if (!fresh) this.#dropNode(n.id);
+      this.#nodes.set(n.id, { relayAddr: n.relayAddr, startedAt: n.startedAt, fresh });
     }
     for (const id of [...this.#nodes.keys()]) {
       if (!seen.has(id)) {
@@ -327,6 +343,11 @@ export class ClusterMembership {
       }
     }
     this.#rebuild();
+  }
+
+  /** In an outage (as far as this node knows), or within a staleness period after one. */
+  #inGrace(): boolean {
+    return !this.#dbOk || this.#now() - this.#graceFrom < (this.#o.staleMs ?? STALE_MS);
   }
 
   #dropNode(id: string): void {
