@@ -14,6 +14,7 @@ const parts: Record<string, () => Promise<void>> = {
     (await import("./mux_bench.ts")).main(Deno.args.filter((a) => a.startsWith("--"))),
   ingress: async () => (await import("./ingress_bench.ts")).main(["--requests", "50000"]),
   forwarder: async () => (await import("./forwarder_bench.ts")).main(["--requests", "30000"]),
+  cluster: async () => (await import("./cluster_relay_bench.ts")).main(),
 };
 
 const wanted = Deno.args.filter((a) => !a.startsWith("--"));
