@@ -16,6 +16,7 @@
  * ```
  */
 export {
+  type AdvisoryLocks,
   type Database,
   type DatabaseHandle,
   type DatabaseOptions,

@@ -91,7 +91,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     const db = handle.db;
     return {
       store,
-      certs: new CertificateStore(db, secretBox, guard),
+      certs: new CertificateStore(db, secretBox, guard, handle.locks),
       cluster: handle.listen ? new ClusterStore(db, guard, handle.listen) : undefined,
       backend: handle.backend,
       ping: async () => {

@@ -66,6 +66,7 @@ function withReset(handle: DatabaseHandle, close: () => Promise<void>): TestData
     db: handle.db,
     backend: handle.backend,
     listen: handle.listen,
+    locks: handle.locks,
     migrate: () => handle.migrate(),
     close,
     async reset() {

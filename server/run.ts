@@ -213,6 +213,7 @@ export async function runServer(
       onOrder: (_name, kind, ok) => metrics.acmeResult(kind, ok ? "success" : "failure"),
       onExpiry: (name, notAfter) => metrics.certificateExpiry(name, notAfter),
       onChallengeLookupShed: () => metrics.challengeLookupShed(),
+      isLeader: cluster ? () => cluster!.membership.isLeader : undefined,
       tuning: options.certificates,
     });
     cleanups.push(() => certificates.close());
