@@ -191,6 +191,13 @@ export async function runServer(
       const running = cluster;
       cleanups.push(() => running.close());
       readiness.listener("relay", true);
+      readiness.cluster(() => ({
+        node_id: running.nodeId,
+        live_nodes: running.membership.liveNodes,
+        leader: running.membership.isLeader,
+        remote_tunnels: running.membership.remoteTunnels().length,
+        database: running.membership.databaseOk ? "ok" : "unreachable: serving from memory",
+      }));
     }
     metrics.bindTunnels({
       get dtlsStats() {

@@ -84,6 +84,21 @@ Deno.test("cluster: any of three nodes serves the domain, relays stream both way
       }
     });
 
+    await t.step("/readyz on each node names the node and counts the live ones", async () => {
+      for (const n of cluster.nodes) {
+        const r = await curl(["-s", "-H", "Host: gateway.test", url(n, "/readyz")]);
+        equal(r.status, 200, r.body);
+        const cl = JSON.parse(r.body).cluster;
+        equal(cl.node_id, n.nodeId);
+        equal(cl.live_nodes, 3);
+        equal(cl.database, "ok");
+      }
+      const leaders = await Promise.all(
+        cluster.nodes.map(async (n) => /^hopgate_cluster_leader 1$/m.test(await n.metrics())),
+      );
+      equal(leaders.filter(Boolean).length, 1, `one elected node: ${leaders}`);
+    });
+
     await t.step("50 MiB down and 50 MiB up through a relay are bit-exact", async () => {
       const n = 50 * 1024 * 1024;
       const out = await Deno.makeTempFile();
