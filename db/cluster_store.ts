@@ -31,7 +31,9 @@ export interface ClusterNode {
   id: string;
   /** `host:port` of its private relay listener. */
   relayAddr: string;
+  /** When it first wrote its row. */
   startedAt: Date;
+  /** Its last heartbeat (the database's clock). */
   heartbeatAt: Date;
   /** Its heartbeat is younger than the staleness bound (by the database's clock). */
   fresh: boolean;
@@ -41,11 +43,15 @@ export interface ClusterNode {
 export interface Placement {
   /** The tunnel session's id (unique across nodes: a random UUID). */
   sessionId: string;
+  /** The node that holds it. */
   nodeId: string;
+  /** The domain it serves (canonical form). */
   domain: string;
+  /** The client's address as `host:port`, as that node sees it. */
   remoteAddr: string;
   /** "udp" or "ws". */
   transport: string;
+  /** When the tunnel was established. */
   connectedAt: Date;
 }
 

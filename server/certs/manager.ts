@@ -83,6 +83,7 @@ export interface CertificateManagerOptions {
    * certificate (and try the lock again), and for how long at most. Default 2 s, 3 min.
    */
   orderWaitPollMs?: number;
+  /** See `orderWaitPollMs`. */
   orderWaitMaxMs?: number;
 }
 

@@ -41,9 +41,15 @@ export interface OwnTunnel {
   readonly connectedAt: Date;
 }
 
+/** What membership needs of the database (`ClusterStore` fits; tests pass a fake). */
+export type MembershipStore = Pick<
+  ClusterStore,
+  "heartbeat" | "nodes" | "placements" | "syncPlacements" | "leave" | "evict" | "listen"
+>;
+
 /** What a `ClusterMembership` is built from. */
 export interface ClusterMembershipOptions {
-  store: ClusterStore;
+  store: MembershipStore;
   /** This node's id (random per start). */
   nodeId: string;
   /** `host:port` other nodes dial (`HOP_CLUSTER_ADVERTISE`). */
@@ -103,7 +109,7 @@ export class ClusterMembership {
 
   /** Joins: heartbeat, LISTEN (which loads everything), own placements; then the timer. */
   async start(): Promise<void> {
-    await this.#heartbeat();
+    await this.heartbeat();
     const { unlisten } = await this.#o.store.listen(
       (m) => this.#onMessage(m),
       () => void this.#reloadAll("listen connection established"),
@@ -197,14 +203,20 @@ export class ClusterMembership {
   #schedule(): void {
     if (this.#closed) return;
     this.#timer = setTimeout(async () => {
-      await this.#heartbeat();
+      await this.heartbeat();
       this.#schedule();
     }, this.#o.heartbeatMs ?? HEARTBEAT_MS);
   }
 
-  async #heartbeat(): Promise<void> {
+  /**
+   * One heartbeat now (the timer runs one every `heartbeatMs`): writes it, removes
+   * stale nodes (outside the grace period), reloads the node list; after an outage,
+   * writes the own placements back and reloads everything.
+   */
+  async heartbeat(): Promise<void> {
     const staleMs = this.#o.staleMs ?? STALE_MS;
     try {
+      // Computed before the call: the first heartbeat after an outage removes nobody.
       const removeStale = !this.#inGrace();
       const { created } = await this.#o.store.heartbeat(
         this.nodeId,
