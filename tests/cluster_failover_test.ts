@@ -5,6 +5,7 @@
  *   clean 503 at once (never a hang), the dead node's placements go once its
  *   heartbeat is stale, and a client that connects to another node is served
  *   through every node again;
+ * - `kill -9` of one of two nodes that hold a domain's tunnels: no request fails;
  * - a database outage (a PostgreSQL instance of the test's own, stopped): the
  *   established tunnel keeps answering on every node from the placements in
  *   memory, and after it the rows are written back and a new node joins and serves.
@@ -76,6 +77,47 @@ Deno.test("cluster: kill -9 of the node holding the tunnel gives a clean 503 unt
     await sql.end();
     await first.stop();
     await second.proc?.stop();
+    await origin.close();
+  }
+});
+
+Deno.test("cluster: a domain with tunnels on two nodes loses no request when one of them is killed", async () => {
+  const origin = startOrigin();
+  await using cluster = await startTestCluster(3);
+  const [a, b, c] = cluster.nodes as [ClusterNodeProc, ClusterNodeProc, ClusterNodeProc];
+  const reg = await b.admin("domains/register", { domain: DOMAIN });
+  const apiKey = reg.json.client_api_key as string;
+  const target = `127.0.0.1:${origin.port}`;
+  // Two client processes, one per node: what a dual-homed client will hold.
+  const onA = startClientProc({ dtlsPort: a.dtlsPort, domain: DOMAIN, apiKey, target });
+  const onC = startClientProc({ dtlsPort: c.dtlsPort, domain: DOMAIN, apiKey, target });
+  try {
+    await Promise.all([onA.waitFor("connected to"), onC.waitFor("connected to")]);
+    await until("b sees both tunnels", async () => {
+      const s = await b.admin("sessions");
+      return (s.json.sessions as unknown[]).length === 2;
+    });
+    await a.kill9();
+    // Every request that starts after the kill is answered: a relay that cannot
+    // connect to a tries c before anything of the request is sent.
+    const started = performance.now();
+    let served = 0;
+    while (performance.now() - started < 8000) {
+      const rs = await Promise.all([get(b), get(b), get(c)]);
+      for (const r of rs) {
+        equal(r.status, 200, `after the kill: ${r.status} ${r.body.slice(0, 200)}`);
+      }
+      served += rs.length;
+    }
+    ok(served >= 30);
+    ok(
+      /^hopgate_cluster_relay_errors_total\{reason="connect_failed"\} [1-9]/m.test(
+        await b.metrics(),
+      ),
+    );
+  } finally {
+    await onA.stop();
+    await onC.stop();
     await origin.close();
   }
 });

@@ -82,6 +82,8 @@ export class ClusterMembership {
   /** Domain → nodes (fresh ones only) with a tunnel for it; rebuilt on every change. */
   #routes = new Map<string, RelayTarget[]>();
   readonly #lost = new Map<string, number>();
+  /** Nodes a relay could not reach lately, until when. */
+  readonly #suspects = new Map<string, number>();
   #rr = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #unlisten: (() => Promise<void>) | undefined;
@@ -144,11 +146,29 @@ export class ClusterMembership {
     });
   }
 
-  /** A node holding a tunnel for `domain`, round robin; undefined if none (fresh). */
-  route(domain: string): RelayTarget | undefined {
+  /**
+   * The nodes holding a tunnel for `domain` (fresh ones), in the order to try them:
+   * round robin, nodes that failed a relay lately last. Empty if none.
+   */
+  route(domain: string): RelayTarget[] {
     const targets = this.#routes.get(domain);
-    if (!targets || targets.length === 0) return undefined;
-    return targets[this.#rr++ % targets.length];
+    if (!targets || targets.length === 0) return [];
+    if (targets.length === 1) return targets;
+    const k = this.#rr++ % targets.length;
+    const ordered = [...targets.slice(k), ...targets.slice(0, k)];
+    if (this.#suspects.size === 0) return ordered;
+    const now = this.#now();
+    const ok = (t: RelayTarget) => !((this.#suspects.get(t.nodeId) ?? 0) > now);
+    return [...ordered.filter(ok), ...ordered.filter((t) => !ok(t))];
+  }
+
+  /**
+   * A relay to `nodeId` could not connect: try it last for a staleness period
+   * (by then its heartbeat says whether it is alive).
+   */
+  suspect(nodeId: string): void {
+    this.#suspects.set(nodeId, this.#now() + (this.#o.staleMs ?? STALE_MS));
+    if (this.#suspects.size > 1000) this.#suspects.delete(this.#suspects.keys().next().value!);
   }
 
   /** Whether `domain`'s tunnel was on a node that died within `LOST_GRACE_MS`. */

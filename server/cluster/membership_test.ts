@@ -108,13 +108,13 @@ async function setup(opts: { own?: { id: string; domain: string }[] } = {}) {
 Deno.test("membership: fresh nodes' placements route round robin; the own node is not a route", async () => {
   await using s = await setup({ own: [{ id: "mine", domain: "own.example.com" }] });
   const seen = new Set([
-    s.m.route("app.example.com")?.nodeId,
-    s.m.route("app.example.com")?.nodeId,
+    s.m.route("app.example.com")[0]?.nodeId,
+    s.m.route("app.example.com")[0]?.nodeId,
   ]);
   assert.deepEqual([...seen].sort(), ["b", "c"]);
-  assert.equal(s.m.route("app.example.com")?.relayAddr.endsWith(".internal:7443"), true);
-  assert.equal(s.m.route("own.example.com"), undefined);
-  assert.equal(s.m.route("nobody.example.com"), undefined);
+  assert.equal(s.m.route("app.example.com")[0]?.relayAddr.endsWith(".internal:7443"), true);
+  assert.deepEqual(s.m.route("own.example.com"), []);
+  assert.deepEqual(s.m.route("nobody.example.com"), []);
   assert.equal(s.m.liveNodes, 3);
   assert.equal(s.m.remoteTunnels("app.example.com").length, 2);
   // The own tunnels were written once joined.
@@ -131,20 +131,20 @@ Deno.test("membership: a node whose heartbeat is stale stops counting, its domai
   ];
   s.store.onMessage?.({ kind: "placements", nodeId: "b" });
   await settle();
-  assert.equal(s.m.route("only-b.example.com")?.nodeId, "b");
+  assert.equal(s.m.route("only-b.example.com")[0]?.nodeId, "b");
   s.store.nodesRows = [node("me", 3000), node("b", 1000, false), node("c", 2000)];
   await s.m.heartbeat();
   assert.deepEqual(s.store.heartbeats.at(-1), { nodeId: "me", removeStale: true });
-  assert.equal(s.m.route("only-b.example.com"), undefined);
+  assert.deepEqual(s.m.route("only-b.example.com"), []);
   assert.equal(s.m.recentlyLost("only-b.example.com"), true);
   assert.equal(s.m.liveNodes, 2);
-  assert.equal(s.m.route("app.example.com")?.nodeId, "c", "c still holds one");
+  assert.equal(s.m.route("app.example.com")[0]?.nodeId, "c", "c still holds one");
   assert.equal(s.m.recentlyLost("app.example.com"), false);
   // c's tunnel closes normally: no route, and not 'lost' (a 404, no client is coming back).
   s.store.placementRows = [];
   s.store.onMessage?.({ kind: "placements", nodeId: "c" });
   await settle();
-  assert.equal(s.m.route("app.example.com"), undefined);
+  assert.deepEqual(s.m.route("app.example.com"), []);
   assert.equal(s.m.recentlyLost("app.example.com"), false);
   s.advance(LOST_GRACE_MS + 1);
   assert.equal(s.m.recentlyLost("only-b.example.com"), false);
@@ -159,7 +159,7 @@ Deno.test("membership: a database outage expires nothing; the first heartbeat ba
   s.advance(60_000);
   await s.m.heartbeat();
   // Nothing known expired while the database was away.
-  assert.ok(s.m.route("app.example.com"));
+  assert.ok(s.m.route("app.example.com").length > 0);
   assert.equal(s.m.liveNodes, 3);
   // Back: every other heartbeat is as old as the outage, so the database calls them stale.
   s.store.down = false;
@@ -168,7 +168,7 @@ Deno.test("membership: a database outage expires nothing; the first heartbeat ba
   await s.m.heartbeat();
   await settle();
   assert.deepEqual(s.store.heartbeats.at(-1), { nodeId: "me", removeStale: false });
-  assert.ok(s.m.route("app.example.com"), "known nodes stay live for one staleness period");
+  assert.ok(s.m.route("app.example.com").length > 0, "known nodes stay live for one staleness period");
   assert.ok(s.store.synced.length > before, "own placements written back");
   // A full staleness period later, a node that still has not written a heartbeat is dead.
   s.advance(STALE_MS + 1);
@@ -183,8 +183,19 @@ Deno.test("membership: the listen connection coming back reloads every placement
   s.store.placementRows = [placement("c", "new.example.com")];
   s.store.onListen?.();
   await settle();
-  assert.equal(s.m.route("new.example.com")?.nodeId, "c");
-  assert.equal(s.m.route("app.example.com"), undefined);
+  assert.equal(s.m.route("new.example.com")[0]?.nodeId, "c");
+  assert.deepEqual(s.m.route("app.example.com"), []);
+});
+
+Deno.test("membership: a node a relay could not reach is tried last until its heartbeat tells", async () => {
+  await using s = await setup();
+  s.m.suspect("b");
+  for (let i = 0; i < 4; i++) {
+    assert.deepEqual(s.m.route("app.example.com").map((t) => t.nodeId), ["c", "b"]);
+  }
+  s.advance(STALE_MS + 1);
+  const firsts = new Set([0, 1, 2, 3].map(() => s.m.route("app.example.com")[0]!.nodeId));
+  assert.deepEqual([...firsts].sort(), ["b", "c"]);
 });
 
 Deno.test("membership: eviction messages reach onEvict; the oldest live node is the leader", async () => {

@@ -114,6 +114,7 @@ export async function startCluster(d: ClusterDeps): Promise<Cluster> {
     release: () => void counts.outgoing--,
     failed: error,
     relayed: () => counts.out++,
+    unreachable: (id) => membership.suspect(id),
   };
   try {
     await membership.start();
@@ -133,15 +134,15 @@ export async function startCluster(d: ClusterDeps): Promise<Cluster> {
   const route = (domain: string, exclude?: Set<Route>): Route | undefined => {
     const local = d.pickLocal(domain, exclude as Set<Tunnel> | undefined);
     if (local) return local;
-    const target = membership.route(domain);
-    if (!target) return undefined;
+    const targets = membership.route(domain);
+    if (targets.length === 0) return undefined;
     return {
       splice: true,
       inFlight: 0,
       served: 0,
       session: {
         isClosed: false,
-        openStream: () => new RelayStream(dialer, target, domain),
+        openStream: () => new RelayStream(dialer, targets, domain),
       },
     };
   };

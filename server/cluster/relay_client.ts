@@ -52,12 +52,19 @@ export interface RelayDialer {
   failed(reason: RelayErrorReason): void;
   /** A relay connection was accepted by the receiver (metrics). */
   relayed(): void;
+  /** `nodeId` could not be reached: try it last for a while. */
+  unreachable(nodeId: string): void;
 }
 
-/** One relayed request: the stream the ingress reads and writes. */
+/**
+ * One relayed request: the stream the ingress reads and writes. It goes to the
+ * first of `targets` that can be reached: nothing of the request is sent before a
+ * node greeted, so a node that is down (connection refused, no greeting in time,
+ * restarted under another id) costs a retry on the next one, not the request.
+ */
 export class RelayStream {
   readonly #dialer: RelayDialer;
-  readonly #target: RelayTarget;
+  readonly #targets: readonly RelayTarget[];
   readonly #domain: string;
   #conn: Deno.TcpConn | undefined;
   #reader: ConnReader | undefined;
@@ -69,9 +76,9 @@ export class RelayStream {
   #slot = false;
   #failure: RelayError | undefined;
 
-  constructor(dialer: RelayDialer, target: RelayTarget, domain: string) {
+  constructor(dialer: RelayDialer, targets: readonly RelayTarget[], domain: string) {
     this.#dialer = dialer;
-    this.#target = target;
+    this.#targets = targets;
     this.#domain = domain;
     this.#ready = this.#open();
     this.#ready.catch(() => {});
@@ -91,7 +98,30 @@ export class RelayStream {
       );
     }
     this.#slot = true;
-    const [hostname, port] = splitAddr(this.#target.relayAddr);
+    for (let i = 0;; i++) {
+      const target = this.#targets[i]!;
+      try {
+        return await this.#connect(target);
+      } catch (e) {
+        const retry = e instanceof RelayError && RETRYABLE.has(e.reason);
+        if (retry) d.unreachable(target.nodeId);
+        if (!retry || i + 1 >= this.#targets.length || this.#closed) {
+          const err = e instanceof RelayError
+            ? e
+            : new RelayError("connection_lost", "The relay to the node holding the tunnel failed.");
+          throw this.#fail(err.reason, err.message);
+        }
+        // Counted, then the next node.
+        d.failed(e.reason);
+        this.#closeConn();
+      }
+    }
+  }
+
+  /** Connects to `target`, reads its greeting, sends the proof. */
+  async #connect(target: RelayTarget): Promise<void> {
+    const d = this.#dialer;
+    const [hostname, port] = splitAddr(target.relayAddr);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -135,17 +165,12 @@ export class RelayStream {
       if (magic !== RELAY_MAGIC || !challenge || !/^[0-9a-f]{32}$/.test(challenge)) {
         throw new RelayError("bad_greeting", "The relay peer is not a HopGate node.");
       }
-      if (receiver !== this.#target.nodeId) {
+      if (receiver !== target.nodeId) {
         // The address now belongs to another node (a restart): the placement is stale.
         throw new RelayError("wrong_node", "The node that held the tunnel has restarted.");
       }
       const proof = relayProof(d.key, challenge, receiver, d.nodeId, this.#domain);
       await writeAll(conn, line(`${d.nodeId} ${this.#domain} ${proof}`));
-    } catch (e) {
-      const err = e instanceof RelayError
-        ? e
-        : new RelayError("connection_lost", "The relay to the node holding the tunnel failed.");
-      throw this.#fail(err.reason, err.message);
     } finally {
       clearTimeout(timer);
     }
@@ -234,6 +259,14 @@ export class RelayStream {
     this.reset(0);
   }
 
+  #closeConn(): void {
+    try {
+      this.#conn?.close();
+    } catch { /* already closed */ }
+    this.#conn = undefined;
+    this.#reader = undefined;
+  }
+
   /** Closes the socket and frees the slot, once. */
   #shut(): void {
     try {
@@ -245,6 +278,14 @@ export class RelayStream {
     }
   }
 }
+
+/** Failures before anything of the request was sent: the next node holding the tunnel is tried. */
+const RETRYABLE: ReadonlySet<RelayErrorReason> = new Set([
+  "connect_failed",
+  "connect_timeout",
+  "wrong_node",
+  "bad_greeting",
+]);
 
 function refusalMessage(code: string): string {
   switch (code) {
