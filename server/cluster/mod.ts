@@ -136,13 +136,16 @@ export async function startCluster(d: ClusterDeps): Promise<Cluster> {
     if (local) return local;
     const targets = membership.route(domain);
     if (targets.length === 0) return undefined;
+    let stream: RelayStream | undefined;
     return {
       splice: true,
       inFlight: 0,
       served: 0,
       session: {
-        isClosed: false,
-        openStream: () => new RelayStream(dialer, targets, domain),
+        get isClosed() {
+          return stream?.ended ?? false;
+        },
+        openStream: () => stream = new RelayStream(dialer, targets, domain),
       },
     };
   };

@@ -89,6 +89,14 @@ export class RelayStream {
     return this.#failure;
   }
 
+  /**
+   * The relay failed, or the other node ended the response side: a head that did
+   * not come whole means the tunnel there was lost (the ingress answers 503).
+   */
+  get ended(): boolean {
+    return this.#failure !== undefined || this.#readDone;
+  }
+
   async #open(): Promise<void> {
     const d = this.#dialer;
     if (!d.acquire()) {
