@@ -340,10 +340,14 @@ export class ClusterMembership {
 
   async #reloadNodes(): Promise<void> {
     const nodes = await this.#o.store.nodes(this.#o.staleMs ?? STALE_MS);
-    const unknown = nodes.filter((n) => n.id !== this.nodeId && !this.#nodes.has(n.id));
+    // A node seen for the first time (its placements may have been announced before
+    // this node listened), or live again after its heartbeat was late (its placements
+    // were dropped here, and its rows may never have changed): load its placements.
+    const load = nodes.filter((n) =>
+      n.id !== this.nodeId && n.fresh && this.#nodes.get(n.id)?.fresh !== true
+    );
     this.#setNodes(nodes);
-    // A node seen for the first time: its placements may have been announced before.
-    for (const n of unknown) await this.#reloadPlacements(n.id);
+    for (const n of load) await this.#reloadPlacements(n.id);
   }
 
   async #reloadPlacements(nodeId: string): Promise<void> {

@@ -168,7 +168,10 @@ Deno.test("membership: a database outage expires nothing; the first heartbeat ba
   await s.m.heartbeat();
   await settle();
   assert.deepEqual(s.store.heartbeats.at(-1), { nodeId: "me", removeStale: false });
-  assert.ok(s.m.route("app.example.com").length > 0, "known nodes stay live for one staleness period");
+  assert.ok(
+    s.m.route("app.example.com").length > 0,
+    "known nodes stay live for one staleness period",
+  );
   assert.ok(s.store.synced.length > before, "own placements written back");
   // A full staleness period later, a node that still has not written a heartbeat is dead.
   s.advance(STALE_MS + 1);
@@ -176,6 +179,19 @@ Deno.test("membership: a database outage expires nothing; the first heartbeat ba
   await s.m.heartbeat();
   assert.deepEqual(s.store.heartbeats.at(-1), { nodeId: "me", removeStale: true });
   assert.deepEqual(s.m.remoteTunnels().map((p) => p.nodeId), ["b"]);
+});
+
+Deno.test("membership: a node whose heartbeat was late and is fresh again has its placements reloaded", async () => {
+  await using s = await setup();
+  s.advance(STALE_MS + 1);
+  s.store.nodesRows = [node("me", 3000), node("b", 1000, false), node("c", 2000)];
+  s.store.placementRows = [placement("c", "app.example.com"), placement("b", "b.example.com")];
+  await s.m.heartbeat();
+  assert.deepEqual(s.m.route("b.example.com"), []);
+  // b's heartbeat comes back; its rows never changed, so it announces nothing.
+  s.store.nodesRows = [node("me", 3000), node("b", 1000), node("c", 2000)];
+  await s.m.heartbeat();
+  assert.equal(s.m.route("b.example.com")[0]?.nodeId, "b");
 });
 
 Deno.test("membership: the listen connection coming back reloads every placement", async () => {
