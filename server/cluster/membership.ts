@@ -82,6 +82,8 @@ export class ClusterMembership {
   /** Domain → nodes (fresh ones only) with a tunnel for it; rebuilt on every change. */
   #routes = new Map<string, RelayTarget[]>();
   readonly #lost = new Map<string, number>();
+  /** Placement reloads in flight, by node: whether another was asked for meanwhile. */
+  readonly #reloading = new Map<string, boolean>();
   /** Nodes a relay could not reach lately, until when. */
   readonly #suspects = new Map<string, number>();
   #rr = 0;
@@ -303,7 +305,7 @@ export class ClusterMembership {
         return;
       case "placements":
         if (m.nodeId === this.nodeId) return;
-        void this.#reloadPlacements(m.nodeId).catch(() => {});
+        this.#placementsChanged(m.nodeId);
         return;
       case "evict":
         this.stats.evictionsReceived++;
@@ -348,6 +350,24 @@ export class ClusterMembership {
     );
     this.#setNodes(nodes);
     for (const n of load) await this.#reloadPlacements(n.id);
+  }
+
+  /**
+   * A node announced new placements: one reload at a time per node, and one more
+   * after it for everything announced meanwhile (a burst of reconnecting tunnels
+   * costs two queries, not one per tunnel).
+   */
+  #placementsChanged(nodeId: string): void {
+    if (this.#reloading.has(nodeId)) {
+      this.#reloading.set(nodeId, true);
+      return;
+    }
+    this.#reloading.set(nodeId, false);
+    void this.#reloadPlacements(nodeId).catch(() => {}).finally(() => {
+      const again = this.#reloading.get(nodeId);
+      this.#reloading.delete(nodeId);
+      if (again && !this.#closed) this.#placementsChanged(nodeId);
+    });
   }
 
   async #reloadPlacements(nodeId: string): Promise<void> {

@@ -194,6 +194,18 @@ Deno.test("membership: a node whose heartbeat was late and is fresh again has it
   assert.equal(s.m.route("b.example.com")[0]?.nodeId, "b");
 });
 
+Deno.test("membership: a burst of placement messages from one node costs two reloads", async () => {
+  await using s = await setup();
+  let queries = 0;
+  const placements = s.store.placements.bind(s.store);
+  s.store.placements = (nodeId?: string) => (queries++, placements(nodeId));
+  s.store.placementRows = [placement("c", "late.example.com")];
+  for (let i = 0; i < 50; i++) s.store.onMessage?.({ kind: "placements", nodeId: "c" });
+  await settle();
+  assert.equal(queries, 2);
+  assert.equal(s.m.route("late.example.com")[0]?.nodeId, "c", "the last state is loaded");
+});
+
 Deno.test("membership: the listen connection coming back reloads every placement", async () => {
   await using s = await setup();
   s.store.placementRows = [placement("c", "new.example.com")];
