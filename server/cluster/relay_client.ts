@@ -70,6 +70,8 @@ export class RelayStream {
   #reader: ConnReader | undefined;
   readonly #ready: Promise<void>;
   #answered = false;
+  /** The proof line, until the first write sends it. */
+  #greeting: Uint8Array | undefined;
   #closed = false;
   #writeDone = false;
   #readDone = false;
@@ -178,7 +180,8 @@ export class RelayStream {
         throw new RelayError("wrong_node", "The node that held the tunnel has restarted.");
       }
       const proof = relayProof(d.key, challenge, receiver, d.nodeId, this.#domain);
-      await writeAll(conn, line(`${d.nodeId} ${this.#domain} ${proof}`));
+      // Sent with the first bytes of the request (one write, one segment).
+      this.#greeting = line(`${d.nodeId} ${this.#domain} ${proof}`);
     } finally {
       clearTimeout(timer);
     }
@@ -197,7 +200,14 @@ export class RelayStream {
   async write(chunk: Uint8Array): Promise<void> {
     await this.#ready;
     try {
-      await writeAll(this.#conn!, chunk);
+      const greeting = this.#greeting;
+      if (greeting) {
+        this.#greeting = undefined;
+        const both = new Uint8Array(greeting.length + chunk.length);
+        both.set(greeting);
+        both.set(chunk, greeting.length);
+        await writeAll(this.#conn!, both);
+      } else await writeAll(this.#conn!, chunk);
     } catch {
       // The receiver refused (and closed) or went away: its answer says which.
       if (!this.#answered && !this.#failure) await this.read();
@@ -208,6 +218,7 @@ export class RelayStream {
   /** The request is complete: half-close (the receiver's tunnel stream gets FIN). */
   close(): void {
     this.#ready.then(async () => {
+      await this.#sendGreeting();
       await this.#conn?.closeWrite();
       this.#writeDone = true;
       if (this.#readDone) this.#shut();
@@ -218,6 +229,8 @@ export class RelayStream {
   async read(): Promise<Uint8Array | null> {
     await this.#ready;
     const reader = this.#reader!;
+    // Nothing written yet (never the ingress's order): the receiver answers only after the proof.
+    await this.#sendGreeting().catch(() => {});
     if (!this.#answered) {
       let answer: string;
       try {
@@ -249,6 +262,14 @@ export class RelayStream {
       if (this.#writeDone) this.#shut();
     }
     return chunk;
+  }
+
+  /** Sends the proof line if no write has carried it yet. */
+  async #sendGreeting(): Promise<void> {
+    const greeting = this.#greeting;
+    if (!greeting || !this.#conn) return;
+    this.#greeting = undefined;
+    await writeAll(this.#conn, greeting);
   }
 
   /** Never whole in advance: the ingress streams. */

@@ -67,6 +67,12 @@ export class RelayFramingError extends Error {
 export class ConnReader {
   readonly #conn: Deno.Conn;
   #pending: Uint8Array | undefined;
+  /**
+   * The next read's buffer size: small first (most relayed requests and answers
+   * are a few KiB, and a new buffer is zeroed per read), doubled up to 64 KiB
+   * each time a read fills it (a large body).
+   */
+  #size = 8 * 1024;
 
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
@@ -95,16 +101,18 @@ export class ConnReader {
     }
   }
 
-  /** The next chunk of bytes (at most 64 KiB), or null at the peer's half-close. */
+  /** The next chunk of bytes (at most 64 KiB, each a new buffer), or null at the peer's half-close. */
   async read(): Promise<Uint8Array | null> {
     const p = this.#pending;
     if (p) {
       this.#pending = undefined;
       return p;
     }
-    const buf = new Uint8Array(64 * 1024);
+    const buf = new Uint8Array(this.#size);
     const n = await this.#conn.read(buf);
-    return n === null ? null : buf.subarray(0, n);
+    if (n === null) return null;
+    if (n === buf.length && this.#size < 64 * 1024) this.#size *= 2;
+    return buf.subarray(0, n);
   }
 }
 
