@@ -10,7 +10,7 @@
 import { equal, match, ok } from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import WebSocket from "ws";
-import { curl, startClientProc } from "./helpers/procs.ts";
+import { curl, Proc, ROOT, startClientProc, taskFlags } from "./helpers/procs.ts";
 import {
   CLUSTER_SECRET,
   type ClusterNodeProc,
@@ -295,5 +295,35 @@ Deno.test("cluster: any of three nodes serves the domain, relays stream both way
   } finally {
     await client.stop();
     await origin.close();
+  }
+});
+
+Deno.test("cluster settings with the embedded PGlite stop start-up with a clear error", async () => {
+  // Never created: the configuration is refused before anything is opened.
+  const dataDir = `./data/cluster-pglite-${randomBytes(4).toString("hex")}`;
+  const proc = new Proc([
+    "run",
+    "--config",
+    `${ROOT}deno.json`,
+    ...taskFlags("server"),
+    "server/main.ts",
+  ], {
+    HOP_SERVER_DEBUG: "true",
+    HOP_SERVER_HTTP_LISTEN: "127.0.0.1:0",
+    HOP_SERVER_HTTPS_LISTEN: "127.0.0.1:0",
+    HOP_SERVER_DTLS_LISTEN: "127.0.0.1:0",
+    HOP_DATA_DIR: dataDir,
+    HOP_CLUSTER_LISTEN: "127.0.0.1:7443",
+  });
+  try {
+    const status = await proc.exited;
+    equal(status.code, 2);
+    match(
+      proc.output,
+      /HOP_CLUSTER_LISTEN: cluster mode needs PostgreSQL \(HOP_DB_DSN\); the embedded PGlite database is single-node/,
+    );
+  } finally {
+    await proc.stop();
+    await Deno.remove(`${ROOT}${dataDir}`, { recursive: true }).catch(() => {});
   }
 });
