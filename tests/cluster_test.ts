@@ -180,8 +180,8 @@ Deno.test("cluster: any of three nodes serves the domain, relays stream both way
       const r1 = await relayConn(b);
       equal(r1.magic, "HOPGATE-RELAY/1");
       equal(r1.receiver, b.nodeId);
-      const proof = relayProof(wrong, r1.challenge, r1.receiver, "intruder", DOMAIN);
-      await r1.conn.write(line(`intruder ${DOMAIN} ${proof}`));
+      const proof = relayProof(wrong, r1.challenge, r1.receiver, "intruder");
+      await r1.conn.write(line(`intruder ${proof}`));
       match(await r1.reader.readLine(), /^ERR auth_failed /);
       equal(await r1.reader.read(), null, "closed after the refusal");
       r1.conn.close();
@@ -193,8 +193,8 @@ Deno.test("cluster: any of three nodes serves the domain, relays stream both way
       // A proof replayed on another connection (another challenge) fails too.
       const r3 = await relayConn(b);
       const r4 = await relayConn(b);
-      const good3 = relayProof(key, r3.challenge, r3.receiver, "n", DOMAIN);
-      await r4.conn.write(line(`n ${DOMAIN} ${good3}`));
+      const good3 = relayProof(key, r3.challenge, r3.receiver, "n");
+      await r4.conn.write(line(`n ${good3}`));
       match(await r4.reader.readLine(), /^ERR auth_failed /);
       r3.conn.close();
       r4.conn.close();
@@ -210,14 +210,16 @@ Deno.test("cluster: any of three nodes serves the domain, relays stream both way
     await t.step("a relayed request is never relayed again", async () => {
       // b has no tunnel of its own: an authenticated relay to b must not go on to a.
       const r = await relayConn(b);
-      const proof = relayProof(key, r.challenge, r.receiver, "tester", DOMAIN);
-      await r.conn.write(line(`tester ${DOMAIN} ${proof}`));
+      const proof = relayProof(key, r.challenge, r.receiver, "tester");
+      await r.conn.write(line(`tester ${proof}`));
+      await r.conn.write(line(DOMAIN));
       match(await r.reader.readLine(), /^ERR no_tunnel /);
       r.conn.close();
       // The same to a, which holds the tunnel: spliced onto it and answered.
       const r2 = await relayConn(a);
-      const proof2 = relayProof(key, r2.challenge, r2.receiver, "tester", DOMAIN);
-      await r2.conn.write(line(`tester ${DOMAIN} ${proof2}`));
+      const proof2 = relayProof(key, r2.challenge, r2.receiver, "tester");
+      await r2.conn.write(line(`tester ${proof2}`));
+      await r2.conn.write(line(DOMAIN));
       await r2.conn.write(encodeHead({
         t: "req",
         id: "relay-test",
@@ -237,6 +239,8 @@ Deno.test("cluster: any of three nodes serves the domain, relays stream both way
       r2.conn.close();
       const m = await b.metrics();
       ok(metric(m, 'hopgate_cluster_relayed_requests_total{direction="out"}') >= 1);
+      // b relayed to a before: connections to a are kept ready for the next requests.
+      ok(metric(m, 'hopgate_cluster_relay_connections{direction="ready"}') >= 1, m);
       equal(metric(m, "hopgate_cluster_nodes"), 3);
     });
 

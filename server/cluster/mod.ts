@@ -19,6 +19,7 @@ import type { Tunnel } from "../tunnels.ts";
 import type { AdminTunnels } from "../admin/env.ts";
 import { ClusterMembership } from "./membership.ts";
 import { type RelayDialer, type RelayErrorReason, RelayStream } from "./relay_client.ts";
+import { RelayPool } from "./relay_pool.ts";
 import { type IncomingRelayError, RelayListener } from "./relay_server.ts";
 import { RELAY_KEY_INFO } from "./relay_wire.ts";
 
@@ -102,10 +103,13 @@ export async function startCluster(d: ClusterDeps): Promise<Cluster> {
     refused: error,
     accepted: () => counts.in++,
   });
+  const connectTimeoutMs = 3000;
+  const pool = new RelayPool({ nodeId, key, connectTimeoutMs });
   const dialer: RelayDialer = {
     nodeId,
     key,
-    connectTimeoutMs: 3000,
+    connectTimeoutMs,
+    pool,
     acquire: () => {
       if (counts.outgoing >= d.config.maxRelays) return false;
       counts.outgoing++;
@@ -119,10 +123,11 @@ export async function startCluster(d: ClusterDeps): Promise<Cluster> {
   try {
     await membership.start();
   } catch (e) {
+    pool.close();
     await listener.close();
     throw e;
   }
-  registerMetrics(d.metrics, membership, listener, counts);
+  registerMetrics(d.metrics, membership, listener, counts, pool);
   log.info("cluster joined", {
     component: "cluster",
     node_id: nodeId,
@@ -188,6 +193,7 @@ export async function startCluster(d: ClusterDeps): Promise<Cluster> {
     tunnels,
     ownChanged: () => membership.ownChanged(),
     close: async () => {
+      pool.close();
       await listener.close();
       await membership.close();
     },
@@ -199,6 +205,7 @@ function registerMetrics(
   membership: ClusterMembership,
   listener: RelayListener,
   counts: RelayCounts,
+  pool: RelayPool,
 ): void {
   const registers = [registry];
   new Gauge({
@@ -227,13 +234,15 @@ function registerMetrics(
   });
   new Gauge({
     name: "hopgate_cluster_relay_connections",
-    help: "Relay connections open, by direction (out: to other nodes; in: from them). " +
-      "Each direction is capped by HOP_CLUSTER_MAX_RELAYS.",
+    help: "Relay connections open, by direction (out: carrying a request to another node; " +
+      "in: from other nodes, ready ones included; ready: kept ready to other nodes, at most " +
+      "2 per node). out and in are each capped by HOP_CLUSTER_MAX_RELAYS.",
     labelNames: ["direction"],
     registers,
     collect() {
       this.labels("out").set(counts.outgoing);
       this.labels("in").set(listener.size);
+      this.labels("ready").set(pool.size);
     },
   });
   new Counter({

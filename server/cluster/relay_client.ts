@@ -6,35 +6,11 @@
  * routing stays synchronous; every failure to reach the node, or a refusal, is a
  * `RelayError` the ingress answers with 503.
  */
-import { ConnReader, line, RELAY_MAGIC, relayProof, writeAll } from "./relay_wire.ts";
+import { type ConnReader, line, writeAll } from "./relay_wire.ts";
+import { RelayError, type RelayErrorReason, type RelayTarget } from "./relay_errors.ts";
+import { dialRelay, type RelayPool } from "./relay_pool.ts";
 
-/** Why a relay failed (the `reason` label of `hopgate_cluster_relay_errors_total`). */
-export type RelayErrorReason =
-  | "connect_failed"
-  | "connect_timeout"
-  | "max_relays"
-  | "wrong_node"
-  | "bad_greeting"
-  | "refused_auth_failed"
-  | "refused_no_tunnel"
-  | "refused_busy"
-  | "refused_bad_greeting"
-  | "connection_lost";
-
-/** The relay to another node failed; `message` is fit for the caller's error page. */
-export class RelayError extends Error {
-  override name = "RelayError";
-  constructor(readonly reason: RelayErrorReason, message: string) {
-    super(message);
-  }
-}
-
-/** Where a relay goes and who sends it. */
-export interface RelayTarget {
-  nodeId: string;
-  /** `host:port` of its relay listener. */
-  relayAddr: string;
-}
+export { RelayError, type RelayErrorReason, type RelayTarget } from "./relay_errors.ts";
 
 /** What every relay from this node shares. */
 export interface RelayDialer {
@@ -54,13 +30,18 @@ export interface RelayDialer {
   relayed(): void;
   /** `nodeId` could not be reached: try it last for a while. */
   unreachable(nodeId: string): void;
+  /** Connections kept ready per node (none: every relay dials). */
+  readonly pool?: RelayPool | undefined;
 }
 
 /**
  * One relayed request: the stream the ingress reads and writes. It goes to the
- * first of `targets` that can be reached: nothing of the request is sent before a
- * node greeted, so a node that is down (connection refused, no greeting in time,
- * restarted under another id) costs a retry on the next one, not the request.
+ * first of `targets` that can be reached, on a connection kept ready if the pool
+ * has one (watched while idle: one whose node went away is not handed out), else
+ * on a new one: nothing of the request is sent before a node greeted, so a node
+ * that is down (connection refused, no greeting in time, restarted under another
+ * id) costs a retry on the next one, not the request. The receiver's answer
+ * (`OK`/`ERR`) must come within `connectTimeoutMs` of the request's first bytes.
  */
 export class RelayStream {
   readonly #dialer: RelayDialer;
@@ -70,7 +51,7 @@ export class RelayStream {
   #reader: ConnReader | undefined;
   readonly #ready: Promise<void>;
   #answered = false;
-  /** The proof line, until the first write sends it. */
+  /** The proof (on a new connection) and the domain line, until the first write sends them. */
   #greeting: Uint8Array | undefined;
   #closed = false;
   #writeDone = false;
@@ -111,7 +92,9 @@ export class RelayStream {
     for (let i = 0;; i++) {
       const target = this.#targets[i]!;
       try {
-        return await this.#connect(target);
+        await this.#connect(target);
+        d.pool?.fill(target);
+        return;
       } catch (e) {
         const retry = e instanceof RelayError && RETRYABLE.has(e.reason);
         if (retry) d.unreachable(target.nodeId);
@@ -128,63 +111,26 @@ export class RelayStream {
     }
   }
 
-  /** Connects to `target`, reads its greeting, sends the proof. */
+  /** A ready connection to `target` from the pool, or a new one, greeted. */
   async #connect(target: RelayTarget): Promise<void> {
     const d = this.#dialer;
-    const [hostname, port] = splitAddr(target.relayAddr);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new RelayError("connect_timeout", "The node holding the tunnel is not answering."),
-          ),
-        d.connectTimeoutMs,
-      );
-    });
-    try {
-      const connecting = Deno.connect({ hostname, port, transport: "tcp" });
-      let conn: Deno.TcpConn;
-      try {
-        conn = await Promise.race([connecting, timeout]);
-      } catch (e) {
-        if (e instanceof RelayError) {
-          // A connection that arrives after the timeout is closed, not leaked.
-          connecting.then((c) => c.close(), () => {});
-          throw e;
-        }
-        throw new RelayError("connect_failed", "The node holding the tunnel cannot be reached.");
-      }
-      this.#conn = conn;
-      if (this.#closed) throw new RelayError("connection_lost", "The relay was cancelled.");
-      conn.setNoDelay(true);
-      conn.setKeepAlive(true);
-      const reader = new ConnReader(conn);
-      this.#reader = reader;
-      let greeting: string;
-      try {
-        greeting = await Promise.race([reader.readLine(), timeout]);
-      } catch (e) {
-        if (e instanceof RelayError) throw e;
-        throw new RelayError(
-          "bad_greeting",
-          "The node holding the tunnel did not greet the relay.",
-        );
-      }
-      const [magic, challenge, receiver] = greeting.split(" ");
-      if (magic !== RELAY_MAGIC || !challenge || !/^[0-9a-f]{32}$/.test(challenge)) {
-        throw new RelayError("bad_greeting", "The relay peer is not a HopGate node.");
-      }
-      if (receiver !== target.nodeId) {
-        // The address now belongs to another node (a restart): the placement is stale.
-        throw new RelayError("wrong_node", "The node that held the tunnel has restarted.");
-      }
-      const proof = relayProof(d.key, challenge, receiver, d.nodeId, this.#domain);
-      // Sent with the first bytes of the request (one write, one segment).
-      this.#greeting = line(`${d.nodeId} ${this.#domain} ${proof}`);
-    } finally {
-      clearTimeout(timer);
+    const domain = line(this.#domain);
+    const ready = d.pool?.take(target);
+    if (ready) {
+      this.#conn = ready.conn;
+      this.#reader = ready.reader;
+      this.#greeting = domain;
+      return;
     }
+    const got = await dialRelay(target, d, () => this.#closed);
+    this.#conn = got.conn;
+    this.#reader = got.reader;
+    if (this.#closed) throw new RelayError("connection_lost", "The relay was cancelled.");
+    // Proof and domain go out with the first bytes of the request (one write, one segment).
+    const both = new Uint8Array(got.proof!.length + domain.length);
+    both.set(got.proof!);
+    both.set(domain, got.proof!.length);
+    this.#greeting = both;
   }
 
   #fail(reason: RelayErrorReason, message: string): RelayError {
@@ -233,10 +179,22 @@ export class RelayStream {
     await this.#sendGreeting().catch(() => {});
     if (!this.#answered) {
       let answer: string;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        answer = await reader.readLine();
+        // The receiver answers as soon as it has the domain: a silent one is not waited on.
+        answer = await Promise.race([
+          reader.readLine(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error("timeout")), this.#dialer.connectTimeoutMs);
+          }),
+        ]);
       } catch {
-        throw this.#fail("connection_lost", "The relay connection was lost.");
+        throw this.#fail(
+          "connection_lost",
+          "The node holding the tunnel did not answer the relay.",
+        );
+      } finally {
+        clearTimeout(timer);
       }
       if (answer === "OK") {
         this.#answered = true;
@@ -327,11 +285,4 @@ function refusalMessage(code: string): string {
     default:
       return "The node holding the tunnel refused the relay.";
   }
-}
-
-/** `host:port` or `[v6]:port` → [host, port]. */
-function splitAddr(addr: string): [string, number] {
-  const i = addr.lastIndexOf(":");
-  const host = addr.slice(0, i).replace(/^\[(.*)\]$/, "$1");
-  return [host, Number(addr.slice(i + 1))];
 }

@@ -10,7 +10,7 @@ import { type IncomingRelayError, RelayListener } from "./relay_server.ts";
 
 const KEY = new Uint8Array(32).fill(3);
 
-function listen(maxConnections = 4) {
+function listen(maxConnections = 4, idleTimeoutMs = 30_000) {
   const refused: IncomingRelayError[] = [];
   const listener = new RelayListener({
     hostname: "127.0.0.1",
@@ -20,6 +20,7 @@ function listen(maxConnections = 4) {
     pick: () => undefined,
     maxConnections,
     greetingTimeoutMs: 200,
+    idleTimeoutMs,
     logger: silentLogger,
     refused: (r) => refused.push(r),
     accepted: () => {},
@@ -84,16 +85,33 @@ Deno.test("relay listener: a wrong proof is refused; a right one for a domain wi
   const { listener, refused } = listen();
   try {
     const bad = await dial(listener);
-    const wrong = relayProof(new Uint8Array(32), bad.challenge, bad.receiver, "s", "a.example.com");
-    await bad.conn.write(line(`s a.example.com ${wrong}`));
+    const wrong = relayProof(new Uint8Array(32), bad.challenge, bad.receiver, "s");
+    await bad.conn.write(line(`s ${wrong}`));
     assert.match(await bad.reader.readLine(), /^ERR auth_failed /);
     bad.conn.close();
     const good = await dial(listener);
-    const proof = relayProof(KEY, good.challenge, good.receiver, "s", "a.example.com");
-    await good.conn.write(line(`s a.example.com ${proof}`));
+    const proof = relayProof(KEY, good.challenge, good.receiver, "s");
+    await good.conn.write(line(`s ${proof}`));
+    await good.conn.write(line("a.example.com"));
     assert.match(await good.reader.readLine(), /^ERR no_tunnel /);
     good.conn.close();
     assert.deepEqual(refused, ["in_auth_failed", "in_no_tunnel"]);
+  } finally {
+    await listener.close();
+  }
+});
+
+Deno.test("relay listener: an authenticated connection that carries nothing is closed after the idle bound", async () => {
+  const { listener, refused } = listen(4, 300);
+  try {
+    const c = await dial(listener);
+    await c.conn.write(line(`s ${relayProof(KEY, c.challenge, c.receiver, "s")}`));
+    const t0 = performance.now();
+    assert.equal(await c.reader.read(), null, "closed without an answer");
+    assert.ok(performance.now() - t0 >= 250);
+    assert.equal(listener.size, 0);
+    assert.deepEqual(refused, []);
+    c.conn.close();
   } finally {
     await listener.close();
   }

@@ -48,6 +48,11 @@ export interface RelayListenerOptions {
   maxConnections: number;
   /** Time from accept to a complete greeting. Default 5000 ms. */
   greetingTimeoutMs?: number;
+  /**
+   * How long an authenticated connection may wait for its request (a sender keeps
+   * a few ready); then it is closed. Default 30 000 ms (`RELAY_IDLE_MS`).
+   */
+  idleTimeoutMs?: number;
   logger: Logger;
   /** A relay was refused (metrics). */
   refused(reason: IncomingRelayError): void;
@@ -129,14 +134,8 @@ export class RelayListener {
     };
     let greeting: string;
     const ms = o.greetingTimeoutMs ?? 5000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      greeting = await Promise.race([
-        reader.readLine(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("timeout")), ms);
-        }),
-      ]);
+      greeting = await within(reader.readLine(), ms);
     } catch (e) {
       const timedOut = e instanceof Error && e.message === "timeout";
       o.logger.info("relay refused", {
@@ -149,19 +148,17 @@ export class RelayListener {
         "bad_greeting",
         "expected a relay greeting",
       );
-    } finally {
-      clearTimeout(timer);
     }
-    const [sender, rawDomain, proof, extra] = greeting.split(" ");
-    if (!sender || !rawDomain || !proof || extra !== undefined || !/^[0-9a-f]{64}$/.test(proof)) {
+    const [sender, proof, extra] = greeting.split(" ");
+    if (!sender || !proof || extra !== undefined || !/^[0-9a-f]{64}$/.test(proof)) {
       o.logger.info("relay refused", {
         component: "cluster",
         peer: peerOf(conn),
         error: "malformed greeting",
       });
-      return refuse("in_bad_greeting", "bad_greeting", "expected <node> <domain> <proof>");
+      return refuse("in_bad_greeting", "bad_greeting", "expected <node> <proof>");
     }
-    const expected = relayProof(o.key, challenge, o.nodeId, sender, rawDomain);
+    const expected = relayProof(o.key, challenge, o.nodeId, sender);
     if (!proofMatches(expected, proof)) {
       // Never logged: the proof or the key. A wrong HOP_SECRET_KEY on one node shows here.
       o.logger.warn("relay refused: authentication failed", {
@@ -171,6 +168,16 @@ export class RelayListener {
         hint: "every node needs the same HOP_SECRET_KEY",
       });
       return refuse("in_auth_failed", "auth_failed", "authentication failed");
+    }
+    // Authenticated: the request may come now or after a while (a connection kept ready).
+    let rawDomain: string;
+    try {
+      rawDomain = await within(reader.readLine(), o.idleTimeoutMs ?? RELAY_IDLE_MS);
+    } catch {
+      return; // idle too long, or the sender closed it: not an error
+    }
+    if (!/^[a-z0-9.-]{1,253}$/i.test(rawDomain)) {
+      return refuse("in_bad_greeting", "bad_greeting", "expected a domain");
     }
     const domain = canonicalDomain(rawDomain);
     const tunnel = o.pick(domain);
@@ -225,6 +232,24 @@ export class RelayListener {
       } catch { /* already closed */ }
     }
     await this.#serving;
+  }
+}
+
+/** How long an authenticated relay connection may wait for its request. */
+export const RELAY_IDLE_MS = 30_000;
+
+/** `p`, or a rejection with "timeout" after `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("timeout")), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -6,14 +6,19 @@
  * between the connection and one of its tunnel streams without parsing HTTP.
  *
  *   receiver → sender   HOPGATE-RELAY/1 <challenge: 32 hex> <receiver node id>\n
- *   sender → receiver   <sender node id> <domain> <proof: 64 hex>\n   then stream bytes
+ *   sender → receiver   <sender node id> <proof: 64 hex>\n
+ *                       (authenticated: the sender may keep it ready, idle, up to 30 s)
+ *   sender → receiver   <domain>\n   then stream bytes
  *   receiver → sender   OK\n   then stream bytes
  *                   or  ERR <code> <message>\n   and close
  *
- * proof = HMAC-SHA256(relay key, "hopgate/relay/v1\n" challenge \n receiver \n sender \n domain),
- * hex. The relay key is derived from the secret-box key (`HOP_SECRET_KEY`) with
- * HKDF (`RELAY_KEY_INFO`): the secret itself never crosses the wire, a proof is
- * good for one connection (the challenge is fresh), for one receiver and one domain.
+ * proof = HMAC-SHA256(relay key, "hopgate/relay/v1\n" challenge \n receiver \n sender), hex.
+ * The relay key is derived from the secret-box key (`HOP_SECRET_KEY`) with HKDF
+ * (`RELAY_KEY_INFO`): the secret itself never crosses the wire, and a proof is good
+ * for one connection (the challenge is fresh) to one receiver. The domain is not
+ * under the proof: nothing after the greeting is (the relay is authenticated, not
+ * encrypted or integrity-protected; docs/cluster.md), and leaving it out lets a
+ * sender authenticate connections before it knows what they will carry.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 
@@ -36,10 +41,9 @@ export function relayProof(
   challenge: string,
   receiver: string,
   sender: string,
-  domain: string,
 ): string {
   return createHmac("sha256", key)
-    .update(`hopgate/relay/v1\n${challenge}\n${receiver}\n${sender}\n${domain}`)
+    .update(`hopgate/relay/v1\n${challenge}\n${receiver}\n${sender}`)
     .digest("hex");
 }
 
@@ -67,6 +71,8 @@ export class RelayFramingError extends Error {
 export class ConnReader {
   readonly #conn: Deno.Conn;
   #pending: Uint8Array | undefined;
+  /** A read started by `watch()`, delivered to the next reader. */
+  #watched: Promise<Uint8Array | null> | undefined;
   /**
    * The next read's buffer size: small first (most relayed requests and answers
    * are a few KiB, and a new buffer is zeroed per read), doubled up to 64 KiB
@@ -78,9 +84,32 @@ export class ConnReader {
     this.#conn = conn;
   }
 
+  /**
+   * Starts a read while nobody reads (an idle connection kept ready): `onActivity`
+   * runs if it completes (the peer closed, or sent something) while still watched.
+   * The bytes (or the end) go to the next `read`/`readLine`.
+   */
+  watch(onActivity: () => void): { unwatch(): void } {
+    let watching = true;
+    const buf = new Uint8Array(MAX_LINE_BYTES);
+    this.#watched = this.#conn.read(buf).then((n) => n === null ? null : buf.subarray(0, n));
+    this.#watched.then(() => watching && onActivity(), () => watching && onActivity());
+    return { unwatch: () => void (watching = false) };
+  }
+
+  /** The watched read's result, if one was started. */
+  async #takeWatched(): Promise<Uint8Array | null | undefined> {
+    const w = this.#watched;
+    if (!w) return undefined;
+    this.#watched = undefined;
+    return await w;
+  }
+
   /** The next line without its newline; throws `RelayFramingError` past `MAX_LINE_BYTES`. */
   async readLine(): Promise<string> {
-    let buf = this.#pending ?? new Uint8Array(0);
+    const watched = await this.#takeWatched();
+    if (watched === null) throw new RelayFramingError("connection ended inside the greeting");
+    let buf = joinBytes(this.#pending, watched);
     this.#pending = undefined;
     for (;;) {
       const nl = buf.indexOf(10);
@@ -103,6 +132,13 @@ export class ConnReader {
 
   /** The next chunk of bytes (at most 64 KiB, each a new buffer), or null at the peer's half-close. */
   async read(): Promise<Uint8Array | null> {
+    const watched = await this.#takeWatched();
+    if (watched !== undefined) {
+      if (watched === null || !this.#pending) return watched;
+      const joined = joinBytes(this.#pending, watched);
+      this.#pending = undefined;
+      return joined;
+    }
     const p = this.#pending;
     if (p) {
       this.#pending = undefined;
@@ -120,4 +156,13 @@ export class ConnReader {
 export async function writeAll(conn: Deno.Conn, p: Uint8Array): Promise<void> {
   let off = 0;
   while (off < p.length) off += await conn.write(p.subarray(off));
+}
+
+function joinBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): Uint8Array {
+  if (!a) return b ?? new Uint8Array(0);
+  if (!b) return a;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
