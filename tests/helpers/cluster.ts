@@ -27,6 +27,8 @@ export interface ClusterNodeProc {
   metrics(): Promise<string>;
   /** SIGKILL: the crash (no leave, no GOAWAY). */
   kill9(): Promise<void>;
+  /** SIGTERM (a graceful stop), then the same node again on the same ports (a new node id). */
+  restart(): Promise<void>;
 }
 
 /** A test cluster. */
@@ -77,14 +79,18 @@ export async function startTestCluster(n: number, dsnOverride?: string): Promise
       ...env,
     };
     const args = ["run", "--config", `${ROOT}deno.json`, ...taskFlags("server"), "server/main.ts"];
-    const proc = new Proc(args, fullEnv);
-    try {
-      await proc.waitFor('"server started"', 30_000);
-    } catch (e) {
-      await proc.stop("SIGKILL");
-      throw e;
-    }
-    const joined = /"cluster joined".*?"node_id":"([0-9a-f-]{36})"/.exec(proc.output);
+    const start = async () => {
+      const proc = new Proc(args, fullEnv);
+      try {
+        await proc.waitFor('"server started"', 30_000);
+      } catch (e) {
+        await proc.stop("SIGKILL");
+        throw e;
+      }
+      const joined = /"cluster joined".*?"node_id":"([0-9a-f-]{36})"/.exec(proc.output);
+      return { proc, nodeId: joined?.[1] ?? "" };
+    };
+    const first = await start();
     const admin = async (path: string, body?: unknown) => {
       const r = await curl([
         "-s",
@@ -100,17 +106,23 @@ export async function startTestCluster(n: number, dsnOverride?: string): Promise
       return { status: r.status, json: JSON.parse(r.body) as Record<string, unknown> };
     };
     const node: ClusterNodeProc = {
-      proc,
+      proc: first.proc,
       name,
       httpPort,
       dtlsPort,
       relayPort,
-      nodeId: joined?.[1] ?? "",
+      nodeId: first.nodeId,
       admin,
       metrics: async () =>
         (await curl(["-s", "-H", "Host: gateway.test", `http://127.0.0.1:${httpPort}/metrics`]))
           .body,
-      kill9: () => proc.stop("SIGKILL"),
+      kill9: () => node.proc.stop("SIGKILL"),
+      restart: async () => {
+        await node.proc.stop();
+        const next = await start();
+        node.proc = next.proc;
+        node.nodeId = next.nodeId;
+      },
     };
     nodes.push(node);
     return node;
