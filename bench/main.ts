@@ -6,7 +6,8 @@
  * (CPU per request beside mux-only and node:http-only baselines).
  *
  * The HTTP tunnel against direct access and `ssh -R` is measured by the shared
- * harness with our target file: see bench/targets/hopgate.sh.
+ * harness with our target file: see bench/targets/hopgate.sh. `deno task bench cluster`
+ * (only when named) is the cluster relay's added latency, direct node against relayed node.
  */
 const parts: Record<string, () => Promise<void>> = {
   dtls: async () => (await import("./dtls_bench.ts")).main(),
@@ -14,10 +15,13 @@ const parts: Record<string, () => Promise<void>> = {
     (await import("./mux_bench.ts")).main(Deno.args.filter((a) => a.startsWith("--"))),
   ingress: async () => (await import("./ingress_bench.ts")).main(["--requests", "50000"]),
   forwarder: async () => (await import("./forwarder_bench.ts")).main(["--requests", "30000"]),
+  cluster: async () => (await import("./cluster_relay_bench.ts")).main(),
 };
 
+/** Named only: it starts PostgreSQL-backed server processes (bench/cluster_relay_bench.ts). */
+const OPT_IN = new Set(["cluster"]);
 const wanted = Deno.args.filter((a) => !a.startsWith("--"));
-for (const name of wanted.length ? wanted : Object.keys(parts)) {
+for (const name of wanted.length ? wanted : Object.keys(parts).filter((p) => !OPT_IN.has(p))) {
   const run = parts[name];
   if (!run) {
     console.error(`unknown bench "${name}"; known: ${Object.keys(parts).join(", ")}`);

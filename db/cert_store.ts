@@ -5,7 +5,7 @@
  * the directory URL); they exist in clear only in memory.
  */
 import { and, eq, gt, lt } from "drizzle-orm";
-import type { Database } from "./database.ts";
+import type { AdvisoryLocks, Database } from "./database.ts";
 import { QueryGuard } from "./guard.ts";
 import { acmeAccounts, acmeChallenges, certificates } from "./schema.ts";
 import type { SecretBox } from "./secret_box.ts";
@@ -46,12 +46,49 @@ export class CertificateStore {
   readonly #db: Database;
   readonly #box: SecretBox;
   readonly #guard: QueryGuard;
+  readonly #locks: AdvisoryLocks | undefined;
 
-  /** A store over `db`, sealing private keys with `box`; `guard` bounds each query (default 5 s). */
-  constructor(db: Database, box: SecretBox, guard: QueryGuard = new QueryGuard()) {
+  /**
+   * A store over `db`, sealing private keys with `box`; `guard` bounds each query
+   * (default 5 s); `locks` (PostgreSQL) make an order for a name one node's at a time.
+   */
+  constructor(
+    db: Database,
+    box: SecretBox,
+    guard: QueryGuard = new QueryGuard(),
+    locks?: AdvisoryLocks,
+  ) {
     this.#db = db;
     this.#box = box;
     this.#guard = guard;
+    this.#locks = locks;
+  }
+
+  /**
+   * Takes the right to order a certificate for `domain` across every node that
+   * shares the database (`pg_try_advisory_lock`): a release function, or
+   * undefined when another node is ordering it now. Without locks (PGlite, one
+   * process) it is always granted.
+   */
+  async lockOrder(domain: string): Promise<(() => Promise<void>) | undefined> {
+    const locks = this.#locks;
+    if (!locks) return () => Promise.resolve();
+    const key = `hopgate/acme-order/${domain}`;
+    const trying = locks.tryLock(key);
+    let got: boolean;
+    try {
+      got = await this.#guard.run("lock ACME order", () => trying);
+    } catch (e) {
+      // Given up on: a lock it still takes later is given back then.
+      trying.then((late) => late ? locks.unlock(key) : undefined).catch(() => {});
+      throw e;
+    }
+    if (!got) return undefined;
+    return async () => {
+      await this.#guard.run("unlock ACME order", () => locks.unlock(key)).catch(() => {
+        // The lock connection then drops all its locks (db/database.ts).
+      });
+    };
   }
 
   /** Every row, or those updated after `since`. */

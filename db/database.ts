@@ -50,12 +50,39 @@ export type DatabaseOptions =
     memory: true;
   };
 
+/**
+ * LISTEN on `channel` through a dedicated connection: `onNotify` gets each payload,
+ * `onListen` runs every time the listen connection is (re)established (the driver
+ * reconnects by itself). Resolves once listening the first time.
+ */
+export type Listener = (
+  channel: string,
+  onNotify: (payload: string) => void,
+  onListen: () => void,
+) => Promise<{ unlisten(): Promise<void> }>;
+
+/**
+ * PostgreSQL session-level advisory locks, all held on one dedicated connection:
+ * a lock is this process's until `unlock`, or until that connection ends (the
+ * process died, the database restarted), when PostgreSQL drops it.
+ */
+export interface AdvisoryLocks {
+  /** Takes the lock named `key` if no other session holds it; false if one does. */
+  tryLock(key: string): Promise<boolean>;
+  /** Gives the lock back. */
+  unlock(key: string): Promise<void>;
+}
+
 /** An open database. `close()` is idempotent and releases the data directory lock. */
 export interface DatabaseHandle {
   /** The drizzle handle queries run against. */
   readonly db: Database;
   /** Which backend is open. */
   readonly backend: "postgres" | "pglite";
+  /** LISTEN/NOTIFY (PostgreSQL only: the cluster needs it; PGlite is single-node). */
+  readonly listen: Listener | undefined;
+  /** Advisory locks (PostgreSQL only: one process needs no lock against itself). */
+  readonly locks: AdvisoryLocks | undefined;
   /** Applies pending migrations (drizzle's `migrate()`). */
   migrate(): Promise<void>;
   /** Closes the connections (and releases the data directory lock). */
@@ -132,11 +159,54 @@ function openPostgres(dsn: string, max: number, connectTimeoutS: number): Databa
     connection: { application_name: "hopgate" },
   });
   const db = drizzlePostgres(client, { schema });
+  const listen: Listener = async (channel, onNotify, onListen) => {
+    const { unlisten } = await client.listen(channel, onNotify, onListen);
+    return { unlisten: () => unlisten() };
+  };
+  // One connection for every advisory lock, reserved on first use, given up when it fails.
+  let reserved: Promise<postgres.ReservedSql> | undefined;
+  const lockConn = () =>
+    reserved ??= client.reserve().catch((e) => {
+      reserved = undefined;
+      throw e;
+    });
+  const onLockConn = async <T>(q: (r: postgres.ReservedSql) => Promise<T>): Promise<T> => {
+    const r = await lockConn();
+    try {
+      return await q(r);
+    } catch (e) {
+      // Given up on (a timeout) or broken: the next lock takes a new connection, and
+      // this one drops every lock it holds before it goes back to the pool (a broken
+      // one is discarded by the driver, which drops them too).
+      if (reserved) {
+        reserved = undefined;
+        r`select pg_advisory_unlock_all()`.then(() => r.release(), () => r.release());
+      }
+      throw e;
+    }
+  };
+  const locks: AdvisoryLocks = {
+    tryLock: (key) =>
+      onLockConn(async (r) => {
+        const rows = await r`select pg_try_advisory_lock(hashtextextended(${key}, 0)) as ok`;
+        return rows[0]?.ok === true;
+      }),
+    unlock: (key) =>
+      onLockConn(async (r) => {
+        await r`select pg_advisory_unlock(hashtextextended(${key}, 0))`;
+      }),
+  };
   return handle(
     db,
     "postgres",
     () => migratePostgres(db, { migrationsFolder: MIGRATIONS_DIR }),
-    () => client.end({ timeout: 5 }),
+    async () => {
+      const r = await reserved?.catch(() => undefined);
+      r?.release();
+      await client.end({ timeout: 5 });
+    },
+    listen,
+    locks,
   );
 }
 
@@ -162,11 +232,15 @@ function handle(
   backend: DatabaseHandle["backend"],
   migrate: () => Promise<unknown>,
   close: () => Promise<unknown>,
+  listen?: Listener,
+  locks?: AdvisoryLocks,
 ): DatabaseHandle {
   let closed = false;
   return {
     db,
     backend,
+    listen,
+    locks,
     async migrate() {
       try {
         await migrate();

@@ -16,9 +16,11 @@
  * ```
  */
 export {
+  type AdvisoryLocks,
   type Database,
   type DatabaseHandle,
   type DatabaseOptions,
+  type Listener,
   MIGRATIONS_DIR,
   openDatabase,
 } from "./database.ts";
@@ -34,6 +36,14 @@ export {
 } from "./domain_store.ts";
 export { openStorage, type Storage, type StorageOptions } from "./storage.ts";
 export { CertificateStore, type StoredCertificate } from "./cert_store.ts";
+export {
+  CLUSTER_CHANNEL,
+  type ClusterMessage,
+  type ClusterNode,
+  ClusterStore,
+  decodeClusterMessage,
+  type Placement,
+} from "./cluster_store.ts";
 export { InvalidDomainError, normalizeDomain, tryNormalizeDomain } from "./domain_name.ts";
 export {
   ApiKeyMismatchError,

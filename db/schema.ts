@@ -4,7 +4,7 @@
  * from this file by drizzle-kit (`deno task db:generate`) into `db/migrations/`.
  */
 import { sql } from "drizzle-orm";
-import { check, integer, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
+import { check, index, integer, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
 
 /**
  * One row per domain the server routes to a tunnel client.
@@ -80,3 +80,33 @@ export const certificates = pgTable("certificates", {
 ]);
 
 export type CertificateRow = typeof certificates.$inferSelect;
+
+/**
+ * Cluster membership: one row per running server node that shares this database
+ * in cluster mode (docs/cluster.md). `relay_addr` is the node's private relay
+ * listener (`HOP_CLUSTER_ADVERTISE`); `heartbeat_at` moves every ~2 s, and a row
+ * whose heartbeat is stale is deleted by any node (its placements with it). The
+ * id is new at every start, so a restarted node never inherits a dead one's rows.
+ */
+export const clusterNodes = pgTable("cluster_nodes", {
+  id: uuid("id").primaryKey(),
+  relayAddr: text("relay_addr").notNull(),
+  startedAt: timestamp("started_at", { withTimezone: true }).notNull().defaultNow(),
+  heartbeatAt: timestamp("heartbeat_at", { withTimezone: true }).notNull().defaultNow(),
+});
+
+/**
+ * Live tunnel placements: which node holds a tunnel (session) of which domain.
+ * Written by the node that holds the tunnel; read by every node into memory, so
+ * routing a request never queries the database. No secrets.
+ */
+export const tunnelPlacements = pgTable("tunnel_placements", {
+  sessionId: text("session_id").primaryKey(),
+  nodeId: uuid("node_id").notNull().references(() => clusterNodes.id, { onDelete: "cascade" }),
+  domain: text("domain").notNull(),
+  remoteAddr: text("remote_addr").notNull(),
+  transport: text("transport").notNull(),
+  connectedAt: timestamp("connected_at", { withTimezone: true }).notNull(),
+}, (t) => [index("tunnel_placements_node_idx").on(t.nodeId)]);
+
+export type TunnelPlacementRow = typeof tunnelPlacements.$inferSelect;

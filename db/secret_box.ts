@@ -71,6 +71,15 @@ export class SecretBox {
     }
   }
 
+  /**
+   * A 32-byte key for another purpose, derived from this box's key with HKDF-SHA256
+   * and `info` naming the purpose (e.g. the cluster relay's key). The box's own key
+   * cannot be recovered from it; every node with the same secret derives the same key.
+   */
+  deriveKey(info: string): Uint8Array {
+    return new Uint8Array(hkdfSync("sha256", this.#key, "", info, KEY_BYTES));
+  }
+
   /** Never print the key. */
   toString(): string {
     return "SecretBox(***)";

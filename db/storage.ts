@@ -5,6 +5,7 @@
  */
 import { sql } from "drizzle-orm";
 import { CertificateStore } from "./cert_store.ts";
+import { ClusterStore } from "./cluster_store.ts";
 import { type Database, type DatabaseHandle, openDatabase } from "./database.ts";
 import { DomainStore } from "./domain_store.ts";
 import { QueryGuard, type StorageFailure } from "./guard.ts";
@@ -36,6 +37,11 @@ export interface Storage {
   readonly store: DomainStore;
   /** Certificates, ACME challenges and ACME account keys. */
   readonly certs: CertificateStore;
+  /**
+   * Cluster membership and placements, with LISTEN/NOTIFY; undefined on PGlite
+   * (single-node: it has no other process to share the database with).
+   */
+  readonly cluster: ClusterStore | undefined;
   /** Which backend is open ("postgres" or "pglite"). */
   readonly backend: DatabaseHandle["backend"];
   /**
@@ -85,7 +91,8 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     const db = handle.db;
     return {
       store,
-      certs: new CertificateStore(db, secretBox, guard),
+      certs: new CertificateStore(db, secretBox, guard, handle.locks),
+      cluster: handle.listen ? new ClusterStore(db, guard, handle.listen) : undefined,
       backend: handle.backend,
       ping: async () => {
         await guard.run("check database", () => db.execute(sql`select 1`));

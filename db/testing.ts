@@ -65,6 +65,8 @@ function withReset(handle: DatabaseHandle, close: () => Promise<void>): TestData
   return {
     db: handle.db,
     backend: handle.backend,
+    listen: handle.listen,
+    locks: handle.locks,
     migrate: () => handle.migrate(),
     close,
     async reset() {

@@ -47,6 +47,9 @@
  * | HOP_PROXY_PROTOCOL                | false (trusted peers send PROXY headers)  |
  * | HOP_SERVER_TCP_TUNNEL             | true (tunnels over WebSocket on HTTP(S))  |
  * | HOP_TUNNEL_MAX_DATAGRAM_BYTES     | what a 1280-byte MTU carries (1215 IPv4)  |
+ * | HOP_CLUSTER_LISTEN                | unset: single node (relay listener, TCP)  |
+ * | HOP_CLUSTER_ADVERTISE             | the LISTEN address (what other nodes dial)|
+ * | HOP_CLUSTER_MAX_RELAYS            | 1024 (relay connections per direction)    |
  *
  * HTTPS redirect: plain HTTP to a host that has a certificate gets a 308 to HTTPS
  * (ACME challenge paths never). HOP_ACME_CA_CERT: a CA that signs the ACME
@@ -63,7 +66,7 @@ import {
   Secret,
   splitList,
 } from "../shared/config.ts";
-import { type HostPort, normalizeDomain } from "../shared/names.ts";
+import { formatHostPort, type HostPort, normalizeDomain } from "../shared/names.ts";
 import { type Cidr, parseCidrList } from "./admin/cidr.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
@@ -144,6 +147,18 @@ export interface ServerConfig {
    * `/.well-known/hopgate/tunnel` on `serverDomain` (docs/tcp-fallback.md). Default true.
    */
   tcpTunnel: boolean;
+  /** Cluster mode (docs/cluster.md); undefined: a single node, as before. */
+  cluster: ClusterConfig | undefined;
+}
+
+/** Cluster mode: several nodes on one PostgreSQL, any node serves any domain. */
+export interface ClusterConfig {
+  /** The private relay listener (`HOP_CLUSTER_LISTEN`, TCP). */
+  listen: ListenAddress;
+  /** `host:port` the other nodes dial to reach the relay listener (`HOP_CLUSTER_ADVERTISE`). */
+  advertise: string;
+  /** Relay connections open at once, in each direction (`HOP_CLUSTER_MAX_RELAYS`). */
+  maxRelays: number;
 }
 
 export interface FrontConfig {
@@ -217,6 +232,9 @@ export const SERVER_ENV_NAMES = [
   "HOP_SERVER_MAX_TUNNELS_PER_DOMAIN",
   "HOP_SERVER_TCP_TUNNEL",
   "HOP_TUNNEL_MAX_DATAGRAM_BYTES",
+  "HOP_CLUSTER_LISTEN",
+  "HOP_CLUSTER_ADVERTISE",
+  "HOP_CLUSTER_MAX_RELAYS",
 ] as const;
 
 const MIN_ADMIN_KEY_CHARS = 16;
@@ -417,6 +435,8 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     (v) => parseInteger(v, 512, 16_384),
   );
 
+  const cluster = readCluster(problems, parse, get, dbDsn !== undefined);
+
   problems.throwIfAny();
   return {
     debug,
@@ -446,7 +466,48 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     maxTunnelsPerDomain,
     tunnelMaxDatagramBytes,
     tcpTunnel,
+    cluster,
   };
+}
+
+/** The `HOP_CLUSTER_*` variables; undefined when cluster mode is off. */
+function readCluster(
+  problems: ConfigProblems,
+  parse: <T>(name: string, fallback: T, fn: (v: string) => T) => T,
+  get: (name: string) => string | undefined,
+  postgres: boolean,
+): ClusterConfig | undefined {
+  const listen = parse("HOP_CLUSTER_LISTEN", undefined as ListenAddress | undefined, parseListen);
+  const advertise = parse("HOP_CLUSTER_ADVERTISE", undefined as string | undefined, (v) => {
+    const a = parseAddress(v, { emptyHost: "", minPort: 1, expected: '"host:port"' });
+    if (a.hostname === "" || a.hostname === "0.0.0.0" || a.hostname === "::") {
+      throw new Error("expected the address other nodes dial (not a wildcard)");
+    }
+    return formatHostPort(a);
+  });
+  const maxRelays = parse("HOP_CLUSTER_MAX_RELAYS", 1024, (v) => parseInteger(v, 1, 100_000));
+  if (!listen) {
+    if (get("HOP_CLUSTER_ADVERTISE") !== undefined) {
+      problems.add("HOP_CLUSTER_ADVERTISE: needs HOP_CLUSTER_LISTEN (cluster mode)");
+    }
+    return undefined;
+  }
+  if (!postgres) {
+    problems.add(
+      "HOP_CLUSTER_LISTEN: cluster mode needs PostgreSQL (HOP_DB_DSN); the embedded PGlite " +
+        "database is single-node",
+    );
+  }
+  let adv = advertise;
+  if (adv === undefined) {
+    if (listen.hostname === "0.0.0.0" || listen.hostname === "::" || listen.port === 0) {
+      problems.add(
+        "HOP_CLUSTER_ADVERTISE: required when HOP_CLUSTER_LISTEN is a wildcard address or " +
+          "port 0 (the host:port other nodes dial)",
+      );
+    } else adv = formatHostPort(listen);
+  }
+  return { listen, advertise: adv ?? "", maxRelays };
 }
 
 /** `host:port`, `:port` (all IPv4 interfaces) or `[v6]:port`; port 0 is any free port. */

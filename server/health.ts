@@ -29,11 +29,14 @@ export interface ReadinessReport {
   reasons: string[];
   database: { ok: boolean; error?: string; checkedAt?: string };
   listeners: Record<string, boolean>;
+  /** Cluster mode: this node and what it knows of the others. */
+  cluster?: Record<string, unknown>;
 }
 
 export class Readiness {
   readonly #opts: ReadinessOptions;
   readonly #listeners = new Map<string, boolean>();
+  #cluster: (() => Record<string, unknown>) | undefined;
   #dbOk = false;
   #dbError: string | undefined = "not checked yet";
   #checkedAt: Date | undefined;
@@ -49,6 +52,11 @@ export class Readiness {
   /** Records a listener (`http`, `https`, `dtls`, `metrics`) as up or down. */
   listener(name: string, up: boolean): void {
     this.#listeners.set(name, up);
+  }
+
+  /** Cluster mode: `/readyz` adds what `describe` says (node id, live nodes…). */
+  cluster(describe: () => Record<string, unknown>): void {
+    this.#cluster = describe;
   }
 
   /** From now on `/readyz` says "shutting down". */
@@ -125,6 +133,7 @@ export class Readiness {
         ...(this.#checkedAt ? { checkedAt: this.#checkedAt.toISOString() } : {}),
       },
       listeners: Object.fromEntries(this.#listeners),
+      ...(this.#cluster ? { cluster: this.#cluster() } : {}),
     };
   }
 

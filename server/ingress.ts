@@ -43,10 +43,34 @@ import {
 } from "./front/http1.ts";
 import { type FetchHandler, serveFetch } from "./front/fetch.ts";
 import type { Logger } from "./log.ts";
-import type { Tunnel, TunnelHub } from "./tunnels.ts";
+import { RelayError } from "./cluster/relay_client.ts";
+
+/**
+ * The byte stream one request runs on: a mux stream on a local tunnel, or a relay
+ * to the node that holds the tunnel (server/cluster/relay_client.ts).
+ */
+export type TunnelStream = Pick<
+  MuxStream,
+  "read" | "readRest" | "write" | "close" | "reset" | "stopSending"
+>;
+
+/** Where a request goes: a local `Tunnel`, or a relay to another node (the same shape). */
+export interface Route {
+  readonly session: { openStream(): TunnelStream; readonly isClosed: boolean };
+  /** Upgrades are spliced as raw bytes. */
+  readonly splice: boolean;
+  inFlight: number;
+  served: number;
+}
 
 export interface IngressOptions {
-  hub: Pick<TunnelHub, "pick">;
+  /** Finds a route per request: `TunnelHub.pick`, or that and the cluster's relays. */
+  hub: { pick(domain: string, exclude?: Set<Route>): Route | undefined };
+  /**
+   * Whether a domain with no route had its tunnel on a cluster node that died
+   * lately: answered 503 (the client is reconnecting) instead of 404.
+   */
+  recentlyLost?: (domain: string) => boolean;
   serverDomain: string;
   /** Time to wait for the response head; a streaming body is never cut. */
   proxyTimeoutMs: number;
@@ -182,8 +206,8 @@ class Exchange {
   /** The TCP peer is a trusted proxy: its forwarding headers count. */
   readonly #viaProxy: boolean;
   #state = State.Opening;
-  #tunnel: Tunnel | undefined;
-  #stream: MuxStream | undefined;
+  #tunnel: Route | undefined;
+  #stream: TunnelStream | undefined;
   /** Response body bytes relayed. */
   #bytes = 0;
   #pump: Promise<void> | undefined;
@@ -234,9 +258,9 @@ class Exchange {
 
     // Another client of the domain is tried only when one fails to open a stream
     // (closing, or out of stream credit): the set is made only then.
-    let tried: Set<Tunnel> | undefined;
-    let tunnel: Tunnel | undefined;
-    let stream: MuxStream | undefined;
+    let tried: Set<Route> | undefined;
+    let tunnel: Route | undefined;
+    let stream: TunnelStream | undefined;
     while (!stream && (tunnel = opts.hub.pick(host, tried))) {
       try {
         stream = tunnel.session.openStream();
@@ -244,7 +268,15 @@ class Exchange {
         (tried ??= new Set()).add(tunnel);
       }
     }
-    if (!tunnel || !stream) return this.#fail("no_tunnel", `No tunnel is connected for ${host}.`);
+    if (!tunnel || !stream) {
+      if (opts.recentlyLost?.(host)) {
+        return this.#fail(
+          "tunnel_lost",
+          `The node that held the tunnel for ${host} is gone; its client is reconnecting.`,
+        );
+      }
+      return this.#fail("no_tunnel", `No tunnel is connected for ${host}.`);
+    }
     this.#tunnel = tunnel;
     this.#stream = stream;
     tunnel.inFlight++;
@@ -266,8 +298,8 @@ class Exchange {
     const s = stream;
     try {
       await s.write(encodeHead(head));
-    } catch {
-      return this.#tunnelFailed(undefined);
+    } catch (e) {
+      return this.#tunnelFailed(e);
     }
     if (req.hasBody) {
       this.#pump = this.#pumpBody(s);
@@ -353,7 +385,7 @@ class Exchange {
    * stops the copy: the answer still comes through the head read, and the front
    * closes the caller's connection after it instead of reading the rest.
    */
-  async #pumpBody(s: MuxStream): Promise<void> {
+  async #pumpBody(s: TunnelStream): Promise<void> {
     const req = this.#req;
     try {
       for (;;) {
@@ -525,6 +557,8 @@ class Exchange {
   #tunnelFailed(e: unknown): Promise<void> {
     const t = this.#tunnel!;
     this.#abandon();
+    // A relay to another node failed (unreachable, refused): the tunnel is not here to use.
+    if (e instanceof RelayError) return this.#fail("tunnel_lost", e.message, `relay_${e.reason}`);
     if (e instanceof MuxSessionError || t.session.isClosed) {
       return this.#fail("tunnel_lost", `The tunnel for ${this.#host} was lost.`);
     }

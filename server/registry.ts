@@ -26,10 +26,23 @@ export interface SessionInfo {
   remoteAddr: string;
   /** When the tunnel was established. */
   connectedAt: Date;
+  /** The cluster node that holds it (cluster mode only). */
+  node?: string;
+}
+
+/** Options of a `TunnelRegistry`. */
+export interface TunnelRegistryOptions {
+  /** Called after every change (a session added or removed); must not throw. */
+  onChange?: () => void;
 }
 
 export class TunnelRegistry<S extends TunnelSession = TunnelSession> {
   readonly #byDomain = new Map<string, Map<string, S>>();
+  readonly #onChange: (() => void) | undefined;
+
+  constructor(options: TunnelRegistryOptions = {}) {
+    this.#onChange = options.onChange;
+  }
 
   /**
    * Adds a live session for `domain` (already normalized). Returns the function
@@ -45,6 +58,7 @@ export class TunnelRegistry<S extends TunnelSession = TunnelSession> {
       throw new Error(`Cannot add tunnel session: id ${session.id} is already registered`);
     }
     sessions.set(session.id, session);
+    this.#onChange?.();
     return () => this.#remove(domain, session);
   }
 
@@ -92,6 +106,7 @@ export class TunnelRegistry<S extends TunnelSession = TunnelSession> {
     const sessions = this.#byDomain.get(domain);
     if (!sessions) return 0;
     this.#byDomain.delete(domain);
+    this.#onChange?.();
     for (const s of sessions.values()) {
       try {
         s.close(reason);
@@ -107,5 +122,6 @@ export class TunnelRegistry<S extends TunnelSession = TunnelSession> {
     if (sessions?.get(session.id) !== session) return;
     sessions.delete(session.id);
     if (sessions.size === 0) this.#byDomain.delete(domain);
+    this.#onChange?.();
   }
 }

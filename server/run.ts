@@ -24,6 +24,7 @@ import { createJsonLogger, type Logger } from "./log.ts";
 import { createMetricsHandler, ServerMetrics } from "./metrics.ts";
 import { createPskLookup } from "./psk_store.ts";
 import { TunnelRegistry } from "./registry.ts";
+import { type Cluster, startCluster } from "./cluster/mod.ts";
 import { SERVER_VERSION, type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
 import { defaultMaxDatagramSize, isLoopbackAddress } from "../shared/dtls/mod.ts";
@@ -48,6 +49,8 @@ export interface RunningServer {
   readonly readiness: Readiness;
   /** The separate metrics listener (`HOP_METRICS_LISTEN`), if any. */
   readonly metricsAddr: Deno.NetAddr | undefined;
+  /** Cluster mode (`HOP_CLUSTER_LISTEN`): this node's membership and relay; else undefined. */
+  readonly cluster: Cluster | undefined;
   /**
    * Graceful shutdown: /readyz turns 503, the listeners stop accepting, clients
    * get GOAWAY, in-flight requests finish (up to `HOP_SHUTDOWN_TIMEOUT_SECONDS`,
@@ -67,6 +70,8 @@ export interface RunOptions {
   certificates?: CertificateTuning;
   /** Aborts start-up (e.g. SIGTERM while the database is still being retried). */
   signal?: AbortSignal;
+  /** Cluster heartbeat and staleness, mostly for tests. */
+  cluster?: { heartbeatMs?: number; staleMs?: number };
   /** Database check interval for /readyz (default 5 s) and start-up retry delays. */
   health?: { intervalMs?: number; retryMinMs?: number; retryMaxMs?: number };
 }
@@ -133,7 +138,8 @@ export async function runServer(
       onOutageHit: () => metrics.pskOutageCacheHit(),
       onLookup: (result) => metrics.pskLookup(result),
     });
-    const registry = new TunnelRegistry<Tunnel>();
+    let cluster: Cluster | undefined;
+    const registry = new TunnelRegistry<Tunnel>({ onChange: () => cluster?.ownChanged() });
     const wsTunnel = config.tcpTunnel
       ? new WsTunnelEndpoint({ logger, ...options.tunnelWs })
       : undefined;
@@ -166,6 +172,34 @@ export async function runServer(
     });
     cleanups.push(() => hub.close());
     readiness.listener("dtls", true);
+    if (config.cluster) {
+      if (!storage.cluster) {
+        throw new Error(
+          "cluster mode (HOP_CLUSTER_LISTEN) needs PostgreSQL (HOP_DB_DSN): PGlite is single-node",
+        );
+      }
+      cluster = await startCluster({
+        config: config.cluster,
+        store: storage.cluster,
+        secretBox: storage.secretBox,
+        registry,
+        pickLocal: (domain, exclude) => hub.pick(domain, exclude),
+        forgetPsk: (domain) => pskLookup.invalidate(domain),
+        logger,
+        metrics: metrics.registry,
+        ...(options.cluster ? { timing: options.cluster } : {}),
+      });
+      const running = cluster;
+      cleanups.push(() => running.close());
+      readiness.listener("relay", true);
+      readiness.cluster(() => ({
+        node_id: running.nodeId,
+        live_nodes: running.membership.liveNodes,
+        leader: running.membership.isLeader,
+        remote_tunnels: running.membership.remoteTunnels().length,
+        database: running.membership.databaseOk ? "ok" : "unreachable: serving from memory",
+      }));
+    }
     metrics.bindTunnels({
       get dtlsStats() {
         return hub.dtlsStats;
@@ -187,12 +221,13 @@ export async function runServer(
       onOrder: (_name, kind, ok) => metrics.acmeResult(kind, ok ? "success" : "failure"),
       onExpiry: (name, notAfter) => metrics.certificateExpiry(name, notAfter),
       onChallengeLookupShed: () => metrics.challengeLookupShed(),
+      isLeader: cluster ? () => cluster!.membership.isLeader : undefined,
       tuning: options.certificates,
     });
     cleanups.push(() => certificates.close());
     const adminApp = createAdminHandler({
       store: storage.store,
-      registry,
+      registry: cluster?.tunnels ?? registry,
       pskLookup,
       config,
       logger,
@@ -215,7 +250,8 @@ export async function runServer(
     const pages = await ErrorPages.load(config.errorPagesDir);
     const trusted = config.trustedProxies;
     const ingress: IngressOptions = {
-      hub,
+      hub: cluster ? { pick: cluster.route } : hub,
+      ...(cluster ? { recentlyLost: (d: string) => cluster!.membership.recentlyLost(d) } : {}),
       serverDomain: config.serverDomain,
       proxyTimeoutMs: config.proxyTimeoutSeconds * 1000,
       pages,
@@ -359,6 +395,7 @@ export async function runServer(
       ...(metricsAddr ? { metrics: `${metricsAddr.hostname}:${metricsAddr.port}` } : {}),
       database: storage.backend,
       debug: config.debug,
+      ...(cluster ? { cluster_node: cluster.nodeId, relay: `${cluster.relayAddr.port}/tcp` } : {}),
     });
     let closing: Promise<void> | undefined;
     const shutdown = async () => {
@@ -421,6 +458,7 @@ export async function runServer(
       metrics,
       readiness,
       metricsAddr,
+      cluster,
       close: () => closing ??= shutdown(),
     };
   } catch (e) {

@@ -73,6 +73,18 @@ export interface CertificateManagerOptions {
   retryBaseMs?: number;
   /** Longest retry delay. Default 6 hours. */
   retryMaxMs?: number;
+  /**
+   * Cluster mode: whether this node runs the timer's renewals and retries (the
+   * elected node); the others only load what it stores. Default: always.
+   */
+  isLeader?: () => boolean;
+  /**
+   * While another node holds a name's order lock, how often to look for its
+   * certificate (and try the lock again), and for how long at most. Default 2 s, 3 min.
+   */
+  orderWaitPollMs?: number;
+  /** See `orderWaitPollMs`. */
+  orderWaitMaxMs?: number;
 }
 
 const MINUTE_MS = 60_000;
@@ -191,9 +203,12 @@ export class CertificateManager {
     await this.#sync();
     const now = this.#now();
     const names = new Set<string>(this.#static);
-    for (const [name, c] of this.#loaded) if (renewalDue(c, now)) names.add(name);
-    for (const [name, f] of this.#failed) {
-      if (!f.nextAttemptAt || f.nextAttemptAt.getTime() <= now) names.add(name);
+    // In a cluster, renewals and retries run on the elected node only.
+    if (this.#o.isLeader?.() ?? true) {
+      for (const [name, c] of this.#loaded) if (renewalDue(c, now)) names.add(name);
+      for (const [name, f] of this.#failed) {
+        if (!f.nextAttemptAt || f.nextAttemptAt.getTime() <= now) names.add(name);
+      }
     }
     await Promise.allSettled([...names].map((n) => this.ensure(n, "timer")));
   }
@@ -240,6 +255,78 @@ export class CertificateManager {
     if (!force && failed?.nextAttemptAt && failed.nextAttemptAt.getTime() > now) {
       return this.status(name);
     }
+    // One order per name across the nodes sharing the database: the lock's holder
+    // orders, the others wait for its certificate to appear in the database.
+    const release = await this.#lockOrder(name);
+    if (release === "issued") return this.status(name);
+    try {
+      // The holder before us may have stored it just now.
+      const row = await this.#o.certs.get(name);
+      if (
+        row?.cert && row.key && row.notBefore && row.notAfter &&
+        row.cert !== have?.pair.cert && !renewalDue(this.#loadRow(row), now)
+      ) {
+        return { state: "valid", notAfter: row.notAfter };
+      }
+      return await this.#order(name, reason, have, failed);
+    } finally {
+      await release();
+    }
+  }
+
+  /** Registers `row`'s certificate as served; returns it. */
+  #loadRow(row: StoredCertificate): Loaded {
+    const loaded = {
+      pair: { cert: row.cert!, key: row.key! },
+      notBefore: row.notBefore!.getTime(),
+      notAfter: row.notAfter!.getTime(),
+    };
+    this.#loaded.set(row.domain, loaded);
+    this.#o.onExpiry?.(row.domain, row.notAfter);
+    this.#o.onChange?.();
+    return loaded;
+  }
+
+  /**
+   * The name's order lock (a release function), or "issued" once another node
+   * that held it stored a fresh certificate (loaded here then). Gives up waiting
+   * after `orderWaitMaxMs` and orders itself (a node that died mid-order lost its
+   * lock with its connection long before).
+   */
+  async #lockOrder(name: string): Promise<(() => Promise<void>) | "issued"> {
+    const poll = this.#o.orderWaitPollMs ?? 2000;
+    const end = Date.now() + (this.#o.orderWaitMaxMs ?? 180_000);
+    let logged = false;
+    for (;;) {
+      const release = await this.#o.certs.lockOrder(name);
+      if (release) return release;
+      if (!logged) {
+        logged = true;
+        this.#o.logger.info("certificate order on another node: waiting for it", {
+          component: "certs",
+          domain: name,
+        });
+      }
+      if (Date.now() >= end || this.#closed) return () => Promise.resolve();
+      await new Promise((r) => setTimeout(r, poll));
+      const row = await this.#o.certs.get(name);
+      if (row?.cert && row.key && row.notBefore && row.notAfter) {
+        const current = this.#loaded.get(name);
+        if (row.cert !== current?.pair.cert && !renewalDue(this.#loadRow(row), this.#now())) {
+          this.#failed.delete(name);
+          return "issued";
+        }
+      }
+    }
+  }
+
+  async #order(
+    name: string,
+    reason: string,
+    have: Loaded | undefined,
+    failed: StoredCertificate | undefined,
+  ): Promise<CertificateState> {
+    const log = this.#o.logger;
     log.info("certificate order", {
       component: "certs",
       domain: name,

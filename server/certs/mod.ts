@@ -55,7 +55,10 @@ export interface CertificateAcmeConfig {
 /** Timing knobs, mostly for tests. */
 export type CertificateTuning =
   & Partial<
-    Pick<CertificateManagerOptions, "now" | "checkIntervalMs" | "retryBaseMs" | "retryMaxMs">
+    Pick<
+      CertificateManagerOptions,
+      "now" | "checkIntervalMs" | "retryBaseMs" | "retryMaxMs" | "orderWaitPollMs"
+    >
   >
   & {
     /** Shortest wait between ACME order polls (default 2 s). */
@@ -80,6 +83,8 @@ export function createCertificateManager(deps: {
   onExpiry?: CertificateManagerOptions["onExpiry"];
   /** An ACME challenge lookup shed by the database bound (20/s). */
   onChallengeLookupShed?: () => void;
+  /** Cluster mode: whether this node runs renewals and retries (the elected one). */
+  isLeader?: (() => boolean) | undefined;
   /** Timing knobs (tests). */
   tuning?: CertificateTuning | undefined;
 }): CertificateManager {
@@ -105,6 +110,7 @@ export function createCertificateManager(deps: {
     onChange: deps.onChange,
     ...(deps.onOrder ? { onOrder: deps.onOrder } : {}),
     ...(deps.onExpiry ? { onExpiry: deps.onExpiry } : {}),
+    ...(deps.isLeader ? { isLeader: deps.isLeader } : {}),
     ...timing,
   });
 }

@@ -15,6 +15,7 @@ export function sessionRoutes(deps: AdminDeps): Hono<AdminEnv> {
       id: s.id,
       remote_addr: s.remoteAddr,
       connected_at: s.connectedAt.toISOString(),
+      ...(s.node !== undefined ? { node: s.node } : {}),
     }));
     return c.json({ success: true, sessions });
   });
