@@ -52,10 +52,21 @@ Deno.test("cluster: a rolling restart of all three nodes loses no request for a 
       await n.restart();
       restarting = undefined;
       // Its client (if any) is back, and every node sees both tunnels again.
-      await until(`both tunnels after ${n.name} restarted`, async () => {
-        for (const m of cluster.nodes) if ((await tunnels(m)) !== 2) return false;
-        return true;
-      }, 30_000);
+      try {
+        await until(`both tunnels after ${n.name} restarted`, async () => {
+          for (const m of cluster.nodes) if ((await tunnels(m)) !== 2) return false;
+          return true;
+        }, 30_000);
+      } catch (e) {
+        const counts = await Promise.all(
+          cluster.nodes.map(async (m) => `${m.name}: ${await tunnels(m)}`),
+        );
+        throw new Error(
+          `${(e as Error).message}\ntunnels ${counts.join(", ")}\nclient on a:\n${
+            onA.output.slice(-1500)
+          }\nclient on c:\n${onC.output.slice(-1500)}`,
+        );
+      }
     }
     stop = true;
     await loop;
