@@ -212,9 +212,13 @@ export async function startServerProc(
   return self;
 }
 
+/**
+ * The client CLI with the client task's permissions; the API key in its environment
+ * (as the README recommends). `dtlsPort`: one server, or several (`--server-addr a,b`).
+ */
 export function startClientProc(
   o: {
-    dtlsPort: number;
+    dtlsPort: number | number[];
     domain: string;
     apiKey: string;
     target: string;
@@ -235,16 +239,14 @@ export function startClientProc(
     ...flags,
     "client/main.ts",
     "--server-addr",
-    `127.0.0.1:${o.dtlsPort}`,
+    [o.dtlsPort].flat().map((p) => `127.0.0.1:${p}`).join(","),
     "--domain",
     o.domain,
-    "--api-key",
-    o.apiKey,
     "--local-target",
     o.target,
     ...(o.engine ? ["--dtls-engine", o.engine] : []),
     ...(o.args ?? []),
-  ], {});
+  ], { HOP_CLIENT_API_KEY: o.apiKey });
 }
 
 export interface CurlResult {
