@@ -190,6 +190,9 @@ export async function runServer(
         ...(options.cluster ? { timing: options.cluster } : {}),
       });
       const running = cluster;
+      // The tunnel listener was open while the cluster started: a client that connected
+      // meanwhile changed the registry when nobody wrote placements yet.
+      running.ownChanged();
       cleanups.push(() => running.close());
       readiness.listener("relay", true);
       readiness.cluster(() => ({
@@ -410,6 +413,8 @@ export async function runServer(
         in_flight: registry.live().reduce((n, t) => n + t.inFlight, 0),
         timeout_s: config.shutdownTimeoutSeconds,
       });
+      // In a cluster, the other nodes stop relaying here before the tunnels go.
+      if (cluster) await withinDeadline(cluster.withdraw(), 3000);
       // Stop accepting; idle connections close, requests in flight (streaming
       // bodies, upgraded connections too) continue until the deadline.
       const listenersDone = Promise.all([

@@ -9,6 +9,7 @@
  * (NOTIFY), and its row when it exits; the new process joins under a new id.
  */
 import { equal } from "node:assert/strict";
+import postgres from "postgres";
 import { curl, startClientProc } from "./helpers/procs.ts";
 import { type ClusterNodeProc, startTestCluster, until } from "./helpers/cluster.ts";
 import { startOrigin } from "./helpers/origin.ts";
@@ -65,6 +66,16 @@ Deno.test("cluster: a rolling restart of all three nodes loses no request for a 
         const counts = await Promise.all(
           cluster.nodes.map(async (m) => `${m.name}: ${await tunnels(m)}`),
         );
+        const sql = postgres(cluster.dsn, { max: 1, onnotice: () => {} });
+        const rows = await sql`select n.id, n.heartbeat_at > now() - interval '6 seconds' as fresh,
+          (select count(*)::int from tunnel_placements p where p.node_id = n.id) as placements
+          from cluster_nodes n`.finally(() => sql.end());
+        const stats = await Promise.all(cluster.nodes.map(async (m) =>
+          `${m.name} (${m.nodeId}): ` +
+          (await m.metrics()).split("\n").filter((l) => /^hopgate_cluster_(nodes|remote)/.test(l))
+            .join(" ")
+        ));
+        counts.push(`\ndatabase ${JSON.stringify(rows)}\n${stats.join("\n")}`);
         throw new Error(
           `${(e as Error).message}\ntunnels ${counts.join(", ")}\nclient:\n${
             dual.output.slice(-3000)

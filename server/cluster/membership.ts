@@ -84,6 +84,15 @@ export class ClusterMembership {
   readonly #lost = new Map<string, number>();
   /** Placement reloads in flight, by node: whether another was asked for meanwhile. */
   readonly #reloading = new Map<string, boolean>();
+  /**
+   * Placement queries are numbered when sent; per node, the number of the answer in
+   * use. Answers can come back out of order (pooled connections), and an older one
+   * must never replace a newer one: a node's placements are announced once.
+   */
+  #querySeq = 0;
+  /** Shutting down: the own placements are announced empty (`withdraw`). */
+  #withdrawn = false;
+  readonly #appliedSeq = new Map<string, number>();
   /** Nodes a relay could not reach lately, until when. */
   readonly #suspects = new Map<string, number>();
   #rr = 0;
@@ -120,6 +129,18 @@ export class ClusterMembership {
     );
     this.#unlisten = unlisten;
     this.#schedule();
+  }
+
+  /**
+   * Shutting down: announces no tunnels here from now on (this node's tunnels still
+   * serve what other nodes already relayed), so that they route to other nodes
+   * before this one's tunnels close. Resolves once written (or failed: best effort).
+   */
+  async withdraw(): Promise<void> {
+    this.#withdrawn = true;
+    await this.#syncing?.catch(() => {});
+    this.ownChanged();
+    await this.#syncing?.catch(() => {});
   }
 
   /** Leaves: stops the timer and LISTEN, removes the own row (best effort). */
@@ -272,7 +293,7 @@ export class ClusterMembership {
 
   async #sync(): Promise<void> {
     const own: Placement[] = [];
-    for (const t of this.#o.ownTunnels()) {
+    for (const t of this.#withdrawn ? [] : this.#o.ownTunnels()) {
       own.push({
         sessionId: t.id,
         nodeId: this.nodeId,
@@ -316,17 +337,27 @@ export class ClusterMembership {
 
   async #reloadAll(why: string): Promise<void> {
     try {
+      const seq = ++this.#querySeq;
       const [nodes, placements] = await Promise.all([
         this.#o.store.nodes(this.#o.staleMs ?? STALE_MS),
         this.#o.store.placements(),
       ]);
       this.stats.reloads++;
-      this.#placements.clear();
+      const byNode = new Map<string, Placement[]>();
       for (const p of placements) {
         if (p.nodeId === this.nodeId) continue;
-        let list = this.#placements.get(p.nodeId);
-        if (!list) this.#placements.set(p.nodeId, list = []);
+        let list = byNode.get(p.nodeId);
+        if (!list) byNode.set(p.nodeId, list = []);
         list.push(p);
+      }
+      // Nodes whose placements were loaded by a later query keep those.
+      for (const id of [...this.#placements.keys()]) {
+        if ((this.#appliedSeq.get(id) ?? 0) < seq) this.#placements.delete(id);
+      }
+      for (const [id, list] of byNode) {
+        if ((this.#appliedSeq.get(id) ?? 0) > seq) continue;
+        this.#placements.set(id, list);
+        this.#appliedSeq.set(id, seq);
       }
       this.#setNodes(nodes);
       this.#o.logger.debug("cluster reloaded", {
@@ -349,7 +380,8 @@ export class ClusterMembership {
       n.id !== this.nodeId && n.fresh && this.#nodes.get(n.id)?.fresh !== true
     );
     this.#setNodes(nodes);
-    for (const n of load) await this.#reloadPlacements(n.id);
+    // Through the per-node queue, so that this load and an announced one never race.
+    for (const n of load) this.#placementsChanged(n.id);
   }
 
   /**
@@ -371,7 +403,10 @@ export class ClusterMembership {
   }
 
   async #reloadPlacements(nodeId: string): Promise<void> {
+    const seq = ++this.#querySeq;
     const ps = await this.#o.store.placements(nodeId);
+    if ((this.#appliedSeq.get(nodeId) ?? 0) > seq) return; // a later answer is in use
+    this.#appliedSeq.set(nodeId, seq);
     if (ps.length === 0) this.#placements.delete(nodeId);
     else this.#placements.set(nodeId, ps);
     if (!this.#nodes.has(nodeId)) {
@@ -396,6 +431,7 @@ export class ClusterMembership {
         // Gone: left (its placements were announced empty first) or removed as stale.
         this.#dropNode(id);
         this.#nodes.delete(id);
+        this.#appliedSeq.delete(id);
       }
     }
     this.#rebuild();

@@ -55,6 +55,12 @@ export interface Cluster {
   readonly tunnels: AdminTunnels;
   /** The own tunnels changed (the registry calls it). */
   ownChanged(): void;
+  /**
+   * The first step of a graceful shutdown: tells the other nodes this one holds no
+   * tunnels any more (its tunnels keep serving relays already sent), then waits
+   * `settleMs` for them to reload their routes before the tunnels are let go.
+   */
+  withdraw(settleMs?: number): Promise<void>;
   /** Stops relaying, leaves the cluster. */
   close(): Promise<void>;
 }
@@ -192,6 +198,10 @@ export async function startCluster(d: ClusterDeps): Promise<Cluster> {
     route,
     tunnels,
     ownChanged: () => membership.ownChanged(),
+    withdraw: async (settleMs = 300) => {
+      await membership.withdraw();
+      await new Promise((r) => setTimeout(r, settleMs));
+    },
     close: async () => {
       pool.close();
       await listener.close();
