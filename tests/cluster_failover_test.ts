@@ -7,7 +7,7 @@
  *   go once its heartbeat is stale;
  * - `kill -9` of one of the two nodes a dual-homed client (`--server-addr a,c`)
  *   holds tunnels to: no request fails;
- * - a database outage (a PostgreSQL instance of the test's own, stopped): the
+ * - a 60 s database outage (a PostgreSQL instance of the test's own, stopped): the
  *   established tunnel keeps answering on every node from the placements in
  *   memory, and after it the rows are written back and a new node joins and serves.
  */
@@ -136,7 +136,7 @@ Deno.test("cluster: a domain with tunnels on two nodes loses no request when one
   }
 });
 
-Deno.test("cluster: a database outage keeps the tunnel serving on every node; afterwards rows come back and a new node serves", async () => {
+Deno.test("cluster: a 60 s database outage keeps the tunnel serving on every node; afterwards rows come back and a new node serves", async () => {
   const origin = startOrigin();
   await using pg = await startPgInstance();
   await using cluster = await startTestCluster(2, pg.dsn);
@@ -154,18 +154,19 @@ Deno.test("cluster: a database outage keeps the tunnel serving on every node; af
     await until("b routes the domain", async () => (await get(b)).status === 200);
 
     await pg.stop();
-    // Longer than the staleness bound (6 s): nothing is expired while the database is away.
+    // 60 s, ten times the staleness bound (6 s): nothing is expired while the database
+    // is away, and every node keeps routing from the placements in memory.
     const started = performance.now();
     let served = 0;
-    while (performance.now() - started < 7500) {
+    while (performance.now() - started < 60_000) {
       for (const n of [a, b]) {
         const r = await get(n);
         equal(r.status, 200, `${n.name} during the outage: ${r.status} ${r.body.slice(0, 200)}`);
         served++;
       }
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 1000));
     }
-    ok(served >= 20);
+    ok(served >= 40);
     ok(/^hopgate_cluster_heartbeat_failures_total [1-9]/m.test(await a.metrics()));
 
     await pg.start();
