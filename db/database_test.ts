@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { sql } from "drizzle-orm";
-import { initPgliteDataDir, openDatabase, PGLITE_SUBDIR } from "./database.ts";
+import { openDatabase } from "./database.ts";
 import { derivePsk } from "../shared/credentials.ts";
 import { openStorage } from "./storage.ts";
 import { SecretKeyMismatchError, StorageUnavailableError, StoreError } from "./errors.ts";
@@ -36,32 +36,6 @@ Deno.test("openStorage on PGlite: locked while open; data and sealed PSKs surviv
       .then(() => undefined, (e) => e);
     assert.ok(wrongKey instanceof SecretKeyMismatchError, String(wrongKey));
     (await lockDataDir(dir)).release();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("a new PGlite data directory is made in a worker, once; a failure is a StoreError", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hopgate_pglite_init_" });
-  try {
-    const pg = `${dir}/${PGLITE_SUBDIR}`;
-    await initPgliteDataDir(pg);
-    const version = await Deno.stat(`${pg}/PG_VERSION`);
-    await initPgliteDataDir(pg); // already made: not again
-    assert.deepEqual((await Deno.stat(`${pg}/PG_VERSION`)).mtime, version.mtime);
-    // The directory is usable by the process that asked for it.
-    const handle = await openDatabase({ dataDir: dir });
-    try {
-      const r = await handle.db.execute(sql`SELECT 1 AS one`);
-      assert.deepEqual((r as unknown as { rows: unknown[] }).rows, [{ one: 1 }]);
-    } finally {
-      await handle.close();
-    }
-    // A path that cannot become a directory (a file is in the way).
-    await Deno.writeTextFile(`${dir}/blocker`, "x");
-    const err = await initPgliteDataDir(`${dir}/blocker/pg`).then(() => undefined, (e) => e);
-    assert.ok(err instanceof StoreError, String(err));
-    assert.match(err.message, /create the embedded database/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
