@@ -41,11 +41,11 @@ Deno.test("openStorage on PGlite: locked while open; data and sealed PSKs surviv
   }
 });
 
-Deno.test("embedded PGlite runs with 16 MB of shared buffers (not PostgreSQL's 128 MB)", async () => {
+Deno.test("embedded PGlite runs with 8 MB of shared buffers (not PostgreSQL's 128 MB)", async () => {
   const handle = await openDatabase({ memory: true });
   try {
     const result = await handle.db.execute(sql`SHOW shared_buffers`);
-    assert.deepEqual((result as unknown as { rows: unknown[] }).rows, [{ shared_buffers: "16MB" }]);
+    assert.deepEqual((result as unknown as { rows: unknown[] }).rows, [{ shared_buffers: "8MB" }]);
   } finally {
     await handle.close();
   }
