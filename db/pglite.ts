@@ -5,7 +5,7 @@
  * initdb runs a second PostgreSQL instance beside the first and keeps a copy of
  * that instance's whole wasm heap (at least 128 MB), written back before each
  * bootstrap step: a bare Deno process creating a database peaks at ~575 MB of
- * RSS, the server at ~640 MB, and what it leaves behind kept the server ~110 MB
+ * RSS, the server at ~640 MB, and what it leaves behind kept the server 80-110 MB
  * bigger than after a restart. `db/pglite_template.tar.gz` is that initdb's
  * result, made once by PGlite itself and closed cleanly (`deno task db:template`
  * runs this file); a first start extracts it piece by piece into
