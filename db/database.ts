@@ -2,7 +2,8 @@
  * Opening, migrating and closing the database. Two backends, one schema and one
  * code path (everything above takes a `Database`):
  * - PostgreSQL through `npm:postgres` when a DSN is given (`HOP_DB_DSN`);
- * - embedded PGlite in `<dataDir>/pglite` otherwise, guarded by `lockDataDir`.
+ * - embedded PGlite in `<dataDir>/pglite` otherwise, guarded by `lockDataDir`,
+ *   made from a template on first use (db/pglite.ts says why).
  */
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import * as schema from "./schema.ts";
 import { type DataDirLock, lockDataDir } from "./lock.ts";
 import { StoreError } from "./errors.ts";
+import { createPgliteDataDir, PGLITE_OPTIONS, pgliteTemplateBlob } from "./pglite.ts";
 
 /**
  * What queries run against, whichever the backend: drizzle's handle. It belongs to
@@ -102,7 +104,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
     const lock = await lockDataDir(options.dataDir);
     try {
       const dir = join(options.dataDir, PGLITE_SUBDIR);
-      await initPgliteDataDir(dir);
+      await createPgliteDataDir(dir);
       const client = await PGlite.create(dir, PGLITE_OPTIONS);
       return pgliteHandle(client, lock);
     } catch (err) {
@@ -110,45 +112,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
       throw err;
     }
   }
-  return pgliteHandle(await PGlite.create(PGLITE_OPTIONS), undefined);
-}
-
-/**
- * The embedded database holds a few small tables: PostgreSQL's default 128 MB of
- * shared buffers only makes the process bigger. With 16 MB a reopened PGlite
- * data directory takes ~166 MB of RSS instead of ~288 MB (a first start, which runs
- * initdb in a worker, still peaks at ~660 MB for the server process).
- */
-const PGLITE_OPTIONS = { postgresqlconf: "shared_buffers = 16MB" };
-
-/**
- * Runs initdb for a new PGlite data directory in a worker that then ends. initdb
- * loads a second wasm instance: done in the server's own isolate, the process
- * kept ~610 MB of RSS after a first start (vs ~250 MB when the worker's memory
- * is returned at its end; a later start, with no initdb, takes about the same).
- * Does nothing when the directory already holds a database.
- */
-export async function initPgliteDataDir(dir: string): Promise<void> {
-  const exists = await Deno.stat(join(dir, "PG_VERSION")).then(() => true, () => false);
-  if (exists) return;
-  const worker = new Worker(new URL("./pglite_init_worker.ts", import.meta.url), {
-    type: "module",
-  });
-  try {
-    const result = await new Promise<{ ok: boolean; message?: string }>((resolve, reject) => {
-      worker.onmessage = (e) => resolve(e.data);
-      worker.onerror = (e) => {
-        e.preventDefault();
-        reject(new StoreError("create the embedded database", undefined, e.message));
-      };
-      worker.postMessage({ dir, options: PGLITE_OPTIONS });
-    });
-    if (!result.ok) {
-      throw new StoreError("create the embedded database", undefined, result.message ?? "");
-    }
-  } finally {
-    worker.terminate();
-  }
+  const loadDataDir = await pgliteTemplateBlob();
+  return pgliteHandle(await PGlite.create({ ...PGLITE_OPTIONS, loadDataDir }), undefined);
 }
 
 function openPostgres(dsn: string, max: number, connectTimeoutS: number): DatabaseHandle {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { sql } from "drizzle-orm";
-import { initPgliteDataDir, openDatabase, PGLITE_SUBDIR } from "./database.ts";
+import { openDatabase } from "./database.ts";
 import { derivePsk } from "../shared/credentials.ts";
 import { openStorage } from "./storage.ts";
 import { SecretKeyMismatchError, StorageUnavailableError, StoreError } from "./errors.ts";
@@ -41,37 +41,11 @@ Deno.test("openStorage on PGlite: locked while open; data and sealed PSKs surviv
   }
 });
 
-Deno.test("a new PGlite data directory is made in a worker, once; a failure is a StoreError", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hopgate_pglite_init_" });
-  try {
-    const pg = `${dir}/${PGLITE_SUBDIR}`;
-    await initPgliteDataDir(pg);
-    const version = await Deno.stat(`${pg}/PG_VERSION`);
-    await initPgliteDataDir(pg); // already made: not again
-    assert.deepEqual((await Deno.stat(`${pg}/PG_VERSION`)).mtime, version.mtime);
-    // The directory is usable by the process that asked for it.
-    const handle = await openDatabase({ dataDir: dir });
-    try {
-      const r = await handle.db.execute(sql`SELECT 1 AS one`);
-      assert.deepEqual((r as unknown as { rows: unknown[] }).rows, [{ one: 1 }]);
-    } finally {
-      await handle.close();
-    }
-    // A path that cannot become a directory (a file is in the way).
-    await Deno.writeTextFile(`${dir}/blocker`, "x");
-    const err = await initPgliteDataDir(`${dir}/blocker/pg`).then(() => undefined, (e) => e);
-    assert.ok(err instanceof StoreError, String(err));
-    assert.match(err.message, /create the embedded database/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("embedded PGlite runs with 16 MB of shared buffers (not PostgreSQL's 128 MB)", async () => {
+Deno.test("embedded PGlite runs with 8 MB of shared buffers (not PostgreSQL's 128 MB)", async () => {
   const handle = await openDatabase({ memory: true });
   try {
     const result = await handle.db.execute(sql`SHOW shared_buffers`);
-    assert.deepEqual((result as unknown as { rows: unknown[] }).rows, [{ shared_buffers: "16MB" }]);
+    assert.deepEqual((result as unknown as { rows: unknown[] }).rows, [{ shared_buffers: "8MB" }]);
   } finally {
     await handle.close();
   }

@@ -34,8 +34,8 @@ Deno.test("packaging: the compile task bakes in the server and client tasks' exa
   ok(server!.includes("-o dist/hopgate-server") && client!.includes("-o dist/hopgate-client"));
   ok(server!.includes("--include db/migrations"), "migrations are read at start-up");
   ok(
-    server!.includes("--include db/pglite_init_worker.ts"),
-    "the worker that creates a new embedded database is loaded at run time",
+    server!.includes("--include db/pglite_template.tar.gz"),
+    "a new embedded database is extracted from the template at run time",
   );
 });
 
