@@ -95,7 +95,8 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     statsIntervalMs: 60_000,
     onEvent: (e) => events.push({ at: clock.now(), e }),
   }, ac.signal);
-  const live = () => [...registry.sessionsOf(DOMAIN)].find((t) => t.usable);
+  // The tunnel the ingress would pick.
+  const live = () => hub.pick(DOMAIN);
   const count = (type: ClientEvent["type"]) => events.filter((x) => x.e.type === type).length;
 
   try {
@@ -129,8 +130,10 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     ok(net.dropped > 0, "the network dropped datagrams");
     net.loss = 0;
 
-    // The server vanishes (every datagram dropped): the client notices by the mux's
-    // idle timeout, then retries with growing waits until the network is back.
+    // The server vanishes (every datagram dropped): the client notices when its next
+    // keepalive PING goes unanswered (shared/tunnel_params.ts), waits a random part of
+    // the reconnect spread (it may be one of many clients the server dropped at once),
+    // then retries with growing waits until the network is back.
     net.blackhole = true;
     await runUntil(clock, () => count("failure") >= 4, 120_000, "four failures");
     const failures = events.filter((x) => x.e.type === "failure").map((x) =>
@@ -139,7 +142,9 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     equal(failures[0]!.kind, "session_lost");
     ok(failures.slice(1).every((f) => f.kind === "unreachable"), JSON.stringify(failures));
     const waits = failures.map((f) => f.retryInMs);
-    for (let i = 1; i < waits.length; i++) {
+    // random() = 0.5: halfway between 250 ms and the spread (10 s, capped at maxMs 8 s).
+    equal(waits[0], 4125);
+    for (let i = 2; i < waits.length; i++) {
       ok(waits[i]! > waits[i - 1]!, `waits grow: ${waits.join(", ")}`);
     }
     // The client really waited: each attempt starts no sooner than its announced wait.
@@ -155,6 +160,11 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     await pump(clock, () => count("connected") === 2 && live() !== undefined, 20_000, "reconnect");
     const again = await pumped(clock, get(live()!, "r2", "/again"), 2_000, "request after");
     deepEqual(again, { status: 200, text: "hello from /again" });
+    // The tunnel the client gave up during the outage: the server sends no keepalives, but
+    // the new tunnel made it PING the old one, which is closed once that goes unanswered
+    // (5 s), not after 30 s of silence.
+    const count1 = () => [...registry.sessionsOf(DOMAIN)].length;
+    await runUntil(clock, () => count1() === 1, 5_500, "the stale tunnel closed");
   } finally {
     ac.abort();
     await pumped(clock, client, 5_000, "client stop").catch(() => {});
