@@ -155,16 +155,22 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
       ok(next - failedAt[i]! >= waits[i]!, `attempt ${i + 2} waited ${next - failedAt[i]!} ms`);
     }
 
-    // The network is back: the client reconnects and requests work again.
+    // The network is back: the client reconnects and requests work again. The server
+    // still holds the tunnel the client gave up during the outage (it sends no
+    // keepalives: 30 s of silence tell it), but the new tunnel made it PING the old one,
+    // and requests go to the new one meanwhile.
+    const stale = [...registry.sessionsOf(DOMAIN)];
+    equal(stale.length, 1);
     net.blackhole = false;
-    await pump(clock, () => count("connected") === 2 && live() !== undefined, 20_000, "reconnect");
-    const again = await pumped(clock, get(live()!, "r2", "/again"), 2_000, "request after");
-    deepEqual(again, { status: 200, text: "hello from /again" });
-    // The tunnel the client gave up during the outage: the server sends no keepalives, but
-    // the new tunnel made it PING the old one, which is closed once that goes unanswered
-    // (5 s), not after 30 s of silence.
-    const count1 = () => [...registry.sessionsOf(DOMAIN)].length;
-    await runUntil(clock, () => count1() === 1, 5_500, "the stale tunnel closed");
+    await pump(clock, () => count("connected") === 2 && live() !== stale[0], 20_000, "reconnect");
+    equal([...registry.sessionsOf(DOMAIN)].length, 2, "the stale tunnel is still registered");
+    ok(stale[0]!.usable && stale[0]!.verifying);
+    for (let i = 0; i < 4; i++) {
+      const again = await pumped(clock, get(live()!, `r${i}`, "/again"), 2_000, "request after");
+      deepEqual(again, { status: 200, text: "hello from /again" });
+    }
+    // Its PING goes unanswered: closed within 10 s (unansweredTimeoutMs) at the latest.
+    await runUntil(clock, () => stale[0]!.session.isClosed, 10_500, "the stale tunnel closed");
   } finally {
     ac.abort();
     await pumped(clock, client, 5_000, "client stop").catch(() => {});
