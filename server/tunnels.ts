@@ -141,6 +141,9 @@ export interface TunnelHubOptions {
   clock?: Clock;
 }
 
+/** A domain's older tunnels are verified at most this often when new ones arrive. */
+const VERIFY_EVERY_MS = 5_000;
+
 /** The default of `TunnelHubOptions.maxTunnelsPerDomain` (and `HOP_SERVER_MAX_TUNNELS_PER_DOMAIN`). */
 export const DEFAULT_MAX_TUNNELS_PER_DOMAIN = 8;
 
@@ -182,6 +185,8 @@ export class TunnelHub {
   };
   #rr = 0;
   #closing = false;
+  /** When each domain's older tunnels were last asked for a PING (`#verifyOthers`). */
+  readonly #verifiedAt = new Map<string, number>();
 
   constructor(opts: TunnelHubOptions) {
     this.#opts = opts;
@@ -327,6 +332,11 @@ export class TunnelHub {
    * once it goes unanswered (5 s), and `pick` passes over it until then.
    */
   #verifyOthers(domain: string, fresh: Tunnel): void {
+    // At most once per VERIFY_EVERY_MS per domain: a domain with many clients reconnecting
+    // together (a restart) would otherwise PING n²/2 times.
+    const now = (this.#opts.clock ?? realClock).now();
+    if (now < (this.#verifiedAt.get(domain) ?? -Infinity) + VERIFY_EVERY_MS) return;
+    this.#verifiedAt.set(domain, now);
     for (const t of this.#registry.sessionsOf(domain)) {
       if (t === fresh || t.verifying || !t.usable || t.session.silentForMs < 1000) continue;
       t.verifying = true;
@@ -482,6 +492,7 @@ export class TunnelHub {
       });
       session.closed.then((info) => {
         remove();
+        if (this.#tunnelCount(domain) === 0) this.#verifiedAt.delete(domain);
         this.#log.info("tunnel closed", {
           component: "tunnel",
           domain,
