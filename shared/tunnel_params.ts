@@ -15,11 +15,11 @@
  * brought nothing back for 10 s: on an idle tunnel within 25 s of the server's death
  * (the next keepalive, then 10 s), ~17 s on average; on a tunnel carrying requests
  * within 10 s, as before. (The 2 s PING with a 10 s idle timeout this replaces noticed
- * within 10 s, at 15 times the packets.) 10 s, not less: a server busy with thousands
- * of handshakes (a fleet reconnecting) may answer late, and 5 s cut live tunnels there
- * in the capacity bench; PTO probes repeat an unanswered PING meanwhile, so lost
- * datagrams do not end a tunnel. The server also closes a tunnel whose requests go
- * unanswered for 10 s.
+ * within 10 s, at 15 times the packets.) 10 s, not less: a peer busy with thousands of
+ * handshakes (a fleet reconnecting) may answer late, and the old design tolerated
+ * 8-10 s of that; PTO probes repeat an unanswered PING meanwhile, so lost datagrams do
+ * not end a tunnel. The server also closes a tunnel whose requests go unanswered for
+ * 10 s.
  *
  * Congestion control is the BBR-style controller (docs/congestion.md): random loss on
  * a WAN path is not read as congestion. On the WAN lab's 100 ms / 3 % loss / 20 Mbit/s
