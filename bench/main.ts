@@ -7,7 +7,9 @@
  *
  * The HTTP tunnel against direct access and `ssh -R` is measured by the shared
  * harness with our target file: see bench/targets/hopgate.sh. `deno task bench cluster`
- * (only when named) is the cluster relay's added latency, direct node against relayed node.
+ * (only when named) is the cluster relay's added latency, direct node against relayed node;
+ * `deno task bench idle --tunnels 1000 --base DIR` (only when named) one node's cost per idle
+ * tunnel and its reconnection after a restart, beside the checkout in DIR.
  */
 const parts: Record<string, () => Promise<void>> = {
   dtls: async () => (await import("./dtls_bench.ts")).main(),
@@ -16,10 +18,14 @@ const parts: Record<string, () => Promise<void>> = {
   ingress: async () => (await import("./ingress_bench.ts")).main(["--requests", "50000"]),
   forwarder: async () => (await import("./forwarder_bench.ts")).main(["--requests", "30000"]),
   cluster: async () => (await import("./cluster_relay_bench.ts")).main(),
+  idle: async () => (await import("./idle_tunnels.ts")).main(),
 };
 
-/** Named only: it starts PostgreSQL-backed server processes (bench/cluster_relay_bench.ts). */
-const OPT_IN = new Set(["cluster"]);
+/**
+ * Named only: they start PostgreSQL-backed server processes (bench/cluster_relay_bench.ts;
+ * bench/idle_tunnels.ts, which also opens thousands of UDP sockets).
+ */
+const OPT_IN = new Set(["cluster", "idle"]);
 const wanted = Deno.args.filter((a) => !a.startsWith("--"));
 for (const name of wanted.length ? wanted : Object.keys(parts).filter((p) => !OPT_IN.has(p))) {
   const run = parts[name];

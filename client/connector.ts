@@ -249,7 +249,11 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
     if (signal.aborted) return;
     const now = clock.now();
     if (upSince > 0) s.backoff.sessionEnded(now - upSince);
-    const retryInMs = s.backoff.next(failure.kind);
+    // A lost tunnel's first retry is spread over a window: its node may have dropped
+    // every client at once (failure.ts, `afterLoss`).
+    const retryInMs = upSince > 0
+      ? s.backoff.afterLoss(failure.kind)
+      : s.backoff.next(failure.kind);
     s.retryAt = now + retryInMs;
     s.failedAt = now;
     if (CLIENT_WIDE.has(failure.kind)) holdUntil = Math.max(holdUntil, s.retryAt);

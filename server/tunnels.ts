@@ -30,7 +30,7 @@ import type { DtlsConn } from "../shared/dtls/mod.ts";
 import { awaitHello, HelloRejectedError, watchControl } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession, StreamErrorCode } from "../shared/mux/mod.ts";
 import { FEATURE_DRAIN, FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
-import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
+import { TUNNEL_SERVER_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { canonicalDomain, formatHostPort } from "../shared/names.ts";
 import type { Logger } from "./log.ts";
 import type { TunnelRegistry, TunnelSession } from "./registry.ts";
@@ -45,6 +45,11 @@ export class Tunnel implements TunnelSession {
   served = 0;
   /** The client asked for this session to be drained: no new requests go to it. */
   draining = false;
+  /**
+   * A PING asks whether the client is still there (`TunnelHub` sends one when the domain
+   * gets a new tunnel): `pick` passes over it meanwhile if another tunnel can serve.
+   */
+  verifying = false;
 
   constructor(
     readonly id: string,
@@ -136,6 +141,9 @@ export interface TunnelHubOptions {
   clock?: Clock;
 }
 
+/** A domain's older tunnels are verified at most this often when new ones arrive. */
+const VERIFY_EVERY_MS = 5_000;
+
 /** The default of `TunnelHubOptions.maxTunnelsPerDomain` (and `HOP_SERVER_MAX_TUNNELS_PER_DOMAIN`). */
 export const DEFAULT_MAX_TUNNELS_PER_DOMAIN = 8;
 
@@ -177,6 +185,8 @@ export class TunnelHub {
   };
   #rr = 0;
   #closing = false;
+  /** When each domain's older tunnels were last asked for a PING (`#verifyOthers`). */
+  readonly #verifiedAt = new Map<string, number>();
 
   constructor(opts: TunnelHubOptions) {
     this.#opts = opts;
@@ -313,12 +323,39 @@ export class TunnelHub {
     check();
   }
 
+  /**
+   * `fresh` is a new tunnel of `domain`. Its client may be one that lost an older tunnel
+   * here (a network change) without this server noticing yet: the server sends no
+   * keepalives and notices a silent client only after 30 s (shared/tunnel_params.ts),
+   * and requests sent to it meanwhile would fail. So each older tunnel silent for over a
+   * second gets a PING: a live one answers within a round trip, a dead one is closed
+   * once it goes unanswered (5 s), and `pick` passes over it until then.
+   */
+  #verifyOthers(domain: string, fresh: Tunnel): void {
+    // At most once per VERIFY_EVERY_MS per domain: a domain with many clients reconnecting
+    // together (a restart) would otherwise PING n²/2 times.
+    const now = (this.#opts.clock ?? realClock).now();
+    if (now < (this.#verifiedAt.get(domain) ?? -Infinity) + VERIFY_EVERY_MS) return;
+    this.#verifiedAt.set(domain, now);
+    for (const t of this.#registry.sessionsOf(domain)) {
+      if (t === fresh || t.verifying || !t.usable || t.session.silentForMs < 1000) continue;
+      t.verifying = true;
+      t.session.ping().then(() => t.verifying = false, () => {});
+    }
+  }
+
   /** The next usable tunnel for a domain, round robin; undefined if none. */
   pick(domain: string, exclude?: Set<Tunnel>): Tunnel | undefined {
     // Runs per request: count the candidates, then walk to the chosen one, no copies.
-    const ok = (t: Tunnel) => t.usable && !exclude?.has(t);
+    // A tunnel being verified serves only when no other can.
+    let verified = true;
+    const ok = (t: Tunnel) => t.usable && !exclude?.has(t) && (!verified || !t.verifying);
     let n = 0;
     for (const t of this.#registry.sessionsOf(domain)) if (ok(t)) n++;
+    if (n === 0) {
+      verified = false;
+      for (const t of this.#registry.sessionsOf(domain)) if (ok(t)) n++;
+    }
     if (n === 0) return undefined;
     let k = this.#rr++ % n;
     for (const t of this.#registry.sessionsOf(domain)) if (ok(t) && k-- === 0) return t;
@@ -333,7 +370,7 @@ export class TunnelHub {
     const session = new MuxSession(conn, {
       role: "server",
       clock,
-      params: { ...TUNNEL_MUX_PARAMS, ...this.#opts.muxParams },
+      params: { ...TUNNEL_SERVER_MUX_PARAMS, ...this.#opts.muxParams },
     });
     if (this.#closing) {
       session.abort(undefined, "server shutting down");
@@ -434,6 +471,7 @@ export class TunnelHub {
         transport,
       );
       const remove = this.#registry.add(domain, tunnel);
+      this.#verifyOthers(domain, tunnel);
       void watchControl(after, () => this.#drain(tunnel));
       // The client opens only the control stream: any other stream it opens is refused
       // at once (left in the accept queue, each would hold up to a stream window of data
@@ -454,6 +492,7 @@ export class TunnelHub {
       });
       session.closed.then((info) => {
         remove();
+        if (this.#tunnelCount(domain) === 0) this.#verifiedAt.delete(domain);
         this.#log.info("tunnel closed", {
           component: "tunnel",
           domain,

@@ -1,10 +1,25 @@
 /**
- * Mux settings both ends of a HopGate tunnel use, over the mux defaults
- * (shared/mux/params.ts has every tunable with its unit).
+ * Mux settings of a HopGate tunnel, over the mux defaults (shared/mux/params.ts has
+ * every tunable with its unit). The client uses `TUNNEL_MUX_PARAMS`, the server
+ * `TUNNEL_SERVER_MUX_PARAMS`: they differ only in who sends keepalives.
  *
- * A tunnel must notice a vanished peer quickly: requests in flight on it get a 503
- * and the client reconnects only once the session is declared dead. A PING every
- * 2 s costs one small datagram; 10 s of silence means the peer is gone.
+ * Keepalives (docs/protocol.md, "Keepalive and dead peers"): an idle tunnel must cost a
+ * node almost nothing, since a node holds thousands (docs/operations.md, "Capacity of one
+ * node"). Only the client PINGs, and only a tunnel that was silent for 11.25-15 s (15 s
+ * less up to 25 % jitter, drawn anew each time, so that tunnels opened together do not
+ * PING together): two datagrams per tunnel every ~13 s, one each way, and its NAT binding
+ * (often 30 s for UDP) is refreshed well in time. The server never PINGs an idle client:
+ * 30 s without a datagram from it means it is gone.
+ *
+ * The client notices a dead server when a PING (or anything that asks for an ACK) has
+ * brought nothing back for 10 s: on an idle tunnel within 25 s of the server's death
+ * (the next keepalive, then 10 s), ~17 s on average; on a tunnel carrying requests
+ * within 10 s, as before. (The 2 s PING with a 10 s idle timeout this replaces noticed
+ * within 10 s, at 15 times the packets.) 10 s, not less: a peer busy with thousands of
+ * handshakes (a fleet reconnecting) may answer late, and the old design tolerated
+ * 8-10 s of that; PTO probes repeat an unanswered PING meanwhile, so lost datagrams do
+ * not end a tunnel. The server also closes a tunnel whose requests go unanswered for
+ * 10 s.
  *
  * Congestion control is the BBR-style controller (docs/congestion.md): random loss on
  * a WAN path is not read as congestion. On the WAN lab's 100 ms / 3 % loss / 20 Mbit/s
@@ -12,8 +27,17 @@
  */
 import type { MuxParams } from "./mux/mod.ts";
 
+/** The client's side of a tunnel (and what in-process tests and benches use on both). */
 export const TUNNEL_MUX_PARAMS: Readonly<Partial<MuxParams>> = {
-  idleTimeoutMs: 10_000,
-  keepAliveIntervalMs: 2_000,
+  idleTimeoutMs: 30_000,
+  keepAliveIntervalMs: 15_000,
+  keepAliveJitterRatio: 0.25,
+  unansweredTimeoutMs: 10_000,
   congestionControl: "bbr",
+};
+
+/** The server's side: no keepalives of its own; the client's hold the tunnel. */
+export const TUNNEL_SERVER_MUX_PARAMS: Readonly<Partial<MuxParams>> = {
+  ...TUNNEL_MUX_PARAMS,
+  keepAliveIntervalMs: 0,
 };

@@ -95,7 +95,8 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     statsIntervalMs: 60_000,
     onEvent: (e) => events.push({ at: clock.now(), e }),
   }, ac.signal);
-  const live = () => [...registry.sessionsOf(DOMAIN)].find((t) => t.usable);
+  // The tunnel the ingress would pick.
+  const live = () => hub.pick(DOMAIN);
   const count = (type: ClientEvent["type"]) => events.filter((x) => x.e.type === type).length;
 
   try {
@@ -129,8 +130,10 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     ok(net.dropped > 0, "the network dropped datagrams");
     net.loss = 0;
 
-    // The server vanishes (every datagram dropped): the client notices by the mux's
-    // idle timeout, then retries with growing waits until the network is back.
+    // The server vanishes (every datagram dropped): the client notices when its next
+    // keepalive PING goes unanswered (shared/tunnel_params.ts), waits a random part of
+    // the reconnect spread (it may be one of many clients the server dropped at once),
+    // then retries with growing waits until the network is back.
     net.blackhole = true;
     await runUntil(clock, () => count("failure") >= 4, 120_000, "four failures");
     const failures = events.filter((x) => x.e.type === "failure").map((x) =>
@@ -139,7 +142,9 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     equal(failures[0]!.kind, "session_lost");
     ok(failures.slice(1).every((f) => f.kind === "unreachable"), JSON.stringify(failures));
     const waits = failures.map((f) => f.retryInMs);
-    for (let i = 1; i < waits.length; i++) {
+    // random() = 0.5: halfway between 250 ms and the spread (10 s, capped at maxMs 8 s).
+    equal(waits[0], 4125);
+    for (let i = 2; i < waits.length; i++) {
       ok(waits[i]! > waits[i - 1]!, `waits grow: ${waits.join(", ")}`);
     }
     // The client really waited: each attempt starts no sooner than its announced wait.
@@ -150,11 +155,22 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
       ok(next - failedAt[i]! >= waits[i]!, `attempt ${i + 2} waited ${next - failedAt[i]!} ms`);
     }
 
-    // The network is back: the client reconnects and requests work again.
+    // The network is back: the client reconnects and requests work again. The server
+    // still holds the tunnel the client gave up during the outage (it sends no
+    // keepalives: 30 s of silence tell it), but the new tunnel made it PING the old one,
+    // and requests go to the new one meanwhile.
+    const stale = [...registry.sessionsOf(DOMAIN)];
+    equal(stale.length, 1);
     net.blackhole = false;
-    await pump(clock, () => count("connected") === 2 && live() !== undefined, 20_000, "reconnect");
-    const again = await pumped(clock, get(live()!, "r2", "/again"), 2_000, "request after");
-    deepEqual(again, { status: 200, text: "hello from /again" });
+    await pump(clock, () => count("connected") === 2 && live() !== stale[0], 20_000, "reconnect");
+    equal([...registry.sessionsOf(DOMAIN)].length, 2, "the stale tunnel is still registered");
+    ok(stale[0]!.usable && stale[0]!.verifying);
+    for (let i = 0; i < 4; i++) {
+      const again = await pumped(clock, get(live()!, `r${i}`, "/again"), 2_000, "request after");
+      deepEqual(again, { status: 200, text: "hello from /again" });
+    }
+    // Its PING goes unanswered: closed within 10 s (unansweredTimeoutMs) at the latest.
+    await runUntil(clock, () => stale[0]!.session.isClosed, 10_500, "the stale tunnel closed");
   } finally {
     ac.abort();
     await pumped(clock, client, 5_000, "client stop").catch(() => {});

@@ -21,7 +21,10 @@ export const SessionErrorCode = {
   FRAME_ENCODING_ERROR: 0x7,
   /** Anything else the peer did wrong. */
   PROTOCOL_VIOLATION: 0xa,
-  /** Local only: nothing heard from the peer for `idleTimeoutMs`. */
+  /**
+   * Local only: nothing heard from the peer for `idleTimeoutMs`, or for
+   * `unansweredTimeoutMs` after a packet that asked for an ACK.
+   */
   IDLE_TIMEOUT: 0x100,
   /** Local only: the DatagramConn closed under us. */
   TRANSPORT_CLOSED: 0x101,

@@ -112,6 +112,12 @@ Deno.test("mux range set: add merges, remove splits", () => {
 Deno.test("mux params: invalid values are rejected naming the field", () => {
   assert.throws(() => resolveParams({ idleTimeoutMs: -1 }), /idleTimeoutMs/);
   assert.throws(() => resolveParams({ keepAliveIntervalMs: 40_000 }), /keepAliveIntervalMs/);
+  assert.throws(() => resolveParams({ keepAliveIntervalMs: -1 }), /keepAliveIntervalMs/);
+  assert.equal(resolveParams({ keepAliveIntervalMs: 0 }).keepAliveIntervalMs, 0); // none sent
+  assert.throws(() => resolveParams({ keepAliveJitterRatio: 1 }), /keepAliveJitterRatio/);
+  assert.throws(() => resolveParams({ keepAliveJitterRatio: -0.1 }), /keepAliveJitterRatio/);
+  assert.throws(() => resolveParams({ unansweredTimeoutMs: 30_000 }), /unansweredTimeoutMs/);
+  assert.throws(() => resolveParams({ unansweredTimeoutMs: NaN }), /unansweredTimeoutMs/);
   assert.throws(() => resolveParams({ maxStreamWindowBytes: 1 }), /maxStreamWindowBytes/);
   assert.equal(resolveParams().maxAckDelayMs, 25);
 });

@@ -63,6 +63,11 @@ export class Packer {
   pacingAt = Infinity;
   /** When the last packet went out (the keepalive counts from it). */
   lastSendTime: number;
+  /**
+   * When the first packet asking for an ACK went out since the peer was last heard
+   * (Infinity: none); the session resets it on each packet received (unansweredTimeoutMs).
+   */
+  unansweredSince = Infinity;
   #nextPn = 0;
   readonly #p: PackerParts;
   readonly #scratch: Uint8Array;
@@ -181,7 +186,10 @@ export class Packer {
       const pkt = this.#sendCopies
         ? this.#scratch.subarray(0, w.pos)
         : this.#scratch.slice(0, w.pos);
-      if (eliciting) rec.onPacketSent(pn, now, pkt.length, true, frames);
+      if (eliciting) {
+        rec.onPacketSent(pn, now, pkt.length, true, frames);
+        if (this.unansweredSince === Infinity) this.unansweredSince = now;
+      }
       stats.packetsSent++;
       stats.bytesSent += pkt.length;
       this.lastSendTime = now;
@@ -211,6 +219,7 @@ export class Packer {
     pkt.set(this.#scratch.subarray(0, w.pos));
     pm.onProbeSent(size);
     rec.onPacketSent(pn, now, size, true, [new SentMtuProbe(size)], true);
+    if (this.unansweredSince === Infinity) this.unansweredSince = now;
     stats.packetsSent++;
     stats.bytesSent += size;
     this.lastSendTime = now;

@@ -171,8 +171,25 @@ export interface MuxParams {
   maxIncomingStreams: number;
   /** Close the session after this long without hearing from the peer. */
   idleTimeoutMs: number;
-  /** Send a PING when nothing was sent or received for this long (must be < idle timeout). */
+  /**
+   * Send a PING when nothing was sent or received for this long (must be < idle timeout);
+   * 0 sends none: the peer's keepalives hold the session, and a dead peer is noticed by
+   * its silence (`idleTimeoutMs`). A tunnel's server side sends none (tunnel_params.ts).
+   */
   keepAliveIntervalMs: number;
+  /**
+   * Each wait for a keepalive is drawn anew from [1 - this, 1] x `keepAliveIntervalMs`,
+   * so that sessions started together (a fleet reconnecting at once) spread their PINGs
+   * out instead of sending them in the same millisecond forever. 0: no jitter; below 1.
+   */
+  keepAliveJitterRatio: number;
+  /**
+   * Close the session when a packet that asks for an ACK (a keepalive PING, data) has
+   * brought nothing back from the peer for this long: the peer is gone, without waiting
+   * for `idleTimeoutMs` of silence. Several PTO probes fit in it, so one lost packet does
+   * not end a session. 0: only the idle timeout. Must be < idle timeout.
+   */
+  unansweredTimeoutMs: number;
   /** `close()` gives up draining after this long and closes anyway. */
   closeDrainTimeoutMs: number;
   /**
@@ -231,6 +248,8 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   maxIncomingStreams: 256,
   idleTimeoutMs: 30_000,
   keepAliveIntervalMs: 10_000,
+  keepAliveJitterRatio: 0,
+  unansweredTimeoutMs: 0,
   closeDrainTimeoutMs: 10_000,
   closingPeriodPtos: 10,
 });
@@ -278,7 +297,6 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
     "streamWindowShareRatio",
     "streamSendBufferBytes",
     "idleTimeoutMs",
-    "keepAliveIntervalMs",
   ];
   for (const k of positive) {
     if (p[k] <= 0) throw new TypeError(`Invalid mux param ${k}: expected > 0, got ${p[k]}`);
@@ -302,10 +320,17 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
   ) {
     if (p[k] > 1) throw new TypeError(`Invalid mux param ${k}: expected <= 1, got ${p[k]}`);
   }
-  if (p.keepAliveIntervalMs >= p.idleTimeoutMs) {
+  if (p.keepAliveJitterRatio >= 1) {
     throw new TypeError(
-      `Invalid mux param keepAliveIntervalMs: expected < idleTimeoutMs (${p.idleTimeoutMs}), got ${p.keepAliveIntervalMs}`,
+      `Invalid mux param keepAliveJitterRatio: expected < 1, got ${p.keepAliveJitterRatio}`,
     );
+  }
+  for (const k of ["keepAliveIntervalMs", "unansweredTimeoutMs"] as const) {
+    if (p[k] >= p.idleTimeoutMs) {
+      throw new TypeError(
+        `Invalid mux param ${k}: expected < idleTimeoutMs (${p.idleTimeoutMs}), got ${p[k]}`,
+      );
+    }
   }
   const wire: [NumericParam, number][] = [
     ["initialStreamWindowBytes", WIRE_INITIAL_STREAM_WINDOW_BYTES],

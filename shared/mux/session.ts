@@ -82,6 +82,9 @@ export class MuxSession {
   #drainDeadline = Infinity;
   #closeReason = "";
   readonly #pings: Pings;
+  readonly #random: () => number;
+  /** This keepalive cycle's wait (`keepAliveIntervalMs` less its jitter); Infinity: none. */
+  #keepAliveWaitMs = Infinity;
   /** Graceful close: CLOSE queued as a reliable frame; done when acked or after 3 PTO. */
   #closeQueued = false;
   /** Peer's CLOSE seen in the packet being processed. */
@@ -108,6 +111,8 @@ export class MuxSession {
     const p = this.params = resolveParams(options.params);
     this.#conn = conn;
     const clock = this.#clock = options.clock ?? realClock;
+    this.#random = options.random ?? Math.random;
+    this.#drawKeepAlive();
     this.maxDatagramSize = conn.maxDatagramSize;
     if (this.maxDatagramSize < 128) {
       throw new RangeError(`Cannot run mux: maxDatagramSize ${this.maxDatagramSize} is below 128`);
@@ -265,6 +270,11 @@ export class MuxSession {
     this.#closeNow(code, reason, { notifyPeer: true });
   }
 
+  /** Milliseconds since the last packet from the peer arrived (or since the session began). */
+  get silentForMs(): number {
+    return this.#clock.now() - this.#lastReceiveTime;
+  }
+
   /** True once the session has ended (streams failed, transport closed). */
   get isClosed(): boolean {
     return this.#state === "closed";
@@ -345,6 +355,7 @@ export class MuxSession {
       return;
     }
     this.#lastReceiveTime = now;
+    this.#packer.unansweredSince = Infinity;
     let eliciting = false;
     while (r.pos < r.end) {
       if (d[r.pos] === FrameType.PADDING) {
@@ -446,11 +457,29 @@ export class MuxSession {
     if (ack.pending && ack.ackDeadline < t) t = ack.ackDeadline;
     const idle = this.#lastReceiveTime + p.idleTimeoutMs;
     if (idle < t) t = idle;
-    const ka = Math.max(this.#lastReceiveTime, this.#packer.lastSendTime) + p.keepAliveIntervalMs;
+    const unanswered = this.#unansweredDeadline();
+    if (unanswered < t) t = unanswered;
+    const ka = Math.max(this.#lastReceiveTime, this.#packer.lastSendTime) + this.#keepAliveWaitMs;
     if (ka < t) t = ka;
     if (this.#packer.pacingAt < t) t = this.#packer.pacingAt;
     if (this.#drainDeadline < t) t = this.#drainDeadline;
     return t;
+  }
+
+  /** When the packets unanswered since the peer was last heard mean it is gone (Infinity: never). */
+  #unansweredDeadline(): number {
+    const ms = this.params.unansweredTimeoutMs;
+    // A graceful close has its own deadline for an unanswered CLOSE (closingPeriodPtos).
+    if (ms === 0 || this.#state !== "open") return Infinity;
+    return this.#packer.unansweredSince + ms;
+  }
+
+  /** Draws the next keepalive wait: [1 - jitter, 1] x keepAliveIntervalMs, Infinity if off. */
+  #drawKeepAlive(): void {
+    const p = this.params;
+    this.#keepAliveWaitMs = p.keepAliveIntervalMs === 0
+      ? Infinity
+      : p.keepAliveIntervalMs * (1 - p.keepAliveJitterRatio * this.#random());
   }
 
   #armTimer(): void {
@@ -488,6 +517,14 @@ export class MuxSession {
       this.#closeNow(SessionErrorCode.IDLE_TIMEOUT, "idle timeout", { notifyPeer: true });
       return;
     }
+    if (now >= this.#unansweredDeadline()) {
+      this.#closeNow(
+        SessionErrorCode.IDLE_TIMEOUT,
+        `no answer from the peer in ${p.unansweredTimeoutMs} ms`,
+        { notifyPeer: true },
+      );
+      return;
+    }
     if (now >= this.#drainDeadline) {
       if (this.#closeQueued) {
         // CLOSE went out but was never acknowledged: the peer is gone or closed too.
@@ -501,7 +538,10 @@ export class MuxSession {
     }
     if (this.#recovery.lossDetectionDeadline <= now) this.#packer.onLossDetectionTimeout(now);
     const lastActive = Math.max(this.#lastReceiveTime, this.#packer.lastSendTime);
-    if (now >= lastActive + p.keepAliveIntervalMs) this.#control.queue(FrameKind.PING);
+    if (now >= lastActive + this.#keepAliveWaitMs) {
+      this.#control.queue(FrameKind.PING);
+      this.#drawKeepAlive();
+    }
     this.#packer.flush();
   }
 

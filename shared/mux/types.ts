@@ -13,6 +13,8 @@ export interface MuxSessionOptions {
   clock?: Clock;
   /** Overrides of `defaultParams`, validated by `resolveParams`. */
   params?: Partial<MuxParams>;
+  /** Random numbers in [0, 1) for the keepalive jitter (tests pin it). Default Math.random. */
+  random?: () => number;
   /** Called for each stream the peer opens. Without it, use `acceptStream()`. */
   onStream?: (stream: MuxStream) => void;
 }

@@ -1,0 +1,328 @@
+/**
+ * One node's capacity for idle tunnels (docs/operations.md, "Capacity of one node"):
+ * a real server process on PostgreSQL, N tunnels opened from this process with the
+ * client's own code (`runClient` over our DTLS, one UDP socket each, spread over many
+ * loopback source addresses as real clients are: the server budgets ClientHellos per
+ * address), then over an idle window the server's CPU (utime + stime from
+ * /proc/<pid>/stat, in % of one core), its datagram rate (`hopgate_tunnel_packets_total`)
+ * and its memory (VmRSS, VmHWM from /proc/<pid>/status, and RSS per tunnel over the
+ * server before any tunnel). Then the server is killed (SIGKILL) and started again on
+ * the same ports and database, and the bench times how long until all N are back.
+ * Prints figures; nothing here passes or fails.
+ *
+ *   deno run -A bench/idle_tunnels.ts --tunnels 1000,10000 --base /tmp/cap-base
+ *
+ * `--base DIR` is another checkout (`git worktree add /tmp/cap-base <commit>`): this
+ * file is copied into it and run there first, so the baseline is measured in the same
+ * run, on the same machine, by the same bench. Without it, only this tree is measured.
+ * Each measurement runs in a process of its own (`--json` prints its figures as JSON).
+ * Other flags: `--idle-seconds 30`, `--settle-seconds 30` (wait before the idle window),
+ * `--per-address 8` (tunnels per source address),
+ * `--restart-timeout 180` (seconds to wait for all tunnels back), `--restart-signal SIGTERM`
+ * (a graceful stop: the server closes every tunnel at once; default SIGKILL, a crash).
+ */
+import { runClient } from "../client/connector.ts";
+import { dtlsDialer } from "../client/dialer.ts";
+import { bindUdp } from "../shared/dtls/udp.ts";
+import { curl, ROOT, startServerProc } from "../tests/helpers/procs.ts";
+
+const arg = (name: string, fallback: string) => {
+  const i = Deno.args.indexOf(name);
+  return i >= 0 && Deno.args[i + 1] !== undefined ? Deno.args[i + 1]! : fallback;
+};
+const IDLE_SECONDS = Number(arg("--idle-seconds", "30"));
+/** The server keeps at most 16 handshakes in progress per address: stay under it. */
+const PER_ADDRESS = Number(arg("--per-address", "8"));
+const RESTART_TIMEOUT_S = Number(arg("--restart-timeout", "180"));
+/** Before the idle window: the garbage of opening the tunnels is collected meanwhile. */
+const SETTLE_SECONDS = Number(arg("--settle-seconds", "30"));
+/** SIGKILL: a crash (clients notice by their keepalives); SIGTERM: it closes every tunnel. */
+const RESTART_SIGNAL = arg("--restart-signal", "SIGKILL") as "SIGKILL" | "SIGTERM";
+/** Tunnels per registered domain (the server's per-domain cap is raised above it). */
+const PER_DOMAIN = 50;
+/** Tunnels being opened at once while the bench fills the node. */
+const OPENING_AT_ONCE = 500;
+
+/** What one measurement reports. */
+interface Figures {
+  tunnels: number;
+  openSeconds: number;
+  idleSeconds: number;
+  cpuPercent: number;
+  packetsPerSecond: number;
+  rssBeforeMiB: number;
+  rssMiB: number;
+  hwmMiB: number;
+  rssPerTunnelKiB: number;
+  upAtEndOfIdle: number;
+  serverRestartSeconds: number;
+  allDownSeconds: number | null;
+  allBackSeconds: number | null;
+  backAtTimeout: number;
+  failuresByKind: Record<string, number>;
+  restartCpuPercent: number;
+}
+
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** utime + stime of `pid`, in clock ticks. */
+function cpuTicks(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // The command name may hold spaces: the fields are counted after its closing ")".
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(f[11]) + Number(f[12]); // fields 14 and 15 of proc(5)
+}
+
+/** VmRSS and VmHWM of `pid`, in MiB. */
+function memory(pid: number): { rss: number; hwm: number } {
+  const s = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? NaN);
+  return { rss: kib("VmRSS") / 1024, hwm: kib("VmHWM") / 1024 };
+}
+
+/** hopgate_tunnel_packets_total, both directions. */
+async function packetsTotal(httpPort: number): Promise<number> {
+  const r = await curl([
+    "-s",
+    "-H",
+    "Host: gateway.test",
+    `http://127.0.0.1:${httpPort}/metrics`,
+  ]);
+  let n = 0;
+  for (
+    const m of r.body.matchAll(
+      /^hopgate_tunnel_packets_total\{[^}]*\} (\d+(?:\.\d+)?(?:e\+\d+)?)$/gm,
+    )
+  ) {
+    n += Number(m[1]);
+  }
+  return n;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The n-th source address: `perAddress` tunnels each, all in 127.0.0.0/8. */
+function sourceAddress(i: number): string {
+  const a = Math.floor(i / PER_ADDRESS);
+  return `127.20.${Math.floor(a / 200)}.${(a % 200) + 1}`;
+}
+
+async function measure(n: number): Promise<Figures> {
+  const domains = Math.ceil(n / PER_DOMAIN);
+  const server = await startServerProc({
+    HOP_SERVER_MAX_TUNNELS_PER_DOMAIN: String(PER_DOMAIN * 2),
+  });
+  const pid = () => server.proc.child.pid;
+  const up = new Set<number>();
+  /** Tunnels that went down after the kill. */
+  const wentDown = new Set<number>();
+  let killed = false;
+  const failures: Record<string, number> = {};
+  const reasons = new Map<string, number>();
+  const ac = new AbortController();
+  const running: Promise<void>[] = [];
+  try {
+    const keys: string[] = [];
+    for (let d = 0; d < domains; d += 10) {
+      const batch = Array.from({ length: Math.min(10, domains - d) }, (_, k) => d + k);
+      keys.push(...await Promise.all(batch.map((k) => server.register(`t${k}.idle.test`))));
+    }
+    await sleep(1000);
+    const before = memory(pid());
+    const target = { hostname: "127.0.0.1", port: server.dtlsPort };
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const domain = `t${Math.floor(i / PER_DOMAIN)}.idle.test`;
+      const apiKey = keys[Math.floor(i / PER_DOMAIN)]!;
+      const from = sourceAddress(i);
+      running.push(runClient({
+        server: target,
+        domain,
+        apiKey,
+        target: new URL("http://127.0.0.1:9"),
+        dialer: dtlsDialer({
+          server: target,
+          domain,
+          apiKey,
+          socket: (_host, port, handler) => bindUdp(from, port, handler),
+        }),
+        statsIntervalMs: 1_000_000_000,
+        drainTimeoutMs: 1000,
+        onEvent: (e) => {
+          if (e.type === "connected") up.add(i);
+          else if (e.type === "disconnected") {
+            up.delete(i);
+            if (killed) wentDown.add(i);
+          } else if (e.type === "failure") {
+            failures[e.kind] = (failures[e.kind] ?? 0) + 1;
+            // Why, with addresses and numbers masked: a handful of distinct lines.
+            const why = e.message.replace(/[\d.:]+/g, "#");
+            reasons.set(why, (reasons.get(why) ?? 0) + 1);
+          }
+        },
+      }, ac.signal));
+      // Fill the node a batch at a time, as clients arriving over a while would.
+      if ((i + 1) % OPENING_AT_ONCE === 0 || i === n - 1) {
+        const end = performance.now() + 120_000;
+        while (up.size < i + 1 && performance.now() < end) await sleep(20);
+        if (up.size < i + 1) {
+          throw new Error(
+            `only ${up.size} of ${i + 1} tunnels came up; failures ${JSON.stringify(failures)}`,
+          );
+        }
+        if ((i + 1) % 2000 === 0) {
+          for (const [why, k] of reasons) console.error(`#   ${k} x ${why}`);
+          console.error(
+            `# ${i + 1} up after ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
+              `failures ${JSON.stringify(failures)}`,
+          );
+        }
+      }
+    }
+    const openSeconds = (performance.now() - t0) / 1000;
+    console.error(`# ${n} tunnels up in ${openSeconds.toFixed(1)} s; settling`);
+    await sleep(SETTLE_SECONDS * 1000);
+
+    // The idle window.
+    const c0 = cpuTicks(pid());
+    const p0 = await packetsTotal(server.httpPort);
+    const w0 = performance.now();
+    await sleep(IDLE_SECONDS * 1000);
+    const c1 = cpuTicks(pid());
+    const p1 = await packetsTotal(server.httpPort);
+    const idleSeconds = (performance.now() - w0) / 1000;
+    const mem = memory(pid());
+    const upAtEndOfIdle = up.size;
+    for (const k of Object.keys(failures)) delete failures[k];
+    console.error(`# idle window done; stopping the server (${RESTART_SIGNAL})`);
+
+    // Kill the node, start it again, time until every tunnel is back.
+    const k0 = performance.now();
+    killed = true;
+    await server.proc.stop(RESTART_SIGNAL);
+    await server.restart();
+    const serverRestartSeconds = (performance.now() - k0) / 1000;
+    const rc0 = cpuTicks(pid());
+    let allDown: number | null = null;
+    let allBack: number | null = null;
+    const end = k0 + RESTART_TIMEOUT_S * 1000;
+    // Every tunnel must have gone down (its client noticed) and come back.
+    while (performance.now() < end) {
+      if (allDown === null && wentDown.size === n) allDown = (performance.now() - k0) / 1000;
+      if (allDown !== null && up.size === n) {
+        allBack = (performance.now() - k0) / 1000;
+        break;
+      }
+      await sleep(50);
+      const t = performance.now() - k0;
+      if (Math.floor(t / 5000) !== Math.floor((t - 50) / 5000)) {
+        console.error(
+          `# ${(t / 1000).toFixed(0)} s after the kill: ${wentDown.size} went down, ` +
+            `${up.size} up, failures ${JSON.stringify(failures)}`,
+        );
+      }
+    }
+    const restartCpuPercent = (cpuTicks(pid()) - rc0) / TICKS_PER_SECOND /
+      ((performance.now() - k0) / 1000 - serverRestartSeconds) * 100;
+    return {
+      tunnels: n,
+      openSeconds,
+      idleSeconds,
+      cpuPercent: (c1 - c0) / TICKS_PER_SECOND / idleSeconds * 100,
+      packetsPerSecond: (p1 - p0) / idleSeconds,
+      rssBeforeMiB: before.rss,
+      rssMiB: mem.rss,
+      hwmMiB: mem.hwm,
+      rssPerTunnelKiB: (mem.rss - before.rss) * 1024 / n,
+      upAtEndOfIdle,
+      serverRestartSeconds,
+      allDownSeconds: allDown,
+      allBackSeconds: allBack,
+      backAtTimeout: up.size,
+      failuresByKind: { ...failures },
+      restartCpuPercent,
+    };
+  } finally {
+    await server.proc.stop("SIGKILL");
+    ac.abort();
+    await Promise.race([Promise.all(running), sleep(30_000)]);
+    await server.stop();
+  }
+}
+
+/** Runs this bench in `root` (a checkout holding bench/idle_tunnels.ts) for `n` tunnels. */
+async function child(root: string, n: number): Promise<Figures | string> {
+  // -A: Deno reads /proc/<pid>/status only with every permission.
+  const flags = "-A";
+  // One UDP socket per tunnel: as many descriptors as the hard limit allows.
+  const cmd = `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ` +
+    `exec deno run ${flags} --config ${root}/deno.json ` +
+    `${root}/bench/idle_tunnels.ts --json --tunnels ${n} --idle-seconds ${IDLE_SECONDS} ` +
+    `--per-address ${PER_ADDRESS} --restart-timeout ${RESTART_TIMEOUT_S} ` +
+    `--settle-seconds ${SETTLE_SECONDS} ` +
+    `--restart-signal ${RESTART_SIGNAL}`;
+  const out = await new Deno.Command("bash", {
+    args: ["-c", cmd],
+    cwd: root,
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  const line = text.split("\n").at(-1) ?? "";
+  try {
+    return JSON.parse(line) as Figures;
+  } catch {
+    return `failed (exit ${out.code}): ${text.slice(-300)}`;
+  }
+}
+
+function row(label: string, f: Figures | string): string {
+  if (typeof f === "string") return `${label.padEnd(10)} ${f}`;
+  const s = (x: number | null) => x === null ? "not all" : `${x.toFixed(1)} s`;
+  return [
+    label.padEnd(10),
+    `cpu ${f.cpuPercent.toFixed(1)} % of a core`,
+    `${f.packetsPerSecond.toFixed(0)} packets/s`,
+    `rss ${f.rssMiB.toFixed(0)} MiB (hwm ${f.hwmMiB.toFixed(0)}, ` +
+    `${f.rssPerTunnelKiB.toFixed(0)} KiB/tunnel)`,
+    `up ${f.upAtEndOfIdle}/${f.tunnels} after ${f.idleSeconds.toFixed(0)} s idle`,
+    `restart: server up in ${f.serverRestartSeconds.toFixed(1)} s, all down ${
+      s(f.allDownSeconds)
+    }, all back ${s(f.allBackSeconds)} (${f.backAtTimeout}/${f.tunnels}), ` +
+    `cpu ${f.restartCpuPercent.toFixed(0)} %, failures ${JSON.stringify(f.failuresByKind)}`,
+    `(opened in ${f.openSeconds.toFixed(1)} s)`,
+  ].join("\n           ");
+}
+
+export async function main(): Promise<void> {
+  const sizes = arg("--tunnels", "1000").split(",").map(Number);
+  if (Deno.args.includes("--json")) {
+    console.log(JSON.stringify(await measure(sizes[0]!)));
+    // Sockets of clients that did not finish stopping would keep the process alive.
+    Deno.exit(0);
+  }
+  const here = ROOT.replace(/\/$/, "");
+  const base = Deno.args.includes("--base") ? arg("--base", "") : undefined;
+  if (base) await Deno.copyFile(`${here}/bench/idle_tunnels.ts`, `${base}/bench/idle_tunnels.ts`);
+  console.log(
+    `idle tunnels on one server process (PostgreSQL), ${IDLE_SECONDS} s idle window, ` +
+      `${PER_ADDRESS} tunnels per source address; then ${RESTART_SIGNAL} and restart\n`,
+  );
+  for (const n of sizes) {
+    const b = base ? await child(base, n) : undefined;
+    const h = await child(here, n);
+    console.log(`N = ${n}`);
+    if (b !== undefined) console.log(row("baseline", b));
+    console.log(row("this tree", h));
+    if (b !== undefined && typeof b !== "string" && typeof h !== "string") {
+      console.log(
+        `ratio this/baseline: cpu ${(h.cpuPercent / b.cpuPercent).toFixed(2)}x, ` +
+          `packets ${(h.packetsPerSecond / b.packetsPerSecond).toFixed(2)}x, ` +
+          `rss per tunnel ${(h.rssPerTunnelKiB / b.rssPerTunnelKiB).toFixed(2)}x`,
+      );
+    }
+    console.log();
+  }
+}
+
+if (import.meta.main) await main();
