@@ -268,22 +268,23 @@ Deno.test("connector: backoff is exponential with jitter in the upper half, capp
 Deno.test("connector: the first retry after a lost tunnel is spread over reconnectSpreadMs", () => {
   const at = (r: number, o: BackoffOptions = {}) =>
     new Backoff(o, () => r).afterLoss("session_lost");
-  // Anywhere from half the initial wait to the spread (10 s by default).
+  // Anywhere from half the initial wait to the spread (3 s by default).
   assert.equal(at(0), 250);
-  assert.equal(at(0.5), 5125);
-  assert.equal(at(0.999999), 10_000);
+  assert.equal(at(0.5), 1625);
+  assert.equal(at(0.999999), 3000);
+  assert.equal(at(0.999999, { reconnectSpreadMs: 10_000 }), 10_000);
   // Never past the cap, never under the initial wait's window.
-  assert.equal(at(0.999999, { maxMs: 4000 }), 4000);
+  assert.equal(at(0.999999, { maxMs: 2000 }), 2000);
   assert.equal(at(0.999999, { initialMs: 20_000, maxMs: 30_000 }), 20_000);
   // Only once: a tunnel that comes up and is lost again soon backs off as usual.
   const b = new Backoff({}, () => 0.999999);
-  assert.equal(b.afterLoss("session_lost"), 10_000);
+  assert.equal(b.afterLoss("session_lost"), 3000);
   b.sessionEnded(1000);
   assert.equal(b.afterLoss("session_lost"), 1000);
   assert.equal(b.afterLoss("session_lost"), 2000);
   // A long-lived tunnel lost again: spread again.
   b.sessionEnded(60_000);
-  assert.equal(b.afterLoss("session_lost"), 10_000);
+  assert.equal(b.afterLoss("session_lost"), 3000);
   // A verdict that retrying cannot fix waits as long as ever.
   assert.equal(new Backoff({}, () => 0.999999).afterLoss("bad_api_key"), 30_000);
 });

@@ -19,7 +19,7 @@
  * handshakes (a fleet reconnecting) may answer late, and the old design tolerated
  * 8-10 s of that; PTO probes repeat an unanswered PING meanwhile, so lost datagrams do
  * not end a tunnel. The server also closes a tunnel whose requests go unanswered for
- * 10 s.
+ * 20 s (below).
  *
  * Congestion control is the BBR-style controller (docs/congestion.md): random loss on
  * a WAN path is not read as congestion. On the WAN lab's 100 ms / 3 % loss / 20 Mbit/s
@@ -36,8 +36,15 @@ export const TUNNEL_MUX_PARAMS: Readonly<Partial<MuxParams>> = {
   congestionControl: "bbr",
 };
 
-/** The server's side: no keepalives of its own; the client's hold the tunnel. */
+/**
+ * The server's side: no keepalives of its own; the client's hold the tunnel. Its sends
+ * go unanswered for up to 20 s before it gives up, not 10: a client whose NAT rebound
+ * its port while the tunnel was idle cannot be reached until its next keepalive
+ * (at most 15 s) shows the new address (tests/nat_rebinding_test.ts lost a request to
+ * the 10 s bound).
+ */
 export const TUNNEL_SERVER_MUX_PARAMS: Readonly<Partial<MuxParams>> = {
   ...TUNNEL_MUX_PARAMS,
   keepAliveIntervalMs: 0,
+  unansweredTimeoutMs: 20_000,
 };
