@@ -116,7 +116,36 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   return pgliteHandle(await PGlite.create({ ...PGLITE_OPTIONS, loadDataDir }), undefined);
 }
 
+/**
+ * The `postgres` driver (3.4.9) can write to a connection whose socket it already
+ * dropped: a query sent on a reserved connection (the advisory locks') after the
+ * database went away throws a TypeError from a timer inside the driver, where no
+ * caller can catch it, and an uncaught error ends the process. Seen in
+ * tests/storage_outage_test.ts when PostgreSQL is stopped. The query itself fails
+ * as a lost connection (its caller sees that), so the throw is swallowed here, once
+ * per process, matched by where it comes from; anything else stays uncaught.
+ */
+let driverGuardInstalled = false;
+function guardDriverWriteAfterClose(): void {
+  if (driverGuardInstalled) return;
+  driverGuardInstalled = true;
+  globalThis.addEventListener("error", (ev) => {
+    const e = ev.error;
+    if (
+      e instanceof TypeError && /reading 'write'/.test(e.message) &&
+      /postgres[\\/]src[\\/]connection\.js/.test(e.stack ?? "")
+    ) {
+      ev.preventDefault();
+      console.error(
+        "hopgate: the PostgreSQL driver wrote to a closed connection (the database went away); " +
+          "the query fails as a lost connection",
+      );
+    }
+  });
+}
+
 function openPostgres(dsn: string, max: number, connectTimeoutS: number): DatabaseHandle {
+  guardDriverWriteAfterClose();
   const client = postgres(dsn, {
     max,
     connect_timeout: connectTimeoutS,
