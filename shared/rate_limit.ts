@@ -37,12 +37,17 @@ export class TokenBucket {
   /** Takes a token: false when the bucket is empty. */
   take(): boolean {
     const now = this.#now();
-    this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#at) * this.#perMs);
+    this.#tokens = refill(this.#tokens, now - this.#at, this.#burst, this.#perMs);
     this.#at = now;
     if (this.#tokens < 1) return false;
     this.#tokens--;
     return true;
   }
+}
+
+/** Tokens after `dt` ms at `perMs` a ms, never above `burst`. */
+function refill(tokens: number, dt: number, burst: number, perMs: number): number {
+  return Math.min(burst, tokens + dt * perMs);
 }
 
 function checkRate(o: { burst: number; perSecond: number }): void {
@@ -76,7 +81,7 @@ export class KeyedTokenBuckets {
     const b = this.#buckets.get(key);
     let tokens = this.#burst;
     if (b) {
-      tokens = Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
+      tokens = refill(b.tokens, now - b.at, this.#burst, this.#perMs);
       this.#buckets.delete(key);
     } else if (this.#buckets.size >= this.#maxKeys) {
       this.#buckets.delete(this.#buckets.keys().next().value!);

@@ -9,6 +9,7 @@ import { Agent } from "node:https";
 import acme from "acme-client";
 import type { CertificateStore } from "../../db/mod.ts";
 import type { IssuedCertificate, Issuer } from "./manager.ts";
+import { TokenBucket } from "../../shared/rate_limit.ts";
 
 export interface AcmeIssuerOptions {
   certs: CertificateStore;
@@ -45,8 +46,7 @@ export class AcmeIssuer implements Issuer {
   #client: Promise<acme.Client> | undefined;
   /** Tokens this node published: token → key authorization and expiry. */
   readonly #mine = new Map<string, { key: string; until: number }>();
-  #bucket = DB_LOOKUPS_PER_SECOND;
-  #bucketAt = 0;
+  readonly #lookups: TokenBucket;
   /** Challenge lookups refused without asking the database (flood bound). */
   lookupsShed = 0;
 
@@ -54,6 +54,11 @@ export class AcmeIssuer implements Issuer {
   constructor(options: AcmeIssuerOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
+    this.#lookups = new TokenBucket({
+      burst: DB_LOOKUPS_PER_SECOND,
+      perSecond: DB_LOOKUPS_PER_SECOND,
+      now: this.#now,
+    });
     if (options.caCert) {
       // acme-client talks through its own axios instance; only it trusts this CA.
       acme.axios.defaults.httpsAgent = new Agent({ ca: options.caCert, keepAlive: false });
@@ -65,18 +70,11 @@ export class AcmeIssuer implements Issuer {
     const now = this.#now();
     const mine = this.#mine.get(token);
     if (mine && mine.until > now) return mine.key;
-    // Token bucket: DB_LOOKUPS_PER_SECOND, refilled continuously.
-    this.#bucket = Math.min(
-      DB_LOOKUPS_PER_SECOND,
-      this.#bucket + (now - this.#bucketAt) * DB_LOOKUPS_PER_SECOND / 1000,
-    );
-    this.#bucketAt = now;
-    if (this.#bucket < 1) {
+    if (!this.#lookups.take()) {
       this.lookupsShed++;
       this.#o.onLookupShed?.();
       return undefined;
     }
-    this.#bucket--;
     return await this.#o.certs.getChallenge(token, new Date(now));
   }
 

@@ -214,9 +214,14 @@ export class Connection implements DtlsConn, RecordIO {
   // ---- RecordIO (used by the handshake) ----
 
   transmit(datagram: Uint8Array): void {
+    this.#sendTo(datagram, this.#to);
+  }
+
+  /** Sends to `to`; toward the address being probed, only within its budget. */
+  #sendTo(datagram: Uint8Array, to: Deno.NetAddr): void {
     if (this.#closed) return;
     const p = this.#probe;
-    if (p && this.#to === p.to) {
+    if (p && to === p.to) {
       if (p.sent + datagram.length > PATH_AMPLIFICATION_LIMIT * p.received) {
         this.stats.path.sendsWithheld++;
         return;
@@ -225,7 +230,7 @@ export class Connection implements DtlsConn, RecordIO {
     }
     this.stats.datagramsSent++;
     this.stats.bytesSent += datagram.length;
-    this.#transmit(datagram, this.#to);
+    this.#transmit(datagram, to);
   }
 
   useConnectionIds(ids: ConnectionIds): void {
@@ -492,21 +497,21 @@ export class Connection implements DtlsConn, RecordIO {
     const delay = PATH_CHALLENGE_RTO_MS * 2 ** p.tries;
     p.tries++;
     this.stats.path.challengesSent++;
+    this.#sendTo(this.#rrcRecord(RrcType.PathChallenge, p.cookie), p.to);
+    p.timer = this.#clock.setTimer(() => this.#challenge(p), delay);
+  }
+
+  /** A return_routability_check record: message type, then the 8-byte cookie. */
+  #rrcRecord(type: number, cookie: Uint8Array): Uint8Array {
     const body = new Uint8Array(9);
-    body[0] = RrcType.PathChallenge;
-    body.set(p.cookie, 1);
-    const rec = this.encodeRecord(
+    body[0] = type;
+    body.set(cookie, 1);
+    return this.encodeRecord(
       ContentType.ReturnRoutabilityCheck,
       this.#writeEpoch,
       this.#writeCipher,
       body,
     );
-    // To the probed address whether or not records go there now, within its budget.
-    const to = this.#to;
-    this.#to = p.to;
-    this.transmit(rec);
-    this.#to = to;
-    p.timer = this.#clock.setTimer(() => this.#challenge(p), delay);
   }
 
   #stopProbe(): void {
@@ -525,18 +530,10 @@ export class Connection implements DtlsConn, RecordIO {
     switch (data[0]) {
       case RrcType.PathChallenge: {
         // Answered to where it came from (RFC 9853 5); same size, so no amplification.
-        const body = new Uint8Array(9);
-        body[0] = RrcType.PathResponse;
-        body.set(cookie, 1);
-        const rec = this.encodeRecord(
-          ContentType.ReturnRoutabilityCheck,
-          this.#writeEpoch,
-          this.#writeCipher,
-          body,
+        this.#sendTo(
+          this.#rrcRecord(RrcType.PathResponse, cookie),
+          from ? udpAddr(from) : this.#to,
         );
-        this.stats.datagramsSent++;
-        this.stats.bytesSent += rec.length;
-        this.#transmit(rec, from ? udpAddr(from) : this.#to);
         return;
       }
       case RrcType.PathResponse: {
