@@ -151,17 +151,27 @@ async function reprobe(
  * Moves off `old` make-before-break: the new tunnel already serves; the server is
  * asked to send no more requests to the old one and to close it once they are
  * done (FEATURE_DRAIN), else the old session says GOAWAY and closes gracefully.
- * Requests in flight on it finish either way.
+ * Requests in flight on it finish either way. A server that never closes it is cut
+ * after `RETIRE_TIMEOUT_MS` (the server itself gives a draining tunnel 5 minutes):
+ * until then the old session holds its socket and its node's slot.
  */
-async function retire(old: Up): Promise<void> {
+async function retire(old: Up, ctx: Ctx): Promise<void> {
   if (old.welcome.features?.includes(FEATURE_DRAIN)) {
     await sendDrain(old.control).catch(() => old.session.goAway());
   } else {
     old.session.goAway();
   }
+  const timer = ctx.clock.setTimer(
+    () => old.session.abort(0, "retired tunnel not closed by the server in time"),
+    RETIRE_TIMEOUT_MS,
+  );
   await old.session.closed;
+  ctx.clock.clearTimer(timer);
   await tearDown(old.dialed);
 }
+
+/** Longest wait for the server to close a retired tunnel (longer than its 5 min drain). */
+const RETIRE_TIMEOUT_MS = 6 * 60_000;
 
 /**
  * The client is stopping: a server that drains (FEATURE_DRAIN) is asked to send
@@ -224,7 +234,7 @@ export async function serveTunnel(
       current = next;
       served = serveSession(current.session, ctx);
       announce(current, node, ctx);
-      const r = retire(old).catch(() => {});
+      const r = retire(old, ctx).catch(() => {});
       retiring.add(r);
       r.finally(() => retiring.delete(r));
     }

@@ -69,7 +69,12 @@ class ByteReader {
 
 const text = (b: Uint8Array) =>
   new TextDecoder().decode(b.subarray(0, b.indexOf(0) >= 0 ? b.indexOf(0) : b.length));
-const octal = (b: Uint8Array) => Number.parseInt(text(b).trim() || "0", 8);
+/** A numeric header field: octal digits only (a size like "12x" is an error, not 10). */
+function octal(b: Uint8Array): number {
+  const t = text(b).trim() || "0";
+  if (!/^[0-7]{1,12}$/.test(t)) throw new Error(`bad octal header field "${t}"`);
+  return Number.parseInt(t, 8);
+}
 
 /**
  * A tar archive of everything under `dir` (names relative to it, sorted, each
