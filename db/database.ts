@@ -169,13 +169,13 @@ function openPostgres(dsn: string, max: number, connectTimeoutS: number): Databa
     try {
       return await q(r);
     } catch (e) {
-      // Given up on (a timeout) or broken: the next lock takes a new connection, and
-      // this one drops every lock it holds before it goes back to the pool (a broken
-      // one is discarded by the driver, which drops them too).
-      if (reserved) {
-        reserved = undefined;
-        r`select pg_advisory_unlock_all()`.then(() => r.release(), () => r.release());
-      }
+      // A lost connection lost its locks with it (the server drops a session's locks):
+      // the next lock takes a new one. Any other error leaves the connection and the
+      // locks other names hold on it alone (dropping them all would let another node
+      // order a name this one is still ordering). The store's timeouts never reach
+      // here: they give up on the call, not on the connection.
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === "string" && /^CONNECT/.test(code)) reserved = undefined;
       throw e;
     }
   };

@@ -32,7 +32,6 @@ import type { FrontRequest, Responder } from "./front/http1.ts";
 import type { Logger } from "./log.ts";
 import { hostHeaderName } from "../shared/names.ts";
 
-export { TUNNEL_WS_PATH };
 
 /**
  * Whether a request is for the tunnel's WebSocket: an upgrade to websocket at
