@@ -32,7 +32,6 @@ import type { FrontRequest, Responder } from "./front/http1.ts";
 import type { Logger } from "./log.ts";
 import { hostHeaderName } from "../shared/names.ts";
 
-
 /**
  * Whether a request is for the tunnel's WebSocket: an upgrade to websocket at
  * `TUNNEL_WS_PATH` with the server's domain as Host (the ingress hook's test).
