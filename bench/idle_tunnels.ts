@@ -42,6 +42,12 @@ const RESTART_SIGNAL = arg("--restart-signal", "SIGKILL") as "SIGKILL" | "SIGTER
 const PER_DOMAIN = 50;
 /** Tunnels being opened at once while the bench fills the node. */
 const OPENING_AT_ONCE = 500;
+/** Client processes holding the tunnels (one process could not hold 10,000). */
+const HOLDERS = Number(arg("--holders", "4"));
+/** The clients' keepalive interval (default: the client's own). */
+const KEEPALIVE_MS = Number(arg("--keepalive-ms", "0"));
+/** Extra deno flags for the server process, e.g. `--server-flags --cpu-prof`. */
+const SERVER_FLAGS = arg("--server-flags", "").split(" ").filter((f) => f !== "");
 
 /** What one measurement reports. */
 interface Figures {
@@ -107,35 +113,58 @@ function sourceAddress(i: number): string {
   return `127.20.${Math.floor(a / 200)}.${(a % 200) + 1}`;
 }
 
-async function measure(n: number): Promise<Figures> {
-  const domains = Math.ceil(n / PER_DOMAIN);
-  const server = await startServerProc({
-    HOP_SERVER_MAX_TUNNELS_PER_DOMAIN: String(PER_DOMAIN * 2),
-  });
-  const pid = () => server.proc.child.pid;
-  const up = new Set<number>();
-  /** Tunnels that went down after the kill. */
-  const wentDown = new Set<number>();
-  let killed = false;
-  const failures: Record<string, number> = {};
-  const reasons = new Map<string, number>();
-  const ac = new AbortController();
-  const running: Promise<void>[] = [];
-  try {
-    const keys: string[] = [];
-    for (let d = 0; d < domains; d += 10) {
-      const batch = Array.from({ length: Math.min(10, domains - d) }, (_, k) => d + k);
-      keys.push(...await Promise.all(batch.map((k) => server.register(`t${k}.idle.test`))));
+/** One tunnel a holder opens. */
+interface Slot {
+  i: number;
+  domain: string;
+  apiKey: string;
+  from: string;
+}
+
+/** What a holder reports on each line of its standard output. */
+interface HolderReport {
+  up: number;
+  /** Tunnels that went down since the last "mark" line on standard input. */
+  wentDown: number;
+  failures: Record<string, number>;
+  reasons: Record<string, number>;
+}
+
+/**
+ * A holder process (`--hold`): reads `{port, slots}` as its first line of standard
+ * input, opens one tunnel per slot with the client's own code, and prints a
+ * HolderReport line every 250 ms. "mark" on standard input starts counting tunnels
+ * that go down and clears the failure counts; "open N" opens the next N slots.
+ */
+async function hold(): Promise<void> {
+  const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  const nextLine = async (): Promise<string | null> => {
+    while (!buf.includes("\n")) {
+      const r = await lines.read();
+      if (r.done) return null;
+      buf += r.value;
     }
-    await sleep(1000);
-    const before = memory(pid());
-    const target = { hostname: "127.0.0.1", port: server.dtlsPort };
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) {
-      const domain = `t${Math.floor(i / PER_DOMAIN)}.idle.test`;
-      const apiKey = keys[Math.floor(i / PER_DOMAIN)]!;
-      const from = sourceAddress(i);
-      running.push(runClient({
+    const k = buf.indexOf("\n");
+    const line = buf.slice(0, k);
+    buf = buf.slice(k + 1);
+    return line;
+  };
+  const first = await nextLine();
+  if (first === null) return;
+  const { port, slots } = JSON.parse(first) as { port: number; slots: Slot[] };
+  const target = { hostname: "127.0.0.1", port };
+  const up = new Set<number>();
+  const wentDown = new Set<number>();
+  let marked = false;
+  const failures: Record<string, number> = {};
+  const reasons: Record<string, number> = {};
+  const ac = new AbortController();
+  let opened = 0;
+  const open = (count: number) => {
+    for (const slot of slots.slice(opened, opened + count)) {
+      const { i, domain, apiKey, from } = slot;
+      runClient({
         server: target,
         domain,
         apiKey,
@@ -144,39 +173,159 @@ async function measure(n: number): Promise<Figures> {
           server: target,
           domain,
           apiKey,
-          socket: (_host, port, handler) => bindUdp(from, port, handler),
+          socket: (_host, p, handler) => bindUdp(from, p, handler),
         }),
         statsIntervalMs: 1_000_000_000,
         drainTimeoutMs: 1000,
+        ...(KEEPALIVE_MS ? { muxParams: { keepAliveIntervalMs: KEEPALIVE_MS } } : {}),
         onEvent: (e) => {
           if (e.type === "connected") up.add(i);
           else if (e.type === "disconnected") {
             up.delete(i);
-            if (killed) wentDown.add(i);
+            if (marked) wentDown.add(i);
           } else if (e.type === "failure") {
             failures[e.kind] = (failures[e.kind] ?? 0) + 1;
             // Why, with addresses and numbers masked: a handful of distinct lines.
             const why = e.message.replace(/[\d.:]+/g, "#");
-            reasons.set(why, (reasons.get(why) ?? 0) + 1);
+            reasons[why] = (reasons[why] ?? 0) + 1;
           }
         },
-      }, ac.signal));
+      }, ac.signal);
+    }
+    opened = Math.min(slots.length, opened + count);
+  };
+  const enc = new TextEncoder();
+  const report = setInterval(() => {
+    const r: HolderReport = { up: up.size, wentDown: wentDown.size, failures, reasons };
+    Deno.stdout.writeSync(enc.encode(JSON.stringify(r) + "\n"));
+  }, 250);
+  for (;;) {
+    const line = await nextLine();
+    if (line === null) break;
+    if (line === "mark") {
+      marked = true;
+      for (const k of Object.keys(failures)) delete failures[k];
+    } else if (line.startsWith("open ")) open(Number(line.slice(5)));
+  }
+  clearInterval(report);
+  ac.abort();
+  Deno.exit(0);
+}
+
+/** A holder process seen from the bench: its latest report, and lines to send it. */
+class Holder {
+  readonly child: Deno.ChildProcess;
+  last: HolderReport = { up: 0, wentDown: 0, failures: {}, reasons: {} };
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #done: Promise<void>;
+
+  constructor(port: number, slots: Slot[]) {
+    const cmd = `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ` +
+      `exec "${Deno.execPath()}" run -A --config ${ROOT}/deno.json ${ROOT}/bench/idle_tunnels.ts --hold --keepalive-ms ${KEEPALIVE_MS}`;
+    const child = new Deno.Command("bash", {
+      args: ["-c", cmd],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.child = child;
+    this.#writer = this.child.stdin.getWriter();
+    this.send(JSON.stringify({ port, slots }));
+    this.#done = (async () => {
+      let buf = "";
+      for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+        buf += text;
+        const k = buf.lastIndexOf("\n");
+        if (k < 0) continue;
+        const lines = buf.slice(0, k).split("\n");
+        buf = buf.slice(k + 1);
+        try {
+          this.last = JSON.parse(lines.at(-1)!) as HolderReport;
+        } catch { /* a partial line */ }
+      }
+    })();
+  }
+
+  send(line: string): void {
+    this.#writer.write(new TextEncoder().encode(line + "\n")).catch(() => {});
+  }
+
+  async stop(): Promise<void> {
+    await this.#writer.close().catch(() => {});
+    const t = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, 30_000);
+    await this.child.status;
+    clearTimeout(t);
+    await this.#done.catch(() => {});
+  }
+}
+
+async function measure(n: number): Promise<Figures> {
+  const domains = Math.ceil(n / PER_DOMAIN);
+  const server = await startServerProc({
+    HOP_SERVER_MAX_TUNNELS_PER_DOMAIN: String(PER_DOMAIN * 2),
+  }, { flags: SERVER_FLAGS });
+  const pid = () => server.proc.child.pid;
+  const holders: Holder[] = [];
+  const sum = () => {
+    let up = 0, wentDown = 0;
+    const failures: Record<string, number> = {};
+    const reasons: Record<string, number> = {};
+    for (const h of holders) {
+      up += h.last.up;
+      wentDown += h.last.wentDown;
+      for (const [k, v] of Object.entries(h.last.failures)) failures[k] = (failures[k] ?? 0) + v;
+      for (const [k, v] of Object.entries(h.last.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
+    }
+    return { up, wentDown, failures, reasons };
+  };
+  try {
+    const keys: string[] = [];
+    for (let d = 0; d < domains; d += 10) {
+      const batch = Array.from({ length: Math.min(10, domains - d) }, (_, k) => d + k);
+      keys.push(...await Promise.all(batch.map((k) => server.register(`t${k}.idle.test`))));
+    }
+    await sleep(1000);
+    const before = memory(pid());
+    // Tunnel i lives in holder i % HOLDERS, so every batch is spread over all of them.
+    const perHolder: Slot[][] = Array.from({ length: HOLDERS }, () => []);
+    for (let i = 0; i < n; i++) {
+      const d = Math.floor(i / PER_DOMAIN);
+      perHolder[i % HOLDERS]!.push({
+        i,
+        domain: `t${d}.idle.test`,
+        apiKey: keys[d]!,
+        from: sourceAddress(i),
+      });
+    }
+    for (const slots of perHolder) holders.push(new Holder(server.dtlsPort, slots));
+    const t0 = performance.now();
+    let opened = 0;
+    while (opened < n) {
+      const batch = Math.min(OPENING_AT_ONCE, n - opened);
+      // Each holder opens its share of the batch.
+      for (let h = 0; h < HOLDERS; h++) {
+        holders[h]!.send(`open ${Math.ceil(batch / HOLDERS)}`);
+      }
+      opened += batch;
       // Fill the node a batch at a time, as clients arriving over a while would.
-      if ((i + 1) % OPENING_AT_ONCE === 0 || i === n - 1) {
-        const end = performance.now() + 120_000;
-        while (up.size < i + 1 && performance.now() < end) await sleep(20);
-        if (up.size < i + 1) {
-          throw new Error(
-            `only ${up.size} of ${i + 1} tunnels came up; failures ${JSON.stringify(failures)}`,
-          );
-        }
-        if ((i + 1) % 2000 === 0) {
-          for (const [why, k] of reasons) console.error(`#   ${k} x ${why}`);
-          console.error(
-            `# ${i + 1} up after ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
-              `failures ${JSON.stringify(failures)}`,
-          );
-        }
+      const end = performance.now() + 120_000;
+      while (sum().up < opened && performance.now() < end) await sleep(100);
+      const s = sum();
+      if (s.up < opened) {
+        throw new Error(
+          `only ${s.up} of ${opened} tunnels came up; failures ${JSON.stringify(s.failures)}`,
+        );
+      }
+      if (opened % 2000 === 0 || opened === n) {
+        for (const [why, k] of Object.entries(s.reasons)) console.error(`#   ${k} x ${why}`);
+        console.error(
+          `# ${opened} up after ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
+            `failures ${JSON.stringify(s.failures)}`,
+        );
       }
     }
     const openSeconds = (performance.now() - t0) / 1000;
@@ -192,13 +341,16 @@ async function measure(n: number): Promise<Figures> {
     const p1 = await packetsTotal(server.httpPort);
     const idleSeconds = (performance.now() - w0) / 1000;
     const mem = memory(pid());
-    const upAtEndOfIdle = up.size;
-    for (const k of Object.keys(failures)) delete failures[k];
+    if (Deno.env.get("IDLE_DUMP")) {
+      Deno.writeTextFileSync(Deno.env.get("IDLE_DUMP")!, server.proc.output);
+    }
+    const upAtEndOfIdle = sum().up;
+    for (const h of holders) h.send("mark");
+    await sleep(500);
     console.error(`# idle window done; stopping the server (${RESTART_SIGNAL})`);
 
     // Kill the node, start it again, time until every tunnel is back.
     const k0 = performance.now();
-    killed = true;
     await server.proc.stop(RESTART_SIGNAL);
     await server.restart();
     const serverRestartSeconds = (performance.now() - k0) / 1000;
@@ -208,17 +360,18 @@ async function measure(n: number): Promise<Figures> {
     const end = k0 + RESTART_TIMEOUT_S * 1000;
     // Every tunnel must have gone down (its client noticed) and come back.
     while (performance.now() < end) {
-      if (allDown === null && wentDown.size === n) allDown = (performance.now() - k0) / 1000;
-      if (allDown !== null && up.size === n) {
+      const s = sum();
+      if (allDown === null && s.wentDown === n) allDown = (performance.now() - k0) / 1000;
+      if (allDown !== null && s.up === n) {
         allBack = (performance.now() - k0) / 1000;
         break;
       }
-      await sleep(50);
+      await sleep(100);
       const t = performance.now() - k0;
-      if (Math.floor(t / 5000) !== Math.floor((t - 50) / 5000)) {
+      if (Math.floor(t / 5000) !== Math.floor((t - 100) / 5000)) {
         console.error(
-          `# ${(t / 1000).toFixed(0)} s after the kill: ${wentDown.size} went down, ` +
-            `${up.size} up, failures ${JSON.stringify(failures)}`,
+          `# ${(t / 1000).toFixed(0)} s after the kill: ${s.wentDown} went down, ` +
+            `${s.up} up, failures ${JSON.stringify(s.failures)}`,
         );
       }
     }
@@ -238,14 +391,13 @@ async function measure(n: number): Promise<Figures> {
       serverRestartSeconds,
       allDownSeconds: allDown,
       allBackSeconds: allBack,
-      backAtTimeout: up.size,
-      failuresByKind: { ...failures },
+      backAtTimeout: sum().up,
+      failuresByKind: { ...sum().failures },
       restartCpuPercent,
     };
   } finally {
     await server.proc.stop("SIGKILL");
-    ac.abort();
-    await Promise.race([Promise.all(running), sleep(30_000)]);
+    await Promise.all(holders.map((h) => h.stop()));
     await server.stop();
   }
 }
@@ -259,7 +411,8 @@ async function child(root: string, n: number): Promise<Figures | string> {
     `exec deno run ${flags} --config ${root}/deno.json ` +
     `${root}/bench/idle_tunnels.ts --json --tunnels ${n} --idle-seconds ${IDLE_SECONDS} ` +
     `--per-address ${PER_ADDRESS} --restart-timeout ${RESTART_TIMEOUT_S} ` +
-    `--settle-seconds ${SETTLE_SECONDS} ` +
+    `--settle-seconds ${SETTLE_SECONDS} --holders ${HOLDERS} --keepalive-ms ${KEEPALIVE_MS} ` +
+    (SERVER_FLAGS.length ? `--server-flags '${SERVER_FLAGS.join(" ")}' ` : "") +
     `--restart-signal ${RESTART_SIGNAL}`;
   const out = await new Deno.Command("bash", {
     args: ["-c", cmd],
@@ -296,6 +449,7 @@ function row(label: string, f: Figures | string): string {
 
 export async function main(): Promise<void> {
   const sizes = arg("--tunnels", "1000").split(",").map(Number);
+  if (Deno.args.includes("--hold")) return await hold();
   if (Deno.args.includes("--json")) {
     console.log(JSON.stringify(await measure(sizes[0]!)));
     // Sockets of clients that did not finish stopping would keep the process alive.

@@ -654,15 +654,28 @@ export class ServerMetrics {
   }
 
   /** The exposition text. */
-  render(): Promise<string> {
-    return this.registry.metrics();
+  async render(): Promise<string> {
+    this.#rendering++;
+    try {
+      return await this.registry.metrics();
+    } finally {
+      if (--this.#rendering === 0) this.#totalsCache = undefined;
+    }
   }
 
+  /**
+   * The counters over every session. Each counter family reads them, and a node holds
+   * thousands of sessions: within one `render` they are summed once.
+   */
   #totals(): Totals {
+    if (this.#totalsCache) return this.#totalsCache;
     const t = { ...this.#closed };
     for (const session of this.#sessions) addTotals(t, session.stats);
+    if (this.#rendering > 0) this.#totalsCache = t;
     return t;
   }
+  #totalsCache: Totals | undefined;
+  #rendering = 0;
 }
 
 function snake(s: string): string {

@@ -17,6 +17,7 @@
  * Sessions still waiting for their hello are bounded per domain as well.
  */
 import {
+  bindUdpBatching,
   DtlsServer,
   type DtlsServerOptions,
   type DtlsStats,
@@ -110,6 +111,12 @@ export interface TunnelListener {
   close(): Promise<void>;
 }
 
+/**
+ * The quiet-time batching interval of the tunnel socket: a keepalive's answer waits
+ * at most this long on an idle node; nothing waits on a node with traffic.
+ */
+export const DEFAULT_QUIET_BATCH_MS = 20;
+
 export interface TunnelHubOptions {
   /** The UDP listener's address. */
   hostname: string;
@@ -122,6 +129,13 @@ export interface TunnelHubOptions {
   muxParams?: Partial<MuxParams>;
   /** Passed through to the DTLS server (handshake cap, datagram size...). */
   dtls?: Partial<Omit<DtlsServerOptions, "hostname" | "port" | "lookupPsk" | "onConnection">>;
+  /**
+   * While no tunnel on the UDP listener has a request, data in flight or a handshake
+   * going, its socket reads in batches this far apart (shared/dtls/udp.ts): an idle
+   * node then wakes once per interval for many keepalives instead of once for each.
+   * 0: read every datagram as it arrives. Default `DEFAULT_QUIET_BATCH_MS`.
+   */
+  quietBatchMs?: number;
   /** Time allowed for the hello after the DTLS handshake, in all. Default 10 s. */
   helloTimeoutMs?: number;
   /**
@@ -198,10 +212,12 @@ export class TunnelHub {
     }
     this.#registry = opts.registry;
     this.#log = opts.logger;
+    const batchMs = opts.quietBatchMs ?? DEFAULT_QUIET_BATCH_MS;
     this.#udp = this.#listen("udp", {
       hostname: opts.hostname,
       port: opts.port,
-      socket: opts.dtls?.socket,
+      socket: opts.dtls?.socket ??
+        (batchMs > 0 ? bindUdpBatching({ quietBatchMs: batchMs }) : undefined),
     });
     try {
       for (const l of opts.listeners ?? []) {

@@ -43,6 +43,12 @@ export interface DatagramConn {
   readonly sendCopies?: boolean;
   /** Largest payload `send` accepts, in bytes. */
   readonly maxDatagramSize: number;
+  /**
+   * Asks the transport to deliver this connection's datagrams as they arrive until
+   * the returned function is called: a server socket may batch its reads while none
+   * of its connections has work in flight (shared/dtls/udp.ts). Absent: always so.
+   */
+  hold?(): () => void;
   /** Closes the connection (for DTLS: sends close_notify). Idempotent. */
   close(reason?: string): void;
   /** True once closed from either side. */

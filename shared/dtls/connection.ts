@@ -116,6 +116,8 @@ export interface ConnectionOptions {
    * (the server's anti-amplification budget). Default: always allowed.
    */
   retransmitAllowed?: (bytes: number) => boolean;
+  /** The socket's `hold` (PacketSocket): prompt delivery until released. */
+  hold?: (() => () => void) | undefined;
   /**
    * Called when the peer's address changed and the new one answered a
    * path_challenge (only with a negotiated CID and return routability check).
@@ -187,7 +189,11 @@ export class Connection implements DtlsConn, RecordIO {
     this.stats = opts.stats;
     this.#onClosed = opts.onClosed;
     this.#retransmitAllowed = opts.retransmitAllowed;
+    if (opts.hold) this.hold = opts.hold;
   }
+
+  /** See DatagramConn.hold; absent when the socket always delivers at once. */
+  hold?: () => () => void;
 
   get maxDatagramSize(): number {
     return this.#maxDatagramSize;

@@ -11,7 +11,8 @@ export { type DtlsClientConn, type DtlsClientOptions, dtlsConnect } from "./clie
 export type { DtlsConn, PeerAddr } from "./connection.ts";
 export type { DatagramConn, DatagramHandler } from "../datagram.ts";
 export type { Clock } from "../clock.ts";
-export type { PacketSocket, PacketSocketFactory, UdpHandler } from "./udp.ts";
+export type { PacketSocket, PacketSocketFactory, QuietBatching, UdpHandler } from "./udp.ts";
+export { bindUdpBatching } from "./udp.ts";
 export { DtlsError, type DtlsErrorCode } from "./errors.ts";
 export { AlertDescription, alertName } from "./constants.ts";
 export {

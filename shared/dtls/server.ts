@@ -140,6 +140,8 @@ export class DtlsServer {
   readonly #cookies: CookieJar;
   /** Half-open handshakes by peer key, oldest first (Map keeps insertion order). */
   readonly #halfOpen = new Map<string, HalfOpen>();
+  /** The socket's hold while any handshake is half-open. */
+  #handshakesHold: (() => void) | undefined;
   /** The same, per address group, oldest first. */
   readonly #halfOpenByGroup = new Map<string, Set<HalfOpen>>();
   #closed = false;
@@ -316,6 +318,7 @@ export class DtlsServer {
           c.handshake?.fail(new DtlsError("CLOSED", "Connection closed during the handshake"));
         }
       },
+      hold: this.#socket.hold ? () => this.#socket.hold!() : undefined,
       retransmitAllowed: (bytes) =>
         conn.established || half.sent + bytes <= o.handshakeAmplificationLimit * half.received,
     });
@@ -323,6 +326,8 @@ export class DtlsServer {
     const half: HalfOpen = { key, conn, group, received: data.length, sent: 0 };
     this.#conns.set(key, conn);
     this.#halfOpen.set(key, half);
+    // Handshakes are answered as their flights arrive (the socket may batch reads).
+    this.#handshakesHold ??= this.#socket.hold?.();
     let mine = this.#halfOpenByGroup.get(group);
     if (!mine) this.#halfOpenByGroup.set(group, mine = new Set());
     mine.add(half);
@@ -417,6 +422,10 @@ export class DtlsServer {
 
   #forget(half: HalfOpen): void {
     if (this.#halfOpen.get(half.key) === half) this.#halfOpen.delete(half.key);
+    if (this.#halfOpen.size === 0) {
+      this.#handshakesHold?.();
+      this.#handshakesHold = undefined;
+    }
     const mine = this.#halfOpenByGroup.get(half.group);
     if (mine?.delete(half) && mine.size === 0) this.#halfOpenByGroup.delete(half.group);
   }

@@ -5,6 +5,15 @@
  *
  * The datagram handed to `onDatagram` is a view into that buffer, valid only
  * until the handler returns: copy what must outlive the call.
+ *
+ * A socket bound with `quietBatchMs` batches its reads while nothing needs prompt
+ * delivery (docs/operations.md, "Capacity of one node"): each time the process
+ * was woken by a datagram, the loop waits `quietBatchMs` before reading on, so the
+ * keepalives of thousands of idle tunnels are read in one wake-up each interval
+ * instead of one each (a wake-up of a Deno process costs ~250 us of CPU on a small
+ * virtual machine, ten times the datagram's own work). `hold()` asks for prompt
+ * delivery until released (a handshake in progress, a session with streams or data
+ * in flight), and the socket stays prompt for `lingerMs` after the last release.
  */
 import type { PeerAddr } from "./connection.ts";
 
@@ -24,6 +33,19 @@ export interface PacketSocket {
   close(): void;
   /** Settles once the socket stopped delivering. */
   readonly done: Promise<void>;
+  /**
+   * Asks for datagrams to be delivered as they arrive until the returned function is
+   * called (once; later calls do nothing). Absent: the socket always delivers so.
+   */
+  hold?(): () => void;
+}
+
+/** How a socket that batches reads while quiet does it (`UdpSocket.bind`). */
+export interface QuietBatching {
+  /** Wait this long after a wake-up before reading on, while nothing holds the socket. */
+  quietBatchMs: number;
+  /** Stay prompt this long after the last hold is released. Default 1000 ms. */
+  lingerMs?: number;
 }
 
 /** Opens a socket bound to (hostname, port) that calls `handler` per datagram. */
@@ -40,14 +62,66 @@ export class UdpSocket implements PacketSocket {
   readonly done: Promise<void>;
   /** Sends that failed (the kernel refused them); UDP gives no other signal. */
   sendErrors = 0;
+  /** Waits between reads while quiet (each one at most `quietBatchMs` long). */
+  batchWaits = 0;
+  readonly #batchMs: number;
+  readonly #lingerMs: number;
+  /** Holds not yet released. */
+  #holds = 0;
+  /** When the last hold was released (performance.now()). */
+  #releasedAt = -Infinity;
+  /** Ends the current batching wait early (a hold arrived), or null. */
+  #wake: (() => void) | null = null;
 
-  private constructor(sock: Deno.DatagramConn, handler: UdpHandler) {
+  private constructor(sock: Deno.DatagramConn, handler: UdpHandler, batching?: QuietBatching) {
     this.#sock = sock;
+    this.#batchMs = batching?.quietBatchMs ?? 0;
+    this.#lingerMs = batching?.lingerMs ?? 1000;
     this.done = this.#loop(handler);
   }
 
-  static bind(hostname: string, port: number, handler: UdpHandler): UdpSocket {
-    return new UdpSocket(Deno.listenDatagram({ transport: "udp", hostname, port }), handler);
+  static bind(
+    hostname: string,
+    port: number,
+    handler: UdpHandler,
+    batching?: QuietBatching,
+  ): UdpSocket {
+    return new UdpSocket(
+      Deno.listenDatagram({ transport: "udp", hostname, port }),
+      handler,
+      batching,
+    );
+  }
+
+  hold(): () => void {
+    this.#holds++;
+    this.#wake?.();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.#holds === 0) this.#releasedAt = performance.now();
+    };
+  }
+
+  /** True while reads may be batched: batching is on, nothing holds, the linger is over. */
+  #quiet(now: number): boolean {
+    return this.#batchMs > 0 && this.#holds === 0 && now - this.#releasedAt >= this.#lingerMs;
+  }
+
+  /** Waits up to `quietBatchMs`, less if a hold arrives meanwhile. */
+  #batchWait(): Promise<void> {
+    this.batchWaits++;
+    return new Promise((resolve) => {
+      const t = setTimeout(done, this.#batchMs);
+      const self = this;
+      function done() {
+        clearTimeout(t);
+        self.#wake = null;
+        resolve();
+      }
+      this.#wake = done;
+    });
   }
 
   get addr(): PeerAddr {
@@ -58,6 +132,7 @@ export class UdpSocket implements PacketSocket {
   async #loop(handler: UdpHandler): Promise<void> {
     while (!this.#closed) {
       let r: [Uint8Array, Deno.Addr];
+      const asked = performance.now();
       try {
         r = await this.#sock.receive(this.#buf);
       } catch (e) {
@@ -68,6 +143,10 @@ export class UdpSocket implements PacketSocket {
         continue; // e.g. ICMP port unreachable surfacing as ECONNREFUSED: keep serving
       }
       handler(r[0], r[1] as Deno.NetAddr);
+      // Woken for this datagram (it was not already waiting in the socket): while
+      // quiet, let the next ones gather for a while and read them in one go.
+      const now = performance.now();
+      if (now - asked > 0.5 && this.#quiet(now)) await this.#batchWait();
     }
   }
 
@@ -93,6 +172,7 @@ export class UdpSocket implements PacketSocket {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#wake?.();
     try {
       this.#sock.close();
     } catch { /* already closed */ }
@@ -105,3 +185,8 @@ export function netAddr(a: PeerAddr): Deno.NetAddr {
 
 export const bindUdp: PacketSocketFactory = (hostname, port, handler) =>
   UdpSocket.bind(hostname, port, handler);
+
+/** A factory of sockets that batch their reads while quiet (`QuietBatching`). */
+export function bindUdpBatching(batching: QuietBatching): PacketSocketFactory {
+  return (hostname, port, handler) => UdpSocket.bind(hostname, port, handler, batching);
+}

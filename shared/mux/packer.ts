@@ -76,6 +76,10 @@ export class Packer {
   readonly #writer: Writer;
   /** Streams with something to send, round-robin. */
   #queue: Stream[] = [];
+  /** Streams wait in the send queue. */
+  get hasQueuedStreams(): boolean {
+    return this.#queue.length > 0;
+  }
   #scheduled = false;
   readonly #flushBound = () => this.flush();
   /** The session closed: nothing more is sent. */

@@ -78,6 +78,8 @@ export class MuxSession {
   readonly #timerBound = () => this.#onTimer();
   #timer: unknown = null;
   #timerAt = Infinity;
+  /** Releases the transport's hold (`#updateHold`), or null. */
+  #hold: (() => void) | null = null;
   #lastReceiveTime: number;
   #drainDeadline = Infinity;
   #closeReason = "";
@@ -357,6 +359,8 @@ export class MuxSession {
     this.#lastReceiveTime = now;
     this.#packer.unansweredSince = Infinity;
     let eliciting = false;
+    /** Nothing but PING, PADDING and ACK: a keepalive, a PTO or a PMTU probe. */
+    let probeOnly = true;
     while (r.pos < r.end) {
       if (d[r.pos] === FrameType.PADDING) {
         // A run of PADDING (PMTU probes): skip it without decoding byte by byte.
@@ -372,11 +376,16 @@ export class MuxSession {
       }
       if (f.type !== FrameType.ACK && f.type !== FrameType.PADDING) {
         eliciting = true;
+        if (f.type !== FrameType.PING) probeOnly = false;
       }
       this.#onFrame(f, now);
       if (this.isClosed) return;
     }
     this.#ack.onPacket(pn, eliciting, now);
+    // A probe is answered at once: its sender is waiting to learn whether the path
+    // holds, and delaying the ACK would cost an idle node one more wake-up per
+    // keepalive (the ACK's timer) for nothing to batch it with.
+    if (eliciting && probeOnly) this.#ack.ackNow = true;
     const rc = this.#remoteClose;
     if (rc !== null) {
       // Acknowledge the CLOSE so the closer stops retransmitting it, then go.
@@ -484,11 +493,29 @@ export class MuxSession {
 
   #armTimer(): void {
     if (this.#state === "closed") return;
-    const t = this.#nextDeadline();
+    this.#updateHold();
+    const now = this.#clock.now();
+    const t = coalesceDeadline(this.#nextDeadline(), now);
     if (t >= this.#timerAt) return;
     if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
     this.#timerAt = t;
-    this.#timer = this.#clock.setTimer(this.#timerBound, Math.max(0, t - this.#clock.now()));
+    this.#timer = this.#clock.setTimer(this.#timerBound, Math.max(0, t - now));
+  }
+
+  /**
+   * Holds the transport's prompt delivery (DatagramConn.hold) while this side waits on
+   * the peer for something: a stream it opened (a request: its answer), data in flight,
+   * data queued. An idle session (keepalives, the peer's control stream) holds nothing.
+   */
+  #updateHold(): void {
+    const busy = this.#streams.localCount > 0 || this.#recovery.bytesInFlight > 0 ||
+      this.#packer.hasQueuedStreams;
+    if (busy === (this.#hold !== null)) return;
+    if (busy) this.#hold = this.#conn.hold?.() ?? null;
+    else {
+      this.#hold!();
+      this.#hold = null;
+    }
   }
 
   /**
@@ -572,6 +599,8 @@ export class MuxSession {
     if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
     this.#timer = null;
     this.#timerAt = Infinity;
+    this.#hold?.();
+    this.#hold = null;
     const err = new MuxSessionError(code, remote, reason);
     const graceful = code === SessionErrorCode.NO_ERROR;
     for (const s of this.#streams.values()) s.onSessionClosed(err, graceful);
@@ -584,4 +613,19 @@ export class MuxSession {
     this.#conn.close(reason);
     this.#resolveClosed(this.#closeInfo);
   }
+}
+
+/**
+ * A deadline more than 64 ms away, moved later onto a grid of at most 1/16 of the wait
+ * (a power of two of milliseconds, at most 1024): the idle, keepalive and unanswered
+ * timers of thousands of sessions then fire together, one wake-up of the process for
+ * many of them, instead of one each. A wait is stretched by at most 1/16 (under 6.3 %),
+ * never shortened; a deadline at most 64 ms away is kept exact.
+ */
+export function coalesceDeadline(t: number, now: number): number {
+  const wait = t - now;
+  if (!(wait > 64) || wait === Infinity) return t;
+  let grid = 4;
+  while (grid < 1024 && grid * 32 <= wait) grid *= 2;
+  return Math.ceil(t / grid) * grid;
 }

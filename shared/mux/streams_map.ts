@@ -68,6 +68,12 @@ export class StreamsMap {
     return this.#streams.size;
   }
 
+  /** Streams this side opened that are not freed yet. */
+  get localCount(): number {
+    return this.#localCount;
+  }
+  #localCount = 0;
+
   values(): IterableIterator<Stream> {
     return this.#streams.values();
   }
@@ -89,6 +95,7 @@ export class StreamsMap {
       throw new MuxSessionError(SessionErrorCode.NO_ERROR, true, "peer sent GOAWAY");
     }
     const index = this.#nextLocalIndex++;
+    this.#localCount++;
     return this.#add(index * 2 + this.#parity, true);
   }
 
@@ -163,7 +170,8 @@ export class StreamsMap {
 
   /** Forgets a finished stream; a peer stream's place is granted to the peer again. */
   remove(s: Stream): void {
-    this.#streams.delete(s.id);
+    if (!this.#streams.delete(s.id)) return;
+    if (s.local) this.#localCount--;
     if (!s.local) {
       this.#localMaxStreams++;
       this.#maybeGrant();
@@ -213,6 +221,7 @@ export class StreamsMap {
         s.onSessionClosed(refused, false);
         this.#flow.updateCredit(s);
         this.#streams.delete(s.id);
+        this.#localCount--;
         forget(s);
       }
     }
@@ -229,6 +238,7 @@ export class StreamsMap {
   /** Session closed: forgets every stream; waiting `accept` calls get null. */
   clear(): void {
     this.#streams.clear();
+    this.#localCount = 0;
     for (const w of this.#acceptWaiters) w(null);
     this.#acceptWaiters = [];
     this.#acceptQueue = [];

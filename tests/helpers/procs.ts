@@ -144,7 +144,7 @@ export interface ServerProc {
  */
 export async function startServerProc(
   env: Record<string, string> = {},
-  o: { dsn?: string } = {},
+  o: { dsn?: string; flags?: string[] } = {},
 ): Promise<ServerProc> {
   const dbName = `hopgate_p_${randomBytes(6).toString("hex")}`;
   const own = o.dsn === undefined;
@@ -172,7 +172,14 @@ export async function startServerProc(
     HOP_SECRET_KEY: "e2e-secret-key-0123456789abcdef0123",
     ...env,
   };
-  const args = ["run", "--config", CONFIG, ...taskFlags("server"), "server/main.ts"];
+  const args = [
+    "run",
+    "--config",
+    CONFIG,
+    ...taskFlags("server"),
+    ...(o.flags ?? []),
+    "server/main.ts",
+  ];
   const self: ServerProc = {
     proc: new Proc(args, fullEnv),
     httpPort,
