@@ -113,13 +113,12 @@ export class UdpSocket implements PacketSocket {
   #batchWait(): Promise<void> {
     this.batchWaits++;
     return new Promise((resolve) => {
-      const t = setTimeout(done, this.#batchMs);
-      const self = this;
-      function done() {
+      const done = () => {
         clearTimeout(t);
-        self.#wake = null;
+        this.#wake = null;
         resolve();
-      }
+      };
+      const t = setTimeout(done, this.#batchMs);
       this.#wake = done;
     });
   }
