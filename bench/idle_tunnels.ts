@@ -1,25 +1,31 @@
 /**
  * One node's capacity for idle tunnels (docs/operations.md, "Capacity of one node"):
- * a real server process on PostgreSQL, N tunnels opened from this process with the
- * client's own code (`runClient` over our DTLS, one UDP socket each, spread over many
- * loopback source addresses as real clients are: the server budgets ClientHellos per
- * address), then over an idle window the server's CPU (utime + stime from
- * /proc/<pid>/stat, in % of one core), its datagram rate (`hopgate_tunnel_packets_total`)
- * and its memory (VmRSS, VmHWM from /proc/<pid>/status, and RSS per tunnel over the
- * server before any tunnel). Then the server is killed (SIGKILL) and started again on
- * the same ports and database, and the bench times how long until all N are back.
- * Prints figures; nothing here passes or fails.
+ * a real server process on PostgreSQL, N tunnels opened with the client's own code
+ * (`runClient` over our DTLS, one UDP socket each, spread over many loopback source
+ * addresses as real clients are: the server budgets ClientHellos per address) from
+ * `--holders` client processes (one process could not hold 10,000), at `--open-rate`
+ * new tunnels a second. Then, over an idle window, the server's CPU (utime + stime
+ * from /proc/<pid>/stat, in % of one core), its datagram rate
+ * (`hopgate_tunnel_packets_total`) and its memory (VmRSS, VmHWM from
+ * /proc/<pid>/status, and RSS per tunnel over the server before any tunnel). Then the
+ * server is killed (SIGKILL) and started again on the same ports and database, and the
+ * bench times how long until all N are back. Prints figures; nothing passes or fails.
  *
  *   deno run -A bench/idle_tunnels.ts --tunnels 1000,10000 --base /tmp/cap-base
  *
  * `--base DIR` is another checkout (`git worktree add /tmp/cap-base <commit>`): this
  * file is copied into it and run there first, so the baseline is measured in the same
  * run, on the same machine, by the same bench. Without it, only this tree is measured.
- * Each measurement runs in a process of its own (`--json` prints its figures as JSON).
+ * Each measurement runs in a process of its own (`--json` prints its figures as JSON);
+ * the holders are this file with `--hold`.
  * Other flags: `--idle-seconds 30`, `--settle-seconds 30` (wait before the idle window),
- * `--per-address 8` (tunnels per source address),
- * `--restart-timeout 180` (seconds to wait for all tunnels back), `--restart-signal SIGTERM`
- * (a graceful stop: the server closes every tunnel at once; default SIGKILL, a crash).
+ * `--per-address 8` (tunnels per source address), `--holders 4`, `--open-rate 200`,
+ * `--client-nice 19` (the holders yield the CPU to the server, which on a machine of its
+ * own would not share it with 10,000 clients), `--keepalive-ms` (the clients' keepalive
+ * interval; default theirs), `--server-flags '--v8-flags=--perf-basic-prof'` (extra deno
+ * flags for the server, to profile it), `--restart-timeout 180` (seconds to wait for all
+ * tunnels back), `--restart-signal SIGTERM` (a graceful stop: the server closes every
+ * tunnel at once; default SIGKILL, a crash).
  */
 import { runClient } from "../client/connector.ts";
 import { dtlsDialer } from "../client/dialer.ts";
@@ -40,10 +46,12 @@ const SETTLE_SECONDS = Number(arg("--settle-seconds", "30"));
 const RESTART_SIGNAL = arg("--restart-signal", "SIGKILL") as "SIGKILL" | "SIGTERM";
 /** Tunnels per registered domain (the server's per-domain cap is raised above it). */
 const PER_DOMAIN = 50;
-/** Tunnels being opened at once while the bench fills the node. */
-const OPENING_AT_ONCE = 500;
 /** Client processes holding the tunnels (one process could not hold 10,000). */
 const HOLDERS = Number(arg("--holders", "4"));
+/** The holders' niceness (0: compete with the server for the CPU as equals). */
+const CLIENT_NICE = Number(arg("--client-nice", "19"));
+/** New tunnels per second while the bench fills the node (clients arriving over a while). */
+const OPEN_RATE = Number(arg("--open-rate", "200"));
 /** The clients' keepalive interval (default: the client's own). */
 const KEEPALIVE_MS = Number(arg("--keepalive-ms", "0"));
 /** Extra deno flags for the server process, e.g. `--server-flags --cpu-prof`. */
@@ -161,8 +169,11 @@ async function hold(): Promise<void> {
   const reasons: Record<string, number> = {};
   const ac = new AbortController();
   let opened = 0;
-  const open = (count: number) => {
+  const open = async (count: number) => {
+    const gapMs = 1000 / (OPEN_RATE / HOLDERS);
     for (const slot of slots.slice(opened, opened + count)) {
+      opened++;
+      await sleep(gapMs);
       const { i, domain, apiKey, from } = slot;
       runClient({
         server: target,
@@ -174,6 +185,9 @@ async function hold(): Promise<void> {
           domain,
           apiKey,
           socket: (_host, p, handler) => bindUdp(from, p, handler),
+          // What a client across the internet uses (a 1280-byte MTU), not loopback's
+          // 16 KiB: the sessions' buffers are sized by it, on both ends.
+          maxDatagramSize: 1215,
         }),
         statsIntervalMs: 1_000_000_000,
         drainTimeoutMs: 1000,
@@ -192,7 +206,6 @@ async function hold(): Promise<void> {
         },
       }, ac.signal);
     }
-    opened = Math.min(slots.length, opened + count);
   };
   const enc = new TextEncoder();
   const report = setInterval(() => {
@@ -205,7 +218,7 @@ async function hold(): Promise<void> {
     if (line === "mark") {
       marked = true;
       for (const k of Object.keys(failures)) delete failures[k];
-    } else if (line.startsWith("open ")) open(Number(line.slice(5)));
+    } else if (line.startsWith("open ")) void open(Number(line.slice(5)));
   }
   clearInterval(report);
   ac.abort();
@@ -221,7 +234,9 @@ class Holder {
 
   constructor(port: number, slots: Slot[]) {
     const cmd = `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ` +
-      `exec "${Deno.execPath()}" run -A --config ${ROOT}/deno.json ${ROOT}/bench/idle_tunnels.ts --hold --keepalive-ms ${KEEPALIVE_MS}`;
+      // The clients yield the CPU to the server (nice 19): on a machine of its own the
+      // server would have its cores to itself, and here the clients share them.
+      `exec nice -n ${CLIENT_NICE} "${Deno.execPath()}" run -A --config ${ROOT}/deno.json ${ROOT}/bench/idle_tunnels.ts --hold --keepalive-ms ${KEEPALIVE_MS} --holders ${HOLDERS} --open-rate ${OPEN_RATE}`;
     const child = new Deno.Command("bash", {
       args: ["-c", cmd],
       stdin: "piped",
@@ -303,30 +318,26 @@ async function measure(n: number): Promise<Figures> {
     }
     for (const slots of perHolder) holders.push(new Holder(server.dtlsPort, slots));
     const t0 = performance.now();
-    let opened = 0;
-    while (opened < n) {
-      const batch = Math.min(OPENING_AT_ONCE, n - opened);
-      // Each holder opens its share of the batch.
-      for (let h = 0; h < HOLDERS; h++) {
-        holders[h]!.send(`open ${Math.ceil(batch / HOLDERS)}`);
-      }
-      opened += batch;
-      // Fill the node a batch at a time, as clients arriving over a while would.
-      const end = performance.now() + 120_000;
-      while (sum().up < opened && performance.now() < end) await sleep(100);
+    // Each holder opens its share at OPEN_RATE / HOLDERS per second.
+    for (let h = 0; h < HOLDERS; h++) holders[h]!.send(`open ${perHolder[h]!.length}`);
+    const openBy = performance.now() + (n / OPEN_RATE) * 1000 + 120_000;
+    let shown = 0;
+    while (sum().up < n && performance.now() < openBy) {
+      await sleep(200);
       const s = sum();
-      if (s.up < opened) {
-        throw new Error(
-          `only ${s.up} of ${opened} tunnels came up; failures ${JSON.stringify(s.failures)}`,
-        );
-      }
-      if (opened % 2000 === 0 || opened === n) {
+      if (s.up >= shown + 2000 || s.up === n) {
+        shown = s.up - (s.up % 2000);
         for (const [why, k] of Object.entries(s.reasons)) console.error(`#   ${k} x ${why}`);
         console.error(
-          `# ${opened} up after ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
+          `# ${s.up} up after ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
             `failures ${JSON.stringify(s.failures)}`,
         );
       }
+    }
+    if (sum().up < n) {
+      throw new Error(
+        `only ${sum().up} of ${n} tunnels came up; failures ${JSON.stringify(sum().failures)}`,
+      );
     }
     const openSeconds = (performance.now() - t0) / 1000;
     console.error(`# ${n} tunnels up in ${openSeconds.toFixed(1)} s; settling`);
@@ -341,9 +352,6 @@ async function measure(n: number): Promise<Figures> {
     const p1 = await packetsTotal(server.httpPort);
     const idleSeconds = (performance.now() - w0) / 1000;
     const mem = memory(pid());
-    if (Deno.env.get("IDLE_DUMP")) {
-      Deno.writeTextFileSync(Deno.env.get("IDLE_DUMP")!, server.proc.output);
-    }
     const upAtEndOfIdle = sum().up;
     for (const h of holders) h.send("mark");
     await sleep(500);
@@ -395,6 +403,10 @@ async function measure(n: number): Promise<Figures> {
       failuresByKind: { ...sum().failures },
       restartCpuPercent,
     };
+  } catch (e) {
+    // What the server said last: why it stopped answering.
+    console.error(`# server output, last lines:\n${server.proc.output.slice(-4000)}`);
+    throw e;
   } finally {
     await server.proc.stop("SIGKILL");
     await Promise.all(holders.map((h) => h.stop()));
@@ -412,6 +424,7 @@ async function child(root: string, n: number): Promise<Figures | string> {
     `${root}/bench/idle_tunnels.ts --json --tunnels ${n} --idle-seconds ${IDLE_SECONDS} ` +
     `--per-address ${PER_ADDRESS} --restart-timeout ${RESTART_TIMEOUT_S} ` +
     `--settle-seconds ${SETTLE_SECONDS} --holders ${HOLDERS} --keepalive-ms ${KEEPALIVE_MS} ` +
+    `--open-rate ${OPEN_RATE} --client-nice ${CLIENT_NICE} ` +
     (SERVER_FLAGS.length ? `--server-flags '${SERVER_FLAGS.join(" ")}' ` : "") +
     `--restart-signal ${RESTART_SIGNAL}`;
   const out = await new Deno.Command("bash", {

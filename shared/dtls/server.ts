@@ -452,6 +452,8 @@ export class DtlsServer {
     if (this.#closed) return;
     this.#closed = true;
     for (const c of [...this.#conns.values()]) c.close("server shutting down");
+    this.#handshakesHold?.();
+    this.#handshakesHold = undefined;
     this.#socket.close();
     await this.#socket.done;
   }

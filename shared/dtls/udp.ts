@@ -17,6 +17,13 @@
  */
 import type { PeerAddr } from "./connection.ts";
 
+/**
+ * Datagrams read since the last batching wait that make the next wake-up skip its
+ * wait: the socket's queue held a burst (a few hundred small datagrams fill it), and
+ * waiting again could let the next one overflow it.
+ */
+const BURST_DATAGRAMS = 64;
+
 /** Called per datagram; the bytes are valid only until it returns. */
 export type UdpHandler = (datagram: Uint8Array, from: Deno.NetAddr) => void;
 
@@ -129,6 +136,7 @@ export class UdpSocket implements PacketSocket {
   }
 
   async #loop(handler: UdpHandler): Promise<void> {
+    let readSinceWait = 0;
     while (!this.#closed) {
       let r: [Uint8Array, Deno.Addr];
       const asked = performance.now();
@@ -141,11 +149,17 @@ export class UdpSocket implements PacketSocket {
         ) return;
         continue; // e.g. ICMP port unreachable surfacing as ECONNREFUSED: keep serving
       }
+      // Waited for this datagram (it was not already in the socket's queue)?
+      const woken = performance.now() - asked > 0.5;
       handler(r[0], r[1] as Deno.NetAddr);
-      // Woken for this datagram (it was not already waiting in the socket): while
-      // quiet, let the next ones gather for a while and read them in one go.
-      const now = performance.now();
-      if (now - asked > 0.5 && this.#quiet(now)) await this.#batchWait();
+      readSinceWait++;
+      // While quiet, after a wake-up let the next datagrams gather for a while and read
+      // them in one go; not after a burst (it may go on: read it as fast as it comes).
+      if (woken && this.#quiet(performance.now())) {
+        const burst = readSinceWait >= BURST_DATAGRAMS;
+        readSinceWait = 0;
+        if (!burst) await this.#batchWait();
+      }
     }
   }
 

@@ -22,7 +22,7 @@ async function setup(batchMs: number, lingerMs: number) {
   const send = async (n: number, gapMs: number) => {
     const sent: number[] = [];
     for (let i = 0; i < n; i++) {
-      if (i > 0) await sleep(gapMs);
+      if (i > 0 && gapMs > 0) await sleep(gapMs);
       sent.push(performance.now());
       client.send(new Uint8Array([i]), to);
     }
@@ -119,6 +119,27 @@ Deno.test("udp batching: a hold taken during a batch wait ends the wait at once"
     await t.waitFor(2);
     assert.ok(t.arrivals[1]! - sent! < 500, `read ${t.arrivals[1]! - sent!} ms after it left`);
     release();
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("udp batching: after a burst the next wake-up reads on without waiting", async () => {
+  const t = await setup(200, 0);
+  try {
+    await t.send(1, 0);
+    await t.waitFor(1);
+    // 100 datagrams gather during the wait and are read in one go: a burst.
+    await t.send(100, 0);
+    await t.waitFor(101);
+    assert.equal(t.server.batchWaits, 1);
+    await sleep(20);
+    // The next one wakes the socket; after a burst it does not wait, so the following
+    // datagrams are read as they come.
+    const sent = await t.send(3, 30);
+    await t.waitFor(104);
+    assert.ok(t.arrivals[102]! - sent[1]! < 100, `read ${t.arrivals[102]! - sent[1]!} ms late`);
+    assert.equal(t.server.batchWaits, 2, "the wake-up after the burst waited");
   } finally {
     await t.close();
   }
