@@ -60,14 +60,14 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
 };
 
 /** At most this many `--server-addr` entries (each may be a name with several addresses). */
-export const MAX_SERVER_ENTRIES = 16;
+const MAX_SERVER_ENTRIES = 16;
 /**
  * `--server-redundancy` range: tunnels kept at once to distinct nodes. The server
  * allows 8 tunnels per domain by default (HOP_SERVER_MAX_TUNNELS_PER_DOMAIN).
  */
-export const MAX_SERVER_REDUNDANCY = 8;
+const MAX_SERVER_REDUNDANCY = 8;
 /** Tunnels kept at once when more than one node is known: losing one loses no new request. */
-export const DEFAULT_SERVER_REDUNDANCY = 2;
+const DEFAULT_SERVER_REDUNDANCY = 2;
 
 /** One node's TCP/TLS endpoint (paired by position with a `--server-addr` entry). */
 export interface TcpTarget {

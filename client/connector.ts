@@ -283,7 +283,8 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
 
   try {
     while (!signal.aborted) {
-      const busy = [...states.values()].filter((s) => s.busy).length;
+      // A node is busy exactly while its attempt is in `running`.
+      const busy = running.size;
       const now = clock.now();
       const due = !resolution || resolution.nodes.length === 0 || pick(now) !== undefined ||
         now - resolvedAt >= RESOLVE_AGAIN_MS;
@@ -320,8 +321,7 @@ export async function runClient(options: ClientOptions, signal: AbortSignal): Pr
       // Sleep until an attempt ends, a node's backoff is over, or the client stops.
       let nextAt = Infinity;
       for (const s of states.values()) if (!s.busy) nextAt = Math.min(nextAt, s.retryAt);
-      const inUse = [...states.values()].filter((s) => s.busy).length;
-      if (inUse >= ctx.wanted) nextAt = Infinity;
+      if (running.size >= ctx.wanted) nextAt = Infinity;
       nextAt = Math.max(nextAt, holdUntil);
       // Fewer nodes known than wanted: look again now and then (DNS may list more).
       if (known < redundancy && !fixed) nextAt = Math.min(nextAt, clock.now() + RESOLVE_AGAIN_MS);

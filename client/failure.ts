@@ -31,7 +31,7 @@ export interface BackoffOptions {
 export const CLIENT_WIDE: ReadonlySet<FailureKind> = new Set(["bad_api_key", "unknown_domain"]);
 
 /** Failures that retrying soon cannot fix. */
-export const PERSISTENT: ReadonlySet<FailureKind> = new Set([
+const PERSISTENT: ReadonlySet<FailureKind> = new Set([
   "bad_api_key",
   "unknown_domain",
   "version_mismatch",

@@ -17,7 +17,7 @@ export const MAX_ADDRESSES_PER_NAME = 16;
 /** Nodes used in all; more are dropped (and counted). */
 export const MAX_NODES = 32;
 /** A resolution that takes longer than this fails. */
-export const RESOLVE_TIMEOUT_MS = 5_000;
+const RESOLVE_TIMEOUT_MS = 5_000;
 
 /** One server the client can dial: a resolved address, and the entry it came from. */
 export interface ServerNode {

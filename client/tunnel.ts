@@ -131,8 +131,7 @@ async function reprobe(
   await sleep(dialer.reprobeIntervalMs, signal, ctx.clock);
   if (signal.aborted) return undefined;
   try {
-    const up = await bringUp(dialer.preferred, ctx, signal);
-    return { ...up, transport: dialer.preferred.transport };
+    return await bringUp(dialer.preferred, ctx, signal);
   } catch (e) {
     if (!signal.aborted) {
       const f = classifyFailure(e, node.label, ctx.options.domain);

@@ -15,7 +15,6 @@
  *       0   100  name (NUL-terminated)
  *     100     8  mode (octal)
  *     124    12  size (octal)
- *     148     8  checksum (octal): sum of the header's bytes, this field as spaces
  *     136    12  modification time (octal seconds; written as 0)
  *     148     8  checksum (octal): sum of the header's bytes, this field as spaces
  *     156     1  type: "0" or NUL = file, "5" = directory
@@ -118,9 +117,7 @@ function header(name: string, size: number, type: "0" | "5"): Uint8Array {
   put(136, "00000000000\0");
   put(156, type);
   put(257, "ustar\0" + "00");
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : h[i]!;
-  put(148, sum.toString(8).padStart(6, "0") + "\0 ");
+  put(148, checksum(h).toString(8).padStart(6, "0") + "\0 ");
   return h;
 }
 
@@ -146,8 +143,7 @@ export async function extractTar(stream: ReadableStream<Uint8Array>, dest: strin
       const header = await input.read(BLOCK);
       if (header.length < BLOCK) throw new Error(`archive ends inside entry ${entry}'s header`);
       if (header.every((b) => b === 0)) return; // end-of-archive block
-      let sum = 0;
-      for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : header[i]!;
+      const sum = checksum(header);
       const stored = octal(header.subarray(148, 156));
       if (sum !== stored) throw new Error(`entry ${entry}: header checksum ${stored} != ${sum}`);
       const name = entryName(text(header.subarray(0, 100)));
@@ -176,4 +172,11 @@ export async function extractTar(stream: ReadableStream<Uint8Array>, dest: strin
   } finally {
     await input.cancel();
   }
+}
+
+/** A header's checksum: the sum of its bytes, the checksum field (148..155) counted as spaces. */
+function checksum(h: Uint8Array): number {
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : h[i]!;
+  return sum;
 }

@@ -44,10 +44,21 @@ export const PGLITE_TEMPLATE_INFO: string = fileURLToPath(
   new URL("./pglite_template.json", import.meta.url),
 );
 
-/** The template as a Blob, for `PGlite.create({ loadDataDir })` (in-memory databases). */
-export async function pgliteTemplateBlob(): Promise<Blob> {
-  return new Blob([await Deno.readFile(PGLITE_TEMPLATE)], { type: "application/x-gzip" });
+/**
+ * The template as a Blob, for `PGlite.create({ loadDataDir })` (in-memory databases):
+ * read once per process (a Blob is read afresh by each database made from it).
+ */
+export function pgliteTemplateBlob(): Promise<Blob> {
+  templateBlob ??= Deno.readFile(PGLITE_TEMPLATE).then(
+    (bytes) => new Blob([bytes], { type: "application/x-gzip" }),
+    (e) => {
+      templateBlob = undefined; // a failed read is tried again next time
+      throw e;
+    },
+  );
+  return templateBlob;
 }
+let templateBlob: Promise<Blob> | undefined;
 
 /**
  * Makes `dir` a new PGlite data directory from the template, unless it already

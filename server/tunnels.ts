@@ -345,7 +345,8 @@ export class TunnelHub {
    * keepalives and notices a silent client only after 30 s (shared/tunnel_params.ts),
    * and requests sent to it meanwhile would fail. So each older tunnel silent for over a
    * second gets a PING: a live one answers within a round trip, a dead one is closed
-   * once it goes unanswered (5 s), and `pick` passes over it until then.
+   * once it goes unanswered (the server's `unansweredTimeoutMs`, 20 s), and `pick` passes
+   * over it until then.
    */
   #verifyOthers(domain: string, fresh: Tunnel): void {
     // At most once per VERIFY_EVERY_MS per domain: a domain with many clients reconnecting

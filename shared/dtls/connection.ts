@@ -460,7 +460,7 @@ export class Connection implements DtlsConn, RecordIO {
     const newest = number > this.#newest;
     if (newest) this.#newest = number;
     const to = this.#to;
-    if (from.port === to.port && from.hostname === to.hostname) {
+    if (sameAddr(from, to)) {
       const p = this.#probe;
       if (p && p.to === to) p.received += bytes;
       return;

@@ -223,7 +223,7 @@ export class DtlsServer {
       } else stats.dropped.unknownCid++;
       return;
     }
-    const key = from.hostname + "|" + from.port;
+    const key = peerKey(from);
     const conn = this.#conns.get(key);
     if (conn && !(conn.established && isClientHello(data))) {
       if (!conn.established) {
@@ -388,7 +388,7 @@ export class DtlsServer {
   /** The peer of `conn` answered from `to`: non-CID datagrams from there are its now. */
   #onPathValidated(conn: Connection, to: PeerAddr): void {
     if (this.#conns.get(conn.key) === conn) this.#conns.delete(conn.key);
-    const key = to.hostname + "|" + to.port;
+    const key = peerKey(to);
     // An address another session holds stays that session's: this one has its CID.
     if (!this.#conns.has(key)) this.#conns.set(key, conn);
     conn.key = key;
@@ -479,6 +479,11 @@ export function addressGroup(ip: string): string {
 
 /** Length of the CIDs this server hands out: 4 bytes to find the session, 4 more to check. */
 const CID_LENGTH = 8;
+
+/** The key of `#conns`: "ip|port". */
+function peerKey(a: PeerAddr): string {
+  return a.hostname + "|" + a.port;
+}
 
 function readU32(d: Uint8Array, o: number): number {
   return ((d[o]! << 24) >>> 0) + ((d[o + 1]! << 16) | (d[o + 2]! << 8) | d[o + 3]!);

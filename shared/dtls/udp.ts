@@ -111,9 +111,9 @@ export class UdpSocket implements PacketSocket {
     };
   }
 
-  /** True while reads may be batched: batching is on, nothing holds, the linger is over. */
+  /** True while reads may be batched (batching is on): nothing holds, the linger is over. */
   #quiet(now: number): boolean {
-    return this.#batchMs > 0 && this.#holds === 0 && now - this.#releasedAt >= this.#lingerMs;
+    return this.#holds === 0 && now - this.#releasedAt >= this.#lingerMs;
   }
 
   /** Waits up to `quietBatchMs`, less if a hold arrives meanwhile. */
@@ -137,9 +137,10 @@ export class UdpSocket implements PacketSocket {
 
   async #loop(handler: UdpHandler): Promise<void> {
     let readSinceWait = 0;
+    const batching = this.#batchMs > 0;
     while (!this.#closed) {
       let r: [Uint8Array, Deno.Addr];
-      const asked = performance.now();
+      const asked = batching ? performance.now() : 0;
       try {
         r = await this.#sock.receive(this.#buf);
       } catch (e) {
@@ -148,6 +149,10 @@ export class UdpSocket implements PacketSocket {
           e instanceof Deno.errors.Interrupted
         ) return;
         continue; // e.g. ICMP port unreachable surfacing as ECONNREFUSED: keep serving
+      }
+      if (!batching) {
+        handler(r[0], r[1] as Deno.NetAddr);
+        continue;
       }
       // Waited for this datagram (it was not already in the socket's queue)?
       const woken = performance.now() - asked > 0.5;

@@ -304,6 +304,17 @@ export class Packer {
     if (this.#queue.length === 0 && !control.pending) control.queue(FrameKind.PING);
   }
 
+  /**
+   * The peer is reached at a new address: probe what is in flight now, as a PTO would,
+   * with the PTO backoff started again (it measured the old address).
+   */
+  probeOnNewPath(now: number): void {
+    const rec = this.#p.recovery;
+    rec.ptoCount = 0;
+    if (rec.bytesInFlight > 0) this.onLossDetectionTimeout(now);
+    rec.ptoCount = 0;
+  }
+
   /** A packet with only an ACK (the reply to the peer's CLOSE). */
   sendAckOnly(now: number): void {
     const w = this.#writer;

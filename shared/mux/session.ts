@@ -508,10 +508,11 @@ export class MuxSession {
    * data queued. An idle session (keepalives, the peer's control stream) holds nothing.
    */
   #updateHold(): void {
+    if (this.#conn.hold === undefined) return;
     const busy = this.#streams.localCount > 0 || this.#recovery.bytesInFlight > 0 ||
       this.#packer.hasQueuedStreams;
     if (busy === (this.#hold !== null)) return;
-    if (busy) this.#hold = this.#conn.hold?.() ?? null;
+    if (busy) this.#hold = this.#conn.hold();
     else {
       this.#hold!();
       this.#hold = null;
@@ -526,10 +527,7 @@ export class MuxSession {
    */
   #onPathChanged(): void {
     if (this.#state === "closed") return;
-    const r = this.#recovery;
-    r.ptoCount = 0;
-    if (r.bytesInFlight > 0) this.#packer.onLossDetectionTimeout(this.#clock.now());
-    r.ptoCount = 0;
+    this.#packer.probeOnNewPath(this.#clock.now());
     this.#packer.flush();
     this.#armTimer();
   }

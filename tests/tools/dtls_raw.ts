@@ -19,7 +19,6 @@ export function record(type: number, epoch: number, seq: number, body: Uint8Arra
 export function handshake(type: number, messageSeq: number, body: Uint8Array): Uint8Array {
   const out = new Uint8Array(12 + body.length);
   const v = new DataView(out.buffer);
-  out[0] = type;
   v.setUint32(0, (type << 24) | body.length);
   v.setUint16(4, messageSeq);
   // fragment_offset 0
