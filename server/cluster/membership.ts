@@ -93,6 +93,8 @@ export class ClusterMembership {
   /** Shutting down: the own placements are announced empty (`withdraw`). */
   #withdrawn = false;
   readonly #appliedSeq = new Map<string, number>();
+  /** The query number of the latest reload of all placements applied. */
+  #reloadedAllSeq = 0;
   /** Nodes a relay could not reach lately, until when. */
   readonly #suspects = new Map<string, number>();
   #rr = 0;
@@ -343,6 +345,7 @@ export class ClusterMembership {
         this.#o.store.placements(),
       ]);
       this.stats.reloads++;
+      this.#reloadedAllSeq = Math.max(this.#reloadedAllSeq, seq);
       const byNode = new Map<string, Placement[]>();
       for (const p of placements) {
         if (p.nodeId === this.nodeId) continue;
@@ -405,7 +408,9 @@ export class ClusterMembership {
   async #reloadPlacements(nodeId: string): Promise<void> {
     const seq = ++this.#querySeq;
     const ps = await this.#o.store.placements(nodeId);
-    if ((this.#appliedSeq.get(nodeId) ?? 0) > seq) return; // a later answer is in use
+    // A later answer is in use, or a later reload of all placements (which may have
+    // found none for this node, and so stamped no answer for it).
+    if ((this.#appliedSeq.get(nodeId) ?? 0) > seq || this.#reloadedAllSeq > seq) return;
     this.#appliedSeq.set(nodeId, seq);
     if (ps.length === 0) this.#placements.delete(nodeId);
     else this.#placements.set(nodeId, ps);
