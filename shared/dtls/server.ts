@@ -243,6 +243,10 @@ export class DtlsServer {
       stats.dropped.helloRateLimited++;
       return;
     }
+    // A handshake is starting (or a crowd of them: a node's restart): the socket reads
+    // as datagrams arrive from now on, for its linger at least, so the next flights do
+    // not wait for a batch, nor overflow the socket's queue meanwhile.
+    this.#socket.hold?.()();
     this.#onClientHello(data, from, key, conn, group);
   }
 

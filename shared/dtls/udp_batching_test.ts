@@ -6,7 +6,10 @@
  * linger after the last hold.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { UdpSocket } from "./udp.ts";
+import { DtlsServer } from "./server.ts";
+import { clientHello, helloVerifyCookie, Raw } from "../../tests/tools/dtls_raw.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -142,5 +145,45 @@ Deno.test("udp batching: after a burst the next wake-up reads on without waiting
     assert.equal(t.server.batchWaits, 2, "the wake-up after the burst waited");
   } finally {
     await t.close();
+  }
+});
+
+Deno.test("udp batching: a ClientHello makes the DTLS server's socket read promptly from then on", async () => {
+  let sock: UdpSocket | undefined;
+  const server = DtlsServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    lookupPsk: () => Promise.resolve(undefined),
+    onConnection: () => {},
+    socket: (h, p, handler) => sock = UdpSocket.bind(h, p, handler, { quietBatchMs: 300 }),
+  });
+  const raw = new Raw();
+  try {
+    await sleep(20);
+    await raw.send(
+      clientHello(new Uint8Array(randomBytes(32)), new Uint8Array(0), 0),
+      server.addr.port,
+    );
+    const end = performance.now() + 2000;
+    while (raw.got.length === 0 && performance.now() < end) await sleep(2);
+    assert.ok(helloVerifyCookie(raw.got[0]!), "no HelloVerifyRequest");
+    // Datagrams right after the hello are read as they come, not after a 300 ms batch.
+    for (let i = 0; i < 3; i++) {
+      const before = server.stats.dropped.noSession;
+      const sent = performance.now();
+      await raw.send(new Uint8Array(20), server.addr.port);
+      while (server.stats.dropped.noSession === before && performance.now() - sent < 2000) {
+        await sleep(2);
+      }
+      assert.ok(
+        performance.now() - sent < 150,
+        `datagram ${i} read ${performance.now() - sent} ms late`,
+      );
+      await sleep(20);
+    }
+    assert.equal(sock!.batchWaits, 0);
+  } finally {
+    await raw.close();
+    await server.close();
   }
 });
