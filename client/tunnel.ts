@@ -48,6 +48,7 @@ export interface Ctx {
   readonly emit: (e: ClientEvent) => void;
   readonly forward: ForwardOptions;
   readonly counters: { inFlight: number; served: number; failed: number };
+  /** Requests being served and retired tunnels draining: a stopping client awaits them. */
   readonly serving: Set<Promise<void>>;
   /** The tunnels up, by node key, and their sessions (for the stats). */
   readonly up: Map<string, { info: TunnelInfo; session: MuxSession }>;
@@ -152,25 +153,42 @@ async function reprobe(
  * done (FEATURE_DRAIN), else the old session says GOAWAY and closes gracefully.
  * Requests in flight on it finish either way. A server that never closes it is cut
  * after `RETIRE_TIMEOUT_MS` (the server itself gives a draining tunnel 5 minutes):
- * until then the old session holds its socket and its node's slot.
+ * until then the old session holds its socket and its node's slot. When the client
+ * stops meanwhile, the old tunnel gets what the one in use gets: `drainTimeoutMs`.
  */
 async function retire(old: Up, ctx: Ctx): Promise<void> {
-  if (old.welcome.features?.includes(FEATURE_DRAIN)) {
-    await sendDrain(old.control).catch(() => old.session.goAway());
-  } else {
-    old.session.goAway();
+  const timers = [
+    ctx.clock.setTimer(
+      () => old.session.abort(0, "retired tunnel not closed by the server in time"),
+      RETIRE_TIMEOUT_MS,
+    ),
+  ];
+  const onStop = () =>
+    timers.push(ctx.clock.setTimer(
+      () => old.session.abort(0, "client stopping: drain took too long"),
+      ctx.options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+    ));
+  if (ctx.signal.aborted) onStop();
+  else ctx.signal.addEventListener("abort", onStop, { once: true });
+  try {
+    if (old.welcome.features?.includes(FEATURE_DRAIN)) {
+      await sendDrain(old.control).catch(() => old.session.goAway());
+    } else {
+      old.session.goAway();
+    }
+    await old.session.closed;
+  } finally {
+    ctx.signal.removeEventListener("abort", onStop);
+    for (const t of timers) ctx.clock.clearTimer(t);
+    await tearDown(old.dialed);
   }
-  const timer = ctx.clock.setTimer(
-    () => old.session.abort(0, "retired tunnel not closed by the server in time"),
-    RETIRE_TIMEOUT_MS,
-  );
-  await old.session.closed;
-  ctx.clock.clearTimer(timer);
-  await tearDown(old.dialed);
 }
 
 /** Longest wait for the server to close a retired tunnel (longer than its 5 min drain). */
 const RETIRE_TIMEOUT_MS = 6 * 60_000;
+
+/** Default `drainTimeoutMs`: how long a stopping client waits for its tunnels to drain. */
+const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
 /**
  * The client is stopping: a server that drains (FEATURE_DRAIN) is asked to send
@@ -185,7 +203,7 @@ function drainOnStop(up: Up, ctx: Ctx): void {
   }
   const timer = ctx.clock.setTimer(
     () => up.session.abort(0, "client stopping: drain took too long"),
-    ctx.options.drainTimeoutMs ?? 10_000,
+    ctx.options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
   );
   up.session.closed.then(() => ctx.clock.clearTimer(timer));
   sendDrain(up.control).catch(() => up.session.abort(0, "client stopping"));
@@ -211,7 +229,6 @@ export async function serveTunnel(
   };
   ctx.signal.addEventListener("abort", onStop, { once: true });
   if (ctx.signal.aborted) onStop();
-  const retiring = new Set<Promise<void>>();
   let probe: Promise<Up | undefined> | undefined;
   try {
     let served = serveSession(current.session, ctx);
@@ -233,9 +250,11 @@ export async function serveTunnel(
       current = next;
       served = serveSession(current.session, ctx);
       announce(current, node, ctx);
+      // Not awaited here: a tunnel in use that ends reconnects at once, however long
+      // the old one drains. The client's stop awaits it (`ctx.serving`).
       const r = retire(old, ctx).catch(() => {});
-      retiring.add(r);
-      r.finally(() => retiring.delete(r));
+      ctx.serving.add(r);
+      r.finally(() => ctx.serving.delete(r));
     }
     const info = await current.session.closed;
     return new ClientFailure(
@@ -256,7 +275,6 @@ export async function serveTunnel(
     }
     await current.session.closed;
     await tearDown(current.dialed);
-    await Promise.all(retiring);
   }
 }
 

@@ -70,6 +70,8 @@ interface World {
 
 function world(): World {
   const clock = new FakeClock();
+  // "/hang" answers only when the world closes.
+  const hung = Promise.withResolvers<void>();
   const blockUdp = { on: false };
   const net = new SimNet({
     clock,
@@ -92,6 +94,7 @@ function world(): World {
   const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/slow") await new Promise((r) => setTimeout(r, 100));
+    if (path === "/hang") await hung.promise;
     return new Response(`hello from ${path}`);
   });
   const dials = { udp: 0, tcp: 0 };
@@ -131,6 +134,7 @@ function world(): World {
         await pumped(clock, h.close({ abort: true }), 5_000, "hub").catch(() => {});
       }
       net.close();
+      hung.resolve();
       await origin.shutdown();
     },
   };
@@ -231,6 +235,70 @@ Deno.test("race: UDP dropped, the fallback carries the tunnel 1.5 s after start;
     deepEqual(w.dials, { udp: 2, tcp: 1 });
   } finally {
     await client.stop();
+    await w.close();
+  }
+});
+
+Deno.test("race: a retired tunnel whose request never ends holds neither a reconnect nor the client's stop (drain timeout)", async () => {
+  const w = world();
+  const events: { at: number; e: ClientEvent }[] = [];
+  w.blockUdp.on = true;
+  const { preferred, fallback } = w.dialer();
+  const ac = new AbortController();
+  const done = runClient({
+    server: UDP,
+    domain: DOMAIN,
+    apiKey: API_KEY,
+    target: new URL(`http://127.0.0.1:${w.origin.addr.port}`),
+    dialer: racingDialer({
+      preferred,
+      fallback,
+      fallbackDelayMs: 1_500,
+      reprobeIntervalMs: 20_000,
+      clock: w.clock,
+    }),
+    clock: w.clock,
+    random: () => 0.5,
+    backoff: { initialMs: 500, maxMs: 8_000 },
+    drainTimeoutMs: 3_000,
+    statsIntervalMs: 600_000,
+    onEvent: (e) => events.push({ at: w.clock.now(), e }),
+  }, ac.signal);
+  let hanging: Promise<{ status: number }> | undefined;
+  try {
+    await pump(w.clock, () => connected(events).length === 1, 5_000, "connect over the fallback");
+    equal(connected(events)[0]!.transport, "tcp");
+    hanging = get(w.registry, "/hang");
+    w.blockUdp.on = false;
+    await pump(w.clock, () => connected(events).length === 2, 30_000, "move back to UDP");
+    equal(connected(events)[1]!.transport, "dtls");
+    const tunnels = () => [...w.registry.sessionsOf(DOMAIN)];
+    await pump(w.clock, () => tunnels().some((t) => t.draining), 5_000, "old tunnel draining");
+    equal(tunnels().length, 2, "the old tunnel drains while its request hangs");
+
+    // The tunnel in use ends (the server closes it): the client dials again at once,
+    // while the old one still drains.
+    const inUse = tunnels().find((t) => t.usable)!;
+    const lostAt = w.clock.now();
+    inUse.session.abort(0, "test: tunnel in use closed");
+    await pump(w.clock, () => connected(events).length === 3, 10_000, "reconnect");
+    const reconnectMs = w.clock.now() - lostAt;
+    ok(reconnectMs < 3_000, `reconnected ${reconnectMs} ms after the tunnel in use ended`);
+    equal(tunnels().filter((t) => t.draining).length, 1, "the old tunnel still drains");
+
+    // Stopping: the retired tunnel is cut after the drain timeout (3 s here), not
+    // after the server's 5 minutes.
+    const stopAt = w.clock.now();
+    ac.abort();
+    await pumped(w.clock, done, 10_000, "client stop");
+    const stopMs = w.clock.now() - stopAt;
+    ok(stopMs >= 3_000 && stopMs < 4_000, `stopped ${stopMs} ms after the stop`);
+    await pump(w.clock, () => tunnels().length === 0, 5_000, "server sees both tunnels end");
+    const r = await pumped(w.clock, hanging, 5_000, "hanging request ends");
+    ok(r.status !== 200, "the hung request was cut, not answered");
+  } finally {
+    ac.abort();
+    await pumped(w.clock, done, 20_000, "client stop").catch(() => {});
     await w.close();
   }
 });
