@@ -253,10 +253,25 @@ Deno.test("storage outage: 503 and 'storage unavailable' instead of hangs and 'n
     const later = client("later.outage.test", laterKey);
     await later.next("connected");
     equal((await viaTunnel("later.outage.test", "/later")).body, "origin /later");
-    // A domain nobody registered is again "not registered", with the long backoff.
+    // A domain nobody registered is again "not registered", with the long backoff. A
+    // lookup may still fail just after the restart (a new pooled connection slower than
+    // the 2 s timeout on a loaded machine): that is told truthfully as "storage
+    // unavailable", logged, and retried soon; at most two such before the verdict.
     const stranger = client("nobody.outage.test", "0".repeat(64));
-    const sf = await stranger.next("failure");
-    equal(sf.kind, "unknown_domain");
+    const failedLines = () => logs.lines().filter((l) => l.includes('"msg":"PSK lookup failed"'));
+    const lookupFailures = () => failedLines().length;
+    const failuresBefore = lookupFailures();
+    let sf = await stranger.next("failure");
+    for (let transient = 0; sf.kind === "storage_unavailable" && transient < 2; transient++) {
+      ok(lookupFailures() > failuresBefore, "a storage_unavailable answer has a logged cause");
+      sf = await stranger.next("failure");
+    }
+    equal(sf.kind, "unknown_domain", `${sf.message}; ${failedLines().slice(-3).join("\n")}`);
+    if (lookupFailures() > failuresBefore) {
+      console.log(
+        `lookups failed after the restart:\n${failedLines().slice(failuresBefore).join("\n")}`,
+      );
+    }
     ok(sf.retryInMs >= PERSISTENT_MIN_MS);
     // No secret reached a log line.
     const logText = logs.lines().join("\n");
