@@ -25,7 +25,13 @@
  * interval; default theirs), `--server-flags '--v8-flags=--perf-basic-prof'` (extra deno
  * flags for the server, to profile it), `--restart-timeout 180` (seconds to wait for all
  * tunnels back), `--restart-signal SIGTERM` (a graceful stop: the server closes every
- * tunnel at once; default SIGKILL, a crash).
+ * tunnel at once; default SIGKILL, a crash), `--no-restart` (after the idle window the
+ * clients stop, then the server gracefully: with `--server-flags '--cpu-prof
+ * --cpu-prof-dir=DIR'` that profiles opening the tunnels).
+ * `--holder-flags '--cpu-prof --cpu-prof-dir=DIR'` (extra deno flags for the holders),
+ * `--server-max-datagram 1215` (the server's HOP_TUNNEL_MAX_DATAGRAM_BYTES, as for clients
+ * across the internet; 0: its loopback default, 16 KiB).
+ * It also prints the CPU each tunnel cost while opening, on the server and the clients.
  */
 import { runClient } from "../client/connector.ts";
 import { dtlsDialer } from "../client/dialer.ts";
@@ -54,6 +60,12 @@ const CLIENT_NICE = Number(arg("--client-nice", "19"));
 const OPEN_RATE = Number(arg("--open-rate", "200"));
 /** The clients' keepalive interval (default: the client's own). */
 const KEEPALIVE_MS = Number(arg("--keepalive-ms", "0"));
+/** Extra deno flags for the holder processes (e.g. `--cpu-prof --cpu-prof-dir=DIR`). */
+const HOLDER_FLAGS = arg("--holder-flags", "");
+/** The server's datagram ceiling (HOP_TUNNEL_MAX_DATAGRAM_BYTES); 0: its loopback default. */
+const SERVER_MAX_DATAGRAM = Number(arg("--server-max-datagram", "1215"));
+/** Skip the restart: stop the clients, then the server gracefully (SIGTERM), e.g. to profile it. */
+const NO_RESTART = Deno.args.includes("--no-restart");
 /** Extra deno flags for the server process, e.g. `--server-flags --cpu-prof`. */
 const SERVER_FLAGS = arg("--server-flags", "").split(" ").filter((f) => f !== "");
 
@@ -75,6 +87,12 @@ interface Figures {
   backAtTimeout: number;
   failuresByKind: Record<string, number>;
   restartCpuPercent: number;
+  /** CPU per tunnel while opening them (utime + stime over the tunnels opened). */
+  openServerMsPerTunnel: number;
+  openClientMsPerTunnel: number;
+  /** CPU of the server and of all holders from the kill until all were back (or timeout). */
+  restartServerCpuSeconds: number;
+  restartClientCpuSeconds: number;
 }
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
@@ -236,7 +254,7 @@ class Holder {
     const cmd = `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ` +
       // The clients yield the CPU to the server (nice 19): on a machine of its own the
       // server would have its cores to itself, and here the clients share them.
-      `exec nice -n ${CLIENT_NICE} "${Deno.execPath()}" run -A --config ${ROOT}/deno.json ${ROOT}/bench/idle_tunnels.ts --hold --keepalive-ms ${KEEPALIVE_MS} --holders ${HOLDERS} --open-rate ${OPEN_RATE}`;
+      `exec nice -n ${CLIENT_NICE} "${Deno.execPath()}" run -A ${HOLDER_FLAGS} --config ${ROOT}/deno.json ${ROOT}/bench/idle_tunnels.ts --hold --keepalive-ms ${KEEPALIVE_MS} --holders ${HOLDERS} --open-rate ${OPEN_RATE}`;
     const child = new Deno.Command("bash", {
       args: ["-c", cmd],
       stdin: "piped",
@@ -282,6 +300,9 @@ async function measure(n: number): Promise<Figures> {
   const domains = Math.ceil(n / PER_DOMAIN);
   const server = await startServerProc({
     HOP_SERVER_MAX_TUNNELS_PER_DOMAIN: String(PER_DOMAIN * 2),
+    // Its clients are "across the internet" (1,215-byte datagrams, as theirs): on loopback
+    // the server would otherwise probe every new tunnel's path up to 16 KiB.
+    ...(SERVER_MAX_DATAGRAM ? { HOP_TUNNEL_MAX_DATAGRAM_BYTES: String(SERVER_MAX_DATAGRAM) } : {}),
   }, { flags: SERVER_FLAGS });
   const pid = () => server.proc.child.pid;
   const holders: Holder[] = [];
@@ -317,6 +338,8 @@ async function measure(n: number): Promise<Figures> {
       });
     }
     for (const slots of perHolder) holders.push(new Holder(server.dtlsPort, slots));
+    const holderTicks = () => holders.reduce((t, h) => t + cpuTicks(h.child.pid), 0);
+    const oc0 = cpuTicks(pid()), oh0 = holderTicks();
     const t0 = performance.now();
     // Each holder opens its share at OPEN_RATE / HOLDERS per second.
     for (let h = 0; h < HOLDERS; h++) holders[h]!.send(`open ${perHolder[h]!.length}`);
@@ -340,6 +363,13 @@ async function measure(n: number): Promise<Figures> {
       );
     }
     const openSeconds = (performance.now() - t0) / 1000;
+    const msPerTunnel = (ticks: number) => ticks / TICKS_PER_SECOND * 1000 / n;
+    const openServerMsPerTunnel = msPerTunnel(cpuTicks(pid()) - oc0);
+    const openClientMsPerTunnel = msPerTunnel(holderTicks() - oh0);
+    console.error(
+      `# opening: ${openServerMsPerTunnel.toFixed(2)} ms server CPU and ` +
+        `${openClientMsPerTunnel.toFixed(2)} ms client CPU per tunnel`,
+    );
     console.error(`# ${n} tunnels up in ${openSeconds.toFixed(1)} s; settling`);
     await sleep(SETTLE_SECONDS * 1000);
 
@@ -353,6 +383,11 @@ async function measure(n: number): Promise<Figures> {
     const idleSeconds = (performance.now() - w0) / 1000;
     const mem = memory(pid());
     const upAtEndOfIdle = sum().up;
+    if (NO_RESTART) {
+      await Promise.all(holders.map((h) => h.stop()));
+      await server.proc.stop("SIGTERM");
+      throw new Error("--no-restart: stopped after the idle window");
+    }
     for (const h of holders) h.send("mark");
     await sleep(500);
     console.error(`# idle window done; stopping the server (${RESTART_SIGNAL})`);
@@ -362,7 +397,7 @@ async function measure(n: number): Promise<Figures> {
     await server.proc.stop(RESTART_SIGNAL);
     await server.restart();
     const serverRestartSeconds = (performance.now() - k0) / 1000;
-    const rc0 = cpuTicks(pid());
+    const rc0 = cpuTicks(pid()), rh0 = holderTicks();
     let allDown: number | null = null;
     let allBack: number | null = null;
     const end = k0 + RESTART_TIMEOUT_S * 1000;
@@ -383,7 +418,9 @@ async function measure(n: number): Promise<Figures> {
         );
       }
     }
-    const restartCpuPercent = (cpuTicks(pid()) - rc0) / TICKS_PER_SECOND /
+    const restartServerCpuSeconds = (cpuTicks(pid()) - rc0) / TICKS_PER_SECOND;
+    const restartClientCpuSeconds = (holderTicks() - rh0) / TICKS_PER_SECOND;
+    const restartCpuPercent = restartServerCpuSeconds /
       ((performance.now() - k0) / 1000 - serverRestartSeconds) * 100;
     return {
       tunnels: n,
@@ -402,6 +439,10 @@ async function measure(n: number): Promise<Figures> {
       backAtTimeout: sum().up,
       failuresByKind: { ...sum().failures },
       restartCpuPercent,
+      openServerMsPerTunnel,
+      openClientMsPerTunnel,
+      restartServerCpuSeconds,
+      restartClientCpuSeconds,
     };
   } catch (e) {
     // What the server said last: why it stopped answering.
@@ -426,7 +467,9 @@ async function child(root: string, n: number): Promise<Figures | string> {
     `--settle-seconds ${SETTLE_SECONDS} --holders ${HOLDERS} --keepalive-ms ${KEEPALIVE_MS} ` +
     `--open-rate ${OPEN_RATE} --client-nice ${CLIENT_NICE} ` +
     (SERVER_FLAGS.length ? `--server-flags '${SERVER_FLAGS.join(" ")}' ` : "") +
-    `--restart-signal ${RESTART_SIGNAL}`;
+    `--restart-signal ${RESTART_SIGNAL} --server-max-datagram ${SERVER_MAX_DATAGRAM}` +
+    (NO_RESTART ? " --no-restart" : "") +
+    (HOLDER_FLAGS ? ` --holder-flags '${HOLDER_FLAGS}'` : "");
   const out = await new Deno.Command("bash", {
     args: ["-c", cmd],
     cwd: root,
@@ -455,8 +498,13 @@ function row(label: string, f: Figures | string): string {
     `restart: server up in ${f.serverRestartSeconds.toFixed(1)} s, all down ${
       s(f.allDownSeconds)
     }, all back ${s(f.allBackSeconds)} (${f.backAtTimeout}/${f.tunnels}), ` +
-    `cpu ${f.restartCpuPercent.toFixed(0)} %, failures ${JSON.stringify(f.failuresByKind)}`,
-    `(opened in ${f.openSeconds.toFixed(1)} s)`,
+    `cpu ${f.restartCpuPercent.toFixed(0)} % (${f.restartServerCpuSeconds.toFixed(1)} s; ` +
+    `clients ${f.restartClientCpuSeconds.toFixed(1)} s), failures ${
+      JSON.stringify(f.failuresByKind)
+    }`,
+    `opened in ${f.openSeconds.toFixed(1)} s: CPU per tunnel ${
+      f.openServerMsPerTunnel.toFixed(2)
+    } ms server, ${f.openClientMsPerTunnel.toFixed(2)} ms clients`,
   ].join("\n           ");
 }
 
