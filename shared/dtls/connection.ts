@@ -43,6 +43,11 @@ import { ReplayWindow } from "./replay.ts";
 import type { DtlsStats } from "./stats.ts";
 import { type Clock, realClock } from "../clock.ts";
 import { equalBytes } from "./bytes.ts";
+import {
+  isStatelessReset,
+  looksLikeStatelessReset,
+  STATELESS_RESET_TOKEN_LENGTH,
+} from "./stateless_reset.ts";
 
 /** A UDP peer: IP address (or host name) and port. */
 export interface PeerAddr {
@@ -60,6 +65,16 @@ export interface DtlsConn extends DatagramConn {
   readonly suite: string;
   /** The peer's UDP address. */
   readonly remoteAddr: PeerAddr;
+  /**
+   * Server side: the stateless reset token of this connection (stateless_reset.ts),
+   * when the server has a reset key and a CID was negotiated. Only the peer may see it.
+   */
+  readonly statelessResetToken?: Uint8Array | undefined;
+  /**
+   * Client side: from now on, a datagram that is a stateless reset carrying `token`
+   * closes this connection ("the server no longer knows it").
+   */
+  expectStatelessReset?(token: Uint8Array): void;
 }
 
 /** Datagrams queued for a handler that is not attached yet. */
@@ -158,6 +173,10 @@ export class Connection implements DtlsConn, RecordIO {
   identity = "";
   suite = "";
   established = false;
+  /** See DtlsConn.statelessResetToken (the server sets it). */
+  statelessResetToken: Uint8Array | undefined;
+  /** The token a reset from the peer must carry (client). */
+  #resetToken: Uint8Array | undefined;
   #closed = false;
 
   // write side
@@ -333,6 +352,16 @@ export class Connection implements DtlsConn, RecordIO {
    */
   handleDatagram(datagram: Uint8Array, from?: PeerAddr): void {
     if (this.#closed) return;
+    if (this.#resetToken && looksLikeStatelessReset(datagram)) {
+      const r = this.stats.statelessResets;
+      if (isStatelessReset(datagram, this.#resetToken)) {
+        r.received++;
+        this.terminate(
+          "stateless reset: the server no longer knows this connection (it restarted or lost it)",
+        );
+      } else r.wrongToken++;
+      return;
+    }
     const cidHeader = RECORD_HEADER_SIZE + this.#receiveCid.length;
     let off = 0;
     while (off < datagram.length) {
@@ -645,6 +674,15 @@ export class Connection implements DtlsConn, RecordIO {
     this.transmit(
       this.encodeRecord(ContentType.ApplicationData, this.#writeEpoch, this.#writeCipher, datagram),
     );
+  }
+
+  expectStatelessReset(token: Uint8Array): void {
+    if (token.length !== STATELESS_RESET_TOKEN_LENGTH) {
+      throw new RangeError(
+        `A stateless reset token has ${STATELESS_RESET_TOKEN_LENGTH} bytes, got ${token.length}`,
+      );
+    }
+    this.#resetToken = token.slice();
   }
 
   attach(handler: DatagramHandler): void {

@@ -25,5 +25,10 @@ export {
 export { derivePsk, PSK_LABEL } from "../credentials.ts";
 export { pskIdentity } from "./psk.ts";
 export { type DtlsStats, newStats } from "./stats.ts";
+export {
+  encodeStatelessReset,
+  STATELESS_RESET_LENGTH,
+  statelessResetToken,
+} from "./stateless_reset.ts";
 export type { PskLookup } from "./server_handshake.ts";
 export { defaultMaxDatagramSize, isLoopbackAddress, PATH_SAFE_DATAGRAM_SIZE } from "./path.ts";

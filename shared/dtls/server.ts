@@ -42,6 +42,11 @@ import { randomBytes } from "node:crypto";
 import { KeyedTokenBuckets, TokenBucket } from "../rate_limit.ts";
 import { recordOverhead } from "./cipher.ts";
 import { checkDatagramSize, defaultMaxDatagramSize } from "./path.ts";
+import {
+  encodeStatelessReset,
+  STATELESS_RESET_LENGTH,
+  statelessResetToken,
+} from "./stateless_reset.ts";
 
 /** How `DtlsServer.listen` binds its socket and treats peers. */
 export interface DtlsServerOptions {
@@ -109,6 +114,14 @@ export interface DtlsServerOptions {
   helloVerifyRate?: { burst: number; perSecond: number };
   /** Called when an established peer moved to a new address and it answered a path_challenge. */
   onPathValidated?: (conn: DtlsConn, from: PeerAddr) => void;
+  /**
+   * Stateless resets (stateless_reset.ts): with a `key` (the same after a restart),
+   * each connection with a CID gets `statelessResetToken`, and a record naming a CID
+   * this server does not know is answered with that CID's reset, at most `rate`
+   * (default { burst: 1000, perSecond: 1000 }; over it, counted and not sent). Without
+   * a key, no resets.
+   */
+  statelessReset?: { key: Uint8Array; rate?: { burst: number; perSecond: number } };
 }
 
 /** A handshake past the cookie check and not finished: what eviction and the byte budget need. */
@@ -129,14 +142,23 @@ export class DtlsServer {
   /** Counters over every peer (datagrams, handshakes, drops by reason). */
   readonly stats: DtlsStats = newStats();
   readonly #opts:
-    & Required<Omit<DtlsServerOptions, "onHandshakeError" | "handshakeMtu" | "onPathValidated">>
-    & Pick<DtlsServerOptions, "onHandshakeError" | "handshakeMtu" | "onPathValidated">;
+    & Required<
+      Omit<
+        DtlsServerOptions,
+        "onHandshakeError" | "handshakeMtu" | "onPathValidated" | "statelessReset"
+      >
+    >
+    & Pick<
+      DtlsServerOptions,
+      "onHandshakeError" | "handshakeMtu" | "onPathValidated" | "statelessReset"
+    >;
   readonly #socket: PacketSocket;
   readonly #conns = new Map<string, Connection>();
   /** Connections with a CID, by the CID's first 4 bytes (unique among them). */
   readonly #byCid = new Map<number, Connection>();
   readonly #helloBudget: KeyedTokenBuckets;
   readonly #helloVerifyBudget: TokenBucket;
+  readonly #resetBudget: TokenBucket | undefined;
   readonly #cookies: CookieJar;
   /** Half-open handshakes by peer key, oldest first (Map keeps insertion order). */
   readonly #halfOpen = new Map<string, HalfOpen>();
@@ -166,6 +188,18 @@ export class DtlsServer {
     const now = () => clock.now();
     this.#helloBudget = new KeyedTokenBuckets({ ...this.#opts.helloRatePerAddress, now });
     this.#helloVerifyBudget = new TokenBucket({ ...this.#opts.helloVerifyRate, now });
+    const reset = this.#opts.statelessReset;
+    if (reset) {
+      if (reset.key.length < 16) {
+        throw new RangeError(
+          `statelessReset.key must have at least 16 bytes, got ${reset.key.length}`,
+        );
+      }
+      this.#resetBudget = new TokenBucket({
+        ...(reset.rate ?? { burst: 1000, perSecond: 1000 }),
+        now,
+      });
+    }
     this.#cookies = new CookieJar(undefined, () => clock.now());
     if (typeof this.#opts.maxDatagramSize === "number") {
       checkDatagramSize(this.#opts.maxDatagramSize);
@@ -220,7 +254,10 @@ export class DtlsServer {
         const h = conn.established ? undefined : this.#halfOpen.get(conn.key);
         if (h) h.received += data.length;
         conn.handleDatagram(data, from);
-      } else stats.dropped.unknownCid++;
+      } else {
+        stats.dropped.unknownCid++;
+        this.#sendStatelessReset(data, from);
+      }
       return;
     }
     const key = peerKey(from);
@@ -361,6 +398,10 @@ export class DtlsServer {
         const suite = hs.suite!;
         conn.setSuite(suite, maxDatagramSize + recordOverhead(suite));
         conn.identity = hs.identity;
+        const reset = o.statelessReset;
+        if (reset && conn.receiveCid.length > 0) {
+          conn.statelessResetToken = statelessResetToken(reset.key, conn.receiveCid);
+        }
         conn.established = true;
         stats.handshakesCompleted++;
         o.onConnection(conn);
@@ -376,6 +417,32 @@ export class DtlsServer {
       encodeHandshake(HandshakeType.ClientHello, f.messageSeq, f.body),
       f.messageSeq,
     );
+  }
+
+  /**
+   * `record` names a CID no connection here has (its connection is gone: this process
+   * restarted, or dropped it): tells its sender so with the CID's stateless reset,
+   * when a key is set, the record is larger than the reset (no amplification) and the
+   * budget allows.
+   */
+  #sendStatelessReset(record: Uint8Array, from: Deno.NetAddr): void {
+    const reset = this.#opts.statelessReset;
+    if (!reset || record.length <= STATELESS_RESET_LENGTH || this.#closed) return;
+    const r = this.stats.statelessResets;
+    if (!this.#resetBudget!.take()) {
+      r.limited++;
+      return;
+    }
+    r.sent++;
+    const token = statelessResetToken(reset.key, record.subarray(11, 11 + CID_LENGTH));
+    const datagram = encodeStatelessReset(token);
+    this.stats.datagramsSent++;
+    this.stats.bytesSent += datagram.length;
+    this.#socket.send(datagram, {
+      transport: "udp",
+      hostname: from.hostname,
+      port: from.port,
+    });
   }
 
   /** A CID for `conn` whose first 4 bytes no other connection's CID starts with. */

@@ -44,6 +44,13 @@ export interface DtlsStats {
     validationsFailed: number;
     sendsWithheld: number;
   };
+  /**
+   * Stateless resets (stateless_reset.ts): sent for records naming an unknown
+   * connection ID (server), not sent because the reset budget was spent (`limited`),
+   * received with this connection's token (client; the connection closed), and
+   * received with another token (`wrongToken`, ignored).
+   */
+  statelessResets: { sent: number; limited: number; received: number; wrongToken: number };
   /** Alerts sent. */
   alertsSent: number;
   /** Alerts received. */
@@ -91,6 +98,7 @@ export function newStats(): DtlsStats {
     handshakeRetransmitsWithheld: 0,
     handshakesEvicted: { addressCap: 0, globalCap: 0 },
     path: { changes: 0, challengesSent: 0, validated: 0, validationsFailed: 0, sendsWithheld: 0 },
+    statelessResets: { sent: 0, limited: 0, received: 0, wrongToken: 0 },
     alertsSent: 0,
     alertsReceived: 0,
     dropped: {
