@@ -19,6 +19,11 @@ export interface DialedTunnel {
   readonly conn: DatagramConn;
   /** Resolves once the transport's socket is really closed (after `conn.close()`). */
   closed(): Promise<void>;
+  /**
+   * Arms the stateless reset the server's welcome announced (`Welcome.reset`): a reset
+   * carrying `token` then closes the connection at once. DTLS over UDP only.
+   */
+  expectStatelessReset?(token: Uint8Array): void;
 }
 
 /** Opens tunnel transports to one server. */
@@ -78,7 +83,11 @@ export function dtlsDialer(o: DtlsDialerOptions): TunnelDialer {
         ...(o.maxDatagramSize ? { maxDatagramSize: o.maxDatagramSize } : {}),
         ...(o.socket ? { socket: o.socket } : {}),
       });
-      return { conn, closed: () => Promise.resolve() };
+      return {
+        conn,
+        closed: () => Promise.resolve(),
+        expectStatelessReset: (token) => conn.expectStatelessReset?.(token),
+      };
     },
   };
 }

@@ -18,6 +18,7 @@ import { type ForwardOptions, serveStream } from "./forwarder.ts";
 import type { ServerNode } from "./nodes.ts";
 import type { RacedTunnel, RacingDialer } from "./race.ts";
 import { CLIENT_VERSION } from "./version.ts";
+import { Buffer } from "node:buffer";
 
 /** A tunnel that is up: its transport, its mux session and what the server said. */
 export interface Up {
@@ -79,6 +80,8 @@ export async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSigna
       options.helloTimeoutMs ?? 10_000,
       clock,
     );
+    // From now on a restarted server's stateless reset ends this tunnel at once.
+    if (welcome.reset) dialed.expectStatelessReset?.(Buffer.from(welcome.reset, "hex"));
     const transport = (dialed as Partial<RacedTunnel>).transport ?? dialer.transport;
     return { dialed, session, control, welcome, transport, since: clock.now() };
   } catch (e) {

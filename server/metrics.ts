@@ -27,6 +27,7 @@
  * | hopgate_dtls_handshakes_evicted_total         | counter   | reason                 |
  * | hopgate_dtls_handshake_retransmits_withheld_total | counter |                      |
  * | hopgate_dtls_path_events_total                | counter   | event                  |
+ * | hopgate_dtls_stateless_resets_total           | counter   | result                 |
  * | hopgate_tunnel_sessions_refused_total         | counter   | reason                 |
  * | hopgate_tunnel_ws_connections                 | gauge     |                        |
  * | hopgate_tunnel_ws_queued_bytes                | gauge     |                        |
@@ -339,6 +340,17 @@ export class ServerMetrics {
         "sends_withheld (not sent to an address that had not answered yet: over 3x what it sent).",
       "event",
       () => self.#tunnels?.dtlsStats.path,
+    );
+    byLabel(
+      "hopgate_dtls_stateless_resets_total",
+      "Stateless resets: sent (a record named a connection ID this process does not know, " +
+        "e.g. from before a restart: its client reconnects at once), limited (not sent: the " +
+        "reset budget was spent).",
+      "result",
+      () => {
+        const r = self.#tunnels?.dtlsStats.statelessResets;
+        return { sent: r?.sent ?? 0, limited: r?.limited ?? 0 };
+      },
     );
     new Counter({
       name: "hopgate_dtls_handshake_retransmits_withheld_total",

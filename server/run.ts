@@ -35,6 +35,9 @@ import {
   type WsTunnelOptions,
 } from "./tunnel_ws.ts";
 
+/** HKDF info for the DTLS stateless reset key (a key of its own, derived from the secret). */
+const STATELESS_RESET_KEY_INFO = "hopgate/dtls-stateless-reset/v1";
+
 export interface RunningServer {
   readonly httpAddr: Deno.NetAddr;
   readonly httpsAddr: Deno.NetAddr;
@@ -164,9 +167,14 @@ export async function runServer(
       registry,
       logger,
       maxTunnelsPerDomain: config.maxTunnelsPerDomain,
-      ...(config.tunnelMaxDatagramBytes
-        ? { dtls: { maxDatagramSize: datagramCeiling(config.tunnelMaxDatagramBytes) } }
-        : {}),
+      dtls: {
+        ...(config.tunnelMaxDatagramBytes
+          ? { maxDatagramSize: datagramCeiling(config.tunnelMaxDatagramBytes) }
+          : {}),
+        // The same key after a restart (and on every node sharing the secret): a client
+        // whose tunnel this process no longer knows is told so at once.
+        statelessReset: { key: storage.secretBox.deriveKey(STATELESS_RESET_KEY_INFO) },
+      },
       onSession: (session) => metrics.trackSession(session),
       ...options.tunnel,
     });

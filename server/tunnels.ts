@@ -34,6 +34,7 @@ import { FEATURE_DRAIN, FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/proto
 import { TUNNEL_SERVER_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { canonicalDomain, formatHostPort } from "../shared/names.ts";
 import type { Logger } from "./log.ts";
+import { Buffer } from "node:buffer";
 import type { TunnelRegistry, TunnelSession } from "./registry.ts";
 
 export const SERVER_VERSION = "hopgate-server/0.1.0";
@@ -468,7 +469,14 @@ export class TunnelHub {
         }
         reserved = true;
         this.#welcoming.set(domain, (this.#welcoming.get(domain) ?? 0) + 1);
-        return { t: "welcome", session: id, server: SERVER_VERSION, features: [FEATURE_DRAIN] };
+        const reset = conn.statelessResetToken;
+        return {
+          t: "welcome",
+          session: id,
+          server: SERVER_VERSION,
+          features: [FEATURE_DRAIN],
+          ...(reset ? { reset: Buffer.from(reset).toString("hex") } : {}),
+        };
       },
       helloMs,
       clock,

@@ -55,6 +55,12 @@ export interface Welcome {
   server: string;
   /** What this server can do beyond the protocol, e.g. FEATURE_DRAIN; absent from old servers. */
   features?: string[];
+  /**
+   * This connection's DTLS stateless reset token, 32 hex digits (shared/dtls/stateless_reset.ts):
+   * a datagram carrying it means the server lost the connection (it restarted), and the
+   * client reconnects at once. Absent when the server has none (older, or no CID).
+   */
+  reset?: string;
 }
 
 /**
@@ -179,6 +185,8 @@ const isHeaderList = (v: unknown): v is HeaderList =>
   Array.isArray(v) &&
   v.every((p) => Array.isArray(p) && p.length === 2 && isStr(p[0]) && isStr(p[1]));
 const isStrList = (v: unknown): v is string[] => Array.isArray(v) && v.every(isStr);
+/** A stateless reset token in a welcome: 16 bytes as lowercase hex. */
+const RESET_TOKEN_HEX = /^[0-9a-f]{32}$/;
 const PROTOCOL = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)?$/;
 /**
  * An Upgrade field value (RFC 9110 7.8): one or more `protocol-name["/"protocol-version]`,
@@ -212,6 +220,9 @@ export function validateHead(v: unknown): Decoded<Head> {
     case "welcome":
       if (!isStr(o.session) || !isStr(o.server)) return bad("session/server");
       if (o.features !== undefined && !isStrList(o.features)) return bad("features");
+      if (o.reset !== undefined && !(isStr(o.reset) && RESET_TOKEN_HEX.test(o.reset))) {
+        return bad("reset");
+      }
       return { value: o as unknown as Welcome };
     case "drain":
       return { value: o as unknown as Drain };

@@ -12,6 +12,7 @@ import {
   type RequestHead,
   type ResponseHead,
   validateHead,
+  type Welcome,
 } from "./head.ts";
 
 const req = (extra: Partial<RequestHead> = {}): RequestHead => ({
@@ -126,6 +127,18 @@ Deno.test("head: Hello.features is optional, a list of strings; old hellos still
   assert.deepEqual(validateHead({ ...hello, features: [] }).value, { ...hello, features: [] });
   for (const features of ["splice", [1], [["splice"]], null, { splice: true }]) {
     assert.match(validateHead({ ...hello, features }).error ?? "", /features/, String(features));
+  }
+});
+
+Deno.test("head: Welcome.reset is optional, 32 lowercase hex digits; welcomes without it still decode", () => {
+  const welcome: Welcome = { t: "welcome", session: "s1", server: "hopgate-server/0.1.0" };
+  assert.deepEqual(validateHead(welcome).value, welcome);
+  const withReset = { ...welcome, reset: "0123456789abcdef0123456789abcdef" };
+  assert.deepEqual(decodeHeadJson(encodeHead(withReset).subarray(4)).value, withReset);
+  for (
+    const reset of ["", "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef", "g".repeat(32), 7]
+  ) {
+    assert.match(validateHead({ ...welcome, reset }).error ?? "", /reset/, String(reset));
   }
 });
 
