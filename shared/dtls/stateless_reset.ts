@@ -28,7 +28,7 @@ import { ContentType, RECORD_HEADER_SIZE } from "./constants.ts";
 /** Bytes of a token. */
 export const STATELESS_RESET_TOKEN_LENGTH = 16;
 /** Bytes of a reset datagram. */
-export const STATELESS_RESET_LENGTH = RECORD_HEADER_SIZE + 2 + STATELESS_RESET_TOKEN_LENGTH;
+export const STATELESS_RESET_LENGTH: number = RECORD_HEADER_SIZE + 2 + STATELESS_RESET_TOKEN_LENGTH;
 
 const LABEL = new TextEncoder().encode("hopgate stateless reset");
 const HEADER = new Uint8Array([
