@@ -498,7 +498,8 @@ export class ServerMetrics {
       name: "hopgate_dtls_psk_lookups_total",
       help: "DTLS handshakes' PSK lookups by result: cached, found, not_registered (asked the " +
         "database), outage (a PSK read before), failed, rate_limited (the source address " +
-        "asked the database too often), invalid (not a domain).",
+        "asked the database too often), busy (64 database lookups were running), invalid (not " +
+        "a domain).",
       labelNames: ["result"],
       registers,
     });
@@ -510,6 +511,7 @@ export class ServerMetrics {
         "outage",
         "failed",
         "rate_limited",
+        "busy",
         "invalid",
       ]
     ) this.#pskLookups.labels(r).inc(0);

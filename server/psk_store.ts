@@ -19,6 +19,11 @@
  * /64): `queriesPerAddress` (default a burst of 100, then 10 per second). Past it the
  * lookup rejects with `PskLookupLimitedError` and the handshake fails with
  * `internal_error`, which the client retries soon; cached answers are not limited.
+ * Per-address budgets alone do not bound the database's load: an attacker with many
+ * addresses (IPv6 /64s are cheap) gets a fresh budget on each. So at most
+ * `maxQueriesInFlight` store queries (default 64) run at once; past that a lookup
+ * that needs the store is refused the same way (`busy`), and the database, its
+ * connection pool's queue and this map stay bounded whatever the caller count.
  */
 import { tryNormalizeDomain } from "../db/mod.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -70,6 +75,11 @@ export interface PskLookupOptions {
    * bounded by `maxEntries` (the least recently used goes first).
    */
   queriesPerAddress?: { burst: number; perSecond: number };
+  /**
+   * Store queries running at once, in all; a lookup that needs one more is refused
+   * (`PskLookupLimitedError`, result `busy`). Default 64.
+   */
+  maxQueriesInFlight?: number;
   /** Each lookup's outcome (metrics). */
   onLookup?: (result: PskLookupResult) => void;
 }
@@ -78,7 +88,8 @@ export interface PskLookupOptions {
  * What a lookup did: `cached` answered from memory (found or not registered);
  * `found` / `not_registered` asked the store; `outage` used a PSK read before;
  * `failed` the store failed; `rate_limited` the address had no query left;
- * `invalid` the identity cannot be a domain.
+ * `busy` `maxQueriesInFlight` store queries were running; `invalid` the identity
+ * cannot be a domain.
  */
 export type PskLookupResult =
   | "cached"
@@ -87,12 +98,13 @@ export type PskLookupResult =
   | "outage"
   | "failed"
   | "rate_limited"
+  | "busy"
   | "invalid";
 
 /** A lookup refused because its source address asked the store too often. */
 export class PskLookupLimitedError extends Error {
-  constructor() {
-    super("Too many PSK lookups from this address; retry later");
+  constructor(message = "Too many PSK lookups from this address; retry later") {
+    super(message);
     this.name = "PskLookupLimitedError";
   }
 }
@@ -128,6 +140,12 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
   const perAddress = options.queriesPerAddress ?? { burst: 100, perSecond: 10 };
   const buckets = new KeyedTokenBuckets({ ...perAddress, maxKeys: maxEntries, now });
   const report = options.onLookup ?? (() => {});
+  const maxRunning = options.maxQueriesInFlight ?? 64;
+  if (!Number.isInteger(maxRunning) || maxRunning < 1) {
+    throw new RangeError(`maxQueriesInFlight must be a positive integer, got ${maxRunning}`);
+  }
+  /** Store queries not settled yet (an invalidated one too: it still holds its connection). */
+  let running = 0;
 
   function remember(domain: string, psk: Uint8Array | undefined): void {
     const t = now();
@@ -158,6 +176,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
 
   async function load(domain: string): Promise<Uint8Array | undefined> {
     const gen = generation.get(domain) ?? 0;
+    running++;
     try {
       const psk = await source.getPsk(domain);
       if ((generation.get(domain) ?? 0) === gen) remember(domain, psk);
@@ -181,6 +200,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
       logger.error("PSK lookup failed", { domain, error: err });
       throw err;
     } finally {
+      running--;
       if ((generation.get(domain) ?? 0) === gen) inFlight.delete(domain);
     }
   }
@@ -210,6 +230,10 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
       if (hit && !(hit.usableInOutageUntil > now())) cache.delete(domain);
       let pending = inFlight.get(domain);
       if (!pending) {
+        if (running >= maxRunning) {
+          report("busy");
+          throw new PskLookupLimitedError("Too many PSK lookups in progress; retry later");
+        }
         if (peer && !buckets.take(addressGroup(peer.hostname))) {
           report("rate_limited");
           throw new PskLookupLimitedError();

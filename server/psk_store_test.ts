@@ -226,3 +226,41 @@ Deno.test("lookupPsk: store queries are bounded per source address; cached answe
   assert.equal(results.filter((r) => r === "cached").length, 2);
   assert.equal(results.filter((r) => r === "found").length, 1);
 });
+
+Deno.test("lookupPsk: at most maxQueriesInFlight store queries at once, from any number of addresses", async () => {
+  const source = new CountingSource();
+  source.keys.set("known.example.com", new Uint8Array([7]));
+  let release = () => {};
+  source.gate = new Promise<void>((r) => release = r);
+  const results: string[] = [];
+  // maxEntries 4: the per-address buckets forget addresses quickly, as under a flood
+  // from more addresses than they track; the global bound does not depend on them.
+  const psk = createPskLookup(source, {
+    maxQueriesInFlight: 3,
+    maxEntries: 4,
+    onLookup: (r) => results.push(r),
+  });
+  const from = (i: number) => ({ hostname: `2001:db8:${i.toString(16)}::1` });
+  const pending = [0, 1, 2].map((i) => psk.lookupPsk(`nobody-${i}.example.com`, from(i)));
+  // A fourth and a fifth distinct identity, from fresh addresses: refused without a query.
+  for (const i of [3, 4]) {
+    await assert.rejects(
+      psk.lookupPsk(`nobody-${i}.example.com`, from(i)),
+      (e: Error) => e instanceof PskLookupLimitedError && /in progress/.test(e.message),
+    );
+  }
+  assert.equal(source.calls, 3);
+  // A lookup of an identity already being queried joins that query.
+  const joined = psk.lookupPsk("nobody-0.example.com", from(9));
+  assert.equal(source.calls, 3);
+  // Invalidating does not free the slot: the query still runs in the store.
+  psk.invalidate("nobody-1.example.com");
+  await assert.rejects(psk.lookupPsk("known.example.com", from(5)), PskLookupLimitedError);
+  release();
+  for (const p of [...pending, joined]) assert.equal(await p, undefined);
+  // Once they are done, queries run again.
+  assert.deepEqual(await psk.lookupPsk("known.example.com", from(6)), new Uint8Array([7]));
+  assert.equal(source.calls, 4);
+  assert.equal(results.filter((r) => r === "busy").length, 3);
+  assert.throws(() => createPskLookup(source, { maxQueriesInFlight: 0 }), RangeError);
+});
