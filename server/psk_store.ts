@@ -23,7 +23,9 @@
  * addresses (IPv6 /64s are cheap) gets a fresh budget on each. So at most
  * `maxQueriesInFlight` store queries (default 64) run at once; past that a lookup
  * that needs the store is refused the same way (`busy`), and the database, its
- * connection pool's queue and this map stay bounded whatever the caller count.
+ * connection pool's queue and this map stay bounded whatever the caller count. While
+ * the store fails (the last query that settled failed), a full house answers a
+ * domain kept for the outage from the cache, as a failed query would.
  */
 import { tryNormalizeDomain } from "../db/mod.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -146,6 +148,13 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
   }
   /** Store queries not settled yet (an invalidated one too: it still holds its connection). */
   let running = 0;
+  /** The last store query that settled failed: a full house of queries is an outage's. */
+  let storeFailing = false;
+  /** A PSK kept for an outage, if `domain` has one still usable. */
+  const keptForOutage = (domain: string) => {
+    const kept = cache.get(domain);
+    return kept && kept.usableInOutageUntil > now() ? kept : undefined;
+  };
 
   function remember(domain: string, psk: Uint8Array | undefined): void {
     const t = now();
@@ -179,12 +188,14 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
     running++;
     try {
       const psk = await source.getPsk(domain);
+      storeFailing = false;
       if ((generation.get(domain) ?? 0) === gen) remember(domain, psk);
       report(psk ? "found" : "not_registered");
       return psk;
     } catch (err) {
-      const kept = cache.get(domain);
-      if (kept && kept.usableInOutageUntil > now() && (generation.get(domain) ?? 0) === gen) {
+      storeFailing = true;
+      const kept = keptForOutage(domain);
+      if (kept && (generation.get(domain) ?? 0) === gen) {
         if (!kept.outageLogged) {
           kept.outageLogged = true;
           logger.warn("PSK lookup failed; using the PSK read before", {
@@ -231,6 +242,13 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
       let pending = inFlight.get(domain);
       if (!pending) {
         if (running >= maxRunning) {
+          // A hung database fills every slot: a domain read before still connects.
+          const kept = storeFailing ? keptForOutage(domain) : undefined;
+          if (kept) {
+            options.onOutageHit?.();
+            report("outage");
+            return kept.psk.slice();
+          }
           report("busy");
           throw new PskLookupLimitedError("Too many PSK lookups in progress; retry later");
         }

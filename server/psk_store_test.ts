@@ -264,3 +264,38 @@ Deno.test("lookupPsk: at most maxQueriesInFlight store queries at once, from any
   assert.equal(results.filter((r) => r === "busy").length, 3);
   assert.throws(() => createPskLookup(source, { maxQueriesInFlight: 0 }), RangeError);
 });
+
+Deno.test("lookupPsk: with every query slot held by a hung database, a domain read before still gets its PSK", async () => {
+  let clock = 0;
+  const source = new CountingSource();
+  source.keys.set("known.example.com", new Uint8Array([7]));
+  const results: string[] = [];
+  const psk = createPskLookup(source, {
+    now: () => clock,
+    maxQueriesInFlight: 2,
+    onLookup: (r) => results.push(r),
+  });
+  assert.deepEqual(await psk.lookupPsk("known.example.com"), new Uint8Array([7]));
+  clock += 10_000; // past the short cache: the next lookup would ask the store
+  // The database hangs; two unknown identities take both slots, and one query fails.
+  let release = () => {};
+  source.gate = new Promise<void>((r) => release = r);
+  const hung = [psk.lookupPsk("a.example.com"), psk.lookupPsk("b.example.com")];
+  // Not failing yet (nothing settled): a full house is just busy.
+  await assert.rejects(psk.lookupPsk("known.example.com"), PskLookupLimitedError);
+  source.fail = true;
+  release();
+  await Promise.allSettled(hung);
+  source.gate = new Promise<void>((r) => release = r);
+  const hungAgain = [psk.lookupPsk("c.example.com"), psk.lookupPsk("d.example.com")];
+  assert.deepEqual(await psk.lookupPsk("known.example.com"), new Uint8Array([7]));
+  // An identity nobody read before is refused, not told "not registered".
+  await assert.rejects(psk.lookupPsk("e.example.com"), PskLookupLimitedError);
+  release();
+  await Promise.allSettled(hungAgain);
+  assert.deepEqual(results.filter((r) => r === "busy" || r === "outage"), [
+    "busy",
+    "outage",
+    "busy",
+  ]);
+});
