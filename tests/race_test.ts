@@ -6,7 +6,7 @@
  * handover, which do not depend on what carries the datagrams.
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { type ClientEvent, runClient } from "../client/connector.ts";
+import { type ClientEvent, type ClientOptions, runClient } from "../client/connector.ts";
 import { dtlsDialer, type TunnelDialer } from "../client/dialer.ts";
 import { racingDialer } from "../client/race.ts";
 import { derivePsk } from "../shared/dtls/mod.ts";
@@ -140,7 +140,23 @@ function world(): World {
   };
 }
 
-function start(w: World, dialer: TunnelDialer, events: { at: number; e: ClientEvent }[]) {
+/** Races UDP against the fallback with a 1.5 s head start and a 20 s re-probe. */
+function slowRace(w: World, preferred: TunnelDialer, fallback: TunnelDialer) {
+  return racingDialer({
+    preferred,
+    fallback,
+    fallbackDelayMs: 1_500,
+    reprobeIntervalMs: 20_000,
+    clock: w.clock,
+  });
+}
+
+function start(
+  w: World,
+  dialer: TunnelDialer,
+  events: { at: number; e: ClientEvent }[],
+  extra: Partial<ClientOptions> = {},
+) {
   const ac = new AbortController();
   const done = runClient({
     server: UDP,
@@ -153,8 +169,11 @@ function start(w: World, dialer: TunnelDialer, events: { at: number; e: ClientEv
     backoff: { initialMs: 500, maxMs: 8_000 },
     statsIntervalMs: 600_000,
     onEvent: (e) => events.push({ at: w.clock.now(), e }),
+    ...extra,
   }, ac.signal);
   return {
+    ac,
+    done,
     async stop() {
       ac.abort();
       await pumped(w.clock, done, 10_000, "client stop").catch(() => {});
@@ -174,13 +193,7 @@ Deno.test("race: UDP dropped, the fallback carries the tunnel 1.5 s after start;
   const { preferred, fallback } = w.dialer();
   const client = start(
     w,
-    racingDialer({
-      preferred,
-      fallback,
-      fallbackDelayMs: 1_500,
-      reprobeIntervalMs: 20_000,
-      clock: w.clock,
-    }),
+    slowRace(w, preferred, fallback),
     events,
   );
   try {
@@ -244,26 +257,12 @@ Deno.test("race: a retired tunnel whose request never ends holds neither a recon
   const events: { at: number; e: ClientEvent }[] = [];
   w.blockUdp.on = true;
   const { preferred, fallback } = w.dialer();
-  const ac = new AbortController();
-  const done = runClient({
-    server: UDP,
-    domain: DOMAIN,
-    apiKey: API_KEY,
-    target: new URL(`http://127.0.0.1:${w.origin.addr.port}`),
-    dialer: racingDialer({
-      preferred,
-      fallback,
-      fallbackDelayMs: 1_500,
-      reprobeIntervalMs: 20_000,
-      clock: w.clock,
-    }),
-    clock: w.clock,
-    random: () => 0.5,
-    backoff: { initialMs: 500, maxMs: 8_000 },
-    drainTimeoutMs: 3_000,
-    statsIntervalMs: 600_000,
-    onEvent: (e) => events.push({ at: w.clock.now(), e }),
-  }, ac.signal);
+  const { ac, done } = start(
+    w,
+    slowRace(w, preferred, fallback),
+    events,
+    { drainTimeoutMs: 3_000 },
+  );
   let hanging: Promise<{ status: number }> | undefined;
   try {
     await pump(w.clock, () => connected(events).length === 1, 5_000, "connect over the fallback");

@@ -9,6 +9,7 @@ import { type ClientEvent, runClient } from "../client/connector.ts";
 import { dtlsDialer } from "../client/dialer.ts";
 import { bindUdp } from "../shared/dtls/udp.ts";
 import { curl, startServerProc } from "./helpers/procs.ts";
+import { until } from "./helpers/cluster.ts";
 
 const TUNNELS = 20;
 /** The clients' keepalive (1.5-2 s with jitter): how soon an idle client sends anything. */
@@ -21,15 +22,7 @@ Deno.test("crash and restart: idle clients learn of it from the stateless reset 
   let crashed = false;
   const ac = new AbortController();
   const running: Promise<void>[] = [];
-  const until = async (what: string, cond: () => boolean, ms: number) => {
-    const end = performance.now() + ms;
-    while (!cond()) {
-      if (performance.now() > end) {
-        throw new Error(`timed out waiting for ${what}: ${up.size} up, lost ${lost.length}`);
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
+  const state = (what: string) => () => `${what}: ${up.size} up, lost ${lost.length}`;
   try {
     const apiKey = await server.register("crash.reset.test");
     const target = { hostname: "127.0.0.1", port: server.dtlsPort };
@@ -59,15 +52,15 @@ Deno.test("crash and restart: idle clients learn of it from the stateless reset 
         },
       }, ac.signal));
     }
-    await until("all tunnels up", () => up.size === TUNNELS, 30_000);
+    await until(state("all tunnels up"), () => up.size === TUNNELS, 30_000);
 
     crashed = true;
     const killedAt = performance.now();
     await server.proc.stop("SIGKILL");
     await server.restart();
     const upAt = performance.now();
-    await until("every tunnel lost", () => lost.length === TUNNELS, 20_000);
-    await until("all tunnels back", () => up.size === TUNNELS, 30_000);
+    await until(state("every tunnel lost"), () => lost.length === TUNNELS, 20_000);
+    await until(state("all tunnels back"), () => up.size === TUNNELS, 30_000);
     const lastLoss = Math.max(...lost.map((l) => l.at));
     console.log(
       `server back ${((upAt - killedAt) / 1000).toFixed(1)} s after the kill; every client ` +

@@ -148,12 +148,19 @@ export async function startTestCluster(n: number, dsnOverride?: string): Promise
   return { nodes, dsn, addNode, close, [Symbol.asyncDispose]: close };
 }
 
-/** Polls `check` every 50 ms until it holds, or throws after `ms` naming `what`. */
-export async function until(what: string, check: () => Promise<boolean> | boolean, ms = 15_000) {
+/**
+ * Polls `check` every 50 ms until it holds, or throws after `ms` naming `what` (a
+ * function: asked then, so the message can say how far things got).
+ */
+export async function until(
+  what: string | (() => string),
+  check: () => Promise<boolean> | boolean,
+  ms = 15_000,
+) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     if (await check()) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`timed out waiting for ${what}`);
+  throw new Error(`timed out waiting for ${typeof what === "function" ? what() : what}`);
 }
