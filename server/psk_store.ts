@@ -155,6 +155,12 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
     const kept = cache.get(domain);
     return kept && kept.usableInOutageUntil > now() ? kept : undefined;
   };
+  /** Answers from the outage cache (counted). */
+  const fromOutageCache = (kept: Entry) => {
+    options.onOutageHit?.();
+    report("outage");
+    return kept.psk.slice();
+  };
 
   function remember(domain: string, psk: Uint8Array | undefined): void {
     const t = now();
@@ -203,9 +209,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
             error: err,
           });
         }
-        options.onOutageHit?.();
-        report("outage");
-        return kept.psk.slice();
+        return fromOutageCache(kept);
       }
       report("failed");
       logger.error("PSK lookup failed", { domain, error: err });
@@ -244,11 +248,7 @@ export function createPskLookup(source: PskSource, options: PskLookupOptions = {
         if (running >= maxRunning) {
           // A hung database fills every slot: a domain read before still connects.
           const kept = storeFailing ? keptForOutage(domain) : undefined;
-          if (kept) {
-            options.onOutageHit?.();
-            report("outage");
-            return kept.psk.slice();
-          }
+          if (kept) return fromOutageCache(kept);
           report("busy");
           throw new PskLookupLimitedError("Too many PSK lookups in progress; retry later");
         }

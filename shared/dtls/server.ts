@@ -438,11 +438,7 @@ export class DtlsServer {
     const datagram = encodeStatelessReset(token);
     this.stats.datagramsSent++;
     this.stats.bytesSent += datagram.length;
-    this.#socket.send(datagram, {
-      transport: "udp",
-      hostname: from.hostname,
-      port: from.port,
-    });
+    this.#socket.send(datagram, from);
   }
 
   /** A CID for `conn` whose first 4 bytes no other connection's CID starts with. */
