@@ -345,11 +345,12 @@ export class ServerMetrics {
       "hopgate_dtls_stateless_resets_total",
       "Stateless resets: sent (a record named a connection ID this process does not know, " +
         "e.g. from before a restart: its client reconnects at once), limited (not sent: the " +
-        "reset budget was spent).",
+        "reset budget was spent), repeated (not sent: that connection ID was answered in the " +
+        "last 500 ms).",
       "result",
       () => {
         const r = self.#tunnels?.dtlsStats.statelessResets;
-        return { sent: r?.sent ?? 0, limited: r?.limited ?? 0 };
+        return { sent: r?.sent ?? 0, limited: r?.limited ?? 0, repeated: r?.repeated ?? 0 };
       },
     );
     new Counter({

@@ -118,8 +118,10 @@ export interface DtlsServerOptions {
    * Stateless resets (stateless_reset.ts): with a `key` (the same after a restart),
    * each connection with a CID gets `statelessResetToken`, and a record naming a CID
    * this server does not know is answered with that CID's reset, at most `rate`
-   * (default { burst: 1000, perSecond: 1000 }; over it, counted and not sent). Without
-   * a key, no resets.
+   * (default { burst: 1000, perSecond: 1000 }; over it, counted and not sent) and at
+   * most once per CID every 500 ms (a client that was sending fast has many records in
+   * flight; one reset ends its connection, and the rest would spend the budget other
+   * clients need during a restart). Without a key, no resets.
    */
   statelessReset?: { key: Uint8Array; rate?: { burst: number; perSecond: number } };
 }
@@ -159,6 +161,8 @@ export class DtlsServer {
   readonly #helloBudget: KeyedTokenBuckets;
   readonly #helloVerifyBudget: TokenBucket;
   readonly #resetBudget: TokenBucket | undefined;
+  /** One reset per CID per `RESET_EVERY_MS` (the last 10,000 CIDs answered). */
+  readonly #resetPerCid: KeyedTokenBuckets | undefined;
   readonly #cookies: CookieJar;
   /** Half-open handshakes by peer key, oldest first (Map keeps insertion order). */
   readonly #halfOpen = new Map<string, HalfOpen>();
@@ -197,6 +201,12 @@ export class DtlsServer {
       }
       this.#resetBudget = new TokenBucket({
         ...(reset.rate ?? { burst: 1000, perSecond: 1000 }),
+        now,
+      });
+      this.#resetPerCid = new KeyedTokenBuckets({
+        burst: 1,
+        perSecond: 1000 / RESET_EVERY_MS,
+        maxKeys: 10_000,
         now,
       });
     }
@@ -429,12 +439,17 @@ export class DtlsServer {
     const reset = this.#opts.statelessReset;
     if (!reset || record.length <= STATELESS_RESET_LENGTH || this.#closed) return;
     const r = this.stats.statelessResets;
+    const cid = record.subarray(11, 11 + CID_LENGTH);
+    if (!this.#resetPerCid!.take(`${readU32(cid, 0)}.${readU32(cid, 4)}`)) {
+      r.repeated++;
+      return;
+    }
     if (!this.#resetBudget!.take()) {
       r.limited++;
       return;
     }
     r.sent++;
-    const token = statelessResetToken(reset.key, record.subarray(11, 11 + CID_LENGTH));
+    const token = statelessResetToken(reset.key, cid);
     const datagram = encodeStatelessReset(token);
     this.stats.datagramsSent++;
     this.stats.bytesSent += datagram.length;
@@ -546,6 +561,8 @@ export function addressGroup(ip: string): string {
 
 /** Length of the CIDs this server hands out: 4 bytes to find the session, 4 more to check. */
 const CID_LENGTH = 8;
+/** A CID is answered with a stateless reset at most once in this long. */
+const RESET_EVERY_MS = 500;
 
 /** The key of `#conns`: "ip|port". */
 function peerKey(a: PeerAddr): string {

@@ -171,8 +171,11 @@ Deno.test("stateless reset: only for records larger than the reset, within the b
     const cids = [1, 2, 3, 4].map(() => new Uint8Array(randomBytes(8)));
     // Exactly as large as a reset: not answered (a reset never outgrows what caused it).
     await sendTo(limited.server, cidRecord(cids[0]!, STATELESS_RESET_LENGTH));
-    // Larger: answered, twice (the burst), then over the budget.
-    for (const cid of cids.slice(1)) await sendTo(limited.server, cidRecord(cid, 60));
+    // Larger: answered, twice (the burst), then over the budget; a CID answered just
+    // before is not answered again (nor does it spend the budget).
+    for (const cid of [cids[1]!, cids[1]!, cids[2]!, cids[3]!]) {
+      await sendTo(limited.server, cidRecord(cid, 60));
+    }
     await sendTo(keyless.server, cidRecord(cids[0]!, 60));
     const end = performance.now() + 2000;
     while (received.length < 2 && performance.now() < end) {
@@ -186,10 +189,11 @@ Deno.test("stateless reset: only for records larger than the reset, within the b
     deepEqual(limited.server.stats.statelessResets, {
       sent: 2,
       limited: 1,
+      repeated: 1,
       received: 0,
       wrongToken: 0,
     });
-    equal(limited.server.stats.dropped.unknownCid, 4);
+    equal(limited.server.stats.dropped.unknownCid, 5);
     equal(keyless.server.stats.statelessResets.sent, 0);
     equal(keyless.server.stats.dropped.unknownCid, 1);
   } finally {
@@ -197,5 +201,44 @@ Deno.test("stateless reset: only for records larger than the reset, within the b
     await reading;
     await limited.crash();
     await keyless.crash();
+  }
+});
+
+Deno.test("stateless reset: a CID is answered once per 500 ms, however many of its records arrive", async () => {
+  const key = new Uint8Array(randomBytes(32));
+  const s = echoServer(0, { statelessReset: { key } });
+  const peer = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: s.server.addr.port };
+  const cid = new Uint8Array(randomBytes(8));
+  const received: Uint8Array[] = [];
+  const reading = (async () => {
+    try {
+      for (;;) received.push((await peer.receive())[0]);
+    } catch { /* closed */ }
+  })();
+  const waitFor = async (n: number) => {
+    const end = performance.now() + 2000;
+    while (received.length < n && performance.now() < end) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  try {
+    // A client that was sending fast: 50 records in flight when the server restarted.
+    for (let i = 0; i < 50; i++) await peer.send(cidRecord(cid, 100), to);
+    await waitFor(1);
+    await new Promise((r) => setTimeout(r, 100));
+    equal(received.length, 1);
+    equal(s.server.stats.statelessResets.repeated, 49);
+    // Its reset was lost, say: a record 600 ms later is answered again.
+    await new Promise((r) => setTimeout(r, 600));
+    await peer.send(cidRecord(cid, 100), to);
+    await waitFor(2);
+    equal(received.length, 2);
+    deepEqual(received[1], encodeStatelessReset(statelessResetToken(key, cid)));
+    equal(s.server.stats.statelessResets.sent, 2);
+  } finally {
+    peer.close();
+    await reading;
+    await s.crash();
   }
 });

@@ -46,11 +46,18 @@ export interface DtlsStats {
   };
   /**
    * Stateless resets (stateless_reset.ts): sent for records naming an unknown
-   * connection ID (server), not sent because the reset budget was spent (`limited`),
-   * received with this connection's token (client; the connection closed), and
-   * received with another token (`wrongToken`, ignored).
+   * connection ID (server), not sent because the reset budget was spent (`limited`)
+   * or that CID was answered within the last 500 ms (`repeated`), received with this
+   * connection's token (client; the connection closed), and received with another
+   * token (`wrongToken`, ignored).
    */
-  statelessResets: { sent: number; limited: number; received: number; wrongToken: number };
+  statelessResets: {
+    sent: number;
+    limited: number;
+    repeated: number;
+    received: number;
+    wrongToken: number;
+  };
   /** Alerts sent. */
   alertsSent: number;
   /** Alerts received. */
@@ -98,7 +105,7 @@ export function newStats(): DtlsStats {
     handshakeRetransmitsWithheld: 0,
     handshakesEvicted: { addressCap: 0, globalCap: 0 },
     path: { changes: 0, challengesSent: 0, validated: 0, validationsFailed: 0, sendsWithheld: 0 },
-    statelessResets: { sent: 0, limited: 0, received: 0, wrongToken: 0 },
+    statelessResets: { sent: 0, limited: 0, repeated: 0, received: 0, wrongToken: 0 },
     alertsSent: 0,
     alertsReceived: 0,
     dropped: {
