@@ -21,6 +21,7 @@ import { connectionOptions, type HeaderList } from "../../shared/protocol/mod.ts
 import { type ResponseHead, ResponseParser } from "./parser.ts";
 import { isToken } from "../../shared/protocol/field_text.ts";
 import { type Clock, realClock } from "../../shared/clock.ts";
+import { transientBytes } from "../../shared/bytes.ts";
 
 export type { ResponseHead } from "./parser.ts";
 
@@ -596,7 +597,8 @@ function chunkOf(piece: Uint8Array): Uint8Array {
 /** `text` as Latin-1 bytes (callers pass ByteStrings), then `tail` if given. */
 export function encodeLatin1(text: string, tail?: Uint8Array): Uint8Array {
   const n = text.length;
-  const out = new Uint8Array(n + (tail?.length ?? 0));
+  // Written to the origin's socket and then dropped: from the shared slab.
+  const out = transientBytes(n + (tail?.length ?? 0));
   // ASCII (the usual case) encodes the same in UTF-8, natively. Anything wider
   // takes more bytes than characters there: then go byte by byte.
   const { read } = encoder.encodeInto(text, out.subarray(0, n));

@@ -17,6 +17,7 @@
  *   inner plaintext = content || real_type(1) || zeros (we send no padding)
  */
 import { createCipheriv, createDecipheriv } from "node:crypto";
+import { transientBytes } from "../bytes.ts";
 import { ContentType, RECORD_HEADER_SIZE } from "./constants.ts";
 
 /** A cipher suite's parameters: its id, name, AEAD and key and nonce sizes. */
@@ -80,29 +81,8 @@ export function recordOverhead(suite: CipherSuite | undefined): number {
   return RECORD_HEADER_SIZE + (suite ? suite.explicitNonceLength + suite.tagLength : 0);
 }
 
-/**
- * Sealed records are carved out of a shared slab instead of each getting an ArrayBuffer of
- * its own: a fresh ArrayBuffer per record (on top of the one node:crypto's `update` already
- * allocates) cost ~1-3 µs at 1200 B and ~5-10 µs at 16 KiB per seal (bench/dtls_bench.ts).
- * Bytes are never handed out twice (a full slab is replaced, not reused), so a record stays
- * valid for as long as it is referenced; a slab is freed once none of its records is. Sealed
- * records only go to the socket, so slabs do not live long.
- */
-const SLAB_BYTES = 256 * 1024;
 /** Shared by every cipher object (node:crypto copies it); both suites use 16-byte tags. */
 const AEAD_OPTIONS = { authTagLength: 16 };
-let slab = new Uint8Array(0);
-let slabUsed = 0;
-
-function allocRecord(n: number): Uint8Array {
-  if (slab.length - slabUsed < n) {
-    slab = new Uint8Array(Math.max(SLAB_BYTES, n));
-    slabUsed = 0;
-  }
-  const out = slab.subarray(slabUsed, slabUsed + n);
-  slabUsed += n;
-  return out;
-}
 
 /** Seals and opens records of one direction of one epoch. */
 export class RecordCipher {
@@ -177,7 +157,10 @@ export class RecordCipher {
     c.final();
     const tag = c.getAuthTag();
     const fragLen = explicit + body.length + tag.length;
-    const out = allocRecord(RECORD_HEADER_SIZE + fragLen); // every byte is written below
+    // A fresh ArrayBuffer per record (on top of the one node:crypto's `update` allocates)
+    // cost ~1-3 µs at 1200 B and ~5-10 µs at 16 KiB per seal (bench/dtls_bench.ts); sealed
+    // records only go to the socket.
+    const out = transientBytes(RECORD_HEADER_SIZE + fragLen); // every byte is written below
     for (let i = 0; i < 11; i++) out[i] = header[i]!;
     out[11] = fragLen >>> 8;
     out[12] = fragLen & 0xff;
@@ -210,7 +193,7 @@ export class RecordCipher {
     const tag = c.getAuthTag();
     const fragLen = explicit + innerLen + tag.length;
     const headerLen = RECORD_HEADER_SIZE + cid.length;
-    const out = allocRecord(headerLen + fragLen); // every byte is written below
+    const out = transientBytes(headerLen + fragLen); // every byte is written below
     for (let i = 0; i < 11; i++) out[i] = header[i]!;
     out.set(cid, 11);
     out[headerLen - 2] = fragLen >>> 8;

@@ -12,6 +12,7 @@
  * use one or the other for each direction. Per-request code uses the direct
  * API: two Web Streams per stream cost more than the rest of a small request.
  */
+import { EMPTY_BYTES } from "../bytes.ts";
 import { MuxStreamError, StreamErrorCode } from "./errors.ts";
 import { ReceiveWindow } from "./flow.ts";
 import { RecvBuffer } from "./recv_buffer.ts";
@@ -349,12 +350,12 @@ export class Stream implements MuxStream {
 
   readRest(): Uint8Array | null {
     if (this.#pendingRead !== null || this.#readError !== null) return null;
-    if (this.recvState === "closed") return new Uint8Array(0);
+    if (this.recvState === "closed") return EMPTY_BYTES;
     const r = this.recv;
     if (this.recvState !== "open" || r.finalSize < 0 || r.contiguousEnd !== r.finalSize) {
       return null;
     }
-    const rest = r.take(Infinity) ?? new Uint8Array(0);
+    const rest = r.take(Infinity) ?? EMPTY_BYTES;
     if (rest.length > 0) this.#host.consumed(this, rest.length);
     this.#finishRead();
     return rest;

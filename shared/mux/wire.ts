@@ -12,6 +12,7 @@
  *
  * Reading never throws: a truncated or oversized value sets `Reader.error`.
  */
+import { EMPTY_BYTES } from "../bytes.ts";
 
 /** Bytes needed to encode `v` as a varint. */
 export function varintLength(v: number): 1 | 2 | 4 | 8 {
@@ -122,7 +123,7 @@ export class Reader {
   bytes(n: number): Uint8Array {
     if (n > this.end - this.pos) {
       this.fail(`length ${n} exceeds remaining ${this.end - this.pos}`);
-      return new Uint8Array(0);
+      return EMPTY_BYTES;
     }
     const v = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
