@@ -56,23 +56,27 @@ export async function serveStream(
 ): Promise<ForwardOutcome> {
   let head: RequestHead;
   let first: Uint8Array | undefined;
+  let compact: boolean;
   try {
     const r = await readHeadFrom(stream);
     if (r.head.t !== "req") throw new HeadError(`Expected a request head, got "${r.head.t}"`);
     head = r.head;
     first = r.rest;
+    compact = r.compact;
   } catch (e) {
     const message = e instanceof HeadError ? e.message : "stream failed before the request head";
     if (e instanceof HeadError) await sendForwardError(stream, "bad_request", message);
     else abortStream(stream);
     return { kind: e instanceof HeadError ? "error" : "aborted", ...badHead(message) };
   }
-  if (head.upgrade !== undefined) return await spliceUpgrade(stream, head, first, options);
+  if (head.upgrade !== undefined) {
+    return await spliceUpgrade(stream, head, first, options, compact);
+  }
   if (head.ws) {
     const body = bodyStream(stream, first, () => stream.stopSending(StreamErrorCode.CANCELLED));
     return await bridgeWebSocket(stream, head, body, options);
   }
-  return await forwardHttp(stream, head, first, options);
+  return await forwardHttp(stream, head, first, options, compact);
 }
 
 function badHead(message: string) {
@@ -84,6 +88,8 @@ async function forwardHttp(
   head: RequestHead,
   first: Uint8Array | undefined,
   o: ForwardOptions,
+  /** The request head came compact: the response head goes compact too. */
+  compact: boolean,
 ): Promise<ForwardOutcome> {
   const { method, url } = head;
   const path = localPath(o.target, url);
@@ -123,7 +129,9 @@ async function forwardHttp(
     head(h) {
       status = h.status;
       noBody = method === "HEAD" || isNullBodyStatus(status);
-      return stream.write(encodeHead({ t: "res", status, headers: responseHeaders(h.headers) }));
+      return stream.write(
+        encodeHead({ t: "res", status, headers: responseHeaders(h.headers) }, compact),
+      );
     },
     body(view) {
       if (!noBody) return stream.write(view);

@@ -53,6 +53,8 @@ export async function spliceUpgrade(
   head: RequestHead,
   first: Uint8Array | undefined,
   o: ForwardOptions,
+  /** The request head came compact: the response head goes compact too. */
+  compact = false,
 ): Promise<ForwardOutcome> {
   const { method, url } = head;
   const path = localPath(o.target, url);
@@ -210,7 +212,7 @@ export async function spliceUpgrade(
         responded = true;
         status = resHead.status;
         noBody = method === "HEAD" || isNullBodyStatus(status);
-        await stream.write(encodeHead(responseHeadOf(resHead)));
+        await stream.write(encodeHead(responseHeadOf(resHead), compact));
       }
       if (!noBody) { for (const v of bodyViews) await stream.write(v); }
       bodyViews.length = 0;

@@ -8,7 +8,12 @@
 import { type Clock } from "../shared/clock.ts";
 import { sayHello, sendDrain } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession, type MuxStream } from "../shared/mux/mod.ts";
-import { FEATURE_DRAIN, FEATURE_SPLICE, type Welcome } from "../shared/protocol/mod.ts";
+import {
+  FEATURE_COMPACT_HEADS,
+  FEATURE_DRAIN,
+  FEATURE_SPLICE,
+  type Welcome,
+} from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { sleep } from "../shared/sleep.ts";
 import type { DialedTunnel, TunnelDialer } from "./dialer.ts";
@@ -75,7 +80,7 @@ export async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSigna
         client: CLIENT_VERSION,
         domain: options.domain,
         target: options.target.origin,
-        features: [FEATURE_SPLICE],
+        features: [FEATURE_SPLICE, FEATURE_COMPACT_HEADS],
       },
       options.helloTimeoutMs ?? 10_000,
       clock,

@@ -59,6 +59,11 @@ export interface Route {
   readonly session: { openStream(): TunnelStream; readonly isClosed: boolean };
   /** Upgrades are spliced as raw bytes. */
   readonly splice: boolean;
+  /**
+   * Request heads may go compact (the client announced FEATURE_COMPACT_HEADS); a relay to
+   * another node's tunnel does not know that client, so it sends JSON.
+   */
+  readonly compactHeads?: boolean;
   inFlight: number;
   served: number;
 }
@@ -297,7 +302,7 @@ class Exchange {
     this.#state = State.Uploading;
     const s = stream;
     try {
-      await s.write(encodeHead(head));
+      await s.write(encodeHead(head, tunnel.compactHeads));
     } catch (e) {
       return this.#tunnelFailed(e);
     }

@@ -20,6 +20,7 @@ async function withIngress(
   answer: Answer,
   fn: (call: (r: Request) => Promise<Response>) => Promise<void>,
   logger = new MemoryLogger(),
+  compactHeads = false,
 ) {
   const link = createLinkPair({ clock: realClock, immediate: true, mtu: 16384 });
   const server = new MuxSession(link.a, { role: "server" });
@@ -29,9 +30,16 @@ async function withIngress(
       answer(s).catch(() => {});
     },
   });
-  const tunnel = new Tunnel("t1", "app.test", server, {
-    remoteAddr: { hostname: "127.0.0.1", port: 1 },
-  }, "test");
+  const tunnel = new Tunnel(
+    "t1",
+    "app.test",
+    server,
+    { remoteAddr: { hostname: "127.0.0.1", port: 1 } },
+    "test",
+    false,
+    "udp",
+    compactHeads,
+  );
   const front = startFront(createIngressHandler({
     hub: { pick: (d, ex) => d === "app.test" && !ex?.has(tunnel) ? tunnel : undefined },
     serverDomain: "gateway.test",
@@ -248,4 +256,38 @@ Deno.test("ingress: a service that answers before reading the upload (413) is an
   }, logger);
   const line = logger.entries.find((e) => e.msg === "request");
   assert.equal(line?.fields.status, 413);
+});
+
+Deno.test("ingress: request heads go compact only to a client that asked, and either kind of response head is read", async () => {
+  for (const compact of [false, true]) {
+    const seen: { compact: boolean; head: unknown }[] = [];
+    const answer: Answer = async (s) => {
+      const r = await readHeadFrom(s);
+      seen.push({ compact: r.compact, head: r.head });
+      s.readRest();
+      // Answer in the form the request came in, as a client does.
+      await s.write(encodeHead({ t: "res", status: 201, headers: [["x-seen", "yes"]] }, r.compact));
+      await s.write(new TextEncoder().encode("made"));
+      s.close();
+    };
+    await withIngress(
+      answer,
+      async (call) => {
+        const res = await call(
+          new Request("http://app.test/p?q=1", { headers: { "x-note": "caf\u00e9" } }),
+        );
+        assert.equal(res.status, 201);
+        assert.equal(res.headers.get("x-seen"), "yes");
+        assert.equal(await res.text(), "made");
+      },
+      new MemoryLogger(),
+      compact,
+    );
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]!.compact, compact, `tunnel compactHeads=${compact}`);
+    const head = seen[0]!.head as { t: string; url: string; headers: [string, string][] };
+    assert.equal(head.t, "req");
+    assert.equal(head.url, "/p?q=1");
+    assert.ok(head.headers.some(([k, v]) => k === "x-note" && v === "caf\u00e9"));
+  }
 });

@@ -110,8 +110,14 @@ export function createJsonLogger(options: JsonLoggerOptions = {}): Logger {
   reconfigure();
   const logger: LogtapeLogger = getLogger(["hopgate", id]);
   // The message is never a template: `{name}` in it stays as written (sink reads rawMessage).
-  const log = (level: LogLevel) => (msg: string, fields: LogFields = {}) =>
-    logger[TO_LOGTAPE[level] as "info"](msg, { ...base, ...fields });
+  // A level below the lowest written is a no-op here, before its fields are copied: the
+  // ingress logs every request at info, and LogTape would drop it only after that.
+  const lowest = LOG_LEVELS.indexOf(options.level ?? "info");
+  const log = (level: LogLevel) =>
+    LOG_LEVELS.indexOf(level) < lowest
+      ? () => {}
+      : (msg: string, fields: LogFields = {}) =>
+        logger[TO_LOGTAPE[level] as "info"](msg, { ...base, ...fields });
   return { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") };
 }
 

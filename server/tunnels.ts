@@ -30,7 +30,12 @@ import { type Clock, realClock } from "../shared/clock.ts";
 import type { DtlsConn } from "../shared/dtls/mod.ts";
 import { awaitHello, HelloRejectedError, watchControl } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession, StreamErrorCode } from "../shared/mux/mod.ts";
-import { FEATURE_DRAIN, FEATURE_SPLICE, PROTOCOL_VERSION } from "../shared/protocol/mod.ts";
+import {
+  FEATURE_COMPACT_HEADS,
+  FEATURE_DRAIN,
+  FEATURE_SPLICE,
+  PROTOCOL_VERSION,
+} from "../shared/protocol/mod.ts";
 import { TUNNEL_SERVER_MUX_PARAMS } from "../shared/tunnel_params.ts";
 import { canonicalDomain, formatHostPort } from "../shared/names.ts";
 import type { Logger } from "./log.ts";
@@ -67,6 +72,8 @@ export class Tunnel implements TunnelSession {
     readonly splice: boolean = false,
     /** The listener it came through: "udp", or "ws" for the TCP/TLS path. */
     readonly transport: string = "udp",
+    /** The client announced FEATURE_COMPACT_HEADS: request heads go to it compact. */
+    readonly compactHeads: boolean = false,
   ) {}
 
   get remoteAddr(): string {
@@ -494,6 +501,7 @@ export class TunnelHub {
         hello.client,
         splice,
         transport,
+        hello.features?.includes(FEATURE_COMPACT_HEADS) ?? false,
       );
       const remove = this.#registry.add(domain, tunnel);
       this.#verifyOthers(domain, tunnel);

@@ -16,7 +16,7 @@ import { dtlsDialer } from "../client/dialer.ts";
 import { derivePsk } from "../shared/dtls/mod.ts";
 import { sayHello } from "../shared/handshake/mod.ts";
 import { MuxSession, MuxStreamError, StreamErrorCode } from "../shared/mux/mod.ts";
-import { encodeHead, readHead, type RequestHead } from "../shared/protocol/mod.ts";
+import { encodeHead, readHead, readHeadFrom, type RequestHead } from "../shared/protocol/mod.ts";
 import { FakeClock, runUntil } from "../shared/testing/fake_clock.ts";
 import { pump, pumped } from "./helpers/fake_pump.ts";
 import { SimNet } from "../shared/testing/sim_net.ts";
@@ -52,6 +52,15 @@ async function get(tunnel: Tunnel, id: string, url: string) {
   const text = await new Response(body).text();
   if (head.t !== "res") return { status: head.t, text };
   return { status: head.status, text };
+}
+
+/** One request with the head in the given form; the response head's form and status. */
+async function getForm(tunnel: Tunnel, compact: boolean) {
+  const s = tunnel.session.openStream();
+  await s.write(encodeHead(requestHead(compact ? "c" : "j", "/form"), compact));
+  s.close();
+  const { head, compact: answeredCompact } = await readHeadFrom(s);
+  return { compact: answeredCompact, status: head.t === "res" ? head.status : head.t };
 }
 
 Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect after an outage", async () => {
@@ -110,6 +119,12 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     // Requests through the tunnel to the real origin.
     const r = await pumped(clock, get(live()!, "r1", "/one"), 2_000, "first request");
     deepEqual(r, { status: 200, text: "hello from /one" });
+    // The client asked for compact heads, and answers each head in its own form.
+    ok(live()!.compactHeads);
+    for (const compact of [true, false]) {
+      const f = await pumped(clock, getForm(live()!, compact), 2_000, "compact or not");
+      deepEqual(f, { compact, status: 200 });
+    }
     const many = await pumped(
       clock,
       Promise.all(Array.from({ length: 20 }, (_, i) => get(live()!, `m${i}`, `/m${i}`))),
@@ -225,6 +240,8 @@ Deno.test("tunnel hub on fake time: a stream the client opens after the hello is
     equal((refused as MuxStreamError).code, StreamErrorCode.REFUSED);
     // The tunnel itself still serves.
     ok([...registry.sessionsOf(DOMAIN)].some((t) => t.usable));
+    // A hello without features (an older client): request heads go to it as JSON.
+    ok([...registry.sessionsOf(DOMAIN)].every((t) => !t.compactHeads));
   } finally {
     session.abort(0, "test done");
     await pumped(clock, hub.close({ abort: true }), 5_000, "hub close").catch(() => {});
