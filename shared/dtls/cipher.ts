@@ -83,6 +83,8 @@ export function recordOverhead(suite: CipherSuite | undefined): number {
 
 /** Shared by every cipher object (node:crypto copies it); both suites use 16-byte tags. */
 const AEAD_OPTIONS = { authTagLength: 16 };
+/** A connection-ID record's inner plaintext (content, then its real type), being sealed. */
+let innerScratch = new Uint8Array(2048);
 
 /** Seals and opens records of one direction of one epoch. */
 export class RecordCipher {
@@ -90,8 +92,6 @@ export class RecordCipher {
   readonly #aad = new Uint8Array(13);
   /** The additional data of connection-ID records; sized to the first CID used. */
   #cidAad = new Uint8Array(0);
-  /** The real content type that ends a connection-ID record's inner plaintext. */
-  readonly #innerType = new Uint8Array(1);
 
   constructor(readonly suite: CipherSuite, readonly key: Uint8Array, readonly iv: Uint8Array) {
     this.#nonce = new Uint8Array(12);
@@ -186,9 +186,14 @@ export class RecordCipher {
     const aad = this.#prepareCid(header, cid, innerLen);
     const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, this.#nonce, AEAD_OPTIONS);
     c.setAAD(aad, { plaintextLength: innerLen });
-    this.#innerType[0] = realType;
-    const body = c.update(content);
-    const last = c.update(this.#innerType);
+    // One `update` over content and type: each call returns a Buffer of its own (~1-2 µs
+    // in Deno), dearer than copying a datagram's content next to its type byte. `update`
+    // copies its input at once, so one scratch array serves every record.
+    if (innerScratch.length < innerLen) innerScratch = new Uint8Array(Math.max(innerLen, 2048));
+    const inner = innerScratch.subarray(0, innerLen);
+    inner.set(content);
+    inner[content.length] = realType;
+    const body = c.update(inner);
     c.final();
     const tag = c.getAuthTag();
     const fragLen = explicit + innerLen + tag.length;
@@ -204,7 +209,6 @@ export class RecordCipher {
       o += 8;
     }
     out.set(body, o);
-    out.set(last, o + body.length);
     out.set(tag, o + innerLen);
     return out;
   }
