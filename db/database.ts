@@ -16,7 +16,7 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import * as schema from "./schema.ts";
 import { type DataDirLock, lockDataDir } from "./lock.ts";
-import { StoreError } from "./errors.ts";
+import { StorageUnavailableError, StoreError } from "./errors.ts";
 import { createPgliteDataDir, PGLITE_OPTIONS, pgliteTemplateBlob } from "./pglite.ts";
 
 /**
@@ -42,6 +42,8 @@ export type DatabaseOptions =
     maxConnections?: number;
     /** Longest wait for a new connection, in ms (rounded up to seconds); default 30 000. */
     connectTimeoutMs?: number;
+    /** Longest wait for one advisory lock query, in ms; default `LOCK_QUERY_TIMEOUT_MS`. */
+    lockTimeoutMs?: number;
   }
   | {
     /** Embedded PGlite stored in `<dataDir>/pglite`, locked against a second process. */
@@ -65,8 +67,18 @@ export type Listener = (
 
 /**
  * PostgreSQL session-level advisory locks, all held on one dedicated connection:
- * a lock is this process's until `unlock`, or until that connection ends (the
- * process died, the database restarted), when PostgreSQL drops it.
+ * a lock is this process's until `unlock`, or until that connection ends, when
+ * PostgreSQL drops every lock the session held.
+ *
+ * The connection ends when the process dies or the database restarts, and also when
+ * this side gives it up: a lock query that gets no answer within the bound
+ * (`LOCK_QUERY_TIMEOUT_MS`) fails with `LockTimeoutError`, and one that finds the
+ * connection lost fails with the driver's error; either way the connection is closed
+ * and the next call opens a new one, which holds none of the old locks. Until the
+ * server notices that the old session is gone (at once when its socket closes; after
+ * its own TCP timeouts when the network between is cut) the old locks are held by
+ * nobody who can use them: another session's `tryLock` on them answers false. Any
+ * other error (a SQL error) leaves the connection and its locks as they are.
  */
 export interface AdvisoryLocks {
   /** Takes the lock named `key` if no other session holds it; false if one does. */
@@ -98,7 +110,12 @@ export interface DatabaseHandle {
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
   if ("dsn" in options) {
     const connectTimeout = Math.max(1, Math.ceil((options.connectTimeoutMs ?? 30_000) / 1000));
-    return openPostgres(options.dsn, options.maxConnections ?? 10, connectTimeout);
+    return openPostgres(
+      options.dsn,
+      options.maxConnections ?? 10,
+      connectTimeout,
+      options.lockTimeoutMs ?? LOCK_QUERY_TIMEOUT_MS,
+    );
   }
   if ("dataDir" in options) {
     const lock = await lockDataDir(options.dataDir);
@@ -118,12 +135,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
 
 /**
  * The `postgres` driver (3.4.9) can write to a connection whose socket it already
- * dropped: a query sent on a reserved connection (the advisory locks') after the
- * database went away throws a TypeError from a timer inside the driver, where no
- * caller can catch it, and an uncaught error ends the process. Seen in
- * tests/storage_outage_test.ts when PostgreSQL is stopped. The query itself fails
- * as a lost connection (its caller sees that), so the throw is swallowed here, once
- * per process, matched by where it comes from; anything else stays uncaught.
+ * dropped: a query sent on a connection held for one caller (a reserved one, a
+ * transaction's) after the database went away throws a TypeError from a timer
+ * inside the driver, where no caller can catch it, and an uncaught error ends the
+ * process. Seen in tests/storage_outage_test.ts when PostgreSQL is stopped, when the
+ * advisory locks were on a reserved connection. The query itself fails as a lost
+ * connection (its caller sees that), so the throw is swallowed here, once per
+ * process, matched by where it comes from; anything else stays uncaught.
  */
 let driverGuardInstalled = false;
 function guardDriverWriteAfterClose(): void {
@@ -144,7 +162,12 @@ function guardDriverWriteAfterClose(): void {
   });
 }
 
-function openPostgres(dsn: string, max: number, connectTimeoutS: number): DatabaseHandle {
+function openPostgres(
+  dsn: string,
+  max: number,
+  connectTimeoutS: number,
+  lockTimeoutMs: number,
+): DatabaseHandle {
   guardDriverWriteAfterClose();
   const client = postgres(dsn, {
     max,
@@ -157,51 +180,169 @@ function openPostgres(dsn: string, max: number, connectTimeoutS: number): Databa
     const { unlisten } = await client.listen(channel, onNotify, onListen);
     return { unlisten: () => unlisten() };
   };
-  // One connection for every advisory lock, reserved on first use, given up when it fails.
-  let reserved: Promise<postgres.ReservedSql> | undefined;
-  const lockConn = () =>
-    reserved ??= client.reserve().catch((e) => {
-      reserved = undefined;
-      throw e;
-    });
-  const onLockConn = async <T>(q: (r: postgres.ReservedSql) => Promise<T>): Promise<T> => {
-    const r = await lockConn();
-    try {
-      return await q(r);
-    } catch (e) {
-      // A lost connection lost its locks with it (the server drops a session's locks):
-      // the next lock takes a new one. Any other error leaves the connection and the
-      // locks other names hold on it alone (dropping them all would let another node
-      // order a name this one is still ordering). The store's timeouts never reach
-      // here: they give up on the call, not on the connection.
-      const code = (e as { code?: unknown }).code;
-      if (typeof code === "string" && /^CONNECT/.test(code)) reserved = undefined;
-      throw e;
-    }
-  };
-  const locks: AdvisoryLocks = {
-    tryLock: (key) =>
-      onLockConn(async (r) => {
-        const rows = await r`select pg_try_advisory_lock(hashtextextended(${key}, 0)) as ok`;
-        return rows[0]?.ok === true;
-      }),
-    unlock: (key) =>
-      onLockConn(async (r) => {
-        await r`select pg_advisory_unlock(hashtextextended(${key}, 0))`;
-      }),
-  };
+  const locks = advisoryLocks(dsn, connectTimeoutS, lockTimeoutMs);
   return handle(
     db,
     "postgres",
     () => migratePostgres(db, { migrationsFolder: MIGRATIONS_DIR }),
     async () => {
-      const r = await reserved?.catch(() => undefined);
-      r?.release();
-      await client.end({ timeout: 5 });
+      await Promise.all([locks.close(), client.end({ timeout: 5 })]);
     },
     listen,
-    locks,
+    locks.locks,
   );
+}
+
+/**
+ * Default bound on one advisory lock query, in ms. Past it the lock connection is
+ * taken for hung (the database host stopped answering while the socket stays open:
+ * a cut network, a stopped server process) and replaced; without a bound every later
+ * lock call would queue behind the hung query until the process restarts. The
+ * stores' own bound (db/guard.ts, 5 s) gives up on a call, not on the connection.
+ */
+export const LOCK_QUERY_TIMEOUT_MS = 10_000;
+
+/**
+ * A lock query got no answer from the lock connection within the bound: the
+ * connection was closed, and the locks held on it are lost (see `AdvisoryLocks`).
+ */
+export class LockTimeoutError extends StorageUnavailableError {
+  /** The error's name, for logs. */
+  override name = "LockTimeoutError";
+  /** An error for `operation` (e.g. "take advisory lock") after `timeoutMs` without an answer. */
+  constructor(operation: string, readonly timeoutMs: number) {
+    super(
+      operation,
+      "timeout",
+      undefined,
+      `the lock connection did not answer within ${timeoutMs} ms; ` +
+        "it was closed and the locks held on it are lost",
+    );
+  }
+}
+
+/**
+ * Driver errors after which the lock connection is gone: the driver's own connection
+ * codes (CONNECT_TIMEOUT, CONNECTION_CLOSED, CONNECTION_ENDED, CONNECTION_DESTROYED)
+ * and socket errors (ECONNRESET, EPIPE, ETIMEDOUT…). Not `isUnavailable`: a cancelled
+ * statement (57014) or a full server (53300) leaves a live session and its locks.
+ */
+function isLostConnection(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === "string" && (/^CONNECT/.test(code) || /^E[A-Z0-9]+$/.test(code));
+}
+
+/** One lock client: a driver client with a single connection. */
+interface LockClient {
+  sql: postgres.Sql;
+  /** Set once the client is being ended: it takes no more queries. */
+  ended: Promise<void> | undefined;
+}
+
+/**
+ * The advisory locks on a client of their own with one connection (not one reserved
+ * from the pool: a reserved connection cannot be given up without handing it back to
+ * the pool, still hung). Left to its defaults, the driver would end this client's
+ * connection behind our back and open a new one on the next query, silently dropping
+ * every lock: after `max_lifetime` (30 to 60 minutes by default) or `idle_timeout`
+ * (both also read from PGMAX_LIFETIME and PGIDLE_TIMEOUT in the environment); both
+ * are turned off here, which the environment cannot override. Calls pipeline
+ * on the one connection, so a hung query holds up every later call: each is bounded,
+ * and the first to time out closes the client, which fails the others at once. A
+ * connection that closes between calls (the database restarted) is opened again by
+ * the driver on the next call: a new session, without the old locks, as after a
+ * discard.
+ */
+function advisoryLocks(
+  dsn: string,
+  connectTimeoutS: number,
+  timeoutMs: number,
+): { locks: AdvisoryLocks; close(): Promise<void> } {
+  let current: LockClient | undefined;
+  let closed = false;
+  const ending = new Set<Promise<void>>();
+
+  const open = (): LockClient => ({
+    sql: postgres(dsn, {
+      max: 1,
+      idle_timeout: 0,
+      max_lifetime: null,
+      connect_timeout: connectTimeoutS,
+      fetch_types: false, // only text and boolean values pass here: no array types to look up
+      onnotice: () => {},
+      connection: { application_name: "hopgate-locks" },
+    }),
+    ended: undefined,
+  });
+
+  // Ends a lock client for good: `end({ timeout: 0 })` fails every query queued or in
+  // flight on it (CONNECTION_DESTROYED) and sends Terminate, half-closing the socket.
+  // The server ends the session once that reaches it; a host that stays silent leaves
+  // the socket half-closed until the kernel's TCP retransmission timeout (minutes)
+  // releases it, one socket per hang.
+  const discard = (c: LockClient): void => {
+    if (current === c) current = undefined;
+    if (c.ended) return;
+    const ended = c.ended = c.sql.end({ timeout: 0 }).catch(() => {});
+    ending.add(ended);
+    void ended.finally(() => ending.delete(ended));
+  };
+
+  const run = async <T>(
+    operation: string,
+    q: (sql: postgres.Sql) => Promise<T>,
+  ): Promise<T> => {
+    if (closed) {
+      throw new StorageUnavailableError(
+        operation,
+        "unreachable",
+        "CONNECTION_ENDED",
+        "the database handle is closed",
+      );
+    }
+    const c = current ??= open();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new LockTimeoutError(operation, timeoutMs)), timeoutMs);
+      });
+      const running = q(c.sql);
+      running.catch(() => {}); // it fails once the client is discarded, unheard
+      return await Promise.race([running, timedOut]);
+    } catch (e) {
+      // A SQL error leaves the connection and the locks other names hold on it alone
+      // (dropping them all would let another node order a name this one is still
+      // ordering).
+      if (e instanceof LockTimeoutError || isLostConnection(e)) discard(c);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  return {
+    locks: {
+      tryLock: (key) =>
+        run("take advisory lock", async (sql) => {
+          const rows = await sql`select pg_try_advisory_lock(hashtextextended(${key}, 0)) as ok`;
+          return rows[0]?.ok === true;
+        }),
+      unlock: (key) =>
+        run("release advisory lock", async (sql) => {
+          await sql`select pg_advisory_unlock(hashtextextended(${key}, 0))`;
+        }),
+    },
+    async close() {
+      closed = true;
+      const c = current;
+      current = undefined;
+      if (c && !c.ended) {
+        c.ended = c.sql.end({ timeout: 5 }).catch(() => {});
+        ending.add(c.ended);
+      }
+      await Promise.all(ending);
+    },
+  };
 }
 
 function pgliteHandle(client: PGlite, lock: DataDirLock | undefined): DatabaseHandle {
