@@ -21,6 +21,8 @@ export {
   type DatabaseHandle,
   type DatabaseOptions,
   type Listener,
+  LOCK_QUERY_TIMEOUT_MS,
+  LockTimeoutError,
   MIGRATIONS_DIR,
   openDatabase,
 } from "./database.ts";
