@@ -7,12 +7,13 @@
  *
  * A head is JSON (UTF-8), which keeps the wire debuggable and versionable (unknown
  * fields are ignored), or, for request heads to a client that announced
- * FEATURE_COMPACT_HEADS and the response heads that answer them, a compact form: a tag byte, then the fields as UTF-8
- * text separated by LF, in a fixed order (`encodeCompact` below). No field of such a
- * head can hold an LF (names are tokens, values and targets exclude controls); one
- * that does is sent as JSON. The compact form halves the heads' share of a small
- * request's CPU (~10 % of each side's at c50 with JSON). Decoders take both forms,
- * validate every field and return `{ error }`, never throw.
+ * FEATURE_COMPACT_HEADS and the response heads that answer them, a compact form: a tag
+ * byte, then the fields as UTF-8 text separated by LF, in a fixed order (`encodeCompact`
+ * below). No field of such a head can hold an LF (names are tokens, values and targets
+ * exclude controls); one that does is sent as JSON. JSON heads were ~10 % of each side's
+ * CPU for a small request at c50 (bench/quick.sh profile); encoding and decoding both
+ * compact heads of such a request costs ~0.7x what JSON does (bench/head_bench.ts).
+ * Decoders take both forms, validate every field and return `{ error }`, never throw.
  */
 import { concatBytes, EMPTY_BYTES, transientBytes } from "../bytes.ts";
 
@@ -201,25 +202,50 @@ export function encodeHead(head: Head, compact = false): Uint8Array {
  */
 function encodeCompact(head: Head): Uint8Array | undefined {
   let fields: string[];
-  let tag: string;
+  let tag: number;
   if (head.t === "req") {
     if (head.ws !== undefined || head.protocols !== undefined) return undefined;
-    tag = "\x01";
+    tag = COMPACT_REQ;
     fields = [head.id, head.method, head.url, head.client, head.scheme, head.upgrade ?? ""];
   } else if (head.t === "res") {
     if (head.protocol !== undefined) return undefined;
-    tag = "\x02";
+    tag = COMPACT_RES;
     fields = [String(head.status), head.upgrade ?? ""];
   } else {
     return undefined;
   }
-  for (const f of fields) if (f.includes("\n")) return undefined;
+  let n = fields.length;
+  for (const f of fields) n += f.length;
   for (const [k, v] of head.headers) {
-    if (k.includes("\n") || v.includes("\n")) return undefined;
     fields.push(k, v);
+    n += k.length + v.length + 2;
   }
-  return framed(tag + fields.join("\n"));
+  // The usual head is ASCII: its bytes are written here, one per character, without
+  // building the text first (half the cost of joining and encoding it). A wider
+  // character sends it through UTF-8 instead; an LF anywhere means no compact form.
+  const out = transientBytes(4 + n);
+  out[4] = tag;
+  let o = 5;
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i]!;
+    if (i > 0) out[o++] = LF;
+    for (let j = 0; j < f.length; j++) {
+      const c = f.charCodeAt(j);
+      if (c === LF) return undefined;
+      if (c > 0x7f) return encodeCompactWide(tag, fields);
+      out[o++] = c;
+    }
+  }
+  return withLength(out);
 }
+
+/** The compact form of a head with a character beyond ASCII: its text as UTF-8. */
+function encodeCompactWide(tag: number, fields: string[]): Uint8Array | undefined {
+  for (const f of fields) if (f.includes("\n")) return undefined;
+  return framed(String.fromCharCode(tag) + fields.join("\n"));
+}
+
+const LF = 0x0a;
 
 /** `text` as UTF-8 after its u32 BE length. */
 function framed(text: string): Uint8Array {
@@ -232,6 +258,11 @@ function framed(text: string): Uint8Array {
     out = transientBytes(4 + wide.length);
     out.set(wide, 4);
   }
+  return withLength(out);
+}
+
+/** `out` with its first four bytes set to the length of the rest (u32 BE), checked. */
+function withLength(out: Uint8Array): Uint8Array {
   const n = out.length - 4;
   if (n > MAX_HEAD_BYTES) {
     throw new RangeError(`Cannot encode head: ${n} bytes exceeds ${MAX_HEAD_BYTES}`);
