@@ -16,7 +16,8 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import * as schema from "./schema.ts";
 import { type DataDirLock, lockDataDir } from "./lock.ts";
-import { StorageUnavailableError, StoreError } from "./errors.ts";
+import { isUnavailable, StorageUnavailableError, StoreError } from "./errors.ts";
+import { answerWithin } from "./guard.ts";
 import { createPgliteDataDir, PGLITE_OPTIONS, pgliteTemplateBlob } from "./pglite.ts";
 
 /**
@@ -222,14 +223,14 @@ export class LockTimeoutError extends StorageUnavailableError {
 }
 
 /**
- * Driver errors after which the lock connection is gone: the driver's own connection
- * codes (CONNECT_TIMEOUT, CONNECTION_CLOSED, CONNECTION_ENDED, CONNECTION_DESTROYED)
- * and socket errors (ECONNRESET, EPIPE, ETIMEDOUT…). Not `isUnavailable`: a cancelled
+ * Driver errors after which the lock connection is gone: the unavailable codes the
+ * driver or the OS gives (CONNECT_TIMEOUT, CONNECTION_CLOSED, CONNECTION_DESTROYED,
+ * ECONNRESET, EPIPE…), not the server's SQLSTATEs (they start with a digit): a cancelled
  * statement (57014) or a full server (53300) leaves a live session and its locks.
  */
 function isLostConnection(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === "string" && (/^CONNECT/.test(code) || /^E[A-Z0-9]+$/.test(code));
+  return typeof code === "string" && isUnavailable(code) && !/^[0-9]/.test(code);
 }
 
 /** One lock client: a driver client with a single connection. */
@@ -301,22 +302,19 @@ function advisoryLocks(
       );
     }
     const c = current ??= open();
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new LockTimeoutError(operation, timeoutMs)), timeoutMs);
-      });
-      const running = q(c.sql);
-      running.catch(() => {}); // it fails once the client is discarded, unheard
-      return await Promise.race([running, timedOut]);
+      // A query given up on fails once its client is discarded, unheard.
+      return await answerWithin(
+        q(c.sql),
+        timeoutMs,
+        () => new LockTimeoutError(operation, timeoutMs),
+      );
     } catch (e) {
       // A SQL error leaves the connection and the locks other names hold on it alone
       // (dropping them all would let another node order a name this one is still
       // ordering).
       if (e instanceof LockTimeoutError || isLostConnection(e)) discard(c);
       throw e;
-    } finally {
-      clearTimeout(timer);
     }
   };
 

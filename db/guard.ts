@@ -55,33 +55,26 @@ export class QueryGuard {
     query: () => PromiseLike<T>,
     expected?: (err: unknown) => Error | undefined,
   ): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       const running = Promise.resolve().then(query);
       if (this.timeoutMs <= 0) return await running;
-      const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(
-            new StorageUnavailableError(
-              operation,
-              "timeout",
-              undefined,
-              `no answer within ${this.timeoutMs} ms`,
-            ),
-          );
-        }, this.timeoutMs);
-      });
-      // The query settles some day; nobody waits for it then.
-      running.catch(() => {});
-      return await Promise.race([running, timedOut]);
+      return await answerWithin(
+        running,
+        this.timeoutMs,
+        () =>
+          new StorageUnavailableError(
+            operation,
+            "timeout",
+            undefined,
+            `no answer within ${this.timeoutMs} ms`,
+          ),
+      );
     } catch (err) {
       const mine = expected?.(err);
       if (mine) throw mine;
       const e = StoreError.from(operation, err);
       this.#report(operation, e);
       throw e;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -90,5 +83,26 @@ export class QueryGuard {
     try {
       this.#onFailure?.({ operation, kind });
     } catch { /* a metrics hook must not change the outcome */ }
+  }
+}
+
+/**
+ * `running`'s outcome, or `timedOut()` thrown once `ms` pass first. The call is not
+ * cancelled: it settles some day, and nobody waits for it then.
+ */
+export async function answerWithin<T>(
+  running: Promise<T>,
+  ms: number,
+  timedOut: () => Error,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  running.catch(() => {});
+  try {
+    return await Promise.race([
+      running,
+      new Promise<never>((_, reject) => timer = setTimeout(() => reject(timedOut()), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
