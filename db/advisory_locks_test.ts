@@ -10,6 +10,7 @@ import postgres from "postgres";
 import { LockTimeoutError, openDatabase } from "./database.ts";
 import { StorageUnavailableError } from "./errors.ts";
 import { openTestDatabase, type TestDatabase } from "./testing.ts";
+import { until } from "../tests/helpers/cluster.ts";
 
 const TEST_DSN = Deno.env.get("HOP_TEST_PG_DSN") ?? "postgres://postgres@127.0.0.1:5432/test";
 
@@ -142,15 +143,6 @@ function observer(dsn: string) {
   };
 }
 
-async function until(what: string, ok: () => Promise<boolean>, withinMs: number): Promise<number> {
-  const start = performance.now();
-  while (!(await ok())) {
-    if (performance.now() - start > withinMs) throw new Error(`not within ${withinMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return performance.now() - start;
-}
-
 Deno.test("advisory locks: a hung lock connection fails within the bound and is replaced", async () => {
   const db = await openTestDatabase("postgres");
   const target = new URL(TEST_DSN);
@@ -207,15 +199,17 @@ Deno.test("advisory locks: a hung lock connection fails within the bound and is 
     const pids = await other.lockPids();
     assert.ok(pids.some((p) => p !== oldPid), `a new session: ${pids}`);
     // The old socket was half-closed (Terminate, FIN) while hung; once the proxy delivers
-    // the held bytes and the close, the server ends that session and drops its locks: t/a (and t/b,
-    // had the held query taken it on its way through) become free, and this node
-    // takes t/a anew on its new session. Here the server had noticed by the time the
+    // the held bytes and the close, the server ends that session and drops its locks: t/a
+    // (and t/b, had the held query taken it on its way through) become free, and this
+    // node takes t/a anew on its new session. Here the server had noticed by the time the
     // new connection answered.
-    const goneMs = await until(
+    const gone = performance.now();
+    await until(
       "the old session ends",
       async () => !(await other.lockPids()).includes(oldPid),
       5000,
     );
+    const goneMs = performance.now() - gone;
     console.log(
       `resumed: new lock connection in ${newMs.toFixed(0)} ms; ` +
         `the old session gone after ${goneMs.toFixed(0)} ms`,
