@@ -5,7 +5,8 @@
 # runs wrk -c50 (8 s) and -c1 (4 s) on a 13-byte response, a 50 MiB echo upload and a 100 MiB
 # download with curl,
 # prints the figures and the RSS of both processes, and stops everything it started.
-# ONLY=c50, c1, echo or get runs that phase alone (e.g. to profile it). PROFILE=1 adds --cpu-prof
+# ONLY=c50, c1, echo or get runs that phase alone (e.g. to profile it); REPEAT=n runs the c50
+# phase n times in a row (a Deno process warms up over tens of seconds). PROFILE=1 adds --cpu-prof
 # (profiles under $OUT/server, $OUT/client; summarize with
 # `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl.
 set -u
@@ -53,12 +54,15 @@ deno run $(prof client) --allow-all client/main.ts --server-addr "127.0.0.1:$DTL
 for _ in $(seq 100); do [ "$(curl -s -H 'Host: app.localhost' "http://127.0.0.1:$HTTP/")" = "Hello, world!" ] && break; sleep 0.2; done
 H=(-H 'Host: app.localhost')
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
+pkts() { curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_packets_total/{n+=$2} END{print n+0}'; }
 if [ "${ONLY:-c50}" = c50 ]; then
-s0=$(cpu $S) c0=$(cpu $C)
+for run in $(seq "${REPEAT:-1}"); do
+s0=$(cpu $S) c0=$(cpu $C) p0=$(pkts)
 wrk -t2 -c50 -d8s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" >"$OUT/wrk50"
 read -r n r a b < <(awk '/requests in/{n=$1} /Requests\/sec/{r=$2} /^ +50%/{a=$2} /^ +99%/{b=$2} END{print n, r, a, b}' "$OUT/wrk50")
 hz=$(getconf CLK_TCK)
-echo "c50: $r req/s p50 $a p99 $b; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
+echo "c50: $r req/s p50 $a p99 $b; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n)); datagrams per 1000 requests $((($(pkts) - p0) * 1000 / n))"
+done
 fi
 if [ "${ONLY:-c1}" = c1 ]; then
 s0=$(cpu $S) c0=$(cpu $C)

@@ -214,38 +214,14 @@ function encodeCompact(head: Head): Uint8Array | undefined {
   } else {
     return undefined;
   }
-  let n = fields.length;
-  for (const f of fields) n += f.length;
-  for (const [k, v] of head.headers) {
-    fields.push(k, v);
-    n += k.length + v.length + 2;
-  }
-  // The usual head is ASCII: its bytes are written here, one per character, without
-  // building the text first (half the cost of joining and encoding it). A wider
-  // character sends it through UTF-8 instead; an LF anywhere means no compact form.
-  const out = transientBytes(4 + n);
-  out[4] = tag;
-  let o = 5;
-  for (let i = 0; i < fields.length; i++) {
-    const f = fields[i]!;
-    if (i > 0) out[o++] = LF;
-    for (let j = 0; j < f.length; j++) {
-      const c = f.charCodeAt(j);
-      if (c === LF) return undefined;
-      if (c > 0x7f) return encodeCompactWide(tag, fields);
-      out[o++] = c;
-    }
-  }
-  return withLength(out);
-}
-
-/** The compact form of a head with a character beyond ASCII: its text as UTF-8. */
-function encodeCompactWide(tag: number, fields: string[]): Uint8Array | undefined {
+  for (const [k, v] of head.headers) fields.push(k, v);
+  // An LF anywhere means no compact form. The text is joined and encoded natively: a
+  // loop over its characters, written byte by byte, measured 0.4 µs a head alone but
+  // ~3.5 µs inside the busy server (bench/head_bench.ts cannot show that; `quick.sh`
+  // can), where the native join and encode took ~0.5 µs.
   for (const f of fields) if (f.includes("\n")) return undefined;
   return framed(String.fromCharCode(tag) + fields.join("\n"));
 }
-
-const LF = 0x0a;
 
 /** `text` as UTF-8 after its u32 BE length. */
 function framed(text: string): Uint8Array {
