@@ -20,6 +20,7 @@ import { type Direction, mulberry32, UdpRelay } from "./tools/udp_relay.ts";
 import { waitUntil } from "./tools/dtls_peers.ts";
 import { bytes, type EchoServer, echoText, Inbox, startEchoServer } from "./tools/dtls_echo.ts";
 import { clientHello, helloVerifyCookie, Raw, record } from "./tools/dtls_raw.ts";
+import { bindUdp } from "../shared/dtls/udp.ts";
 
 const IDENTITY = pskIdentity("hostile.example.test");
 const PSK = derivePsk("hostile-test-api-key");
@@ -347,7 +348,7 @@ async function cookieValidStart(r: Raw, port: number, rnd: () => number): Promis
   await r.send(clientHello(random, cookie, 1), port);
 }
 
-Deno.test("cookie-valid handshakes beyond maxHandshakes evict the oldest, counted; a newcomer still gets in", async () => {
+Deno.test("cookie-valid handshakes beyond maxHandshakes: the excess is dropped, counted; a newcomer from another address still gets in", async () => {
   const cap = 3;
   const attackers = 8;
   await withSession(async (s) => {
@@ -356,25 +357,30 @@ Deno.test("cookie-valid handshakes beyond maxHandshakes evict the oldest, counte
     try {
       const rnd = mulberry32(7);
       for (const r of socks) await cookieValidStart(r, s.echo.port, rnd);
+      const handled = () => {
+        const now = s.echo.server.stats;
+        return now.handshakesStarted - before.handshakesStarted + now.dropped.handshakesBusy -
+          before.dropped.handshakesBusy;
+      };
       await waitUntil(
-        () => s.echo.server.stats.handshakesStarted - before.handshakesStarted >= attackers,
+        () => handled() >= attackers,
         5000,
         () => "the cookie-valid ClientHellos were not all handled",
       );
       const after = s.echo.server.stats;
-      assert.equal(after.handshakesStarted - before.handshakesStarted, attackers);
-      assert.equal(
-        after.handshakesEvicted.globalCap - before.handshakesEvicted.globalCap,
-        attackers - cap,
-      );
+      // The first three took the slots; the rest, from the same address, had no claim
+      // on one (no handshake was stale) and were dropped, not let in by evicting.
+      assert.equal(after.handshakesStarted - before.handshakesStarted, cap);
+      assert.equal(after.dropped.handshakesBusy - before.dropped.handshakesBusy, attackers - cap);
+      assert.equal(after.handshakesEvicted.globalCap - before.handshakesEvicted.globalCap, 0);
       assert.equal(s.echo.server.handshakesInProgress, cap);
-      // The newest three are the ones left: each got its server flight (ServerHello).
       await waitUntil(
-        () => socks.slice(-cap).every((r) => r.got.some((d) => d[13] === 2)),
+        () => socks.slice(0, cap).every((r) => r.got.some((d) => d[13] === 2)),
         5000,
-        () => "the newest half-open handshakes got no ServerHello",
+        () => "the first half-open handshakes got no ServerHello",
       );
-      // With every slot held, a real client still gets in (it evicts the oldest).
+      // With every slot held from 127.0.0.1, a real client from 127.0.0.2 gets in: it
+      // takes the oldest slot of the address that holds them all.
       const t0 = performance.now();
       const late = await dtlsConnect({
         hostname: "127.0.0.1",
@@ -382,8 +388,13 @@ Deno.test("cookie-valid handshakes beyond maxHandshakes evict the oldest, counte
         identity: IDENTITY,
         psk: PSK,
         handshakeTimeoutMs: 5000,
+        socket: (_h, port, handler) => bindUdp("127.0.0.2", port, handler),
       });
       assert.ok(performance.now() - t0 < 2000);
+      assert.equal(
+        s.echo.server.stats.handshakesEvicted.globalCap - before.handshakesEvicted.globalCap,
+        1,
+      );
       late.close();
       await waitUntil(() => s.echo.conns.at(-1)!.closed, 5000, () => "not closed");
       // Half-open handshakes do not disturb the established session.

@@ -5,9 +5,13 @@
  * peer (it answers with a HelloVerifyRequest computed from the packet alone), so
  * spoofed floods cost it no memory. A valid cookie only proves the peer receives
  * at its address: half-open handshakes (cookie checked, not finished) are bounded
- * per source address and in all, and a full cap evicts the oldest half-open
- * handshake rather than refuse the newcomer, so a peer that opens handshakes and
- * falls silent can hold slots only until newer handshakes push it out. Toward a
+ * per source address and in all. A full address cap evicts that address's oldest;
+ * a full global cap gives a newcomer from a quieter address the busiest address's
+ * oldest slot, or a stale handshake's slot, and otherwise drops its hello (its
+ * client retransmits): a peer that opens handshakes and falls silent holds slots
+ * only until they are stale, and a crowd of real clients (a restart) is let in at
+ * the pace the server finishes handshakes, instead of each newcomer evicting a
+ * handshake about to finish. Toward a
  * half-open peer the server sends at most `handshakeAmplificationLimit` times the
  * bytes it received from it; retransmissions beyond that wait for the peer.
  *
@@ -59,10 +63,21 @@ export interface DtlsServerOptions {
   /** Called for each connection once its handshake completes. */
   onConnection: (conn: DtlsConn) => void;
   /**
-   * Half-open handshakes (cookie checked, not finished) at once. When full, a new
-   * one evicts the oldest. Default 1000.
+   * Half-open handshakes (cookie checked, not finished) at once: the server's work in
+   * progress, which a crowd of clients (a restart) must not push past what it finishes
+   * before their retransmission timers fire. When full, a newcomer takes the slot of
+   * the oldest handshake of the address holding the most, if that address holds more
+   * than the newcomer's would (a flood from a few addresses cannot lock others out);
+   * else of the oldest handshake if it is older than `staleHandshakeMs`; else the
+   * newcomer's ClientHello is dropped (`dropped.handshakesBusy`) and its client comes
+   * back at its retransmission timeout. Default 128.
    */
   maxHandshakes?: number;
+  /**
+   * A half-open handshake this old gives its slot to a newcomer when `maxHandshakes`
+   * is full (a real one takes a few round trips). Default 5000 ms.
+   */
+  staleHandshakeMs?: number;
   /**
    * Half-open handshakes per source address (an IPv4 address, an IPv6 /64; the
    * port does not count). When full, a new one from that address evicts that
@@ -137,6 +152,8 @@ interface HalfOpen {
   received: number;
   /** UDP payload bytes sent to the peer for this association. */
   sent: number;
+  /** When its cookie-bearing ClientHello arrived (the clock's ms). */
+  readonly startedAt: number;
 }
 
 /** A DTLS 1.2 PSK server: one UDP socket, many peers, stateless cookies before any per-peer state. */
@@ -174,7 +191,8 @@ export class DtlsServer {
 
   private constructor(opts: DtlsServerOptions) {
     this.#opts = {
-      maxHandshakes: 1000,
+      maxHandshakes: 128,
+      staleHandshakeMs: 5000,
       maxHandshakesPerAddress: 16,
       handshakeAmplificationLimit: 3,
       handshakeTimeoutMs: 30_000,
@@ -335,12 +353,14 @@ export class DtlsServer {
       this.#sendHelloVerify(data, from, f.messageSeq, this.#cookies.make(key, ch.value));
       return;
     }
+    const o = this.#opts;
+    if (!this.#makeRoom(group)) {
+      this.stats.dropped.handshakesBusy++;
+      return;
+    }
     // A new valid handshake from the address of an established session: the client
     // restarted on the same port. The old session is gone for it.
     old?.close("replaced by a new handshake from the same address");
-
-    const o = this.#opts;
-    this.#makeRoom(group);
     const peer = { hostname: from.hostname, port: from.port };
     const maxDatagramSize = typeof o.maxDatagramSize === "number"
       ? o.maxDatagramSize
@@ -374,7 +394,14 @@ export class DtlsServer {
         conn.established || half.sent + bytes <= o.handshakeAmplificationLimit * half.received,
     });
     conn.key = key;
-    const half: HalfOpen = { key, conn, group, received: data.length, sent: 0 };
+    const half: HalfOpen = {
+      key,
+      conn,
+      group,
+      received: data.length,
+      sent: 0,
+      startedAt: o.clock.now(),
+    };
     this.#conns.set(key, conn);
     this.#halfOpen.set(key, half);
     // Handshakes are answered as their flights arrive (the socket may batch reads).
@@ -477,20 +504,33 @@ export class DtlsServer {
     this.#opts.onPathValidated?.(conn, to);
   }
 
-  /** Evicts the oldest half-open handshakes until a new one from `group` fits both caps. */
-  #makeRoom(group: string): void {
+  /**
+   * Room for a new half-open handshake from `group`, by the rules of `maxHandshakes`
+   * and `maxHandshakesPerAddress`; false: none (the newcomer is dropped).
+   */
+  #makeRoom(group: string): boolean {
     const o = this.#opts;
     const evicted = this.stats.handshakesEvicted;
-    for (;;) {
-      const mine = this.#halfOpenByGroup.get(group);
-      if (!mine || mine.size < o.maxHandshakesPerAddress) break;
+    const mine = this.#halfOpenByGroup.get(group);
+    while (mine && mine.size >= o.maxHandshakesPerAddress) {
       evicted.addressCap++;
       this.#evict(mine.values().next().value!, "its address has too many half-open handshakes");
     }
-    while (this.#halfOpen.size >= o.maxHandshakes) {
-      evicted.globalCap++;
-      this.#evict(this.#halfOpen.values().next().value!, "too many half-open handshakes");
+    if (this.#halfOpen.size < o.maxHandshakes) return true;
+    let busiest: Set<HalfOpen> | undefined;
+    for (const g of this.#halfOpenByGroup.values()) {
+      if (!busiest || g.size > busiest.size) busiest = g;
     }
+    const oldest = this.#halfOpen.values().next().value!;
+    const victim = busiest && busiest.size > (mine?.size ?? 0) + 1
+      ? busiest.values().next().value!
+      : o.clock.now() - oldest.startedAt >= o.staleHandshakeMs
+      ? oldest
+      : undefined;
+    if (!victim) return false;
+    evicted.globalCap++;
+    this.#evict(victim, "too many half-open handshakes");
+    return true;
   }
 
   /** Ends a half-open handshake without a word to the peer (it may be the flood). */

@@ -83,6 +83,11 @@ export interface DtlsStats {
      * have answered past the server's budget for those (server).
      */
     helloRateLimited: number;
+    /**
+     * A ClientHello with a valid cookie, dropped because every half-open handshake
+     * slot was taken and none could be given up (server, `maxHandshakes`).
+     */
+    handshakesBusy: number;
     /** A well-formed record that is not valid in the current state. */
     unexpected: number;
     /** Application data we could not deliver (no handler queue room, or not established). */
@@ -117,6 +122,7 @@ export function newStats(): DtlsStats {
       unknownCid: 0,
       badCookie: 0,
       helloRateLimited: 0,
+      handshakesBusy: 0,
       unexpected: 0,
       undeliverable: 0,
     },
