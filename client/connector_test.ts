@@ -297,6 +297,11 @@ Deno.test("connector: classifyFailure gives one clear line per cause", () => {
       "unreachable",
       /^Server hop\.example\.net:4433 unreachable/,
     ],
+    [
+      new DtlsError("HANDSHAKE_STALLED", "x"),
+      "server_busy",
+      /^Server hop\.example\.net:4433 busy: it answered/,
+    ],
     [new DtlsError("ALERT_RECEIVED", "x", 51), "bad_api_key", /^Bad API key/],
     [new DtlsError("ALERT_RECEIVED", "x", 115), "unknown_domain", /^Domain not registered/],
     [

@@ -75,6 +75,9 @@ export function dtlsDialer(o: DtlsDialerOptions): TunnelDialer {
         identity,
         psk,
         handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
+        // A server that answered the first hello is up: when it is busy letting a crowd
+        // of clients in (its restart), waiting for a turn beats starting over later.
+        answeredTimeoutMs: 30_000,
         // Short retransmission ceiling: a restarted server is found within ~2 s.
         initialRtoMs: 500,
         maxRtoMs: 2000,

@@ -68,6 +68,12 @@ export function classifyFailure(e: unknown, server: string, domain: string): Cli
         `Server ${server} unreachable: no DTLS answer in time (is the server up, the UDP port open?)`,
       );
     }
+    if (e.code === "HANDSHAKE_STALLED") {
+      return new ClientFailure(
+        "server_busy",
+        `Server ${server} busy: it answered, then did not finish the DTLS handshake in time`,
+      );
+    }
     if (
       e.code === "ALERT_RECEIVED" &&
       (e.alert === AlertDescription.DecryptError || e.alert === AlertDescription.BadRecordMac)

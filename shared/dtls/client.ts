@@ -28,6 +28,14 @@ export interface DtlsClientOptions {
   suites?: SuiteName[];
   /** Give up after this long. Default 30 000 ms. */
   handshakeTimeoutMs?: number;
+  /**
+   * Once the server has answered (its HelloVerifyRequest: it is up and reachable), the
+   * handshake may take this long in all: a server with a crowd of handshakes (a
+   * restart) drops the excess hellos and lets their clients in as it finishes others,
+   * so a client that gives up at `handshakeTimeoutMs` only starts over at the back.
+   * Default `handshakeTimeoutMs`.
+   */
+  answeredTimeoutMs?: number;
   /** First retransmission timeout, doubling up to `maxRtoMs`. Default 500 ms. */
   initialRtoMs?: number;
   /** Ceiling for the doubling retransmission timeout. Default 8000 ms. */
@@ -140,16 +148,28 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
       finish,
       opts.connectionId ?? true,
     );
-    const timer = clock.setTimer(
-      () =>
-        hs.fail(
-          new DtlsError(
-            "HANDSHAKE_TIMEOUT",
-            `No DTLS handshake with ${opts.hostname}:${opts.port} within ${timeoutMs} ms`,
-          ),
+    const answeredMs = Math.max(timeoutMs, opts.answeredTimeoutMs ?? timeoutMs);
+    const onTimeout = () => {
+      if (hs.serverAnswered && answeredMs > timeoutMs) {
+        timer = clock.setTimer(() => {
+          hs.fail(
+            new DtlsError(
+              "HANDSHAKE_STALLED",
+              `DTLS handshake with ${opts.hostname}:${opts.port} not finished within ` +
+                `${answeredMs} ms: the server answered, then did not go on (busy?)`,
+            ),
+          );
+        }, answeredMs - timeoutMs);
+        return;
+      }
+      hs.fail(
+        new DtlsError(
+          "HANDSHAKE_TIMEOUT",
+          `No DTLS handshake with ${opts.hostname}:${opts.port} within ${timeoutMs} ms`,
         ),
-      timeoutMs,
-    );
+      );
+    };
+    let timer = clock.setTimer(onTimeout, timeoutMs);
     const onAbort = () => hs.fail(new DtlsError("ABORTED", "DTLS connect aborted"));
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     conn.handshake = hs;

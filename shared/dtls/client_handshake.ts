@@ -88,6 +88,11 @@ export class ClientHandshake extends Handshake {
     return this.#suite;
   }
 
+  /** The server has answered (a HelloVerifyRequest): it is up, and reachable from here. */
+  get serverAnswered(): boolean {
+    return this.#hello.cookie.length > 0;
+  }
+
   start(): void {
     this.#sendHello();
   }

@@ -553,3 +553,58 @@ Deno.test("addressGroup: IPv4 as is, IPv4-mapped as IPv4, IPv6 by its /64", () =
   equal(addressGroup("::1"), "0:0:0:0::/64");
   equal(addressGroup("fe80::1%eth0"), "fe80:0:0:0::/64");
 });
+
+Deno.test("handshake slots: a client the server answered waits for a slot up to answeredTimeoutMs; one never answered gives up at handshakeTimeoutMs", async () => {
+  const { clock, net, server, silentPeer } = setup((h) => h === "10.0.0.2", { maxHandshakes: 1 });
+  // One silent handshake from 10.0.0.2 holds the only slot until it is stale (5 s).
+  const peer = silentPeer("10.0.0.2", 50_000);
+  await runFor(clock, 3 * ONE_WAY_MS);
+  equal(server.handshakesInProgress, 1);
+  const attempt = (port: number, answeredTimeoutMs?: number) => {
+    const t0 = clock.now();
+    const r: { conn?: DtlsConn; error?: Error; ms?: number } = {};
+    dtlsConnect({
+      ...SERVER,
+      port,
+      identity: DOMAIN,
+      psk: PSK,
+      clock,
+      handshakeTimeoutMs: 3_000,
+      maxRtoMs: 2_000,
+      ...(answeredTimeoutMs ? { answeredTimeoutMs } : {}),
+      socket: (_h, p, handler) => net.socket("10.0.0.2", p, handler),
+    }).then(
+      (c) => Object.assign(r, { conn: c, ms: clock.now() - t0 }),
+      (e) => Object.assign(r, { error: e, ms: clock.now() - t0 }),
+    );
+    return r;
+  };
+  const impatient = attempt(SERVER.port);
+  const patient = attempt(SERVER.port, 15_000);
+  const nobody = attempt(SERVER.port + 1, 15_000); // no server there
+  await runUntil(
+    clock,
+    () => [impatient, patient, nobody].every((r) => r.ms !== undefined),
+    20_000,
+    "all three",
+  );
+  console.log(
+    `impatient: ${impatient.error?.message} after ${impatient.ms} ms; patient: in after ` +
+      `${patient.ms} ms; no server: ${nobody.error?.message} after ${nobody.ms} ms`,
+  );
+  // Its hellos were dropped while the slot was held: it gave up at its 3 s (no longer
+  // wait asked for, so the old error).
+  equal((impatient.error as { code?: string } | undefined)?.code, "HANDSHAKE_TIMEOUT");
+  equal(impatient.ms, 3_000);
+  ok(server.stats.dropped.handshakesBusy > 0);
+  // The same wait, with the server's answer taken into account: in once the slot was stale.
+  ok(patient.conn, `patient failed: ${patient.error}`);
+  ok(patient.ms! > 5_000 && patient.ms! < 8_000, `${patient.ms} ms`);
+  // Nothing answered: the longer wait does not apply.
+  equal((nobody.error as { code?: string } | undefined)?.code, "HANDSHAKE_TIMEOUT");
+  equal(nobody.ms, 3_000);
+  patient.conn!.close();
+  peer.close();
+  await server.close();
+  net.close();
+});
