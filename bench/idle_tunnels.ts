@@ -31,7 +31,9 @@
  * `--holder-flags '--cpu-prof --cpu-prof-dir=DIR'` (extra deno flags for the holders),
  * `--server-max-datagram 1215` (the server's HOP_TUNNEL_MAX_DATAGRAM_BYTES, as for clients
  * across the internet; 0: its loopback default, 16 KiB).
- * It also prints the CPU each tunnel cost while opening, on the server and the clients.
+ * It also prints the CPU each tunnel cost while opening, on the server and the clients, and
+ * what the restarted server's DTLS counters say of the crowd (stateless resets, hellos
+ * dropped, handshakes evicted) with the machine's `Udp: RcvbufErrors` over the restart.
  */
 import { runClient } from "../client/connector.ts";
 import { dtlsDialer } from "../client/dialer.ts";
@@ -93,6 +95,11 @@ interface Figures {
   /** CPU of the server and of all holders from the kill until all were back (or timeout). */
   restartServerCpuSeconds: number;
   restartClientCpuSeconds: number;
+  /**
+   * What the restarted server counted by the end of the restart window (how the crowd
+   * was let in) and the machine's `Udp: RcvbufErrors` over that window.
+   */
+  restartCounters: Record<string, number>;
 }
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
@@ -129,6 +136,28 @@ async function packetsTotal(httpPort: number): Promise<number> {
     n += Number(m[1]);
   }
   return n;
+}
+
+/** The server's DTLS admission counters, by "metric{labels}", those not zero. */
+async function admissionCounters(httpPort: number): Promise<Record<string, number>> {
+  const r = await curl(["-s", "-H", "Host: gateway.test", `http://127.0.0.1:${httpPort}/metrics`]);
+  const out: Record<string, number> = {};
+  const re =
+    /^hopgate_dtls_(stateless_resets_total|handshakes_evicted_total|dropped_records_total|handshakes_total)(\{[^}]*\})? (\S+)$/gm;
+  for (const m of r.body.matchAll(re)) {
+    const v = Number(m[3]);
+    if (v !== 0) out[`${m[1]}${m[2] ?? ""}`] = v;
+  }
+  return out;
+}
+
+/** The machine's `Udp: RcvbufErrors` (/proc/net/snmp): datagrams dropped at a full socket. */
+function rcvbufErrors(): number {
+  const lines = Deno.readTextFileSync("/proc/net/snmp").split("\n").filter((l) =>
+    l.startsWith("Udp:")
+  );
+  const names = lines[0]!.split(/\s+/), values = lines[1]!.split(/\s+/);
+  return Number(values[names.indexOf("RcvbufErrors")]);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -397,7 +426,7 @@ async function measure(n: number): Promise<Figures> {
     await server.proc.stop(RESTART_SIGNAL);
     await server.restart();
     const serverRestartSeconds = (performance.now() - k0) / 1000;
-    const rc0 = cpuTicks(pid()), rh0 = holderTicks();
+    const rc0 = cpuTicks(pid()), rh0 = holderTicks(), drops0 = rcvbufErrors();
     let allDown: number | null = null;
     let allBack: number | null = null;
     const end = k0 + RESTART_TIMEOUT_S * 1000;
@@ -420,6 +449,10 @@ async function measure(n: number): Promise<Figures> {
     }
     const restartServerCpuSeconds = (cpuTicks(pid()) - rc0) / TICKS_PER_SECOND;
     const restartClientCpuSeconds = (holderTicks() - rh0) / TICKS_PER_SECOND;
+    const restartCounters = {
+      ...await admissionCounters(server.httpPort),
+      "Udp: RcvbufErrors (machine)": rcvbufErrors() - drops0,
+    };
     const restartCpuPercent = restartServerCpuSeconds /
       ((performance.now() - k0) / 1000 - serverRestartSeconds) * 100;
     return {
@@ -443,6 +476,7 @@ async function measure(n: number): Promise<Figures> {
       openClientMsPerTunnel,
       restartServerCpuSeconds,
       restartClientCpuSeconds,
+      restartCounters,
     };
   } catch (e) {
     // What the server said last: why it stopped answering.
@@ -502,6 +536,7 @@ function row(label: string, f: Figures | string): string {
     `clients ${f.restartClientCpuSeconds.toFixed(1)} s), failures ${
       JSON.stringify(f.failuresByKind)
     }`,
+    `restart counters: ${JSON.stringify(f.restartCounters)}`,
     `opened in ${f.openSeconds.toFixed(1)} s: CPU per tunnel ${
       f.openServerMsPerTunnel.toFixed(2)
     } ms server, ${f.openClientMsPerTunnel.toFixed(2)} ms clients`,
