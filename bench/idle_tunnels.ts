@@ -447,6 +447,8 @@ async function measure(n: number): Promise<Figures> {
         );
       }
     }
+    // Why the clients' tunnels ended and their attempts failed (since the start).
+    for (const [why, k] of Object.entries(sum().reasons)) console.error(`#   ${k} x ${why}`);
     const restartServerCpuSeconds = (cpuTicks(pid()) - rc0) / TICKS_PER_SECOND;
     const restartClientCpuSeconds = (holderTicks() - rh0) / TICKS_PER_SECOND;
     const restartCounters = {
