@@ -148,7 +148,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
       finish,
       opts.connectionId ?? true,
     );
-    const answeredMs = Math.max(timeoutMs, opts.answeredTimeoutMs ?? timeoutMs);
+    const answeredMs = opts.answeredTimeoutMs ?? timeoutMs;
     const onTimeout = () => {
       if (hs.serverAnswered && answeredMs > timeoutMs) {
         timer = clock.setTimer(() => {
