@@ -39,6 +39,7 @@ import { runClient } from "../client/connector.ts";
 import { dtlsDialer } from "../client/dialer.ts";
 import { bindUdp } from "../shared/dtls/udp.ts";
 import { curl, ROOT, startServerProc } from "../tests/helpers/procs.ts";
+import { metric } from "../tests/helpers/attack.ts";
 
 const arg = (name: string, fallback: string) => {
   const i = Deno.args.indexOf(name);
@@ -119,32 +120,23 @@ function memory(pid: number): { rss: number; hwm: number } {
   return { rss: kib("VmRSS") / 1024, hwm: kib("VmHWM") / 1024 };
 }
 
+/** The server's /metrics text (it answers on the server domain). */
+async function metricsText(httpPort: number): Promise<string> {
+  const r = await curl(["-s", "-H", "Host: gateway.test", `http://127.0.0.1:${httpPort}/metrics`]);
+  return r.body;
+}
+
 /** hopgate_tunnel_packets_total, both directions. */
 async function packetsTotal(httpPort: number): Promise<number> {
-  const r = await curl([
-    "-s",
-    "-H",
-    "Host: gateway.test",
-    `http://127.0.0.1:${httpPort}/metrics`,
-  ]);
-  let n = 0;
-  for (
-    const m of r.body.matchAll(
-      /^hopgate_tunnel_packets_total\{[^}]*\} (\d+(?:\.\d+)?(?:e\+\d+)?)$/gm,
-    )
-  ) {
-    n += Number(m[1]);
-  }
-  return n;
+  return metric(await metricsText(httpPort), "hopgate_tunnel_packets_total");
 }
 
 /** The server's DTLS admission counters, by "metric{labels}", those not zero. */
 async function admissionCounters(httpPort: number): Promise<Record<string, number>> {
-  const r = await curl(["-s", "-H", "Host: gateway.test", `http://127.0.0.1:${httpPort}/metrics`]);
   const out: Record<string, number> = {};
   const re =
     /^hopgate_dtls_(stateless_resets_total|handshakes_evicted_total|dropped_records_total|handshakes_total)(\{[^}]*\})? (\S+)$/gm;
-  for (const m of r.body.matchAll(re)) {
+  for (const m of (await metricsText(httpPort)).matchAll(re)) {
     const v = Number(m[3]);
     if (v !== 0) out[`${m[1]}${m[2] ?? ""}`] = v;
   }
