@@ -283,8 +283,12 @@ function advisoryLocks(
   // releases it, one socket per hang.
   const discard = (c: LockClient): void => {
     if (current === c) current = undefined;
+    end(c, 0);
+  };
+  /** Ends `c` once, giving its queries `timeoutS` (0: fails them at once); `close` waits for it. */
+  const end = (c: LockClient, timeoutS: number): void => {
     if (c.ended) return;
-    const ended = c.ended = c.sql.end({ timeout: 0 }).catch(() => {});
+    const ended = c.ended = c.sql.end({ timeout: timeoutS }).catch(() => {});
     ending.add(ended);
     void ended.finally(() => ending.delete(ended));
   };
@@ -334,10 +338,7 @@ function advisoryLocks(
       closed = true;
       const c = current;
       current = undefined;
-      if (c && !c.ended) {
-        c.ended = c.sql.end({ timeout: 5 }).catch(() => {});
-        ending.add(c.ended);
-      }
+      if (c) end(c, 5);
       await Promise.all(ending);
     },
   };
