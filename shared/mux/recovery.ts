@@ -514,8 +514,9 @@ export class Recovery<F> {
     if (this.probesPending > 0) return now;
     this.#refill(now);
     if (this.#tokens >= size) return now;
-    // Sub-millisecond waits are fine: the real clock runs them with setImmediate.
-    return now + (size - this.#tokens) / this.pacingRate;
+    const rate = this.pacingRate;
+    const quantum = Math.min(rate * this.#p.pacingQuantumMs, this.cc.pacingBurstBytes() / 2);
+    return now + (Math.max(size, quantum) - this.#tokens) / rate;
   }
 
   /** Drops all state (session closed). Frames are not reported lost. */

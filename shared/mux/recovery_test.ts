@@ -224,3 +224,35 @@ Deno.test("recovery: the BDP cap is 2 x (max delivery rate x min RTT) + queueLim
   const appLimited = run(8000, false);
   equal(appLimited.cap, Infinity, "rounds the window did not limit measure nothing");
 });
+
+Deno.test("recovery: a pacer out of tokens waits for a quantum, and a late timer costs no rate", () => {
+  // 1000-byte packets paced at 12.5 bytes/us (100 Mbit/s): gain 125 x 10 packets / 100 ms.
+  // A wake that is late (Deno's timers fire ~1-2 ms after the delay asked) finds the tokens
+  // that accrued meanwhile, up to the burst (48 KB here, so half of it is the quantum).
+  const cases = [
+    { pacingQuantumMs: 0, lateMs: 0, packetsPerWake: [0.9, 1] },
+    { pacingQuantumMs: 2, lateMs: 0, packetsPerWake: [23, 25] },
+    { pacingQuantumMs: 2, lateMs: 1.1, packetsPerWake: [35, 39] },
+  ];
+  for (const { pacingQuantumMs, lateMs, packetsPerWake } of cases) {
+    const { rec, size } = recovery({ pacingGainRatio: 125, pacingQuantumMs });
+    const rate = rec.pacingRate;
+    equal(rate, 12_500);
+    let t = 0, sent = 0, wakes = 0;
+    // Spend the initial burst first: from then on each wake is a pacing wake.
+    while (rec.pacingTime(size, t) <= t) rec.onPacketSent(sent++, t, size, true, [""]);
+    const first = sent;
+    t = rec.pacingTime(size, t) + lateMs;
+    const start = t;
+    while (t < 1000) {
+      wakes++;
+      while (rec.pacingTime(size, t) <= t) rec.onPacketSent(sent++, t, size, true, [""]);
+      t = rec.pacingTime(size, t) + lateMs;
+    }
+    const perWake = (sent - first) / wakes;
+    const achieved = ((sent - first) * size) / (t - start) / rate;
+    const label = `quantum ${pacingQuantumMs} ms, timer ${lateMs} ms late`;
+    ok(perWake >= packetsPerWake[0]! && perWake <= packetsPerWake[1]!, `${label}: ${perWake}`);
+    ok(achieved > 0.97 && achieved < 1.03, `${label}: ${achieved} of the pacing rate`);
+  }
+});
