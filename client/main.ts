@@ -24,6 +24,8 @@ import { redactProxy, tcpDialer } from "./tcp_dialer.ts";
 import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
 import { readDotEnv } from "../shared/dotenv.ts";
+import { receiveBufferWarning } from "../shared/udp_buffer.ts";
+import { isLoopbackAddress } from "../shared/dtls/mod.ts";
 import { formatHostPort } from "../shared/names.ts";
 
 const HELP_AFTER = `
@@ -317,6 +319,13 @@ export async function main(argv: string[]): Promise<number> {
   if (check) {
     Deno.stdout.writeSync(new TextEncoder().encode(describe(config) + "\n"));
     return 0;
+  }
+  if (
+    config.transport !== "tcp" &&
+    !config.servers.every((s) => s.hostname === "localhost" || isLoopbackAddress(s.hostname))
+  ) {
+    const rmem = await receiveBufferWarning();
+    if (rmem !== null) err(`hopgate-client: warning: ${rmem}\n`);
   }
 
   const terminal = Deno.stdout.isTerminal();

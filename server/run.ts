@@ -27,6 +27,7 @@ import { TunnelRegistry } from "./registry.ts";
 import { type Cluster, startCluster } from "./cluster/mod.ts";
 import { SERVER_VERSION, type Tunnel, TunnelHub, type TunnelHubOptions } from "./tunnels.ts";
 import { openStorage, type Storage } from "../db/mod.ts";
+import { receiveBufferWarning } from "../shared/udp_buffer.ts";
 import { defaultMaxDatagramSize, isLoopbackAddress } from "../shared/dtls/mod.ts";
 import {
   isTunnelUpgrade,
@@ -90,6 +91,10 @@ export async function runServer(
   });
   /** Set once storage is open: a query that finds the database gone re-checks it for /readyz. */
   let checkDatabase: Readiness | undefined;
+  // Measured while the database opens (~50-200 ms); a loopback listener is a test or a trial.
+  const rmemCheck = isLoopbackAddress(config.dtlsListen.hostname)
+    ? Promise.resolve(null)
+    : receiveBufferWarning();
   // The database may come up after us (a container started first): retry.
   let storage: Storage;
   try {
@@ -180,6 +185,8 @@ export async function runServer(
     });
     cleanups.push(() => hub.close());
     readiness.listener("dtls", true);
+    const rmem = await rmemCheck;
+    if (rmem !== null) logger.warn(rmem, { component: "dtls" });
     if (config.cluster) {
       if (!storage.cluster) {
         throw new Error(
