@@ -5,10 +5,11 @@
 # runs wrk -c50 (8 s) and -c1 (4 s) on a 13-byte response, a 50 MiB echo upload and a 100 MiB
 # download with curl,
 # prints the figures and the RSS of both processes, and stops everything it started.
-# ONLY=c50, c1, echo or get runs that phase alone (e.g. to profile it); REPEAT=n runs the c50
+# ONLY=c50, c1, echo or get runs that phase alone (e.g. to profile it); ONLY=c1paced runs one
+# request every 25 ms (hey -q 40), as c1 does over a 20 ms path; REPEAT=n runs the c50
 # phase n times in a row (a Deno process warms up over tens of seconds). PROFILE=1 adds --cpu-prof
 # (profiles under $OUT/server, $OUT/client; summarize with
-# `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl.
+# `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl (c1paced: hey).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/hopgate-quick.XXXXXX)}
@@ -70,6 +71,14 @@ wrk -t1 -c1 -d4s --latency "${H[@]}" "http://127.0.0.1:$HTTP/" >"$OUT/wrk1"
 read -r n r a < <(awk '/requests in/{n=$1} /Requests\/sec/{r=$2} /^ +50%/{a=$2} END{print n, r, a}' "$OUT/wrk1")
 hz=$(getconf CLK_TCK)
 echo "c1:  $r req/s p50 $a; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
+fi
+if [ "${ONLY:-}" = c1paced ]; then
+# One request every 25 ms, as c1 over a 20 ms path: each finds both processes idle.
+s0=$(cpu $S) c0=$(cpu $C)
+hey -c 1 -q 40 -z 8s "${H[@]}" "http://127.0.0.1:$HTTP/" >"$OUT/hey1"
+n=$(awk '/\[200\]/{print $2}' "$OUT/hey1") a=$(awk '/ 50% in /{print $3 * 1000}' "$OUT/hey1")
+hz=$(getconf CLK_TCK)
+echo "c1 paced (40/s): $n requests, p50 $a ms; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
 fi
 if [ "${ONLY:-echo}" = echo ]; then
 head -c 52428800 /dev/urandom >"$OUT/50m.bin"
