@@ -75,7 +75,7 @@ fi
 if [ "${ONLY:-}" = c1paced ]; then
 # One request every 25 ms, as c1 over a 20 ms path: each finds both processes idle.
 s0=$(cpu $S) c0=$(cpu $C)
-hey -c 1 -q 40 -z 8s "${H[@]}" "http://127.0.0.1:$HTTP/" >"$OUT/hey1"
+hey -c 1 -q 40 -z 8s -host app.localhost "http://127.0.0.1:$HTTP/" >"$OUT/hey1"
 n=$(awk '/\[200\]/{print $2}' "$OUT/hey1") a=$(awk '/ 50% in /{print $3 * 1000}' "$OUT/hey1")
 hz=$(getconf CLK_TCK)
 echo "c1 paced (40/s): $n requests, p50 $a ms; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
