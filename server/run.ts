@@ -91,7 +91,7 @@ export async function runServer(
   });
   /** Set once storage is open: a query that finds the database gone re-checks it for /readyz. */
   let checkDatabase: Readiness | undefined;
-  // Measured while the database opens (~50-200 ms); a loopback listener is a test or a trial.
+  // Measured while the database opens (~0.1-0.3 s); a loopback listener is a test or a trial.
   const rmemCheck = isLoopbackAddress(config.dtlsListen.hostname)
     ? Promise.resolve(null)
     : receiveBufferWarning();

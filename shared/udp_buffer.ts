@@ -21,8 +21,8 @@ export const PROBE_DATAGRAM_BYTES = 1215;
 export const PROBE_BATCHES: readonly number[] = [100, 200, 400];
 /** What the warning and docs/operations.md recommend. */
 export const RMEM_DEFAULT_RECOMMENDED = 4 * 1024 * 1024;
-/** A batch is read back until the socket was silent this long. */
-const QUIET_MS = 20;
+/** Each batch (all queued before its first read) is read until the socket is this long silent. */
+const QUIET_MS = 50;
 
 /** How many datagrams of the largest batch sent a fresh socket held. */
 export interface ReceiveQueueProbe {
