@@ -33,6 +33,13 @@ export type { MuxCloseInfo, MuxSessionOptions, MuxStats } from "./types.ts";
 
 type State = "open" | "draining" | "closed";
 
+/**
+ * A timer this late means the event loop stalled: silence is then judged again after
+ * as long as the stall (at most STALL_RECHECK_MAX_MS), once the sockets were read.
+ */
+const STALL_MS = 250;
+const STALL_RECHECK_MAX_MS = 1000;
+
 /** How an immediate close goes. */
 interface CloseHow {
   /** The peer closed the session (its CLOSE arrived). */
@@ -78,6 +85,8 @@ export class MuxSession {
   readonly #timerBound = () => this.#onTimer();
   #timer: unknown = null;
   #timerAt = Infinity;
+  /** After a stall, silence is not judged before this (see #onTimer); -Infinity: no stall. */
+  #stallRecheckAt = -Infinity;
   /** Releases the transport's hold (`#updateHold`), or null. */
   #hold: (() => void) | null = null;
   #lastReceiveTime: number;
@@ -358,6 +367,7 @@ export class MuxSession {
     }
     this.#lastReceiveTime = now;
     this.#packer.unansweredSince = Infinity;
+    this.#stallRecheckAt = -Infinity;
     let eliciting = false;
     /** Nothing but PING, PADDING and ACK: a keepalive, a PTO or a PMTU probe. */
     let probeOnly = true;
@@ -464,9 +474,10 @@ export class MuxSession {
     let t = this.#recovery.lossDetectionDeadline;
     const ack = this.#ack;
     if (ack.pending && ack.ackDeadline < t) t = ack.ackDeadline;
-    const idle = this.#lastReceiveTime + p.idleTimeoutMs;
+    // After a stall, silence is judged again at #stallRecheckAt, not before.
+    const idle = Math.max(this.#lastReceiveTime + p.idleTimeoutMs, this.#stallRecheckAt);
     if (idle < t) t = idle;
-    const unanswered = this.#unansweredDeadline();
+    const unanswered = Math.max(this.#unansweredDeadline(), this.#stallRecheckAt);
     if (unanswered < t) t = unanswered;
     const ka = Math.max(this.#lastReceiveTime, this.#packer.lastSendTime) + this.#keepAliveWaitMs;
     if (ka < t) t = ka;
@@ -533,16 +544,25 @@ export class MuxSession {
   }
 
   #onTimer(): void {
+    const due = this.#timerAt;
     this.#timer = null;
     this.#timerAt = Infinity;
     if (this.#state === "closed") return;
     const now = this.#clock.now();
     const p = this.params;
-    if (now >= this.#lastReceiveTime + p.idleTimeoutMs) {
+    const silent = now >= this.#lastReceiveTime + p.idleTimeoutMs ||
+      now >= this.#unansweredDeadline();
+    if (silent && now < this.#stallRecheckAt) {
+      // Waiting to judge again after a stall (below).
+    } else if (silent && now - due > STALL_MS && this.#stallRecheckAt === -Infinity) {
+      // This timer fired long after it was due: the event loop stalled (a busy or starved
+      // process). Deno runs due timers before it reads the sockets, so what the peer sent
+      // in time may still wait there: judge the silence again once that was read.
+      this.#stallRecheckAt = now + Math.min(now - due, STALL_RECHECK_MAX_MS);
+    } else if (now >= this.#lastReceiveTime + p.idleTimeoutMs) {
       this.#closeNow(SessionErrorCode.IDLE_TIMEOUT, "idle timeout", { notifyPeer: true });
       return;
-    }
-    if (now >= this.#unansweredDeadline()) {
+    } else if (now >= this.#unansweredDeadline()) {
       this.#closeNow(
         SessionErrorCode.IDLE_TIMEOUT,
         `no answer from the peer in ${p.unansweredTimeoutMs} ms`,
