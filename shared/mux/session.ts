@@ -543,6 +543,19 @@ export class MuxSession {
     this.#armTimer();
   }
 
+  /**
+   * True while silence must not be judged yet: the recheck after a stall is pending, or
+   * this timer (due at `due`) fired more than STALL_MS late, which starts one. Deno runs
+   * due timers before it reads the sockets, so after a stall (a busy or starved process)
+   * what the peer sent in time may still wait there; it is read before the recheck.
+   */
+  #stalled(now: number, due: number): boolean {
+    if (now < this.#stallRecheckAt) return true;
+    if (now - due <= STALL_MS || this.#stallRecheckAt !== -Infinity) return false;
+    this.#stallRecheckAt = now + Math.min(now - due, STALL_RECHECK_MAX_MS);
+    return true;
+  }
+
   #onTimer(): void {
     const due = this.#timerAt;
     this.#timer = null;
@@ -550,19 +563,14 @@ export class MuxSession {
     if (this.#state === "closed") return;
     const now = this.#clock.now();
     const p = this.params;
-    const silent = now >= this.#lastReceiveTime + p.idleTimeoutMs ||
-      now >= this.#unansweredDeadline();
-    if (silent && now < this.#stallRecheckAt) {
-      // Waiting to judge again after a stall (below).
-    } else if (silent && now - due > STALL_MS && this.#stallRecheckAt === -Infinity) {
-      // This timer fired long after it was due: the event loop stalled (a busy or starved
-      // process). Deno runs due timers before it reads the sockets, so what the peer sent
-      // in time may still wait there: judge the silence again once that was read.
-      this.#stallRecheckAt = now + Math.min(now - due, STALL_RECHECK_MAX_MS);
-    } else if (now >= this.#lastReceiveTime + p.idleTimeoutMs) {
+    const idle = now >= this.#lastReceiveTime + p.idleTimeoutMs;
+    const unanswered = now >= this.#unansweredDeadline();
+    if ((idle || unanswered) && this.#stalled(now, due)) {
+      // Silence is judged again at #stallRecheckAt.
+    } else if (idle) {
       this.#closeNow(SessionErrorCode.IDLE_TIMEOUT, "idle timeout", { notifyPeer: true });
       return;
-    } else if (now >= this.#unansweredDeadline()) {
+    } else if (unanswered) {
       this.#closeNow(
         SessionErrorCode.IDLE_TIMEOUT,
         `no answer from the peer in ${p.unansweredTimeoutMs} ms`,
