@@ -15,8 +15,10 @@
  * (8 datagrams with the usual default).
  */
 
+import { PATH_SAFE_DATAGRAM_SIZE_IPV4 } from "./dtls/path.ts";
+
 /** The datagram size of a tunnel off loopback (a 1280-byte MTU over IPv4). */
-export const PROBE_DATAGRAM_BYTES = 1215;
+export const PROBE_DATAGRAM_BYTES = PATH_SAFE_DATAGRAM_SIZE_IPV4;
 /** The batches sent; the last one is the bar (~1 MiB of receive buffer). */
 export const PROBE_BATCHES: readonly number[] = [100, 200, 400];
 /** What the warning and docs/operations.md recommend. */
