@@ -25,6 +25,8 @@ export const PROBE_BATCHES: readonly number[] = [100, 200, 400];
 export const RMEM_DEFAULT_RECOMMENDED = 4 * 1024 * 1024;
 /** Each batch (all queued before its first read) is read until the socket is this long silent. */
 const QUIET_MS = 50;
+/** The whole probe ends by then, whatever else sends to its socket. */
+const PROBE_DEADLINE_MS = 2000;
 
 /** How many datagrams of the largest batch sent a fresh socket held. */
 export interface ReceiveQueueProbe {
@@ -34,13 +36,21 @@ export interface ReceiveQueueProbe {
   held: number;
 }
 
+/** Options of `probeReceiveQueue` (tests). */
+export interface ProbeOptions {
+  batches?: readonly number[];
+  /** Default 2000 ms. */
+  deadlineMs?: number;
+  /** Called with the probe socket's address once it is open. */
+  onOpen?: (addr: Deno.NetAddr) => void;
+}
+
 /**
  * Sends the batches to a socket of its own on 127.0.0.1 and stops at the first that does
- * not all arrive. Null if no socket could be opened there.
+ * not all arrive. Only datagrams from itself count, and it ends within `deadlineMs` even
+ * if another process keeps sending to it (then null). Null if no socket could be opened.
  */
-export async function probeReceiveQueue(
-  batches: readonly number[] = PROBE_BATCHES,
-): Promise<ReceiveQueueProbe | null> {
+export async function probeReceiveQueue(o: ProbeOptions = {}): Promise<ReceiveQueueProbe | null> {
   let sock: Deno.DatagramConn;
   try {
     sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
@@ -48,24 +58,29 @@ export async function probeReceiveQueue(
     return null;
   }
   const to = sock.addr as Deno.NetAddr;
+  o.onOpen?.(to);
+  const deadline = performance.now() + (o.deadlineMs ?? PROBE_DEADLINE_MS);
   const datagram = new Uint8Array(PROBE_DATAGRAM_BYTES);
   const buf = new Uint8Array(65536);
-  let pending: Promise<boolean> | null = null;
-  const next = () => sock.receive(buf).then(() => true, () => false);
+  let pending: Promise<boolean | null> | null = null;
+  /** True for one of our own datagrams, false for another's; rejects once closed. */
+  const next = () =>
+    sock.receive(buf).then(([, from]) => (from as Deno.NetAddr).port === to.port, () => null);
   try {
     let result: ReceiveQueueProbe = { sent: 0, held: 0 };
-    for (const n of batches) {
+    for (const n of o.batches ?? PROBE_BATCHES) {
       for (let i = 0; i < n; i++) await sock.send(datagram, to);
       let held = 0;
-      for (;;) {
+      while (held < n) {
+        if (performance.now() > deadline) return null;
         pending ??= next();
         let timer: ReturnType<typeof setTimeout> | undefined;
-        const quiet = new Promise<false>((r) => timer = setTimeout(() => r(false), QUIET_MS));
+        const quiet = new Promise<"quiet">((r) => timer = setTimeout(() => r("quiet"), QUIET_MS));
         const got = await Promise.race([pending, quiet]);
         clearTimeout(timer);
-        if (!got) break;
+        if (got === "quiet" || got === null) break;
         pending = null;
-        held++;
+        if (got) held++;
       }
       result = { sent: n, held };
       if (held < n) break;

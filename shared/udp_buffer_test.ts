@@ -39,3 +39,31 @@ Deno.test("udp buffer: a warning exactly when the kernel's default is below ~1 M
     equal(w, null, `rmem_default ${rmem}: no warning`);
   }
 });
+
+Deno.test("udp buffer: another sender cannot hold the probe open or count as its datagrams", async () => {
+  const flooder = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  let flooding = true;
+  const flood = async (to: Deno.NetAddr) => {
+    const d = new Uint8Array(100);
+    while (flooding) {
+      try {
+        await flooder.send(d, to);
+      } catch {
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1)); // ~500/s: the socket never falls quiet
+    }
+  };
+  let done: Promise<void> = Promise.resolve();
+  const t0 = performance.now();
+  try {
+    const p = await probeReceiveQueue({ deadlineMs: 500, onOpen: (to) => done = flood(to) });
+    const ms = performance.now() - t0;
+    ok(ms < 1500, `the probe ended after ${ms.toFixed(0)} ms (deadline 500 ms)`);
+    if (p !== null) ok(p.held <= p.sent, `held ${p.held} of ${p.sent}: only its own count`);
+  } finally {
+    flooding = false;
+    await done;
+    flooder.close();
+  }
+});
