@@ -58,6 +58,9 @@ export interface PackerParts {
   onFlushed(): void;
 }
 
+/** Room below which no stream frame is started in a packet (it is full). */
+const STREAM_FRAME_MIN_ROOM = 12;
+
 export class Packer {
   /** When the pacer lets the next packet go, if it held one back (else Infinity). */
   pacingAt = Infinity;
@@ -84,6 +87,14 @@ export class Packer {
   readonly #flushBound = () => this.flush();
   /** The session closed: nothing more is sent. */
   #closed = false;
+  /**
+   * A packet of stream data went out full with more waiting behind it: bigger packets
+   * would help, so path MTU probes may start. A session that only ever sends small
+   * messages (an idle tunnel's hello and keepalives, small requests) never probes:
+   * each probe is a padded datagram to encrypt, send and acknowledge on both ends,
+   * ~5 % of what opening a tunnel cost each end.
+   */
+  #sizeLimited = false;
 
   constructor(parts: PackerParts, now: number) {
     this.#p = parts;
@@ -174,7 +185,12 @@ export class Packer {
       if (hasControl) control.write(w, frames);
       let eliciting = frames.length > 0 || w.pos > packetHeaderLength(pn);
       if (dataOk) {
-        if (this.#queue.length > 0 && this.#writeStreams(w, frames)) eliciting = true;
+        if (this.#queue.length > 0 && this.#writeStreams(w, frames)) {
+          eliciting = true;
+          if (this.#queue.length > 0 && w.remaining <= STREAM_FRAME_MIN_ROOM) {
+            this.#sizeLimited = true;
+          }
+        }
         if (probe && !eliciting && w.remaining > 0) {
           // PTO with nothing to resend: a PING is enough to elicit an ACK.
           w.u8(FrameType.PING);
@@ -206,8 +222,12 @@ export class Packer {
     }
   }
 
-  /** Sends a PMTU probe (PING + PADDING of the probe size) if one is due and may go now. */
+  /**
+   * Sends a PMTU probe (PING + PADDING of the probe size) if one is due and may go now,
+   * and the session has had more stream data than fits a packet (#sizeLimited).
+   */
   #maybeProbeMtu(now: number): void {
+    if (!this.#sizeLimited) return;
     const { pmtu: pm, recovery: rec, stats } = this.#p;
     const size = pm.probeSize(now);
     if (size === 0) return;
@@ -258,7 +278,7 @@ export class Packer {
     const q = this.#queue;
     let wrote = false;
     let visits = q.length;
-    while (visits-- > 0 && q.length > 0 && w.remaining > 12) {
+    while (visits-- > 0 && q.length > 0 && w.remaining > STREAM_FRAME_MIN_ROOM) {
       const s = q.shift()!;
       s.inSendQueue = false;
       if (!this.hasSendWork(s)) continue;

@@ -56,14 +56,27 @@ async function transferBytes(p: ReturnType<typeof memoryPair>, bytes: number, se
   ss.writable.close().catch(() => {});
 }
 
-Deno.test("mux pmtud: on an open path, packets reach the ceiling within a few round trips", async () => {
+Deno.test("mux pmtud: a session that sends only small messages never probes; on an open path the first bulk transfer reaches the ceiling", async () => {
   const p = memoryPair({ mtu: 16384 });
   try {
+    // Small exchanges only (what an idle tunnel does): nothing fills a packet.
+    const s = p.client.openStream();
+    const w = writeAll(s, randomBytes(1, 500));
+    const ss = await p.wait(p.server.acceptStream(), "accept");
+    assert.ok(ss);
+    assert.equal((await p.wait(readAll(ss.readable), "read")).bytes, 500);
+    await p.wait(w, "write");
     await p.sleep(50); // 5 round trips of 10 ms
-    assert.equal(p.client.packetSize, 16384);
-    assert.equal(p.server.packetSize, 16384);
+    assert.equal(p.client.stats.mtuProbesSent, 0, "no probe from the client");
+    assert.equal(p.server.stats.mtuProbesSent, 0, "no probe from the server");
+    assert.equal(p.client.packetSize, 1200);
+    assert.equal(p.link.ab.stats.largestDelivered <= 1200, true);
+    // Bulk: the first full packet starts the search, which ends at the ceiling.
     await transferBytes(p, 1024 * 1024, 1);
+    assert.equal(p.client.packetSize, 16384);
+    assert.equal(p.client.stats.mtuProbesSent, 1, "an open path takes one probe");
     assert.equal(p.link.ab.stats.largestDelivered, 16384);
+    assert.equal(p.server.stats.mtuProbesSent, 0, "the server sent nothing big");
   } finally {
     await p.dispose();
   }
@@ -95,7 +108,7 @@ Deno.test("mux pmtud: at 1% loss under a 16 KiB ceiling, converges to the path M
 Deno.test("mux pmtud: a path MTU that drops mid-transfer is a black hole: fall back, find the new MTU", async () => {
   const p = memoryPair({ mtu: 16384 });
   try {
-    await p.sleep(50);
+    await transferBytes(p, 256 * 1024, 5); // converges during it
     assert.equal(p.client.packetSize, 16384);
     const data = randomBytes(4, 4 * 1024 * 1024);
     const s = p.client.openStream();
