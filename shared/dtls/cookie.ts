@@ -6,15 +6,18 @@
  * secret is still accepted, so a rotation never fails a handshake in flight.
  * No per-peer state exists until a ClientHello carries a valid cookie.
  */
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { equalBytes, utf8 } from "./bytes.ts";
 import type { ClientHello } from "./messages.ts";
+import { hmacSha256 } from "./prf.ts";
 
 const COOKIE_LENGTH = 20;
 
+type Mac = (...data: Uint8Array[]) => Uint8Array;
+
 export class CookieJar {
-  #current = randomBytes(32);
-  #previous = randomBytes(32);
+  #current: Mac = hmacSha256(randomBytes(32));
+  #previous: Mac = hmacSha256(randomBytes(32));
   #rotatedAt: number;
 
   constructor(readonly rotateAfterMs = 60_000, readonly now: () => number = Date.now) {
@@ -25,18 +28,28 @@ export class CookieJar {
     const t = this.now();
     if (t - this.#rotatedAt >= this.rotateAfterMs) {
       this.#previous = this.#current;
-      this.#current = randomBytes(32);
+      this.#current = hmacSha256(randomBytes(32));
       this.#rotatedAt = t;
     }
   }
 
-  #mac(secret: Uint8Array, peer: string, ch: ClientHello): Uint8Array {
-    const h = createHmac("sha256", secret).update(utf8.encode(peer));
-    h.update(new Uint8Array([ch.version >>> 8, ch.version & 0xff]));
-    h.update(ch.random).update(ch.sessionId);
-    for (const s of ch.cipherSuites) h.update(new Uint8Array([s >>> 8, s & 0xff]));
-    h.update(ch.compressionMethods);
-    return new Uint8Array(h.digest().subarray(0, COOKIE_LENGTH));
+  #mac(mac: Mac, peer: string, ch: ClientHello): Uint8Array {
+    const fixed = new Uint8Array(2 + 2 * ch.cipherSuites.length);
+    fixed[0] = ch.version >>> 8;
+    fixed[1] = ch.version & 0xff;
+    ch.cipherSuites.forEach((s, i) => {
+      fixed[2 + 2 * i] = s >>> 8;
+      fixed[3 + 2 * i] = s & 0xff;
+    });
+    const suites = fixed.subarray(2);
+    return mac(
+      utf8.encode(peer),
+      fixed.subarray(0, 2),
+      ch.random,
+      ch.sessionId,
+      suites,
+      ch.compressionMethods,
+    ).subarray(0, COOKIE_LENGTH);
   }
 
   make(peer: string, ch: ClientHello): Uint8Array {

@@ -49,3 +49,24 @@ Deno.test("PSK premaster: zeros for plain PSK, the ECDH secret for ECDHE_PSK (RF
   deepEqual(pskPremaster(psk), new Uint8Array([0, 3, 0, 0, 0, 0, 3, 1, 2, 3]));
   deepEqual(pskPremaster(psk, new Uint8Array([9, 9])), new Uint8Array([0, 2, 9, 9, 0, 3, 1, 2, 3]));
 });
+
+Deno.test("hmacSha256 and sha256 match node:crypto's for empty, short, block-sized and long inputs, in one part or several", async () => {
+  const { createHash, createHmac, randomBytes } = await import("node:crypto");
+  const { hmacSha256, sha256 } = await import("./prf.ts");
+  for (const keyLen of [0, 1, 32, 64, 65, 200]) {
+    const key = new Uint8Array(randomBytes(keyLen));
+    const mac = hmacSha256(key);
+    for (const n of [0, 1, 55, 56, 63, 64, 65, 1000]) {
+      const data = new Uint8Array(randomBytes(n));
+      const want = createHmac("sha256", key).update(data).digest("hex");
+      equal(hex(mac(data)), want, `hmac key ${keyLen} data ${n}`);
+      const cut = n >> 1;
+      equal(hex(mac(data.subarray(0, cut), data.subarray(cut))), want, "in two parts");
+      equal(hex(mac(data)), want, "the keyed MAC is reusable");
+      equal(
+        hex(sha256(data.subarray(0, cut), data.subarray(cut))),
+        createHash("sha256").update(data).digest("hex"),
+      );
+    }
+  }
+});
