@@ -78,6 +78,10 @@ export function dtlsDialer(o: DtlsDialerOptions): TunnelDialer {
         // A server that answered the first hello is up: when it is busy letting a crowd
         // of clients in (its restart), waiting for a turn beats starting over later.
         answeredTimeoutMs: 30_000,
+        // But once our last flight is out, a server that has not answered it in 6 s has
+        // given our slot away (it does so 5 s into a handshake when a crowd waits):
+        // start over now rather than at 30 s.
+        lastFlightTimeoutMs: 6000,
         // Short retransmission ceiling: a restarted server is found within ~2 s.
         initialRtoMs: 500,
         maxRtoMs: 2000,

@@ -36,6 +36,15 @@ export interface DtlsClientOptions {
    * Default `handshakeTimeoutMs`.
    */
   answeredTimeoutMs?: number;
+  /**
+   * Once this side has sent its last flight (ClientKeyExchange to Finished), fail with
+   * HANDSHAKE_STALLED if the server's Finished has not come within this long. A busy
+   * server gives the slot of a handshake whose client is slow (5 s after it started,
+   * when others wait) to another client and forgets it: the last flight then arrives
+   * at a server that drops it, and retransmitting it until `answeredTimeoutMs` only
+   * delays starting over. Default: no such limit.
+   */
+  lastFlightTimeoutMs?: number;
   /** First retransmission timeout, doubling up to `maxRtoMs`. Default 500 ms. */
   initialRtoMs?: number;
   /** Ceiling for the doubling retransmission timeout. Default 8000 ms. */
@@ -139,14 +148,32 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
       c.localAddr = socket.addr;
       resolvePromise(c as unknown as DtlsClientConn);
     };
+    let lastFlightTimer: unknown;
+    const lastFlightMs = opts.lastFlightTimeoutMs;
+    const onLastFlight = lastFlightMs === undefined ? undefined : () => {
+      if (lastFlightTimer !== undefined) return; // a retransmission of it
+      lastFlightTimer = clock.setTimer(() => {
+        hs.fail(
+          new DtlsError(
+            "HANDSHAKE_STALLED",
+            `DTLS handshake with ${opts.hostname}:${opts.port}: no answer to the last flight ` +
+              `within ${lastFlightMs} ms (the server dropped the handshake: busy?)`,
+          ),
+        );
+      }, lastFlightMs);
+    };
     const hs = new ClientHandshake(
       conn,
       { initialRtoMs: opts.initialRtoMs ?? 500, maxRtoMs: opts.maxRtoMs ?? 8000, clock },
       opts.identity,
       opts.psk,
       suites,
-      finish,
+      (err) => {
+        if (lastFlightTimer !== undefined) clock.clearTimer(lastFlightTimer);
+        finish(err);
+      },
       opts.connectionId ?? true,
+      onLastFlight,
     );
     const answeredMs = opts.answeredTimeoutMs ?? timeoutMs;
     const onTimeout = () => {

@@ -63,6 +63,8 @@ export class ClientHandshake extends Handshake {
      * records without one: our address is the one that changes) and rrc.
      */
     readonly offerConnectionId = false,
+    /** Called when the last flight (ClientKeyExchange to Finished) is first sent. */
+    readonly onLastFlight?: () => void,
   ) {
     super(io, timers);
     const exts = [];
@@ -275,6 +277,7 @@ export class ClientHandshake extends Handshake {
     const fin = this.message(HandshakeType.Finished, verify);
     this.#state = "finished";
     this.sendFlight([cke, "ccs", fin], false);
+    this.onLastFlight?.();
   }
 
   #onFinished(msg: HandshakeMessage): void {

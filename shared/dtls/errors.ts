@@ -4,7 +4,7 @@ import { alertName } from "./constants.ts";
 export type DtlsErrorCode =
   | "ALERT_RECEIVED" // the peer sent a fatal alert; `alert` says which
   | "HANDSHAKE_TIMEOUT" // no answer within the handshake deadline
-  | "HANDSHAKE_STALLED" // the server answered, then did not finish within answeredTimeoutMs
+  | "HANDSHAKE_STALLED" // the server answered, then did not finish in time (answeredTimeoutMs, lastFlightTimeoutMs)
   | "HANDSHAKE_FAILED" // we aborted the handshake; `alert` says what we sent
   | "HANDSHAKE_EVICTED" // (server) a half-open handshake made room for a newer one
   | "CLOSED" // the connection or socket was closed

@@ -608,3 +608,69 @@ Deno.test("handshake slots: a client the server answered waits for a slot up to 
   await server.close();
   net.close();
 });
+
+Deno.test("handshake slots: a client whose last flight reaches a server that gave its slot away starts over after lastFlightTimeoutMs, not answeredTimeoutMs", async () => {
+  const clock = new FakeClock();
+  // The slow clients' last flights (anything but a ClientHello from 10.0.0.3 or .4) are
+  // held up for 5.5 s, as a CPU-starved client's would be: their slots go stale.
+  const slow = (from: string) => from.startsWith("10.0.0.3:") || from.startsWith("10.0.0.4:");
+  const net = new SimNet({
+    clock,
+    delayMs: ONE_WAY_MS,
+    filter: (d, from, to) => {
+      if (to !== SERVER_KEY || !slow(from)) return true;
+      const clientHello = d[0] === 22 && d[13] === 1;
+      return clientHello || clock.now() > 5_500;
+    },
+  });
+  const server = DtlsServer.listen({
+    ...SERVER,
+    socket: net.socket,
+    clock,
+    maxHandshakes: 2,
+    lookupPsk: (id) => Promise.resolve(id === DOMAIN ? PSK : undefined),
+    onConnection: (c) => c.attach({ onDatagram: () => {}, onClose: () => {} }),
+  });
+  const attempt = (host: string, lastFlightTimeoutMs?: number) => {
+    const t0 = clock.now();
+    const r: { conn?: DtlsConn; error?: Error; ms?: number } = {};
+    dtlsConnect({
+      ...SERVER,
+      identity: DOMAIN,
+      psk: PSK,
+      clock,
+      handshakeTimeoutMs: 10_000,
+      answeredTimeoutMs: 30_000,
+      maxRtoMs: 2_000,
+      ...(lastFlightTimeoutMs ? { lastFlightTimeoutMs } : {}),
+      socket: (_h, p, handler) => net.socket(host, p, handler),
+    }).then(
+      (c) => Object.assign(r, { conn: c, ms: clock.now() - t0 }),
+      (e) => Object.assign(r, { error: e, ms: clock.now() - t0 }),
+    );
+    return r;
+  };
+  const quick = attempt("10.0.0.3", 6_000);
+  const patient = attempt("10.0.0.4");
+  await runFor(clock, 5_100);
+  equal(server.handshakesInProgress, 2, "both slow handshakes hold the two slots");
+  // Two newcomers take the stale slots.
+  const others = [attempt("10.0.0.5"), attempt("10.0.0.6")];
+  await runUntil(clock, () => others.every((r) => r.conn), 5_000, "the newcomers");
+  ok(server.stats.handshakesEvicted.globalCap >= 2, "the slow ones were evicted");
+  await runUntil(clock, () => quick.ms !== undefined, 10_000, "the quick one gives up");
+  const code = (r: { error?: Error }) => (r.error as { code?: string } | undefined)?.code;
+  equal(code(quick), "HANDSHAKE_STALLED");
+  // Its last flight went out one round trip in; it gave up 6 s after that.
+  ok(quick.ms! >= 6_000 && quick.ms! < 6_500, `${quick.ms} ms`);
+  equal(patient.ms, undefined, "without the limit it still waits");
+  const again = attempt("10.0.0.3", 6_000);
+  await runUntil(clock, () => again.ms !== undefined, 5_000, "the retry");
+  ok(again.conn, `the retry failed: ${again.error}`);
+  await runUntil(clock, () => patient.ms !== undefined, 30_000, "the patient one");
+  equal(code(patient), "HANDSHAKE_STALLED");
+  equal(patient.ms, 30_000);
+  for (const r of [...others, again]) r.conn!.close();
+  await server.close();
+  net.close();
+});
