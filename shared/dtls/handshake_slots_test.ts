@@ -11,6 +11,7 @@
 import { equal, ok } from "node:assert/strict";
 import {
   derivePsk,
+  type DtlsClientOptions,
   type DtlsConn,
   dtlsConnect,
   DtlsServer,
@@ -95,6 +96,37 @@ function helloVerifyCookie(d: Uint8Array): Uint8Array {
 
 // ---- the harness ----
 
+/** What a `timedAttempt` came to, once it settled: the connection or the error, and when. */
+interface Attempt {
+  conn?: DtlsConn;
+  error?: Error;
+  ms?: number;
+}
+
+/** Starts `dtlsConnect` from `host` on `net` and records how and when it settles. */
+function timedAttempt(
+  clock: FakeClock,
+  net: SimNet,
+  host: string,
+  opts: Partial<DtlsClientOptions> = {},
+): Attempt {
+  const t0 = clock.now();
+  const r: Attempt = {};
+  dtlsConnect({
+    ...SERVER,
+    identity: DOMAIN,
+    psk: PSK,
+    clock,
+    handshakeTimeoutMs: 10_000,
+    socket: (_h, port, handler) => net.socket(host, port, handler),
+    ...opts,
+  }).then(
+    (c) => Object.assign(r, { conn: c, ms: clock.now() - t0 }),
+    (e) => Object.assign(r, { error: e, ms: clock.now() - t0 }),
+  );
+  return r;
+}
+
 interface Traffic {
   /** Bytes the attacker sent. */
   sent: number;
@@ -150,16 +182,6 @@ function setup(
     },
     ...serverOpts,
   });
-  const connect = (host: string) =>
-    dtlsConnect({
-      ...SERVER,
-      identity: DOMAIN,
-      psk: PSK,
-      clock,
-      handshakeTimeoutMs: 10_000,
-      socket: (_h, port, handler) => net.socket(host, port, handler),
-    });
-
   let seed = 1;
   const random = () =>
     Uint8Array.from({ length: 32 }, () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
@@ -183,15 +205,7 @@ function setup(
   };
 
   /** Starts `dtlsConnect` and records when it settles. */
-  const timedConnect = (host: string) => {
-    const t0 = clock.now();
-    const r: { conn?: DtlsConn; error?: unknown; ms?: number } = {};
-    connect(host).then(
-      (c) => Object.assign(r, { conn: c, ms: clock.now() - t0 }),
-      (e) => Object.assign(r, { error: e, ms: clock.now() - t0 }),
-    );
-    return r;
-  };
+  const timedConnect = (host: string) => timedAttempt(clock, net, host);
 
   /** Sends one datagram on `conn` and waits for its echo on fake time. */
   const echo = async (conn: DtlsConn, text: string) => {
@@ -417,24 +431,15 @@ Deno.test("handshake slots: a real client whose server flights are lost still ge
     lookupPsk: () => Promise.resolve(PSK),
     onConnection: () => {},
   });
-  let conn: DtlsConn | undefined;
-  const t0 = clock.now();
-  dtlsConnect({
-    ...SERVER,
-    identity: DOMAIN,
-    psk: PSK,
-    clock,
-    handshakeTimeoutMs: 10_000,
-    socket: (_h, port, handler) => net.socket("10.0.0.2", port, handler),
-  }).then((c) => conn = c);
-  await runUntil(clock, () => conn !== undefined, 10_000, "handshake");
+  const r = timedAttempt(clock, net, "10.0.0.2");
+  await runUntil(clock, () => r.conn !== undefined, 10_000, "handshake");
   console.log(
-    `connected after ${clock.now() - t0} ms of fake time; server retransmitted ` +
+    `connected after ${r.ms} ms of fake time; server retransmitted ` +
       `${server.stats.flightsRetransmitted} flights, withheld ${server.stats.handshakeRetransmitsWithheld}`,
   );
   equal(lost, 3);
-  ok(clock.now() - t0 <= 4_000);
-  conn!.close();
+  ok(r.ms! <= 4_000);
+  r.conn!.close();
   await server.close();
   net.close();
 });
@@ -560,25 +565,13 @@ Deno.test("handshake slots: a client the server answered waits for a slot up to 
   const peer = silentPeer("10.0.0.2", 50_000);
   await runFor(clock, 3 * ONE_WAY_MS);
   equal(server.handshakesInProgress, 1);
-  const attempt = (port: number, answeredTimeoutMs?: number) => {
-    const t0 = clock.now();
-    const r: { conn?: DtlsConn; error?: Error; ms?: number } = {};
-    dtlsConnect({
-      ...SERVER,
+  const attempt = (port: number, answeredTimeoutMs?: number) =>
+    timedAttempt(clock, net, "10.0.0.2", {
       port,
-      identity: DOMAIN,
-      psk: PSK,
-      clock,
       handshakeTimeoutMs: 3_000,
       maxRtoMs: 2_000,
       ...(answeredTimeoutMs ? { answeredTimeoutMs } : {}),
-      socket: (_h, p, handler) => net.socket("10.0.0.2", p, handler),
-    }).then(
-      (c) => Object.assign(r, { conn: c, ms: clock.now() - t0 }),
-      (e) => Object.assign(r, { error: e, ms: clock.now() - t0 }),
-    );
-    return r;
-  };
+    });
   const impatient = attempt(SERVER.port);
   const patient = attempt(SERVER.port, 15_000);
   const nobody = attempt(SERVER.port + 1, 15_000); // no server there
@@ -631,25 +624,12 @@ Deno.test("handshake slots: a client whose last flight reaches a server that gav
     lookupPsk: (id) => Promise.resolve(id === DOMAIN ? PSK : undefined),
     onConnection: (c) => c.attach({ onDatagram: () => {}, onClose: () => {} }),
   });
-  const attempt = (host: string, lastFlightTimeoutMs?: number) => {
-    const t0 = clock.now();
-    const r: { conn?: DtlsConn; error?: Error; ms?: number } = {};
-    dtlsConnect({
-      ...SERVER,
-      identity: DOMAIN,
-      psk: PSK,
-      clock,
-      handshakeTimeoutMs: 10_000,
+  const attempt = (host: string, lastFlightTimeoutMs?: number) =>
+    timedAttempt(clock, net, host, {
       answeredTimeoutMs: 30_000,
       maxRtoMs: 2_000,
       ...(lastFlightTimeoutMs ? { lastFlightTimeoutMs } : {}),
-      socket: (_h, p, handler) => net.socket(host, p, handler),
-    }).then(
-      (c) => Object.assign(r, { conn: c, ms: clock.now() - t0 }),
-      (e) => Object.assign(r, { error: e, ms: clock.now() - t0 }),
-    );
-    return r;
-  };
+    });
   const quick = attempt("10.0.0.3", 6_000);
   const patient = attempt("10.0.0.4");
   await runFor(clock, 5_100);
