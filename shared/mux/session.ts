@@ -565,17 +565,12 @@ export class MuxSession {
     const p = this.params;
     const idle = now >= this.#lastReceiveTime + p.idleTimeoutMs;
     const unanswered = now >= this.#unansweredDeadline();
-    if ((idle || unanswered) && this.#stalled(now, due)) {
-      // Silence is judged again at #stallRecheckAt.
-    } else if (idle) {
-      this.#closeNow(SessionErrorCode.IDLE_TIMEOUT, "idle timeout", { notifyPeer: true });
-      return;
-    } else if (unanswered) {
-      this.#closeNow(
-        SessionErrorCode.IDLE_TIMEOUT,
-        `no answer from the peer in ${p.unansweredTimeoutMs} ms`,
-        { notifyPeer: true },
-      );
+    // After a stall, silence is judged again at #stallRecheckAt instead.
+    if ((idle || unanswered) && !this.#stalled(now, due)) {
+      const reason = idle
+        ? "idle timeout"
+        : `no answer from the peer in ${p.unansweredTimeoutMs} ms`;
+      this.#closeNow(SessionErrorCode.IDLE_TIMEOUT, reason, { notifyPeer: true });
       return;
     }
     if (now >= this.#drainDeadline) {
