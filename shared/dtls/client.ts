@@ -150,8 +150,8 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
     };
     let lastFlightTimer: unknown;
     const lastFlightMs = opts.lastFlightTimeoutMs;
+    // Called once: the handshake handles each message (ServerHelloDone) once.
     const onLastFlight = lastFlightMs === undefined ? undefined : () => {
-      if (lastFlightTimer !== undefined) return; // a retransmission of it
       lastFlightTimer = clock.setTimer(() => {
         hs.fail(
           new DtlsError(
