@@ -34,22 +34,15 @@ export class CookieJar {
   }
 
   #mac(mac: Mac, peer: string, ch: ClientHello): Uint8Array {
-    const fixed = new Uint8Array(2 + 2 * ch.cipherSuites.length);
-    fixed[0] = ch.version >>> 8;
-    fixed[1] = ch.version & 0xff;
+    const version = new Uint8Array([ch.version >>> 8, ch.version & 0xff]);
+    const suites = new Uint8Array(2 * ch.cipherSuites.length);
     ch.cipherSuites.forEach((s, i) => {
-      fixed[2 + 2 * i] = s >>> 8;
-      fixed[3 + 2 * i] = s & 0xff;
+      suites[2 * i] = s >>> 8;
+      suites[2 * i + 1] = s & 0xff;
     });
-    const suites = fixed.subarray(2);
-    return mac(
-      utf8.encode(peer),
-      fixed.subarray(0, 2),
-      ch.random,
-      ch.sessionId,
-      suites,
-      ch.compressionMethods,
-    ).subarray(0, COOKIE_LENGTH);
+    const peerBytes = utf8.encode(peer);
+    return mac(peerBytes, version, ch.random, ch.sessionId, suites, ch.compressionMethods)
+      .subarray(0, COOKIE_LENGTH);
   }
 
   make(peer: string, ch: ClientHello): Uint8Array {
