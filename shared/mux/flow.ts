@@ -85,12 +85,16 @@ export class ReceiveWindow {
    * `advertised` is the limit the peer starts with when it is below `initial` (a
    * stream's wire default): the larger window is announced only once half of that
    * is used, so a small request/response stream never needs a MAX_STREAM_DATA.
+   * `openedAt` (ms) starts the first growth epoch when the whole window is announced at
+   * once: a window used up within two round trips of the stream's opening doubles at its
+   * first update instead of its second.
    */
-  constructor(initial: number, max: number, advertised = initial) {
+  constructor(initial: number, max: number, advertised = initial, openedAt = -1) {
     this.size = initial;
     this.maxSize = max;
     this.limit = Math.min(initial, advertised);
     this.#belowSize = this.limit < initial;
+    this.#epochStart = openedAt;
   }
 
   /** True when less than half a window of credit is left (of the starting limit, at first). */
@@ -143,7 +147,8 @@ export class SessionReceiveWindow {
   readonly maxBytes: number;
   readonly headroomBytes: number;
   readonly floorBytes: number;
-  readonly #poolBytes: number;
+  /** What stream windows grow from: maxBytes - headroom - reserve. */
+  readonly poolBytes: number;
   readonly #shareRatio: number;
   /** Highest session offset the peer may send up to (last advertised). */
   limit: number;
@@ -156,7 +161,7 @@ export class SessionReceiveWindow {
     this.maxBytes = o.maxBytes;
     this.headroomBytes = o.headroomBytes;
     this.floorBytes = o.floorBytes;
-    this.#poolBytes = Math.max(0, o.maxBytes - o.headroomBytes - o.reserveBytes);
+    this.poolBytes = Math.max(0, o.maxBytes - o.headroomBytes - o.reserveBytes);
     this.#shareRatio = o.shareRatio;
     this.limit = this.#target;
   }
@@ -178,7 +183,7 @@ export class SessionReceiveWindow {
 
   /** Largest window a stream that holds `ownCredit` of streamCredit may have now. */
   streamCap(ownCredit: number): number {
-    const free = this.#poolBytes - (this.streamCredit - ownCredit);
+    const free = this.poolBytes - (this.streamCredit - ownCredit);
     return Math.max(this.floorBytes, Math.floor(this.#shareRatio * free));
   }
 }

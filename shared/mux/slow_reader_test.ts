@@ -291,11 +291,30 @@ Deno.test("mux slow readers: our streams count against the pool once the peer ma
   const p = memoryPair({ delayMs: 5 }, TUNNEL_MUX_PARAMS);
   try {
     const opened = Array.from({ length: 300 }, () => p.client.openStream());
+    // Each is announced with the initial window while the at-open budget (a quarter of
+    // the pool, over all our streams the peer has not sent on yet) holds; then one with
+    // what is left of it, then the rest with the wire default.
+    const pool = PARAMS.maxSessionWindowBytes * (1 - PARAMS.streamWindowReserveRatio) -
+      PARAMS.initialSessionWindowBytes;
+    const windows: number[] = [];
+    let budget = pool / 4;
+    for (let i = 0; i < opened.length; i++) {
+      const extra = Math.min(
+        PARAMS.initialStreamWindowBytes - WIRE_INITIAL_STREAM_WINDOW_BYTES,
+        budget,
+      );
+      windows.push(WIRE_INITIAL_STREAM_WINDOW_BYTES + extra);
+      budget -= extra;
+    }
+    assert.ok(
+      windows[4] === PARAMS.initialStreamWindowBytes &&
+        windows.at(-1) === WIRE_INITIAL_STREAM_WINDOW_BYTES,
+    );
+    const sum = (n: number) => windows.slice(0, n).reduce((a, b) => a + b, 0);
     // Before the peer's MAX_STREAMS arrives only the wire's 4 streams may go out.
-    assert.equal(p.client.stats.recvStreamCreditBytes, 4 * WIRE_INITIAL_STREAM_WINDOW_BYTES);
+    assert.equal(p.client.stats.recvStreamCreditBytes, sum(4));
     await p.sleep(100);
-    const allowed = PARAMS.maxIncomingStreams;
-    assert.equal(p.client.stats.recvStreamCreditBytes, allowed * WIRE_INITIAL_STREAM_WINDOW_BYTES);
+    assert.equal(p.client.stats.recvStreamCreditBytes, sum(PARAMS.maxIncomingStreams));
     for (const s of opened) s.abort(1);
     await p.until(() => p.client.activeStreams === 0, "freed", 10_000);
     assert.equal(p.client.stats.recvStreamCreditBytes, 0);

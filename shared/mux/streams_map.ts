@@ -100,10 +100,10 @@ export class StreamsMap {
   }
 
   #add(id: number, local: boolean): Stream {
-    const window = this.#flow.newStreamWindow();
+    const window = this.#flow.newStreamWindow(local);
     const s = new Stream(this.#host, id, local, WIRE_INITIAL_STREAM_WINDOW_BYTES, window);
     this.#streams.set(id, s);
-    this.#flow.updateCredit(s);
+    this.#flow.announce(s);
     return s;
   }
 
