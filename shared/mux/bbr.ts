@@ -430,6 +430,13 @@ export class Bbr implements CongestionController {
   #setPacingRate(gain: number): void {
     const bw = this.#bw.best;
     if (bw === 0) return;
+    if (this.#pacingRate === 0 && this.minRtt !== Infinity) {
+      // Startup begins at the initial window per min_rtt, at its gain, as before any sample
+      // (Linux BBR's initial rate): a session's first samples are small exchanges (the
+      // tunnel's hello), app-limited at a few kB/s, and Startup, which never slows down,
+      // would otherwise start from those and take several more rounds to reach the path.
+      this.#pacingRate = (STARTUP_PACING_GAIN * this.cwnd) / Math.max(this.minRtt, 1);
+    }
     const rate = gain * bw * PACING_MARGIN;
     // Startup never slows down on a low sample; afterwards the rate follows the model.
     if (this.fullBwReached || rate > this.#pacingRate) this.#pacingRate = rate;

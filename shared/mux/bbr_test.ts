@@ -387,6 +387,38 @@ Deno.test("bbr model: app-limited samples never lower max_bw; others do once the
   equal(run(false), 250, "the same samples, window-limited: the path got slower");
 });
 
+Deno.test("bbr model: Startup paces at least the initial window per min_rtt, whatever the first samples", () => {
+  const b = new Bbr(resolveParams({ congestionControl: "bbr" }), 1200);
+  const initial = (2.77 * 10 * 1200) / 50;
+  // A session's first exchange: a 300-byte hello and its answer, 50 ms apart, app-limited.
+  b.onAck(
+    ack({
+      now: 50,
+      newRound: true,
+      deliveredBytes: 300,
+      intervalMs: 50,
+      appLimited: true,
+      adjustedRttMs: 50,
+      rttMs: 50,
+    }),
+  );
+  equal(b.mode, "startup");
+  // Before: 2.77 x 6 B/ms = 17 B/ms (0.13 Mbit/s), about 4 rounds of Startup lost.
+  ok(b.pacingRate(50) >= initial, `pacing ${b.pacingRate(50)} B/ms`);
+  // Samples above it raise it, as ever.
+  b.onAck(
+    ack({
+      now: 100,
+      newRound: true,
+      deliveredBytes: 50_000,
+      intervalMs: 50,
+      adjustedRttMs: 50,
+      rttMs: 50,
+    }),
+  );
+  ok(b.pacingRate(50) > 2.7 * 1000, `pacing ${b.pacingRate(50)} B/ms after a 1,000 B/ms sample`);
+});
+
 Deno.test("bbr model: ProbeRTT is skipped while the min RTT is seen again, entered 10 s after it was last seen", () => {
   const params = resolveParams({ congestionControl: "bbr" });
   const feed = (rttAfterStart: number) => {
