@@ -124,6 +124,7 @@ const TOTAL_KEYS = [
   "packetsLost",
   "framesRetransmitted",
   "bytesRetransmitted",
+  "openWindowsLimited",
 ] as const;
 type Totals = Pick<MuxStats, typeof TOTAL_KEYS[number]>;
 
@@ -291,6 +292,12 @@ export class ServerMetrics {
       "hopgate_tunnel_bytes_retransmitted_total",
       "Stream bytes sent again after loss or PTO, all sessions.",
       (t) => t.bytesRetransmitted,
+    );
+    totalCounter(
+      "hopgate_tunnel_stream_windows_limited_total",
+      "Requests whose response started at the wire's 64 KiB window, not the tunnel's, because " +
+        "responses not yet begun held the at-open credit budget (a quarter of the pool).",
+      (t) => t.openWindowsLimited,
     );
     new Histogram({
       name: "hopgate_tunnel_srtt_seconds",

@@ -22,6 +22,7 @@ function fakeSession(srttMs: number) {
     packetsLost: 0,
     framesRetransmitted: 0,
     bytesRetransmitted: 0,
+    openWindowsLimited: 0,
     activeStreams: 1,
   };
   const session = { stats, closed, rtt: { smoothedMs: srttMs } } as unknown as MuxSession;
@@ -37,7 +38,9 @@ Deno.test("tunnel counters keep what closed sessions carried (never go down)", a
   a.stats.bytesSent = 1000;
   a.stats.packetsLost = 3;
   a.stats.packetsReceived = 7;
+  a.stats.openWindowsLimited = 2;
   let text = await m.render();
+  equal(value(text, "hopgate_tunnel_stream_windows_limited_total"), 2);
   equal(value(text, 'hopgate_tunnel_bytes_total{direction="sent"}'), 1000);
   equal(value(text, "hopgate_tunnel_packets_lost_total"), 3);
   equal(value(text, "hopgate_tunnel_sessions"), 1);

@@ -43,7 +43,7 @@ export class ConnFlow {
   /** For the smoothed RTT (recovery.ts). */
   readonly #rtt: { readonly smoothedRtt: number };
   readonly #hooks: ConnFlowHooks;
-  readonly #stats: { streamBytesReceived: number };
+  readonly #stats: { streamBytesReceived: number; openWindowsLimited: number };
   /** The session closed: reads are no longer counted, limits no longer raised. */
   #closed = false;
   /** Sum of `Stream.openCredit`: credit announced with our streams the peer has not used yet. */
@@ -55,7 +55,7 @@ export class ConnFlow {
     p: MuxParams,
     clock: Clock,
     rtt: { readonly smoothedRtt: number },
-    stats: { streamBytesReceived: number },
+    stats: { streamBytesReceived: number; openWindowsLimited: number },
     hooks: ConnFlowHooks,
   ) {
     this.recvWindow = new SessionReceiveWindow({
@@ -121,11 +121,9 @@ export class ConnFlow {
     }
     const sw = this.recvWindow;
     const budget = OPEN_CREDIT_POOL_SHARE * sw.poolBytes - this.#openCredit;
-    const size = Math.min(
-      this.#recentWindowBytes,
-      sw.streamCap(0),
-      WIRE_INITIAL_STREAM_WINDOW_BYTES + Math.max(0, budget),
-    );
+    const wanted = Math.min(this.#recentWindowBytes, sw.streamCap(0));
+    const size = Math.min(wanted, WIRE_INITIAL_STREAM_WINDOW_BYTES + Math.max(0, budget));
+    if (size < wanted) this.#stats.openWindowsLimited++;
     return new ReceiveWindow(
       Math.max(size, WIRE_INITIAL_STREAM_WINDOW_BYTES),
       p.maxStreamWindowBytes,

@@ -71,6 +71,7 @@ Deno.test("mux open window: a download on a warm session runs at the path's rate
     // 1,473 ms, with a 45 ms gap between reads).
     assert.ok(warm.ms < ideal + 60, `warm download took ${warm.ms} ms`);
     assert.ok(warm.gapMs < 25, `a ${warm.gapMs} ms gap between reads`);
+    assert.equal(p.client.stats.openWindowsLimited, 0);
   } finally {
     await p.dispose();
   }
@@ -98,6 +99,9 @@ Deno.test("mux open window: requests whose answers never come hold at most the a
     const pool = PARAMS.maxSessionWindowBytes * (1 - PARAMS.streamWindowReserveRatio) -
       PARAMS.initialSessionWindowBytes;
     const held = p.client.stats.recvStreamCreditBytes;
+    // The budget ran out after a few: the rest were announced at the wire default, counted.
+    const limited = p.client.stats.openWindowsLimited;
+    assert.ok(limited >= 40 && limited <= 50, `${limited} windows limited`);
     assert.ok(
       held <= pool / 4 + 50 * WIRE_INITIAL_STREAM_WINDOW_BYTES,
       `${held} B of credit held by unanswered requests`,

@@ -114,6 +114,7 @@ export class MuxSession {
     bytesReceived: 0,
     streamBytesSent: 0,
     streamBytesReceived: 0,
+    openWindowsLimited: 0,
   };
 
   /** Attaches to `conn` and starts at once; throws on invalid params or datagrams < 128 bytes. */

@@ -51,6 +51,12 @@ export interface MuxStats {
   streamBytesSent: number;
   /** Application bytes consumed here: read, or discarded by a reset or STOP_SENDING. */
   streamBytesReceived: number;
+  /**
+   * Streams we opened whose window was announced smaller than the session's because the
+   * credit already announced to streams with no answer yet reached its budget (a quarter
+   * of the pool: conn_flow.ts); their answers start as on the wire default.
+   */
+  openWindowsLimited: number;
   /** Smoothed RTT in ms (the initial guess until a sample arrives). */
   srttMs: number;
   /** Lowest RTT sample in ms (0 before the first). */
