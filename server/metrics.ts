@@ -295,8 +295,8 @@ export class ServerMetrics {
     );
     totalCounter(
       "hopgate_tunnel_stream_windows_limited_total",
-      "Requests whose response started at the wire's 64 KiB window, not the tunnel's, because " +
-        "responses not yet begun held the at-open credit budget (a quarter of the pool).",
+      "Requests whose response started with a smaller window than the tunnel's because " +
+        "responses not yet read held the at-open credit budget (a quarter of the pool).",
       (t) => t.openWindowsLimited,
     );
     new Histogram({

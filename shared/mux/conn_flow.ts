@@ -14,8 +14,8 @@ import {
 import type { Stream } from "./stream.ts";
 
 /**
- * Credit announced with our streams before their peer sent anything is at most this
- * share of the session's pool, in all (newStreamWindow).
+ * Credit announced with our streams that their readers have not taken yet is at most
+ * this share of the session's pool, in all (newStreamWindow).
  */
 const OPEN_CREDIT_POOL_SHARE = 0.25;
 
@@ -104,11 +104,12 @@ export class ConnFlow {
    * first 250 ms. So the whole window goes out with the stream's first frames (`announce`),
    * at the size the session's last updated window settled at (at least the initial size:
    * a download on a warm session starts where the last one's auto-tuning ended), and its
-   * growth is judged from the stream's opening. Such credit is held before the peer has
-   * sent anything, and a stream whose answer is slow (a long poll) would hold it from the
-   * pool the whole time; so, over all our streams still waiting for their first byte, it
-   * is at most OPEN_CREDIT_POOL_SHARE of the pool (and each stream's share of the pool, as
-   * ever). Fifty pending requests hold the wire default each beyond that, as before.
+   * growth is judged from the stream's opening. Such credit is not earned by reading, and
+   * a stream whose answer is slow (a long poll) or never read (a caller that stopped)
+   * would hold it from the pool the whole time; so the part of it no reader has taken
+   * yet is, over all our streams, at most OPEN_CREDIT_POOL_SHARE of the pool (and each
+   * stream's window is at most its share of the pool, as ever). Beyond that budget a
+   * stream starts at the wire default, as before, and is counted (openWindowsLimited).
    */
   newStreamWindow(local: boolean): ReceiveWindow {
     const p = this.#p;
@@ -143,10 +144,15 @@ export class ConnFlow {
     this.updateCredit(s);
   }
 
-  /** s's at-open credit is no longer speculative: data arrived, or its receive half ended. */
-  #settleOpenCredit(s: Stream): void {
-    this.#openCredit -= s.openCredit;
-    s.openCredit = 0;
+  /**
+   * `n` of s's at-open credit is no longer speculative: its reader took that much, or
+   * (all of it) its receive half ended. Bytes that arrived and wait unread still count:
+   * an answer its caller never reads holds its window from the budget, not the pool.
+   */
+  #settleOpenCredit(s: Stream, n: number): void {
+    const d = Math.min(n, s.openCredit);
+    this.#openCredit -= d;
+    s.openCredit -= d;
   }
 
   /** A STREAM frame for s (the stream is open or known). */
@@ -197,7 +203,6 @@ export class ConnFlow {
       );
       return false;
     }
-    if (s.openCredit > 0) this.#settleOpenCredit(s);
     this.#recvHighestTotal += end - prev;
     if (this.#recvHighestTotal > this.recvWindow.limit) {
       this.#hooks.fail(SessionErrorCode.FLOW_CONTROL_ERROR, `session data exceeds window`);
@@ -211,6 +216,7 @@ export class ConnFlow {
   onConsumed(s: Stream, n: number): void {
     if (this.#closed) return;
     this.#stats.streamBytesReceived += n;
+    if (s.openCredit > 0) this.#settleOpenCredit(s, n);
     const w = s.window;
     w.consumed += n;
     const sw = this.recvWindow;
@@ -236,7 +242,9 @@ export class ConnFlow {
    * yet, beyond its MAX_STREAMS) and re-sends MAX_DATA if the session limit lags (flow.ts).
    */
   updateCredit(s: Stream): void {
-    if (s.openCredit > 0 && (s.done || s.recvState !== "open")) this.#settleOpenCredit(s);
+    if (s.openCredit > 0 && (s.done || s.recvState !== "open")) {
+      this.#settleOpenCredit(s, s.openCredit);
+    }
     const credit = this.#hooks.beyondPeerLimit(s) ? 0 : s.receivable;
     const sw = this.recvWindow;
     sw.streamCredit += credit - s.credit;

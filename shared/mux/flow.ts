@@ -50,8 +50,8 @@
  *   parked at 64 KiB on top of a fully used pool before a new stream waits on the
  *   session (the peer may have at most 256 streams open anyway).
  * - A stream we open announces its window with its first frames instead (the answer to
- *   our request need not wait a round trip for it): out of the pool, and out of a quarter
- *   of it over all our streams the peer has not sent on yet (conn_flow.ts).
+ *   our request need not wait a round trip for it): out of the pool, and, until their
+ *   readers take it, out of a quarter of it over all our streams (conn_flow.ts).
  *
  * Measured (slow_reader_test.ts: memory link, 10 ms RTT, tunnel params): 50 streams
  * never read, each with 200 MiB to send, hold 3.2 MiB (their 64 KiB each); 200

@@ -2,7 +2,8 @@
  * The receive window of a stream we open goes out with the stream (conn_flow.ts,
  * `newStreamWindow`): a download on a warm session is not held to the wire default for
  * its first round trip, nor to the initial window for the next; and requests whose
- * answers never come cannot hold more than the at-open budget of the pool. Fake clock,
+ * answers never come, or whose answers are never read, cannot hold more than the at-open
+ * budget of the pool. Fake clock,
  * a 50 ms / 50 Mbit/s path with a 1.5 x BDP drop-tail queue (the WAN lab's P2 without
  * its loss), tunnel params.
  */
@@ -116,5 +117,43 @@ Deno.test("mux open window: requests whose answers never come hold at most the a
   } finally {
     for (const s of pending) s.abort(1);
     await p.dispose();
+  }
+});
+
+Deno.test("mux open window: answers that arrive but are never read hold at most the at-open budget", async () => {
+  // Callers that ask for large responses and never read them (slow or hostile visitors),
+  // one after another: each answer starts, then parks in its stream's window.
+  const p = memoryPair(LINK, TUNNEL_MUX_PARAMS);
+  const parked: MuxStream[] = [];
+  const answering: Promise<unknown>[] = [];
+  try {
+    await download(p, SIZE);
+    const alone = await download(p, SIZE);
+    const data = randomBytes(3, 4 << 20);
+    for (let i = 0; i < 20; i++) {
+      const before = p.client.stats.recvBufferedBytes;
+      const s = p.client.openStream();
+      await s.write(new Uint8Array([3]));
+      parked.push(s);
+      const ss = (await p.wait(p.server.acceptStream(), "accept"))!;
+      answering.push(ss.write(data).catch(() => {}));
+      await p.until(() => p.client.stats.recvBufferedBytes > before, "answer arrives", 10_000);
+      await p.sleep(500);
+    }
+    const pool = PARAMS.maxSessionWindowBytes * (1 - PARAMS.streamWindowReserveRatio) -
+      PARAMS.initialSessionWindowBytes;
+    const held = p.client.stats.recvBufferedBytes;
+    console.log(`  20 answers never read hold ${held} B (pool ${pool} B)`);
+    assert.ok(
+      held <= pool / 4 + 20 * WIRE_INITIAL_STREAM_WINDOW_BYTES,
+      `${held} B parked in streams never read`,
+    );
+    const beside = await download(p, SIZE);
+    console.log(`  8 MiB alone ${alone.ms} ms, beside them ${beside.ms} ms`);
+    assert.ok(beside.ms < 1.15 * alone.ms, `download took ${beside.ms} ms`);
+  } finally {
+    for (const s of parked) s.abort(1);
+    await p.dispose();
+    await Promise.all(answering);
   }
 });

@@ -89,7 +89,7 @@ export class Stream implements MuxStream {
   stopCode = 0;
   /** What the peer may still send on the receive half (the session sums these: flow.ts). */
   credit = 0;
-  /** Credit above the wire default announced with our stream before the peer sent on it (conn_flow.ts). */
+  /** Credit above the wire default announced with our stream that its reader has not taken yet (conn_flow.ts). */
   openCredit = 0;
   /**
    * Control frames queued for this stream: bit `1 << kind` per StreamControlKind. Only

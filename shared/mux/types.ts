@@ -53,8 +53,8 @@ export interface MuxStats {
   streamBytesReceived: number;
   /**
    * Streams we opened whose window was announced smaller than the session's because the
-   * credit already announced to streams with no answer yet reached its budget (a quarter
-   * of the pool: conn_flow.ts); their answers start as on the wire default.
+   * credit announced with our streams and not yet read reached its budget (a quarter of
+   * the pool: conn_flow.ts); their answers start with less, down to the wire default.
    */
   openWindowsLimited: number;
   /** Smoothed RTT in ms (the initial guess until a sample arrives). */
