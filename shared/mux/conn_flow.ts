@@ -125,8 +125,9 @@ export class ConnFlow {
     const wanted = Math.min(this.#recentWindowBytes, sw.streamCap(0));
     const size = Math.min(wanted, WIRE_INITIAL_STREAM_WINDOW_BYTES + Math.max(0, budget));
     if (size < wanted) this.#stats.openWindowsLimited++;
+    // At least the wire default: initialStreamWindowBytes and streamCap are never below it.
     return new ReceiveWindow(
-      Math.max(size, WIRE_INITIAL_STREAM_WINDOW_BYTES),
+      size,
       p.maxStreamWindowBytes,
       Infinity,
       this.#clock.now(),
