@@ -109,7 +109,10 @@ export class ConnFlow {
    * would hold it from the pool the whole time; so the part of it no reader has taken
    * yet is, over all our streams, at most OPEN_CREDIT_POOL_SHARE of the pool (and each
    * stream's window is at most its share of the pool, as ever). Beyond that budget a
-   * stream starts at the wire default, as before, and is counted (openWindowsLimited).
+   * stream starts with less (down to the wire default) and is counted
+   * (openWindowsLimited); the window it would have had goes out once its reader has taken
+   * half of what it started with, as on a stream the peer opens: earned by reading, and
+   * one round trip later rather than the several that doubling from there would take.
    */
   newStreamWindow(local: boolean): ReceiveWindow {
     const p = this.#p;
@@ -126,12 +129,7 @@ export class ConnFlow {
     const size = Math.min(wanted, WIRE_INITIAL_STREAM_WINDOW_BYTES + Math.max(0, budget));
     if (size < wanted) this.#stats.openWindowsLimited++;
     // At least the wire default: initialStreamWindowBytes and streamCap are never below it.
-    return new ReceiveWindow(
-      size,
-      p.maxStreamWindowBytes,
-      Infinity,
-      this.#clock.now(),
-    );
+    return new ReceiveWindow(wanted, p.maxStreamWindowBytes, size, this.#clock.now());
   }
 
   /** s was just added: counts its credit, and tells the peer of a window above the wire default. */
