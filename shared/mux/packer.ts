@@ -283,7 +283,8 @@ export class Packer {
       s.inSendQueue = false;
       if (!this.hasSendWork(s)) continue;
       if (this.#writeStreamFrame(s, w, frames)) wrote = true;
-      if (this.hasSendWork(s)) {
+      // A write that moved in as the frame went out may have queued s already.
+      if (!s.inSendQueue && this.hasSendWork(s)) {
         s.inSendQueue = true;
         q.push(s);
       }

@@ -173,7 +173,10 @@ export interface MuxParams {
    * the cap, so a stream waits for session credit only past that.
    */
   streamWindowReserveRatio: number;
-  /** Bytes a stream's writable buffers (unsent + unacked) before `write` waits. */
+  /**
+   * Bytes written to a stream and not yet sent before `write` waits. Sent bytes stay
+   * until acknowledged, beside these; the peer's window for the stream bounds them.
+   */
   streamSendBufferBytes: number;
   /** Streams the peer may have open at once (we grant MAX_STREAMS as streams close). */
   maxIncomingStreams: number;

@@ -135,9 +135,17 @@ export class SendBuffer {
     return this.writeEnd - this.ackedPrefix;
   }
 
-  /** Copies up to `limit - buffered` bytes of `src[from..]` in; returns how many. */
+  /** Bytes written and never sent. */
+  get unsent(): number {
+    return this.writeEnd - this.nextNew;
+  }
+
+  /**
+   * Copies up to `limit - unsent` bytes of `src[from..]` in; returns how many. What was
+   * sent and awaits its ACK does not count: the peer's window bounds it.
+   */
   write(src: Uint8Array, from: number, limit: number): number {
-    const room = limit - this.buffered;
+    const room = limit - this.unsent;
     if (room <= 0) return 0;
     const n = Math.min(room, src.length - from);
     this.#ensure(this.buffered + n);

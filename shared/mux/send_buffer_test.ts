@@ -31,16 +31,24 @@ Deno.test("SendBuffer: bytes survive growth while the held range wraps the ring"
   }
 });
 
-Deno.test("SendBuffer: the limit caps what a write takes; acks make room", () => {
+Deno.test("SendBuffer: the limit caps the unsent bytes a write takes; sending makes room, acks do not", () => {
   const b = new SendBuffer();
   const data = randomBytes(2, 3000);
+  const s = { id: 2 } as Stream;
+  const w = new Writer(new Uint8Array(700));
   assert.equal(b.write(data, 0, 1000), 1000);
   assert.equal(b.write(data, 1000, 1000), 0, "full at the limit");
-  b.onAcked(0, 600, false);
-  assert.equal(b.write(data, 1000, 1000), 600);
+  const f = b.writeFrame(w, s, Infinity);
+  assert.ok(f !== null && f.length > 600, `sent ${f?.length}`);
+  assert.equal(b.unsent, 1000 - f.length);
+  assert.equal(b.write(data, 1000, 1000), f.length, "what went out is room again");
+  assert.equal(b.buffered, 1000 + f.length, "sent bytes stay until acked");
+  b.onAcked(0, f.length, false);
+  assert.equal(b.write(data, 2000, 1000), 0, "an ack frees memory, not room");
+  assert.equal(b.buffered, 1000);
   const out = new Uint8Array(1000);
-  b.read(600, 1000, out, 0);
-  assert.deepEqual(out, data.subarray(600, 1600));
+  b.read(f.length, 1000, out, 0);
+  assert.deepEqual(out, data.subarray(f.length, f.length + 1000));
 });
 
 Deno.test("SendBuffer: writeFrame sends lost data first, new data up to the limit, the FIN at the end", () => {

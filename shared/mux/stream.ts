@@ -3,7 +3,10 @@
  * limit, FIN/RESET) and receive half (RecvBuffer, our window, STOP_SENDING),
  * with backpressure both ways:
  * - `write()` resolves once the bytes are in the send buffer; the buffer holds
- *   at most `streamSendBufferBytes` unacknowledged bytes.
+ *   at most `streamSendBufferBytes` bytes not yet sent, and what was sent until
+ *   its ACK: at most the peer's window for the stream beyond that. Counting sent
+ *   bytes too held a stream to 1 MiB per round trip, and a loss, whose bytes stay
+ *   until their resend is acked, stopped the writer for a round trip or two.
  * - `read()` hands over data only when asked, and flow-control credit returns
  *   to the peer only then.
  *
@@ -218,7 +221,7 @@ export class Stream implements MuxStream {
     return this.#sendClosed;
   }
 
-  /** Acks freed send-buffer room: move a waiting write in. */
+  /** Sending freed send-buffer room (or acks ended the send half): move a waiting write in. */
   onSendProgress(): void {
     const pw = this.pendingWrite;
     if (pw !== null) {
@@ -268,7 +271,16 @@ export class Stream implements MuxStream {
    * and the session's (`connCredit`) flow-control limits; null if nothing fit.
    */
   writeFrame(w: Writer, connCredit: number): SentStreamData | null {
-    return this.send.writeFrame(w, this, this.#sendLimit(connCredit));
+    const f = this.send.writeFrame(w, this, this.#sendLimit(connCredit));
+    // Sending made room: a waiting write moves in once half the limit is free (in
+    // pieces of that size, not one per packet).
+    if (
+      f !== null && this.pendingWrite !== null &&
+      this.send.unsent <= this.#host.sendBufferLimit / 2
+    ) {
+      this.onSendProgress();
+    }
+    return f;
   }
 
   /** How far new data may go: the peer's MAX_STREAM_DATA, or less if the session allows less. */
