@@ -208,6 +208,7 @@ export class ConnFlow {
       return false;
     }
     s.recv.highest = end;
+    s.window.onArrival(this.#clock.now(), end, this.#rtt.smoothedRtt);
     return true;
   }
 

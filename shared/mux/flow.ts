@@ -63,6 +63,9 @@
  * before, so an unchanged peer interoperates (it just sees larger MAX_DATA values).
  */
 
+/** Arrival marks kept per window: at a quarter RTT apart, two RTTs of them. */
+const MARKS = 8;
+
 /**
  * A receive window that grows with use (auto-tuning as in quic-go's
  * flowcontrol): when the peer used up a window's worth in less than about two
@@ -71,12 +74,17 @@
  * to 640 KiB/s on a 100 ms path, however fast the path is. The session's pool
  * (`SessionReceiveWindow.streamCap`) may hold it lower.
  *
- * An update grows the window by as many doublings as the rate of the epoch behind it
- * asks for, not by one: while the peer's congestion controller ramps up (Startup doubles
- * its rate every round trip) a single doubling per update lagged it, and a fresh
- * session's first download on a 50 ms, 50 Mbit/s path with 1 % loss was held by flow
- * control for ~0.35 s of its first second, which also kept the sender's rate samples
- * app-limited, so its Startup could not see the path was full and kept its queue.
+ * The rate judged is the higher of the epoch's read rate and the rate data arrived at
+ * over the last round trip or so, and an update grows the window by as many doublings as
+ * that asks for, not by one. While the peer's congestion controller ramps up (Startup
+ * doubles its rate every round trip) the epoch's average, which reaches back to the
+ * stream's opening or to the last update, lagged it by a doubling or more at every
+ * update: a fresh session's first download on a 50 ms, 50 Mbit/s path with 1 % loss was
+ * held by flow control for ~0.35 s of its first second, and on a 100 ms, 150 Mbit/s one
+ * for about half of every round trip of its Startup. Held by flow control, the sender's
+ * rate samples are app-limited, so its Startup could not see the path was full, and it
+ * kept its queue. Reads come in bursts when a lost packet's resend fills the hole that
+ * held them back; arrivals do not, so they are what is timed.
  */
 export class ReceiveWindow {
   /** Current window size in bytes. */
@@ -90,6 +98,10 @@ export class ReceiveWindow {
   #epochOffset = 0;
   /** The peer still has the smaller starting limit (nothing advertised yet). */
   #belowSize = false;
+  /** Times (ms) and highest offsets received, a quarter RTT or more apart (a ring of MARKS). */
+  readonly #markAt: number[] = [];
+  readonly #markOffset: number[] = [];
+  #highest = 0;
 
   /**
    * `advertised` is the limit the peer starts with when it is below `initial` (a
@@ -112,6 +124,28 @@ export class ReceiveWindow {
     return this.limit - this.consumed <= (this.#belowSize ? this.limit : this.size) / 2;
   }
 
+  /** Data up to `highest` has arrived (a new highest offset), at `now`. */
+  onArrival(now: number, highest: number, srttMs: number): void {
+    this.#highest = highest;
+    const n = this.#markAt.length;
+    if (n > 0 && now - this.#markAt[n - 1]! < srttMs / 4) return;
+    if (n === MARKS) {
+      this.#markAt.shift();
+      this.#markOffset.shift();
+    }
+    this.#markAt.push(now);
+    this.#markOffset.push(highest);
+  }
+
+  /** The rate data arrived at over the last round trip or so (bytes/ms; 0 if unknown). */
+  #arrivalRate(now: number, srttMs: number): number {
+    for (let i = this.#markAt.length - 1; i >= 0; i--) {
+      const dt = now - this.#markAt[i]!;
+      if (dt >= srttMs) return (this.#highest - this.#markOffset[i]!) / dt;
+    }
+    return 0;
+  }
+
   /**
    * Computes a new limit, growing the window if it was used up fast, and holding it
    * to at most `capBytes` (it shrinks if it was larger; the limit never goes back).
@@ -123,7 +157,11 @@ export class ReceiveWindow {
       const elapsed = now - this.#epochStart;
       // Grow while a whole window, at this epoch's rate, would last under 4 RTTs (the
       // update goes out with half of it left: under 2).
-      while (used > 0 && elapsed < (4 * srttMs * used) / this.size && this.size < this.maxSize) {
+      const rate = Math.max(
+        elapsed > 0 ? used / elapsed : Infinity,
+        this.#arrivalRate(now, srttMs),
+      );
+      while (used > 0 && this.size < 4 * srttMs * rate && this.size < this.maxSize) {
         this.size = Math.min(this.size * 2, this.maxSize);
       }
     }
