@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { resolveParams, WIRE_INITIAL_STREAM_WINDOW_BYTES } from "./params.ts";
 import type { MuxStream } from "./stream.ts";
-import { memoryPair, randomBytes } from "./testing/harness.ts";
+import { download as downloadOnce, memoryPair, randomBytes } from "./testing/harness.ts";
 import { TUNNEL_MUX_PARAMS } from "../tunnel_params.ts";
 
 const PARAMS = resolveParams(TUNNEL_MUX_PARAMS);
@@ -18,42 +18,10 @@ const RATE = 6250; // bytes per ms: 50 Mbit/s
 const LINK = { delayMs: 25, rateBytesPerMs: RATE, queueBytes: 1.5 * RATE * 50 } as const;
 const SIZE = 8 << 20;
 
-type Pair = ReturnType<typeof memoryPair>;
-
-/**
- * The client asks on a stream it opens; the server answers with `size` bytes. Returns
- * the ms from the request to the last byte, and the longest gap between reads once
- * the answer started.
- */
-async function download(p: Pair, size: number): Promise<{ ms: number; gapMs: number }> {
-  const t0 = p.clock.now();
-  const s = p.client.openStream();
-  await s.write(new Uint8Array([1]));
-  s.close();
-  const answering = (async () => {
-    const ss = await p.server.acceptStream();
-    if (!ss) throw new Error("no stream");
-    await ss.read();
-    const data = randomBytes(9, size);
-    for (let i = 0; i < size; i += 64 * 1024) await ss.write(data.subarray(i, i + 64 * 1024));
-    ss.close();
-  })();
-  let got = 0;
-  let last = -1;
-  let gapMs = 0;
-  const reading = (async () => {
-    for (;;) {
-      const c = await s.read();
-      if (c === null) break;
-      const now = p.clock.now();
-      if (last >= 0) gapMs = Math.max(gapMs, now - last);
-      last = now;
-      got += c.length;
-    }
-  })();
-  await p.wait(Promise.all([answering, reading]), "download", 120_000);
-  assert.equal(got, size);
-  return { ms: Math.round(p.clock.now() - t0), gapMs: Math.round(gapMs) };
+/** `download` (testing/harness.ts) with its figures rounded to whole ms. */
+async function download(p: ReturnType<typeof memoryPair>, size: number) {
+  const r = await downloadOnce(p, size);
+  return { ms: Math.round(r.ms), gapMs: Math.round(r.gapMs) };
 }
 
 Deno.test("mux open window: a download on a warm session runs at the path's rate from its first round trip", async () => {

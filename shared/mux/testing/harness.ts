@@ -161,3 +161,43 @@ export async function transfer(p: SessionPair, data: Uint8Array): Promise<MuxStr
   if (got.sha !== sha256(data)) throw new Error(`stream ${s.id}: SHA-256 differs`);
   return ss;
 }
+
+/**
+ * A download as a tunnel makes one: the client asks on a stream it opens (one byte), the
+ * server answers with `size` bytes. Returns the ms (on the pair's clock) from the request
+ * to the last byte, and the longest gap between the client's reads once the answer started.
+ */
+export async function download(
+  p: ReturnType<typeof memoryPair>,
+  size: number,
+  seed = 9,
+): Promise<{ ms: number; gapMs: number }> {
+  const t0 = p.clock.now();
+  const s = p.client.openStream();
+  await s.write(new Uint8Array([1]));
+  s.close();
+  const answering = (async () => {
+    const ss = await p.server.acceptStream();
+    if (!ss) throw new Error("no stream");
+    await ss.read();
+    const data = randomBytes(seed, size);
+    for (let i = 0; i < size; i += 64 * 1024) await ss.write(data.subarray(i, i + 64 * 1024));
+    ss.close();
+  })();
+  let got = 0;
+  let last = -1;
+  let gapMs = 0;
+  const reading = (async () => {
+    for (;;) {
+      const c = await s.read();
+      if (c === null) break;
+      const now = p.clock.now();
+      if (last >= 0) gapMs = Math.max(gapMs, now - last);
+      last = now;
+      got += c.length;
+    }
+  })();
+  await p.wait(Promise.all([answering, reading]), "download", 120_000);
+  if (got !== size) throw new Error(`downloaded ${got} of ${size} bytes`);
+  return { ms: p.clock.now() - t0, gapMs };
+}
