@@ -9,12 +9,17 @@
 # request every 25 ms (hey -q 40), as c1 does over a 20 ms path; REPEAT=n runs the c50
 # phase n times in a row (a Deno process warms up over tens of seconds). PROFILE=1 adds --cpu-prof
 # (profiles under $OUT/server, $OUT/client; summarize with
-# `deno run --allow-read bench/cpuprofile_top.ts FILE`). Needs wrk and curl (c1paced: hey).
+# `deno run --allow-read bench/cpuprofile_top.ts FILE`). MAX_DATAGRAM=1215 caps the tunnel's
+# datagrams as on a WAN path (loopback's default carries whole 16 KiB records) so the per-packet
+# CPU shows; the server keeps whole records for a loopback peer whatever its ceiling, so give the
+# tunnel a local address off 127/8 too, e.g. as root `ip link add hgv0 type veth peer name hgv1;
+# ip addr add 10.98.0.1/32 dev hgv0; ip link set hgv0 up; ip link set hgv1 up`, then
+# TUNNEL_HOST=10.98.0.1 (the kernel still routes it through lo). Needs wrk and curl (c1paced: hey).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/hopgate-quick.XXXXXX)}
 P=${PORT_BASE:-18100}
-ORIGIN=$P HTTP=$((P + 1)) DTLS=$((P + 2))
+ORIGIN=$P HTTP=$((P + 1)) DTLS=$((P + 2)) TH=${TUNNEL_HOST:-127.0.0.1}
 KEY_ADMIN=quick-admin-key-0123456789
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done; sleep 2; for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; }
@@ -44,14 +49,16 @@ EOT
 deno run --allow-net "$OUT/origin.ts" & PIDS+=($!)
 cd "$ROOT" || exit 1
 HOP_SERVER_DEBUG=true HOP_SERVER_DOMAIN=localhost HOP_SERVER_HTTP_LISTEN=127.0.0.1:$HTTP \
-  HOP_SERVER_HTTPS_LISTEN=127.0.0.1:0 HOP_SERVER_DTLS_LISTEN=127.0.0.1:$DTLS \
+  HOP_SERVER_HTTPS_LISTEN=127.0.0.1:0 HOP_SERVER_DTLS_LISTEN=$TH:$DTLS \
   HOP_ADMIN_API_KEY=$KEY_ADMIN HOP_DATA_DIR="$OUT/data" HOP_LOG_LEVEL=warn \
+  ${MAX_DATAGRAM:+env HOP_TUNNEL_MAX_DATAGRAM_BYTES=$MAX_DATAGRAM} \
   deno run $(prof server) --allow-all server/main.ts >"$OUT/server.log" 2>&1 & PIDS+=($!); S=$!
 for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: localhost' "http://127.0.0.1:$HTTP/healthz" && break; sleep 0.2; done
 KEY=$(curl -s -H 'Host: localhost' -H "Authorization: Bearer $KEY_ADMIN" -d '{"domain":"app.localhost"}' \
   "http://127.0.0.1:$HTTP/api/v1/admin/domains/register" | sed -nE 's/.*"client_api_key":"([^"]+)".*/\1/p')
-deno run $(prof client) --allow-all client/main.ts --server-addr "127.0.0.1:$DTLS" --domain app.localhost \
-  --api-key "$KEY" --local-target "127.0.0.1:$ORIGIN" >"$OUT/client.log" 2>&1 & PIDS+=($!); C=$!
+deno run $(prof client) --allow-all client/main.ts --server-addr "$TH:$DTLS" --domain app.localhost \
+  --api-key "$KEY" --local-target "127.0.0.1:$ORIGIN" \
+  ${MAX_DATAGRAM:+--max-datagram-bytes "$MAX_DATAGRAM"} >"$OUT/client.log" 2>&1 & PIDS+=($!); C=$!
 for _ in $(seq 100); do [ "$(curl -s -H 'Host: app.localhost' "http://127.0.0.1:$HTTP/")" = "Hello, world!" ] && break; sleep 0.2; done
 H=(-H 'Host: app.localhost')
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks

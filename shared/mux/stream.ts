@@ -40,6 +40,8 @@ export interface StreamHost {
   consumed(s: Stream, n: number): void;
   /** Both halves may be finished: free the stream if so. */
   maybeDone(s: Stream): void;
+  /** Data arrived for s's waiting reader: call `s.deliver()` once this I/O turn is over. */
+  deliverLater(s: Stream): void;
 }
 
 const RESET_BIT = 1 << FrameKind.RESET_STREAM;
@@ -83,6 +85,8 @@ export class Stream implements MuxStream {
   pendingWrite: PendingWrite | null = null;
   /** In the packer's round-robin send queue. */
   inSendQueue = false;
+  /** Waiting in the session's delivery batch (`StreamHost.deliverLater`). */
+  deliverQueued = false;
 
   // Receive half.
   readonly recv = new RecvBuffer();
@@ -408,10 +412,15 @@ export class Stream implements MuxStream {
     pr.resolve(chunk);
   }
 
-  /** Data at `offset` arrived (checked against flow control and the final size). */
+  /**
+   * Data at `offset` arrived (checked against flow control and the final size). A waiting
+   * reader gets it after the datagrams that arrived together were all read
+   * (`StreamHost.deliverLater`): one chunk and one write downstream, not one per datagram.
+   */
   onData(offset: number, data: Uint8Array): void {
     this.recv.insert(offset, data);
-    this.deliver();
+    if (this.#pendingRead !== null) this.#host.deliverLater(this);
+    else this.deliver();
   }
 
   /**
