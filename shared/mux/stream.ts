@@ -414,12 +414,13 @@ export class Stream implements MuxStream {
 
   /**
    * Data at `offset` arrived (checked against flow control and the final size). A waiting
-   * reader gets it after the datagrams that arrived together were all read
+   * reader gets a stream's first bytes (a request's or a response's head) at once, later
+   * ones after the datagrams that arrived together were all read
    * (`StreamHost.deliverLater`): one chunk and one write downstream, not one per datagram.
    */
   onData(offset: number, data: Uint8Array): void {
     this.recv.insert(offset, data);
-    if (this.#pendingRead !== null) this.#host.deliverLater(this);
+    if (this.#pendingRead !== null && this.recv.readOffset > 0) this.#host.deliverLater(this);
     else this.deliver();
   }
 

@@ -2,7 +2,10 @@
 import assert from "node:assert/strict";
 import { MuxStreamError, StreamErrorCode } from "./errors.ts";
 import type { MuxStream } from "./stream.ts";
-import { memoryPair, randomBytes, sha256 } from "./testing/harness.ts";
+import { setImmediate } from "node:timers";
+import type { DatagramConn, DatagramHandler } from "../datagram.ts";
+import { realClock } from "./clock.ts";
+import { memoryPair, randomBytes, sessionPair, sha256 } from "./testing/harness.ts";
 
 const memPair = (loss = 0) => memoryPair({ loss, seed: 7 });
 
@@ -108,5 +111,80 @@ Deno.test("mux stream: Web Streams made on first use still carry data both ways"
   await p.wait(writing, "write");
   await p.wait(piping, "pipe");
   assert.equal(sha256(got), sha256(data));
+  await p.dispose();
+});
+
+/**
+ * Two datagram ends that deliver what was sent the way the UDP loop reads a burst from its
+ * socket: all of it in one macrotask, each datagram in its own microtask turn (every receive
+ * completes at once, so its `await` resumes in a microtask).
+ */
+class BurstEnd implements DatagramConn {
+  readonly maxDatagramSize = 1200;
+  closed = false;
+  peer: BurstEnd | undefined;
+  #handler: DatagramHandler | undefined;
+  readonly #queue: Uint8Array[] = [];
+  #pumping = false;
+
+  send(d: Uint8Array): void {
+    this.peer?.arrive(d.slice());
+  }
+  attach(h: DatagramHandler): void {
+    this.#handler = h;
+  }
+  close(reason = "closed"): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#handler?.onClose(reason);
+  }
+  arrive(d: Uint8Array): void {
+    this.#queue.push(d);
+    if (this.#pumping) return;
+    this.#pumping = true;
+    setImmediate(async () => {
+      while (this.#queue.length > 0) {
+        this.#handler?.onDatagram(this.#queue.shift()!);
+        for (let i = 0; i < 8; i++) await null;
+      }
+      this.#pumping = false;
+    });
+  }
+}
+
+function burstLink(): [BurstEnd, BurstEnd] {
+  const a = new BurstEnd(), b = new BurstEnd();
+  a.peer = b;
+  b.peer = a;
+  return [a, b];
+}
+
+Deno.test("mux stream: datagrams read in one I/O turn reach a waiting reader as one chunk after the first bytes", async () => {
+  const [a, b] = burstLink();
+  const p = sessionPair(a, b, { clock: realClock });
+  const s = p.client.openStream();
+  await s.write(new Uint8Array([0]));
+  const ss = (await p.wait(p.server.acceptStream(), "accept", 5000))!;
+  // A stream's first bytes (a head) go to the reader at once.
+  assert.deepEqual(await p.wait(ss.read(), "first read", 5000), new Uint8Array([0]));
+  // Eight datagrams' worth, sent in one flush and read in one turn: one chunk (each was a
+  // chunk of its own, and a write downstream of its own, when handed over per datagram).
+  const body = randomBytes(5, 8 * 1100);
+  const reading = (async () => {
+    const chunks: number[] = [];
+    let n = 0;
+    while (n < body.length) {
+      const c = await ss.read();
+      if (c === null) break;
+      chunks.push(c.length);
+      n += c.length;
+    }
+    return chunks;
+  })();
+  await s.write(body);
+  const chunks = await p.wait(reading, "read", 5000);
+  assert.equal(chunks.reduce((x, y) => x + y, 0), body.length);
+  assert.ok(p.server.stats.packetsReceived >= 9, `${p.server.stats.packetsReceived} packets`);
+  assert.equal(chunks.length, 1, `chunks ${chunks.join(", ")}`);
   await p.dispose();
 });
