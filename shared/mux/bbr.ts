@@ -23,7 +23,7 @@
  *   `bbrQueueDelayRatio` above min_rtt, with the recent loss rate above
  *   `lossToleranceRatio`: a full drop-tail queue, likely filled by a loss-based flow.
  * Congestion (once per round) ends Startup and sets `inflightHi` to 0.7 x the flight the
- * loss was part of. Each round that used all of `inflightHi` without congestion raises it:
+ * loss was part of, or 0.7 x the model's BDP if that is more. Each round that used all of `inflightHi` without congestion raises it:
  * by 1, 2, 4... packets while the RTT shows no queue, by one packet (Reno's pace) while it
  * does; once it no longer bounds the model's window it is dropped. A queue standing
  * through whole rounds means another flow holds it: BBR is then `competing`, and its
@@ -480,7 +480,11 @@ export class Bbr implements CongestionController {
     if (this.mode === "startup") this.fullBwReached = true;
     this.#undoInflightHi = this.inflightHi;
     const flight = Math.min(this.inflightHi, Math.max(e.txInFlight, this.minWindow));
-    this.inflightHi = Math.max(BETA * flight, this.minWindow);
+    // Never below 0.7 x the model's BDP (BBRv3 bounds its cut so too): a flight the
+    // application kept small (an echo that has only what arrived so far to send) says nothing
+    // of what the path holds, and a bound set from it held the next bulk transfer there,
+    // regrown by a packet a round while the other direction's queue showed in the RTT.
+    this.inflightHi = Math.max(BETA * flight, BETA * this.#bdp(1), this.minWindow);
     this.#probeUpPackets = 1;
     if (this.cwnd > this.inflightHi) this.cwnd = this.inflightHi;
     return true;

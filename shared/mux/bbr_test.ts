@@ -495,6 +495,12 @@ Deno.test("bbr model: loss is congestion only above the threshold or at a standi
   equal(b.inflightHi, 0.7 * 120_000);
   equal(b.fullBwReached, true, "congestion ends Startup");
   equal(lost(b, { latestRttMs: 100 }), false, "one response per round");
+  // The same at a queue, but the lost packet's flight was small (the application kept it so):
+  // the bound is 0.7 x the model's BDP (2000 bytes/ms x 50 ms), not 0.7 x that flight.
+  b = fresh();
+  queue(b);
+  equal(lost(b, { latestRttMs: 100, txInFlight: 12_000 }), true);
+  equal(b.inflightHi, 0.7 * 100_000);
   // At a queue but below lossToleranceRatio: tolerated, as NewReno would.
   b = fresh();
   queue(b);

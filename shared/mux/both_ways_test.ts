@@ -1,0 +1,64 @@
+/**
+ * Both directions busy: a POST echoed back as it arrives, after a download, on a lossy path
+ * (fake clock, tunnel params). The download leaves the uploading side's controller with
+ * nothing but ACKs sent, and the echoing side's flight is as small as what has arrived so
+ * far; at 3 % loss, with each direction's queue in the other's RTT, BBR's queue rule calls
+ * rounds congested. When a congested round set the window's bound (`inflightHi`) to 0.7 x
+ * such a flight, the echo then regrew by a packet a round: the first echo took 10.7 s and
+ * 7.2 s (two seeds) against ~5.5 s for later ones. The bound is now at least 0.7 x the
+ * model's BDP (bbr.ts).
+ */
+import assert from "node:assert/strict";
+import { TUNNEL_MUX_PARAMS } from "../tunnel_params.ts";
+import { download, memoryPair, randomBytes } from "./testing/harness.ts";
+
+/** Client writes `size` bytes; the server writes each chunk back as it reads it. */
+async function echo(p: ReturnType<typeof memoryPair>, size: number): Promise<number> {
+  const t0 = p.clock.now();
+  const data = randomBytes(7, size);
+  const s = p.client.openStream();
+  const server = (async () => {
+    const ss = await p.server.acceptStream();
+    if (!ss) throw new Error("no stream");
+    for (;;) {
+      const c = await ss.read();
+      if (c === null) break;
+      await ss.write(c);
+    }
+    ss.close();
+  })();
+  const writing = (async () => {
+    for (let i = 0; i < size; i += 64 * 1024) await s.write(data.subarray(i, i + 64 * 1024));
+    s.close();
+  })();
+  let got = 0;
+  const reading = (async () => {
+    for (;;) {
+      const c = await s.read();
+      if (c === null) break;
+      got += c.length;
+    }
+  })();
+  await p.wait(Promise.all([server, writing, reading]), "echo", 120_000);
+  assert.equal(got, size);
+  return p.clock.now() - t0;
+}
+
+for (const seed of [3, 4]) {
+  Deno.test(`mux both ways: a first echo after a download at 3 % loss is not held to the echo's first small flight (seed ${seed})`, async () => {
+    // The WAN lab's P3: 100 ms, 20 Mbit/s, 3 % random loss each way, queue 1.5 BDP.
+    const link = { delayMs: 50, rateBytesPerMs: 2_500, queueBytes: 375_000, loss: 0.03, seed };
+    const p = memoryPair(link, TUNNEL_MUX_PARAMS);
+    try {
+      await download(p, 20 << 20);
+      const first = await echo(p, 10 << 20);
+      const later = (await echo(p, 10 << 20) + await echo(p, 10 << 20)) / 2;
+      console.log(`  first echo ${Math.round(first)} ms, later ${Math.round(later)} ms`);
+      // 10 MiB at 20 Mbit/s is 4.2 s. Before: 10.7 s and 7.2 s first, 5.9 s and 5.3 s later.
+      assert.ok(first < 1.3 * later, `first ${Math.round(first)} ms, later ${Math.round(later)}`);
+      assert.ok(later < 6_000, `later ${Math.round(later)} ms`);
+    } finally {
+      await p.dispose();
+    }
+  });
+}
