@@ -23,12 +23,12 @@
  *   `bbrQueueDelayRatio` above min_rtt, with the recent loss rate above
  *   `lossToleranceRatio`: a full drop-tail queue, likely filled by a loss-based flow.
  * Congestion (once per round) ends Startup and sets `inflightHi` to 0.7 x the flight the
- * loss was part of, or 0.7 x the model's BDP if that is more. Each round that used all of `inflightHi` without congestion raises it:
- * by 1, 2, 4... packets while the RTT shows no queue, by one packet (Reno's pace) while it
- * does; once it no longer bounds the model's window it is dropped. A queue standing
- * through whole rounds means another flow holds it: BBR is then `competing`, and its
- * window is `inflightHi` itself (AIMD) instead of the model's, which leaves the other's
- * queue out of the BDP. Losses later acked (reordering) leave the loss-rate sample.
+ * loss was part of, or 0.7 x the model's BDP if that is more. Each round that used all of
+ * `inflightHi` without congestion raises it: by 1, 2, 4... packets while the RTT shows no
+ * queue, by one packet (Reno's pace) while it does; once it no longer bounds the model's
+ * window it is dropped. A queue standing through whole rounds means another flow holds it:
+ * BBR is then `competing`, and its window is `inflightHi` itself (AIMD) instead of the
+ * model's, which leaves the other's queue out of the BDP. Losses later acked (reordering) leave the loss-rate sample.
  * docs/congestion.md explains the choices and has the measurements.
  */
 import type {
