@@ -7,8 +7,8 @@
 # prints the figures and the RSS of both processes, and stops everything it started.
 # ONLY=c50, c1, echo or get runs that phase alone (e.g. to profile it); ONLY=c1paced runs one
 # request every 25 ms (hey -q 40), as c1 does over a 20 ms path; REPEAT=n runs the c50, echo
-# and get phases n times in a row (a Deno process warms up over tens of seconds). PROFILE=1 adds --cpu-prof
-# (profiles under $OUT/server, $OUT/client; summarize with
+# and get phases n times in a row (a Deno process warms up over tens of seconds). PROFILE=1 adds
+# --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
 # `deno run --allow-read bench/cpuprofile_top.ts FILE`). MAX_DATAGRAM=1215 caps the tunnel's
 # datagrams as on a WAN path (loopback's default carries whole 16 KiB records) so the per-packet
 # CPU shows; the server keeps whole records for a loopback peer whatever its ceiling, so give the
@@ -101,7 +101,8 @@ for run in $(seq "${REPEAT:-1}"); do
 s0=$(cpu $S) c0=$(cpu $C)
 t=$(curl -s -o /dev/null -w '%{time_total}' "${H[@]}" "http://127.0.0.1:$HTTP/bytes")
 hz=$(getconf CLK_TCK)
-echo "GET 100 MiB: $t s; CPU ms/MiB server $((($(cpu $S) - s0) * 1000 / hz / 100)) client $((($(cpu $C) - c0) * 1000 / hz / 100))"done
+echo "GET 100 MiB: $t s; CPU ms/MiB server $((($(cpu $S) - s0) * 1000 / hz / 100)) client $((($(cpu $C) - c0) * 1000 / hz / 100))"
+done
 fi
 echo "tunnel: $(curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_(packets_lost|bytes_retransmitted|bytes|packets)_total|^hopgate_tunnel_streams_open/{printf "%s ", $0} /^hopgate_dtls_dropped/ && $2 != 0 {printf "%s ", $0}')"
 echo "RSS MB: server $(($(awk '/VmRSS/{print $2}' /proc/$S/status) / 1024)) client $(($(awk '/VmRSS/{print $2}' /proc/$C/status) / 1024))"
