@@ -1,7 +1,8 @@
 /**
  * Packaging stays consistent where CI cannot build it (no `denort` download here):
  * no task runs with -A; the compile task, the Dockerfile and the README carry the
- * run tasks' exact flags; `.env.example` names every variable the code reads.
+ * run tasks' exact flags; `.env.example` names every variable the code reads; the shell
+ * scripts (`.ci/run`, bench/) parse.
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { CLIENT_ENV_NAMES } from "../client/config.ts";
@@ -69,5 +70,20 @@ Deno.test("packaging: .env.example covers every server and client variable", () 
   const example = read(".env.example");
   for (const name of [...SERVER_ENV_NAMES, ...CLIENT_ENV_NAMES]) {
     ok(new RegExp(`^#? ?${name}=`, "m").test(example), `${name} in .env.example`);
+  }
+});
+
+Deno.test("packaging: every shell script in the repo parses (bash -n)", async () => {
+  const scripts = [".ci/run"];
+  for (const dir of ["bench", "bench/targets"]) {
+    for (const e of Deno.readDirSync(`${ROOT}${dir}`)) {
+      if (e.isFile && e.name.endsWith(".sh")) scripts.push(`${dir}/${e.name}`);
+    }
+  }
+  ok(scripts.includes("bench/quick.sh"), scripts.join(", "));
+  for (const s of scripts) {
+    const out = await new Deno.Command("bash", { args: ["-n", `${ROOT}${s}`], stderr: "piped" })
+      .output();
+    equal(out.code, 0, `${s}: ${new TextDecoder().decode(out.stderr)}`);
   }
 });
