@@ -2,9 +2,8 @@
 import assert from "node:assert/strict";
 import { MuxStreamError, StreamErrorCode } from "./errors.ts";
 import type { MuxStream } from "./stream.ts";
-import { setImmediate } from "node:timers";
-import type { DatagramConn, DatagramHandler } from "../datagram.ts";
 import { realClock } from "./clock.ts";
+import { createLinkPair } from "./testing/lossy_link.ts";
 import { memoryPair, randomBytes, sessionPair, sha256 } from "./testing/harness.ts";
 
 const memPair = (loss = 0) => memoryPair({ loss, seed: 7 });
@@ -114,54 +113,11 @@ Deno.test("mux stream: Web Streams made on first use still carry data both ways"
   await p.dispose();
 });
 
-/**
- * Two datagram ends that deliver what was sent the way the UDP loop reads a burst from its
- * socket: all of it in one macrotask, each datagram in its own microtask turn (every receive
- * completes at once, so its `await` resumes in a microtask).
- */
-class BurstEnd implements DatagramConn {
-  readonly maxDatagramSize = 1200;
-  closed = false;
-  peer: BurstEnd | undefined;
-  #handler: DatagramHandler | undefined;
-  readonly #queue: Uint8Array[] = [];
-  #pumping = false;
-
-  send(d: Uint8Array): void {
-    this.peer?.arrive(d.slice());
-  }
-  attach(h: DatagramHandler): void {
-    this.#handler = h;
-  }
-  close(reason = "closed"): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.#handler?.onClose(reason);
-  }
-  arrive(d: Uint8Array): void {
-    this.#queue.push(d);
-    if (this.#pumping) return;
-    this.#pumping = true;
-    setImmediate(async () => {
-      while (this.#queue.length > 0) {
-        this.#handler?.onDatagram(this.#queue.shift()!);
-        for (let i = 0; i < 8; i++) await null;
-      }
-      this.#pumping = false;
-    });
-  }
-}
-
-function burstLink(): [BurstEnd, BurstEnd] {
-  const a = new BurstEnd(), b = new BurstEnd();
-  a.peer = b;
-  b.peer = a;
-  return [a, b];
-}
-
 Deno.test("mux stream: datagrams read in one I/O turn reach a waiting reader as one chunk after the first bytes", async () => {
-  const [a, b] = burstLink();
-  const p = sessionPair(a, b, { clock: realClock });
+  // A burst handed over the way the UDP loop reads one: one macrotask, microtask turns
+  // between datagrams.
+  const l = createLinkPair({ clock: realClock, immediate: true, microtaskTurns: 8, mtu: 1200 });
+  const p = sessionPair(l.a, l.b, { clock: realClock });
   const s = p.client.openStream();
   await s.write(new Uint8Array([0]));
   const ss = (await p.wait(p.server.acceptStream(), "accept", 5000))!;

@@ -34,6 +34,12 @@ export interface PathOptions {
   queueBytes?: number;
   /** Deliver zero-delay datagrams in a setImmediate batch instead of a clock timer (real-clock benches). */
   immediate?: boolean;
+  /**
+   * With `immediate`: microtask turns to yield after each datagram of a batch (default 0, the
+   * whole batch at once). The UDP loop reads a burst so: every `receive` completes at once and
+   * resumes in a microtask, all within one macrotask.
+   */
+  microtaskTurns?: number;
 }
 
 /** What happened to the datagrams sent into a path. */
@@ -80,6 +86,7 @@ export class SimPath {
   #deliver: ((d: Uint8Array) => void) | null = null;
   #immediate: Uint8Array[] = [];
   #immediateScheduled = false;
+  #closed = false;
   readonly #timers = new Set<unknown>();
 
   constructor(o: PathOptions, seed: number) {
@@ -145,6 +152,7 @@ export class SimPath {
 
   /** Cancels deliveries still in flight. */
   close(): void {
+    this.#closed = true;
     for (const t of this.#timers) this.#o.clock.clearTimer(t);
     this.#timers.clear();
     this.#immediate = [];
@@ -166,11 +174,16 @@ export class SimPath {
     this.#timers.add(t);
   }
 
-  #flushImmediate(): void {
+  async #flushImmediate(): Promise<void> {
     this.#immediateScheduled = false;
     const q = this.#immediate;
     this.#immediate = [];
-    for (const d of q) this.#arrive(d);
+    const turns = this.#o.microtaskTurns ?? 0;
+    for (const d of q) {
+      if (this.#closed) return;
+      this.#arrive(d);
+      for (let i = 0; i < turns; i++) await null;
+    }
   }
 
   #arrive(d: Uint8Array): void {
