@@ -28,7 +28,8 @@
  * queue, by one packet (Reno's pace) while it does; once it no longer bounds the model's
  * window it is dropped. A queue standing through whole rounds means another flow holds it:
  * BBR is then `competing`, and its window is `inflightHi` itself (AIMD) instead of the
- * model's, which leaves the other's queue out of the BDP. Losses later acked (reordering) leave the loss-rate sample.
+ * model's, which leaves the other's queue out of the BDP. Losses later acked (reordering)
+ * leave the loss-rate sample.
  * docs/congestion.md explains the choices and has the measurements.
  */
 import type {

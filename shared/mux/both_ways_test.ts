@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { TUNNEL_MUX_PARAMS } from "../tunnel_params.ts";
-import { download, memoryPair, randomBytes } from "./testing/harness.ts";
+import { download, memoryPair, randomBytes, readAll, sha256, writeAll } from "./testing/harness.ts";
 
 /** Client writes `size` bytes; the server writes each chunk back as it reads it. */
 async function echo(p: ReturnType<typeof memoryPair>, size: number): Promise<number> {
@@ -27,20 +27,13 @@ async function echo(p: ReturnType<typeof memoryPair>, size: number): Promise<num
     }
     ss.close();
   })();
-  const writing = (async () => {
-    for (let i = 0; i < size; i += 64 * 1024) await s.write(data.subarray(i, i + 64 * 1024));
-    s.close();
-  })();
-  let got = 0;
-  const reading = (async () => {
-    for (;;) {
-      const c = await s.read();
-      if (c === null) break;
-      got += c.length;
-    }
-  })();
-  await p.wait(Promise.all([server, writing, reading]), "echo", 120_000);
-  assert.equal(got, size);
+  const [, , got] = await p.wait(
+    Promise.all([server, writeAll(s, data), readAll(s.readable)]),
+    "echo",
+    120_000,
+  );
+  assert.equal(got.bytes, size);
+  assert.equal(got.sha, sha256(data));
   return p.clock.now() - t0;
 }
 
