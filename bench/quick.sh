@@ -6,7 +6,8 @@
 # download with curl,
 # prints the figures and the RSS of both processes, and stops everything it started.
 # ONLY=c50, c1, echo or get runs that phase alone (e.g. to profile it); ONLY=c1paced runs one
-# request every 25 ms (hey -q 40), as c1 does over a 20 ms path; REPEAT=n runs the c50, echo
+# request every 25 ms (hey -q 40; RATE=n for n a second), as c1 does over a 20 ms path, and
+# counts CPU and minor page faults per request; REPEAT=n runs the c50, echo
 # and get phases n times in a row (a Deno process warms up over tens of seconds). PROFILE=1 adds
 # --cpu-prof (profiles under $OUT/server, $OUT/client; summarize with
 # `deno run --allow-read bench/cpuprofile_top.ts FILE`). MAX_DATAGRAM=1215 caps the tunnel's
@@ -14,10 +15,13 @@
 # CPU shows; the server keeps whole records for a loopback peer whatever its ceiling, so give the
 # tunnel a local address off 127/8 too, e.g. as root `ip link add hgv0 type veth peer name hgv1;
 # ip addr add 10.98.0.1/32 dev hgv0; ip link set hgv0 up; ip link set hgv1 up`, then
-# TUNNEL_HOST=10.98.0.1 (the kernel still routes it through lo). Needs wrk and curl (c1paced: hey).
+# TUNNEL_HOST=10.98.0.1 (the kernel still routes it through lo). LOG_LEVEL=info logs each
+# request as a server does by default (the bench runs it at warn); V8FLAGS=... passes
+# --v8-flags to both tunnel processes. Needs wrk and curl (c1paced: hey).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/hopgate-quick.XXXXXX)}
+mkdir -p "$OUT"
 P=${PORT_BASE:-18100}
 ORIGIN=$P HTTP=$((P + 1)) DTLS=$((P + 2)) TH=${TUNNEL_HOST:-127.0.0.1}
 KEY_ADMIN=quick-admin-key-0123456789
@@ -50,18 +54,19 @@ deno run --allow-net "$OUT/origin.ts" & PIDS+=($!)
 cd "$ROOT" || exit 1
 HOP_SERVER_DEBUG=true HOP_SERVER_DOMAIN=localhost HOP_SERVER_HTTP_LISTEN=127.0.0.1:$HTTP \
   HOP_SERVER_HTTPS_LISTEN=127.0.0.1:0 HOP_SERVER_DTLS_LISTEN=$TH:$DTLS \
-  HOP_ADMIN_API_KEY=$KEY_ADMIN HOP_DATA_DIR="$OUT/data" HOP_LOG_LEVEL=warn \
+  HOP_ADMIN_API_KEY=$KEY_ADMIN HOP_DATA_DIR="$OUT/data" HOP_LOG_LEVEL=${LOG_LEVEL:-warn} \
   ${MAX_DATAGRAM:+env HOP_TUNNEL_MAX_DATAGRAM_BYTES=$MAX_DATAGRAM} \
-  deno run $(prof server) --allow-all server/main.ts >"$OUT/server.log" 2>&1 & PIDS+=($!); S=$!
+  deno run $(prof server) ${V8FLAGS:+--v8-flags=$V8FLAGS} --allow-all server/main.ts >"$OUT/server.log" 2>&1 & PIDS+=($!); S=$!
 for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: localhost' "http://127.0.0.1:$HTTP/healthz" && break; sleep 0.2; done
 KEY=$(curl -s -H 'Host: localhost' -H "Authorization: Bearer $KEY_ADMIN" -d '{"domain":"app.localhost"}' \
   "http://127.0.0.1:$HTTP/api/v1/admin/domains/register" | sed -nE 's/.*"client_api_key":"([^"]+)".*/\1/p')
-deno run $(prof client) --allow-all client/main.ts --server-addr "$TH:$DTLS" --domain app.localhost \
+deno run $(prof client) ${V8FLAGS:+--v8-flags=$V8FLAGS} --allow-all client/main.ts --server-addr "$TH:$DTLS" --domain app.localhost \
   --api-key "$KEY" --local-target "127.0.0.1:$ORIGIN" \
   ${MAX_DATAGRAM:+--max-datagram-bytes "$MAX_DATAGRAM"} >"$OUT/client.log" 2>&1 & PIDS+=($!); C=$!
 for _ in $(seq 100); do [ "$(curl -s -H 'Host: app.localhost' "http://127.0.0.1:$HTTP/")" = "Hello, world!" ] && break; sleep 0.2; done
 H=(-H 'Host: app.localhost')
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
+flt() { awk '{print $10}' "/proc/$1/stat"; } # minor page faults
 pkts() { curl -s -H 'Host: localhost' "http://127.0.0.1:$HTTP/metrics" | awk '/^hopgate_tunnel_packets_total/{n+=$2} END{print n+0}'; }
 if [ "${ONLY:-c50}" = c50 ]; then
 for run in $(seq "${REPEAT:-1}"); do
@@ -80,12 +85,12 @@ hz=$(getconf CLK_TCK)
 echo "c1:  $r req/s p50 $a; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
 fi
 if [ "${ONLY:-}" = c1paced ]; then
-# One request every 25 ms, as c1 over a 20 ms path: each finds both processes idle.
-s0=$(cpu $S) c0=$(cpu $C)
-hey -c 1 -q 40 -z 8s -host app.localhost "http://127.0.0.1:$HTTP/" >"$OUT/hey1"
+# One request every 25 ms (RATE=40 a second), as c1 over a 20 ms path: each finds both processes idle.
+s0=$(cpu $S) c0=$(cpu $C) f0=$(flt $S) g0=$(flt $C)
+hey -c 1 -q "${RATE:-40}" -z 8s -host app.localhost "http://127.0.0.1:$HTTP/" >"$OUT/hey1"
 n=$(awk '/\[200\]/{print $2}' "$OUT/hey1") a=$(awk '/ 50% in /{print $3 * 1000}' "$OUT/hey1")
 hz=$(getconf CLK_TCK)
-echo "c1 paced (40/s): $n requests, p50 $a ms; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n))"
+echo "c1 paced (${RATE:-40}/s): $n requests, p50 $a ms; CPU µs/req server $((($(cpu $S) - s0) * 1000000 / hz / n)) client $((($(cpu $C) - c0) * 1000000 / hz / n)); minor faults/req server $((($(flt $S) - f0) / n)) client $((($(flt $C) - g0) / n))"
 fi
 if [ "${ONLY:-echo}" = echo ]; then
 head -c 52428800 /dev/urandom >"$OUT/50m.bin"

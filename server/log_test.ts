@@ -1,6 +1,6 @@
 import assert, { equal } from "node:assert/strict";
 import { Secret } from "./config.ts";
-import { createJsonLogger, MemoryLogger, withFields } from "./log.ts";
+import { createJsonLogger, LineBatcher, MemoryLogger, withFields } from "./log.ts";
 
 Deno.test("createJsonLogger writes one JSON object per line, at or above its level", () => {
   const lines: string[] = [];
@@ -53,6 +53,7 @@ Deno.test("logs drop query strings, mask bearer tokens and URL credentials, keep
     note: "fetch https://u:q3@h.example/z?q=q4 failed; Authorization: Bearer q5",
     error: new Error("GET http://h/p?sig=q6 refused"),
     where: new URL("https://h.example/p?q=q7"),
+    upper: "AUTHORIZATION: BEARER q8, then basic q9; HTTPS://u:q10@h",
   });
   equal(lines.length, 1);
   const e = JSON.parse(lines[0]!);
@@ -62,7 +63,7 @@ Deno.test("logs drop query strings, mask bearer tokens and URL credentials, keep
   equal(e.path, "/x");
   equal(e.url, "http://h/y");
   equal(e.where, "https://h.example/p");
-  for (let i = 1; i <= 7; i++) assert.ok(!lines[0]!.includes(`q${i}`), lines[0]);
+  for (let i = 1; i <= 10; i++) assert.ok(!lines[0]!.includes(`q${i}`), lines[0]);
 });
 
 Deno.test("each logger keeps its own level; a line without component says server", () => {
@@ -98,4 +99,58 @@ Deno.test("withFields adds its fields to every line; a line's own fields win", (
     { ts: "1970-01-01T00:00:00.000Z", level: "warn", msg: "other", component: "admin", event: "y" },
     { ts: "1970-01-01T00:00:00.000Z", level: "info", msg: "plain", component: "server" },
   ]);
+});
+
+Deno.test("LineBatcher writes a turn's lines in one write; a warning goes out at once, after them", async () => {
+  const writes: string[] = [];
+  const b = new LineBatcher((t) => writes.push(t));
+  b.later("a\n");
+  b.later("b\n");
+  assert.deepEqual(writes, [], "nothing before the turn ends");
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(writes, ["a\nb\n"]);
+  b.later("c\n");
+  b.now("warn\n");
+  assert.deepEqual(writes, ["a\nb\n", "c\nwarn\n"], "the waiting line first, then the warning");
+  await new Promise((r) => setImmediate(r));
+  assert.equal(writes.length, 2, "nothing left for the scheduled write");
+  const capped: string[] = [];
+  const c = new LineBatcher((t) => capped.push(t), 10);
+  c.later("12345\n");
+  assert.equal(capped.length, 0);
+  c.later("67890\n");
+  assert.deepEqual(capped, ["12345\n67890\n"], "written at once past maxChars");
+});
+
+Deno.test("lines waiting for the turn's end reach stdout when the process exits or crashes", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/log_exit.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { createJsonLogger } from ${
+        JSON.stringify(new URL("./log.ts", import.meta.url).href)
+      };
+const log = createJsonLogger({ level: "info" });
+log.info("first", { component: "t" });
+log.info("second", { component: "t" });
+if (Deno.args[0] === "exit") Deno.exit(0);
+if (Deno.args[0] === "throw") throw new Error("boom");
+`,
+    );
+    const config = new URL("../deno.json", import.meta.url).pathname;
+    for (const how of ["exit", "throw", "end"]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--quiet", "--config", config, "--allow-read", script, how],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const msgs = new TextDecoder().decode(out.stdout).trim().split("\n")
+        .map((l) => JSON.parse(l).msg);
+      assert.deepEqual(msgs, ["first", "second"], how);
+      equal(out.code, how === "throw" ? 1 : 0);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
