@@ -254,12 +254,22 @@ let stdout: LineBatcher | null = null;
 
 /**
  * The process's one batcher for stdout. What waits in it is written when the program
- * ends, on `Deno.exit` (unload) and before an uncaught error ends the process.
+ * ends, on `Deno.exit` (unload) and before an uncaught error ends the process. A failed
+ * write (stdout closed) is reported on stderr and its lines are lost; the process goes on.
  */
 function stdoutLines(): LineBatcher {
   if (stdout !== null) return stdout;
   const encoder = new TextEncoder();
-  const b = new LineBatcher((text) => writeAllSync(encoder.encode(text)));
+  const b = new LineBatcher((text) => {
+    try {
+      writeAllSync(encoder.encode(text));
+    } catch (e) {
+      // As LogTape does with a sink that throws: say so on stderr, drop the lines, go on.
+      try {
+        console.error(`log: writing to stdout failed: ${e instanceof Error ? e.message : e}`);
+      } catch { /* stderr is gone too */ }
+    }
+  });
   for (const event of ["unload", "error", "unhandledrejection"]) {
     globalThis.addEventListener(event, b.flush);
   }

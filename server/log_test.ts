@@ -136,6 +136,13 @@ log.info("first", { component: "t" });
 log.info("second", { component: "t" });
 if (Deno.args[0] === "exit") Deno.exit(0);
 if (Deno.args[0] === "throw") throw new Error("boom");
+if (Deno.args[0] === "closed") {
+  await new Promise((r) => setTimeout(r, 300)); // the reader is gone by now
+  log.info("third", { component: "t" });
+  await new Promise((r) => setTimeout(r, 50));
+  log.error("fourth", { component: "t" });
+  console.error("still running");
+}
 `,
     );
     const config = new URL("../deno.json", import.meta.url).pathname;
@@ -150,6 +157,16 @@ if (Deno.args[0] === "throw") throw new Error("boom");
       assert.deepEqual(msgs, ["first", "second"], how);
       equal(out.code, how === "throw" ? 1 : 0);
     }
+    // stdout closed under it: the write fails, is reported on stderr, and the process goes on.
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--config", config, "--allow-read", script, "closed"],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    await child.stdout.cancel();
+    const [status, err] = await Promise.all([child.status, new Response(child.stderr).text()]);
+    equal(status.code, 0, err);
+    assert.match(err, /log: writing to stdout failed: .*\n[^]*still running/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
