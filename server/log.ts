@@ -229,9 +229,15 @@ export class LineBatcher {
     if (this.#chars >= this.#maxChars) this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(this.flush);
+      setImmediate(this.#atTurnEnd);
     }
   }
+
+  /** The one scheduled write of a turn (whatever wrote the lines meanwhile leaves none). */
+  readonly #atTurnEnd = (): void => {
+    this.#scheduled = false;
+    this.flush();
+  };
 
   /** Writes the lines waiting, then `line`. */
   now(line: string): void {
@@ -241,7 +247,6 @@ export class LineBatcher {
 
   /** Writes the lines waiting, if any. */
   readonly flush = (): void => {
-    this.#scheduled = false;
     const p = this.#pending;
     if (p.length === 0) return;
     this.#pending = [];

@@ -114,6 +114,11 @@ Deno.test("LineBatcher writes a turn's lines in one write; a warning goes out at
   assert.deepEqual(writes, ["a\nb\n", "c\nwarn\n"], "the waiting line first, then the warning");
   await new Promise((r) => setImmediate(r));
   assert.equal(writes.length, 2, "nothing left for the scheduled write");
+  b.later("d\n");
+  b.now("error\n");
+  b.later("e\n"); // after a write at once, the turn's one scheduled write still takes it
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(writes.slice(2), ["d\nerror\n", "e\n"]);
   const capped: string[] = [];
   const c = new LineBatcher((t) => capped.push(t), 10);
   c.later("12345\n");
