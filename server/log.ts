@@ -260,16 +260,22 @@ let stdout: LineBatcher | null = null;
 /**
  * The process's one batcher for stdout. What waits in it is written when the program
  * ends, on `Deno.exit` (unload) and before an uncaught error ends the process. A failed
- * write (stdout closed) is reported on stderr and its lines are lost; the process goes on.
+ * write (stdout closed) loses its lines and the process goes on; stderr says so once, until
+ * a write succeeds again.
  */
 function stdoutLines(): LineBatcher {
   if (stdout !== null) return stdout;
   const encoder = new TextEncoder();
+  let failing = false;
   const b = new LineBatcher((text) => {
     try {
       writeAllSync(encoder.encode(text));
+      failing = false;
     } catch (e) {
-      // As LogTape does with a sink that throws: say so on stderr, drop the lines, go on.
+      // Say so on stderr, drop the lines, go on; once per run of failures: every request
+      // logs, and a closed stdout must not become a line on stderr per request.
+      if (failing) return;
+      failing = true;
       try {
         console.error(`log: writing to stdout failed: ${e instanceof Error ? e.message : e}`);
       } catch { /* stderr is gone too */ }

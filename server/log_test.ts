@@ -172,6 +172,7 @@ if (Deno.args[0] === "closed") {
     const [status, err] = await Promise.all([child.status, new Response(child.stderr).text()]);
     equal(status.code, 0, err);
     assert.match(err, /log: writing to stdout failed: .*\n[^]*still running/);
+    equal(err.split("log: writing to stdout failed").length - 1, 1, "said once: " + err);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
