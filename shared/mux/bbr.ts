@@ -6,9 +6,10 @@
  *
  * - max_bw: the largest delivery rate (delivery_rate.ts) over `bandwidthWindowRounds` round
  *   trips; samples of app-limited flights count only if they raise it;
- * - min_rtt: the smallest RTT (ack delay removed) over `queueBaseRttWindowMs`; when it was
- *   not seen again for that long, ProbeRTT holds the window at half a BDP for
- *   `bbrProbeRttMs` and two round trips so the path's own RTT shows;
+ * - min_rtt: the smallest RTT (ack delay removed) over `queueBaseRttWindowMs`; a sample
+ *   within MIN_RTT_SEEN_AGAIN_RATIO of it (at least QUEUE_DELAY_FLOOR_MS) counts as seeing
+ *   it again; when it was not seen again for that long, ProbeRTT holds the window at half a
+ *   BDP for `bbrProbeRttMs` and two round trips so the path's own RTT shows;
  * - Startup (pacing gain 2.77) until max_bw grew less than 25 % in 3 rounds, or a loss
  *   counts as congestion (below); Drain (1/2.77) until the queue it built is gone;
  *   ProbeBW: the 8-phase gain cycle 1.25, 0.75, 1 x 6, each about one min_rtt;
@@ -82,6 +83,16 @@ const PACING_MARGIN = 0.99;
 const BURST_MS = 4;
 /** Queue delay below this many ms is never taken for a full queue (timer noise, bursts). */
 const QUEUE_DELAY_FLOOR_MS = 1;
+/**
+ * An RTT sample at most this fraction (and QUEUE_DELAY_FLOOR_MS) above min_rtt sees min_rtt
+ * again: the path shows no queue worth draining, so ProbeRTT is not due. Only samples at or
+ * below it used to count, and the scheduling noise of a real event loop (0.1-0.6 ms on a
+ * 53 ms path, the WAN lab's P4) kept them from coming while a download kept the path full:
+ * ProbeRTT then halved the rate for ~300 ms every 10 s. A queue larger than this still
+ * expires min_rtt and drains; a shorter RTT still replaces it at once. Chromium's BBR may
+ * skip ProbeRTT when the RTT stayed within 12.5 %; 5 % keeps the queue it lets stand small.
+ */
+const MIN_RTT_SEEN_AGAIN_RATIO = 0.05;
 /** Rounds in a row with a standing queue before BBR takes a loss-based flow to be sharing. */
 const COMPETE_ROUNDS = 2;
 
@@ -391,6 +402,11 @@ export class Bbr implements CongestionController {
     if (rtt >= 0 && (rtt <= this.minRtt || expired)) {
       this.minRtt = rtt;
       this.minRttAt = now;
+    } else if (
+      rtt >= 0 &&
+      rtt - this.minRtt <= Math.max(MIN_RTT_SEEN_AGAIN_RATIO * this.minRtt, QUEUE_DELAY_FLOOR_MS)
+    ) {
+      this.minRttAt = now; // seen again, to within the scheduling noise: min_rtt stays
     }
     if (expired && !this.#idleRestart && this.mode !== "probe_rtt") {
       // min_rtt was not seen again for a whole window: drain the queue to measure it.
