@@ -24,6 +24,11 @@
  * Congestion control is the BBR-style controller (docs/congestion.md): random loss on
  * a WAN path is not read as congestion. On the WAN lab's 100 ms / 3 % loss / 20 Mbit/s
  * path a 20 MiB download took 12.3 s with it and did not finish in 60 s with NewReno.
+ *
+ * A session's first window is 32 packets (~38 KB; Chromium's QUIC starts at 32), not the
+ * mux default of 10 (RFC 9002's): Startup reaches the path ~2 round trips sooner. On the
+ * WAN lab's 50 ms / 50 Mbit/s path a fresh session's first 20 MiB took 3.82-3.84 s against
+ * 3.91-3.95 s with 10 (later ones 3.67 s). The window goes out paced, at Startup's rate.
  */
 import type { MuxParams } from "./mux/mod.ts";
 
@@ -34,6 +39,7 @@ export const TUNNEL_MUX_PARAMS: Readonly<Partial<MuxParams>> = {
   keepAliveJitterRatio: 0.25,
   unansweredTimeoutMs: 10_000,
   congestionControl: "bbr",
+  initialWindowPackets: 32,
 };
 
 /**

@@ -37,21 +37,32 @@ async function echo(p: ReturnType<typeof memoryPair>, size: number): Promise<num
   return p.clock.now() - t0;
 }
 
-for (const seed of [3, 4]) {
-  Deno.test(`mux both ways: a first echo after a download at 3 % loss is not held to the echo's first small flight (seed ${seed})`, async () => {
-    // The WAN lab's P3: 100 ms, 20 Mbit/s, 3 % random loss each way, queue 1.5 BDP.
+Deno.test("mux both ways: a first echo after a download at 3 % loss is not held to the echo's first small flight (8 seeds)", async () => {
+  // The WAN lab's P3: 100 ms, 20 Mbit/s, 3 % random loss each way, queue 1.5 BDP.
+  const ratios: number[] = [];
+  const lines: string[] = [];
+  for (let seed = 3; seed <= 10; seed++) {
     const link = { delayMs: 50, rateBytesPerMs: 2_500, queueBytes: 375_000, loss: 0.03, seed };
     const p = memoryPair(link, TUNNEL_MUX_PARAMS);
     try {
       await download(p, 20 << 20);
       const first = await echo(p, 10 << 20);
       const later = (await echo(p, 10 << 20) + await echo(p, 10 << 20)) / 2;
-      console.log(`  first echo ${Math.round(first)} ms, later ${Math.round(later)} ms`);
-      // 10 MiB at 20 Mbit/s is 4.2 s. Before: 10.7 s and 7.2 s first, 5.9 s and 5.3 s later.
-      assert.ok(first < 1.3 * later, `first ${Math.round(first)} ms, later ${Math.round(later)}`);
-      assert.ok(later < 6_000, `later ${Math.round(later)} ms`);
+      lines.push(`seed ${seed}: first ${Math.round(first)} ms, later ${Math.round(later)} ms`);
+      ratios.push(first / later);
+      // 10 MiB at 20 Mbit/s is 4.2 s.
+      assert.ok(later < 6_000, `seed ${seed}: later ${Math.round(later)} ms`);
     } finally {
       await p.dispose();
     }
-  });
-}
+  }
+  console.log(`  ${lines.join("\n  ")}`);
+  ratios.sort((a, b) => a - b);
+  const median = (ratios[3]! + ratios[4]!) / 2;
+  // Before the bound (two seeds): 10.7 s first against 5.9 s later, 7.2 s against 5.3 s.
+  // A first echo can still meet the other direction's Startup queue in its RTT (the queue
+  // rule then calls its rounds congested; docs/congestion.md, "Both directions busy"):
+  // up to ~1.4 x here, in one seed of eight.
+  assert.ok(ratios[7]! < 1.5, `worst first/later ${ratios[7]!.toFixed(2)}`);
+  assert.ok(median < 1.2, `median first/later ${median.toFixed(2)}`);
+});
