@@ -402,10 +402,7 @@ export class Bbr implements CongestionController {
     if (rtt >= 0 && (rtt <= this.minRtt || expired)) {
       this.minRtt = rtt;
       this.minRttAt = now;
-    } else if (
-      rtt >= 0 &&
-      rtt - this.minRtt <= Math.max(MIN_RTT_SEEN_AGAIN_RATIO * this.minRtt, QUEUE_DELAY_FLOOR_MS)
-    ) {
+    } else if (rtt >= 0 && !this.#aboveMinRtt(rtt, MIN_RTT_SEEN_AGAIN_RATIO)) {
       this.minRttAt = now; // seen again, to within the scheduling noise: min_rtt stays
     }
     if (expired && !this.#idleRestart && this.mode !== "probe_rtt") {
@@ -475,8 +472,12 @@ export class Bbr implements CongestionController {
   /** Queue delay: `rtt` more than bbrQueueDelayRatio (and a ms) above min_rtt. */
   #queueDelayed(rtt: number): boolean {
     if (rtt < 0 || this.minRtt === Infinity) return false;
-    return rtt - this.minRtt >
-      Math.max(this.#p.bbrQueueDelayRatio * this.minRtt, QUEUE_DELAY_FLOOR_MS);
+    return this.#aboveMinRtt(rtt, this.#p.bbrQueueDelayRatio);
+  }
+
+  /** `rtt` is more than `ratio` x min_rtt (and QUEUE_DELAY_FLOOR_MS) above min_rtt. */
+  #aboveMinRtt(rtt: number, ratio: number): boolean {
+    return rtt - this.minRtt > Math.max(ratio * this.minRtt, QUEUE_DELAY_FLOOR_MS);
   }
 
   onPacketsLost(e: LossEvent): boolean {

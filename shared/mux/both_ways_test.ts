@@ -58,11 +58,13 @@ Deno.test("mux both ways: a first echo after a download at 3 % loss is not held 
   }
   console.log(`  ${lines.join("\n  ")}`);
   ratios.sort((a, b) => a - b);
-  const median = (ratios[3]! + ratios[4]!) / 2;
+  const mid = ratios.length / 2;
+  const median = (ratios[mid - 1]! + ratios[mid]!) / 2;
+  const worst = ratios[ratios.length - 1]!;
   // Before the bound (two seeds): 10.7 s first against 5.9 s later, 7.2 s against 5.3 s.
   // A first echo can still meet the other direction's Startup queue in its RTT (the queue
   // rule then calls its rounds congested; docs/congestion.md, "Both directions busy"):
   // up to ~1.4 x here, in one seed of eight.
-  assert.ok(ratios[7]! < 1.5, `worst first/later ${ratios[7]!.toFixed(2)}`);
+  assert.ok(worst < 1.5, `worst first/later ${worst.toFixed(2)}`);
   assert.ok(median < 1.2, `median first/later ${median.toFixed(2)}`);
 });
