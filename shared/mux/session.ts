@@ -152,6 +152,7 @@ export class MuxSession {
     this.#ack = new AckTracker(p.maxAckRanges, p.ackElicitingThresholdPackets, p.maxAckDelayMs);
     const host: StreamHost = {
       sendBufferLimit: this.sendBufferLimit,
+      sentUnackedLimit: p.maxStreamWindowBytes,
       sendable: (s) => this.#packer.queue(s),
       queueControl: (s, kind) => this.#control.queueStream(s, kind),
       consumed: (s, n) => this.#flow.onConsumed(s, n),

@@ -4,7 +4,8 @@
  * with backpressure both ways:
  * - `write()` resolves once the bytes are in the send buffer; the buffer holds
  *   at most `streamSendBufferBytes` bytes not yet sent, and what was sent until
- *   its ACK: at most the peer's window for the stream beyond that. Counting sent
+ *   its ACK: at most the peer's window for the stream beyond that, and never more
+ *   than `maxStreamWindowBytes` above the acknowledged prefix. Counting sent
  *   bytes too held a stream to 1 MiB per round trip, and a loss, whose bytes stay
  *   until their resend is acked, stopped the writer for a round trip or two.
  * - `read()` hands over data only when asked, and flow-control credit returns
@@ -32,6 +33,12 @@ export type { MuxStream };
  */
 export interface StreamHost {
   readonly sendBufferLimit: number;
+  /**
+   * Most bytes sent beyond the acknowledged prefix (`maxStreamWindowBytes`), whatever the
+   * peer's MAX_STREAM_DATA: it may run ahead of the ACKs we have (the ACK of a resent
+   * packet still on its way), and the send buffer holds every byte above the prefix.
+   */
+  readonly sentUnackedLimit: number;
   /** The stream has data, FIN or retransmissions to send. */
   sendable(s: Stream): void;
   /** Queues a RESET_STREAM, STOP_SENDING or MAX_STREAM_DATA for s (control_frames.ts). */
@@ -287,15 +294,26 @@ export class Stream implements MuxStream {
     return f;
   }
 
-  /** How far new data may go: the peer's MAX_STREAM_DATA, or less if the session allows less. */
+  /**
+   * How far new data may go: the peer's MAX_STREAM_DATA, or less if the session allows
+   * less or the acknowledged prefix lags (StreamHost.sentUnackedLimit).
+   */
   #sendLimit(connCredit: number): number {
-    return Math.min(this.sendMax, this.send.nextNew + connCredit);
+    const send = this.send;
+    const held = send.ackedPrefix + this.#host.sentUnackedLimit;
+    return Math.min(this.sendMax, send.nextNew + connCredit, held);
   }
 
   /** A packet carrying [offset, offset + length) (and the FIN if `fin`) was acknowledged. */
   onDataAcked(offset: number, length: number, fin: boolean): void {
     if (this.sendState === "reset") return;
-    this.send.onAcked(offset, length, fin);
+    const send = this.send;
+    const held = send.nextNew >= send.ackedPrefix + this.#host.sentUnackedLimit;
+    send.onAcked(offset, length, fin);
+    // The prefix moved past what held new data back: there is room to send again.
+    if (held && send.nextNew < send.ackedPrefix + this.#host.sentUnackedLimit) {
+      this.#host.sendable(this);
+    }
     this.onSendProgress();
   }
 

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { MuxStreamError, StreamErrorCode } from "./errors.ts";
 import type { MuxStream } from "./stream.ts";
 import { realClock } from "./clock.ts";
+import { FakeClock } from "./testing/fake_clock.ts";
 import { createLinkPair } from "./testing/lossy_link.ts";
 import { memoryPair, randomBytes, sessionPair, sha256 } from "./testing/harness.ts";
 
@@ -143,4 +144,54 @@ Deno.test("mux stream: datagrams read in one I/O turn reach a waiting reader as 
   assert.ok(p.server.stats.packetsReceived >= 9, `${p.server.stats.packetsReceived} packets`);
   assert.equal(chunks.length, 1, `chunks ${chunks.join(", ")}`);
   await p.dispose();
+});
+
+Deno.test("mux stream: a sender holds at most its own maxStreamWindowBytes above the acked prefix, whatever window the peer grants", async () => {
+  // The receiver grants up to 4 MiB; the sender's own bound is 128 KiB. A lost packet holds
+  // the acked prefix back until its resend is acked, while the peer's MAX_STREAM_DATA
+  // (counted from what it read) may run ahead. Held = buffered less the whole send buffer:
+  // a lower bound of what was sent and not acked in order.
+  const run = async (senderMax: number) => {
+    const clock = new FakeClock();
+    const l = createLinkPair({ clock, delayMs: 20, loss: 0.002, seed: 9 });
+    const sendBuffer = 64 * 1024;
+    const p = sessionPair(l.a, l.b, {
+      clock,
+      params: {
+        initialStreamWindowBytes: 64 * 1024,
+        maxStreamWindowBytes: senderMax,
+        streamSendBufferBytes: sendBuffer,
+      },
+      serverParams: { initialStreamWindowBytes: 1 << 20, maxStreamWindowBytes: 4 << 20 },
+    });
+    const data = randomBytes(5, 4 << 20);
+    const s = p.client.openStream();
+    let held = 0;
+    const writing = (async () => {
+      for (let i = 0; i < data.length; i += 16_384) await s.write(data.subarray(i, i + 16_384));
+      s.close();
+    })();
+    const ss = (await p.wait(p.server.acceptStream(), "accept"))!;
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      const c = await p.wait(ss.read(), "read");
+      if (c === null) break;
+      parts.push(c);
+      held = Math.max(held, p.client.stats.sendBufferedBytes - sendBuffer);
+    }
+    await p.wait(writing, "write");
+    const got = new Uint8Array(data.length);
+    let pos = 0;
+    for (const c of parts) got.set(c, pos), pos += c.length;
+    assert.equal(sha256(got), sha256(data));
+    await p.dispose();
+    return held;
+  };
+  const bounded = await run(128 * 1024);
+  const loose = await run(16 << 20);
+  console.log(
+    `sent beyond the acked prefix (at most): ${bounded} bytes, ${loose} with a 16 MiB bound`,
+  );
+  assert.ok(bounded <= 128 * 1024, `${bounded} bytes sent beyond the acked prefix`);
+  assert.ok(loose > 256 * 1024, "the peer's window alone lets far more be held");
 });
