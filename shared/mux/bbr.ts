@@ -30,7 +30,8 @@
  * window it is dropped. A queue standing through whole rounds means another flow holds it:
  * BBR is then `competing`, and its window is `inflightHi` itself (AIMD) instead of the
  * model's, which leaves the other's queue out of the BDP. Losses later acked (reordering)
- * leave the loss-rate sample.
+ * leave the loss-rate sample. Cruising with no queue, the pacing rate makes up for the
+ * random loss measured while so (MAX_LOSS_COMPENSATION, QUIET_RTT_RATIO).
  * docs/congestion.md explains the choices and has the measurements.
  */
 import type {
@@ -93,6 +94,22 @@ const QUEUE_DELAY_FLOOR_MS = 1;
  * skip ProbeRTT when the RTT stayed within 12.5 %; 5 % keeps the queue it lets stand small.
  */
 const MIN_RTT_SEEN_AGAIN_RATIO = 0.05;
+/**
+ * Cruising with no queue, BBR paces at max_bw / (1 - p), p the random loss rate, making up
+ * for at most this much. max_bw is what got through: pacing at it leaves the bottleneck idle
+ * by about p where the loss comes before it (the WAN lab's emulator); where it comes after,
+ * max_bw is the bottleneck's rate less p. Dividing by 1 - p paces at the bottleneck's rate
+ * in both cases.
+ */
+const MAX_LOSS_COMPENSATION = 0.05;
+/**
+ * "Quiet": ProbeBW at gain 1, no other flow sharing (`competing`), and the RTT's moving
+ * average at most this fraction above min_rtt. p counts only packets acked or lost while
+ * quiet (a loss then did not come from a queue: ours, probing, queues up to 0.25 BDP), and
+ * the pacing makes up for p only while quiet: a queue, or a congested round (which starts p
+ * again from 0), stops it at once.
+ */
+const QUIET_RTT_RATIO = 0.1;
 /** Rounds in a row with a standing queue before BBR takes a loss-based flow to be sharing. */
 const COMPETE_ROUNDS = 2;
 
@@ -172,6 +189,12 @@ export class Bbr implements CongestionController {
   #sampleAcked = 0;
   #sampleLost = 0;
   #roundCongested = false;
+  // Random loss: packets acked and lost while quiet (QUIET_RTT_RATIO), and their loss
+  // rate, a moving average (gain 1/8) over samples of LOSS_SAMPLE_PACKETS.
+  #quietNow = false;
+  #quietAcked = 0;
+  #quietLost = 0;
+  #randomLoss = 0;
   #roundMaxInflight = 0;
   #roundMaxRtt = 0;
   #roundMinRtt = Infinity;
@@ -249,6 +272,13 @@ export class Bbr implements CongestionController {
 
   onPacketAcked(_p: AckedPacket): void {
     this.#sampleAcked++;
+    if (this.#quietNow) this.#quietAcked++;
+  }
+
+  /** Cruising with no queue (QUIET_RTT_RATIO): a loss now is the path's random loss. */
+  #quiet(): boolean {
+    return this.mode === "probe_bw" && this.pacingGain === 1 && !this.competing &&
+      this.#rttAvg >= 0 && !this.#aboveMinRtt(this.#rttAvg, QUIET_RTT_RATIO);
   }
 
   onAck(s: AckSample): void {
@@ -265,6 +295,7 @@ export class Bbr implements CongestionController {
     this.#checkFullBw(s);
     this.#checkDrain(s);
     this.#updateMinRtt(s);
+    this.#quietNow = this.#quiet();
     this.#setPacingRate(this.#idleRestart && this.mode === "probe_bw" ? 1 : this.pacingGain);
     this.#setCwnd(s);
     if (s.ackedBytes > 0) this.#idleRestart = false;
@@ -293,6 +324,12 @@ export class Bbr implements CongestionController {
     if (this.#sampleAcked + this.#sampleLost >= LOSS_SAMPLE_PACKETS) {
       this.#sampleAcked = 0;
       this.#sampleLost = 0;
+    }
+    const quiet = this.#quietAcked + this.#quietLost;
+    if (quiet >= LOSS_SAMPLE_PACKETS) {
+      this.#randomLoss = 0.875 * this.#randomLoss + 0.125 * (this.#quietLost / quiet);
+      this.#quietAcked = 0;
+      this.#quietLost = 0;
     }
     this.#roundCongested = false;
     this.#roundMaxInflight = s.bytesInFlight;
@@ -451,7 +488,10 @@ export class Bbr implements CongestionController {
       // would otherwise start from those and take several more rounds to reach the path.
       this.#pacingRate = (STARTUP_PACING_GAIN * this.cwnd) / Math.max(this.minRtt, 1);
     }
-    const rate = gain * bw * PACING_MARGIN;
+    let rate = gain * bw * PACING_MARGIN;
+    if (gain === 1 && this.#quietNow) {
+      rate /= 1 - Math.min(this.#randomLoss, MAX_LOSS_COMPENSATION);
+    }
     // Startup never slows down on a low sample; afterwards the rate follows the model.
     if (this.fullBwReached || rate > this.#pacingRate) this.#pacingRate = rate;
   }
@@ -483,6 +523,7 @@ export class Bbr implements CongestionController {
   onPacketsLost(e: LossEvent): boolean {
     this.#sampleLost += e.lostPackets;
     this.#lostInPhase += e.lostPackets;
+    if (this.#quietNow) this.#quietLost += e.lostPackets;
     if (this.#roundCongested) return false;
     const seen = this.#sampleAcked + this.#sampleLost;
     const tooMuch = seen >= LOSS_SAMPLE_PACKETS &&
@@ -495,6 +536,10 @@ export class Bbr implements CongestionController {
     // Congestion: once per round.
     this.#roundCongested = true;
     this.congestionRounds++;
+    // Whatever loss was counted as random so far may have been this queue's.
+    this.#randomLoss = 0;
+    this.#quietAcked = 0;
+    this.#quietLost = 0;
     if (this.mode === "startup") this.fullBwReached = true;
     this.#undoInflightHi = this.inflightHi;
     const flight = Math.min(this.inflightHi, Math.max(e.txInFlight, this.minWindow));
@@ -513,6 +558,10 @@ export class Bbr implements CongestionController {
     if (this.#sampleLost > 0) {
       this.#sampleLost--;
       this.#sampleAcked++;
+    }
+    if (this.#quietLost > 0) {
+      this.#quietLost--;
+      this.#quietAcked++;
     }
   }
 
@@ -539,6 +588,7 @@ export class Bbr implements CongestionController {
       inflightHiBytes: this.inflightHi === Infinity ? 0 : this.inflightHi,
       probeRttCount: this.probeRttCount,
       congestionEvents: this.congestionRounds,
+      randomLossRatio: this.#randomLoss,
     };
   }
 }

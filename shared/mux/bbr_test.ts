@@ -129,17 +129,23 @@ Deno.test("bbr: clean 20 Mbit/s, 50 ms path (queue 1.5 BDP): >= 90 % of the bott
 });
 
 Deno.test("bbr vs newreno at 1 / 3 / 5 / 10 % random loss (20 Mbit/s, 50 ms, queue 1 BDP)", async () => {
-  const floor: Record<number, number> = { 0.01: 0.9, 0.03: 0.6, 0.05: 0.5, 0.1: 0.3 };
+  // Pacing at max_bw / (1 - p) fills the bottleneck up to 5 % random loss (the clean path
+  // gets 97 %); at max_bw alone it got 96.0, 94.5, 93.2 and 84.4 %.
+  const floor: Record<number, number> = { 0.01: 0.95, 0.03: 0.95, 0.05: 0.94, 0.1: 0.86 };
   const lines: string[] = [];
   for (const loss of [0.01, 0.03, 0.05, 0.1]) {
     const link = { queueBytes: BDP, loss, seed: 11 };
     const b = await bulk("bbr", link, 4000, 12_000);
     const n = await bulk("newreno", link, 4000, 12_000);
+    const estimate = b.pair.client.stats.randomLossRatio;
     lines.push(
-      `loss ${pct(loss)}: bbr ${pct(b.fraction)} (lost ${pct(b.lossRate)}), ` +
-        `newreno ${pct(n.fraction)} (lost ${pct(n.lossRate)})`,
+      `loss ${pct(loss)}: bbr ${pct(b.fraction)} (lost ${pct(b.lossRate)}, random loss ` +
+        `estimate ${pct(estimate)}), newreno ${pct(n.fraction)} (lost ${pct(n.lossRate)})`,
     );
     ok(b.fraction >= floor[loss]!, `bbr at ${pct(loss)} loss: ${pct(b.fraction)}`);
+    // A 10 % path sometimes loses more than 15 % of a 200-packet sample by chance: that is
+    // taken for congestion, and the estimate starts again from 0.
+    if (loss <= 0.05) ok(Math.abs(estimate - loss) <= loss * 0.3, `estimate ${pct(estimate)}`);
     ok(b.fraction >= n.fraction, `bbr ${pct(b.fraction)} below newreno ${pct(n.fraction)}`);
     // Sending faster does not make the path lose more: the loss seen is the path's.
     ok(b.lossRate <= loss * 1.3 + 0.005, `bbr's loss rate ${pct(b.lossRate)} at ${pct(loss)}`);
@@ -345,8 +351,13 @@ Deno.test("bbr and newreno share a bottleneck (20 Mbit/s, 50 ms, queue 1.5 BDP):
         `bbr ${pct(shares[0]!)}, newreno ${pct(shares[1]!)} of 20 Mbit/s over 20 s ` +
         `(bbr congested rounds ${st[0]!.congestionEvents}, newreno reductions ${
           st[1]!.congestionEvents
-        }, queue drops ${sb.forward.stats.queueDrops})`,
+        }, queue drops ${sb.forward.stats.queueDrops}, bbr's random loss estimate ${
+          pct(st[0]!.randomLossRatio)
+        })`,
     );
+    // The drops were at the queue NewReno fills: none of them counts as random loss, which
+    // bbr's pacing would make up for, taking more than its share.
+    ok(st[0]!.randomLossRatio < 0.002, `random loss estimate ${pct(st[0]!.randomLossRatio)}`);
     for (const [i, s] of shares.entries()) ok(s >= 0.2, `${ccs[i]} got ${pct(s)}`);
     ok(shares[0]! + shares[1]! >= 0.9, "the bottleneck stays busy");
     await Promise.all([bbr.stop(), reno.stop()]);
@@ -448,6 +459,75 @@ Deno.test("bbr model: ProbeRTT is skipped while the min RTT is seen again (to wi
   equal(late.at, 10_100, "first ack past 10 s without the min");
   equal(late.b.mode, "probe_rtt");
   equal(late.b.minRtt, 60, "the expired min takes the current sample");
+});
+
+Deno.test("bbr model: random loss while cruising with no queue is paced back in; loss at a queue is not", () => {
+  const params = resolveParams({ congestionControl: "bbr" });
+  // ProbeBW at gain 1 on a 2000 B/ms, 50 ms path.
+  const cruising = () => {
+    const b = new Bbr(params, 1200);
+    let t = 0;
+    for (let r = 0; r < 40 && !(b.mode === "probe_bw" && b.pacingGain === 1); r++) {
+      t += 50;
+      b.onAck(ack({
+        now: t,
+        newRound: true,
+        rttMs: 50,
+        adjustedRttMs: 50,
+        deliveredBytes: 100_000,
+        intervalMs: 50,
+        priorInFlight: 100_000,
+        bytesInFlight: 50_000,
+      }));
+    }
+    equal(b.mode, "probe_bw");
+    equal(b.pacingGain, 1);
+    return { b, t };
+  };
+  /** `rounds` rounds of 100 packets, `lost` of them lost, RTT samples of `rtt` ms. */
+  const feed = (c: { b: Bbr; t: number }, rounds: number, lost: number, rtt: number) => {
+    for (let r = 0; r < rounds; r++) {
+      c.t += 1; // short rounds keep the gain cycle in its cruise phases
+      for (let i = 0; i < 100 - lost; i++) c.b.onPacketAcked({ size: 1200, timeSent: 0 });
+      c.b.onAck(ack({ now: c.t, newRound: true, rttMs: rtt, adjustedRttMs: rtt }));
+      if (lost === 0) continue;
+      c.b.onPacketsLost({
+        now: c.t,
+        lostBytes: 1200 * lost,
+        lostPackets: lost,
+        largestLostSentTime: 0,
+        firstLostSentTime: 0,
+        txInFlight: 100_000,
+        bytesInFlight: 100_000,
+        recentLost: lost,
+        recentSeen: 100,
+        latestRttMs: rtt,
+      });
+    }
+  };
+  const base = 0.99 * 2000;
+  // 3 % lost at the min RTT: the estimate nears 3 % and pacing makes up for it.
+  const quiet = cruising();
+  feed(quiet, 60, 3, 50);
+  const est = quiet.b.stats().randomLossRatio;
+  ok(est > 0.027 && est <= 0.03, `estimate ${est}`);
+  ok(Math.abs(quiet.b.pacingRate(50) - base / (1 - est)) < 1e-6, `${quiet.b.pacingRate(50)}`);
+  // The same losses with the RTT 20 % above the min (a queue, if not yet a congested one):
+  // not random, and pacing stays at max_bw.
+  const queued = cruising();
+  feed(queued, 4, 0, 60); // the RTT's moving average (gain 1/4) rises to it
+  feed(queued, 60, 3, 60);
+  equal(queued.b.stats().randomLossRatio, 0);
+  equal(queued.b.congestionRounds, 0);
+  // A sample losing more than 15 % is congestion: the estimate starts again.
+  feed(quiet, 2, 40, 50);
+  equal(quiet.b.congestionRounds, 1);
+  equal(quiet.b.stats().randomLossRatio, 0);
+  // At most 5 % is made up for, whatever the estimate.
+  const lossy = cruising();
+  feed(lossy, 60, 12, 50);
+  ok(lossy.b.stats().randomLossRatio > 0.1, `${lossy.b.stats().randomLossRatio}`);
+  ok(Math.abs(lossy.b.pacingRate(50) - base / 0.95) < 1e-6, `${lossy.b.pacingRate(50)}`);
 });
 
 Deno.test("bbr model: loss is congestion only above the threshold or at a standing queue", () => {

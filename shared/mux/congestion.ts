@@ -89,6 +89,8 @@ export interface CongestionStats {
   probeRttCount: number;
   /** Congestion responses: NewReno's window reductions, BBR's congested rounds. */
   congestionEvents: number;
+  /** BBR's estimate of the path's random loss (its pacing makes up for up to 5 %); 0 for NewReno. */
+  randomLossRatio: number;
 }
 
 /** The decisions Recovery delegates. Sizes in bytes, times in ms, rates in bytes per ms. */
@@ -315,6 +317,7 @@ export class NewReno implements CongestionController {
       inflightHiBytes: 0,
       probeRttCount: 0,
       congestionEvents: this.reductions,
+      randomLossRatio: 0,
     };
   }
 }

@@ -323,6 +323,7 @@ export class MuxSession {
       inflightHiBytes: cc.inflightHiBytes,
       probeRttCount: cc.probeRttCount,
       congestionEvents: cc.congestionEvents,
+      randomLossRatio: cc.randomLossRatio,
       bytesInFlight: r.bytesInFlight,
       bufferedBytes: sendBuf + recvBuf,
       sendBufferedBytes: sendBuf,

@@ -87,6 +87,8 @@ export interface MuxStats {
   probeRttCount: number;
   /** Congestion responses: NewReno's window reductions, BBR's rounds whose loss was congestion. */
   congestionEvents: number;
+  /** BBR's estimate of the path's random loss (its pacing makes up for up to 5 %); 0 for NewReno. */
+  randomLossRatio: number;
   /** Bytes of ack-eliciting packets sent and neither acked nor declared lost. */
   bytesInFlight: number;
   /** Bytes held in all streams' send and receive buffers. */
