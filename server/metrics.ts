@@ -124,6 +124,7 @@ const TOTAL_KEYS = [
   "packetsLost",
   "framesRetransmitted",
   "bytesRetransmitted",
+  "tailCopyBytes",
   "openWindowsLimited",
 ] as const;
 type Totals = Pick<MuxStats, typeof TOTAL_KEYS[number]>;
@@ -292,6 +293,12 @@ export class ServerMetrics {
       "hopgate_tunnel_bytes_retransmitted_total",
       "Stream bytes sent again after loss or PTO, all sessions.",
       (t) => t.bytesRetransmitted,
+    );
+    totalCounter(
+      "hopgate_tunnel_tail_copy_bytes_total",
+      "Stream bytes queued to go out once more at a stream's end on a path losing packets " +
+        "at random (tail copies), all sessions.",
+      (t) => t.tailCopyBytes,
     );
     totalCounter(
       "hopgate_tunnel_stream_windows_limited_total",

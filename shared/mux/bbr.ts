@@ -189,6 +189,7 @@ export class Bbr implements CongestionController {
   #sampleAcked = 0;
   #sampleLost = 0;
   #roundCongested = false;
+  #congestedRound = -Infinity;
   // Random loss: packets acked and lost while quiet (QUIET_RTT_RATIO), and their loss
   // rate, a moving average (gain 1/8) over samples of LOSS_SAMPLE_PACKETS.
   #quietNow = false;
@@ -221,6 +222,11 @@ export class Bbr implements CongestionController {
   /** The windowed max delivery rate, bytes/ms (0 before the first sample). */
   get maxBw(): number {
     return this.#bw.best;
+  }
+
+  /** Alone at the bottleneck, and no congested round in the last 10. */
+  get lossIsRandom(): boolean {
+    return !this.competing && this.round - this.#congestedRound > 10;
   }
 
   /** ProbeRTT: sending is held below the path's rate, so samples are app-limited. */
@@ -535,6 +541,7 @@ export class Bbr implements CongestionController {
     if (!tooMuch && !queued) return false;
     // Congestion: once per round.
     this.#roundCongested = true;
+    this.#congestedRound = this.round;
     this.congestionRounds++;
     // Whatever loss was counted as random so far may have been this queue's.
     this.#randomLoss = 0;

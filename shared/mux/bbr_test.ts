@@ -575,10 +575,14 @@ Deno.test("bbr model: loss is congestion only above the threshold or at a standi
   const once = fresh();
   once.onAck(ack({ now: 1, rttMs: 100, adjustedRttMs: 100 }));
   equal(lost(once, { latestRttMs: 100 }), false);
+  equal(b.lossIsRandom, true, "tail copies may go");
   equal(lost(b, { latestRttMs: 100 }), true);
   equal(b.inflightHi, 0.7 * 120_000);
+  equal(b.lossIsRandom, false, "no tail copies into a congested queue ...");
   equal(b.fullBwReached, true, "congestion ends Startup");
   equal(lost(b, { latestRttMs: 100 }), false, "one response per round");
+  for (let r = 1; r <= 11; r++) b.onAck(ack({ now: 5 + r, newRound: true }));
+  equal(b.lossIsRandom, true, "... for 10 rounds");
   // The same at a queue, but the lost packet's flight was small (the application kept it so):
   // the bound is 0.7 x the model's BDP (2000 bytes/ms x 50 ms), not 0.7 x that flight.
   b = fresh();

@@ -106,6 +106,8 @@ export interface CongestionController {
    * lower a bandwidth estimate.
    */
   readonly holdingBack: boolean;
+  /** Losses now are the path's, not a queue's (BBR alone tells them apart): tail copies may go. */
+  readonly lossIsRandom: boolean;
   /** Room in the window for a packet of `size` bytes on top of `bytesInFlight`. */
   canSend(bytesInFlight: number, size: number): boolean;
   /** Pacing rate in bytes/ms (`srtt`: Recovery's smoothed RTT, for controllers that need it). */
@@ -146,6 +148,7 @@ export interface CongestionController {
 export class NewReno implements CongestionController {
   readonly name = "newreno";
   readonly holdingBack = false;
+  readonly lossIsRandom = false;
   cwnd: number;
   ssthresh = Infinity;
   recoveryStartTime = -Infinity;

@@ -36,6 +36,7 @@ export interface SendCounters {
   bytesSent: number;
   bytesRetransmitted: number;
   framesRetransmitted: number;
+  tailCopyBytes: number;
   streamBytesSent: number;
 }
 
@@ -52,12 +53,16 @@ export interface PackerParts {
   stats: SendCounters;
   /** PTOs in a row, sending packets above the base size, that mean a PMTU black hole. */
   blackHolePtos: number;
+  /** Tail copies go out at this recent loss rate or more (params.tailCopyLossRatio). */
+  tailCopyLossRatio: number;
   /** ACK deadlines this close are met at once (params.timerGranularityMs). */
   timerGranularityMs: number;
   /** After each flush: the session re-arms its timer (pacing, ACK delay, PTO). */
   onFlushed(): void;
 }
 
+/** Streams remembered for tail copies until the send queue runs empty. */
+const MAX_FINISHED = 64;
 /** Room below which no stream frame is started in a packet (it is full). */
 const STREAM_FRAME_MIN_ROOM = 12;
 
@@ -95,6 +100,8 @@ export class Packer {
    * ~5 % of what opening a tunnel cost each end.
    */
   #sizeLimited = false;
+  /** Streams whose FIN went out since the send queue last ran empty (tail copies). */
+  readonly #finished: Stream[] = [];
 
   constructor(parts: PackerParts, now: number) {
     this.#p = parts;
@@ -219,6 +226,10 @@ export class Packer {
       // Nothing left to send (or flow control holds it): the application limits us.
       rec.cwndLimited = false;
       rec.onAppLimited();
+      if (this.#finished.length > 0) {
+        this.#copyTail(now);
+        this.#finished.length = 0;
+      }
     }
   }
 
@@ -304,8 +315,34 @@ export class Packer {
     } else {
       flow.onNewDataSent(f.length);
       stats.streamBytesSent += f.length;
+      if (f.fin) {
+        // Bounded: a send queue that never runs empty never copies, and keeps no old streams.
+        if (this.#finished.length >= MAX_FINISHED) this.#finished.shift();
+        this.#finished.push(s);
+      }
     }
     return true;
+  }
+
+  /**
+   * The send queue ran empty after streams sent their last bytes: on a path losing packets
+   * at random (params.tailCopyLossRatio), what those streams sent in the last half round
+   * trip goes out once more, so a loss there is made good without waiting a round trip to
+   * detect it. Earlier losses are detected while the tail is still on its way.
+   */
+  #copyTail(now: number): void {
+    const rec = this.#p.recovery;
+    if (!rec.cc.lossIsRandom || rec.recentLossRatio < this.#p.tailCopyLossRatio) return;
+    const finished = this.#finished;
+    const stats = this.#p.stats;
+    rec.forEachTail(now - rec.smoothedRtt / 2, (frames) => {
+      for (const f of frames) {
+        if (f.kind === FrameKind.STREAM && finished.includes(f.stream as Stream)) {
+          stats.tailCopyBytes += f.length;
+          f.stream.onDataLost(f.offset, f.length, f.fin);
+        }
+      }
+    });
   }
 
   /**

@@ -91,6 +91,13 @@ export interface MuxParams {
   bbrQueueDelayRatio: number;
   /** BBR: how long ProbeRTT holds the window at half a BDP (and at least a round trip). */
   bbrProbeRttMs: number;
+  /**
+   * Tail copies: when the send queue runs empty after new stream data, and the controller
+   * takes the path's loss for random (BBR, not congested) with the recent loss rate at
+   * least this, the stream data of the last half round trip goes out once more, so a
+   * loss there costs no round trip (packer.ts). 1 turns them off.
+   */
+  tailCopyLossRatio: number;
   /** Durations of PTO-equivalents without an ack that mean persistent congestion (RFC 9002 §7.6: 3). */
   persistentCongestionThresholdPtos: number;
   /**
@@ -238,6 +245,7 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   bbrLossThresholdRatio: 0.15,
   bbrQueueDelayRatio: 0.5,
   bbrProbeRttMs: 200,
+  tailCopyLossRatio: 0.005,
   persistentCongestionThresholdPtos: 3,
   pacingGainRatio: 1.25,
   pacingBurstPackets: 48,
@@ -328,6 +336,7 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
       "streamWindowShareRatio",
       "streamWindowReserveRatio",
       "bbrLossThresholdRatio",
+      "tailCopyLossRatio",
     ] as const
   ) {
     if (p[k] > 1) throw new TypeError(`Invalid mux param ${k}: expected <= 1, got ${p[k]}`);

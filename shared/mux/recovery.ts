@@ -21,6 +21,8 @@ export interface SentPacket<F> extends RateSnapshot {
   /** Bytes in flight once this packet was sent. */
   txInFlight: number;
   frames: F[];
+  /** Its frames were queued again as a tail copy (`forEachTail`). */
+  copied: boolean;
 }
 
 /** The controller `params.congestionControl` names. */
@@ -151,6 +153,30 @@ export class Recovery<F> {
    * The sender ran out of data to send (or flow control stopped it) with room in the
    * window: delivery-rate samples of what is in flight now are app-limited.
    */
+  /**
+   * The recent loss rate (Recovery's decaying counts, over at least 100 packets), or 0.
+   */
+  get recentLossRatio(): number {
+    const seen = this.#recentDelivered + this.#recentLost;
+    return seen >= 100 ? this.#recentLost / seen : 0;
+  }
+
+  /**
+   * Calls `fn` with the frames of each ack-eliciting packet still in flight that was sent
+   * at or after `since` and not passed to it before, newest first.
+   */
+  forEachTail(since: number, fn: (frames: F[]) => void): void {
+    const sent = this.#sent;
+    for (let idx = sent.length - 1; idx >= this.#head; idx--) {
+      const p = sent[idx];
+      if (p === undefined) continue;
+      if (p.timeSent < since) break;
+      if (!p.ackEliciting || p.copied || p.mtuProbe) continue;
+      p.copied = true;
+      fn(p.frames);
+    }
+  }
+
   onAppLimited(): void {
     if (this.bytesInFlight < this.cc.cwnd) this.rate.markAppLimited(this.bytesInFlight);
   }
@@ -179,6 +205,7 @@ export class Recovery<F> {
       mtuProbe,
       txInFlight: 0,
       frames,
+      copied: false,
       delivered: 0,
       deliveredTime: 0,
       firstSentTime: 0,

@@ -112,6 +112,7 @@ export class MuxSession {
     packetsReceived: 0,
     bytesRetransmitted: 0,
     framesRetransmitted: 0,
+    tailCopyBytes: 0,
     duplicatePackets: 0,
     bytesSent: 0,
     bytesReceived: 0,
@@ -197,6 +198,7 @@ export class MuxSession {
       flow,
       stats: this.#stats,
       blackHolePtos: p.pmtudBlackHolePtos,
+      tailCopyLossRatio: p.tailCopyLossRatio,
       timerGranularityMs: p.timerGranularityMs,
       onFlushed: () => this.#armTimer(),
     }, now);

@@ -41,6 +41,11 @@ export interface MuxStats {
   bytesRetransmitted: number;
   /** Frames of stream data sent again. */
   framesRetransmitted: number;
+  /**
+   * Bytes of stream data queued to go out once more as tail copies (`tailCopyLossRatio`);
+   * what was acked before its turn is not sent, the rest counts in `bytesRetransmitted` too.
+   */
+  tailCopyBytes: number;
   /** Packets received again (a packet number already seen), dropped. */
   duplicatePackets: number;
   /** Bytes of all datagrams handed to the transport (below any DTLS overhead). */
