@@ -336,12 +336,15 @@ export class Packer {
     const finished = this.#finished;
     const stats = this.#p.stats;
     rec.forEachTail(now - rec.smoothedRtt / 2, (frames) => {
+      let copied = false;
       for (const f of frames) {
         if (f.kind === FrameKind.STREAM && finished.includes(f.stream as Stream)) {
           stats.tailCopyBytes += f.length;
           f.stream.onDataLost(f.offset, f.length, f.fin);
+          copied = true;
         }
       }
+      return copied;
     });
   }
 

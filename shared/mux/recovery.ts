@@ -153,30 +153,6 @@ export class Recovery<F> {
    * The sender ran out of data to send (or flow control stopped it) with room in the
    * window: delivery-rate samples of what is in flight now are app-limited.
    */
-  /**
-   * The recent loss rate (Recovery's decaying counts, over at least 100 packets), or 0.
-   */
-  get recentLossRatio(): number {
-    const seen = this.#recentDelivered + this.#recentLost;
-    return seen >= 100 ? this.#recentLost / seen : 0;
-  }
-
-  /**
-   * Calls `fn` with the frames of each ack-eliciting packet still in flight that was sent
-   * at or after `since` and not passed to it before, newest first.
-   */
-  forEachTail(since: number, fn: (frames: F[]) => void): void {
-    const sent = this.#sent;
-    for (let idx = sent.length - 1; idx >= this.#head; idx--) {
-      const p = sent[idx];
-      if (p === undefined) continue;
-      if (p.timeSent < since) break;
-      if (!p.ackEliciting || p.copied || p.mtuProbe) continue;
-      p.copied = true;
-      fn(p.frames);
-    }
-  }
-
   onAppLimited(): void {
     if (this.bytesInFlight < this.cc.cwnd) this.rate.markAppLimited(this.bytesInFlight);
   }
@@ -458,6 +434,28 @@ export class Recovery<F> {
   #ptoBase(): number {
     return this.smoothedRtt + Math.max(4 * this.rttVar, this.#p.timerGranularityMs) +
       this.#p.maxAckDelayMs;
+  }
+
+  /** The recent loss rate (the decaying counts, over at least 100 packets), or 0. */
+  get recentLossRatio(): number {
+    const seen = this.#recentDelivered + this.#recentLost;
+    return seen >= 100 ? this.#recentLost / seen : 0;
+  }
+
+  /**
+   * Calls `copy` with the frames of each ack-eliciting packet still in flight that was sent
+   * at or after `since`, newest first; a packet whose frames it copied (it returns true) is
+   * not offered again.
+   */
+  forEachTail(since: number, copy: (frames: F[]) => boolean): void {
+    const sent = this.#sent;
+    for (let idx = sent.length - 1; idx >= this.#head; idx--) {
+      const p = sent[idx];
+      if (p === undefined) continue;
+      if (p.timeSent < since) break;
+      if (!p.ackEliciting || p.copied || p.mtuProbe) continue;
+      if (copy(p.frames)) p.copied = true;
+    }
   }
 
   /** Current probe timeout, with backoff. */
