@@ -327,19 +327,25 @@ export class Packer {
   /**
    * The send queue ran empty after streams sent their last bytes: on a path losing packets
    * at random (params.tailCopyLossRatio), what those streams sent in the last half round
-   * trip goes out once more, so a loss there is made good without waiting a round trip to
+   * trip goes out once more, newest first, as far as the path's BDP (max_bw x min_rtt)
+   * exceeds what is in flight, so a loss there is made good without waiting a round trip to
    * detect it. Earlier losses are detected while the tail is still on its way.
    */
   #copyTail(now: number): void {
     const rec = this.#p.recovery;
     if (!rec.cc.lossIsRandom || rec.recentLossRatio < this.#p.tailCopyLossRatio) return;
+    // Copies fill what the path holds beyond what is in flight; they never queue at it.
+    const cc = rec.cc.stats();
+    let room = cc.maxBwBytesPerMs * cc.modelMinRttMs - rec.bytesInFlight;
     const finished = this.#finished;
     const stats = this.#p.stats;
     rec.forEachTail(now - rec.smoothedRtt / 2, (frames) => {
       let copied = false;
       for (const f of frames) {
+        if (room <= 0) break;
         if (f.kind === FrameKind.STREAM && finished.includes(f.stream as Stream)) {
           stats.tailCopyBytes += f.length;
+          room -= f.length;
           f.stream.onDataLost(f.offset, f.length, f.fin);
           copied = true;
         }
