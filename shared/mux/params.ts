@@ -92,10 +92,11 @@ export interface MuxParams {
   /** BBR: how long ProbeRTT holds the window at half a BDP (and at least a round trip). */
   bbrProbeRttMs: number;
   /**
-   * Tail copies: when the send queue runs empty after new stream data, and the controller
-   * takes the path's loss for random (BBR, not congested) with the recent loss rate at
-   * least this, the stream data of the last half round trip goes out once more, so a
-   * loss there costs no round trip (packer.ts). 1 turns them off.
+   * Tail copies: when the send queue runs empty after streams sent their last bytes, and
+   * the controller takes the path's loss for random (BBR, not congested) with the recent
+   * loss rate at least this, what those streams sent in the last half round trip goes out
+   * once more (as far as the BDP exceeds what is in flight), so a loss there costs no
+   * round trip (packer.ts). 1 turns them off.
    */
   tailCopyLossRatio: number;
   /** Durations of PTO-equivalents without an ack that mean persistent congestion (RFC 9002 §7.6: 3). */
