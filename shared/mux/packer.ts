@@ -101,7 +101,7 @@ export class Packer {
    */
   #sizeLimited = false;
   /** Streams whose FIN went out since the send queue last ran empty (tail copies). */
-  readonly #finished: Stream[] = [];
+  readonly #finished = new Set<Stream>();
 
   constructor(parts: PackerParts, now: number) {
     this.#p = parts;
@@ -226,9 +226,9 @@ export class Packer {
       // Nothing left to send (or flow control holds it): the application limits us.
       rec.cwndLimited = false;
       rec.onAppLimited();
-      if (this.#finished.length > 0) {
+      if (this.#finished.size > 0) {
         this.#copyTail(now);
-        this.#finished.length = 0;
+        this.#finished.clear();
       }
     }
   }
@@ -317,8 +317,9 @@ export class Packer {
       stats.streamBytesSent += f.length;
       if (f.fin) {
         // Bounded: a send queue that never runs empty never copies, and keeps no old streams.
-        if (this.#finished.length >= MAX_FINISHED) this.#finished.shift();
-        this.#finished.push(s);
+        const finished = this.#finished;
+        if (finished.size >= MAX_FINISHED) finished.delete(finished.values().next().value!);
+        finished.add(s);
       }
     }
     return true;
@@ -343,7 +344,7 @@ export class Packer {
       let copied = false;
       for (const f of frames) {
         if (room <= 0) break;
-        if (f.kind === FrameKind.STREAM && finished.includes(f.stream as Stream)) {
+        if (f.kind === FrameKind.STREAM && finished.has(f.stream as Stream)) {
           stats.tailCopyBytes += f.length;
           room -= f.length;
           f.stream.onDataLost(f.offset, f.length, f.fin);
