@@ -299,21 +299,21 @@ export class Stream implements MuxStream {
    * less or the acknowledged prefix lags (StreamHost.sentUnackedLimit).
    */
   #sendLimit(connCredit: number): number {
-    const send = this.send;
-    const held = send.ackedPrefix + this.#host.sentUnackedLimit;
-    return Math.min(this.sendMax, send.nextNew + connCredit, held);
+    return Math.min(this.sendMax, this.send.nextNew + connCredit, this.#unackedLimit());
+  }
+
+  /** The offset new data stops at while the acknowledged prefix lags (sentUnackedLimit). */
+  #unackedLimit(): number {
+    return this.send.ackedPrefix + this.#host.sentUnackedLimit;
   }
 
   /** A packet carrying [offset, offset + length) (and the FIN if `fin`) was acknowledged. */
   onDataAcked(offset: number, length: number, fin: boolean): void {
     if (this.sendState === "reset") return;
-    const send = this.send;
-    const held = send.nextNew >= send.ackedPrefix + this.#host.sentUnackedLimit;
-    send.onAcked(offset, length, fin);
+    const held = this.send.nextNew >= this.#unackedLimit();
+    this.send.onAcked(offset, length, fin);
     // The prefix moved past what held new data back: there is room to send again.
-    if (held && send.nextNew < send.ackedPrefix + this.#host.sentUnackedLimit) {
-      this.#host.sendable(this);
-    }
+    if (held && this.send.nextNew < this.#unackedLimit()) this.#host.sendable(this);
     this.onSendProgress();
   }
 
