@@ -70,6 +70,7 @@ export class Proc {
   output = "";
   /** Standard output alone (the server's JSON log lines). */
   stdout = "";
+  /** The exit status, once the process has ended and all of its output has been read. */
   readonly exited: Promise<Deno.CommandStatus>;
   #done = false;
   readonly #reading: Promise<void>;
@@ -96,7 +97,9 @@ export class Proc {
       .then(
         () => {},
       );
-    this.exited = this.child.status;
+    // The pipes can still hold output after the status arrives: an exit
+    // status read before them would come with a short (even empty) `output`.
+    this.exited = Promise.all([this.child.status, this.#reading]).then(([status]) => status);
     this.exited.then(() => this.#done = true);
   }
 
