@@ -101,7 +101,12 @@ export class Packer {
    */
   #sizeLimited = false;
   /** Streams whose FIN went out since the send queue last ran empty (tail copies). */
-  readonly #finished = new Set<Stream>();
+  #finished = new Set<Stream>();
+  /**
+   * The tail being copied: the streams that had just finished when the queue ran empty, and
+   * the span of their packets worth a copy (sent in the half round trip before).
+   */
+  #tail: { streams: Set<Stream>; since: number; until: number } | null = null;
 
   constructor(parts: PackerParts, now: number) {
     this.#p = parts;
@@ -227,9 +232,10 @@ export class Packer {
       rec.cwndLimited = false;
       rec.onAppLimited();
       if (this.#finished.size > 0) {
-        this.#copyTail(now);
-        this.#finished.clear();
+        this.#tail = { streams: this.#finished, since: now - rec.smoothedRtt / 2, until: now };
+        this.#finished = new Set();
       }
+      if (this.#tail !== null) this.#copyTail(now);
     }
   }
 
@@ -330,21 +336,29 @@ export class Packer {
    * at random (params.tailCopyLossRatio), what those streams sent in the last half round
    * trip goes out once more, newest first, as far as the path's BDP (max_bw x min_rtt)
    * exceeds what is in flight, so a loss there is made good without waiting a round trip to
-   * detect it. Earlier losses are detected while the tail is still on its way.
+   * detect it. Earlier losses are detected while the tail is still on its way. A bulk
+   * answer's tail fills the BDP when it ends: its copies go out as ACKs make room, for as
+   * long as a copy arrives before the resend a loss would get (half a round trip more).
    */
   #copyTail(now: number): void {
+    const tail = this.#tail!;
     const rec = this.#p.recovery;
+    if (now > tail.until + rec.smoothedRtt / 2) {
+      this.#tail = null;
+      return;
+    }
     if (!rec.cc.lossIsRandom || rec.recentLossRatio < this.#p.tailCopyLossRatio) return;
     // Copies fill what the path holds beyond what is in flight; they never queue at it.
     const cc = rec.cc.stats();
     let room = cc.maxBwBytesPerMs * cc.modelMinRttMs - rec.bytesInFlight;
-    const finished = this.#finished;
+    if (room <= 0) return;
     const stats = this.#p.stats;
-    rec.forEachTail(now - rec.smoothedRtt / 2, (frames) => {
+    const left = rec.forEachTail(tail.since, tail.until, (frames) => {
+      if (room <= 0) return undefined;
       let copied = false;
       for (const f of frames) {
         if (room <= 0) break;
-        if (f.kind === FrameKind.STREAM && finished.has(f.stream as Stream)) {
+        if (f.kind === FrameKind.STREAM && tail.streams.has(f.stream as Stream)) {
           stats.tailCopyBytes += f.length;
           room -= f.length;
           f.stream.onDataLost(f.offset, f.length, f.fin);
@@ -353,6 +367,7 @@ export class Packer {
       }
       return copied;
     });
+    if (!left) this.#tail = null;
   }
 
   /**

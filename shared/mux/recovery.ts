@@ -444,18 +444,26 @@ export class Recovery<F> {
 
   /**
    * Calls `copy` with the frames of each ack-eliciting packet still in flight that was sent
-   * at or after `since`, newest first; a packet whose frames it copied (it returns true) is
-   * not offered again.
+   * in [since, until], newest first, until it returns undefined (no room); a packet whose
+   * frames it copied (it returns true) is not offered again. Returns whether packets of
+   * that span are left that were neither copied nor offered.
    */
-  forEachTail(since: number, copy: (frames: F[]) => boolean): void {
+  forEachTail(
+    since: number,
+    until: number,
+    copy: (frames: F[]) => boolean | undefined,
+  ): boolean {
     const sent = this.#sent;
     for (let idx = sent.length - 1; idx >= this.#head; idx--) {
       const p = sent[idx];
-      if (p === undefined) continue;
+      if (p === undefined || p.timeSent > until) continue;
       if (p.timeSent < since) break;
       if (!p.ackEliciting || p.copied || p.mtuProbe) continue;
-      if (copy(p.frames)) p.copied = true;
+      const copied = copy(p.frames);
+      if (copied === undefined) return true;
+      if (copied) p.copied = true;
     }
+    return false;
   }
 
   /** Current probe timeout, with backoff. */
