@@ -100,6 +100,11 @@ export class Packer {
    * ~5 % of what opening a tunnel cost each end.
    */
   #sizeLimited = false;
+  /**
+   * A window update (MAX_DATA, MAX_STREAM_DATA) went out since the last ack-eliciting
+   * packet that followed one: the next ACK-only packet carries a PING.
+   */
+  #pingAfterUpdate = false;
   /** Streams whose FIN went out since the send queue last ran empty (tail copies). */
   #finished = new Set<Stream>();
   /**
@@ -194,7 +199,14 @@ export class Packer {
       const ackLen = ack.pending || ackDue ? this.#ackLength(now, mds) : 0;
       w.end = mds - ackLen;
       const frames: SentFrame[] = [];
-      if (hasControl) control.write(w, frames);
+      if (hasControl) {
+        control.write(w, frames);
+        for (const f of frames) {
+          if (f.kind === FrameKind.MAX_STREAM_DATA || f.kind === FrameKind.MAX_DATA) {
+            this.#pingAfterUpdate = true;
+          }
+        }
+      }
       let eliciting = frames.length > 0 || w.pos > packetHeaderLength(pn);
       if (dataOk) {
         if (this.#queue.length > 0 && this.#writeStreams(w, frames)) {
@@ -208,6 +220,14 @@ export class Packer {
           w.u8(FrameType.PING);
           eliciting = true;
         }
+      }
+      if (!eliciting && ackLen > 0 && this.#pingAfterUpdate && frames.length === 0) {
+        // A receiver sends only ACKs, so a lost window update had only the probe timeout
+        // to find it (three round trips and more) while its sender sat blocked. A later
+        // packet the peer acknowledges lets loss detection find it within ~9/8 of one.
+        w.u8(FrameType.PING);
+        eliciting = true;
+        this.#pingAfterUpdate = false;
       }
       w.end = mds;
       if (!eliciting && !ackDue) break;
