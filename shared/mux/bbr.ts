@@ -151,6 +151,8 @@ export class Bbr implements CongestionController {
   minRttAt = 0;
   /** Startup found the pipe full (bandwidth plateau or congestion). */
   fullBwReached = false;
+  /** The first flight's rate (first_flight.ts) set Startup's start, bytes/ms; 0 if not. */
+  firstFlightRate = 0;
   /** Loss-derived bound on bytes in flight; Infinity when none holds. */
   inflightHi = Infinity;
   /** Times ProbeRTT was entered, and when last. */
@@ -222,6 +224,28 @@ export class Bbr implements CongestionController {
   /** The windowed max delivery rate, bytes/ms (0 before the first sample). */
   get maxBw(): number {
     return this.#bw.best;
+  }
+
+  /** The first Startup, before the first flight's rate came (startupFirstFlightRatio). */
+  get wantsFirstFlightRate(): boolean {
+    return this.#p.startupFirstFlightRatio > 0 && this.mode === "startup" &&
+      !this.fullBwReached && this.firstFlightRate === 0;
+  }
+
+  /**
+   * Startup begins at a fraction (startupFirstFlightRatio, half) of the rate the first
+   * flight came back at (first_flight.ts): a window of that x min_rtt (half the path's
+   * BDP if the rate is its bottleneck's), paced at Startup's gain over it. Its own samples
+   * take over as they pass it.
+   */
+  onFirstFlightRate(rate: number): void {
+    if (!this.wantsFirstFlightRate || this.minRtt === Infinity || !(rate > 0)) return;
+    this.firstFlightRate = rate;
+    const bw = rate * this.#p.startupFirstFlightRatio;
+    const cwnd = Math.min(bw * this.minRtt, this.#p.maxCongestionWindowBytes, this.inflightHi);
+    if (cwnd > this.cwnd) this.cwnd = cwnd;
+    const pacing = STARTUP_PACING_GAIN * bw * PACING_MARGIN;
+    if (pacing > this.#pacingRate) this.#pacingRate = pacing;
   }
 
   /** Alone at the bottleneck, and no congested round in the last 10. */
@@ -596,6 +620,7 @@ export class Bbr implements CongestionController {
       probeRttCount: this.probeRttCount,
       congestionEvents: this.congestionRounds,
       randomLossRatio: this.#randomLoss,
+      firstFlightRateBytesPerMs: this.firstFlightRate,
     };
   }
 }

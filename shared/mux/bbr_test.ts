@@ -258,7 +258,8 @@ Deno.test("bbr: ProbeRTT 10 s after the min RTT was last seen again (path delay 
       `${r.inProbeRtt} ms in ProbeRTT (${(r.inProbeRtt / r.probeRttAt.length).toFixed(0)} ms each)`,
   );
   equal(r.probeRttAt.length, 2);
-  ok(r.probeRttAt[0]! >= 12_000 && r.probeRttAt[0]! <= 13_000, `first at ${r.probeRttAt[0]}`);
+  // 10 s after the last sample within 5 % of the min, ~2-2.5 s in (Startup's queue shifts it).
+  ok(r.probeRttAt[0]! >= 11_500 && r.probeRttAt[0]! <= 13_000, `first at ${r.probeRttAt[0]}`);
   // The min learned at ProbeRTT is ~62 ms: 5 % of it is ~3.1 ms, seen for ~3 s more
   // (give or take the half second over which samples near the edge come and go).
   for (const g of gaps) ok(g >= 12_000 && g <= 13_800, `gap ${g} ms`);

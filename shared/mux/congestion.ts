@@ -91,6 +91,8 @@ export interface CongestionStats {
   congestionEvents: number;
   /** BBR's estimate of the path's random loss (its pacing makes up for up to 5 %); 0 for NewReno. */
   randomLossRatio: number;
+  /** The first flight's ACK rate Startup began from (first_flight.ts), 0 if none. */
+  firstFlightRateBytesPerMs: number;
 }
 
 /** The decisions Recovery delegates. Sizes in bytes, times in ms, rates in bytes per ms. */
@@ -108,6 +110,11 @@ export interface CongestionController {
   readonly holdingBack: boolean;
   /** Losses now are the path's, not a queue's (BBR alone tells them apart): tail copies may go. */
   readonly lossIsRandom: boolean;
+  /**
+   * The controller would start from the rate of the session's first full flight
+   * (first_flight.ts): BBR in its first Startup. Recovery measures it while this holds.
+   */
+  readonly wantsFirstFlightRate: boolean;
   /** Room in the window for a packet of `size` bytes on top of `bytesInFlight`. */
   canSend(bytesInFlight: number, size: number): boolean;
   /** Pacing rate in bytes/ms (`srtt`: Recovery's smoothed RTT, for controllers that need it). */
@@ -133,6 +140,8 @@ export interface CongestionController {
   undo(): boolean;
   /** The packet size changed (path MTU discovery). */
   setMaxDatagramSize(size: number): void;
+  /** The rate (bytes/ms) the session's first full flight came back at (first_flight.ts). */
+  onFirstFlightRate(rate: number): void;
   stats(): CongestionStats;
 }
 
@@ -149,6 +158,7 @@ export class NewReno implements CongestionController {
   readonly name = "newreno";
   readonly holdingBack = false;
   readonly lossIsRandom = false;
+  readonly wantsFirstFlightRate = false;
   cwnd: number;
   ssthresh = Infinity;
   recoveryStartTime = -Infinity;
@@ -295,6 +305,8 @@ export class NewReno implements CongestionController {
 
   onSpuriousLoss(): void {}
 
+  onFirstFlightRate(): void {}
+
   onPersistentCongestion(): void {
     this.cwnd = this.minWindow;
     this.#undoCwnd = 0;
@@ -321,6 +333,7 @@ export class NewReno implements CongestionController {
       probeRttCount: 0,
       congestionEvents: this.reductions,
       randomLossRatio: 0,
+      firstFlightRateBytesPerMs: 0,
     };
   }
 }

@@ -99,6 +99,14 @@ export interface MuxParams {
    * round trip (packer.ts). 1 turns them off.
    */
   tailCopyLossRatio: number;
+  /**
+   * BBR: a session's first full flight (its initial window) leaves back to back, and the
+   * rate its ACKs come back at is the path's bottleneck rate, measured in one round trip
+   * (first_flight.ts). Startup then begins at this fraction of it (a window of the
+   * fraction x rate x min_rtt, paced at Startup's gain) instead of doubling up from the
+   * initial window. 0 turns it off.
+   */
+  startupFirstFlightRatio: number;
   /** Durations of PTO-equivalents without an ack that mean persistent congestion (RFC 9002 §7.6: 3). */
   persistentCongestionThresholdPtos: number;
   /**
@@ -247,6 +255,7 @@ export const defaultParams: Readonly<MuxParams> = Object.freeze({
   bbrQueueDelayRatio: 0.5,
   bbrProbeRttMs: 200,
   tailCopyLossRatio: 0.005,
+  startupFirstFlightRatio: 0.5,
   persistentCongestionThresholdPtos: 3,
   pacingGainRatio: 1.25,
   pacingBurstPackets: 48,
@@ -338,6 +347,7 @@ export function resolveParams(overrides: Partial<MuxParams> = {}): MuxParams {
       "streamWindowReserveRatio",
       "bbrLossThresholdRatio",
       "tailCopyLossRatio",
+      "startupFirstFlightRatio",
     ] as const
   ) {
     if (p[k] > 1) throw new TypeError(`Invalid mux param ${k}: expected <= 1, got ${p[k]}`);

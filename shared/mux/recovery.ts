@@ -9,6 +9,7 @@
 import { Bbr } from "./bbr.ts";
 import { type CongestionController, NewReno } from "./congestion.ts";
 import { DeliveryRate, type RateSnapshot } from "./delivery_rate.ts";
+import { FirstFlightMeter } from "./first_flight.ts";
 import type { MuxParams } from "./params.ts";
 
 export interface SentPacket<F> extends RateSnapshot {
@@ -56,6 +57,8 @@ export class Recovery<F> {
   readonly cc: CongestionController;
   /** Delivery-rate samples for the controller. */
   readonly rate = new DeliveryRate();
+  /** The session's first full flight's ACK rate (first_flight.ts), while the controller wants it. */
+  readonly #firstFlight: FirstFlightMeter | null;
   bytesInFlight = 0;
   // Loss detection (§6).
   largestAcked = -1;
@@ -113,6 +116,17 @@ export class Recovery<F> {
     this.rttVar = params.initialRttMs / 2;
     this.packetThreshold = params.packetThresholdPackets;
     this.#tokens = params.pacingBurstPackets * maxDatagramSize;
+    this.#firstFlight = cc.wantsFirstFlightRate
+      ? new FirstFlightMeter(params.initialWindowPackets)
+      : null;
+  }
+
+  /** The meter of the first flight while it may still measure, else null. */
+  #meter(): FirstFlightMeter | null {
+    const m = this.#firstFlight;
+    if (m === null || !m.armed) return m;
+    if (!this.cc.wantsFirstFlightRate) m.disarm();
+    return m;
   }
 
   /** The congestion window in bytes (the controller's). */
@@ -198,6 +212,13 @@ export class Recovery<F> {
       p.txInFlight = this.bytesInFlight;
       if (this.probesPending > 0) this.probesPending--;
       this.cc.onPacketSent(now, size, prior, p.appLimited);
+      // A train of the first flight skips the pacer (and owes it nothing).
+      const m = this.#meter();
+      if (m !== null && !mtuProbe && m.unpaced(now)) {
+        m.onSent(pn, now);
+        return;
+      }
+      m?.onSent(pn, now);
     }
     this.#consumeTokens(size, now);
   }
@@ -236,6 +257,7 @@ export class Recovery<F> {
           ackedBytes += p.size;
           this.bytesInFlight -= p.size;
           this.rate.onPacketAcked(p, p.timeSent, p.size, now);
+          this.#firstFlight?.onAcked(p.pn, p.size);
           cc.onPacketAcked(p, this.bytesInFlight, this.cwndLimited);
           if (!p.mtuProbe) this.#hooks.onPacketAcked?.(p.size);
         }
@@ -266,6 +288,9 @@ export class Recovery<F> {
       priorInFlight,
       bytesInFlight: this.bytesInFlight,
     });
+    const firstFlightRate =
+      this.#firstFlight?.endAck(now, Math.min(ackDelayMs, this.#p.maxAckDelayMs)) ?? 0;
+    if (firstFlightRate > 0) cc.onFirstFlightRate(firstFlightRate);
     this.#detectLoss(now);
     this.ptoCount = 0;
     this.#compact();
@@ -361,6 +386,7 @@ export class Recovery<F> {
             lostPackets++;
             if (p.txInFlight > txInFlight) txInFlight = p.txInFlight;
             this.#hooks.onPacketLost?.(p.size);
+            this.#firstFlight?.onLost(p.pn);
             this.#rememberLost(p.pn, this.largestAcked - p.pn, now, p.size);
           }
         }
@@ -544,7 +570,7 @@ export class Recovery<F> {
   }
   /** Earliest time a packet of `size` may leave; `now` if it may leave now. */
   pacingTime(size: number, now: number): number {
-    if (this.probesPending > 0) return now;
+    if (this.probesPending > 0 || this.#meter()?.unpaced(now)) return now;
     this.#refill(now);
     if (this.#tokens >= size) return now;
     const rate = this.pacingRate;

@@ -326,6 +326,7 @@ export class MuxSession {
       probeRttCount: cc.probeRttCount,
       congestionEvents: cc.congestionEvents,
       randomLossRatio: cc.randomLossRatio,
+      firstFlightRateBytesPerSecond: cc.firstFlightRateBytesPerMs * 1000,
       bytesInFlight: r.bytesInFlight,
       bufferedBytes: sendBuf + recvBuf,
       sendBufferedBytes: sendBuf,

@@ -307,7 +307,7 @@ Deno.test("mux slow readers: our streams count against the pool once the peer ma
       budget -= extra;
     }
     assert.ok(
-      windows[4] === PARAMS.initialStreamWindowBytes &&
+      windows[0] === PARAMS.initialStreamWindowBytes &&
         windows.at(-1) === WIRE_INITIAL_STREAM_WINDOW_BYTES,
     );
     const sum = (n: number) => windows.slice(0, n).reduce((a, b) => a + b, 0);

@@ -94,6 +94,11 @@ export interface MuxStats {
   congestionEvents: number;
   /** BBR's estimate of the path's random loss (its pacing makes up for up to 5 %); 0 for NewReno. */
   randomLossRatio: number;
+  /**
+   * The rate the session's first full flight came back at, bytes per second; BBR's Startup
+   * began at half of it (docs/congestion.md). 0 before it was measured, and for NewReno.
+   */
+  firstFlightRateBytesPerSecond: number;
   /** Bytes of ack-eliciting packets sent and neither acked nor declared lost. */
   bytesInFlight: number;
   /** Bytes held in all streams' send and receive buffers. */
