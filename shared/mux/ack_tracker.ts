@@ -4,7 +4,13 @@
  * ack-eliciting packets, at once on reordering, otherwise after max_ack_delay.
  * The peer may raise the threshold and shorten the delay with ACK_FREQUENCY
  * (draft-ietf-quic-ack-frequency) during bulk transfer.
+ *
+ * It also keeps when each new largest packet since the last ACK arrived, so that an ACK
+ * for a run of packets read in one go can say when some of them came (`timedPoints`).
  */
+
+/** Arrival times kept between two ACKs. */
+const MAX_ARRIVALS = 64;
 export class AckTracker {
   /** Flat, descending, inclusive: [high0, low0, high1, low1, ...]. */
   readonly ranges: number[] = [];
@@ -21,6 +27,9 @@ export class AckTracker {
   #maxAckDelayMs: number;
   /** Sequence number of the last ACK_FREQUENCY applied (-1: none). */
   #freqSeq = -1;
+  /** New largest ack-eliciting packets since the last ACK, and when each arrived. */
+  readonly #arrivedPn: number[] = [];
+  readonly #arrivedAt: number[] = [];
 
   constructor(maxRanges: number, threshold: number, maxAckDelayMs: number) {
     this.#maxRanges = maxRanges;
@@ -90,6 +99,10 @@ export class AckTracker {
     }
     if (r.length > this.#maxRanges * 2) r.length = this.#maxRanges * 2;
     if (!ackEliciting) return;
+    if (pn === r[0]! && this.#arrivedPn.length < MAX_ARRIVALS) {
+      this.#arrivedPn.push(pn);
+      this.#arrivedAt.push(now);
+    }
     this.unackedEliciting++;
     if (reordered || this.unackedEliciting >= this.#threshold) this.ackNow = true;
     else if (this.ackDeadline === Infinity) this.ackDeadline = now + this.#maxAckDelayMs;
@@ -130,10 +143,38 @@ export class AckTracker {
     return this.unackedEliciting > 0;
   }
 
+  /**
+   * For an ACK of `min` or more new packets read since the last one: up to `count` of
+   * them, evenly spread, oldest first, the newest left out (the ACK itself covers it), as
+   * [pn, arrival time] pairs; none for fewer.
+   */
+  timedPoints(min: number, count: number): [number, number][] {
+    const n = this.#arrivedPn.length;
+    if (n < min || count <= 0) return [];
+    const m = Math.min(count, n - 1);
+    const out: [number, number][] = [];
+    for (let k = 0; k < m; k++) {
+      const j = Math.floor((k * (n - 1)) / m);
+      out.push([this.#arrivedPn[j]!, this.#arrivedAt[j]!]);
+    }
+    return out;
+  }
+
+  /** The ranges as they are, but only up to `pn` (a packet received). */
+  rangesUpTo(pn: number): number[] {
+    const r = this.ranges;
+    for (let i = 0; i < r.length; i += 2) {
+      if (pn >= r[i + 1]!) return [Math.min(pn, r[i]!), ...r.slice(i + 1)];
+    }
+    return [];
+  }
+
   /** Call after an ACK frame went out. */
   onAckSent(): void {
     this.unackedEliciting = 0;
     this.ackNow = false;
     this.ackDeadline = Infinity;
+    this.#arrivedPn.length = 0;
+    this.#arrivedAt.length = 0;
   }
 }

@@ -50,8 +50,9 @@ Deno.test("mux both ways: a first echo after a download at 3 % loss is not held 
       const later = (await echo(p, 10 << 20) + await echo(p, 10 << 20)) / 2;
       lines.push(`seed ${seed}: first ${Math.round(first)} ms, later ${Math.round(later)} ms`);
       ratios.push(first / later);
-      // 10 MiB at 20 Mbit/s is 4.2 s.
-      assert.ok(later < 6_000, `seed ${seed}: later ${Math.round(later)} ms`);
+      // 10 MiB at 20 Mbit/s is 4.2 s; later echoes take 5.0-6.1 s a seed (16 seeds: 5.44 s
+      // on average, as before timed ACKs: 5.45 s).
+      assert.ok(later < 6_500, `seed ${seed}: later ${Math.round(later)} ms`);
     } finally {
       await p.dispose();
     }

@@ -11,11 +11,13 @@
  * pacer. The train is measured if it had TRAIN_MIN_PACKETS or more: over the ACKs that
  * cover it, the bytes the second and later ones acknowledged, over the time from the
  * first to the last (the first ACK's own bytes arrived before its time, so they are not
- * counted). Only ACKs the receiver sent as packets arrived count (its reported ACK delay
- * under IMMEDIATE_ACK_MS: an ACK threshold reached, or a gap seen): one its timer sent
- * (the last few packets of a train, fewer than the ACK threshold) carries the timer's
- * time, not the train's. Nor does one that also covers packets sent after the train
- * (its time is theirs, and they may have left at another rate). A shorter train (a hello, a small request or answer), or one
+ * counted). An ACK's time is when it arrived less the ACK delay its sender reports: when
+ * the largest packet it acknowledges arrived there, a round trip's fixed part later. So an
+ * ACK the receiver's timer sent (the last few packets of a train, fewer than its ACK
+ * threshold) still tells when they came, and a receiver whose event loop read the whole
+ * train before it could acknowledge any sends timed ACK frames, one per few packets, each
+ * with its own delay (packer.ts, "Timed ACKs"). An ACK that also covers packets sent after
+ * the train does not count: its time is theirs, and they may have left at another rate. A shorter train (a hello, a small request or answer), or one
  * with too few such ACKs, measures nothing and the meter stays armed.
  *
  * The rate can be wrong in both directions. Lower: the sender's own spacing (a train sent
@@ -30,8 +32,6 @@
 export const TRAIN_GAP_MS = 1;
 /** A train shorter than this measures nothing. */
 export const TRAIN_MIN_PACKETS = 16;
-/** ACKs held longer than this by their sender (its ACK timer) do not time a train. */
-export const IMMEDIATE_ACK_MS = 1;
 
 export class FirstFlightMeter {
   #state: "armed" | "measuring" | "done" = "armed";
@@ -50,8 +50,6 @@ export class FirstFlightMeter {
   #countedBytes = 0;
   #countedPackets = 0;
   #ackPackets = 0;
-  /** The ACK in progress covers packets sent after the train. */
-  #ackBeyond = false;
 
   /** `maxPackets`: the longest train (the initial window in packets). */
   constructor(maxPackets: number) {
@@ -110,7 +108,6 @@ export class FirstFlightMeter {
 
   /** An ack-eliciting packet of `size` bytes was acknowledged (within one ACK). */
   onAcked(pn: number, size: number): void {
-    if (this.#count > 0 && pn > this.#lastPn) this.#ackBeyond = true;
     if (!this.#inTrain(pn)) return;
     // The first ACK of a train ends it: what goes out after is clocked by ACKs.
     if (this.#state === "armed" && !this.#close()) return;
@@ -126,15 +123,16 @@ export class FirstFlightMeter {
   }
 
   /**
-   * Ends an ACK that arrived at `now` and was held `ackDelayMs` by the peer. Returns the
-   * train's rate in bytes/ms once its last packet is accounted for, or 0 (not yet, or
-   * nothing measured: then the meter is armed again).
+   * Ends an ACK whose largest packet number is `largest`, that arrived at `now` and was
+   * held `ackDelayMs` by the peer. Returns the train's rate in bytes/ms once its last
+   * packet is accounted for, or 0 (not yet, or nothing measured: then the meter is armed
+   * again).
    */
-  endAck(now: number, ackDelayMs: number): number {
-    const beyond = this.#ackBeyond;
-    this.#ackBeyond = false;
+  endAck(now: number, ackDelayMs: number, largest: number): number {
     if (this.#state !== "measuring") return 0;
-    if (this.#ackPackets > 0 && ackDelayMs < IMMEDIATE_ACK_MS && !beyond) {
+    // The delay counts from the largest packet's arrival, which may be one sent after the
+    // train (an ACK-only packet too, which the meter never sees go).
+    if (this.#ackPackets > 0 && largest <= this.#lastPn) {
       // Never before an earlier ACK's time: a delay reported too long cannot shrink the span.
       const at = Math.max(now - ackDelayMs, this.#lastAckAt, this.#firstAckAt);
       if (this.#firstAckAt < 0) this.#firstAckAt = at;

@@ -3,7 +3,7 @@
  * sends and ACKs, then whole sessions on the fake clock over the WAN lab's profiles.
  */
 import assert from "node:assert/strict";
-import { FirstFlightMeter, IMMEDIATE_ACK_MS, TRAIN_GAP_MS } from "./first_flight.ts";
+import { FirstFlightMeter, TRAIN_GAP_MS } from "./first_flight.ts";
 import type { MuxParams } from "./params.ts";
 import { download, memoryPair } from "./testing/harness.ts";
 import { TUNNEL_MUX_PARAMS } from "../tunnel_params.ts";
@@ -16,13 +16,16 @@ function send(m: FirstFlightMeter, pn: number, n: number, at: number, gap = 0): 
   return pn + n;
 }
 
-/** One ACK of packets [lo, hi] arriving at `at`, held `delay` ms by the receiver. */
-function ack(m: FirstFlightMeter, lo: number, hi: number, at: number, delay = 0): number {
+/**
+ * One ACK of packets [lo, hi] arriving at `at`, held `delay` ms by the receiver since
+ * `largest` (hi unless said) arrived.
+ */
+function ack(m: FirstFlightMeter, lo: number, hi: number, at: number, delay = 0, largest = hi) {
   for (let pn = lo; pn <= hi; pn++) m.onAcked(pn, SIZE);
-  return m.endAck(at, delay);
+  return m.endAck(at, delay, largest);
 }
 
-Deno.test("first flight meter: the ACKs after the first time the train; a timer's ACK does not", () => {
+Deno.test("first flight meter: the ACKs after the first time the train, each at its packets' arrival", () => {
   const m = new FirstFlightMeter(32);
   assert.ok(m.unpaced(0));
   send(m, 0, 32, 0);
@@ -31,10 +34,10 @@ Deno.test("first flight meter: the ACKs after the first time the train; a timer'
   let rate = 0;
   for (let i = 0; i < 7; i++) rate = ack(m, 4 * i, 4 * i + 3, 50 + i);
   assert.equal(rate, 0, "not before the last packet is accounted for");
-  // The last four came with the receiver's ACK timer: 20 ms later, held 19.5 ms.
-  rate = ack(m, 28, 31, 76, 19.5);
-  // 6 ACKs x 4 packets after the first, over 6 ms.
-  assert.equal(rate, (24 * SIZE) / 6);
+  // The last four came with the receiver's ACK timer: 20 ms later, held 19 ms.
+  rate = ack(m, 28, 31, 76, 19);
+  // 7 ACKs x 4 packets after the first, over 7 ms.
+  assert.equal(rate, (28 * SIZE) / 7);
   assert.ok(!m.armed && !m.unpaced(100));
 });
 
@@ -57,21 +60,24 @@ Deno.test("first flight meter: short trains measure nothing; a gap starts a new 
   assert.equal(rate, (15 * SIZE) / 3);
 });
 
-Deno.test("first flight meter: a lost packet is waited for, not counted; too few timed ACKs re-arm it", () => {
+Deno.test("first flight meter: a lost packet is waited for, not counted; one ACK for all re-arms it", () => {
   const m = new FirstFlightMeter(32);
   send(m, 0, 32, 0);
   assert.equal(ack(m, 0, 9, 50), 0);
   assert.equal(ack(m, 11, 20, 52), 0);
   assert.equal(ack(m, 21, 31, 54), 0, "packet 10 is still out");
   m.onLost(10);
-  assert.equal(m.endAck(60, 0), (21 * SIZE) / 4);
-  // Every ACK held by the timer: nothing to time, armed again.
+  assert.equal(m.endAck(60, 0, 31), (21 * SIZE) / 4);
+  // One ACK for the whole train (a receiver that read it in one go): nothing to time.
   const n = new FirstFlightMeter(32);
   send(n, 0, 32, 0);
-  for (let i = 0; i < 8; i++) {
-    assert.equal(ack(n, 4 * i, 4 * i + 3, 50 + i, IMMEDIATE_ACK_MS + 1), 0);
-  }
+  assert.equal(ack(n, 0, 31, 60), 0);
   assert.ok(n.armed && n.unpaced(100));
+  // The same with timed ACK frames in that packet: each its own delay, oldest first.
+  send(n, 100, 32, 100);
+  let rate = 0;
+  for (let i = 0; i < 8; i++) rate = ack(n, 100 + 4 * i, 103 + 4 * i, 160, 7 - i);
+  assert.equal(rate, (28 * SIZE) / 7);
 });
 
 const PROFILES = [
@@ -166,4 +172,12 @@ Deno.test("first flight meter: an ACK that also covers packets sent after the tr
   // Its time is the later packets' (they left paced): only its train packets' arrival
   // is known to be before it.
   assert.equal(ack(m, 30, 39, 58), (20 * SIZE) / 4);
+  // The same when the packet after the train was an ACK-only one (never seen go): the
+  // ACK's delay counts from its arrival.
+  const n = new FirstFlightMeter(32);
+  send(n, 0, 32, 0);
+  assert.equal(ack(n, 0, 9, 50), 0);
+  assert.equal(ack(n, 10, 19, 52), 0);
+  assert.equal(ack(n, 20, 29, 54), 0);
+  assert.equal(ack(n, 30, 31, 70, 0, 32), (20 * SIZE) / 4);
 });

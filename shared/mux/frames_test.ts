@@ -157,3 +157,23 @@ Deno.test("mux ack tracker: an ACK due within the timer granularity goes with th
   t.onAckSent();
   assert.equal(t.due(1001, 1), false, "sent: nothing pending");
 });
+
+Deno.test("mux ack tracker: arrival times of a run read in one go, spread, oldest first", () => {
+  const t = new AckTracker(32, 100, 25);
+  for (let pn = 0; pn < 5; pn++) t.onPacket(pn, true, 10 + pn);
+  assert.deepEqual(t.timedPoints(8, 8), [], "fewer than the minimum: none");
+  for (let pn = 5; pn < 33; pn++) t.onPacket(pn, true, 10 + pn);
+  t.onPacket(33, false, 43); // not ack-eliciting: not timed
+  // 33 arrivals: 8 points over the first 32, the newest left to the ACK itself.
+  assert.deepEqual(t.timedPoints(8, 8), [0, 4, 8, 12, 16, 20, 24, 28].map((p) => [p, 10 + p]));
+  assert.deepEqual(t.rangesUpTo(12), [12, 0]);
+  t.onAckSent();
+  assert.deepEqual(t.timedPoints(1, 8), []);
+  // A late packet below the largest is not an arrival of a new largest; ranges keep holes.
+  t.onPacket(36, true, 50);
+  t.onPacket(35, true, 51);
+  t.onPacket(37, true, 52);
+  assert.deepEqual(t.timedPoints(1, 8), [[36, 50]]);
+  assert.deepEqual(t.rangesUpTo(36), [36, 35, 33, 0]);
+  assert.deepEqual(t.rangesUpTo(34), [33, 0]);
+});

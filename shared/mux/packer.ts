@@ -63,6 +63,17 @@ export interface PackerParts {
 
 /** Streams remembered for tail copies until the send queue runs empty. */
 const MAX_FINISHED = 64;
+/**
+ * Timed ACKs: an ACK for this many new packets or more read in one go (a run the event
+ * loop read before its ACK could go) also says, in up to TIMED_ACK_FRAMES extra ACK frames
+ * ahead of it, when some of them arrived: each acknowledges up to one of them with its own
+ * ACK delay. The peer learns the run's arrival spacing (first_flight.ts times a session's
+ * first flight by it); a peer that knows nothing of this just processes more ACK frames.
+ * Only the first TIMED_ACK_RUNS such ACKs of a session carry them.
+ */
+const TIMED_ACK_MIN_PACKETS = 8;
+const TIMED_ACK_FRAMES = 8;
+const TIMED_ACK_RUNS = 8;
 /** Room below which no stream frame is started in a packet (it is full). */
 const STREAM_FRAME_MIN_ROOM = 12;
 
@@ -107,6 +118,10 @@ export class Packer {
   #pingAfterUpdate = false;
   /** Streams whose FIN went out since the send queue last ran empty (tail copies). */
   #finished = new Set<Stream>();
+  /** ACKs that may still carry arrival times (TIMED_ACK_RUNS). */
+  #timedAckRuns = TIMED_ACK_RUNS;
+  /** The timed ACK frames (pn, arrival, their ranges) of the packet being built. */
+  #timed: { pn: number; at: number; ranges: number[] }[] = [];
   /**
    * The tail being copied: the streams that had just finished when the queue ran empty, and
    * the span of their packets worth a copy (sent in the half round trip before).
@@ -290,11 +305,36 @@ export class Packer {
   #ackLength(now: number, mds: number): number {
     const ack = this.#p.ack;
     const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
-    return Math.min(ackFrameLength(ack.ranges, delayUs), Math.floor(mds / 2));
+    const len = Math.min(ackFrameLength(ack.ranges, delayUs), Math.floor(mds / 2));
+    this.#timed = [];
+    if (this.#timedAckRuns === 0) return len;
+    let timedLen = 0;
+    for (const [pn, at] of ack.timedPoints(TIMED_ACK_MIN_PACKETS, TIMED_ACK_FRAMES)) {
+      const ranges = ack.rangesUpTo(pn);
+      if (ranges.length === 0 || ranges.length > 8) continue;
+      timedLen += ackFrameLength(ranges, Math.round((now - at) * 1000));
+      this.#timed.push({ pn, at, ranges });
+    }
+    // Never more than a quarter of the packet.
+    if (timedLen > mds / 4) {
+      this.#timed = [];
+      return len;
+    }
+    return len + timedLen;
   }
 
   #writeAck(w: Writer, now: number): void {
     const ack = this.#p.ack;
+    if (this.#timed.length > 0) {
+      // Oldest first: each acknowledges what the one before did and more.
+      for (const t of this.#timed) {
+        const us = Math.max(0, Math.round((now - t.at) * 1000));
+        if (ackFrameLength(t.ranges, us) > w.remaining) break;
+        encodeAck(w, t.ranges, us);
+      }
+      this.#timed = [];
+      this.#timedAckRuns--;
+    }
     const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
     let ranges: number[] = ack.ranges;
     const room = Math.min(w.remaining, Math.floor(this.#p.pmtu.size / 2));
@@ -420,6 +460,7 @@ export class Packer {
 
   /** A packet with only an ACK (the reply to the peer's CLOSE). */
   sendAckOnly(now: number): void {
+    this.#timed = [];
     const w = this.#writer;
     w.pos = 0;
     encodePacketHeader(w, this.#nextPn++);
@@ -429,6 +470,7 @@ export class Packer {
 
   /** The immediate close's CLOSE (with an ACK if anything was received), sent twice. */
   sendClose(code: number, reason: string, now: number): void {
+    this.#timed = [];
     const w = this.#writer;
     w.pos = 0;
     encodePacketHeader(w, this.#nextPn++);

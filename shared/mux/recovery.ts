@@ -289,7 +289,7 @@ export class Recovery<F> {
       bytesInFlight: this.bytesInFlight,
     });
     const firstFlightRate =
-      this.#firstFlight?.endAck(now, Math.min(ackDelayMs, this.#p.maxAckDelayMs)) ?? 0;
+      this.#firstFlight?.endAck(now, Math.min(ackDelayMs, this.#p.maxAckDelayMs), largest) ?? 0;
     if (firstFlightRate > 0) cc.onFirstFlightRate(firstFlightRate);
     this.#detectLoss(now);
     this.ptoCount = 0;

@@ -193,5 +193,6 @@ Deno.test("mux stream: a sender holds at most its own maxStreamWindowBytes above
     `sent beyond the acked prefix (at most): ${bounded} bytes, ${loose} with a 16 MiB bound`,
   );
   assert.ok(bounded <= 128 * 1024, `${bounded} bytes sent beyond the acked prefix`);
-  assert.ok(loose > 256 * 1024, "the peer's window alone lets far more be held");
+  // (183 KB here; 369 KB before timed ACKs found the losses sooner.)
+  assert.ok(loose > 1.25 * 128 * 1024, `the peer's window alone lets more be held: ${loose}`);
 });
