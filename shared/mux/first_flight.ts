@@ -75,9 +75,18 @@ export class FirstFlightMeter {
         (this.#count < this.#maxPackets && now - this.#lastSend < TRAIN_GAP_MS));
   }
 
-  /** An ack-eliciting packet went out. */
-  onSent(pn: number, now: number): void {
+  /**
+   * An ack-eliciting packet went out; `full` if it had the session's packet size (or
+   * nearly). A smaller one ends a train and is no part of one: the bottleneck spaces small
+   * packets by their size, so what spaces a run of small answers sent at once is the two
+   * ends' per-packet work, and its rate says little of the path's.
+   */
+  onSent(pn: number, now: number, full: boolean): void {
     if (this.#state !== "armed") return;
+    if (!full) {
+      if (this.#count > 0) this.#close();
+      return;
+    }
     if (
       this.#count > 0 && (this.#count >= this.#maxPackets || now - this.#lastSend >= TRAIN_GAP_MS)
     ) {

@@ -12,7 +12,7 @@ const SIZE = 1200;
 
 /** Sends `n` packets from `pn` at `at` (ms apart `gap`); returns the next pn. */
 function send(m: FirstFlightMeter, pn: number, n: number, at: number, gap = 0): number {
-  for (let i = 0; i < n; i++) m.onSent(pn + i, at + i * gap);
+  for (let i = 0; i < n; i++) m.onSent(pn + i, at + i * gap, true);
   return pn + n;
 }
 
@@ -58,6 +58,21 @@ Deno.test("first flight meter: short trains measure nothing; a gap starts a new 
   let rate = 0;
   for (let i = 1; i < 4; i++) rate = ack(m, first + 5 * i, first + 5 * i + 4, 250 + i);
   assert.equal(rate, (10 * SIZE) / 2);
+});
+
+Deno.test("first flight meter: small packets end a train and are no part of one", () => {
+  const m = new FirstFlightMeter(32);
+  // Twenty small answers back to back: no train.
+  for (let pn = 0; pn < 20; pn++) m.onSent(pn, 0, false);
+  assert.equal(ack(m, 0, 19, 50), 0);
+  assert.ok(m.armed);
+  // A small head, then the body: the train is the body's full packets.
+  m.onSent(20, 100, false);
+  send(m, 21, 32, 100);
+  assert.equal(ack(m, 20, 20, 150), 0, "the head's ACK times nothing");
+  let rate = 0;
+  for (let i = 0; i < 8; i++) rate = ack(m, 21 + 4 * i, 24 + 4 * i, 151 + i);
+  assert.equal(rate, (24 * SIZE) / 6);
 });
 
 Deno.test("first flight meter: a lost packet is waited for, not counted; one ACK for all re-arms it", () => {

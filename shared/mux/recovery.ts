@@ -214,11 +214,12 @@ export class Recovery<F> {
       this.cc.onPacketSent(now, size, prior, p.appLimited);
       // A train of the first flight skips the pacer (and owes it nothing).
       const m = this.#meter();
+      const full = size >= 0.75 * this.#mds;
       if (m !== null && !mtuProbe && m.unpaced(now)) {
-        m.onSent(pn, now);
+        m.onSent(pn, now, full);
         return;
       }
-      m?.onSent(pn, now);
+      m?.onSent(pn, now, full);
     }
     this.#consumeTokens(size, now);
   }
