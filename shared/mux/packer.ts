@@ -112,8 +112,8 @@ export class Packer {
    */
   #sizeLimited = false;
   /**
-   * A window update (MAX_DATA, MAX_STREAM_DATA) went out since the last ack-eliciting
-   * packet that followed one: the next ACK-only packet carries a PING.
+   * A stream's window update (MAX_STREAM_DATA) went out among ACKs since the last
+   * ack-eliciting packet that followed one: the next ACK-only packet carries a PING.
    */
   #pingAfterUpdate = false;
   /** Streams whose FIN went out since the send queue last ran empty (tail copies). */
@@ -214,12 +214,11 @@ export class Packer {
       const ackLen = ack.pending || ackDue ? this.#ackLength(now, mds) : 0;
       w.end = mds - ackLen;
       const frames: SentFrame[] = [];
+      let update = false;
       if (hasControl) {
         control.write(w, frames);
         for (const f of frames) {
-          if (f.kind === FrameKind.MAX_STREAM_DATA || f.kind === FrameKind.MAX_DATA) {
-            this.#pingAfterUpdate = true;
-          }
+          if (f.kind === FrameKind.MAX_STREAM_DATA && (f.stream as Stream).recvOpen) update = true;
         }
       }
       let eliciting = frames.length > 0 || w.pos > packetHeaderLength(pn);
@@ -236,6 +235,13 @@ export class Packer {
           eliciting = true;
         }
       }
+      // Only an update that may hold a sender back: of a stream still receiving, among
+      // ACKs. One beside our own stream data (a request announcing its stream's window) is
+      // followed by more of our packets anyway, and a session's MAX_DATA rarely holds one
+      // back (its cap is 32 MiB past what was read); a PING after those would leave
+      // ack-eliciting packets outstanding after the last answer of a burst, and a peer that
+      // vanished then would be given up after 20 s unanswered instead of 30 s of silence.
+      if (update && !frames.some((f) => f.kind === FrameKind.STREAM)) this.#pingAfterUpdate = true;
       if (!eliciting && ackLen > 0 && this.#pingAfterUpdate && frames.length === 0) {
         // A receiver sends only ACKs, so a lost window update had only the probe timeout
         // to find it (three round trips and more) while its sender sat blocked. A later

@@ -59,7 +59,8 @@ Deno.test("mux window updates: a lost MAX_STREAM_DATA is found within ~1.5 round
       `first update lost: ${lost.ms.toFixed(0)} ms (longest read gap ${lost.gapMs.toFixed(0)} ms)`,
   );
   assert.equal(lost.dropped, 1);
-  // The update is resent ~9/8 RTT after it left and takes half a round trip to arrive.
-  assert.ok(lost.ms - clean.ms < 75, `${lost.ms - clean.ms} ms more`);
+  // The update is resent ~9/8 RTT after it left and takes half a round trip to arrive:
+  // ~81 ms at most (the probe timeout took ~230).
+  assert.ok(lost.ms - clean.ms < 90, `${lost.ms - clean.ms} ms more`);
   assert.ok(lost.gapMs < 100, `reads stopped for ${lost.gapMs} ms`);
 });
