@@ -123,10 +123,11 @@ export class Packer {
   /** The timed ACK frames (pn, arrival, their ranges) of the packet being built. */
   #timed: { pn: number; at: number; ranges: number[] }[] = [];
   /**
-   * The tail being copied: the streams that had just finished when the queue ran empty, and
-   * the span of their packets worth a copy (sent in the half round trip before).
+   * The tail being copied: the streams that had just finished when the queue ran empty, the
+   * span of their packets worth a copy (sent in the half round trip before `until`), and
+   * the packet to go on from (each is offered once, newest first).
    */
-  #tail: { streams: Set<Stream>; since: number; until: number } | null = null;
+  #tail: { streams: Set<Stream>; since: number; until: number; nextPn: number } | null = null;
 
   constructor(parts: PackerParts, now: number) {
     this.#p = parts;
@@ -273,7 +274,12 @@ export class Packer {
       rec.cwndLimited = false;
       rec.onAppLimited();
       if (this.#finished.size > 0) {
-        this.#tail = { streams: this.#finished, since: now - rec.smoothedRtt / 2, until: now };
+        this.#tail = {
+          streams: this.#finished,
+          since: now - rec.smoothedRtt / 2,
+          until: now,
+          nextPn: rec.lastSentPn,
+        };
         this.#finished = new Set();
       }
       if (this.#tail !== null) this.#copyTail(now);
@@ -419,21 +425,19 @@ export class Packer {
     let room = cc.maxBwBytesPerMs * cc.modelMinRttMs - rec.bytesInFlight;
     if (room <= 0) return;
     const stats = this.#p.stats;
-    const left = rec.forEachTail(tail.since, tail.until, (frames) => {
-      if (room <= 0) return undefined;
-      let copied = false;
+    tail.nextPn = rec.forEachTail(tail.nextPn, tail.since, (frames) => {
+      if (room <= 0) return false;
       for (const f of frames) {
         if (room <= 0) break;
         if (f.kind === FrameKind.STREAM && tail.streams.has(f.stream as Stream)) {
           stats.tailCopyBytes += f.length;
           room -= f.length;
           f.stream.onDataLost(f.offset, f.length, f.fin);
-          copied = true;
         }
       }
-      return copied;
+      return true;
     });
-    if (!left) this.#tail = null;
+    if (tail.nextPn < 0) this.#tail = null;
   }
 
   /**

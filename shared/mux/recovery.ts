@@ -22,8 +22,6 @@ export interface SentPacket<F> extends RateSnapshot {
   /** Bytes in flight once this packet was sent. */
   txInFlight: number;
   frames: F[];
-  /** Its frames were queued again as a tail copy (`forEachTail`). */
-  copied: boolean;
 }
 
 /** The controller `params.congestionControl` names. */
@@ -195,7 +193,6 @@ export class Recovery<F> {
       mtuProbe,
       txInFlight: 0,
       frames,
-      copied: false,
       delivered: 0,
       deliveredTime: 0,
       firstSentTime: 0,
@@ -469,28 +466,27 @@ export class Recovery<F> {
     return seen >= 100 ? this.#recentLost / seen : 0;
   }
 
+  /** The packet number of the last packet recorded as sent (-1 before any). */
+  get lastSentPn(): number {
+    return this.#lastSentPn;
+  }
+
   /**
-   * Calls `copy` with the frames of each ack-eliciting packet still in flight that was sent
-   * in [since, until], newest first, until it returns undefined (no room); a packet whose
-   * frames it copied (it returns true) is not offered again. Returns whether packets of
-   * that span are left that were neither copied nor offered.
+   * Offers `copy` the frames of each ack-eliciting packet still in flight from packet
+   * `fromPn` down to the first sent before `since`, newest first, until it returns false
+   * (no room). Returns the packet number to go on from next time (the one it had no room
+   * for), or -1 once every packet of the span was offered.
    */
-  forEachTail(
-    since: number,
-    until: number,
-    copy: (frames: F[]) => boolean | undefined,
-  ): boolean {
+  forEachTail(fromPn: number, since: number, copy: (frames: F[]) => boolean): number {
     const sent = this.#sent;
-    for (let idx = sent.length - 1; idx >= this.#head; idx--) {
-      const p = sent[idx];
-      if (p === undefined || p.timeSent > until) continue;
-      if (p.timeSent < since) break;
-      if (!p.ackEliciting || p.copied || p.mtuProbe) continue;
-      const copied = copy(p.frames);
-      if (copied === undefined) return true;
-      if (copied) p.copied = true;
+    for (let pn = fromPn; pn >= this.#base + this.#head; pn--) {
+      const p = sent[pn - this.#base];
+      if (p === undefined) continue;
+      if (p.timeSent < since) return -1;
+      if (!p.ackEliciting || p.mtuProbe) continue;
+      if (!copy(p.frames)) return pn;
     }
-    return false;
+    return -1;
   }
 
   /** Current probe timeout, with backoff. */
