@@ -25,6 +25,8 @@ export class AckTracker {
   readonly #maxRanges: number;
   #threshold: number;
   #maxAckDelayMs: number;
+  /** Arrival times are kept (`timedPoints`); off once no ACK will carry them. */
+  timeArrivals = true;
   /** Sequence number of the last ACK_FREQUENCY applied (-1: none). */
   #freqSeq = -1;
   /** New largest ack-eliciting packets since the last ACK, and when each arrived. */
@@ -99,7 +101,7 @@ export class AckTracker {
     }
     if (r.length > this.#maxRanges * 2) r.length = this.#maxRanges * 2;
     if (!ackEliciting) return;
-    if (pn === r[0]! && this.#arrivedPn.length < MAX_ARRIVALS) {
+    if (this.timeArrivals && pn === r[0]! && this.#arrivedPn.length < MAX_ARRIVALS) {
       this.#arrivedPn.push(pn);
       this.#arrivedAt.push(now);
     }

@@ -63,6 +63,11 @@ export class FirstFlightMeter {
     return this.#state === "armed";
   }
 
+  /** Measured, or stopped: it will never measure again. */
+  get done(): boolean {
+    return this.#state === "done";
+  }
+
   /** Stops measuring for good (the controller no longer wants a rate). */
   disarm(): void {
     this.#state = "done";
@@ -92,10 +97,7 @@ export class FirstFlightMeter {
     ) {
       if (this.#close()) return;
     }
-    if (this.#count === 0) {
-      this.#firstPn = pn;
-      this.#ackBytes = 0;
-    }
+    if (this.#count === 0) this.#firstPn = pn;
     this.#lastPn = pn;
     this.#count++;
     this.#outstanding++;

@@ -176,4 +176,9 @@ Deno.test("mux ack tracker: arrival times of a run read in one go, spread, oldes
   assert.deepEqual(t.timedPoints(1, 8), [[36, 50]]);
   assert.deepEqual(t.rangesUpTo(36), [36, 35, 33, 0]);
   assert.deepEqual(t.rangesUpTo(34), [33, 0]);
+  // Once no ACK will carry them, none are kept.
+  t.onAckSent();
+  t.timeArrivals = false;
+  for (let pn = 38; pn < 60; pn++) t.onPacket(pn, true, 60 + pn);
+  assert.deepEqual(t.timedPoints(1, 8), []);
 });

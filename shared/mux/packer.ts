@@ -345,7 +345,8 @@ export class Packer {
         encodeAck(w, t.ranges, us);
       }
       this.#timed = [];
-      this.#timedAckRuns--;
+      // The last timed ACK: the tracker need not keep arrival times any more.
+      if (--this.#timedAckRuns === 0) ack.timeArrivals = false;
     }
     const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
     let ranges: number[] = ack.ranges;

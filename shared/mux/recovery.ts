@@ -55,8 +55,11 @@ export class Recovery<F> {
   readonly cc: CongestionController;
   /** Delivery-rate samples for the controller. */
   readonly rate = new DeliveryRate();
-  /** The session's first full flight's ACK rate (first_flight.ts), while the controller wants it. */
-  readonly #firstFlight: FirstFlightMeter | null;
+  /**
+   * The session's first full flight's ACK rate (first_flight.ts), while the controller
+   * wants it; null once it measured or stopped (#meter).
+   */
+  #firstFlight: FirstFlightMeter | null;
   bytesInFlight = 0;
   // Loss detection (§6).
   largestAcked = -1;
@@ -119,12 +122,13 @@ export class Recovery<F> {
       : null;
   }
 
-  /** The meter of the first flight while it may still measure, else null. */
+  /** The meter of the first flight while it may still measure, else null (and dropped). */
   #meter(): FirstFlightMeter | null {
     const m = this.#firstFlight;
-    if (m === null || !m.armed) return m;
-    if (!this.cc.wantsFirstFlightRate) m.disarm();
-    return m;
+    if (m === null) return null;
+    if (m.armed && !this.cc.wantsFirstFlightRate) m.disarm();
+    if (m.done) this.#firstFlight = null;
+    return this.#firstFlight;
   }
 
   /** The congestion window in bytes (the controller's). */
@@ -209,14 +213,13 @@ export class Recovery<F> {
       p.txInFlight = this.bytesInFlight;
       if (this.probesPending > 0) this.probesPending--;
       this.cc.onPacketSent(now, size, prior, p.appLimited);
-      // A train of the first flight skips the pacer (and owes it nothing).
       const m = this.#meter();
-      const full = size >= 0.75 * this.#mds;
-      if (m !== null && !mtuProbe && m.unpaced(now)) {
-        m.onSent(pn, now, full);
-        return;
+      if (m !== null) {
+        // A train of the first flight skips the pacer (and owes it nothing).
+        const unpaced = !mtuProbe && m.unpaced(now);
+        m.onSent(pn, now, size >= 0.75 * this.#mds);
+        if (unpaced) return;
       }
-      m?.onSent(pn, now, full);
     }
     this.#consumeTokens(size, now);
   }
@@ -286,9 +289,11 @@ export class Recovery<F> {
       priorInFlight,
       bytesInFlight: this.bytesInFlight,
     });
-    const firstFlightRate =
-      this.#firstFlight?.endAck(now, Math.min(ackDelayMs, this.#p.maxAckDelayMs), largest) ?? 0;
-    if (firstFlightRate > 0) cc.onFirstFlightRate(firstFlightRate);
+    const m = this.#meter();
+    if (m !== null) {
+      const rate = m.endAck(now, Math.min(ackDelayMs, this.#p.maxAckDelayMs), largest);
+      if (rate > 0) cc.onFirstFlightRate(rate);
+    }
     this.#detectLoss(now);
     this.ptoCount = 0;
     this.#compact();
