@@ -73,7 +73,6 @@ export class Proc {
   /** The exit status, once the process has ended and all of its output has been read. */
   readonly exited: Promise<Deno.CommandStatus>;
   #done = false;
-  readonly #reading: Promise<void>;
 
   constructor(args: string[], env: Record<string, string>) {
     this.child = new Deno.Command(Deno.execPath(), {
@@ -93,13 +92,10 @@ export class Proc {
         if (stdout) this.stdout += d.decode(chunk, { stream: true });
       }
     };
-    this.#reading = Promise.all([drain(this.child.stdout, true), drain(this.child.stderr, false)])
-      .then(
-        () => {},
-      );
+    const reading = Promise.all([drain(this.child.stdout, true), drain(this.child.stderr, false)]);
     // The pipes can still hold output after the status arrives: an exit
     // status read before them would come with a short (even empty) `output`.
-    this.exited = Promise.all([this.child.status, this.#reading]).then(([status]) => status);
+    this.exited = Promise.all([this.child.status, reading]).then(([status]) => status);
     this.exited.then(() => this.#done = true);
   }
 
@@ -127,7 +123,6 @@ export class Proc {
     }, 5000);
     await this.exited;
     clearTimeout(t);
-    await this.#reading;
   }
 }
 
