@@ -75,3 +75,9 @@ export const RECORD_HEADER_SIZE = 13;
 export const MAX_PLAINTEXT = 16384;
 /** Largest handshake message we accept; ours are all far smaller. */
 export const MAX_HANDSHAKE_MESSAGE = 16384;
+
+/**
+ * ChaCha20-Poly1305 records up to this size (plaintext) may go to libsodium's wasm; above it
+ * node:crypto's native cipher outweighs its fixed cost per record (chacha_wasm.ts).
+ */
+export const WASM_AEAD_MAX_BYTES = 4096;

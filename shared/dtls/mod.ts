@@ -21,6 +21,8 @@ export {
   PSK_AES128_GCM,
   type SuiteName,
   SUITES,
+  useWasmChaCha,
+  WASM_AEAD_MAX_BYTES,
 } from "./cipher.ts";
 export { derivePsk, PSK_LABEL } from "../credentials.ts";
 export { pskIdentity } from "./psk.ts";
