@@ -12,9 +12,20 @@ import { readAnswer, readBytes, requestHead, within } from "./testing/tunnel.ts"
 const CONFIG = `${ROOT}deno.json`;
 const MAIN = `${ROOT}client/main.ts`;
 
-function cli(args: string[], o: { cwd?: string; env?: Record<string, string> } = {}) {
+function cli(
+  args: string[],
+  o: { cwd?: string; env?: Record<string, string>; denoFlags?: string[] } = {},
+) {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "--config", CONFIG, ...taskFlags("client"), MAIN, ...args],
+    args: [
+      "run",
+      "--config",
+      CONFIG,
+      ...(o.denoFlags ?? []),
+      ...taskFlags("client"),
+      MAIN,
+      ...args,
+    ],
     cwd: o.cwd ?? Deno.makeTempDirSync({ prefix: "hopgate-cli-" }),
     env: { ...baseEnv(), ...o.env },
     clearEnv: true,
@@ -134,13 +145,18 @@ Deno.test("cli: flags over environment over .env; the key is masked", async () =
   assert.ok(!r.stdout.includes("dotenv-secret-key") && !r.stderr.includes("dotenv-secret-key"));
 });
 
-Deno.test("cli: a real run with the task's permissions connects, serves, and stops on SIGTERM", async () => {
+/**
+ * A real run against a test tunnel server: one request through it, then SIGTERM. Returns the
+ * exit code and output. `denoFlags` go before the task's own flags.
+ */
+async function serveOne(denoFlags: string[] = []) {
   const origin = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     (req) => new Response(`hi ${req.headers.get("host")}`),
   );
   const server = startTestServer({ keys: { "app.example.com": "cli-secret-key" } });
   const child = cli(["--debug"], {
+    denoFlags,
     env: {
       HOP_CLIENT_SERVER_ADDR: `127.0.0.1:${server.port}`,
       HOP_CLIENT_DOMAIN: "app.example.com",
@@ -166,10 +182,26 @@ Deno.test("cli: a real run with the task's permissions connects, serves, and sto
   const r = await within(output, 20_000, "the client to exit");
   await server.close();
   await origin.shutdown();
-  const stdout = new TextDecoder().decode(r.stdout);
-  const stderr = new TextDecoder().decode(r.stderr);
-  assert.equal(r.code, 0, stderr);
-  assert.equal(stderr, "");
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
+
+Deno.test("cli: without WebAssembly the client says libsodium did not load and serves through node:crypto", async () => {
+  // --jitless: V8 without executable memory has no WebAssembly at all.
+  const r = await serveOne(["--v8-flags=--jitless"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stderr,
+    /^hopgate-client: warning: libsodium's wasm did not load \(.+\); records are sealed with node:crypto, at more CPU each\n$/,
+  );
+  assert.match(r.stdout, /GET \/cli → 200/);
+  assert.match(r.stdout, /stopped after 1 requests/);
+});
+
+Deno.test("cli: a real run with the task's permissions connects, serves, and stops on SIGTERM", async () => {
+  const { code, stdout, stderr } = await serveOne();
+  assert.equal(code, 0, stderr);
+  assert.equal(stderr, ""); // libsodium loaded under the task's permissions: no warning
   assert.match(stdout, /connected to 127\.0\.0\.1:\d+ over dtls \(test-server\/0, session s1\)/);
   assert.match(stdout, /GET \/cli → 200/);
   assert.match(stdout, /stopped after 1 requests/);
