@@ -6,17 +6,9 @@
  * `openssl s_server`, and `openssl s_client` against our server.
  */
 import assert from "node:assert/strict";
-import { derivePsk, dtlsConnect, pskIdentity, useWasmChaCha } from "../shared/dtls/mod.ts";
-import {
-  freeUdpPort,
-  OPENSSL_CIPHER,
-  openSslCipherLine,
-  type Peer,
-  startOpenSslClient,
-  startOpenSslServer,
-  waitUntil,
-} from "./tools/dtls_peers.ts";
-import { bytes, echoText, Inbox, startEchoServer } from "./tools/dtls_echo.ts";
+import { derivePsk, pskIdentity, useWasmChaCha } from "../shared/dtls/mod.ts";
+import { openSslCipherLine, type Peer, startOpenSslClient } from "./tools/dtls_peers.ts";
+import { echoText, exchangeWithOpenSslServer, startEchoServer } from "./tools/dtls_echo.ts";
 
 await useWasmChaCha();
 
@@ -29,40 +21,12 @@ function token(): string {
 }
 
 Deno.test("wasm ChaCha20: our client → openssl s_server, lines of 20 B to 2 KB both ways", async () => {
-  const port = freeUdpPort();
-  const server = await startOpenSslServer({ port, psk: PSK, suite: SUITE });
-  let conn: Awaited<ReturnType<typeof dtlsConnect>> | undefined;
-  try {
-    conn = await dtlsConnect({
-      hostname: "127.0.0.1",
-      port,
-      identity: IDENTITY,
-      psk: PSK,
-      suites: [SUITE],
-      handshakeTimeoutMs: 10_000,
-    });
-    assert.equal(conn.suite, SUITE);
-    await server.waitFor(`CIPHER is ${OPENSSL_CIPHER[SUITE]}`, 5000);
-    const inbox = new Inbox(conn);
-    for (const pad of [0, 200, 2000]) {
-      const t = token();
-      const line = `from-wasm-${t}-${"x".repeat(pad)}`;
-      conn.send(bytes(`${line}\n`));
-      await server.waitFor(line, 5000);
-      const back = `from-openssl-${t}-${"y".repeat(pad)}`;
-      await server.write(`${back}\n`);
-      await waitUntil(
-        () => inbox.texts.join("").includes(`${back}\n`),
-        5000,
-        () => `client got ${JSON.stringify(inbox.texts).slice(0, 300)}`,
-      );
-    }
-  } catch (e) {
-    throw new Error(`${(e as Error).message}\n${server.output()}`, { cause: e });
-  } finally {
-    conn?.close();
-    await server.kill();
-  }
+  await exchangeWithOpenSslServer({
+    suite: SUITE,
+    identity: IDENTITY,
+    psk: PSK,
+    pads: [0, 200, 2000],
+  });
 });
 
 Deno.test("wasm ChaCha20: openssl s_client → our server, echoed", async () => {

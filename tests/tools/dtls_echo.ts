@@ -4,8 +4,21 @@
  * test sees which side produced what it reads (a peer that only reflected its own bytes, or
  * a server that never decrypted, cannot produce it).
  */
-import { type DtlsConn, DtlsServer, type DtlsServerOptions } from "../../shared/dtls/mod.ts";
-import { delay } from "./dtls_peers.ts";
+import assert from "node:assert/strict";
+import {
+  type DtlsConn,
+  dtlsConnect,
+  DtlsServer,
+  type DtlsServerOptions,
+} from "../../shared/dtls/mod.ts";
+import {
+  delay,
+  freeUdpPort,
+  OPENSSL_CIPHER,
+  startOpenSslServer,
+  type SuiteName,
+  waitUntil,
+} from "./dtls_peers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -137,4 +150,48 @@ export class Inbox {
 
 export function bytes(text: string): Uint8Array {
   return enc.encode(text);
+}
+
+/**
+ * Our client against `openssl s_server` with `suite`: connects, checks the suite on both ends,
+ * then for each of `pads` sends a line (a token and that many filler bytes) and reads one back
+ * from the server's side. Throws with the server's output on failure; stops the server.
+ */
+export async function exchangeWithOpenSslServer(
+  o: { suite: SuiteName; identity: string; psk: Uint8Array; pads: number[] },
+): Promise<void> {
+  const port = freeUdpPort();
+  const server = await startOpenSslServer({ port, psk: o.psk, suite: o.suite });
+  let conn: DtlsConn | undefined;
+  try {
+    conn = await dtlsConnect({
+      hostname: "127.0.0.1",
+      port,
+      identity: o.identity,
+      psk: o.psk,
+      suites: [o.suite],
+      handshakeTimeoutMs: 10_000,
+    });
+    assert.equal(conn.suite, o.suite);
+    await server.waitFor(`CIPHER is ${OPENSSL_CIPHER[o.suite]}`, 5000);
+    const inbox = new Inbox(conn);
+    for (const pad of o.pads) {
+      const t = crypto.randomUUID().slice(0, 8);
+      const out = `from-hopgate-client-${t}${"x".repeat(pad)}`;
+      conn.send(bytes(`${out}\n`));
+      await server.waitFor(out, 5000);
+      const back = `from-openssl-server-${t}${"y".repeat(pad)}\n`;
+      await server.write(back);
+      await waitUntil(
+        () => inbox.texts.join("").includes(back),
+        5000,
+        () => `client got ${JSON.stringify(inbox.texts).slice(0, 500)}`,
+      );
+    }
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${server.output()}`, { cause: e });
+  } finally {
+    conn?.close();
+    await server.kill();
+  }
 }
