@@ -93,9 +93,10 @@ let processWasm: WasmChaCha | undefined;
 
 /**
  * From now on, ChaCha20-Poly1305 records up to `WASM_AEAD_MAX_BYTES` made by new
- * `RecordCipher`s are sealed and opened by libsodium's wasm build instead of node:crypto: ~3x
- * less CPU per 1200-byte record where wasm runs optimized, none under `--liftoff-only`
- * (chacha_wasm.ts). Loads it (~20 ms) on the first call. The client calls it at start.
+ * `RecordCipher`s are sealed and opened by libsodium's wasm build instead of node:crypto: about
+ * half the CPU per 1200-byte seal in a process whose wasm runs optimized, more under
+ * `--liftoff-only` (chacha_wasm.ts). Loads it (~20 ms) on the first call. The client calls it at
+ * start.
  */
 export async function useWasmChaCha(): Promise<void> {
   if (processWasm) return;
@@ -183,13 +184,13 @@ export class RecordCipher {
     const explicit = s.explicitNonceLength;
     this.#prepare(header, plaintext.length);
     const wasm = this.#wasm;
-    if (wasm && plaintext.length <= WASM_AEAD_MAX_BYTES) {
-      const fragLen = explicit + plaintext.length + s.tagLength;
+    if (wasm && plaintext.length <= WASM_AEAD_MAX_BYTES) { // ChaCha20: no explicit nonce
+      const fragLen = plaintext.length + s.tagLength;
       const out = transientBytes(RECORD_HEADER_SIZE + fragLen);
       for (let i = 0; i < 11; i++) out[i] = header[i]!;
       out[11] = fragLen >>> 8;
       out[12] = fragLen & 0xff;
-      wasm.seal(this.key, this.#nonce, this.#aad, plaintext, out, RECORD_HEADER_SIZE + explicit);
+      wasm.seal(this.key, this.#nonce, this.#aad, plaintext, out, RECORD_HEADER_SIZE);
       return out;
     }
     const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, this.#nonce, AEAD_OPTIONS);
@@ -234,14 +235,14 @@ export class RecordCipher {
     inner[content.length] = realType;
     const headerLen = RECORD_HEADER_SIZE + cid.length;
     const wasm = this.#wasm;
-    if (wasm && innerLen <= WASM_AEAD_MAX_BYTES) {
-      const fragLen = explicit + innerLen + s.tagLength;
+    if (wasm && innerLen <= WASM_AEAD_MAX_BYTES) { // ChaCha20: no explicit nonce
+      const fragLen = innerLen + s.tagLength;
       const out = transientBytes(headerLen + fragLen);
       for (let i = 0; i < 11; i++) out[i] = header[i]!;
       out.set(cid, 11);
       out[headerLen - 2] = fragLen >>> 8;
       out[headerLen - 1] = fragLen & 0xff;
-      wasm.seal(this.key, this.#nonce, aad, inner, out, headerLen + explicit);
+      wasm.seal(this.key, this.#nonce, aad, inner, out, headerLen);
       return out;
     }
     const c = createCipheriv(s.algorithm as "aes-128-gcm", this.key, this.#nonce, AEAD_OPTIONS);
