@@ -11,14 +11,16 @@
  * pacer. The train is measured if it had TRAIN_MIN_PACKETS or more: over the ACKs that
  * cover it, the bytes the third and later ones acknowledged, over the time from the
  * second to the last (an ACK's own bytes arrived before its time, so the first timing
- * ACK's are not counted, and the first interval is left out: see endAck). An ACK's time is when it arrived less the ACK delay its sender reports: when
- * the largest packet it acknowledges arrived there, a round trip's fixed part later. So an
- * ACK the receiver's timer sent (the last few packets of a train, fewer than its ACK
- * threshold) still tells when they came, and a receiver whose event loop read the whole
- * train before it could acknowledge any sends timed ACK frames, one per few packets, each
- * with its own delay (packer.ts, "Timed ACKs"). An ACK that also covers packets sent after
- * the train does not count: its time is theirs, and they may have left at another rate. A shorter train (a hello, a small request or answer), or one
- * with too few such ACKs, measures nothing and the meter stays armed.
+ * ACK's are not counted, and the first interval is left out: see endAck). An ACK's time
+ * is when it arrived less the ACK delay its sender reports: when the largest packet it
+ * acknowledges arrived there, a round trip's fixed part later. So an ACK the receiver's
+ * timer sent (the last few packets of a train, fewer than its ACK threshold) still tells
+ * when they came, and a receiver whose event loop read the whole train before it could
+ * acknowledge any sends timed ACK frames, one per few packets, each with its own delay
+ * (packer.ts, "Timed ACKs"). An ACK that also covers packets sent after the train does
+ * not count: its time is theirs, and they may have left at another rate. A shorter train
+ * (a hello, a small request or answer), or one with too few such ACKs, measures nothing
+ * and the meter stays armed.
  *
  * The rate can be wrong in both directions. Lower: the sender's own spacing (a train sent
  * slower than the bottleneck takes it measures the sender), a receiver that reads late,
