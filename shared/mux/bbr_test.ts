@@ -611,6 +611,7 @@ Deno.test("delivery rate: samples follow the newest acked packet, over max(send,
   const snap = (): RateSnapshot => ({
     delivered: 0,
     deliveredTime: 0,
+    deliveredPeerTime: NaN,
     firstSentTime: 0,
     appLimited: false,
   });
@@ -643,6 +644,58 @@ Deno.test("delivery rate: samples follow the newest acked packet, over max(send,
   r.beginAck();
   r.onPacketAcked(f, 200, 1000, 205);
   equal(r.endAck(205, 10).intervalMs, 0);
+});
+
+Deno.test("delivery rate: dated ACKs time the span on the peer's clock; undated ones on ours", () => {
+  const snap = (): RateSnapshot => ({
+    delivered: 0,
+    deliveredTime: 0,
+    deliveredPeerTime: NaN,
+    firstSentTime: 0,
+    appLimited: false,
+  });
+  /**
+   * a0, a1 sent at 0 and 1 ms; a0's ACK reaches us late (70 ms; it left the peer at 25),
+   * a1's at 71 (26). b1-b4 go at 70-73 and arrive 10 ms apart (95-125 on the peer's
+   * clock); their ACKs come back promptly, at 120-150. Returns b4's sample.
+   */
+  const run = (dated: boolean) => {
+    const r = new DeliveryRate();
+    const a = [snap(), snap()];
+    const b = [snap(), snap(), snap(), snap()];
+    r.onPacketSent(a[0]!, 0, 0);
+    r.onPacketSent(a[1]!, 1, 1000);
+    const ack = (p: RateSnapshot, sent: number, at: number, peer: number) => {
+      r.beginAck();
+      r.onPacketAcked(p, sent, 1000, at, dated ? peer : NaN);
+      return r.endAck(at, 10, dated ? peer : NaN);
+    };
+    // The first sample has no dated ACK to start from: our clock, either way.
+    deepEqual(ack(a[0]!, 0, 70, 25), { deliveredBytes: 1000, intervalMs: 70, appLimited: false });
+    for (let i = 0; i < 4; i++) r.onPacketSent(b[i]!, 70 + i, 1000 + i * 1000);
+    equal(b[0]!.deliveredPeerTime, dated ? 25 : NaN);
+    ack(a[1]!, 1, 71, 26);
+    let s = ack(b[0]!, 70, 120, 95);
+    for (let i = 1; i < 4; i++) s = ack(b[i]!, 70 + i, 120 + 10 * i, 95 + 10 * i);
+    return s;
+  };
+  // 5000 bytes (a1, b1-b4) since a0's ACK: over 100 ms between the arrivals at the peer
+  // (25 -> 125), but only 80 between the ACKs here (70 -> 150): the late ACK shortened it.
+  deepEqual(run(true), { deliveredBytes: 5000, intervalMs: 100, appLimited: false });
+  deepEqual(run(false), { deliveredBytes: 5000, intervalMs: 80, appLimited: false });
+  // A flight after idle starts from our clock again: no dated ACK belongs to it yet.
+  const r = new DeliveryRate();
+  const p = snap();
+  r.onPacketSent(p, 0, 0);
+  r.beginAck();
+  r.onPacketAcked(p, 0, 1000, 50, 25);
+  r.endAck(50, 10, 25);
+  const q = snap();
+  r.onPacketSent(q, 500, 0);
+  equal(q.deliveredPeerTime, NaN);
+  r.beginAck();
+  r.onPacketAcked(q, 500, 1000, 560, 530);
+  deepEqual(r.endAck(560, 10, 530), { deliveredBytes: 1000, intervalMs: 60, appLimited: false });
 });
 
 Deno.test("params: congestionControl is validated, and the default stays newreno", () => {

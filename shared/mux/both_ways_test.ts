@@ -12,9 +12,26 @@ import assert from "node:assert/strict";
 import { TUNNEL_MUX_PARAMS } from "../tunnel_params.ts";
 import { download, memoryPair, randomBytes, readAll, sha256, writeAll } from "./testing/harness.ts";
 
-/** Client writes `size` bytes; the server writes each chunk back as it reads it. */
-async function echo(p: ReturnType<typeof memoryPair>, size: number): Promise<number> {
+/**
+ * Client writes `size` bytes; the server writes each chunk back as it reads it. Returns the
+ * ms it took; `bw` (if given) gets the highest bandwidth estimate either side held, sampled
+ * every 10 ms (bytes/ms).
+ */
+async function echo(
+  p: ReturnType<typeof memoryPair>,
+  size: number,
+  bw?: { max: number },
+): Promise<number> {
   const t0 = p.clock.now();
+  let sampling = bw !== undefined;
+  const sample = () => {
+    if (!sampling) return;
+    for (const side of [p.client, p.server]) {
+      bw!.max = Math.max(bw!.max, side.stats.maxBandwidthBytesPerSecond / 1000);
+    }
+    p.clock.setTimer(sample, 10);
+  };
+  sample();
   const data = randomBytes(7, size);
   const s = p.client.openStream();
   const server = (async () => {
@@ -32,6 +49,7 @@ async function echo(p: ReturnType<typeof memoryPair>, size: number): Promise<num
     "echo",
     120_000,
   );
+  sampling = false;
   assert.equal(got.bytes, size);
   assert.equal(got.sha, sha256(data));
   return p.clock.now() - t0;
@@ -68,4 +86,44 @@ Deno.test("mux both ways: a first echo after a download at 3 % loss is not held 
   // up to ~1.4 x here, in one seed of eight.
   assert.ok(worst < 1.5, `worst first/later ${worst.toFixed(2)}`);
   assert.ok(median < 1.2, `median first/later ${median.toFixed(2)}`);
+});
+
+Deno.test("mux both ways: with dated ACKs an echo's bandwidth estimate stays at the bottleneck", async () => {
+  // Each direction's ACKs ride behind the other's data and reach their sender in bunches:
+  // timed by their arrival here the delivery rate ran 10-20 % over the bottleneck, the
+  // pacing with it, and the queue overflowed. TIMESTAMP frames date each ACK at the peer.
+  const paths = [
+    { name: "P1-like 20 ms, 100 Mbit/s", delayMs: 10, rateBytesPerMs: 12_500, loss: 0 },
+    { name: "P2-like 50 ms, 50 Mbit/s, 1 %", delayMs: 25, rateBytesPerMs: 6_250, loss: 0.01 },
+    { name: "P3-like 100 ms, 20 Mbit/s, 3 %", delayMs: 50, rateBytesPerMs: 2_500, loss: 0.03 },
+  ];
+  const lines: string[] = [];
+  for (const path of paths) {
+    const { name: _, ...shape } = path;
+    const link = { ...shape, queueBytes: 1.5 * path.rateBytesPerMs * 4 * path.delayMs, seed: 3 };
+    const got: Record<string, { bw: number; ms: number }> = {};
+    for (const ackTimestamps of [false, true]) {
+      const p = memoryPair(link, TUNNEL_MUX_PARAMS, { ackTimestamps });
+      try {
+        await download(p, 20 << 20);
+        await echo(p, 10 << 20);
+        const bw = { max: 0 };
+        const ms = (await echo(p, 10 << 20, bw) + await echo(p, 10 << 20, bw)) / 2;
+        got[ackTimestamps ? "dated" : "undated"] = { bw: bw.max / path.rateBytesPerMs, ms };
+      } finally {
+        await p.dispose();
+      }
+    }
+    const { dated, undated } = got as Record<string, { bw: number; ms: number }>;
+    lines.push(
+      `${path.name}: max_bw ${dated!.bw.toFixed(3)} x the bottleneck (undated ` +
+        `${undated!.bw.toFixed(3)}); echoes ${Math.round(dated!.ms)} ms (${
+          Math.round(undated!.ms)
+        })`,
+    );
+    assert.ok(dated!.bw <= 1.02, `${path.name}: max_bw ${dated!.bw.toFixed(3)} x`);
+    assert.ok(undated!.bw >= 1.05, `${path.name}: undated ${undated!.bw.toFixed(3)} x`);
+    assert.ok(dated!.ms <= undated!.ms * 1.02, `${path.name}: ${dated!.ms} vs ${undated!.ms} ms`);
+  }
+  console.log(`  ${lines.join("\n  ")}`);
 });

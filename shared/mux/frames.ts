@@ -19,6 +19,11 @@
  * GOAWAY           0x1e last_stream_id + 1 (0: none)          (HTTP/3 style)
  * ACK_FREQUENCY    0x20 sequence, ack_eliciting_threshold, max_ack_delay_us
  *                       (draft-ietf-quic-ack-frequency §4, own code point)
+ * TIMESTAMP        0x21 timestamp_us: when this packet left, on its sender's clock (µs
+ *                       since its session began); only ahead of ACK frames, which it
+ *                       dates: their largest arrived at timestamp_us - ack_delay_us.
+ *                       Sent only to a peer that announced it reads them
+ *                       (draft-huitema-quic-ts, own code point)
  * ```
  * All integers are QUIC varints (wire.ts). There is no encryption or packet
  * number protection here: DTLS below provides confidentiality and integrity.
@@ -41,6 +46,7 @@ export const FrameType = {
   CLOSE: 0x1c,
   GOAWAY: 0x1e,
   ACK_FREQUENCY: 0x20,
+  TIMESTAMP: 0x21,
 } as const;
 
 export type Frame =
@@ -60,7 +66,8 @@ export type Frame =
   | { type: 0x12; max: number }
   | { type: 0x1c; code: number; reason: string }
   | { type: 0x1e; lastStreamIdPlusOne: number }
-  | { type: 0x20; seq: number; threshold: number; maxAckDelayUs: number };
+  | { type: 0x20; seq: number; threshold: number; maxAckDelayUs: number }
+  | { type: 0x21; us: number };
 
 export function encodePacketHeader(w: Writer, pn: number): void {
   w.u8(PACKET_MAGIC);
@@ -110,6 +117,17 @@ export function encodeStream(
 ): void {
   encodeStreamHeader(w, streamId, offset, data.length, fin);
   w.bytes(data);
+}
+
+/** Writes a TIMESTAMP frame: `us` on the sender's clock, µs since its session began. */
+export function encodeTimestamp(w: Writer, us: number): void {
+  w.u8(FrameType.TIMESTAMP);
+  w.varint(us);
+}
+
+/** Bytes a TIMESTAMP frame of `us` takes. */
+export function timestampFrameLength(us: number): number {
+  return 1 + varintLength(us);
 }
 
 /** Max bytes of an ACK frame for `rangeCount` ranges with values below 2^30. */
@@ -285,6 +303,10 @@ export function decodeFrame(r: Reader): Frame | null {
       if (r.error !== null) return null;
       if (threshold === 0) return r.fail(`Cannot decode ACK_FREQUENCY: threshold 0`), null;
       return { type, seq, threshold, maxAckDelayUs };
+    }
+    case FrameType.TIMESTAMP: {
+      const us = r.varint();
+      return r.error === null ? { type, us } : null;
     }
     default:
       if (r.error === null) r.fail(`Cannot decode frame: unknown type 0x${type.toString(16)}`);

@@ -8,13 +8,15 @@ import {
   encodePacketHeader,
   encodeResetStream,
   encodeStream,
+  encodeTimestamp,
   FrameType,
+  timestampFrameLength,
 } from "./frames.ts";
 import { AckTracker } from "./ack_tracker.ts";
 import { resolveParams } from "./params.ts";
 import { RangeSet } from "./send_buffer.ts";
 import { prng } from "./testing/fake_clock.ts";
-import { Reader, Writer } from "./wire.ts";
+import { Reader, varintLength, Writer } from "./wire.ts";
 
 Deno.test("mux frames: varints round-trip at every length boundary", () => {
   const buf = new Uint8Array(8);
@@ -36,6 +38,10 @@ Deno.test("mux frames: packet with ACK ranges, STREAM, RESET, CLOSE round-trips"
   encodeResetStream(w, 9, 42, 1000);
   encodeClose(w, 0, "bye");
   encodeAckFrequency(w, 3, 10, 1000);
+  for (const us of [0, 63, 64, 2 ** 30 - 1, 2 ** 30, 7 * 24 * 3600 * 1e6]) {
+    assert.equal(timestampFrameLength(us), 1 + varintLength(us));
+    encodeTimestamp(w, us);
+  }
   const r = new Reader(buf, 0, w.pos);
   assert.equal(decodePacketHeader(r), 123456);
   assert.deepEqual(decodeFrame(r), {
@@ -59,7 +65,14 @@ Deno.test("mux frames: packet with ACK ranges, STREAM, RESET, CLOSE round-trips"
     threshold: 10,
     maxAckDelayUs: 1000,
   });
+  for (const us of [0, 63, 64, 2 ** 30 - 1, 2 ** 30, 7 * 24 * 3600 * 1e6]) {
+    assert.deepEqual(decodeFrame(r), { type: FrameType.TIMESTAMP, us });
+  }
   assert.equal(r.remaining, 0);
+  // A TIMESTAMP cut short is an encoding error, not a zero.
+  const cut = new Reader(new Uint8Array([FrameType.TIMESTAMP, 0x80, 0x01]));
+  assert.equal(decodeFrame(cut), null);
+  assert.match(cut.error ?? "", /end of input in varint/);
 });
 
 Deno.test("mux frames: decoding random and truncated bytes never throws", () => {
@@ -68,7 +81,7 @@ Deno.test("mux frames: decoding random and truncated bytes never throws", () => 
     const n = Math.floor(rand() * 40);
     const b = new Uint8Array(n);
     for (let j = 0; j < n; j++) b[j] = Math.floor(rand() * 256);
-    if (n > 0 && rand() < 0.5) b[0] = [0x02, 0x08, 0x09, 0x04, 0x1c][Math.floor(rand() * 5)]!;
+    if (n > 0 && rand() < 0.5) b[0] = [0x02, 0x08, 0x09, 0x04, 0x1c, 0x21][Math.floor(rand() * 6)]!;
     const r = new Reader(b);
     while (r.remaining > 0 && r.error === null) {
       if (decodeFrame(r) === null) assert.ok(r.error !== null);

@@ -19,8 +19,10 @@ import {
   encodeAck,
   encodeClose,
   encodePacketHeader,
+  encodeTimestamp,
   FrameType,
   packetHeaderLength,
+  timestampFrameLength,
 } from "./frames.ts";
 import type { PathMtu } from "./pmtud.ts";
 import type { Recovery } from "./recovery.ts";
@@ -87,6 +89,14 @@ export class Packer {
    * (Infinity: none); the session resets it on each packet received (unansweredTimeoutMs).
    */
   unansweredSince = Infinity;
+  /**
+   * The peer reads TIMESTAMP frames (it said so in its hello or welcome): each packet with
+   * ACKs dates them on our clock, so the peer can time its deliveries by when they arrived
+   * here rather than by when the ACKs reached it (delivery_rate.ts).
+   */
+  timestamps = false;
+  /** Our clock's origin for TIMESTAMP frames (µs since then). */
+  readonly #epoch: number;
   #nextPn = 0;
   readonly #p: PackerParts;
   readonly #scratch: Uint8Array;
@@ -135,6 +145,7 @@ export class Packer {
     this.#sendCopies = parts.conn.sendCopies === true;
     this.#writer = new Writer(this.#scratch);
     this.lastSendTime = now;
+    this.#epoch = now;
   }
 
   /**
@@ -317,7 +328,8 @@ export class Packer {
   #ackLength(now: number, mds: number): number {
     const ack = this.#p.ack;
     const delayUs = Math.max(0, Math.round((now - ack.largestReceivedTime) * 1000));
-    const len = Math.min(ackFrameLength(ack.ranges, delayUs), Math.floor(mds / 2));
+    const len = Math.min(ackFrameLength(ack.ranges, delayUs), Math.floor(mds / 2)) +
+      (this.timestamps ? timestampFrameLength(this.#timestampUs(now)) : 0);
     this.#timed = [];
     if (this.#timedAckRuns === 0) return len;
     let timedLen = 0;
@@ -335,8 +347,14 @@ export class Packer {
     return len + timedLen;
   }
 
+  #timestampUs(now: number): number {
+    return Math.max(0, Math.round((now - this.#epoch) * 1000));
+  }
+
   #writeAck(w: Writer, now: number): void {
     const ack = this.#p.ack;
+    // Ahead of the ACKs it dates (the peer reads frames in order).
+    if (this.timestamps) encodeTimestamp(w, this.#timestampUs(now));
     if (this.#timed.length > 0) {
       // Oldest first: each acknowledges what the one before did and more.
       for (const t of this.#timed) {

@@ -199,6 +199,7 @@ export class Recovery<F> {
       frames,
       delivered: 0,
       deliveredTime: 0,
+      deliveredPeerTime: NaN,
       firstSentTime: 0,
       appLimited: false,
     };
@@ -225,10 +226,11 @@ export class Recovery<F> {
   }
 
   /**
-   * Processes an ACK frame's ranges (flat descending inclusive pairs). Returns
-   * true if it acknowledged anything new.
+   * Processes an ACK frame's ranges (flat descending inclusive pairs), its largest packet
+   * received at `peerTime` on the peer's clock if it was dated (TIMESTAMP; else NaN).
+   * Returns true if it acknowledged anything new.
    */
-  onAck(ranges: readonly number[], ackDelayMs: number, now: number): boolean {
+  onAck(ranges: readonly number[], ackDelayMs: number, now: number, peerTime = NaN): boolean {
     const largest = ranges[0]!;
     let newlyAcked = false;
     let largestNewlyAcked: SentPacket<F> | undefined;
@@ -257,7 +259,7 @@ export class Recovery<F> {
           ackedEliciting = true;
           ackedBytes += p.size;
           this.bytesInFlight -= p.size;
-          this.rate.onPacketAcked(p, p.timeSent, p.size, now);
+          this.rate.onPacketAcked(p, p.timeSent, p.size, now, peerTime);
           this.#firstFlight?.onAcked(p.pn, p.size);
           cc.onPacketAcked(p, this.bytesInFlight, this.cwndLimited);
           if (!p.mtuProbe) this.#hooks.onPacketAcked?.(p.size);
@@ -274,7 +276,7 @@ export class Recovery<F> {
     }
     const newRound = this.largestAcked >= this.#roundEndPn;
     if (newRound) this.#roundEndPn = this.#lastSentPn;
-    const rs = this.rate.endAck(now, this.minRtt === Infinity ? 0 : this.minRtt);
+    const rs = this.rate.endAck(now, this.minRtt === Infinity ? 0 : this.minRtt, peerTime);
     cc.onAck({
       now,
       ackedBytes,

@@ -119,7 +119,10 @@ export class MuxSession {
     streamBytesSent: 0,
     streamBytesReceived: 0,
     openWindowsLimited: 0,
+    timestampsReceived: 0,
   };
+  /** The TIMESTAMP of the packet being read (NaN: it had none), in ms on the peer's clock. */
+  #peerTimestampMs = NaN;
 
   /** Attaches to `conn` and starts at once; throws on invalid params or datagrams < 128 bytes. */
   constructor(conn: DatagramConn, options: MuxSessionOptions) {
@@ -264,6 +267,15 @@ export class MuxSession {
   }
 
   /** Tells the peer to open no more streams; streams it opened so far continue. */
+  /**
+   * Dates our ACKs from now on (TIMESTAMP frames): call it once the peer has said it reads
+   * them (the tunnel's hello and welcome, FEATURE_ACK_TIMESTAMPS); a peer that does not
+   * would close the session on the first one.
+   */
+  sendAckTimestamps(): void {
+    this.#packer.timestamps = true;
+  }
+
   goAway(): void {
     if (this.#state === "closed" || !this.#streams.goAway()) return;
     this.#control.queueAndWake(FrameKind.GOAWAY);
@@ -404,6 +416,7 @@ export class MuxSession {
     let eliciting = false;
     /** Nothing but PING, PADDING and ACK: a keepalive, a PTO or a PMTU probe. */
     let probeOnly = true;
+    this.#peerTimestampMs = NaN;
     while (r.pos < r.end) {
       if (d[r.pos] === FrameType.PADDING) {
         // A run of PADDING (PMTU probes): skip it without decoding byte by byte.
@@ -417,7 +430,9 @@ export class MuxSession {
         this.#fail(SessionErrorCode.FRAME_ENCODING_ERROR, r.error ?? "bad frame");
         return;
       }
-      if (f.type !== FrameType.ACK && f.type !== FrameType.PADDING) {
+      if (
+        f.type !== FrameType.ACK && f.type !== FrameType.PADDING && f.type !== FrameType.TIMESTAMP
+      ) {
         eliciting = true;
         if (f.type !== FrameType.PING) probeOnly = false;
       }
@@ -444,8 +459,14 @@ export class MuxSession {
       case FrameType.PADDING:
       case FrameType.PING:
         return;
+      case FrameType.TIMESTAMP:
+        this.#peerTimestampMs = f.us / 1000;
+        this.#stats.timestampsReceived++;
+        return;
       case FrameType.ACK: {
-        const acked = this.#recovery.onAck(f.ranges, f.ackDelayUs / 1000, now);
+        // Dated by a TIMESTAMP ahead of it: when its largest packet arrived, on the peer's clock.
+        const arrivedMs = this.#peerTimestampMs - f.ackDelayUs / 1000;
+        const acked = this.#recovery.onAck(f.ranges, f.ackDelayUs / 1000, now, arrivedMs);
         if (acked && this.#state === "draining") this.#checkDrained();
         return;
       }

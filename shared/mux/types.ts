@@ -62,6 +62,11 @@ export interface MuxStats {
    * the pool: conn_flow.ts); their answers start with less, down to the wire default.
    */
   openWindowsLimited: number;
+  /**
+   * TIMESTAMP frames received: the peer dates its ACKs (each ACK after one is timed by when
+   * its packets arrived there, not by when the ACK reached us: delivery_rate.ts).
+   */
+  timestampsReceived: number;
   /** Smoothed RTT in ms (the initial guess until a sample arrives). */
   srttMs: number;
   /** Lowest RTT sample in ms (0 before the first). */

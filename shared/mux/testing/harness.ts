@@ -73,6 +73,8 @@ export interface PairOptions {
   clock: Clock;
   params?: Partial<MuxParams>;
   serverParams?: Partial<MuxParams>;
+  /** Both ends date their ACKs (TIMESTAMP frames), as a tunnel's do; default true. */
+  ackTimestamps?: boolean;
   /** Extra cleanup after both sessions closed (sockets). */
   disposeTransport?: () => Promise<void>;
 }
@@ -85,6 +87,10 @@ export function sessionPair(a: DatagramConn, b: DatagramConn, o: PairOptions): S
     clock,
     params: o.serverParams ?? o.params ?? {},
   });
+  if (o.ackTimestamps ?? true) {
+    client.sendAckTimestamps();
+    server.sendAckTimestamps();
+  }
   async function wait<T>(p: Promise<T>, what: string, maxMs = 600_000): Promise<T> {
     if (clock instanceof FakeClock) {
       let done = false;
@@ -141,10 +147,14 @@ export function sessionPair(a: DatagramConn, b: DatagramConn, o: PairOptions): S
 }
 
 /** A session pair over the in-memory link on a fake clock (5 ms one way unless `link` says). */
-export function memoryPair(link: Omit<LinkOptions, "clock"> = {}, params: Partial<MuxParams> = {}) {
+export function memoryPair(
+  link: Omit<LinkOptions, "clock"> = {},
+  params: Partial<MuxParams> = {},
+  options: { ackTimestamps?: boolean } = {},
+) {
   const clock = new FakeClock();
   const l = createLinkPair({ clock, delayMs: 5, ...link });
-  return { clock, link: l, ...sessionPair(l.a, l.b, { clock, params }) };
+  return { clock, link: l, ...sessionPair(l.a, l.b, { clock, params, ...options }) };
 }
 
 /**
