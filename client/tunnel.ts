@@ -9,6 +9,7 @@ import { type Clock } from "../shared/clock.ts";
 import { sayHello, sendDrain } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession, type MuxStream } from "../shared/mux/mod.ts";
 import {
+  FEATURE_ACK_TIMESTAMPS,
   FEATURE_COMPACT_HEADS,
   FEATURE_DRAIN,
   FEATURE_SPLICE,
@@ -80,11 +81,12 @@ export async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSigna
         client: CLIENT_VERSION,
         domain: options.domain,
         target: options.target.origin,
-        features: [FEATURE_SPLICE, FEATURE_COMPACT_HEADS],
+        features: [FEATURE_SPLICE, FEATURE_COMPACT_HEADS, FEATURE_ACK_TIMESTAMPS],
       },
       options.helloTimeoutMs ?? 10_000,
       clock,
     );
+    if (welcome.features?.includes(FEATURE_ACK_TIMESTAMPS)) session.sendAckTimestamps();
     // From now on a restarted server's stateless reset ends this tunnel at once.
     if (welcome.reset) dialed.expectStatelessReset?.(Buffer.from(welcome.reset, "hex"));
     const transport = (dialed as Partial<RacedTunnel>).transport ?? dialer.transport;

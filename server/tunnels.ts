@@ -31,6 +31,7 @@ import type { DtlsConn } from "../shared/dtls/mod.ts";
 import { awaitHello, HelloRejectedError, watchControl } from "../shared/handshake/mod.ts";
 import { type MuxParams, MuxSession, StreamErrorCode } from "../shared/mux/mod.ts";
 import {
+  FEATURE_ACK_TIMESTAMPS,
   FEATURE_COMPACT_HEADS,
   FEATURE_DRAIN,
   FEATURE_SPLICE,
@@ -476,12 +477,14 @@ export class TunnelHub {
         }
         reserved = true;
         this.#welcoming.set(domain, (this.#welcoming.get(domain) ?? 0) + 1);
+        // The client reads TIMESTAMP frames: ours may date the ACKs of the welcome's packet on.
+        if (hello.features?.includes(FEATURE_ACK_TIMESTAMPS)) session.sendAckTimestamps();
         const reset = conn.statelessResetToken;
         return {
           t: "welcome",
           session: id,
           server: SERVER_VERSION,
-          features: [FEATURE_DRAIN],
+          features: [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS],
           ...(reset ? { reset: Buffer.from(reset).toString("hex") } : {}),
         };
       },

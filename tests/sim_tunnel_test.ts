@@ -16,8 +16,14 @@ import { dtlsDialer } from "../client/dialer.ts";
 import { derivePsk } from "../shared/dtls/mod.ts";
 import { sayHello } from "../shared/handshake/mod.ts";
 import { MuxSession, MuxStreamError, StreamErrorCode } from "../shared/mux/mod.ts";
-import { encodeHead, readHead, readHeadFrom, type RequestHead } from "../shared/protocol/mod.ts";
-import { FakeClock, runUntil } from "../shared/testing/fake_clock.ts";
+import {
+  encodeHead,
+  FEATURE_ACK_TIMESTAMPS,
+  readHead,
+  readHeadFrom,
+  type RequestHead,
+} from "../shared/protocol/mod.ts";
+import { FakeClock, runFor, runUntil } from "../shared/testing/fake_clock.ts";
 import { pump, pumped } from "./helpers/fake_pump.ts";
 import { SimNet } from "../shared/testing/sim_net.ts";
 import { TunnelRegistry } from "../server/registry.ts";
@@ -121,6 +127,8 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
     deepEqual(r, { status: 200, text: "hello from /one" });
     // The client asked for compact heads, and answers each head in its own form.
     ok(live()!.compactHeads);
+    // The client listed ACK timestamps and read the welcome's: it dates its ACKs.
+    ok(live()!.session.stats.timestampsReceived > 0, "the server got dated ACKs");
     for (const compact of [true, false]) {
       const f = await pumped(clock, getForm(live()!, compact), 2_000, "compact or not");
       deepEqual(f, { compact, status: 200 });
@@ -195,9 +203,10 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
   }
 });
 
-Deno.test("tunnel hub on fake time: a stream the client opens after the hello is refused at once", async () => {
+/** A tunnel hub on the simulated network, and a way to dial it as a bare mux session. */
+function hubOnSimNet(seed: number) {
   const clock = new FakeClock();
-  const net = new SimNet({ clock, delayMs: 10, seed: 3 });
+  const net = new SimNet({ clock, delayMs: 10, seed });
   const registry = new TunnelRegistry<Tunnel>();
   const hub = new TunnelHub({
     hostname: SERVER.hostname,
@@ -208,19 +217,37 @@ Deno.test("tunnel hub on fake time: a stream the client opens after the hello is
     clock,
     dtls: { socket: net.socket },
   });
-  const conn = await pumped(
-    clock,
-    dtlsDialer({
-      server: SERVER,
-      domain: DOMAIN,
-      apiKey: API_KEY,
+  const conns: { close(): void }[] = [];
+  let host = 2;
+  /** DTLS to the hub from a new address, a client mux session on it (no hello yet). */
+  const dial = async () => {
+    const conn = await pumped(
       clock,
-      socket: (_h, port, handler) => net.socket("10.0.0.2", port, handler),
-    }).dial(new AbortController().signal),
-    2_000,
-    "dtls",
-  );
-  const session = new MuxSession(conn.conn, { role: "client", clock });
+      dtlsDialer({
+        server: SERVER,
+        domain: DOMAIN,
+        apiKey: API_KEY,
+        clock,
+        socket: (_h, port, handler) => net.socket(`10.0.0.${host++}`, port, handler),
+      }).dial(new AbortController().signal),
+      2_000,
+      "dtls",
+    );
+    conns.push(conn.conn);
+    return new MuxSession(conn.conn, { role: "client", clock });
+  };
+  const close = async (sessions: MuxSession[]) => {
+    for (const s of sessions) s.abort(0, "test done");
+    await pumped(clock, hub.close({ abort: true }), 5_000, "hub close").catch(() => {});
+    for (const c of conns) c.close();
+    net.close();
+  };
+  return { clock, registry, dial, close };
+}
+
+Deno.test("tunnel hub on fake time: a stream the client opens after the hello is refused at once", async () => {
+  const { clock, registry, dial, close } = hubOnSimNet(3);
+  const session = await dial();
   try {
     await pumped(
       clock,
@@ -240,12 +267,54 @@ Deno.test("tunnel hub on fake time: a stream the client opens after the hello is
     equal((refused as MuxStreamError).code, StreamErrorCode.REFUSED);
     // The tunnel itself still serves.
     ok([...registry.sessionsOf(DOMAIN)].some((t) => t.usable));
-    // A hello without features (an older client): request heads go to it as JSON.
+    // A hello without features (an older client): request heads go to it as JSON, and no
+    // ACK of the server's is dated (a TIMESTAMP frame would have failed its session).
     ok([...registry.sessionsOf(DOMAIN)].every((t) => !t.compactHeads));
+    equal(session.stats.timestampsReceived, 0);
+    ok(!session.isClosed);
   } finally {
-    session.abort(0, "test done");
-    await pumped(clock, hub.close({ abort: true }), 5_000, "hub close").catch(() => {});
-    conn.conn.close();
-    net.close();
+    await close([session]);
+  }
+});
+
+Deno.test("tunnel hub on fake time: ACK timestamps go only to a side that listed them", async () => {
+  const { clock, registry, dial, close } = hubOnSimNet(4);
+  const session = await dial();
+  try {
+    const { welcome } = await pumped(
+      clock,
+      sayHello(
+        session,
+        {
+          client: "test",
+          domain: DOMAIN,
+          target: "http://x",
+          features: [FEATURE_ACK_TIMESTAMPS],
+        },
+        10_000,
+        clock,
+      ),
+      2_000,
+      "hello",
+    );
+    ok(welcome.features?.includes(FEATURE_ACK_TIMESTAMPS), JSON.stringify(welcome));
+    const tunnel = [...registry.sessionsOf(DOMAIN)][0]!;
+    // Data both ways (the server refuses the stream: a reset and a STOP_SENDING back).
+    const probe = async () => {
+      const extra = session.openStream();
+      await extra.write(new Uint8Array(32 * 1024));
+      await pumped(clock, extra.read().catch((e) => e), 2_000, "the refusal");
+      await runFor(clock, 200);
+    };
+    // The server dates its ACKs from the welcome on; this client has not said it will.
+    await probe();
+    ok(session.stats.timestampsReceived > 0, "the client got dated ACKs");
+    equal(tunnel.session.stats.timestampsReceived, 0);
+    session.sendAckTimestamps();
+    await probe();
+    ok(tunnel.session.stats.timestampsReceived > 0, "the server got dated ACKs");
+    ok(!session.isClosed && tunnel.usable);
+  } finally {
+    await close([session]);
   }
 });

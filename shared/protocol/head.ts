@@ -40,6 +40,15 @@ export const FEATURE_DRAIN = "drain";
  */
 export const FEATURE_COMPACT_HEADS = "compact-heads";
 
+/**
+ * Hello.features and Welcome.features: this side reads the mux's TIMESTAMP frames (which
+ * date ACKs on their sender's clock, so that a bulk sender can time its deliveries by when
+ * they arrived, not by when ACKs queued behind the other direction's data reached it). Each
+ * side sends them once the other has listed this: the server after a hello that lists it,
+ * the client after a welcome that does.
+ */
+export const FEATURE_ACK_TIMESTAMPS = "ack-timestamps";
+
 /** Header fields as name/value pairs, in order, repeats kept apart. */
 export type HeaderList = [string, string][];
 
