@@ -266,7 +266,6 @@ export class MuxSession {
     };
   }
 
-  /** Tells the peer to open no more streams; streams it opened so far continue. */
   /**
    * Dates our ACKs from now on (TIMESTAMP frames): call it once the peer has said it reads
    * them (the tunnel's hello and welcome, FEATURE_ACK_TIMESTAMPS); a peer that does not
@@ -276,6 +275,7 @@ export class MuxSession {
     this.#packer.timestamps = true;
   }
 
+  /** Tells the peer to open no more streams; streams it opened so far continue. */
   goAway(): void {
     if (this.#state === "closed" || !this.#streams.goAway()) return;
     this.#control.queueAndWake(FrameKind.GOAWAY);
