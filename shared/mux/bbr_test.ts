@@ -606,15 +606,19 @@ Deno.test("bbr model: loss is congestion only above the threshold or at a standi
   equal(b.inflightHi, Infinity);
 });
 
-Deno.test("delivery rate: samples follow the newest acked packet, over max(send, ack) elapsed", () => {
-  const r = new DeliveryRate();
-  const snap = (): RateSnapshot => ({
+/** A packet's rate snapshot before `onPacketSent` fills it. */
+function snap(): RateSnapshot {
+  return {
     delivered: 0,
     deliveredTime: 0,
     deliveredPeerTime: NaN,
     firstSentTime: 0,
     appLimited: false,
-  });
+  };
+}
+
+Deno.test("delivery rate: samples follow the newest acked packet, over max(send, ack) elapsed", () => {
+  const r = new DeliveryRate();
   const p = Array.from({ length: 10 }, snap);
   // Ten packets of 1000 bytes, sent 1 ms apart from t = 0; acked at 50..59 ms.
   for (let i = 0; i < 10; i++) r.onPacketSent(p[i]!, i, i * 1000);
@@ -647,13 +651,6 @@ Deno.test("delivery rate: samples follow the newest acked packet, over max(send,
 });
 
 Deno.test("delivery rate: dated ACKs time the span on the peer's clock; undated ones on ours", () => {
-  const snap = (): RateSnapshot => ({
-    delivered: 0,
-    deliveredTime: 0,
-    deliveredPeerTime: NaN,
-    firstSentTime: 0,
-    appLimited: false,
-  });
   /**
    * a0, a1 sent at 0 and 1 ms; a0's ACK reaches us late (70 ms; it left the peer at 25),
    * a1's at 71 (26). b1-b4 go at 70-73 and arrive 10 ms apart (95-125 on the peer's
