@@ -114,8 +114,9 @@ export class DeliveryRate {
   }
 
   /**
-   * Ends the ACK's sample (`peerTime` as given to `onPacketAcked`). A sample over less than `minRttMs` is dropped: a flight cannot
-   * be delivered faster than a round trip, so such a rate is an artefact.
+   * Ends the ACK's sample (`peerTime` as given to `onPacketAcked`). A sample over less than
+   * `minRttMs` is dropped: a flight cannot be delivered faster than a round trip, so such a
+   * rate is an artefact.
    */
   endAck(now: number, minRttMs: number, peerTime = NaN): RateSample {
     if (this.#appLimitedUntil > 0 && this.delivered > this.#appLimitedUntil) {
