@@ -314,10 +314,10 @@ export class Bbr implements CongestionController {
   onAck(s: AckSample): void {
     if (s.newRound) this.#onRoundStart(s);
     if (s.adjustedRttMs >= 0) {
-      const r = s.adjustedRttMs;
+      const r = this.#queueRtt(s.adjustedRttMs, s.forwardQueueMs);
       this.#rttAvg = this.#rttAvg < 0 ? r : 0.75 * this.#rttAvg + 0.25 * r;
-      if (s.adjustedRttMs > this.#roundMaxRtt) this.#roundMaxRtt = s.adjustedRttMs;
-      if (s.adjustedRttMs < this.#roundMinRtt) this.#roundMinRtt = s.adjustedRttMs;
+      if (r > this.#roundMaxRtt) this.#roundMaxRtt = r;
+      if (r < this.#roundMinRtt) this.#roundMinRtt = r;
     }
     this.#updateBw(s);
     this.#updateAckAggregation(s);
@@ -539,6 +539,16 @@ export class Bbr implements CongestionController {
     this.cwnd = Math.max(cwnd, this.minWindow);
   }
 
+  /**
+   * The RTT the queue rules read: min_rtt plus the forward queue where the peer dates its
+   * ACKs (forward_delay.ts), so a queue on the way back (ACKs behind the peer's own data)
+   * reads as none; else the sample itself. min_rtt and ProbeRTT keep the real samples.
+   */
+  #queueRtt(adjustedRttMs: number, forwardQueueMs: number): number {
+    if (!Number.isFinite(forwardQueueMs) || this.minRtt === Infinity) return adjustedRttMs;
+    return Math.min(adjustedRttMs, this.minRtt + Math.max(forwardQueueMs, 0));
+  }
+
   /** Queue delay: `rtt` more than bbrQueueDelayRatio (and a ms) above min_rtt. */
   #queueDelayed(rtt: number): boolean {
     if (rtt < 0 || this.minRtt === Infinity) return false;
@@ -560,7 +570,8 @@ export class Bbr implements CongestionController {
       this.#sampleLost > this.#p.bbrLossThresholdRatio * seen;
     // At a queue: the latest sample and the recent average both high (jitter is not a queue),
     // and the loss rate above the tolerance NewReno gives itself (its 2 % by default).
-    const queued = this.#queueDelayed(Math.min(e.latestRttMs, this.#rttAvg)) &&
+    const latest = e.latestRttMs < 0 ? -1 : this.#queueRtt(e.latestRttMs, e.forwardQueueMs);
+    const queued = this.#queueDelayed(Math.min(latest, this.#rttAvg)) &&
       e.recentLost > this.#p.lossToleranceRatio * e.recentSeen;
     if (!tooMuch && !queued) return false;
     // Congestion: once per round.

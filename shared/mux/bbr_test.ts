@@ -378,6 +378,7 @@ function ack(over: Partial<AckSample>): AckSample {
     totalDelivered: 1e6,
     rttMs: -1,
     adjustedRttMs: -1,
+    forwardQueueMs: NaN,
     newRound: false,
     cwndLimited: true,
     priorInFlight: 0,
@@ -504,6 +505,7 @@ Deno.test("bbr model: random loss while cruising with no queue is paced back in;
         recentLost: lost,
         recentSeen: 100,
         latestRttMs: rtt,
+        forwardQueueMs: NaN,
       });
     }
   };
@@ -546,6 +548,7 @@ Deno.test("bbr model: loss is congestion only above the threshold or at a standi
       recentLost: 30,
       recentSeen: 1000,
       latestRttMs: 50,
+      forwardQueueMs: NaN,
       ...over,
     });
   const fresh = () => {

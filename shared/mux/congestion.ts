@@ -41,6 +41,11 @@ export interface AckSample {
   rttMs: number;
   /** The same sample with the peer's ack delay removed (RFC 9002 §5.3), or -1. */
   adjustedRttMs: number;
+  /**
+   * The queue the sample's packet met on its way to the peer alone, in ms, when the ACK was
+   * dated (forward_delay.ts); NaN otherwise (no RTT sample, or an undated ACK).
+   */
+  forwardQueueMs: number;
   /** A packet-timed round trip ended: a packet sent after the previous end was acked. */
   newRound: boolean;
   /** The last send attempt was held back by the window (not by the application). */
@@ -71,6 +76,8 @@ export interface LossEvent {
   recentSeen: number;
   /** The latest RTT sample, ack delay removed (-1 before the first): the queue they met. */
   latestRttMs: number;
+  /** The forward queue of the latest dated RTT sample (AckSample.forwardQueueMs), or NaN. */
+  forwardQueueMs: number;
 }
 
 /** What a controller reports for MuxStats. */

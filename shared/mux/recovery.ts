@@ -8,6 +8,7 @@
  */
 import { Bbr } from "./bbr.ts";
 import { type CongestionController, NewReno } from "./congestion.ts";
+import { ForwardDelay } from "./forward_delay.ts";
 import { DeliveryRate, type RateSnapshot } from "./delivery_rate.ts";
 import { FirstFlightMeter } from "./first_flight.ts";
 import type { MuxParams } from "./params.ts";
@@ -51,6 +52,9 @@ export class Recovery<F> {
   hasRttSample = false;
   /** The latest sample with the peer's ack delay removed (§5.3), -1 before the first. */
   latestAdjustedRtt = -1;
+  /** The forward queue of the latest dated RTT sample (forward_delay.ts), NaN if undated. */
+  latestForwardQueue = NaN;
+  readonly #forwardDelay: ForwardDelay;
   /** The congestion controller: window, pacing rate, response to loss. */
   readonly cc: CongestionController;
   /** Delivery-rate samples for the controller. */
@@ -117,6 +121,7 @@ export class Recovery<F> {
     this.rttVar = params.initialRttMs / 2;
     this.packetThreshold = params.packetThresholdPackets;
     this.#tokens = params.pacingBurstPackets * maxDatagramSize;
+    this.#forwardDelay = new ForwardDelay(params.queueBaseRttWindowMs);
     this.#firstFlight = cc.wantsFirstFlightRate
       ? new FirstFlightMeter(params.initialWindowPackets)
       : null;
@@ -273,6 +278,9 @@ export class Recovery<F> {
     if (largestNewlyAcked !== undefined && largestNewlyAcked.pn === largest && ackedEliciting) {
       this.#updateRtt(now - largestNewlyAcked.timeSent, ackDelayMs);
       rtt = this.latestRtt;
+      this.latestForwardQueue = Number.isFinite(peerTime)
+        ? this.#forwardDelay.onSample(largestNewlyAcked.timeSent, peerTime, now)
+        : NaN;
     }
     const newRound = this.largestAcked >= this.#roundEndPn;
     if (newRound) this.#roundEndPn = this.#lastSentPn;
@@ -286,6 +294,7 @@ export class Recovery<F> {
       totalDelivered: this.rate.delivered,
       rttMs: rtt,
       adjustedRttMs: rtt < 0 ? -1 : this.latestAdjustedRtt,
+      forwardQueueMs: rtt < 0 ? NaN : this.latestForwardQueue,
       newRound,
       cwndLimited: this.cwndLimited,
       priorInFlight,
@@ -415,6 +424,7 @@ export class Recovery<F> {
         recentLost: this.#recentLost,
         recentSeen: this.#recentDelivered + this.#recentLost,
         latestRttMs: this.latestAdjustedRtt,
+        forwardQueueMs: this.latestForwardQueue,
       });
       if (reduced) {
         // A new congestion epoch: undone if all of its losses prove spurious.
