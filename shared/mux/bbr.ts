@@ -31,7 +31,9 @@
  * BBR is then `competing`, and its window is `inflightHi` itself (AIMD) instead of the
  * model's, which leaves the other's queue out of the BDP. Losses later acked (reordering)
  * leave the loss-rate sample. Cruising with no queue, the pacing rate makes up for the
- * random loss measured while so (MAX_LOSS_COMPENSATION, QUIET_RTT_RATIO).
+ * random loss measured while so (MAX_LOSS_COMPENSATION, QUIET_RTT_RATIO). Where the peer
+ * dates its ACKs, "the RTT" these queue rules read is min_rtt plus the queue on the way
+ * there (forward_delay.ts): a queue on the way back is not ours to drain.
  * docs/congestion.md explains the choices and has the measurements.
  */
 import type {
