@@ -137,7 +137,8 @@ export interface ServerConfig {
    */
   maxTunnelsPerDomain: number;
   /**
-   * Largest DTLS record payload (one tunnel packet) toward a non-loopback client;
+   * Largest DTLS record payload (one tunnel packet) toward a non-loopback client,
+   * counted under the suite that adds most (UDP payloads stay within it + 37);
    * undefined: what a 1280-byte MTU carries (shared/dtls/path.ts)
    * (`HOP_TUNNEL_MAX_DATAGRAM_BYTES`).
    */

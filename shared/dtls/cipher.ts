@@ -83,6 +83,14 @@ export function recordOverhead(suite: CipherSuite | undefined): number {
   return RECORD_HEADER_SIZE + (suite ? suite.explicitNonceLength + suite.tagLength : 0);
 }
 
+/**
+ * The most any suite's record adds (AES-128-GCM: header 13, explicit nonce 8, tag 16).
+ * A datagram ceiling (`maxDatagramSize`) is counted against it: its UDP payloads stay
+ * within ceiling + this, and a suite that adds less (ChaCha20-Poly1305 has no explicit
+ * nonce) carries the difference as payload.
+ */
+export const MAX_RECORD_OVERHEAD = Math.max(...SUITES.map(recordOverhead));
+
 /** Shared by every cipher object (node:crypto copies it); both suites use 16-byte tags. */
 const AEAD_OPTIONS = { authTagLength: 16 };
 /** A connection-ID record's inner plaintext (content, then its real type), being sealed. */

@@ -4,7 +4,7 @@
  */
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
-import { recordOverhead, suiteByName, type SuiteName, SUITES } from "./cipher.ts";
+import { MAX_RECORD_OVERHEAD, suiteByName, type SuiteName, SUITES } from "./cipher.ts";
 import { ClientHandshake } from "./client_handshake.ts";
 import { AlertLevel } from "./constants.ts";
 import { Connection, type DtlsConn } from "./connection.ts";
@@ -52,6 +52,9 @@ export interface DtlsClientOptions {
   /**
    * Largest application payload per datagram (the mux probes up to it). Default
    * `defaultMaxDatagramSize(server ip)`: 16 KiB on loopback, else what fits a 1280-byte MTU (path.ts).
+   * Counted under the suite with the most overhead: UDP payloads stay within it +
+   * `MAX_RECORD_OVERHEAD` (37), so a ChaCha20 record carries 8 bytes more and a record
+   * with a connection ID 9 fewer (the connection's `maxDatagramSize` after the handshake).
    */
   maxDatagramSize?: number;
   /** Aborts the handshake (rejects with code ABORTED). */
@@ -120,7 +123,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
     remoteAddr: { hostname: ip, port: opts.port },
     transmit: (d, dest) => socket.send(d, dest),
     maxDatagramSize,
-    handshakeMtu: opts.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + 37,
+    handshakeMtu: opts.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + MAX_RECORD_OVERHEAD,
     stats,
     onClosed: () => socket.close(),
   });
@@ -140,7 +143,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
         socket.done.then(() => reject(err));
         return;
       }
-      conn.setSuite(hs.suite!, maxDatagramSize + recordOverhead(hs.suite));
+      conn.setSuite(hs.suite!, maxDatagramSize + MAX_RECORD_OVERHEAD);
       conn.identity = opts.identity;
       conn.established = true;
       stats.handshakesCompleted++;

@@ -332,13 +332,16 @@ export class Connection implements DtlsConn, RecordIO {
     return true;
   }
 
-  /** Sets the payload size after the handshake (it depends on the suite's overhead). */
+  /**
+   * Sets the payload size after the handshake: what a record under `suite` can carry
+   * in `udpPayloadLimit` bytes of UDP payload (the header, the suite's nonce and tag,
+   * and a CID record's CID and real type come off it).
+   */
   setSuite(suite: CipherSuite, udpPayloadLimit: number): void {
     this.suite = suite.name;
     // A CID record carries the CID and, inside the ciphertext, the real type.
     const cid = this.#sendCid.length > 0 ? this.#sendCid.length + 1 : 0;
     this.#maxDatagramSize = Math.min(
-      this.#maxDatagramSize,
       udpPayloadLimit - recordOverhead(suite) - cid,
       MAX_PLAINTEXT - (cid ? 1 : 0),
     );

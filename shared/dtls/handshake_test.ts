@@ -107,6 +107,50 @@ for (const suite of SUITE_NAMES) {
   });
 }
 
+// The default ceiling off loopback (1215) bounds the UDP payload at 1215 + 37 = 1252
+// bytes, what a 1280-byte MTU carries over IPv4; each record fills it under its suite.
+for (
+  const [suite, toClient, toServer] of [
+    ["TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", 1223, 1214],
+    ["TLS_PSK_WITH_AES_128_GCM_SHA256", 1215, 1206],
+  ] as const
+) {
+  Deno.test(`a record fills the 1280-byte-MTU budget under its suite: ${suite}`, async () => {
+    const largest = new Map<string, number>();
+    const filter = (d: Uint8Array, from: string, to: string) => {
+      const dir = `${from.split(":")[0]}>${to.split(":")[0]}`;
+      largest.set(dir, Math.max(largest.get(dir) ?? 0, d.length));
+      return true;
+    };
+    let serverConn: DtlsConn | undefined;
+    const serverGot: Uint8Array[] = [];
+    await withServer({ mtu: 1252, filter }, {
+      onConnection: (c) => {
+        serverConn = c;
+        c.attach({ onDatagram: (d) => serverGot.push(d), onClose: () => {} });
+      },
+    }, async ({ net, connect }) => {
+      const c = await connect({ suites: [suite] });
+      // The client sends the server's connection ID in each record; the server none.
+      equal(c.maxDatagramSize, toServer);
+      equal(serverConn!.maxDatagramSize, toClient);
+      const got: Uint8Array[] = [];
+      const arrived = new Promise<void>((resolve) => {
+        c.attach({ onDatagram: (d) => (got.push(d), resolve()), onClose: () => {} });
+      });
+      c.send(new Uint8Array(toServer).fill(1));
+      serverConn!.send(new Uint8Array(toClient).fill(2));
+      await arrived;
+      while (serverGot.length === 0) await new Promise((r) => setTimeout(r, 5));
+      equal(got[0]!.length, toClient);
+      equal(serverGot[0]!.length, toServer);
+      equal(largest.get("10.0.0.2>10.0.0.1"), 1252);
+      equal(largest.get("10.0.0.1>10.0.0.2"), 1252);
+      equal(net.stats.oversize, 0);
+    });
+  });
+}
+
 Deno.test("the server prefers ECDHE_PSK_CHACHA20 when both are offered", async () => {
   await withServer({}, {}, async ({ connect }) => {
     const c = await connect({ suites: [...SUITE_NAMES].reverse() });

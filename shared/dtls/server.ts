@@ -44,7 +44,7 @@ import { type Clock, realClock } from "../clock.ts";
 import { equalBytes, Writer } from "./bytes.ts";
 import { randomBytes } from "node:crypto";
 import { KeyedTokenBuckets, TokenBucket } from "../rate_limit.ts";
-import { recordOverhead } from "./cipher.ts";
+import { MAX_RECORD_OVERHEAD } from "./cipher.ts";
 import { checkDatagramSize, defaultMaxDatagramSize } from "./path.ts";
 import {
   encodeStatelessReset,
@@ -96,6 +96,9 @@ export interface DtlsServerOptions {
   /**
    * Largest application payload per datagram, per peer (the mux probes up to it).
    * Default `defaultMaxDatagramSize(peer)`: 16 KiB on loopback, else what fits a 1280-byte MTU (path.ts).
+   * Counted under the suite with the most overhead: UDP payloads stay within it +
+   * `MAX_RECORD_OVERHEAD` (37), so a ChaCha20 record carries 8 bytes more and a record
+   * with a connection ID 9 fewer (the connection's `maxDatagramSize` after the handshake).
    */
   maxDatagramSize?: number | ((peer: PeerAddr) => number);
   /** First handshake retransmission timeout; doubles up to `maxRtoMs`. Default 500 ms. */
@@ -375,7 +378,7 @@ export class DtlsServer {
       clock: o.clock,
       onPathValidated: (c, to) => this.#onPathValidated(c, to),
       maxDatagramSize,
-      handshakeMtu: o.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + 37,
+      handshakeMtu: o.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + MAX_RECORD_OVERHEAD,
       stats,
       onClosed: (c) => {
         if (this.#conns.get(c.key) === c) this.#conns.delete(c.key);
@@ -433,7 +436,7 @@ export class DtlsServer {
           return;
         }
         const suite = hs.suite!;
-        conn.setSuite(suite, maxDatagramSize + recordOverhead(suite));
+        conn.setSuite(suite, maxDatagramSize + MAX_RECORD_OVERHEAD);
         conn.identity = hs.identity;
         const reset = o.statelessReset;
         if (reset && conn.receiveCid.length > 0) {
