@@ -250,6 +250,14 @@ export class Bbr implements CongestionController {
     if (pacing > this.#pacingRate) this.#pacingRate = pacing;
   }
 
+  /**
+   * Startup saw a round (not app-limited) in which max_bw grew less than 25 %: the rate is
+   * the path's, though Startup waits for three such rounds before it ends.
+   */
+  get bandwidthKnown(): boolean {
+    return this.fullBwReached || this.#fullBwCount > 0;
+  }
+
   /** Alone at the bottleneck, and no congested round in the last 10. */
   get lossIsRandom(): boolean {
     return !this.competing && this.round - this.#congestedRound > 10;

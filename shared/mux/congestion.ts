@@ -122,6 +122,12 @@ export interface CongestionController {
    * (first_flight.ts): BBR in its first Startup. Recovery measures it while this holds.
    */
   readonly wantsFirstFlightRate: boolean;
+  /**
+   * The controller measured the path's rate, so a transfer starts at it (BBR: Startup found
+   * the pipe full). NewReno keeps no rate to learn: true. A warm-up (warm_up.ts) runs until
+   * this holds.
+   */
+  readonly bandwidthKnown: boolean;
   /** Room in the window for a packet of `size` bytes on top of `bytesInFlight`. */
   canSend(bytesInFlight: number, size: number): boolean;
   /** Pacing rate in bytes/ms (`srtt`: Recovery's smoothed RTT, for controllers that need it). */
@@ -166,6 +172,7 @@ export class NewReno implements CongestionController {
   readonly holdingBack = false;
   readonly lossIsRandom = false;
   readonly wantsFirstFlightRate = false;
+  readonly bandwidthKnown = true;
   cwnd: number;
   ssthresh = Infinity;
   recoveryStartTime = -Infinity;

@@ -24,6 +24,10 @@
  *                       dates: their largest arrived at timestamp_us - ack_delay_us.
  *                       Sent only to a peer that announced it reads them
  *                       (draft-huitema-quic-ts, own code point)
+ * WARM_UP          0x22 (no fields) asks for an ACK in no hurry: a warm-up packet's
+ *                       (warm_up.ts) one frame before its PADDING; a PING in its place
+ *                       would be acknowledged at once, as a probe is. Sent only to a
+ *                       peer that announced it reads them
  * ```
  * All integers are QUIC varints (wire.ts). There is no encryption or packet
  * number protection here: DTLS below provides confidentiality and integrity.
@@ -47,6 +51,7 @@ export const FrameType = {
   GOAWAY: 0x1e,
   ACK_FREQUENCY: 0x20,
   TIMESTAMP: 0x21,
+  WARM_UP: 0x22,
 } as const;
 
 export type Frame =
@@ -67,7 +72,8 @@ export type Frame =
   | { type: 0x1c; code: number; reason: string }
   | { type: 0x1e; lastStreamIdPlusOne: number }
   | { type: 0x20; seq: number; threshold: number; maxAckDelayUs: number }
-  | { type: 0x21; us: number };
+  | { type: 0x21; us: number }
+  | { type: 0x22 };
 
 export function encodePacketHeader(w: Writer, pn: number): void {
   w.u8(PACKET_MAGIC);
@@ -308,6 +314,8 @@ export function decodeFrame(r: Reader): Frame | null {
       const us = r.varint();
       return r.error === null ? { type, us } : null;
     }
+    case FrameType.WARM_UP:
+      return { type };
     default:
       if (r.error === null) r.fail(`Cannot decode frame: unknown type 0x${type.toString(16)}`);
       return null;

@@ -42,6 +42,7 @@ Deno.test("mux frames: packet with ACK ranges, STREAM, RESET, CLOSE round-trips"
     assert.equal(timestampFrameLength(us), 1 + varintLength(us));
     encodeTimestamp(w, us);
   }
+  w.u8(FrameType.WARM_UP);
   const r = new Reader(buf, 0, w.pos);
   assert.equal(decodePacketHeader(r), 123456);
   assert.deepEqual(decodeFrame(r), {
@@ -68,6 +69,7 @@ Deno.test("mux frames: packet with ACK ranges, STREAM, RESET, CLOSE round-trips"
   for (const us of [0, 63, 64, 2 ** 30 - 1, 2 ** 30, 7 * 24 * 3600 * 1e6]) {
     assert.deepEqual(decodeFrame(r), { type: FrameType.TIMESTAMP, us });
   }
+  assert.deepEqual(decodeFrame(r), { type: FrameType.WARM_UP });
   assert.equal(r.remaining, 0);
   // A TIMESTAMP cut short is an encoding error, not a zero.
   const cut = new Reader(new Uint8Array([FrameType.TIMESTAMP, 0x80, 0x01]));
@@ -81,7 +83,9 @@ Deno.test("mux frames: decoding random and truncated bytes never throws", () => 
     const n = Math.floor(rand() * 40);
     const b = new Uint8Array(n);
     for (let j = 0; j < n; j++) b[j] = Math.floor(rand() * 256);
-    if (n > 0 && rand() < 0.5) b[0] = [0x02, 0x08, 0x09, 0x04, 0x1c, 0x21][Math.floor(rand() * 6)]!;
+    if (n > 0 && rand() < 0.5) {
+      b[0] = [0x02, 0x08, 0x09, 0x04, 0x1c, 0x21, 0x22][Math.floor(rand() * 7)]!;
+    }
     const r = new Reader(b);
     while (r.remaining > 0 && r.error === null) {
       if (decodeFrame(r) === null) assert.ok(r.error !== null);

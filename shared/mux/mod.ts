@@ -13,6 +13,7 @@
  */
 export { MuxSession } from "./session.ts";
 export type { MuxCloseInfo, MuxSessionOptions, MuxStats, MuxStream } from "./types.ts";
+export type { WarmUpEnd, WarmUpOptions, WarmUpResult } from "./warm_up.ts";
 export {
   MuxSessionError,
   MuxStreamError,

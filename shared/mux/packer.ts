@@ -4,7 +4,8 @@
  *
  * Send order inside each packet: ACK, then control frames (they jump the queue), then
  * stream data — retransmissions before new data — round-robin across streams so no
- * stream starves and none blocks another. A PMTU probe goes in a packet of its own.
+ * stream starves and none blocks another. A PMTU probe goes in a packet of its own; a
+ * warm-up (warm_up.ts) fills what the window leaves when there is nothing else to send.
  * What each packet carried is handed to recovery.ts, and comes back here when it is
  * acknowledged or lost.
  */
@@ -29,6 +30,7 @@ import type { Recovery } from "./recovery.ts";
 import { FrameKind, type SentFrame, SentMtuProbe } from "./sent_frame.ts";
 import type { Stream } from "./stream.ts";
 import type { StreamsMap } from "./streams_map.ts";
+import type { WarmUp } from "./warm_up.ts";
 import { Writer } from "./wire.ts";
 import { setImmediate } from "node:timers";
 
@@ -40,6 +42,8 @@ export interface SendCounters {
   framesRetransmitted: number;
   tailCopyBytes: number;
   streamBytesSent: number;
+  warmUpPacketsSent: number;
+  warmUpBytesSent: number;
 }
 
 export interface PackerParts {
@@ -126,6 +130,8 @@ export class Packer {
    * ack-eliciting packet that followed one: the next ACK-only packet carries a PING.
    */
   #pingAfterUpdate = false;
+  /** The warm-up running, if any (warm_up.ts). */
+  #warmUp: WarmUp | null = null;
   /** Streams whose FIN went out since the send queue last ran empty (tail copies). */
   #finished = new Set<Stream>();
   /** ACKs that may still carry arrival times (TIMED_ACK_RUNS). */
@@ -191,6 +197,25 @@ export class Packer {
     return !this.#p.streams.beyondPeerLimit(s) && s.hasSendWork(this.#p.flow.sendCredit);
   }
 
+  /** Starts `w` (replacing none: the session runs one at a time). */
+  startWarmUp(w: WarmUp): void {
+    this.#warmUp = w;
+    // Full-size packets: path MTU discovery may start at once.
+    this.#sizeLimited = true;
+    this.schedule();
+  }
+
+  /** A warm-up runs and should send now; ends it when it should stop. */
+  #warming(now: number): boolean {
+    const w = this.#warmUp;
+    if (w === null) return false;
+    const end = w.endReason(now, this.#p.recovery.cc.bandwidthKnown);
+    if (end === null) return true;
+    this.#warmUp = null;
+    w.finish(now, end);
+    return false;
+  }
+
   /** Sends packets while there is something to send and the window and the pacer allow. */
   #pack(now: number): void {
     const { recovery: rec, ack, control, pmtu, stats } = this.#p;
@@ -206,8 +231,9 @@ export class Packer {
       const ackDue = ack.due(now, this.#p.timerGranularityMs);
       const hasControl = control.pending;
       const probe = rec.probesPending > 0;
+      const warm = this.#queue.length === 0 && !probe && this.#warming(now);
       let dataOk = false;
-      if (this.#queue.length > 0 || probe) {
+      if (this.#queue.length > 0 || probe || warm) {
         if (!rec.canSend(mds)) {
           rec.cwndLimited = true;
         } else {
@@ -227,6 +253,7 @@ export class Packer {
       w.end = mds - ackLen;
       const frames: SentFrame[] = [];
       let update = false;
+      let warmBytes = false;
       if (hasControl) {
         control.write(w, frames);
         for (const f of frames) {
@@ -245,6 +272,14 @@ export class Packer {
           // PTO with nothing to resend: a PING is enough to elicit an ACK.
           w.u8(FrameType.PING);
           eliciting = true;
+        }
+        if (warm && !eliciting && w.remaining > 0) {
+          // A warm-up packet: WARM_UP, then PADDING up to the ACK's room.
+          w.u8(FrameType.WARM_UP);
+          this.#scratch.fill(0, w.pos, w.end);
+          w.pos = w.end;
+          eliciting = true;
+          warmBytes = true;
         }
       }
       // Only an update that may hold a sender back: of a stream still receiving, among
@@ -277,13 +312,21 @@ export class Packer {
       }
       stats.packetsSent++;
       stats.bytesSent += pkt.length;
+      if (warmBytes) {
+        this.#warmUp!.packets++;
+        this.#warmUp!.bytes += pkt.length;
+        stats.warmUpPacketsSent++;
+        stats.warmUpBytesSent += pkt.length;
+      }
       this.lastSendTime = now;
       this.#p.conn.send(pkt);
     }
     if (this.#queue.length === 0) {
-      // Nothing left to send (or flow control holds it): the application limits us.
-      rec.cwndLimited = false;
-      rec.onAppLimited();
+      if (this.#warmUp === null) {
+        // Nothing left to send (or flow control holds it): the application limits us.
+        rec.cwndLimited = false;
+        rec.onAppLimited();
+      }
       if (this.#finished.size > 0) {
         this.#tail = {
           streams: this.#finished,
@@ -547,5 +590,7 @@ export class Packer {
   clear(): void {
     this.#closed = true;
     this.#queue = [];
+    this.#warmUp?.finish(this.#p.clock.now(), "closed");
+    this.#warmUp = null;
   }
 }

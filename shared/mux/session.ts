@@ -28,6 +28,7 @@ import { FrameKind, type SentFrame } from "./sent_frame.ts";
 import type { Stream, StreamHost } from "./stream.ts";
 import { StreamsMap } from "./streams_map.ts";
 import type { MuxCloseInfo, MuxSessionOptions, MuxStats, MuxStream } from "./types.ts";
+import { WarmUp, type WarmUpOptions, type WarmUpResult } from "./warm_up.ts";
 import { Reader } from "./wire.ts";
 
 export type { MuxCloseInfo, MuxSessionOptions, MuxStats } from "./types.ts";
@@ -120,9 +121,13 @@ export class MuxSession {
     streamBytesReceived: 0,
     openWindowsLimited: 0,
     timestampsReceived: 0,
+    warmUpPacketsSent: 0,
+    warmUpBytesSent: 0,
   };
   /** The TIMESTAMP of the packet being read (NaN: it had none), in ms on the peer's clock. */
   #peerTimestampMs = NaN;
+  /** The warm-up running, if any. */
+  #warmUp: WarmUp | null = null;
 
   /** Attaches to `conn` and starts at once; throws on invalid params or datagrams < 128 bytes. */
   constructor(conn: DatagramConn, options: MuxSessionOptions) {
@@ -273,6 +278,26 @@ export class MuxSession {
    */
   sendAckTimestamps(): void {
     this.#packer.timestamps = true;
+  }
+
+  /**
+   * Warms the path up (warm_up.ts): fills what the window leaves with WARM_UP packets
+   * until the congestion controller has measured the path's rate, or a bound. Call it only
+   * once the peer has said it reads WARM_UP frames (the tunnel's hello and welcome,
+   * FEATURE_WARM_UP). Resolves when it stops; a second call while one runs gets that one.
+   */
+  warmUp(o: WarmUpOptions = {}): Promise<WarmUpResult> {
+    if (this.#warmUp !== null) return this.#warmUp.done;
+    const now = this.#clock.now();
+    const w = new WarmUp(now, o);
+    if (this.#state !== "open") w.finish(now, "closed");
+    else if (this.#recovery.cc.bandwidthKnown) w.finish(now, "not-needed");
+    else {
+      this.#warmUp = w;
+      void w.done.then(() => (this.#warmUp = null));
+      this.#packer.startWarmUp(w);
+    }
+    return w.done;
   }
 
   /** Tells the peer to open no more streams; streams it opened so far continue. */
@@ -458,6 +483,8 @@ export class MuxSession {
     switch (f.type) {
       case FrameType.PADDING:
       case FrameType.PING:
+        return;
+      case FrameType.WARM_UP:
         return;
       case FrameType.TIMESTAMP:
         this.#peerTimestampMs = f.us / 1000;
