@@ -30,6 +30,7 @@ export const CLIENT_ENV = {
   maxDatagramBytes: "HOP_CLIENT_MAX_DATAGRAM_BYTES",
   reprobeSeconds: "HOP_CLIENT_REPROBE_SECONDS",
   serverRedundancy: "HOP_CLIENT_SERVER_REDUNDANCY",
+  warmUp: "HOP_CLIENT_WARM_UP",
 } as const;
 /** The range `--max-datagram-bytes` accepts: an old IPv4 minimum MTU's worth up to a whole record. */
 const MIN_DATAGRAM_BYTES = 512;
@@ -57,6 +58,7 @@ export const CLIENT_FLAGS: Record<ConfigKey, string> = {
   maxDatagramBytes: "--max-datagram-bytes",
   reprobeSeconds: "--reprobe-seconds",
   serverRedundancy: "--server-redundancy",
+  warmUp: "--warm-up",
 };
 
 /** At most this many `--server-addr` entries (each may be a name with several addresses). */
@@ -125,6 +127,8 @@ export interface ClientConfig {
   maxDatagramBytes?: number;
   /** With `--transport auto`, on the TCP path: DTLS is tried again this often. Default 300. */
   reprobeSeconds: number;
+  /** Warm each tunnel's path up while it waits for its first request. Default true. */
+  warmUp: boolean;
 }
 
 export { ConfigError, maskSecret, Secret } from "../shared/config.ts";
@@ -430,6 +434,11 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     )
     : 300;
 
+  const rawWarmUp = get("warmUp");
+  const warmUp = typeof rawWarmUp === "boolean"
+    ? rawWarmUp
+    : problems.read(`Invalid ${where("warmUp")}`, rawWarmUp, true, parseBool);
+
   problems.throwIfAny();
   if (!servers || !domain || !apiKey || !apiKeySource || !target || !tcp) {
     throw new ConfigError(problems.list);
@@ -448,6 +457,7 @@ export function resolveConfig(src: ConfigSources): ClientConfig {
     ...(metricsListen ? { metricsListen } : {}),
     ...(maxDatagramBytes !== undefined ? { maxDatagramBytes } : {}),
     reprobeSeconds,
+    warmUp,
   };
 }
 

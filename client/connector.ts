@@ -101,6 +101,12 @@ export interface ClientOptions {
   onEvent?: (event: ClientEvent) => void;
   /** How often a `stats` event is sent while connected. Default 1000 ms. */
   statsIntervalMs?: number;
+  /**
+   * Warm a new tunnel's path up both ways while it waits for its first request
+   * (docs/congestion.md, "Warm-up"): over UDP off loopback, when the server offers it.
+   * Default true (`--warm-up`).
+   */
+  warmUp?: boolean;
 }
 
 /** With fewer nodes known than `redundancy`, the entries are resolved again this often. */

@@ -10,6 +10,7 @@ import { type Clock, realClock } from "../shared/clock.ts";
 import {
   derivePsk,
   dtlsConnect,
+  isLoopbackAddress,
   type PacketSocketFactory,
   pskIdentity,
 } from "../shared/dtls/mod.ts";
@@ -17,6 +18,11 @@ import {
 /** One dialled tunnel transport. */
 export interface DialedTunnel {
   readonly conn: DatagramConn;
+  /**
+   * Over UDP to a server off loopback: the path's rate is worth learning before the first
+   * request (the warm-up, tunnel.ts). Unset: TCP, or loopback.
+   */
+  readonly udpPath?: boolean;
   /** Resolves once the transport's socket is really closed (after `conn.close()`). */
   closed(): Promise<void>;
   /**
@@ -94,6 +100,7 @@ export function dtlsDialer(o: DtlsDialerOptions): TunnelDialer {
         conn,
         closed: () => Promise.resolve(),
         expectStatelessReset: (token) => conn.expectStatelessReset?.(token),
+        udpPath: !isLoopbackHost(o.server.hostname),
       };
     },
   };
@@ -118,9 +125,13 @@ export function nodeDtlsDialer(o: DtlsDialerOptions): TunnelDialer {
         signal,
         ...(o.maxDatagramSize ? { maxDatagramSize: o.maxDatagramSize } : {}),
       });
-      return { conn, closed: () => conn.whenClosed };
+      return { conn, closed: () => conn.whenClosed, udpPath: !isLoopbackHost(o.server.hostname) };
     },
   };
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === "localhost" || isLoopbackAddress(hostname);
 }
 
 /** How the client reaches the server (the CLI's `--transport`). */

@@ -56,6 +56,7 @@ the working directory (read, never overriding the real environment).
                                          1280-byte MTU carries, 1215 over IPv4)
   --reprobe-seconds ${CLIENT_ENV.reprobeSeconds} (auto transport: DTLS
                                          retried this often while on TCP; 300)
+  --warm-up       ${CLIENT_ENV.warmUp}    (true/false; default true)
 
 DTLS engines:
   hopgate           HopGate's own DTLS 1.2 client (default): ECDHE-PSK with
@@ -170,6 +171,11 @@ function buildProgram(): Command {
         "raise only for a path known to carry more, and on the server too)",
     )
     .option(
+      "--warm-up <bool>",
+      "learn each tunnel's path both ways while it waits for its first request: a few " +
+        "round trips of padding, ~1-4 MB on a WAN path (default true; false on metered links)",
+    )
+    .option(
       "--reprobe-seconds <n>",
       "with --transport auto, while on the TCP path: try DTLS again this often (default 300)",
     )
@@ -217,6 +223,7 @@ function describe(c: ClientConfig): string {
     `debug         ${c.debug}`,
     ...(c.metricsListen ? [`metrics       ${formatHostPort(c.metricsListen)}`] : []),
     ...(c.maxDatagramBytes ? [`max-datagram  ${c.maxDatagramBytes}`] : []),
+    ...(c.warmUp ? [] : ["warm-up       false"]),
   ].join("\n");
 }
 
@@ -402,6 +409,7 @@ export async function main(argv: string[]): Promise<number> {
       dialerForNode: (node) => makeDialer(config, node),
       // Through a proxy, the proxy resolves what the client cannot.
       keepUnresolved: config.transport !== "dtls" && config.tcp.proxy !== undefined,
+      warmUp: config.warmUp,
       onEvent,
     }, ac.signal);
     await metricsServer?.finished;

@@ -13,6 +13,7 @@ import {
   FEATURE_COMPACT_HEADS,
   FEATURE_DRAIN,
   FEATURE_SPLICE,
+  FEATURE_WARM_UP,
   type Welcome,
 } from "../shared/protocol/mod.ts";
 import { TUNNEL_MUX_PARAMS } from "../shared/tunnel_params.ts";
@@ -45,6 +46,8 @@ export interface TunnelSettings {
   readonly muxParams?: Partial<MuxParams>;
   readonly drainTimeoutMs?: number;
   readonly statsIntervalMs?: number;
+  /** Warm-ups over UDP off loopback, both ways (shared/mux/warm_up.ts). Default true. */
+  readonly warmUp?: boolean;
 }
 
 /** Shared by every tunnel of one `runClient`. */
@@ -74,6 +77,7 @@ export async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSigna
   });
   const onAbort = () => session.abort(0, "client stopping");
   signal.addEventListener("abort", onAbort, { once: true });
+  const warmUp = (options.warmUp ?? true) && dialed.udpPath === true;
   try {
     const { welcome, control } = await sayHello(
       session,
@@ -81,12 +85,20 @@ export async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSigna
         client: CLIENT_VERSION,
         domain: options.domain,
         target: options.target.origin,
-        features: [FEATURE_SPLICE, FEATURE_COMPACT_HEADS, FEATURE_ACK_TIMESTAMPS],
+        features: [
+          FEATURE_SPLICE,
+          FEATURE_COMPACT_HEADS,
+          FEATURE_ACK_TIMESTAMPS,
+          ...(warmUp ? [FEATURE_WARM_UP] : []),
+        ],
       },
       options.helloTimeoutMs ?? 10_000,
       clock,
     );
     if (welcome.features?.includes(FEATURE_ACK_TIMESTAMPS)) session.sendAckTimestamps();
+    // The upload direction learns its path while the tunnel waits for requests; the server
+    // warms the download direction up likewise.
+    if (warmUp && welcome.features?.includes(FEATURE_WARM_UP)) void session.warmUp();
     // From now on a restarted server's stateless reset ends this tunnel at once.
     if (welcome.reset) dialed.expectStatelessReset?.(Buffer.from(welcome.reset, "hex"));
     const transport = (dialed as Partial<RacedTunnel>).transport ?? dialer.transport;

@@ -47,6 +47,7 @@
  * | HOP_PROXY_PROTOCOL                | false (trusted peers send PROXY headers)  |
  * | HOP_SERVER_TCP_TUNNEL             | true (tunnels over WebSocket on HTTP(S))  |
  * | HOP_TUNNEL_MAX_DATAGRAM_BYTES     | what a 1280-byte MTU carries (1215 IPv4)  |
+ * | HOP_TUNNEL_WARM_UP                | true (learn new tunnels' paths, 4 at once)|
  * | HOP_CLUSTER_LISTEN                | unset: single node (relay listener, TCP)  |
  * | HOP_CLUSTER_ADVERTISE             | the LISTEN address (what other nodes dial)|
  * | HOP_CLUSTER_MAX_RELAYS            | 1024 (relay connections per direction)    |
@@ -144,6 +145,11 @@ export interface ServerConfig {
    */
   tunnelMaxDatagramBytes: number | undefined;
   /**
+   * Warm new tunnels' paths up while they wait for their first request, for clients that
+   * ask (server/warm_ups.ts; `HOP_TUNNEL_WARM_UP`). Default true.
+   */
+  tunnelWarmUp: boolean;
+  /**
    * Clients may reach the tunnel over TCP/TLS: a WebSocket to
    * `/.well-known/hopgate/tunnel` on `serverDomain` (docs/tcp-fallback.md). Default true.
    */
@@ -233,6 +239,7 @@ export const SERVER_ENV_NAMES = [
   "HOP_SERVER_MAX_TUNNELS_PER_DOMAIN",
   "HOP_SERVER_TCP_TUNNEL",
   "HOP_TUNNEL_MAX_DATAGRAM_BYTES",
+  "HOP_TUNNEL_WARM_UP",
   "HOP_CLUSTER_LISTEN",
   "HOP_CLUSTER_ADVERTISE",
   "HOP_CLUSTER_MAX_RELAYS",
@@ -435,6 +442,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     undefined,
     (v) => parseInteger(v, 512, 16_384),
   );
+  const tunnelWarmUp = parse("HOP_TUNNEL_WARM_UP", true, parseBool);
 
   const cluster = readCluster(problems, parse, get, dbDsn !== undefined);
 
@@ -466,6 +474,7 @@ export function loadServerConfig(env: Record<string, string | undefined>): Serve
     proxyProtocol,
     maxTunnelsPerDomain,
     tunnelMaxDatagramBytes,
+    tunnelWarmUp,
     tcpTunnel,
     cluster,
   };

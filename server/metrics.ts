@@ -29,6 +29,8 @@
  * | hopgate_dtls_path_events_total                | counter   | event                  |
  * | hopgate_dtls_stateless_resets_total           | counter   | result                 |
  * | hopgate_tunnel_sessions_refused_total         | counter   | reason                 |
+ * | hopgate_tunnel_warm_ups_total                 | counter   | end                    |
+ * | hopgate_tunnel_warm_up_bytes_total            | counter   |                        |
  * | hopgate_tunnel_ws_connections                 | gauge     |                        |
  * | hopgate_tunnel_ws_queued_bytes                | gauge     |                        |
  * | hopgate_tunnel_ws_upgrades_total              | counter   | result                 |
@@ -101,6 +103,11 @@ export interface TunnelSource {
   readonly dtlsStats: DtlsStats;
   /** Sessions turned away after their DTLS handshake, by reason (`TunnelHub.sessionsRefused`). */
   readonly sessionsRefused?: Readonly<Record<string, number>>;
+  /** The node's tunnel warm-ups (`TunnelHub.warmUps`): by how they ended, and their bytes. */
+  readonly warmUps?: {
+    readonly counts: Readonly<Record<string, number>>;
+    readonly bytesSent: number;
+  } | undefined;
   /** Live (greeted) tunnels. */
   live(): Iterable<
     { readonly domain: string; readonly inFlight: number; readonly session: MuxSession }
@@ -383,6 +390,23 @@ export class ServerMetrics {
       "reason",
       () => self.#tunnels?.sessionsRefused as Readonly<Record<string, number>> | undefined,
     );
+    byLabel(
+      "hopgate_tunnel_warm_ups_total",
+      "Warm-ups of new tunnels' paths (padding until the path's rate is measured), by how " +
+        "they ended: modelled, bytes or time (a bound), closed, not-needed, skipped (more " +
+        "tunnels waited than the node runs at once; HOP_TUNNEL_WARM_UP turns them off).",
+      "end",
+      () => self.#tunnels?.warmUps?.counts,
+    );
+    new Counter({
+      name: "hopgate_tunnel_warm_up_bytes_total",
+      help: "Bytes of warm-up packets sent to clients, all tunnels.",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.#tunnels?.warmUps?.bytesSent ?? 0);
+      },
+    });
 
     new Gauge({
       name: "hopgate_tunnel_ws_connections",

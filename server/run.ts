@@ -172,6 +172,7 @@ export async function runServer(
       registry,
       logger,
       maxTunnelsPerDomain: config.maxTunnelsPerDomain,
+      ...(config.tunnelWarmUp ? {} : { warmUps: false as const }),
       dtls: {
         ...(config.tunnelMaxDatagramBytes
           ? { maxDatagramSize: datagramCeiling(config.tunnelMaxDatagramBytes) }
@@ -224,6 +225,9 @@ export async function runServer(
       },
       get sessionsRefused() {
         return hub.sessionsRefused;
+      },
+      get warmUps() {
+        return hub.warmUps;
       },
       live: () => registry.live(),
     });

@@ -21,6 +21,7 @@ import {
   DtlsServer,
   type DtlsServerOptions,
   type DtlsStats,
+  isLoopbackAddress,
   newStats,
   type PacketSocketFactory,
   type PeerAddr,
@@ -35,6 +36,7 @@ import {
   FEATURE_COMPACT_HEADS,
   FEATURE_DRAIN,
   FEATURE_SPLICE,
+  FEATURE_WARM_UP,
   PROTOCOL_VERSION,
 } from "../shared/protocol/mod.ts";
 import { TUNNEL_SERVER_MUX_PARAMS } from "../shared/tunnel_params.ts";
@@ -42,6 +44,7 @@ import { canonicalDomain, formatHostPort } from "../shared/names.ts";
 import type { Logger } from "./log.ts";
 import { Buffer } from "node:buffer";
 import type { TunnelRegistry, TunnelSession } from "./registry.ts";
+import { type WarmUpCounts, WarmUpQueue, type WarmUpQueueOptions } from "./warm_ups.ts";
 
 export const SERVER_VERSION = "hopgate-server/0.1.0";
 
@@ -158,6 +161,12 @@ export interface TunnelHubOptions {
    * most. Default 300 000 ms.
    */
   drainTimeoutMs?: number;
+  /**
+   * Warm-ups of new tunnels' download direction (server/warm_ups.ts), for clients that ask
+   * (FEATURE_WARM_UP) over UDP from off loopback; false: none, and the welcome does not
+   * offer them (`HOP_TUNNEL_WARM_UP=false`). Default: 4 at a time.
+   */
+  warmUps?: Omit<WarmUpQueueOptions, "clock"> | false;
   /** Called for every mux session as it starts, greeted or not (metrics). */
   onSession?: (session: MuxSession) => void;
   /** DTLS, mux and hello timers run on this (tests pass a fake one). Default realClock. */
@@ -208,6 +217,7 @@ export class TunnelHub {
   };
   #rr = 0;
   #closing = false;
+  readonly #warmUps: WarmUpQueue | undefined;
   /** When each domain's older tunnels were last asked for a PING (`#verifyOthers`). */
   readonly #verifiedAt = new Map<string, number>();
 
@@ -221,6 +231,9 @@ export class TunnelHub {
     }
     this.#registry = opts.registry;
     this.#log = opts.logger;
+    if (opts.warmUps !== false) {
+      this.#warmUps = new WarmUpQueue({ ...opts.warmUps, clock: opts.clock ?? realClock });
+    }
     const batchMs = opts.quietBatchMs ?? DEFAULT_QUIET_BATCH_MS;
     this.#udp = this.#listen("udp", {
       hostname: opts.hostname,
@@ -312,6 +325,13 @@ export class TunnelHub {
     for (const { server } of this.#listeners) addStats(sum, server.stats);
     return sum;
   }
+  /** Warm-ups by how they ended, and their bytes (metrics read them); undefined when off. */
+  get warmUps():
+    | { readonly counts: Readonly<WarmUpCounts>; readonly bytesSent: number }
+    | undefined {
+    return this.#warmUps;
+  }
+
   /** Sessions turned away after their DTLS handshake, by reason (metrics read it). */
   get sessionsRefused(): Readonly<TunnelRefusals> {
     return this.#refused;
@@ -484,7 +504,9 @@ export class TunnelHub {
           t: "welcome",
           session: id,
           server: SERVER_VERSION,
-          features: [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS],
+          features: this.#warmUps
+            ? [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS, FEATURE_WARM_UP]
+            : [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS],
           ...(reset ? { reset: Buffer.from(reset).toString("hex") } : {}),
         };
       },
@@ -508,6 +530,12 @@ export class TunnelHub {
       );
       const remove = this.#registry.add(domain, tunnel);
       this.#verifyOthers(domain, tunnel);
+      if (
+        this.#warmUps && hello.features?.includes(FEATURE_WARM_UP) && transport === "udp" &&
+        !isLoopbackAddress(conn.remoteAddr.hostname)
+      ) {
+        this.#warmUps.add(session);
+      }
       void watchControl(after, () => this.#drain(tunnel));
       // The client opens only the control stream: any other stream it opens is refused
       // at once (left in the accept queue, each would hold up to a stream window of data

@@ -19,15 +19,16 @@ import { MuxSession, MuxStreamError, StreamErrorCode } from "../shared/mux/mod.t
 import {
   encodeHead,
   FEATURE_ACK_TIMESTAMPS,
+  FEATURE_WARM_UP,
   readHead,
   readHeadFrom,
   type RequestHead,
 } from "../shared/protocol/mod.ts";
 import { FakeClock, runFor, runUntil } from "../shared/testing/fake_clock.ts";
 import { pump, pumped } from "./helpers/fake_pump.ts";
-import { SimNet } from "../shared/testing/sim_net.ts";
+import { SimNet, type SimNetOptions } from "../shared/testing/sim_net.ts";
 import { TunnelRegistry } from "../server/registry.ts";
-import { type Tunnel, TunnelHub } from "../server/tunnels.ts";
+import { type Tunnel, TunnelHub, type TunnelHubOptions } from "../server/tunnels.ts";
 import type { Logger } from "../server/log.ts";
 
 const DOMAIN = "app.sim.test";
@@ -204,11 +205,16 @@ Deno.test("whole tunnel on fake time: connect, serve, survive loss, reconnect af
 });
 
 /** A tunnel hub on the simulated network, and a way to dial it as a bare mux session. */
-function hubOnSimNet(seed: number) {
+function hubOnSimNet(
+  seed: number,
+  path: Omit<SimNetOptions, "clock" | "seed"> = {},
+  hubOptions: Partial<TunnelHubOptions> = {},
+) {
   const clock = new FakeClock();
-  const net = new SimNet({ clock, delayMs: 10, seed });
+  const net = new SimNet({ clock, delayMs: 10, seed, ...path });
   const registry = new TunnelRegistry<Tunnel>();
   const hub = new TunnelHub({
+    ...hubOptions,
     hostname: SERVER.hostname,
     port: SERVER.port,
     lookupPsk: (id) => Promise.resolve(id === DOMAIN ? derivePsk(API_KEY) : undefined),
@@ -242,7 +248,7 @@ function hubOnSimNet(seed: number) {
     for (const c of conns) c.close();
     net.close();
   };
-  return { clock, registry, dial, close };
+  return { clock, registry, hub, dial, close };
 }
 
 Deno.test("tunnel hub on fake time: a stream the client opens after the hello is refused at once", async () => {
@@ -316,5 +322,131 @@ Deno.test("tunnel hub on fake time: ACK timestamps go only to a side that listed
     ok(!session.isClosed && tunnel.usable);
   } finally {
     await close([session]);
+  }
+});
+
+/** A 10 Mbit/s bottleneck with a queue of 1.5 BDP (20 ms round trips). */
+const NARROW = { rateBytesPerMs: 1250, queueBytes: 37_500 };
+
+/** Says hello on `session` listing `features`; the welcome. */
+async function hello(clock: FakeClock, session: MuxSession, features: string[]) {
+  const { welcome } = await pumped(
+    clock,
+    sayHello(
+      session,
+      { client: "test", domain: DOMAIN, target: "http://x", features },
+      10_000,
+      clock,
+    ),
+    2_000,
+    "hello",
+  );
+  return welcome;
+}
+
+Deno.test("tunnel hub on fake time: warm-ups go to clients that asked, a few at a time", async () => {
+  const { clock, registry, hub, dial, close } = hubOnSimNet(5, NARROW, {
+    warmUps: { concurrency: 1, maxWaiting: 1 },
+  });
+  const sessions: MuxSession[] = [];
+  try {
+    // Three clients ask at once: one warms up, one waits its turn, one goes without.
+    for (let i = 0; i < 3; i++) sessions.push(await dial());
+    const welcomes = await Promise.all(sessions.map((s) => hello(clock, s, [FEATURE_WARM_UP])));
+    for (const w of welcomes) ok(w.features?.includes(FEATURE_WARM_UP), JSON.stringify(w));
+    const plain = await dial();
+    sessions.push(plain);
+    const plainWelcome = await hello(clock, plain, []);
+    ok(plainWelcome.features?.includes(FEATURE_WARM_UP), "offered, not forced");
+    await runFor(clock, 5_000);
+    const counts = hub.warmUps!.counts;
+    deepEqual({ ...counts }, {
+      modelled: 2,
+      bytes: 0,
+      time: 0,
+      closed: 0,
+      "not-needed": 0,
+      skipped: 1,
+    });
+    const sent = [...registry.sessionsOf(DOMAIN)].map((t) => t.session.stats.warmUpBytesSent);
+    equal(sent.filter((b) => b > 0).length, 2, `warm-up bytes per tunnel: ${sent}`);
+    equal(hub.warmUps!.bytesSent, sent.reduce((a, b) => a + b));
+    // The warmed tunnels know their path's rate (10 Mbit/s) before any request.
+    for (const t of registry.sessionsOf(DOMAIN)) {
+      if (t.session.stats.warmUpBytesSent === 0) continue;
+      const bw = t.session.stats.maxBandwidthBytesPerSecond / 1_250_000;
+      ok(bw > 0.9 && bw < 1.1, `max_bw ${bw} x the bottleneck`);
+    }
+    for (const s of sessions) ok(!s.isClosed);
+  } finally {
+    await close(sessions);
+  }
+});
+
+Deno.test("tunnel hub on fake time: a hub without warm-ups does not offer them", async () => {
+  const { clock, registry, hub, dial, close } = hubOnSimNet(6, NARROW, { warmUps: false });
+  const session = await dial();
+  try {
+    const welcome = await hello(clock, session, [FEATURE_WARM_UP]);
+    ok(!welcome.features?.includes(FEATURE_WARM_UP), JSON.stringify(welcome));
+    await runFor(clock, 2_000);
+    equal(hub.warmUps, undefined);
+    equal([...registry.sessionsOf(DOMAIN)][0]!.session.stats.warmUpBytesSent, 0);
+  } finally {
+    await close([session]);
+  }
+});
+
+Deno.test("whole tunnel on fake time: the client and the server warm the path up both ways, unless the client says not to", async () => {
+  for (const warmUp of [true, false]) {
+    const clock = new FakeClock();
+    const net = new SimNet({ clock, delayMs: 10, seed: 8, ...NARROW });
+    const registry = new TunnelRegistry<Tunnel>();
+    const hub = new TunnelHub({
+      hostname: SERVER.hostname,
+      port: SERVER.port,
+      lookupPsk: (id) => Promise.resolve(id === DOMAIN ? derivePsk(API_KEY) : undefined),
+      registry,
+      logger: quiet,
+      clock,
+      dtls: { socket: net.socket },
+    });
+    const ac = new AbortController();
+    const client = runClient({
+      server: SERVER,
+      domain: DOMAIN,
+      apiKey: API_KEY,
+      target: new URL("http://127.0.0.1:9"),
+      dialer: dtlsDialer({
+        server: SERVER,
+        domain: DOMAIN,
+        apiKey: API_KEY,
+        clock,
+        socket: (_h, port, handler) => net.socket("10.0.0.2", port, handler),
+      }),
+      clock,
+      random: () => 0.5,
+      statsIntervalMs: 60_000,
+      warmUp,
+    }, ac.signal);
+    try {
+      await pump(clock, () => hub.pick(DOMAIN) !== undefined, 2_000, "connect");
+      await runFor(clock, 3_000);
+      const s = hub.pick(DOMAIN)!.session.stats;
+      if (warmUp) {
+        equal(hub.warmUps!.counts.modelled, 1, JSON.stringify(hub.warmUps!.counts));
+        ok(s.warmUpBytesSent > 50_000, `server's warm-up: ${s.warmUpBytesSent} bytes`);
+        ok(s.bytesReceived > 50_000, `client's warm-up: the server read ${s.bytesReceived} bytes`);
+      } else {
+        equal(hub.warmUps!.bytesSent, 0);
+        equal(s.warmUpBytesSent, 0);
+        ok(s.bytesReceived < 5_000, `the server read ${s.bytesReceived} bytes`);
+      }
+    } finally {
+      ac.abort();
+      await pumped(clock, client, 5_000, "client stop").catch(() => {});
+      await pumped(clock, hub.close({ abort: true }), 5_000, "hub close").catch(() => {});
+      net.close();
+    }
   }
 });

@@ -49,6 +49,14 @@ export const FEATURE_COMPACT_HEADS = "compact-heads";
  */
 export const FEATURE_ACK_TIMESTAMPS = "ack-timestamps";
 
+/**
+ * Hello.features and Welcome.features: this side reads the mux's WARM_UP frames and
+ * warms its own sending direction up (shared/mux/warm_up.ts) once the other side listed
+ * this too. A client lists it to ask for the server's warm-up; either side leaves it out
+ * to have none either way (`HOP_CLIENT_WARM_UP=false`, `HOP_TUNNEL_WARM_UP=false`).
+ */
+export const FEATURE_WARM_UP = "warm-up";
+
 /** Header fields as name/value pairs, in order, repeats kept apart. */
 export type HeaderList = [string, string][];
 
