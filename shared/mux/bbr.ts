@@ -62,6 +62,8 @@ const FULL_BW_GROWTH = 1.25;
 /** ... in this many rounds in a row that were not app-limited. */
 const FULL_BW_ROUNDS = 3;
 const MIN_WINDOW_PACKETS = 4;
+/** max_bw this close to the first flight's rate has found the bottleneck (`bandwidthKnown`). */
+const FIRST_FLIGHT_REACHED = 0.9;
 /** ProbeRTT's window, in BDPs (BBRv3; BBRv1 used 4 packets). */
 const PROBE_RTT_CWND_GAIN = 0.5;
 /** Multiplicative decrease of inflightHi on a congested round (BBRv2's beta). */
@@ -251,11 +253,16 @@ export class Bbr implements CongestionController {
   }
 
   /**
-   * Startup saw a round (not app-limited) in which max_bw grew less than 25 %: the rate is
-   * the path's, though Startup waits for three such rounds before it ends.
+   * Startup ended, or saw a round (not app-limited) in which max_bw grew less than 25 % with
+   * max_bw at 90 % or more of the first flight's rate (first_flight.ts: the bottleneck's,
+   * where nothing else queues there). One flat round short of that is too often loss
+   * (at 3 %, a warm-up stopped at half the rate); three flat rounds cost a warm-up half as
+   * much again (warm_up.ts).
    */
   get bandwidthKnown(): boolean {
-    return this.fullBwReached || this.#fullBwCount > 0;
+    return this.fullBwReached ||
+      (this.#fullBwCount > 0 && this.firstFlightRate > 0 &&
+        this.#bw.best >= FIRST_FLIGHT_REACHED * this.firstFlightRate);
   }
 
   /** Alone at the bottleneck, and no congested round in the last 10. */

@@ -222,8 +222,10 @@ export class Packer {
     const mds = pmtu.size;
     this.pacingAt = Infinity;
     this.#maybeProbeMtu(now);
+    // A bulk sender (stream data, or a warm-up) asks for fewer ACKs.
     if (
-      this.#queue.length > 0 && this.#p.ackFrequency.update(now, rec.cwnd, mds, rec.smoothedRtt)
+      (this.#queue.length > 0 || this.#warmUp !== null) &&
+      this.#p.ackFrequency.update(now, rec.cwnd, mds, rec.smoothedRtt)
     ) {
       control.queue(FrameKind.ACK_FREQUENCY);
     }

@@ -1,8 +1,9 @@
 /**
  * A session's warm-up (docs/congestion.md, "Warm-up"): while the session has nothing else
  * to send, it sends packets of one WARM_UP frame and PADDING, at full size, as fast as the
- * congestion controller lets it, until the controller has measured the path's rate (BBR:
- * Startup found the pipe full), a byte or time bound is reached, or the session closes.
+ * congestion controller lets it, until the controller has measured the path's rate
+ * (`CongestionController.bandwidthKnown`), a byte or time bound is reached, or the session
+ * closes.
  * Stream data always goes first; a warm-up packet only fills what the data leaves.
  *
  * Why: a fresh session's first bulk transfer otherwise spends its first round trips

@@ -45,6 +45,10 @@ Deno.test("warm-up: a fresh session's first download is as fast as its second", 
         await w.sleep(100);
         const r = await w.wait(w.server.warmUp(), "warm-up");
         assert.equal(r.end, "modelled", `${name}: ${JSON.stringify(r)}`);
+        // It learned the bottleneck's rate (one flat round of Startup alone stopped a P3
+        // warm-up at half of it).
+        const bw = w.server.stats.maxBandwidthBytesPerSecond / 1000 / rate;
+        assert.ok(bw > 0.9 && bw < 1.1, `${name} seed ${seed}: max_bw ${bw} x the bottleneck`);
         assert.equal(w.server.stats.warmUpBytesSent, r.bytes);
         // The peer acknowledges them as it does stream data, not one ACK each.
         assert.ok(w.client.stats.packetsSent < r.packets / 2, `${name}: ACK packets`);
