@@ -103,7 +103,7 @@ export interface ClientOptions {
   statsIntervalMs?: number;
   /**
    * Warm a new tunnel's path up both ways while it waits for its first request
-   * (docs/congestion.md, "Warm-up"): over UDP off loopback, when the server offers it.
+   * (docs/congestion.md, "Warm-up"): over UDP off loopback, when the server grants it.
    * Default true (`--warm-up`).
    */
   warmUp?: boolean;

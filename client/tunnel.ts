@@ -96,8 +96,9 @@ export async function bringUp(dialer: TunnelDialer, ctx: Ctx, signal: AbortSigna
       clock,
     );
     if (welcome.features?.includes(FEATURE_ACK_TIMESTAMPS)) session.sendAckTimestamps();
-    // The upload direction learns its path while the tunnel waits for requests; the server
-    // warms the download direction up likewise.
+    // Our sending direction (responses, what visitors download) learns its path while the
+    // tunnel waits for requests; the server warms its own (requests) up likewise. The welcome
+    // lists the feature only when the server granted this tunnel a warm-up.
     if (warmUp && welcome.features?.includes(FEATURE_WARM_UP)) void session.warmUp();
     // From now on a restarted server's stateless reset ends this tunnel at once.
     if (welcome.reset) dialed.expectStatelessReset?.(Buffer.from(welcome.reset, "hex"));

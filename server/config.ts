@@ -145,8 +145,8 @@ export interface ServerConfig {
    */
   tunnelMaxDatagramBytes: number | undefined;
   /**
-   * Warm new tunnels' paths up while they wait for their first request, for clients that
-   * ask (server/warm_ups.ts; `HOP_TUNNEL_WARM_UP`). Default true.
+   * Warm new tunnels' paths up both ways while they wait for their first request, for
+   * clients that ask, a few at a time (server/warm_ups.ts; `HOP_TUNNEL_WARM_UP`). Default true.
    */
   tunnelWarmUp: boolean;
   /**

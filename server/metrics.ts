@@ -392,15 +392,16 @@ export class ServerMetrics {
     );
     byLabel(
       "hopgate_tunnel_warm_ups_total",
-      "Warm-ups of new tunnels' paths (padding until the path's rate is measured), by how " +
-        "they ended: modelled, bytes or time (a bound), closed, not-needed, skipped (more " +
-        "tunnels waited than the node runs at once; HOP_TUNNEL_WARM_UP turns them off).",
+      "The server's warm-ups of new tunnels' paths (padding until the path's rate is " +
+        "measured), by how they ended: modelled, bytes or time (a bound), closed, not-needed; " +
+        "skipped: a client asked while the node's grants were all held (HOP_TUNNEL_WARM_UP " +
+        "turns them off).",
       "end",
       () => self.#tunnels?.warmUps?.counts,
     );
     new Counter({
       name: "hopgate_tunnel_warm_up_bytes_total",
-      help: "Bytes of warm-up packets sent to clients, all tunnels.",
+      help: "Bytes of the server's warm-up packets sent to clients, all tunnels.",
       registers,
       collect() {
         this.reset();

@@ -44,7 +44,12 @@ import { canonicalDomain, formatHostPort } from "../shared/names.ts";
 import type { Logger } from "./log.ts";
 import { Buffer } from "node:buffer";
 import type { TunnelRegistry, TunnelSession } from "./registry.ts";
-import { type WarmUpCounts, WarmUpQueue, type WarmUpQueueOptions } from "./warm_ups.ts";
+import {
+  type WarmUpCounts,
+  type WarmUpGrant,
+  WarmUpGrants,
+  type WarmUpGrantsOptions,
+} from "./warm_ups.ts";
 
 export const SERVER_VERSION = "hopgate-server/0.1.0";
 
@@ -162,11 +167,11 @@ export interface TunnelHubOptions {
    */
   drainTimeoutMs?: number;
   /**
-   * Warm-ups of new tunnels' download direction (server/warm_ups.ts), for clients that ask
-   * (FEATURE_WARM_UP) over UDP from off loopback; false: none, and the welcome does not
-   * offer them (`HOP_TUNNEL_WARM_UP=false`). Default: 4 at a time.
+   * Warm-ups of new tunnels, both ways (server/warm_ups.ts), for clients that ask
+   * (FEATURE_WARM_UP) over UDP from off loopback, a few at a time; false: none, and no
+   * welcome offers them (`HOP_TUNNEL_WARM_UP=false`). Default: 4 at a time.
    */
-  warmUps?: Omit<WarmUpQueueOptions, "clock"> | false;
+  warmUps?: Omit<WarmUpGrantsOptions, "clock"> | false;
   /** Called for every mux session as it starts, greeted or not (metrics). */
   onSession?: (session: MuxSession) => void;
   /** DTLS, mux and hello timers run on this (tests pass a fake one). Default realClock. */
@@ -217,7 +222,7 @@ export class TunnelHub {
   };
   #rr = 0;
   #closing = false;
-  readonly #warmUps: WarmUpQueue | undefined;
+  readonly #warmUps: WarmUpGrants | undefined;
   /** When each domain's older tunnels were last asked for a PING (`#verifyOthers`). */
   readonly #verifiedAt = new Map<string, number>();
 
@@ -232,7 +237,7 @@ export class TunnelHub {
     this.#registry = opts.registry;
     this.#log = opts.logger;
     if (opts.warmUps !== false) {
-      this.#warmUps = new WarmUpQueue({ ...opts.warmUps, clock: opts.clock ?? realClock });
+      this.#warmUps = new WarmUpGrants({ ...opts.warmUps, clock: opts.clock ?? realClock });
     }
     const batchMs = opts.quietBatchMs ?? DEFAULT_QUIET_BATCH_MS;
     this.#udp = this.#listen("udp", {
@@ -451,6 +456,8 @@ export class TunnelHub {
     // A welcomed session holds a slot from the decision on, before it reaches the
     // registry (the welcome is written in between): concurrent hellos cannot overshoot.
     let reserved = false;
+    // The client asked for a warm-up and got one of the node's grants (its welcome says so).
+    let warmUp: WarmUpGrant | null = null;
     const unreserve = () => {
       if (!reserved) return;
       reserved = false;
@@ -499,12 +506,18 @@ export class TunnelHub {
         this.#welcoming.set(domain, (this.#welcoming.get(domain) ?? 0) + 1);
         // The client reads TIMESTAMP frames: ours may date the ACKs of the welcome's packet on.
         if (hello.features?.includes(FEATURE_ACK_TIMESTAMPS)) session.sendAckTimestamps();
+        if (
+          this.#warmUps && hello.features?.includes(FEATURE_WARM_UP) && transport === "udp" &&
+          !isLoopbackAddress(conn.remoteAddr.hostname)
+        ) {
+          warmUp = this.#warmUps.tryGrant();
+        }
         const reset = conn.statelessResetToken;
         return {
           t: "welcome",
           session: id,
           server: SERVER_VERSION,
-          features: this.#warmUps
+          features: warmUp
             ? [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS, FEATURE_WARM_UP]
             : [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS],
           ...(reset ? { reset: Buffer.from(reset).toString("hex") } : {}),
@@ -516,7 +529,10 @@ export class TunnelHub {
       clock.clearTimer(deadline);
       doneWaiting();
       unreserve();
-      if (this.#closing || session.isClosed) return;
+      if (this.#closing || session.isClosed) {
+        warmUp?.drop();
+        return;
+      }
       const splice = hello.features?.includes(FEATURE_SPLICE) ?? false;
       const tunnel = new Tunnel(
         id,
@@ -530,12 +546,7 @@ export class TunnelHub {
       );
       const remove = this.#registry.add(domain, tunnel);
       this.#verifyOthers(domain, tunnel);
-      if (
-        this.#warmUps && hello.features?.includes(FEATURE_WARM_UP) && transport === "udp" &&
-        !isLoopbackAddress(conn.remoteAddr.hostname)
-      ) {
-        this.#warmUps.add(session);
-      }
+      warmUp?.start(session);
       void watchControl(after, () => this.#drain(tunnel));
       // The client opens only the control stream: any other stream it opens is refused
       // at once (left in the accept queue, each would hold up to a stream window of data
@@ -570,6 +581,7 @@ export class TunnelHub {
       clock.clearTimer(deadline);
       doneWaiting();
       unreserve();
+      warmUp?.drop();
       let reason = e instanceof HelloRejectedError ? `${e.code}: ${e.message}` : String(e);
       if (this.#closing) {
         // shutting down: not a refusal

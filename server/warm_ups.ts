@@ -1,33 +1,43 @@
 /**
- * The node's tunnel warm-ups (shared/mux/warm_up.ts; docs/congestion.md, "Warm-up"): a
- * greeted tunnel whose client asked for one (FEATURE_WARM_UP) has its download direction
- * warmed up while it waits for its first request. A warm-up fills the path to the client
- * for a few round trips (~6 BDPs, at most `maxBytes`), so after a restart, when every
- * client reconnects at once, the node runs at most `concurrency` at a time; the others
- * wait in arrival order, at most `maxWaiting` of them and each at most `maxWaitMs`, and a
- * tunnel beyond either goes without (counted `skipped`): it then learns its path on its
- * first transfer, as without a warm-up.
+ * The node's tunnel warm-ups (shared/mux/warm_up.ts; docs/congestion.md, "Warm-up"). A
+ * client that asks for one (FEATURE_WARM_UP in its hello) and gets a grant here has the
+ * feature listed in its welcome: it then warms up its sending direction (responses, which
+ * visitors download) and the server its own (requests and their bodies). Each fills the
+ * path for a few round trips (~6 BDPs, at most 4 MiB and 3 s), and after a restart every
+ * client reconnects at once: padding from a thousand clients together would fill the
+ * node's own link. So at most `concurrency` grants are held at a time, each from the
+ * welcome for at least `holdMs` (what a client's warm-up may last) and until the server's
+ * warm-up ended. A client that asks while none is free goes without either way (counted
+ * `skipped`): it learns its path on its first transfer, as without warm-ups.
  */
 import type { Clock } from "../shared/clock.ts";
-import type { MuxSession, WarmUpEnd, WarmUpOptions } from "../shared/mux/mod.ts";
+import {
+  type MuxSession,
+  WARM_UP_DEFAULT_MAX_MS,
+  type WarmUpEnd,
+  type WarmUpOptions,
+} from "../shared/mux/mod.ts";
 
-export interface WarmUpQueueOptions {
-  /** Warm-ups running at once. Default 4. */
+export interface WarmUpGrantsOptions {
+  /** Grants held at once. Default 4. */
   concurrency?: number;
-  /** Tunnels waiting for a slot. Default 256. */
-  maxWaiting?: number;
-  /** A tunnel that waited this long goes without. Default 10 000 ms. */
-  maxWaitMs?: number;
-  /** Each warm-up's bounds. */
+  /** A grant is held at least this long from the welcome. Default 3000 ms (a warm-up's time bound). */
+  holdMs?: number;
+  /** The server's warm-ups' bounds. */
   warmUp?: WarmUpOptions;
   clock: Clock;
 }
 
-/** Warm-ups by how they ended (`skipped`: never started, the queue was full or too slow). */
+/** The server's warm-ups by how they ended; `skipped`: a client asked while no grant was free. */
 export type WarmUpCounts = Record<WarmUpEnd | "skipped", number>;
 
-export class WarmUpQueue {
-  /** How the node's warm-ups ended. */
+/** One tunnel's grant: exactly one of `start` (the tunnel is up) or `drop` (it is not). */
+export interface WarmUpGrant {
+  start(session: MuxSession): void;
+  drop(): void;
+}
+
+export class WarmUpGrants {
   readonly counts: WarmUpCounts = {
     modelled: 0,
     bytes: 0,
@@ -36,20 +46,17 @@ export class WarmUpQueue {
     "not-needed": 0,
     skipped: 0,
   };
-  /** Bytes of warm-up packets sent, all warm-ups. */
+  /** Bytes of the server's warm-up packets, all tunnels. */
   bytesSent = 0;
   readonly #concurrency: number;
-  readonly #maxWaiting: number;
-  readonly #maxWaitMs: number;
+  readonly #holdMs: number;
   readonly #warmUp: WarmUpOptions;
   readonly #clock: Clock;
-  #running = 0;
-  readonly #waiting: { session: MuxSession; since: number }[] = [];
+  #held = 0;
 
-  constructor(o: WarmUpQueueOptions) {
+  constructor(o: WarmUpGrantsOptions) {
     this.#concurrency = o.concurrency ?? 4;
-    this.#maxWaiting = o.maxWaiting ?? 256;
-    this.#maxWaitMs = o.maxWaitMs ?? 10_000;
+    this.#holdMs = o.holdMs ?? WARM_UP_DEFAULT_MAX_MS;
     this.#warmUp = o.warmUp ?? {};
     this.#clock = o.clock;
     if (!Number.isInteger(this.#concurrency) || this.#concurrency < 1) {
@@ -57,45 +64,40 @@ export class WarmUpQueue {
     }
   }
 
-  /** Warm-ups running now, and tunnels waiting for one. */
-  get running(): number {
-    return this.#running;
-  }
-  get waiting(): number {
-    return this.#waiting.length;
+  /** Grants held now. */
+  get held(): number {
+    return this.#held;
   }
 
-  /** Warms `session` up when a slot is free (or never: see the module comment). */
-  add(session: MuxSession): void {
-    if (this.#running < this.#concurrency) return this.#start(session);
-    if (this.#waiting.length >= this.#maxWaiting) {
+  /** A grant if one is free (the welcome then lists the feature), else null (counted). */
+  tryGrant(): WarmUpGrant | null {
+    if (this.#held >= this.#concurrency) {
       this.counts.skipped++;
-      return;
+      return null;
     }
-    this.#waiting.push({ session, since: this.#clock.now() });
-  }
-
-  #start(session: MuxSession): void {
-    this.#running++;
-    void session.warmUp(this.#warmUp).then((r) => {
-      this.#running--;
-      this.counts[r.end]++;
-      this.bytesSent += r.bytes;
-      this.#next();
-    });
-  }
-
-  #next(): void {
-    const now = this.#clock.now();
-    while (this.#running < this.#concurrency && this.#waiting.length > 0) {
-      const { session, since } = this.#waiting.shift()!;
-      if (session.isClosed) {
-        this.counts.closed++;
-      } else if (now - since > this.#maxWaitMs) {
-        this.counts.skipped++;
-      } else {
-        this.#start(session);
-      }
-    }
+    this.#held++;
+    // Released once both the hold time passed and the server's warm-up ended (or never ran).
+    let parts = 2;
+    const release = () => {
+      if (--parts === 0) this.#held--;
+    };
+    this.#clock.setTimer(release, this.#holdMs);
+    let used = false;
+    return {
+      start: (session) => {
+        if (used) return;
+        used = true;
+        void session.warmUp(this.#warmUp).then((r) => {
+          this.counts[r.end]++;
+          this.bytesSent += r.bytes;
+          release();
+        });
+      },
+      drop: () => {
+        if (used) return;
+        used = true;
+        release();
+      },
+    };
   }
 }

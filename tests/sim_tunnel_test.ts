@@ -346,37 +346,44 @@ async function hello(clock: FakeClock, session: MuxSession, features: string[]) 
 
 Deno.test("tunnel hub on fake time: warm-ups go to clients that asked, a few at a time", async () => {
   const { clock, registry, hub, dial, close } = hubOnSimNet(5, NARROW, {
-    warmUps: { concurrency: 1, maxWaiting: 1 },
+    warmUps: { concurrency: 1, holdMs: 1_000 },
   });
   const sessions: MuxSession[] = [];
   try {
-    // Three clients ask at once: one warms up, one waits its turn, one goes without.
+    // Three clients ask at once: the node's one grant goes to one of them; the others go
+    // without, both ways (their welcomes do not list the feature).
     for (let i = 0; i < 3; i++) sessions.push(await dial());
     const welcomes = await Promise.all(sessions.map((s) => hello(clock, s, [FEATURE_WARM_UP])));
-    for (const w of welcomes) ok(w.features?.includes(FEATURE_WARM_UP), JSON.stringify(w));
+    const granted = welcomes.map((w) => w.features?.includes(FEATURE_WARM_UP) ?? false);
+    equal(granted.filter(Boolean).length, 1, JSON.stringify(welcomes));
+    // A client that did not ask gets none.
     const plain = await dial();
     sessions.push(plain);
-    const plainWelcome = await hello(clock, plain, []);
-    ok(plainWelcome.features?.includes(FEATURE_WARM_UP), "offered, not forced");
+    ok(!(await hello(clock, plain, [])).features?.includes(FEATURE_WARM_UP));
     await runFor(clock, 5_000);
-    const counts = hub.warmUps!.counts;
-    deepEqual({ ...counts }, {
-      modelled: 2,
+    deepEqual({ ...hub.warmUps!.counts }, {
+      modelled: 1,
       bytes: 0,
       time: 0,
       closed: 0,
       "not-needed": 0,
-      skipped: 1,
+      skipped: 2,
     });
     const sent = [...registry.sessionsOf(DOMAIN)].map((t) => t.session.stats.warmUpBytesSent);
-    equal(sent.filter((b) => b > 0).length, 2, `warm-up bytes per tunnel: ${sent}`);
+    equal(sent.filter((b) => b > 0).length, 1, `warm-up bytes per tunnel: ${sent}`);
     equal(hub.warmUps!.bytesSent, sent.reduce((a, b) => a + b));
-    // The warmed tunnels know their path's rate (10 Mbit/s) before any request.
+    // The warmed tunnel knows its path's rate (10 Mbit/s) before any request.
     for (const t of registry.sessionsOf(DOMAIN)) {
       if (t.session.stats.warmUpBytesSent === 0) continue;
       const bw = t.session.stats.maxBandwidthBytesPerSecond / 1_250_000;
       ok(bw > 0.9 && bw < 1.1, `max_bw ${bw} x the bottleneck`);
     }
+    // The grant is free again: the next client that asks gets one.
+    const later = await dial();
+    sessions.push(later);
+    ok((await hello(clock, later, [FEATURE_WARM_UP])).features?.includes(FEATURE_WARM_UP));
+    await runFor(clock, 3_000);
+    equal(hub.warmUps!.counts.modelled, 2);
     for (const s of sessions) ok(!s.isClosed);
   } finally {
     await close(sessions);

@@ -123,9 +123,9 @@ export interface CongestionController {
    */
   readonly wantsFirstFlightRate: boolean;
   /**
-   * The controller measured the path's rate, so a transfer starts at it (BBR: Startup found
-   * the pipe full). NewReno keeps no rate to learn: true. A warm-up (warm_up.ts) runs until
-   * this holds.
+   * The controller measured the path's rate, so a transfer starts at it (BBR: Startup ended,
+   * or max_bw stopped growing near the first flight's rate). NewReno keeps no rate to learn:
+   * true. A warm-up (warm_up.ts) runs until this holds.
    */
   readonly bandwidthKnown: boolean;
   /** Room in the window for a packet of `size` bytes on top of `bytesInFlight`. */

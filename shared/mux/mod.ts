@@ -13,7 +13,13 @@
  */
 export { MuxSession } from "./session.ts";
 export type { MuxCloseInfo, MuxSessionOptions, MuxStats, MuxStream } from "./types.ts";
-export type { WarmUpEnd, WarmUpOptions, WarmUpResult } from "./warm_up.ts";
+export {
+  WARM_UP_DEFAULT_MAX_BYTES,
+  WARM_UP_DEFAULT_MAX_MS,
+  type WarmUpEnd,
+  type WarmUpOptions,
+  type WarmUpResult,
+} from "./warm_up.ts";
 export {
   MuxSessionError,
   MuxStreamError,
