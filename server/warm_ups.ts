@@ -31,6 +31,11 @@ export interface WarmUpGrantsOptions {
 /** The server's warm-ups by how they ended; `skipped`: a client asked while no grant was free. */
 export type WarmUpCounts = Record<WarmUpEnd | "skipped", number>;
 
+/** Every count at 0. */
+export function zeroWarmUpCounts(): WarmUpCounts {
+  return { modelled: 0, bytes: 0, time: 0, closed: 0, "not-needed": 0, skipped: 0 };
+}
+
 /** One tunnel's grant: exactly one of `start` (the tunnel is up) or `drop` (it is not). */
 export interface WarmUpGrant {
   start(session: MuxSession): void;
@@ -38,14 +43,7 @@ export interface WarmUpGrant {
 }
 
 export class WarmUpGrants {
-  readonly counts: WarmUpCounts = {
-    modelled: 0,
-    bytes: 0,
-    time: 0,
-    closed: 0,
-    "not-needed": 0,
-    skipped: 0,
-  };
+  readonly counts: WarmUpCounts = zeroWarmUpCounts();
   /** Bytes of the server's warm-up packets, all tunnels. */
   bytesSent = 0;
   readonly #concurrency: number;
