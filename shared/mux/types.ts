@@ -67,8 +67,9 @@ export interface MuxStats {
    * its packets arrived there, not by when the ACK reached us: delivery_rate.ts).
    */
   timestampsReceived: number;
-  /** Warm-up packets sent (warm_up.ts: WARM_UP and PADDING, to learn the path's rate), and their bytes. */
+  /** Warm-up packets sent (warm_up.ts: WARM_UP and PADDING, to learn the path's rate). */
   warmUpPacketsSent: number;
+  /** Their bytes. */
   warmUpBytesSent: number;
   /** Smoothed RTT in ms (the initial guess until a sample arrives). */
   srttMs: number;

@@ -30,16 +30,21 @@ export interface WarmUpOptions {
  */
 export type WarmUpEnd = "modelled" | "bytes" | "time" | "closed" | "not-needed";
 
+/** How a warm-up went (`MuxSession.warmUp` resolves with it). */
 export interface WarmUpResult {
+  /** Why it stopped. */
   end: WarmUpEnd;
-  /** Warm-up packets sent, and their bytes. */
+  /** Warm-up packets sent. */
   packets: number;
+  /** Their bytes. */
   bytes: number;
   /** From start to end, ms. */
   ms: number;
 }
 
+/** `WarmUpOptions.maxBytes` by default. */
 export const WARM_UP_DEFAULT_MAX_BYTES = 4 * 1024 * 1024;
+/** `WarmUpOptions.maxMs` by default. */
 export const WARM_UP_DEFAULT_MAX_MS = 3000;
 
 export class WarmUp {
