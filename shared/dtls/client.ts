@@ -4,7 +4,7 @@
  */
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
-import { MAX_RECORD_OVERHEAD, suiteByName, type SuiteName, SUITES } from "./cipher.ts";
+import { suiteByName, type SuiteName, SUITES } from "./cipher.ts";
 import { ClientHandshake } from "./client_handshake.ts";
 import { AlertLevel } from "./constants.ts";
 import { Connection, type DtlsConn } from "./connection.ts";
@@ -123,7 +123,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
     remoteAddr: { hostname: ip, port: opts.port },
     transmit: (d, dest) => socket.send(d, dest),
     maxDatagramSize,
-    handshakeMtu: opts.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + MAX_RECORD_OVERHEAD,
+    handshakeMtu: opts.handshakeMtu,
     stats,
     onClosed: () => socket.close(),
   });
@@ -143,7 +143,7 @@ export async function dtlsConnect(opts: DtlsClientOptions): Promise<DtlsClientCo
         socket.done.then(() => reject(err));
         return;
       }
-      conn.setSuite(hs.suite!, maxDatagramSize + MAX_RECORD_OVERHEAD);
+      conn.setSuite(hs.suite!);
       conn.identity = opts.identity;
       conn.established = true;
       stats.handshakesCompleted++;

@@ -25,7 +25,7 @@
  * its validated address.
  */
 import type { DatagramConn, DatagramHandler } from "../datagram.ts";
-import { type CipherSuite, RecordCipher, recordOverhead } from "./cipher.ts";
+import { type CipherSuite, MAX_RECORD_OVERHEAD, RecordCipher, recordOverhead } from "./cipher.ts";
 import { randomBytes } from "node:crypto";
 import {
   AlertDescription,
@@ -120,9 +120,13 @@ export interface ConnectionOptions {
   remoteAddr: PeerAddr;
   /** Sends one UDP datagram to `to` (the peer's address; reused, do not keep it changed). */
   transmit: (datagram: Uint8Array, to: Deno.NetAddr) => void;
-  /** Application payload bytes per datagram. */
+  /**
+   * Application payload bytes per datagram: the ceiling, counted under the suite that adds
+   * most (`setSuite` gives each suite what is left of ceiling + MAX_RECORD_OVERHEAD).
+   */
   maxDatagramSize: number;
-  handshakeMtu: number;
+  /** UDP payload limit for handshake flights. Default the ceiling (at least 1200) + 37. */
+  handshakeMtu?: number | undefined;
   stats: DtlsStats;
   /** Called once when the connection closes, for the owner's bookkeeping. */
   onClosed?: (conn: Connection) => void;
@@ -152,6 +156,8 @@ export class Connection implements DtlsConn, RecordIO {
   readonly #onPathValidated: ((c: Connection, from: PeerAddr) => void) | undefined;
   readonly #clock: Clock;
   #maxDatagramSize: number;
+  /** The UDP payload a record may make: the ceiling + MAX_RECORD_OVERHEAD. */
+  readonly #udpPayloadLimit: number;
 
   // paths: the last validated address, where records go now, and its probe if unvalidated
   #validated: Deno.NetAddr;
@@ -204,7 +210,9 @@ export class Connection implements DtlsConn, RecordIO {
     this.#onPathValidated = opts.onPathValidated;
     this.#clock = opts.clock ?? realClock;
     this.#maxDatagramSize = opts.maxDatagramSize;
-    this.handshakeMtu = opts.handshakeMtu;
+    this.#udpPayloadLimit = opts.maxDatagramSize + MAX_RECORD_OVERHEAD;
+    this.handshakeMtu = opts.handshakeMtu ??
+      Math.max(opts.maxDatagramSize, 1200) + MAX_RECORD_OVERHEAD;
     this.stats = opts.stats;
     this.#onClosed = opts.onClosed;
     this.#retransmitAllowed = opts.retransmitAllowed;
@@ -333,16 +341,16 @@ export class Connection implements DtlsConn, RecordIO {
   }
 
   /**
-   * Sets the payload size after the handshake: what a record under `suite` can carry
-   * in `udpPayloadLimit` bytes of UDP payload (the header, the suite's nonce and tag,
-   * and a CID record's CID and real type come off it).
+   * Sets the payload size after the handshake: what a record under `suite` can carry in
+   * the ceiling's UDP payload (the header, the suite's nonce and tag, and a CID record's
+   * CID and real type come off it).
    */
-  setSuite(suite: CipherSuite, udpPayloadLimit: number): void {
+  setSuite(suite: CipherSuite): void {
     this.suite = suite.name;
     // A CID record carries the CID and, inside the ciphertext, the real type.
     const cid = this.#sendCid.length > 0 ? this.#sendCid.length + 1 : 0;
     this.#maxDatagramSize = Math.min(
-      udpPayloadLimit - recordOverhead(suite) - cid,
+      this.#udpPayloadLimit - recordOverhead(suite) - cid,
       MAX_PLAINTEXT - (cid ? 1 : 0),
     );
   }

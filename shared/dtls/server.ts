@@ -44,7 +44,6 @@ import { type Clock, realClock } from "../clock.ts";
 import { equalBytes, Writer } from "./bytes.ts";
 import { randomBytes } from "node:crypto";
 import { KeyedTokenBuckets, TokenBucket } from "../rate_limit.ts";
-import { MAX_RECORD_OVERHEAD } from "./cipher.ts";
 import { checkDatagramSize, defaultMaxDatagramSize } from "./path.ts";
 import {
   encodeStatelessReset,
@@ -378,7 +377,7 @@ export class DtlsServer {
       clock: o.clock,
       onPathValidated: (c, to) => this.#onPathValidated(c, to),
       maxDatagramSize,
-      handshakeMtu: o.handshakeMtu ?? Math.max(maxDatagramSize, 1200) + MAX_RECORD_OVERHEAD,
+      handshakeMtu: o.handshakeMtu,
       stats,
       onClosed: (c) => {
         if (this.#conns.get(c.key) === c) this.#conns.delete(c.key);
@@ -436,7 +435,7 @@ export class DtlsServer {
           return;
         }
         const suite = hs.suite!;
-        conn.setSuite(suite, maxDatagramSize + MAX_RECORD_OVERHEAD);
+        conn.setSuite(suite);
         conn.identity = hs.identity;
         const reset = o.statelessReset;
         if (reset && conn.receiveCid.length > 0) {
