@@ -10,7 +10,7 @@ import { type Clock, realClock } from "../shared/clock.ts";
 import {
   derivePsk,
   dtlsConnect,
-  isLoopbackAddress,
+  isLoopbackHost,
   type PacketSocketFactory,
   pskIdentity,
 } from "../shared/dtls/mod.ts";
@@ -128,10 +128,6 @@ export function nodeDtlsDialer(o: DtlsDialerOptions): TunnelDialer {
       return { conn, closed: () => conn.whenClosed, udpPath: !isLoopbackHost(o.server.hostname) };
     },
   };
-}
-
-function isLoopbackHost(hostname: string): boolean {
-  return hostname === "localhost" || isLoopbackAddress(hostname);
 }
 
 /** How the client reaches the server (the CLI's `--transport`). */

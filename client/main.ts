@@ -25,7 +25,7 @@ import { ClientMetrics, serveClientMetrics } from "./metrics.ts";
 import { createStatusReporter } from "./status.ts";
 import { readDotEnv } from "../shared/dotenv.ts";
 import { receiveBufferWarning } from "../shared/udp_buffer.ts";
-import { isLoopbackAddress, useWasmChaCha } from "../shared/dtls/mod.ts";
+import { isLoopbackHost, useWasmChaCha } from "../shared/dtls/mod.ts";
 import { formatHostPort } from "../shared/names.ts";
 
 const HELP_AFTER = `
@@ -329,7 +329,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (
     config.transport !== "tcp" &&
-    !config.servers.every((s) => s.hostname === "localhost" || isLoopbackAddress(s.hostname))
+    !config.servers.every((s) => isLoopbackHost(s.hostname))
   ) {
     const rmem = await receiveBufferWarning();
     if (rmem !== null) err(`hopgate-client: warning: ${rmem}\n`);

@@ -517,9 +517,7 @@ export class TunnelHub {
           t: "welcome",
           session: id,
           server: SERVER_VERSION,
-          features: warmUp
-            ? [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS, FEATURE_WARM_UP]
-            : [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS],
+          features: [FEATURE_DRAIN, FEATURE_ACK_TIMESTAMPS, ...(warmUp ? [FEATURE_WARM_UP] : [])],
           ...(reset ? { reset: Buffer.from(reset).toString("hex") } : {}),
         };
       },

@@ -33,4 +33,9 @@ export {
   statelessResetToken,
 } from "./stateless_reset.ts";
 export type { PskLookup } from "./server_handshake.ts";
-export { defaultMaxDatagramSize, isLoopbackAddress, PATH_SAFE_DATAGRAM_SIZE } from "./path.ts";
+export {
+  defaultMaxDatagramSize,
+  isLoopbackAddress,
+  isLoopbackHost,
+  PATH_SAFE_DATAGRAM_SIZE,
+} from "./path.ts";

@@ -40,6 +40,11 @@ export function isLoopbackAddress(ip: string): boolean {
   return ip.startsWith("127.") || ip === "::1" || ip === "[::1]" || ip.startsWith("::ffff:127.");
 }
 
+/** Whether `hostname` (a name or an address) is `localhost` or a loopback address. */
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === "localhost" || isLoopbackAddress(hostname);
+}
+
 /** The default ceiling for a peer at `ip`. */
 export function defaultMaxDatagramSize(ip: string): number {
   if (isLoopbackAddress(ip)) return MAX_PLAINTEXT;

@@ -197,6 +197,11 @@ export class Packer {
     return !this.#p.streams.beyondPeerLimit(s) && s.hasSendWork(this.#p.flow.sendCredit);
   }
 
+  /** The warm-up running, if any. */
+  get warmUp(): WarmUp | null {
+    return this.#warmUp;
+  }
+
   /** Starts `w` (replacing none: the session runs one at a time). */
   startWarmUp(w: WarmUp): void {
     this.#warmUp = w;

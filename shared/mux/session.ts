@@ -126,8 +126,6 @@ export class MuxSession {
   };
   /** The TIMESTAMP of the packet being read (NaN: it had none), in ms on the peer's clock. */
   #peerTimestampMs = NaN;
-  /** The warm-up running, if any. */
-  #warmUp: WarmUp | null = null;
 
   /** Attaches to `conn` and starts at once; throws on invalid params or datagrams < 128 bytes. */
   constructor(conn: DatagramConn, options: MuxSessionOptions) {
@@ -287,16 +285,13 @@ export class MuxSession {
    * FEATURE_WARM_UP). Resolves when it stops; a second call while one runs gets that one.
    */
   warmUp(o: WarmUpOptions = {}): Promise<WarmUpResult> {
-    if (this.#warmUp !== null) return this.#warmUp.done;
+    const running = this.#packer.warmUp;
+    if (running !== null) return running.done;
     const now = this.#clock.now();
     const w = new WarmUp(now, o);
     if (this.#state !== "open") w.finish(now, "closed");
     else if (this.#recovery.cc.bandwidthKnown) w.finish(now, "not-needed");
-    else {
-      this.#warmUp = w;
-      void w.done.then(() => (this.#warmUp = null));
-      this.#packer.startWarmUp(w);
-    }
+    else this.#packer.startWarmUp(w);
     return w.done;
   }
 
@@ -483,7 +478,6 @@ export class MuxSession {
     switch (f.type) {
       case FrameType.PADDING:
       case FrameType.PING:
-        return;
       case FrameType.WARM_UP:
         return;
       case FrameType.TIMESTAMP:
